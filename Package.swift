@@ -1,0 +1,54 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "RecurrentRL",
+    products: [
+        .library(name: "RecurrentRL", targets: ["RecurrentRL"]),
+        .library(name: "Tensors", targets: ["Tensors"]),
+        .library(name: "NeuralNetworks", targets: ["NeuralNetworks"]),
+        .executable(name: "rrl", targets: ["rrl"]),
+    ],
+    traits: [
+        .trait(
+            name: "OpenBLAS",
+            description: "Route large matrix products through the system OpenBLAS (apt-get install libopenblas-dev)."
+        ),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // Hand-written compute kernels: packed matrix multiply with an AVX2/FMA micro-kernel
+        // chosen at run time, a portable fallback, and vectorised exp/tanh/sigmoid.
+        .target(
+            name: "CKernels",
+            cSettings: [
+                .define("RRL_USE_OPENBLAS", .when(traits: ["OpenBLAS"])),
+            ],
+            linkerSettings: [
+                .linkedLibrary("openblas", .when(traits: ["OpenBLAS"])),
+            ]
+        ),
+        .target(name: "Tensors", dependencies: ["CKernels"]),
+        .target(name: "NeuralNetworks", dependencies: ["Tensors", "CKernels"]),
+        .target(name: "RecurrentRL", dependencies: ["Tensors", "NeuralNetworks"]),
+        .executableTarget(
+            name: "rrl",
+            dependencies: [
+                "RecurrentRL",
+                "CKernels",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // Test support: counts heap allocations so tests can prove a training step allocates nothing.
+        .target(name: "AllocationCounter", path: "Tests/AllocationCounter"),
+        .testTarget(name: "TensorsTests", dependencies: ["Tensors", "CKernels"]),
+        .testTarget(
+            name: "NeuralNetworksTests",
+            dependencies: ["NeuralNetworks", "Tensors", "AllocationCounter"],
+            resources: [.copy("Fixtures")]
+        ),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,478 @@
+// Matrix multiply: B is packed into 16-column panels (k-blocked), A is read in place
+// through its row and column strides (packing A would cost as much as the product for
+// the thin matrices of recurrent networks), and a 6x16 micro-kernel accumulates in
+// registers. Tiny products (at most 8 rows) skip packing altogether.
+#include "CKernels.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define RRL_X86 1
+#include <immintrin.h>
+#endif
+
+enum { MR = 6, NR = 16, KC = 256, NC = 512 };
+
+// MARK: - CPU detection
+
+#if RRL_X86
+static void rrl_cpuid(unsigned leaf, unsigned sub, unsigned r[4]) {
+    __asm__ volatile("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3]) : "a"(leaf), "c"(sub));
+}
+#endif
+
+static int detect_avx2_fma(void) {
+#if RRL_X86
+    unsigned r[4];
+    rrl_cpuid(0, 0, r);
+    if (r[0] < 7) return 0;
+    rrl_cpuid(1, 0, r);
+    int fma = (r[2] >> 12) & 1, osxsave = (r[2] >> 27) & 1, avx = (r[2] >> 28) & 1;
+    if (!(fma && osxsave && avx)) return 0;
+    unsigned eax, edx;
+    __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+    if ((eax & 6) != 6) return 0;  // the OS saves XMM and YMM state
+    rrl_cpuid(7, 0, r);
+    return (r[1] >> 5) & 1;
+#else
+    return 0;
+#endif
+}
+
+static int cpu_state = -1;
+
+int rrl_cpu_has_avx2_fma(void) {
+    int s = __atomic_load_n(&cpu_state, __ATOMIC_RELAXED);
+    if (s < 0) {
+        s = detect_avx2_fma();
+        __atomic_store_n(&cpu_state, s, __ATOMIC_RELAXED);
+    }
+    return s;
+}
+
+int rrl_has_openblas(void) {
+#ifdef RRL_USE_OPENBLAS
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+// MARK: - Scratch memory (grows, never shrinks; one per thread)
+
+static _Thread_local float *scratch_b = NULL;
+static _Thread_local size_t scratch_b_cap = 0;
+static _Thread_local float *scratch_a = NULL;
+static _Thread_local size_t scratch_a_cap = 0;
+
+static float *grow(float **buf, size_t *cap, size_t need) {
+    if (need > *cap) {
+        free(*buf);
+        size_t bytes = ((need * sizeof(float)) + 63) & ~(size_t)63;
+        *buf = (float *)aligned_alloc(64, bytes);
+        if (!*buf) abort();
+        *cap = need;
+    }
+    return *buf;
+}
+
+// MARK: - Micro-kernels
+// C[0..6, 0..16] = alpha * sum_p A[r][p] * B[p][0..16] + beta * C (C not read when beta == 0).
+// A[r][p] = a[r*rsa + p*csa]; B[p][j] = b[p*bsb + j].
+
+static void kernel_portable(long kc, const float *a, long rsa, long csa, const float *b, long bsb,
+                            float alpha, float beta, float *c, long ldc) {
+    float acc[MR][NR];
+    memset(acc, 0, sizeof(acc));
+    for (long p = 0; p < kc; p++) {
+        const float *bp = b + p * bsb;
+        for (int r = 0; r < MR; r++) {
+            float av = a[r * rsa + p * csa];
+            for (int j = 0; j < NR; j++) acc[r][j] += av * bp[j];
+        }
+    }
+    for (int r = 0; r < MR; r++) {
+        float *cr = c + r * ldc;
+        if (beta == 0.0f) {
+            for (int j = 0; j < NR; j++) cr[j] = alpha * acc[r][j];
+        } else {
+            for (int j = 0; j < NR; j++) cr[j] = alpha * acc[r][j] + beta * cr[j];
+        }
+    }
+}
+
+#if RRL_X86
+__attribute__((target("avx2,fma")))
+static void kernel_avx2(long kc, const float *a, long rsa, long csa, const float *b, long bsb,
+                        float alpha, float beta, float *c, long ldc) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+    __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
+    __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+    const float *a0 = a, *a1 = a + rsa, *a2 = a + 2 * rsa, *a3 = a + 3 * rsa, *a4 = a + 4 * rsa,
+                *a5 = a + 5 * rsa;
+    for (long p = 0; p < kc; p++) {
+        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+        b += bsb;
+        __m256 av;
+        av = _mm256_broadcast_ss(a0); c00 = _mm256_fmadd_ps(av, b0, c00); c01 = _mm256_fmadd_ps(av, b1, c01);
+        av = _mm256_broadcast_ss(a1); c10 = _mm256_fmadd_ps(av, b0, c10); c11 = _mm256_fmadd_ps(av, b1, c11);
+        av = _mm256_broadcast_ss(a2); c20 = _mm256_fmadd_ps(av, b0, c20); c21 = _mm256_fmadd_ps(av, b1, c21);
+        av = _mm256_broadcast_ss(a3); c30 = _mm256_fmadd_ps(av, b0, c30); c31 = _mm256_fmadd_ps(av, b1, c31);
+        av = _mm256_broadcast_ss(a4); c40 = _mm256_fmadd_ps(av, b0, c40); c41 = _mm256_fmadd_ps(av, b1, c41);
+        av = _mm256_broadcast_ss(a5); c50 = _mm256_fmadd_ps(av, b0, c50); c51 = _mm256_fmadd_ps(av, b1, c51);
+        a0 += csa; a1 += csa; a2 += csa; a3 += csa; a4 += csa; a5 += csa;
+    }
+    const __m256 va = _mm256_set1_ps(alpha);
+#define RRL_STORE_ROW(r, x0, x1)                                                              \
+    do {                                                                                      \
+        float *cr = c + (r) * ldc;                                                            \
+        if (beta == 0.0f) {                                                                   \
+            _mm256_storeu_ps(cr, _mm256_mul_ps(va, x0));                                      \
+            _mm256_storeu_ps(cr + 8, _mm256_mul_ps(va, x1));                                  \
+        } else {                                                                              \
+            const __m256 vb = _mm256_set1_ps(beta);                                           \
+            _mm256_storeu_ps(cr, _mm256_fmadd_ps(va, x0, _mm256_mul_ps(vb, _mm256_loadu_ps(cr)))); \
+            _mm256_storeu_ps(cr + 8, _mm256_fmadd_ps(va, x1, _mm256_mul_ps(vb, _mm256_loadu_ps(cr + 8)))); \
+        }                                                                                     \
+    } while (0)
+    RRL_STORE_ROW(0, c00, c01);
+    RRL_STORE_ROW(1, c10, c11);
+    RRL_STORE_ROW(2, c20, c21);
+    RRL_STORE_ROW(3, c30, c31);
+    RRL_STORE_ROW(4, c40, c41);
+    RRL_STORE_ROW(5, c50, c51);
+#undef RRL_STORE_ROW
+}
+#endif
+
+typedef void (*micro_kernel)(long, const float *, long, long, const float *, long, float, float, float *, long);
+
+// MARK: - Packing
+
+// Packs B[p0..p0+kc, j0..j0+nc] into ceil(nc/16) panels of kc x 16 floats, zero-padded.
+static void pack_b(int trans_b, const float *b, long ldb, long p0, long kc, long j0, long nc, float *out) {
+    for (long jp = 0; jp < nc; jp += NR) {
+        long nr = nc - jp < NR ? nc - jp : NR;
+        float *panel = out + (jp / NR) * kc * NR;
+        if (!trans_b) {
+            for (long p = 0; p < kc; p++) {
+                const float *src = b + (p0 + p) * ldb + j0 + jp;
+                float *dst = panel + p * NR;
+                if (nr == NR) {
+                    memcpy(dst, src, NR * sizeof(float));
+                } else {
+                    long j = 0;
+                    for (; j < nr; j++) dst[j] = src[j];
+                    for (; j < NR; j++) dst[j] = 0.0f;
+                }
+            }
+        } else {
+            // B[p][j] = b[j*ldb + p]: read each source row contiguously.
+            if (nr < NR) memset(panel, 0, (size_t)kc * NR * sizeof(float));
+            for (long j = 0; j < nr; j++) {
+                const float *src = b + (j0 + jp + j) * ldb + p0;
+                for (long p = 0; p < kc; p++) panel[p * NR + j] = src[p];
+            }
+        }
+    }
+}
+
+// Writes the valid mr x nr corner of a 6x16 tile into C.
+static void merge_tile(const float *tile, long mr, long nr, float beta, float *c, long ldc) {
+    for (long i = 0; i < mr; i++) {
+        float *cr = c + i * ldc;
+        const float *tr = tile + i * NR;
+        if (beta == 0.0f) {
+            for (long j = 0; j < nr; j++) cr[j] = tr[j];
+        } else {
+            for (long j = 0; j < nr; j++) cr[j] = tr[j] + beta * cr[j];
+        }
+    }
+}
+
+static void scale_c(long m, long n, float beta, float *c, long ldc) {
+    for (long i = 0; i < m; i++) {
+        float *cr = c + i * ldc;
+        if (beta == 0.0f) {
+            memset(cr, 0, (size_t)n * sizeof(float));
+        } else if (beta != 1.0f) {
+            for (long j = 0; j < n; j++) cr[j] *= beta;
+        }
+    }
+}
+
+// MARK: - Packed, blocked product
+
+static void gemm_packed(micro_kernel kernel, int trans_a, int trans_b, long m, long n, long k, float alpha,
+                        const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc) {
+    const long rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
+    float tile[MR * NR];
+    float *bp = grow(&scratch_b, &scratch_b_cap, (size_t)KC * (NC + NR));
+    float *apad = grow(&scratch_a, &scratch_a_cap, (size_t)KC * MR);
+    for (long jc = 0; jc < n; jc += NC) {
+        long nc = n - jc < NC ? n - jc : NC;
+        for (long pc = 0; pc < k; pc += KC) {
+            long kc = k - pc < KC ? k - pc : KC;
+            float beta_eff = pc == 0 ? beta : 1.0f;
+            pack_b(trans_b, b, ldb, pc, kc, jc, nc, bp);
+            for (long ic = 0; ic < m; ic += MR) {
+                long mr = m - ic < MR ? m - ic : MR;
+                const float *ap = a + ic * rsa + pc * csa;
+                long ars = rsa, acs = csa;
+                if (mr < MR) {
+                    // Edge rows: copy into a zero-padded panel so the kernel never reads past A.
+                    for (long p = 0; p < kc; p++) {
+                        for (long r = 0; r < MR; r++) apad[p * MR + r] = r < mr ? ap[r * rsa + p * csa] : 0.0f;
+                    }
+                    ap = apad;
+                    ars = 1;
+                    acs = MR;
+                }
+                for (long jr = 0; jr < nc; jr += NR) {
+                    long nr = nc - jr < NR ? nc - jr : NR;
+                    float *cp = c + ic * ldc + jc + jr;
+                    const float *bpanel = bp + (jr / NR) * kc * NR;
+                    if (mr == MR && nr == NR) {
+                        kernel(kc, ap, ars, acs, bpanel, NR, alpha, beta_eff, cp, ldc);
+                    } else {
+                        kernel(kc, ap, ars, acs, bpanel, NR, alpha, 0.0f, tile, NR);
+                        merge_tile(tile, mr, nr, beta_eff, cp, ldc);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// MARK: - Tiny products (m <= 8)
+
+static void small_portable(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a,
+                           long lda, const float *b, long ldb, float beta, float *c, long ldc) {
+    const long rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
+    for (long i = 0; i < m; i++) {
+        float *cr = c + i * ldc;
+        if (!trans_b) {
+            // Row of C as a linear combination of rows of B.
+            if (beta == 0.0f) memset(cr, 0, (size_t)n * sizeof(float));
+            else if (beta != 1.0f) for (long j = 0; j < n; j++) cr[j] *= beta;
+            for (long p = 0; p < k; p++) {
+                float av = alpha * a[i * rsa + p * csa];
+                const float *br = b + p * ldb;
+                for (long j = 0; j < n; j++) cr[j] += av * br[j];
+            }
+        } else {
+            for (long j = 0; j < n; j++) {
+                const float *br = b + j * ldb;
+                float s = 0.0f;
+                for (long p = 0; p < k; p++) s += a[i * rsa + p * csa] * br[p];
+                cr[j] = beta == 0.0f ? alpha * s : alpha * s + beta * cr[j];
+            }
+        }
+    }
+}
+
+#if RRL_X86
+__attribute__((target("avx2,fma")))
+static inline float hsum256(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
+    return _mm_cvtss_f32(lo);
+}
+
+__attribute__((target("avx2,fma")))
+static void small_avx2(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,
+                       const float *b, long ldb, float beta, float *c, long ldc) {
+    const long rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
+    if (!trans_b) {
+        // Each row of C accumulates alpha*A[i][p] * B[p][:] in 32-wide register blocks.
+        for (long i = 0; i < m; i++) {
+            float *cr = c + i * ldc;
+            const float *ar = a + i * rsa;
+            long j = 0;
+            for (; j + 32 <= n; j += 32) {
+                __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(),
+                       s3 = _mm256_setzero_ps();
+                const float *bp = b + j;
+                for (long p = 0; p < k; p++, bp += ldb) {
+                    __m256 av = _mm256_broadcast_ss(ar + p * csa);
+                    s0 = _mm256_fmadd_ps(av, _mm256_loadu_ps(bp), s0);
+                    s1 = _mm256_fmadd_ps(av, _mm256_loadu_ps(bp + 8), s1);
+                    s2 = _mm256_fmadd_ps(av, _mm256_loadu_ps(bp + 16), s2);
+                    s3 = _mm256_fmadd_ps(av, _mm256_loadu_ps(bp + 24), s3);
+                }
+                __m256 va = _mm256_set1_ps(alpha);
+                __m256 r0 = _mm256_mul_ps(va, s0), r1 = _mm256_mul_ps(va, s1), r2 = _mm256_mul_ps(va, s2),
+                       r3 = _mm256_mul_ps(va, s3);
+                if (beta != 0.0f) {
+                    __m256 vb = _mm256_set1_ps(beta);
+                    r0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr + j), r0);
+                    r1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr + j + 8), r1);
+                    r2 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr + j + 16), r2);
+                    r3 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr + j + 24), r3);
+                }
+                _mm256_storeu_ps(cr + j, r0);
+                _mm256_storeu_ps(cr + j + 8, r1);
+                _mm256_storeu_ps(cr + j + 16, r2);
+                _mm256_storeu_ps(cr + j + 24, r3);
+            }
+            for (; j + 8 <= n; j += 8) {
+                __m256 s0 = _mm256_setzero_ps();
+                const float *bp = b + j;
+                for (long p = 0; p < k; p++, bp += ldb)
+                    s0 = _mm256_fmadd_ps(_mm256_broadcast_ss(ar + p * csa), _mm256_loadu_ps(bp), s0);
+                __m256 r0 = _mm256_mul_ps(_mm256_set1_ps(alpha), s0);
+                if (beta != 0.0f) r0 = _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_loadu_ps(cr + j), r0);
+                _mm256_storeu_ps(cr + j, r0);
+            }
+            for (; j < n; j++) {
+                float s = 0.0f;
+                for (long p = 0; p < k; p++) s += ar[p * csa] * b[p * ldb + j];
+                cr[j] = beta == 0.0f ? alpha * s : alpha * s + beta * cr[j];
+            }
+        }
+        return;
+    }
+    // B transposed (B[p][j] = b[j*ldb + p]): dot products along k. A's row must be contiguous
+    // for the vector loads; otherwise copy it once into a scratch row.
+    float *arow = trans_a ? grow(&scratch_a, &scratch_a_cap, (size_t)k) : NULL;
+    for (long i = 0; i < m; i++) {
+        const float *ar = a + i * rsa;
+        if (trans_a) {
+            for (long p = 0; p < k; p++) arow[p] = ar[p * csa];
+            ar = arow;
+        }
+        float *cr = c + i * ldc;
+        long j = 0;
+        for (; j + 4 <= n; j += 4) {
+            const float *b0 = b + j * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
+            __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(),
+                   s3 = _mm256_setzero_ps();
+            long p = 0;
+            for (; p + 8 <= k; p += 8) {
+                __m256 av = _mm256_loadu_ps(ar + p);
+                s0 = _mm256_fmadd_ps(av, _mm256_loadu_ps(b0 + p), s0);
+                s1 = _mm256_fmadd_ps(av, _mm256_loadu_ps(b1 + p), s1);
+                s2 = _mm256_fmadd_ps(av, _mm256_loadu_ps(b2 + p), s2);
+                s3 = _mm256_fmadd_ps(av, _mm256_loadu_ps(b3 + p), s3);
+            }
+            float d0 = hsum256(s0), d1 = hsum256(s1), d2 = hsum256(s2), d3 = hsum256(s3);
+            for (; p < k; p++) {
+                d0 += ar[p] * b0[p];
+                d1 += ar[p] * b1[p];
+                d2 += ar[p] * b2[p];
+                d3 += ar[p] * b3[p];
+            }
+            float d[4] = {d0, d1, d2, d3};
+            for (int q = 0; q < 4; q++)
+                cr[j + q] = beta == 0.0f ? alpha * d[q] : alpha * d[q] + beta * cr[j + q];
+        }
+        for (; j < n; j++) {
+            const float *br = b + j * ldb;
+            __m256 s0 = _mm256_setzero_ps();
+            long p = 0;
+            for (; p + 8 <= k; p += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(ar + p), _mm256_loadu_ps(br + p), s0);
+            float d = hsum256(s0);
+            for (; p < k; p++) d += ar[p] * br[p];
+            cr[j] = beta == 0.0f ? alpha * d : alpha * d + beta * cr[j];
+        }
+    }
+}
+#endif
+
+// MARK: - Reference
+
+static void gemm_naive(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,
+                       const float *b, long ldb, float beta, float *c, long ldc) {
+    for (long i = 0; i < m; i++) {
+        for (long j = 0; j < n; j++) {
+            double s = 0.0;
+            for (long p = 0; p < k; p++) {
+                float av = trans_a ? a[p * lda + i] : a[i * lda + p];
+                float bv = trans_b ? b[j * ldb + p] : b[p * ldb + j];
+                s += (double)av * (double)bv;
+            }
+            float *cij = c + i * ldc + j;
+            *cij = beta == 0.0f ? (float)(alpha * s) : (float)(alpha * s + beta * *cij);
+        }
+    }
+}
+
+// MARK: - Dispatch
+
+#ifdef RRL_USE_OPENBLAS
+void cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+                 const float *b, int ldb, float beta, float *c, int ldc);
+#endif
+
+void rrl_sgemm_path(rrl_gemm_path path, int trans_a, int trans_b, long m, long n, long k, float alpha,
+                    const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc) {
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0 || alpha == 0.0f) {
+        scale_c(m, n, beta, c, ldc);
+        return;
+    }
+    int avx2 = rrl_cpu_has_avx2_fma();
+    switch (path) {
+    case RRL_GEMM_NAIVE:
+        gemm_naive(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    case RRL_GEMM_PACKED_PORTABLE:
+        gemm_packed(kernel_portable, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    case RRL_GEMM_SMALL_PORTABLE:
+        small_portable(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    case RRL_GEMM_PACKED_AVX2:
+#if RRL_X86
+        if (avx2) {
+            gemm_packed(kernel_avx2, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+            return;
+        }
+#endif
+        gemm_packed(kernel_portable, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    case RRL_GEMM_SMALL_AVX2:
+#if RRL_X86
+        if (avx2) {
+            small_avx2(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+            return;
+        }
+#endif
+        small_portable(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    case RRL_GEMM_OPENBLAS:
+#ifdef RRL_USE_OPENBLAS
+        cblas_sgemm(101, trans_a ? 112 : 111, trans_b ? 112 : 111, (int)m, (int)n, (int)k, alpha, a, (int)lda, b,
+                    (int)ldb, beta, c, (int)ldc);
+        return;
+#endif
+    case RRL_GEMM_AUTO:
+    default:
+        break;
+    }
+    if (m <= 8) {
+        rrl_sgemm_path(avx2 ? RRL_GEMM_SMALL_AVX2 : RRL_GEMM_SMALL_PORTABLE, trans_a, trans_b, m, n, k, alpha, a,
+                       lda, b, ldb, beta, c, ldc);
+        return;
+    }
+#ifdef RRL_USE_OPENBLAS
+    if (!avx2 && m * n * k >= 32768) {
+        rrl_sgemm_path(RRL_GEMM_OPENBLAS, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+#endif
+    rrl_sgemm_path(avx2 ? RRL_GEMM_PACKED_AVX2 : RRL_GEMM_PACKED_PORTABLE, trans_a, trans_b, m, n, k, alpha, a, lda,
+                   b, ldb, beta, c, ldc);
+}
+
+void rrl_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,
+               const float *b, long ldb, float beta, float *c, long ldc) {
+    rrl_sgemm_path(RRL_GEMM_AUTO, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}

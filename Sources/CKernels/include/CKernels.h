@@ -1,0 +1,73 @@
+// CKernels: the few compute kernels that must run near the machine's peak.
+//
+// Everything here is row-major single precision. The AVX2/FMA code is compiled with
+// per-function target attributes and chosen at run time, so a plain `swift build -c release`
+// (which targets baseline x86-64) still runs at full speed on AVX2 machines, and the
+// portable code runs everywhere else (arm64 included).
+#ifndef RRL_CKERNELS_H
+#define RRL_CKERNELS_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Which implementation a matrix product uses. `RRL_GEMM_AUTO` picks the fastest available.
+typedef enum {
+    RRL_GEMM_AUTO = 0,
+    /// Packed, blocked product with the portable C micro-kernel.
+    RRL_GEMM_PACKED_PORTABLE = 1,
+    /// Packed, blocked product with the AVX2/FMA micro-kernel (falls back to portable without AVX2).
+    RRL_GEMM_PACKED_AVX2 = 2,
+    /// Unpacked path for tiny products (few rows), portable.
+    RRL_GEMM_SMALL_PORTABLE = 3,
+    /// Unpacked path for tiny products (few rows), AVX2/FMA.
+    RRL_GEMM_SMALL_AVX2 = 4,
+    /// Triple loop; the reference the tests compare against.
+    RRL_GEMM_NAIVE = 5,
+    /// System OpenBLAS (only when built with the OpenBLAS trait; otherwise same as AUTO).
+    RRL_GEMM_OPENBLAS = 6,
+} rrl_gemm_path;
+
+/// 1 when the CPU and the operating system support AVX2 and FMA.
+int rrl_cpu_has_avx2_fma(void);
+
+/// 1 when the package was built with the OpenBLAS trait.
+int rrl_has_openblas(void);
+
+/// C = alpha * op(A) * op(B) + beta * C, row-major.
+/// op(A) is m x k: A[i][p] = a[i*lda + p], or a[p*lda + i] when trans_a != 0.
+/// op(B) is k x n: B[p][j] = b[p*ldb + j], or b[j*ldb + p] when trans_b != 0.
+/// When beta == 0, C is not read (it may hold anything, NaN included).
+void rrl_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha,
+               const float *a, long lda, const float *b, long ldb,
+               float beta, float *c, long ldc);
+
+/// Same as rrl_sgemm with a forced implementation (for tests and benchmarks).
+void rrl_sgemm_path(rrl_gemm_path path, int trans_a, int trans_b, long m, long n, long k,
+                    float alpha, const float *a, long lda, const float *b, long ldb,
+                    float beta, float *c, long ldc);
+
+/// Elementwise y = exp(x), tanh(x), sigmoid(x) over n floats; y may equal x.
+/// Relative error is a few float ulps (checked against libm in the tests).
+void rrl_vexp(long n, const float *x, float *y);
+void rrl_vtanh(long n, const float *x, float *y);
+void rrl_vsigmoid(long n, const float *x, float *y);
+/// Forces the portable versions (for tests): 1 = portable, 0 = automatic.
+void rrl_set_force_portable(int force);
+
+/// Measures the single-thread fp32 FMA peak in GFLOP/s by running independent FMA
+/// chains for about `seconds`. Uses AVX2/FMA when available, else the portable loop.
+double rrl_measure_fma_peak_gflops(double seconds);
+
+/// Monotonic clock in seconds.
+double rrl_now_seconds(void);
+/// CPU time of this process (user + system) in seconds.
+double rrl_process_cpu_seconds(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,2 @@
+@_exported import Tensors
+@_exported import NeuralNetworks

@@ -1,0 +1,105 @@
+import CKernels
+import Tensors
+import XCTest
+
+final class GEMMTests: XCTestCase {
+    /// Double-precision reference computed here, independent of the C kernels.
+    private func reference(_ a: Matrix, _ b: Matrix, _ c0: [Float], alpha: Float, beta: Float) -> [Float] {
+        var out = [Float](repeating: 0, count: a.rows * b.columns)
+        for i in 0..<a.rows {
+            for j in 0..<b.columns {
+                var s = 0.0
+                for p in 0..<a.columns { s += Double(a[i, p]) * Double(b[p, j]) }
+                let prior = beta == 0 ? 0 : Double(beta) * Double(c0[i * b.columns + j])
+                out[i * b.columns + j] = Float(Double(alpha) * s + prior)
+            }
+        }
+        return out
+    }
+
+    private func check(m: Int, n: Int, k: Int, transA: Bool, transB: Bool, alpha: Float, beta: Float,
+                       path: GEMMPath, rng: inout RandomGenerator, file: StaticString = #filePath, line: UInt = #line) {
+        // Storage with padding in the leading dimension, so strides differ from widths.
+        let aRows = transA ? k : m, aCols = transA ? m : k
+        let bRows = transB ? n : k, bCols = transB ? k : n
+        let lda = aCols + 3, ldb = bCols + 1, ldc = n + 2
+        let aStore = Tensor.uniform([aRows, lda], low: -1, high: 1, using: &rng)
+        let bStore = Tensor.uniform([bRows, ldb], low: -1, high: 1, using: &rng)
+        let cStore = Tensor.uniform([m, ldc], low: -1, high: 1, using: &rng)
+        if beta == 0 { for i in 0..<m { cStore.data[i * ldc] = .nan } }  // beta == 0 must not read C
+        var a = Matrix(aStore.data, rows: aRows, columns: aCols, stride: lda)
+        if transA { a = a.transposed }
+        var b = Matrix(bStore.data, rows: bRows, columns: bCols, stride: ldb)
+        if transB { b = b.transposed }
+        let c = Matrix(cStore.data, rows: m, columns: n, stride: ldc)
+        var c0 = [Float](repeating: 0, count: m * n)
+        for i in 0..<m { for j in 0..<n { c0[i * n + j] = c[i, j] } }
+        let padding = (0..<m).map { cStore.data[$0 * ldc + n] }
+        let expected = reference(a, b, c0, alpha: alpha, beta: beta)
+        gemm(a, b, into: c, alpha: alpha, beta: beta, path: path)
+        var worst: Float = 0
+        for i in 0..<m {
+            for j in 0..<n {
+                let e = expected[i * n + j]
+                let err = abs(c[i, j] - e) / (1 + abs(e))
+                if !(err <= worst) { worst = err.isNaN ? .infinity : err }
+            }
+            XCTAssertEqual(cStore.data[i * ldc + n], padding[i], "gemm wrote past row end", file: file, line: line)
+        }
+        let tolerance: Float = 2e-6 * Float(k).squareRoot() + 1e-6
+        XCTAssertLessThanOrEqual(worst, tolerance,
+                                 "path \(path.name) m=\(m) n=\(n) k=\(k) tA=\(transA) tB=\(transB) alpha=\(alpha) beta=\(beta)",
+                                 file: file, line: line)
+    }
+
+    func testEveryPathAgreesWithReferenceOnOddShapes() {
+        var rng = RandomGenerator(seed: 7)
+        let sizes = [1, 3, 17, 33, 257]
+        let paths: [GEMMPath] = [.automatic, .packedPortable, .packedAVX2, .smallPortable, .smallAVX2]
+        for path in paths {
+            for m in sizes {
+                // The small paths are for few rows; still correct for any m, but keep the test quick.
+                if (path == .smallPortable || path == .smallAVX2) && m > 33 { continue }
+                for n in [1, 3, 17, 33, 257] where m * n <= 257 * 33 {
+                    for k in [1, 3, 17, 257] {
+                        for transA in [false, true] {
+                            for transB in [false, true] {
+                                check(m: m, n: n, k: k, transA: transA, transB: transB, alpha: 1, beta: 0, path: path, rng: &rng)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    func testAlphaBetaAndBlockBoundaries() {
+        var rng = RandomGenerator(seed: 11)
+        // k = 300 crosses the 256-deep k block; n = 530 crosses the 512-wide n block.
+        for path in [GEMMPath.automatic, .packedPortable, .packedAVX2, .smallAVX2, .smallPortable] {
+            for (m, n, k) in [(7, 530, 300), (13, 40, 300), (2, 9, 5), (6, 16, 8), (12, 32, 1)] {
+                for (alpha, beta) in [(Float(1), Float(1)), (0.5, -2), (-1.5, 0)] {
+                    for transA in [false, true] {
+                        for transB in [false, true] {
+                            check(m: m, n: n, k: k, transA: transA, transB: transB, alpha: alpha, beta: beta, path: path, rng: &rng)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    func testZeroDepthScalesC() {
+        let c = Tensor([2, 2], values: [1, 2, 3, 4])
+        let a = Tensor([2, 0]), b = Tensor([0, 2])
+        gemm(a.matrix, b.matrix, into: c.matrix, alpha: 1, beta: 3)
+        XCTAssertEqual(c.array, [3, 6, 9, 12])
+        gemm(a.matrix, b.matrix, into: c.matrix, alpha: 1, beta: 0)
+        XCTAssertEqual(c.array, [0, 0, 0, 0])
+    }
+
+    func testNaivePathMatchesReference() {
+        var rng = RandomGenerator(seed: 3)
+        check(m: 5, n: 7, k: 9, transA: true, transB: false, alpha: 2, beta: 0.5, path: .naive, rng: &rng)
+    }
+}
