@@ -23,6 +23,15 @@ public struct Shape: Equatable, Hashable, CustomStringConvertible, ExpressibleBy
 
     public init(arrayLiteral elements: Int...) { self.init(elements) }
 
+    /// Rank-1 shape without touching the heap.
+    @inlinable public init(d0: Int) { rank = 1; self.d0 = d0; d1 = 1; d2 = 1; d3 = 1 }
+    /// Rank-2 shape without touching the heap.
+    @inlinable public init(d0: Int, d1: Int) { rank = 2; self.d0 = d0; self.d1 = d1; d2 = 1; d3 = 1 }
+    /// Rank-3 shape without touching the heap.
+    @inlinable public init(d0: Int, d1: Int, d2: Int) { rank = 3; self.d0 = d0; self.d1 = d1; self.d2 = d2; d3 = 1 }
+    /// Rank-4 shape without touching the heap.
+    @inlinable public init(d0: Int, d1: Int, d2: Int, d3: Int) { rank = 4; self.d0 = d0; self.d1 = d1; self.d2 = d2; self.d3 = d3 }
+
     /// Dimension `i` (0-based).
     @inlinable public subscript(i: Int) -> Int {
         precondition(i >= 0 && i < rank, "Shape index \(i) out of range for rank \(rank)")
@@ -54,4 +63,16 @@ public struct Shape: Equatable, Hashable, CustomStringConvertible, ExpressibleBy
     public var dimensions: [Int] { (0..<rank).map { self[$0] } }
 
     public var description: String { "[" + dimensions.map(String.init).joined(separator: ", ") + "]" }
+}
+
+extension Shape {
+    /// The same shape with its last dimension replaced (no heap use).
+    @inlinable public func replacingLast(with last: Int) -> Shape {
+        switch rank {
+        case 0, 1: return Shape(d0: last)
+        case 2: return Shape(d0: d0, d1: last)
+        case 3: return Shape(d0: d0, d1: d1, d2: last)
+        default: return Shape(d0: d0, d1: d1, d2: d2, d3: last)
+        }
+    }
 }

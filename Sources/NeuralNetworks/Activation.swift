@@ -1,0 +1,33 @@
+import Foundation
+import Tensors
+
+/// Pointwise nonlinearities. Backward passes use the stored *output*, so no pre-activation
+/// copy is kept.
+public enum Activation: String, CaseIterable, Codable, Sendable {
+    case identity, tanh, relu, elu, sigmoid
+
+    /// y = f(x) over `count` floats, in place allowed.
+    public func apply(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
+        switch self {
+        case .identity:
+            if UnsafePointer(y) != x { y.update(from: x, count: count) }
+        case .tanh: VectorMath.tanh(x, y, count: count)
+        case .sigmoid: VectorMath.sigmoid(x, y, count: count)
+        case .relu: for i in 0..<count { y[i] = Swift.max(x[i], 0) }
+        case .elu: for i in 0..<count { y[i] = x[i] > 0 ? x[i] : Foundation.expm1(x[i]) }
+        }
+    }
+
+    /// dx = dy * f'(x), written from the output y = f(x); `dx` may equal `dy`.
+    public func backward(output y: UnsafePointer<Float>, outputGradient dy: UnsafePointer<Float>,
+                         inputGradient dx: UnsafeMutablePointer<Float>, count: Int) {
+        switch self {
+        case .identity:
+            if UnsafePointer(dx) != dy { dx.update(from: dy, count: count) }
+        case .tanh: for i in 0..<count { dx[i] = dy[i] * (1 - y[i] * y[i]) }
+        case .sigmoid: for i in 0..<count { dx[i] = dy[i] * y[i] * (1 - y[i]) }
+        case .relu: for i in 0..<count { dx[i] = y[i] > 0 ? dy[i] : 0 }
+        case .elu: for i in 0..<count { dx[i] = y[i] > 0 ? dy[i] : dy[i] * (y[i] + 1) }
+        }
+    }
+}

@@ -1,0 +1,582 @@
+import Tensors
+
+/// A recurrent layer run over a whole time-major sequence.
+///
+/// Shapes: input `[time, batch, inputSize]`; output `[time, batch, hiddenSize]`; the state of
+/// one batch row is `stateWidth` floats (GRU: `h`; LSTM: `h` then `c`), so a batch of states is
+/// `[batch, stateWidth]` and a stack's state is its layers' states side by side.
+///
+/// Resets: where `resetMask[t, b] != 0`, the state entering step t is replaced by row b of the
+/// initial state (zeros when none is given). The gradient does not flow back across a reset; it
+/// goes to the initial state instead, so one call handles episode ends inside a window, several
+/// episodes packed in one row, and vector environments ending at different times.
+public protocol RecurrentLayer: ParameterContainer {
+    var inputSize: Int { get }
+    var hiddenSize: Int { get }
+    /// Floats of state per batch row.
+    var stateWidth: Int { get }
+    /// `[time, batch, hiddenSize]`, valid after `forward`.
+    var output: Tensor { get }
+    /// `[batch, stateWidth]`: the state after the last step.
+    var finalState: Tensor { get }
+    /// `[time, batch, inputSize]`, valid after `backward`.
+    var inputGradient: Tensor { get }
+    /// `[batch, stateWidth]`: d(loss)/d(initial state), summed over step 0 and every reset.
+    var initialStateGradient: Tensor { get }
+
+    /// Runs the sequence. `initialState` is `batch x stateWidth` (nil: zeros); `resetMask` has
+    /// `time * batch` entries (nil: no resets). With `keepActivations` false nothing is kept for
+    /// a backward pass (burn-in, acting, evaluation).
+    @discardableResult
+    func forward(_ input: Tensor, initialState: Matrix?, resetMask: Tensor?, keepActivations: Bool) -> Tensor
+
+    /// Back-propagates through time. `outputGradient` is `[time, batch, hiddenSize]` (nil: zero);
+    /// `finalStateGradient` is `batch x stateWidth` (nil: zero). With `truncation` k > 0 the
+    /// gradient carried through the state is cut every k steps (at steps k, 2k, ...).
+    func backward(outputGradient: Tensor?, finalStateGradient: Matrix?, truncation: Int, needsInputGradient: Bool)
+}
+
+extension RecurrentLayer {
+    @discardableResult
+    public func forward(_ input: Tensor, initialState: Matrix? = nil, resetMask: Tensor? = nil) -> Tensor {
+        forward(input, initialState: initialState, resetMask: resetMask, keepActivations: true)
+    }
+
+    public func backward(outputGradient: Tensor?, finalStateGradient: Matrix? = nil, truncation: Int = 0) {
+        backward(outputGradient: outputGradient, finalStateGradient: finalStateGradient, truncation: truncation, needsInputGradient: true)
+    }
+}
+
+/// Shared bookkeeping of GRU and LSTM: shapes, the state entering each step, and where the
+/// state gradient goes at resets and truncation points.
+@usableFromInline
+struct SequenceGeometry {
+    var time = 0, batch = 0
+    var resetMask: UnsafeMutablePointer<Float>?
+
+    mutating func set(input: Tensor, inputSize: Int, resetMask: Tensor?, layer: String) {
+        precondition(input.shape.rank == 3 && input.shape[2] == inputSize,
+                     "\(layer) expects input [time, batch, \(inputSize)], got \(input.shape)")
+        time = input.shape[0]
+        batch = input.shape[1]
+        if let resetMask {
+            precondition(resetMask.count == time * batch, "\(layer): reset mask needs time*batch = \(time * batch) entries, got \(resetMask.count)")
+        }
+        self.resetMask = resetMask?.data
+    }
+
+    /// True when row b restarts from the initial state at step t.
+    @inline(__always) func restarts(_ t: Int, _ b: Int) -> Bool {
+        t == 0 || (resetMask.map { $0[t * batch + b] != 0 } ?? false)
+    }
+
+    /// True when any row restarts at step t.
+    @inline(__always) func anyRestart(_ t: Int) -> Bool {
+        if t == 0 { return true }
+        guard let mask = resetMask else { return false }
+        for b in 0..<batch where mask[t * batch + b] != 0 { return true }
+        return false
+    }
+}
+
+/// Copies `width` floats of row b of `state` (columns from `column`) into `destination`, or zeros.
+@inline(__always)
+func copyStateRow(_ state: Matrix?, row b: Int, column: Int, width: Int, into destination: UnsafeMutablePointer<Float>) {
+    if let state {
+        destination.update(from: state.base + b * state.stride + column, count: width)
+    } else {
+        destination.update(repeating: 0, count: width)
+    }
+}
+
+/// Writes the bias into every row, so that a following `gemm(..., beta: 1)` adds the product.
+@inline(__always)
+func broadcastRows(_ bias: UnsafeMutablePointer<Float>, rows: Int, width: Int, into out: UnsafeMutablePointer<Float>) {
+    for r in 0..<rows { (out + r * width).update(from: bias, count: width) }
+}
+
+/// Adds the column sums of a `rows x width` block to `sum`.
+@inline(__always)
+func accumulateColumnSums(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int, into sum: UnsafeMutablePointer<Float>) {
+    for r in 0..<rows {
+        let row = x + r * width
+        for j in 0..<width { sum[j] += row[j] }
+    }
+}
+
+// MARK: - GRU
+
+/// A gated recurrent unit with PyTorch's equations, gate order (r, z, n) and weight layout:
+///
+///     r = σ(W_ir x + b_ir + W_hr h + b_hr)
+///     z = σ(W_iz x + b_iz + W_hz h + b_hz)
+///     n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
+///     h' = (1 - z) ⊙ n + z ⊙ h
+///
+/// `weight_ih` is `[3H, I]`, `weight_hh` `[3H, H]`, `bias_ih` and `bias_hh` `[3H]`, so weights
+/// can be exchanged with `torch.nn.GRU`. The input products of all steps are one matrix product;
+/// only `h W_hh^T` runs per step. Cost per step: 2·B·3H·H FLOPs forward, twice that backward.
+public final class GRU: RecurrentLayer {
+    public let inputSize: Int
+    public let hiddenSize: Int
+    public var stateWidth: Int { hiddenSize }
+    public let weightIH: Parameter, weightHH: Parameter, biasIH: Parameter, biasHH: Parameter
+
+    public let output = Tensor([0, 0, 0])
+    public let finalState = Tensor([0, 0])
+    public let inputGradient = Tensor([0, 0, 0])
+    public let initialStateGradient = Tensor([0, 0])
+
+    private var geometry = SequenceGeometry()
+    private var input: Tensor?
+    private var hasActivations = false
+    /// `[time * batch, 3H]`: input products, then the activated gates (r, z, n).
+    private let gates = Tensor([0, 0])
+    /// `[time * batch, H]`: W_hn h + b_hn at each step (needed for dr).
+    private let hiddenCandidate = Tensor([0, 0])
+    /// `[time * batch, H]`: the state that entered each step.
+    private let previousStates = Tensor([0, 0])
+    private let stepHidden = Tensor([0, 0])   // [batch, 3H]
+    private let stepState = Tensor([0, 0])    // [batch, H] (no-gradient forward)
+    private let inputGateGradient = Tensor([0, 0])   // [time * batch, 3H]
+    private let hiddenGateGradient = Tensor([0, 0])  // [time * batch, 3H]
+    private let stateGradient = Tensor([0, 0])       // [batch, H]
+    private let previousStateGradient = Tensor([0, 0])
+
+    /// Every weight and bias uniform in ±1/sqrt(hiddenSize), as PyTorch.
+    public init(inputSize: Int, hiddenSize: Int, using rng: inout RandomGenerator) {
+        precondition(inputSize > 0 && hiddenSize > 0, "GRU sizes must be positive")
+        self.inputSize = inputSize
+        self.hiddenSize = hiddenSize
+        let k = 1 / Float(hiddenSize).squareRoot()
+        weightIH = Parameter([3 * hiddenSize, inputSize], uniformBound: k, using: &rng)
+        weightHH = Parameter([3 * hiddenSize, hiddenSize], uniformBound: k, using: &rng)
+        biasIH = Parameter([3 * hiddenSize], uniformBound: k, using: &rng)
+        biasHH = Parameter([3 * hiddenSize], uniformBound: k, using: &rng)
+    }
+
+    public func namedParameters(prefix: String) -> [NamedParameter] {
+        [(prefix + "weight_ih", weightIH), (prefix + "weight_hh", weightHH), (prefix + "bias_ih", biasIH), (prefix + "bias_hh", biasHH)]
+    }
+
+    @discardableResult
+    public func forward(_ input: Tensor, initialState: Matrix?, resetMask: Tensor?, keepActivations: Bool) -> Tensor {
+        geometry.set(input: input, inputSize: inputSize, resetMask: resetMask, layer: "GRU")
+        let T = geometry.time, B = geometry.batch, H = hiddenSize, G = 3 * H
+        if let s = initialState { precondition(s.rows == B && s.columns == H && !s.isTransposed, "GRU initial state must be [\(B), \(H)]") }
+        self.input = input
+        hasActivations = keepActivations
+        output.resize(Shape(d0: T, d1: B, d2: H))
+        finalState.resize(Shape(d0: B, d1: H))
+        gates.resize(Shape(d0: T * B, d1: G))
+        stepHidden.resize(Shape(d0: B, d1: G))
+        if keepActivations {
+            hiddenCandidate.resize(Shape(d0: T * B, d1: H))
+            previousStates.resize(Shape(d0: T * B, d1: H))
+        } else {
+            stepState.resize(Shape(d0: B, d1: H))
+        }
+        // All input products at once: [T*B, I] x [I, 3H].
+        broadcastRows(biasIH.value.data, rows: T * B, width: G, into: gates.data)
+        gemm(input.matrix, weightIH.value.matrix.transposed, into: gates.matrix, beta: 1)
+
+        let whhT = weightHH.value.matrix.transposed
+        for t in 0..<T {
+            // The state entering step t.
+            var hp: UnsafeMutablePointer<Float>
+            if keepActivations {
+                hp = previousStates.data + t * B * H
+                if t > 0 { hp.update(from: output.data + (t - 1) * B * H, count: B * H) }
+            } else {
+                hp = t > 0 && !geometry.anyRestart(t) ? output.data + (t - 1) * B * H : stepState.data
+                if t > 0 && hp == stepState.data { hp.update(from: output.data + (t - 1) * B * H, count: B * H) }
+            }
+            if geometry.anyRestart(t) {
+                for b in 0..<B where geometry.restarts(t, b) { copyStateRow(initialState, row: b, column: 0, width: H, into: hp + b * H) }
+            }
+            broadcastRows(biasHH.value.data, rows: B, width: G, into: stepHidden.data)
+            gemm(Matrix(hp, rows: B, columns: H, stride: H), whhT, into: stepHidden.matrix, beta: 1)
+            let gateBase = gates.data + t * B * G
+            for b in 0..<B {
+                let g = gateBase + b * G, gh = stepHidden.data + b * G
+                for j in 0..<(2 * H) { g[j] += gh[j] }
+                VectorMath.sigmoid(g, g, count: 2 * H)
+                let n = g + 2 * H, r = g, ghn = gh + 2 * H
+                for j in 0..<H { n[j] += r[j] * ghn[j] }
+                VectorMath.tanh(n, n, count: H)
+                let z = g + H, h = output.data + (t * B + b) * H, hprev = hp + b * H
+                for j in 0..<H { h[j] = n[j] + z[j] * (hprev[j] - n[j]) }
+                if keepActivations { (hiddenCandidate.data + (t * B + b) * H).update(from: ghn, count: H) }
+            }
+        }
+        if T > 0 {
+            finalState.data.update(from: output.data + (T - 1) * B * H, count: B * H)
+        } else {
+            for b in 0..<B { copyStateRow(initialState, row: b, column: 0, width: H, into: finalState.data + b * H) }
+        }
+        return output
+    }
+
+    public func backward(outputGradient: Tensor?, finalStateGradient: Matrix?, truncation: Int, needsInputGradient: Bool) {
+        guard let input, hasActivations else { preconditionFailure("GRU.backward needs a preceding forward with keepActivations") }
+        let T = geometry.time, B = geometry.batch, H = hiddenSize, G = 3 * H
+        if let dY = outputGradient { precondition(dY.shape == output.shape, "GRU output gradient must be \(output.shape), got \(dY.shape)") }
+        inputGateGradient.resize(Shape(d0: T * B, d1: G))
+        hiddenGateGradient.resize(Shape(d0: T * B, d1: G))
+        stateGradient.resize(Shape(d0: B, d1: H))
+        previousStateGradient.resize(Shape(d0: B, d1: H))
+        initialStateGradient.resize(Shape(d0: B, d1: H))
+        initialStateGradient.zero()
+        inputGradient.resize(input.shape)
+
+        var dh = stateGradient.data, dhp = previousStateGradient.data
+        if let s = finalStateGradient {
+            for b in 0..<B { (dh + b * H).update(from: s.base + b * s.stride, count: H) }
+        } else {
+            dh.update(repeating: 0, count: B * H)
+        }
+        let whh = weightHH.value.matrix
+        var t = T - 1
+        while t >= 0 {
+            if let dY = outputGradient {
+                let src = dY.data + t * B * H
+                for i in 0..<(B * H) { dh[i] += src[i] }
+            }
+            for b in 0..<B {
+                let row = t * B + b
+                let g = gates.data + row * G, r = g, z = g + H, n = g + 2 * H
+                let ghn = hiddenCandidate.data + row * H, hprev = previousStates.data + row * H
+                let dgi = inputGateGradient.data + row * G, dgh = hiddenGateGradient.data + row * G
+                let dhb = dh + b * H, dhpb = dhp + b * H
+                for j in 0..<H {
+                    let d = dhb[j]
+                    let dn = d * (1 - z[j])
+                    let dz = d * (hprev[j] - n[j])
+                    dhpb[j] = d * z[j]
+                    let dan = dn * (1 - n[j] * n[j])
+                    let daz = dz * z[j] * (1 - z[j])
+                    let dar = dan * ghn[j] * r[j] * (1 - r[j])
+                    dgi[j] = dar; dgi[H + j] = daz; dgi[2 * H + j] = dan
+                    dgh[j] = dar; dgh[H + j] = daz; dgh[2 * H + j] = dan * r[j]
+                }
+            }
+            // dh_prev += dGh[t] W_hh: [B, 3H] x [3H, H].
+            gemm(Matrix(hiddenGateGradient.data + t * B * G, rows: B, columns: G, stride: G), whh,
+                 into: Matrix(dhp, rows: B, columns: H, stride: H), beta: 1)
+            let cut = truncation > 0 && t % truncation == 0
+            for b in 0..<B {
+                if geometry.restarts(t, b) {
+                    let d0 = initialStateGradient.data + b * H, src = dhp + b * H
+                    for j in 0..<H { d0[j] += src[j] }
+                    (dhp + b * H).update(repeating: 0, count: H)
+                } else if cut {
+                    (dhp + b * H).update(repeating: 0, count: H)
+                }
+            }
+            swap(&dh, &dhp)
+            t -= 1
+        }
+        // Time-independent products, batched over all steps.
+        gemm(hiddenGateGradient.matrix.transposed, previousStates.matrix, into: weightHH.gradient.matrix, beta: 1)
+        accumulateColumnSums(hiddenGateGradient.data, rows: T * B, width: G, into: biasHH.gradient.data)
+        let x = Matrix(input.data, rows: T * B, columns: inputSize, stride: inputSize)
+        gemm(inputGateGradient.matrix.transposed, x, into: weightIH.gradient.matrix, beta: 1)
+        accumulateColumnSums(inputGateGradient.data, rows: T * B, width: G, into: biasIH.gradient.data)
+        if needsInputGradient {
+            gemm(inputGateGradient.matrix, weightIH.value.matrix,
+                 into: Matrix(inputGradient.data, rows: T * B, columns: inputSize, stride: inputSize))
+        }
+    }
+}
+
+// MARK: - LSTM
+
+/// A long short-term memory layer with PyTorch's equations, gate order (i, f, g, o) and weights:
+///
+///     i = σ(W_ii x + b_ii + W_hi h + b_hi),  f = σ(...),  g = tanh(...),  o = σ(...)
+///     c' = f ⊙ c + i ⊙ g,   h' = o ⊙ tanh(c')
+///
+/// `weight_ih` is `[4H, I]`, `weight_hh` `[4H, H]`, biases `[4H]`. The state of a batch row is
+/// `[h | c]` (2H floats).
+public final class LSTM: RecurrentLayer {
+    public let inputSize: Int
+    public let hiddenSize: Int
+    public var stateWidth: Int { 2 * hiddenSize }
+    public let weightIH: Parameter, weightHH: Parameter, biasIH: Parameter, biasHH: Parameter
+
+    public let output = Tensor([0, 0, 0])
+    public let finalState = Tensor([0, 0])
+    public let inputGradient = Tensor([0, 0, 0])
+    public let initialStateGradient = Tensor([0, 0])
+
+    private var geometry = SequenceGeometry()
+    private var input: Tensor?
+    private var hasActivations = false
+    /// `[time * batch, 4H]`: input products, then the activated gates (i, f, g, o).
+    private let gates = Tensor([0, 0])
+    private let cells = Tensor([0, 0])            // [time * batch, H]: c after each step
+    private let cellTanh = Tensor([0, 0])         // [time * batch, H]: tanh(c)
+    private let previousHidden = Tensor([0, 0])   // [time * batch, H]
+    private let previousCells = Tensor([0, 0])    // [time * batch, H]
+    private let stepHidden = Tensor([0, 0])       // [batch, 4H]
+    private let stepH = Tensor([0, 0])            // [batch, H] (no-gradient forward)
+    private let stepC = Tensor([0, 0])            // [batch, H]
+    private let stepTanh = Tensor([0, 0])         // [batch, H]
+    private let gateGradient = Tensor([0, 0])     // [time * batch, 4H]
+    private let hGradient = Tensor([0, 0]), cGradient = Tensor([0, 0])
+    private let hPrevGradient = Tensor([0, 0]), cPrevGradient = Tensor([0, 0])
+
+    /// Every weight and bias uniform in ±1/sqrt(hiddenSize), as PyTorch.
+    public init(inputSize: Int, hiddenSize: Int, using rng: inout RandomGenerator) {
+        precondition(inputSize > 0 && hiddenSize > 0, "LSTM sizes must be positive")
+        self.inputSize = inputSize
+        self.hiddenSize = hiddenSize
+        let k = 1 / Float(hiddenSize).squareRoot()
+        weightIH = Parameter([4 * hiddenSize, inputSize], uniformBound: k, using: &rng)
+        weightHH = Parameter([4 * hiddenSize, hiddenSize], uniformBound: k, using: &rng)
+        biasIH = Parameter([4 * hiddenSize], uniformBound: k, using: &rng)
+        biasHH = Parameter([4 * hiddenSize], uniformBound: k, using: &rng)
+    }
+
+    public func namedParameters(prefix: String) -> [NamedParameter] {
+        [(prefix + "weight_ih", weightIH), (prefix + "weight_hh", weightHH), (prefix + "bias_ih", biasIH), (prefix + "bias_hh", biasHH)]
+    }
+
+    @discardableResult
+    public func forward(_ input: Tensor, initialState: Matrix?, resetMask: Tensor?, keepActivations: Bool) -> Tensor {
+        geometry.set(input: input, inputSize: inputSize, resetMask: resetMask, layer: "LSTM")
+        let T = geometry.time, B = geometry.batch, H = hiddenSize, G = 4 * H
+        if let s = initialState { precondition(s.rows == B && s.columns == 2 * H && !s.isTransposed, "LSTM initial state must be [\(B), \(2 * H)]") }
+        self.input = input
+        hasActivations = keepActivations
+        output.resize(Shape(d0: T, d1: B, d2: H))
+        finalState.resize(Shape(d0: B, d1: 2 * H))
+        gates.resize(Shape(d0: T * B, d1: G))
+        stepHidden.resize(Shape(d0: B, d1: G))
+        if keepActivations {
+            let shape = Shape(d0: T * B, d1: H)
+            cells.resize(shape); cellTanh.resize(shape); previousHidden.resize(shape); previousCells.resize(shape)
+        } else {
+            let shape = Shape(d0: B, d1: H)
+            stepH.resize(shape); stepC.resize(shape); stepTanh.resize(shape)
+        }
+        broadcastRows(biasIH.value.data, rows: T * B, width: G, into: gates.data)
+        gemm(input.matrix, weightIH.value.matrix.transposed, into: gates.matrix, beta: 1)
+
+        let whhT = weightHH.value.matrix.transposed
+        for t in 0..<T {
+            let hp: UnsafeMutablePointer<Float>, cp: UnsafeMutablePointer<Float>
+            let cNew: UnsafeMutablePointer<Float>, tanhC: UnsafeMutablePointer<Float>
+            if keepActivations {
+                hp = previousHidden.data + t * B * H
+                cp = previousCells.data + t * B * H
+                if t > 0 {
+                    hp.update(from: output.data + (t - 1) * B * H, count: B * H)
+                    cp.update(from: cells.data + (t - 1) * B * H, count: B * H)
+                }
+                cNew = cells.data + t * B * H
+                tanhC = cellTanh.data + t * B * H
+            } else {
+                hp = stepH.data
+                cp = stepC.data  // updated in place: c' overwrites c row by row after use
+                if t > 0 { hp.update(from: output.data + (t - 1) * B * H, count: B * H) }
+                cNew = stepC.data
+                tanhC = stepTanh.data
+            }
+            if geometry.anyRestart(t) {
+                for b in 0..<B where geometry.restarts(t, b) {
+                    copyStateRow(initialState, row: b, column: 0, width: H, into: hp + b * H)
+                    copyStateRow(initialState, row: b, column: H, width: H, into: cp + b * H)
+                }
+            }
+            broadcastRows(biasHH.value.data, rows: B, width: G, into: stepHidden.data)
+            gemm(Matrix(hp, rows: B, columns: H, stride: H), whhT, into: stepHidden.matrix, beta: 1)
+            let gateBase = gates.data + t * B * G
+            for b in 0..<B {
+                let g = gateBase + b * G, gh = stepHidden.data + b * G
+                for j in 0..<G { g[j] += gh[j] }
+                VectorMath.sigmoid(g, g, count: 2 * H)
+                VectorMath.tanh(g + 2 * H, g + 2 * H, count: H)
+                VectorMath.sigmoid(g + 3 * H, g + 3 * H, count: H)
+                let i = g, f = g + H, gg = g + 2 * H
+                let c = cNew + b * H, cprev = cp + b * H, tc = tanhC + b * H
+                for j in 0..<H { c[j] = f[j] * cprev[j] + i[j] * gg[j] }
+                VectorMath.tanh(c, tc, count: H)
+                let o = g + 3 * H, h = output.data + (t * B + b) * H
+                for j in 0..<H { h[j] = o[j] * tc[j] }
+            }
+        }
+        for b in 0..<B {
+            let row = finalState.data + b * 2 * H
+            if T > 0 {
+                row.update(from: output.data + ((T - 1) * B + b) * H, count: H)
+                let lastC = keepActivations ? cells.data + ((T - 1) * B + b) * H : stepC.data + b * H
+                (row + H).update(from: lastC, count: H)
+            } else {
+                copyStateRow(initialState, row: b, column: 0, width: 2 * H, into: row)
+            }
+        }
+        return output
+    }
+
+    public func backward(outputGradient: Tensor?, finalStateGradient: Matrix?, truncation: Int, needsInputGradient: Bool) {
+        guard let input, hasActivations else { preconditionFailure("LSTM.backward needs a preceding forward with keepActivations") }
+        let T = geometry.time, B = geometry.batch, H = hiddenSize, G = 4 * H
+        if let dY = outputGradient { precondition(dY.shape == output.shape, "LSTM output gradient must be \(output.shape), got \(dY.shape)") }
+        gateGradient.resize(Shape(d0: T * B, d1: G))
+        let stateShape = Shape(d0: B, d1: H)
+        hGradient.resize(stateShape); cGradient.resize(stateShape); hPrevGradient.resize(stateShape); cPrevGradient.resize(stateShape)
+        initialStateGradient.resize(Shape(d0: B, d1: 2 * H))
+        initialStateGradient.zero()
+        inputGradient.resize(input.shape)
+
+        var dh = hGradient.data, dc = cGradient.data, dhp = hPrevGradient.data, dcp = cPrevGradient.data
+        if let s = finalStateGradient {
+            for b in 0..<B {
+                (dh + b * H).update(from: s.base + b * s.stride, count: H)
+                (dc + b * H).update(from: s.base + b * s.stride + H, count: H)
+            }
+        } else {
+            dh.update(repeating: 0, count: B * H)
+            dc.update(repeating: 0, count: B * H)
+        }
+        let whh = weightHH.value.matrix
+        var t = T - 1
+        while t >= 0 {
+            if let dY = outputGradient {
+                let src = dY.data + t * B * H
+                for k in 0..<(B * H) { dh[k] += src[k] }
+            }
+            for b in 0..<B {
+                let row = t * B + b
+                let g = gates.data + row * G, i = g, f = g + H, gg = g + 2 * H, o = g + 3 * H
+                let tc = cellTanh.data + row * H, cprev = previousCells.data + row * H
+                let da = gateGradient.data + row * G
+                let dhb = dh + b * H, dcb = dc + b * H, dcpb = dcp + b * H
+                for j in 0..<H {
+                    let dO = dhb[j] * tc[j]
+                    let dC = dcb[j] + dhb[j] * o[j] * (1 - tc[j] * tc[j])
+                    let dI = dC * gg[j], dG = dC * i[j], dF = dC * cprev[j]
+                    dcpb[j] = dC * f[j]
+                    da[j] = dI * i[j] * (1 - i[j])
+                    da[H + j] = dF * f[j] * (1 - f[j])
+                    da[2 * H + j] = dG * (1 - gg[j] * gg[j])
+                    da[3 * H + j] = dO * o[j] * (1 - o[j])
+                }
+            }
+            gemm(Matrix(gateGradient.data + t * B * G, rows: B, columns: G, stride: G), whh,
+                 into: Matrix(dhp, rows: B, columns: H, stride: H))
+            let cut = truncation > 0 && t % truncation == 0
+            for b in 0..<B {
+                if geometry.restarts(t, b) {
+                    let d0 = initialStateGradient.data + b * 2 * H
+                    for j in 0..<H { d0[j] += dhp[b * H + j]; d0[H + j] += dcp[b * H + j] }
+                }
+                if geometry.restarts(t, b) || cut {
+                    (dhp + b * H).update(repeating: 0, count: H)
+                    (dcp + b * H).update(repeating: 0, count: H)
+                }
+            }
+            swap(&dh, &dhp)
+            swap(&dc, &dcp)
+            t -= 1
+        }
+        gemm(gateGradient.matrix.transposed, previousHidden.matrix, into: weightHH.gradient.matrix, beta: 1)
+        accumulateColumnSums(gateGradient.data, rows: T * B, width: G, into: biasHH.gradient.data)
+        let x = Matrix(input.data, rows: T * B, columns: inputSize, stride: inputSize)
+        gemm(gateGradient.matrix.transposed, x, into: weightIH.gradient.matrix, beta: 1)
+        accumulateColumnSums(gateGradient.data, rows: T * B, width: G, into: biasIH.gradient.data)
+        if needsInputGradient {
+            gemm(gateGradient.matrix, weightIH.value.matrix,
+                 into: Matrix(inputGradient.data, rows: T * B, columns: inputSize, stride: inputSize))
+        }
+    }
+}
+
+// MARK: - Stack
+
+/// Recurrent layers run one after the other (layer l+1 reads layer l's output sequence), with
+/// the layers' states side by side in one `[batch, stateWidth]` row per batch element.
+/// Parameter names follow `torch.nn.GRU(num_layers:)`'s suffixes: `weight_ih_l0`, `weight_ih_l1`, ...
+public final class RecurrentStack: RecurrentLayer {
+    public let layers: [any RecurrentLayer]
+    public let stateWidth: Int
+    public let finalState = Tensor([0, 0])
+    public let initialStateGradient = Tensor([0, 0])
+    private let layerStateGradient = Tensor([0, 0])
+
+    public init(_ layers: [any RecurrentLayer]) {
+        precondition(!layers.isEmpty, "RecurrentStack needs at least one layer")
+        for (a, b) in zip(layers, layers.dropFirst()) {
+            precondition(a.hiddenSize == b.inputSize, "RecurrentStack: a layer of hidden size \(a.hiddenSize) feeds one of input \(b.inputSize)")
+        }
+        self.layers = layers
+        stateWidth = layers.reduce(0) { $0 + $1.stateWidth }
+    }
+
+    /// `count` GRU or LSTM layers of the same hidden size.
+    public convenience init(cell: CellKind, inputSize: Int, hiddenSize: Int, layers count: Int, using rng: inout RandomGenerator) {
+        precondition(count > 0, "a recurrent stack needs at least one layer")
+        var layers: [any RecurrentLayer] = []
+        for l in 0..<count {
+            let width = l == 0 ? inputSize : hiddenSize
+            switch cell {
+            case .gru: layers.append(GRU(inputSize: width, hiddenSize: hiddenSize, using: &rng))
+            case .lstm: layers.append(LSTM(inputSize: width, hiddenSize: hiddenSize, using: &rng))
+            }
+        }
+        self.init(layers)
+    }
+
+    public var inputSize: Int { layers[0].inputSize }
+    public var hiddenSize: Int { layers[layers.count - 1].hiddenSize }
+    public var output: Tensor { layers[layers.count - 1].output }
+    public var inputGradient: Tensor { layers[0].inputGradient }
+
+    public func namedParameters(prefix: String) -> [NamedParameter] {
+        layers.enumerated().flatMap { l, layer in
+            layer.namedParameters(prefix: "").map { (prefix + $0.name + "_l\(l)", $0.parameter) }
+        }
+    }
+
+    @discardableResult
+    public func forward(_ input: Tensor, initialState: Matrix?, resetMask: Tensor?, keepActivations: Bool) -> Tensor {
+        let B = input.shape.rank == 3 ? input.shape[1] : 0
+        finalState.resize(Shape(d0: B, d1: stateWidth))
+        var x = input, column = 0
+        for layer in layers {
+            let slice = initialState.map { $0.columns(column..<(column + layer.stateWidth)) }
+            x = layer.forward(x, initialState: slice, resetMask: resetMask, keepActivations: keepActivations)
+            for b in 0..<B {
+                (finalState.data + b * stateWidth + column).update(from: layer.finalState.data + b * layer.stateWidth, count: layer.stateWidth)
+            }
+            column += layer.stateWidth
+        }
+        return x
+    }
+
+    public func backward(outputGradient: Tensor?, finalStateGradient: Matrix?, truncation: Int, needsInputGradient: Bool) {
+        let B = finalState.shape[0]
+        initialStateGradient.resize(Shape(d0: B, d1: stateWidth))
+        var column = stateWidth
+        var gradient = outputGradient
+        var l = layers.count - 1
+        while l >= 0 {
+            let layer = layers[l]
+            column -= layer.stateWidth
+            let slice = finalStateGradient.map { $0.columns(column..<(column + layer.stateWidth)) }
+            layer.backward(outputGradient: gradient, finalStateGradient: slice, truncation: truncation,
+                           needsInputGradient: l > 0 || needsInputGradient)
+            for b in 0..<B {
+                (initialStateGradient.data + b * stateWidth + column).update(from: layer.initialStateGradient.data + b * layer.stateWidth, count: layer.stateWidth)
+            }
+            gradient = layer.inputGradient
+            l -= 1
+        }
+    }
+}
+
+/// Which recurrent cell a network uses.
+public enum CellKind: String, CaseIterable, Codable, Sendable {
+    case gru, lstm
+}

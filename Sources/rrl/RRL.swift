@@ -1,0 +1,49 @@
+import ArgumentParser
+
+/// The `rrl` command: train, evaluate and ship recurrent reinforcement-learning agents.
+@main
+struct RRL: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rrl",
+        abstract: "Deep reinforcement learning with memory: recurrent (GRU/LSTM) agents, trained fast on a CPU.",
+        subcommands: [Train.self, Evaluate.self, Plot.self, Report.self, List.self, Bench.self]
+    )
+}
+
+/// Subcommands whose machinery lands in later milestones say so plainly and exit non-zero,
+/// rather than pretending to work.
+struct NotYetAvailable: Error, CustomStringConvertible {
+    let command: String
+    var description: String {
+        "`rrl \(command)` is not available in this build yet: the foundation (tensors, kernels, GRU/LSTM layers, optimisers, weight files, benchmarks) is in place and the training algorithms come next. Try `rrl bench gemm` or `rrl bench gru`."
+    }
+}
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Train an agent (recurrent SAC on the memory task by default).")
+    @Argument(help: "Algorithm: sac, td3, ppo.") var algorithm: String = "sac"
+    func run() throws { throw NotYetAvailable(command: "train") }
+}
+
+struct Evaluate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Evaluate a trained run.")
+    @Argument(help: "Run folder.") var runDirectory: String
+    func run() throws { throw NotYetAvailable(command: "evaluate") }
+}
+
+struct Plot: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Plot one metric of one or more runs as SVG.")
+    @Argument(help: "Run folders.") var runDirectories: [String] = []
+    func run() throws { throw NotYetAvailable(command: "plot") }
+}
+
+struct Report: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Write an HTML report comparing runs.")
+    @Argument(help: "Run folders.") var runDirectories: [String] = []
+    func run() throws { throw NotYetAvailable(command: "report") }
+}
+
+struct List: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List environments, algorithms and options.")
+    func run() throws { throw NotYetAvailable(command: "list") }
+}
