@@ -1,0 +1,72 @@
+import CKernels
+import Foundation
+import Tensors
+import XCTest
+
+final class VectorMathTests: XCTestCase {
+    override func tearDown() { rrl_set_force_portable(0) }
+
+    /// exp, tanh and sigmoid against libm in double precision, on both implementations,
+    /// over a dense grid including the extremes and lengths that are not multiples of 8.
+    func testAgainstLibmOnBothPaths() {
+        var xs: [Float] = stride(from: -30, through: 30, by: 0.0137).map { Float($0) }
+        xs += [0, -0, 1e-8, -1e-8, 1e-3, 0.29999, 0.3, 0.30001, -0.3, 88, -88, 100, -100, 87.5, -87.5]
+        let n = xs.count
+        var y = [Float](repeating: 0, count: n)
+        for portable in [0, 1] {
+            rrl_set_force_portable(Int32(portable))
+            func check(_ name: String, _ f: (Int, UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void,
+                       _ reference: (Double) -> Double, relative: Double, absolute: Double) {
+                xs.withUnsafeBufferPointer { x in y.withUnsafeMutableBufferPointer { out in f(n, x.baseAddress!, out.baseAddress!) } }
+                var worst = 0.0, at: Float = 0
+                for (x, v) in zip(xs, y) {
+                    let r = reference(Double(x))
+                    guard r.isFinite, abs(r) < Double(Float.greatestFiniteMagnitude) else { continue }
+                    let e = abs(Double(v) - r) / max(abs(r), absolute / relative)
+                    if e > worst { worst = e; at = x }
+                }
+                XCTAssertLessThanOrEqual(worst, relative, "\(name) portable=\(portable): worst relative error \(worst) at x = \(at)")
+            }
+            check("exp", { rrl_vexp($0, $1, $2) }, { Foundation.exp($0) }, relative: 4e-7, absolute: 1e-37)
+            check("tanh", { rrl_vtanh($0, $1, $2) }, { Foundation.tanh($0) }, relative: 4e-7, absolute: 1e-37)
+            check("sigmoid", { rrl_vsigmoid($0, $1, $2) }, { 1 / (1 + Foundation.exp(-$0)) }, relative: 6e-7, absolute: 1e-37)
+        }
+        // Saturation is exact where it should be.
+        var big: [Float] = [30, -30, 200, -200]
+        rrl_vtanh(4, big, &big)
+        XCTAssertEqual(big, [1, -1, 1, -1])
+    }
+
+    func testRandomGeneratorIsReproducibleAndRestorable() {
+        var a = RandomGenerator(seed: 42), b = RandomGenerator(seed: 42)
+        XCTAssertEqual((0..<5).map { _ in a.next() }, (0..<5).map { _ in b.next() })
+        var c = RandomGenerator(seed: 1)
+        let saved = a.state
+        let expected = (0..<3).map { _ in a.normal() }
+        c.state = saved
+        XCTAssertEqual((0..<3).map { _ in c.normal() }, expected)
+        // Normal draws have the right moments.
+        var r = RandomGenerator(seed: 9)
+        let draws = (0..<20000).map { _ in Double(r.normal()) }
+        let mean = draws.reduce(0, +) / Double(draws.count)
+        let variance = draws.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(draws.count)
+        XCTAssertEqual(mean, 0, accuracy: 0.03)
+        XCTAssertEqual(variance, 1, accuracy: 0.05)
+        let u = (0..<20000).map { _ in r.uniform() }
+        XCTAssertTrue(u.allSatisfy { $0 >= 0 && $0 < 1 })
+        XCTAssertEqual(Double(u.reduce(0, +)) / 20000, 0.5, accuracy: 0.01)
+    }
+
+    func testTensorResizeKeepsStorageWhenItFits() {
+        let t = Tensor([4, 8])
+        let before = t.data
+        t.resize([2, 8])
+        XCTAssertEqual(t.data, before)
+        XCTAssertEqual(t.count, 16)
+        t.resize([5, 8])
+        XCTAssertEqual(t.count, 40)
+        XCTAssertEqual(t.capacity, 40)
+        XCTAssertEqual(Shape([3, 4, 5]).leadingCount, 12)
+        XCTAssertEqual(Shape([3, 4, 5]).replacingLast(with: 2), [3, 4, 2])
+    }
+}
