@@ -7,6 +7,7 @@ let package = Package(
         .library(name: "RecurrentRL", targets: ["RecurrentRL"]),
         .library(name: "Tensors", targets: ["Tensors"]),
         .library(name: "NeuralNetworks", targets: ["NeuralNetworks"]),
+        .library(name: "Environments", targets: ["Environments"]),
         .executable(name: "rrl", targets: ["rrl"]),
     ],
     traits: [
@@ -32,7 +33,8 @@ let package = Package(
         ),
         .target(name: "Tensors", dependencies: ["CKernels"]),
         .target(name: "NeuralNetworks", dependencies: ["Tensors", "CKernels"]),
-        .target(name: "RecurrentRL", dependencies: ["Tensors", "NeuralNetworks"]),
+        .target(name: "Environments", dependencies: ["Tensors"]),
+        .target(name: "RecurrentRL", dependencies: ["Tensors", "NeuralNetworks", "Environments"]),
         .executableTarget(
             name: "rrl",
             dependencies: [
@@ -44,6 +46,7 @@ let package = Package(
         // Test support: counts heap allocations so tests can prove a training step allocates nothing.
         .target(name: "AllocationCounter", path: "Tests/AllocationCounter"),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "CKernels"]),
+        .testTarget(name: "EnvironmentsTests", dependencies: ["Environments", "Tensors"], resources: [.copy("Fixtures")]),
         .testTarget(
             name: "NeuralNetworksTests",
             dependencies: ["NeuralNetworks", "Tensors", "AllocationCounter"],

@@ -1,2 +1,3 @@
 @_exported import Tensors
 @_exported import NeuralNetworks
+@_exported import Environments

@@ -1,4 +1,5 @@
 import ArgumentParser
+import RecurrentRL
 
 /// The `rrl` command: train, evaluate and ship recurrent reinforcement-learning agents.
 @main
@@ -44,6 +45,14 @@ struct Report: ParsableCommand {
 }
 
 struct List: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List environments, algorithms and options.")
-    func run() throws { throw NotYetAvailable(command: "list") }
+    static let configuration = CommandConfiguration(abstract: "List environments with their observation and action spaces.")
+    func run() throws {
+        print("Environments:")
+        for (name, summary) in EnvironmentRegistry.descriptions {
+            let env = try EnvironmentRegistry.make(name)
+            let spaces = "observation \(env.observationSpace), action \(env.actionSpace)"
+            print("  \(name.padding(toLength: 19, withPad: " ", startingAt: 0)) \(spaces.padding(toLength: 46, withPad: " ", startingAt: 0)) \(summary)")
+        }
+        print("Algorithms: none yet (recurrent SAC/TD3 and PPO are next).")
+    }
 }

@@ -1,0 +1,124 @@
+import Environments
+import Foundation
+import Tensors
+import XCTest
+
+final class EnvironmentTests: XCTestCase {
+    struct Reference: Decodable {
+        struct Step: Decodable { let observation: [Double]; let reward: Double; let terminated: Bool; let truncated: Bool }
+        struct Case: Decodable { let env: String; let state: [Double]; let actions: [Double]; let steps: [Step] }
+        let cases: [Case]
+    }
+
+    /// Trajectories of Gymnasium's own Pendulum-v1 and CartPole-v1 from set states under fixed
+    /// actions (scripts/make_environment_fixtures.py), replayed here step by step.
+    func testPendulumAndCartPoleMatchGymnasium() throws {
+        let url = Bundle.module.url(forResource: "gymnasium_reference", withExtension: "json", subdirectory: "Fixtures")!
+        let reference = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: url))
+        XCTAssertEqual(reference.cases.count, 7)
+        var observation = [Float](repeating: 0, count: 4)
+        for (index, c) in reference.cases.enumerated() {
+            let env: any Environment
+            switch c.env {
+            case "pendulum":
+                let p = Pendulum(); p.setState(theta: c.state[0], thetaDot: c.state[1]); env = p
+            default:
+                let p = CartPole(); p.setState((c.state[0], c.state[1], c.state[2], c.state[3])); env = p
+            }
+            for (t, (action, expected)) in zip(c.actions, c.steps).enumerated() {
+                var a = Float(action)
+                let result = env.step(action: &a, observation: &observation)
+                for (i, e) in expected.observation.enumerated() {
+                    XCTAssertEqual(Double(observation[i]), e, accuracy: 1e-5 * max(1, abs(e)), "case \(index) \(c.env) step \(t) observation[\(i)]")
+                }
+                XCTAssertEqual(Double(result.reward), expected.reward, accuracy: 1e-4 * max(1, abs(expected.reward)), "case \(index) step \(t) reward")
+                XCTAssertEqual(result.terminated, expected.terminated, "case \(index) step \(t) terminated")
+                XCTAssertEqual(result.truncated, expected.truncated, "case \(index) step \(t) truncated")
+            }
+        }
+    }
+
+    func testCheckerPassesEveryBuiltInEnvironment() throws {
+        for name in EnvironmentRegistry.names {
+            let env = try EnvironmentRegistry.make(name)
+            XCTAssertEqual(env.name, name)
+            XCTAssertNoThrow(try EnvironmentChecker.check(env, episodes: 2), name)
+        }
+    }
+
+    /// The checker is not vacuous: it catches broken environments.
+    func testCheckerCatchesBrokenEnvironments() {
+        final class Broken: Environment {
+            enum Fault { case nanObservation, earlyTruncation, ignoresSeed, outOfSpace }
+            let fault: Fault
+            var steps = 0
+            var counter: Float = 0
+            init(_ fault: Fault) { self.fault = fault }
+            var name: String { "broken" }
+            var observationSpace: Space { .box(low: [-1], high: [1]) }
+            var actionSpace: Space { .discrete(2) }
+            var maxEpisodeSteps: Int { 10 }
+            func reset(seed: UInt64?, observation: UnsafeMutablePointer<Float>) {
+                steps = 0
+                counter += 0.01
+                observation[0] = fault == .ignoresSeed ? counter : 0
+            }
+            func step(action: UnsafePointer<Float>, observation: UnsafeMutablePointer<Float>) -> StepResult {
+                steps += 1
+                observation[0] = fault == .nanObservation && steps == 3 ? .nan : (fault == .outOfSpace ? 2 : 0)
+                return StepResult(reward: 0, truncated: fault == .earlyTruncation ? steps == 5 : steps == 10)
+            }
+        }
+        for (fault, phrase) in [(Broken.Fault.nanObservation, "is nan"), (.earlyTruncation, "truncated before"),
+                                (.ignoresSeed, "same seed"), (.outOfSpace, "outside")] {
+            XCTAssertThrowsError(try EnvironmentChecker.check(Broken(fault))) { error in
+                XCTAssertTrue("\(error)".contains(phrase), "\(fault): \(error)")
+            }
+        }
+    }
+
+    func testMemoryTaskRewardsCountOfLastHBits() {
+        let env = MemoryTask(horizon: 4, maxEpisodeSteps: 50)
+        var observation: Float = 0
+        env.reset(seed: 3, observation: &observation)
+        var shown: [Float] = [0, 0, 0, observation]  // the history starts as zeros with a random last bit
+        var total = 0
+        for t in 1...50 {
+            let c = shown.suffix(4).reduce(0, +)
+            XCTAssertEqual(Float(env.count), c)
+            var perfect = c / 10
+            XCTAssertEqual(env.reward(for: 1), -10 * abs(1 - c / 10), accuracy: 1e-5)
+            XCTAssertEqual(env.reward(for: 5), env.reward(for: 1))  // actions are clamped to [-1, 1]
+            let result = env.step(action: &perfect, observation: &observation)
+            XCTAssertEqual(result.reward, 0, accuracy: 1e-5, "remembering the last H bits earns 0")
+            XCTAssertFalse(result.terminated)
+            XCTAssertEqual(result.truncated, t == 50)
+            shown.append(observation)
+            total += Int(observation)
+        }
+        // Ones appear with probability 2/H = 0.5 here.
+        XCTAssertGreaterThan(total, 10)
+        XCTAssertLessThan(total, 40)
+        XCTAssertEqual(MemoryTask().maxEpisodeSteps, 2000)
+        XCTAssertEqual(MemoryTask().onProbability, 0.2)
+    }
+
+    func testPartialViewsShowTheRightComponents() {
+        var full = [Float](repeating: 0, count: 4), part = [Float](repeating: 0, count: 2), one: Float = 0
+        let p = Pendulum(), pv = Pendulum(view: .velocity), pp = Pendulum(view: .position)
+        p.reset(seed: 5, observation: &full); pv.reset(seed: 5, observation: &one); pp.reset(seed: 5, observation: &part)
+        XCTAssertEqual(one, full[2])
+        XCTAssertEqual(part, [full[0], full[1]])
+        let c = CartPole(), cp = CartPole(view: .position), cv = CartPole(view: .velocity)
+        var vel = [Float](repeating: 0, count: 2)
+        c.reset(seed: 6, observation: &full); cp.reset(seed: 6, observation: &part); cv.reset(seed: 6, observation: &vel)
+        XCTAssertEqual(part, [full[0], full[2]])
+        XCTAssertEqual(vel, [full[1], full[3]])
+    }
+
+    func testUnknownEnvironmentSuggestsTheNearestName() {
+        XCTAssertThrowsError(try EnvironmentRegistry.make("pendulum-velocty")) { error in
+            XCTAssertTrue("\(error)".contains("did you mean 'pendulum-velocity'"), "\(error)")
+        }
+    }
+}
