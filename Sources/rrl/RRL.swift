@@ -47,11 +47,13 @@ struct Report: ParsableCommand {
 struct List: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List environments with their observation and action spaces.")
     func run() throws {
-        print("Environments:")
+        func column(_ text: String, _ width: Int) -> String {
+            text.count < width ? text + String(repeating: " ", count: width - text.count) : text + " "
+        }
+        print(column("environment", 19) + column("observation", 24) + column("action", 22) + "description")
         for (name, summary) in EnvironmentRegistry.descriptions {
             let env = try EnvironmentRegistry.make(name)
-            let spaces = "observation \(env.observationSpace), action \(env.actionSpace)"
-            print("  \(name.padding(toLength: 19, withPad: " ", startingAt: 0)) \(spaces.padding(toLength: 46, withPad: " ", startingAt: 0)) \(summary)")
+            print(column(name, 19) + column("\(env.observationSpace)", 24) + column("\(env.actionSpace)", 22) + summary)
         }
         print("Algorithms: none yet (recurrent SAC/TD3 and PPO are next).")
     }
