@@ -54,10 +54,14 @@ struct BenchGEMM: ParsableCommand {
     @Option(help: "Kernel path: auto, packed-avx2, packed-portable, small-avx2, small-portable, openblas.")
     var path: String = "auto"
 
-    func run() throws {
-        guard let gemmPath = GEMMPath.allCases.first(where: { $0.name == path }) else {
+    func validate() throws {
+        guard GEMMPath.allCases.contains(where: { $0.name == path }) else {
             throw ValidationError("unknown --path '\(path)'; choose one of \(GEMMPath.allCases.map(\.name).joined(separator: ", "))")
         }
+        _ = try parsedShapes()
+    }
+
+    func parsedShapes() throws -> [(Int, Int, Int)] {
         var parsed: [(Int, Int, Int)] = []
         for item in shapes.split(whereSeparator: { $0 == ";" || $0 == " " }) {
             let dims = item.split(separator: ",").compactMap { Int($0) }
@@ -66,6 +70,12 @@ struct BenchGEMM: ParsableCommand {
             }
             parsed.append((dims[0], dims[1], dims[2]))
         }
+        return parsed
+    }
+
+    func run() throws {
+        let gemmPath = GEMMPath.allCases.first { $0.name == path }!
+        let parsed = try parsedShapes()
         let peak = rrl_measure_fma_peak_gflops(options.peakSeconds)
         var rng = RandomGenerator(seed: 1)
         var cases: [[String: Any]] = []
