@@ -55,8 +55,7 @@ public final class Dense: Layer {
         precondition(input.shape.last == inputSize, "Dense expects last dimension \(inputSize), got input \(input.shape)")
         self.input = input
         output.resize(input.shape.replacingLast(with: outputSize))
-        let rows = input.shape.leadingCount
-        for r in 0..<rows { (output.data + r * outputSize).update(from: bias.value.data, count: outputSize) }
+        broadcastRows(bias.value.data, rows: input.shape.leadingCount, width: outputSize, into: output.data)
         gemm(input.matrix, weight.value.matrix.transposed, into: output.matrix, beta: 1)
         activation.apply(output.data, output.data, count: output.count)
         return output
@@ -73,12 +72,7 @@ public final class Dense: Layer {
             dz = preActivationGradient
         }
         gemm(dz.matrix.transposed, input.matrix, into: weight.gradient.matrix, beta: 1)
-        let rows = dz.shape.leadingCount
-        let db = bias.gradient.data
-        for r in 0..<rows {
-            let row = dz.data + r * outputSize
-            for j in 0..<outputSize { db[j] += row[j] }
-        }
+        accumulateColumnSums(dz.data, rows: dz.shape.leadingCount, width: outputSize, into: bias.gradient.data)
         inputGradient.resize(input.shape)
         if needsInputGradient {
             gemm(dz.matrix, weight.value.matrix, into: inputGradient.matrix)

@@ -49,7 +49,6 @@ extension RecurrentLayer {
 
 /// Shared bookkeeping of GRU and LSTM: shapes, the state entering each step, and where the
 /// state gradient goes at resets and truncation points.
-@usableFromInline
 struct SequenceGeometry {
     var time = 0, batch = 0
     var resetMask: UnsafeMutablePointer<Float>?
@@ -77,30 +76,87 @@ struct SequenceGeometry {
         for b in 0..<batch where mask[t * batch + b] != 0 { return true }
         return false
     }
-}
 
-/// Copies `width` floats of row b of `state` (columns from `column`) into `destination`, or zeros.
-@inline(__always)
-func copyStateRow(_ state: Matrix?, row b: Int, column: Int, width: Int, into destination: UnsafeMutablePointer<Float>) {
-    if let state {
-        destination.update(from: state.base + b * state.stride + column, count: width)
-    } else {
-        destination.update(repeating: 0, count: width)
+    /// Overwrites the rows of `states` (`batch x width`) that restart at step t with columns
+    /// `column..<column + width` of the initial state (zeros when there is none).
+    func restartRows(at t: Int, from initialState: Matrix?, column: Int, width: Int, into states: UnsafeMutablePointer<Float>) {
+        guard anyRestart(t) else { return }
+        for b in 0..<batch where restarts(t, b) {
+            copyStateRow(initialState, row: b, column: column, width: width, into: states + b * width)
+        }
+    }
+
+    /// Loads columns `column..<column + width` of a state gradient (zeros when nil) into `batch x width`.
+    func loadStateGradient(_ gradient: Matrix?, column: Int, width: Int, into out: UnsafeMutablePointer<Float>) {
+        for b in 0..<batch { copyStateRow(gradient, row: b, column: column, width: width, into: out + b * width) }
+    }
+
+    /// The gradient of the state entering step t (`batch x width`): rows that restarted send it to
+    /// columns `column..<column + width` of `initialStateGradient`; it is cleared there, and at
+    /// truncation points (steps k, 2k, ...), so nothing flows further back.
+    func routeStateGradient(at t: Int, truncation: Int, gradient: UnsafeMutablePointer<Float>, width: Int,
+                            into initialStateGradient: Tensor, column: Int) {
+        let cut = truncation > 0 && t % truncation == 0
+        let stride = initialStateGradient.shape.last
+        for b in 0..<batch {
+            let row = gradient + b * width
+            let restarted = restarts(t, b)
+            if restarted {
+                let destination = initialStateGradient.data + b * stride + column
+                for j in 0..<width { destination[j] += row[j] }
+            }
+            if restarted || cut { row.update(repeating: 0, count: width) }
+        }
     }
 }
 
-/// Writes the bias into every row, so that a following `gemm(..., beta: 1)` adds the product.
-@inline(__always)
-func broadcastRows(_ bias: UnsafeMutablePointer<Float>, rows: Int, width: Int, into out: UnsafeMutablePointer<Float>) {
-    for r in 0..<rows { (out + r * width).update(from: bias, count: width) }
-}
+/// The parameters of a GRU or LSTM layer in PyTorch's layout (`weight_ih` `[G, I]`, `weight_hh`
+/// `[G, H]`, `bias_ih` and `bias_hh` `[G]`, with G = 3H or 4H gate rows), and the products that
+/// involve them.
+public struct GateWeights {
+    public let weightIH: Parameter, weightHH: Parameter, biasIH: Parameter, biasHH: Parameter
 
-/// Adds the column sums of a `rows x width` block to `sum`.
-@inline(__always)
-func accumulateColumnSums(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int, into sum: UnsafeMutablePointer<Float>) {
-    for r in 0..<rows {
-        let row = x + r * width
-        for j in 0..<width { sum[j] += row[j] }
+    /// Every weight and bias uniform in ±1/sqrt(hiddenSize), as PyTorch.
+    init(gates: Int, inputSize: Int, hiddenSize: Int, using rng: inout RandomGenerator) {
+        let k = 1 / Float(hiddenSize).squareRoot()
+        weightIH = Parameter([gates, inputSize], uniformBound: k, using: &rng)
+        weightHH = Parameter([gates, hiddenSize], uniformBound: k, using: &rng)
+        biasIH = Parameter([gates], uniformBound: k, using: &rng)
+        biasHH = Parameter([gates], uniformBound: k, using: &rng)
+    }
+
+    func namedParameters(prefix: String) -> [NamedParameter] {
+        [(prefix + "weight_ih", weightIH), (prefix + "weight_hh", weightHH), (prefix + "bias_ih", biasIH), (prefix + "bias_hh", biasHH)]
+    }
+
+    /// gates = x W_ih^T + b_ih for every row of the sequence at once (`[time * batch, G]`).
+    func inputProducts(_ input: Tensor, into gates: Tensor) {
+        let g = weightIH.shape[0], rows = input.shape.leadingCount
+        broadcastRows(biasIH.value.data, rows: rows, width: g, into: gates.data)
+        gemm(input.matrix, weightIH.value.matrix.transposed, into: gates.matrix, beta: 1)
+    }
+
+    /// out = h W_hh^T + b_hh for one step (`h` is `batch x H`, `out` is `[batch, G]`).
+    func hiddenProducts(_ h: UnsafeMutablePointer<Float>, into out: Tensor) {
+        let g = weightHH.shape[0], hidden = weightHH.shape[1], batch = out.shape[0]
+        broadcastRows(biasHH.value.data, rows: batch, width: g, into: out.data)
+        gemm(Matrix(h, rows: batch, columns: hidden, stride: hidden), weightHH.value.matrix.transposed, into: out.matrix, beta: 1)
+    }
+
+    /// The time-independent part of backward, batched over all steps: weight and bias gradients
+    /// from the gate gradients (`[time * batch, G]`; GRU's input and hidden gate gradients differ,
+    /// LSTM's are one tensor), and optionally d(input).
+    func accumulateGradients(inputGates: Tensor, hiddenGates: Tensor, previousHidden: Tensor, input: Tensor,
+                             inputGradient: Tensor, needsInputGradient: Bool) {
+        let rows = input.shape.leadingCount, g = weightIH.shape[0], inputSize = weightIH.shape[1]
+        gemm(hiddenGates.matrix.transposed, previousHidden.matrix, into: weightHH.gradient.matrix, beta: 1)
+        accumulateColumnSums(hiddenGates.data, rows: rows, width: g, into: biasHH.gradient.data)
+        let x = Matrix(input.data, rows: rows, columns: inputSize, stride: inputSize)
+        gemm(inputGates.matrix.transposed, x, into: weightIH.gradient.matrix, beta: 1)
+        accumulateColumnSums(inputGates.data, rows: rows, width: g, into: biasIH.gradient.data)
+        if needsInputGradient {
+            gemm(inputGates.matrix, weightIH.value.matrix, into: Matrix(inputGradient.data, rows: rows, columns: inputSize, stride: inputSize))
+        }
     }
 }
 
@@ -120,7 +176,7 @@ public final class GRU: RecurrentLayer {
     public let inputSize: Int
     public let hiddenSize: Int
     public var stateWidth: Int { hiddenSize }
-    public let weightIH: Parameter, weightHH: Parameter, biasIH: Parameter, biasHH: Parameter
+    public let weights: GateWeights
 
     public let output = Tensor([0, 0, 0])
     public let finalState = Tensor([0, 0])
@@ -148,16 +204,10 @@ public final class GRU: RecurrentLayer {
         precondition(inputSize > 0 && hiddenSize > 0, "GRU sizes must be positive")
         self.inputSize = inputSize
         self.hiddenSize = hiddenSize
-        let k = 1 / Float(hiddenSize).squareRoot()
-        weightIH = Parameter([3 * hiddenSize, inputSize], uniformBound: k, using: &rng)
-        weightHH = Parameter([3 * hiddenSize, hiddenSize], uniformBound: k, using: &rng)
-        biasIH = Parameter([3 * hiddenSize], uniformBound: k, using: &rng)
-        biasHH = Parameter([3 * hiddenSize], uniformBound: k, using: &rng)
+        weights = GateWeights(gates: 3 * hiddenSize, inputSize: inputSize, hiddenSize: hiddenSize, using: &rng)
     }
 
-    public func namedParameters(prefix: String) -> [NamedParameter] {
-        [(prefix + "weight_ih", weightIH), (prefix + "weight_hh", weightHH), (prefix + "bias_ih", biasIH), (prefix + "bias_hh", biasHH)]
-    }
+    public func namedParameters(prefix: String) -> [NamedParameter] { weights.namedParameters(prefix: prefix) }
 
     @discardableResult
     public func forward(_ input: Tensor, initialState: Matrix?, resetMask: Tensor?, keepActivations: Bool) -> Tensor {
@@ -176,26 +226,13 @@ public final class GRU: RecurrentLayer {
         } else {
             stepState.resize(Shape(d0: B, d1: H))
         }
-        // All input products at once: [T*B, I] x [I, 3H].
-        broadcastRows(biasIH.value.data, rows: T * B, width: G, into: gates.data)
-        gemm(input.matrix, weightIH.value.matrix.transposed, into: gates.matrix, beta: 1)
-
-        let whhT = weightHH.value.matrix.transposed
+        weights.inputProducts(input, into: gates)  // all steps at once: [T*B, I] x [I, 3H]
         for t in 0..<T {
-            // The state entering step t.
-            var hp: UnsafeMutablePointer<Float>
-            if keepActivations {
-                hp = previousStates.data + t * B * H
-                if t > 0 { hp.update(from: output.data + (t - 1) * B * H, count: B * H) }
-            } else {
-                hp = t > 0 && !geometry.anyRestart(t) ? output.data + (t - 1) * B * H : stepState.data
-                if t > 0 && hp == stepState.data { hp.update(from: output.data + (t - 1) * B * H, count: B * H) }
-            }
-            if geometry.anyRestart(t) {
-                for b in 0..<B where geometry.restarts(t, b) { copyStateRow(initialState, row: b, column: 0, width: H, into: hp + b * H) }
-            }
-            broadcastRows(biasHH.value.data, rows: B, width: G, into: stepHidden.data)
-            gemm(Matrix(hp, rows: B, columns: H, stride: H), whhT, into: stepHidden.matrix, beta: 1)
+            // The state entering step t: the previous output, or the initial state where a row restarts.
+            let hp = keepActivations ? previousStates.data + t * B * H : stepState.data
+            if t > 0 { hp.update(from: output.data + (t - 1) * B * H, count: B * H) }
+            geometry.restartRows(at: t, from: initialState, column: 0, width: H, into: hp)
+            weights.hiddenProducts(hp, into: stepHidden)
             let gateBase = gates.data + t * B * G
             for b in 0..<B {
                 let g = gateBase + b * G, gh = stepHidden.data + b * G
@@ -230,12 +267,8 @@ public final class GRU: RecurrentLayer {
         inputGradient.resize(input.shape)
 
         var dh = stateGradient.data, dhp = previousStateGradient.data
-        if let s = finalStateGradient {
-            for b in 0..<B { (dh + b * H).update(from: s.base + b * s.stride, count: H) }
-        } else {
-            dh.update(repeating: 0, count: B * H)
-        }
-        let whh = weightHH.value.matrix
+        geometry.loadStateGradient(finalStateGradient, column: 0, width: H, into: dh)
+        let whh = weights.weightHH.value.matrix
         var t = T - 1
         while t >= 0 {
             if let dY = outputGradient {
@@ -263,29 +296,12 @@ public final class GRU: RecurrentLayer {
             // dh_prev += dGh[t] W_hh: [B, 3H] x [3H, H].
             gemm(Matrix(hiddenGateGradient.data + t * B * G, rows: B, columns: G, stride: G), whh,
                  into: Matrix(dhp, rows: B, columns: H, stride: H), beta: 1)
-            let cut = truncation > 0 && t % truncation == 0
-            for b in 0..<B {
-                if geometry.restarts(t, b) {
-                    let d0 = initialStateGradient.data + b * H, src = dhp + b * H
-                    for j in 0..<H { d0[j] += src[j] }
-                    (dhp + b * H).update(repeating: 0, count: H)
-                } else if cut {
-                    (dhp + b * H).update(repeating: 0, count: H)
-                }
-            }
+            geometry.routeStateGradient(at: t, truncation: truncation, gradient: dhp, width: H, into: initialStateGradient, column: 0)
             swap(&dh, &dhp)
             t -= 1
         }
-        // Time-independent products, batched over all steps.
-        gemm(hiddenGateGradient.matrix.transposed, previousStates.matrix, into: weightHH.gradient.matrix, beta: 1)
-        accumulateColumnSums(hiddenGateGradient.data, rows: T * B, width: G, into: biasHH.gradient.data)
-        let x = Matrix(input.data, rows: T * B, columns: inputSize, stride: inputSize)
-        gemm(inputGateGradient.matrix.transposed, x, into: weightIH.gradient.matrix, beta: 1)
-        accumulateColumnSums(inputGateGradient.data, rows: T * B, width: G, into: biasIH.gradient.data)
-        if needsInputGradient {
-            gemm(inputGateGradient.matrix, weightIH.value.matrix,
-                 into: Matrix(inputGradient.data, rows: T * B, columns: inputSize, stride: inputSize))
-        }
+        weights.accumulateGradients(inputGates: inputGateGradient, hiddenGates: hiddenGateGradient, previousHidden: previousStates,
+                                    input: input, inputGradient: inputGradient, needsInputGradient: needsInputGradient)
     }
 }
 
@@ -302,7 +318,7 @@ public final class LSTM: RecurrentLayer {
     public let inputSize: Int
     public let hiddenSize: Int
     public var stateWidth: Int { 2 * hiddenSize }
-    public let weightIH: Parameter, weightHH: Parameter, biasIH: Parameter, biasHH: Parameter
+    public let weights: GateWeights
 
     public let output = Tensor([0, 0, 0])
     public let finalState = Tensor([0, 0])
@@ -331,16 +347,10 @@ public final class LSTM: RecurrentLayer {
         precondition(inputSize > 0 && hiddenSize > 0, "LSTM sizes must be positive")
         self.inputSize = inputSize
         self.hiddenSize = hiddenSize
-        let k = 1 / Float(hiddenSize).squareRoot()
-        weightIH = Parameter([4 * hiddenSize, inputSize], uniformBound: k, using: &rng)
-        weightHH = Parameter([4 * hiddenSize, hiddenSize], uniformBound: k, using: &rng)
-        biasIH = Parameter([4 * hiddenSize], uniformBound: k, using: &rng)
-        biasHH = Parameter([4 * hiddenSize], uniformBound: k, using: &rng)
+        weights = GateWeights(gates: 4 * hiddenSize, inputSize: inputSize, hiddenSize: hiddenSize, using: &rng)
     }
 
-    public func namedParameters(prefix: String) -> [NamedParameter] {
-        [(prefix + "weight_ih", weightIH), (prefix + "weight_hh", weightHH), (prefix + "bias_ih", biasIH), (prefix + "bias_hh", biasHH)]
-    }
+    public func namedParameters(prefix: String) -> [NamedParameter] { weights.namedParameters(prefix: prefix) }
 
     @discardableResult
     public func forward(_ input: Tensor, initialState: Matrix?, resetMask: Tensor?, keepActivations: Bool) -> Tensor {
@@ -360,10 +370,7 @@ public final class LSTM: RecurrentLayer {
             let shape = Shape(d0: B, d1: H)
             stepH.resize(shape); stepC.resize(shape); stepTanh.resize(shape)
         }
-        broadcastRows(biasIH.value.data, rows: T * B, width: G, into: gates.data)
-        gemm(input.matrix, weightIH.value.matrix.transposed, into: gates.matrix, beta: 1)
-
-        let whhT = weightHH.value.matrix.transposed
+        weights.inputProducts(input, into: gates)  // all steps at once: [T*B, I] x [I, 4H]
         for t in 0..<T {
             let hp: UnsafeMutablePointer<Float>, cp: UnsafeMutablePointer<Float>
             let cNew: UnsafeMutablePointer<Float>, tanhC: UnsafeMutablePointer<Float>
@@ -383,14 +390,9 @@ public final class LSTM: RecurrentLayer {
                 cNew = stepC.data
                 tanhC = stepTanh.data
             }
-            if geometry.anyRestart(t) {
-                for b in 0..<B where geometry.restarts(t, b) {
-                    copyStateRow(initialState, row: b, column: 0, width: H, into: hp + b * H)
-                    copyStateRow(initialState, row: b, column: H, width: H, into: cp + b * H)
-                }
-            }
-            broadcastRows(biasHH.value.data, rows: B, width: G, into: stepHidden.data)
-            gemm(Matrix(hp, rows: B, columns: H, stride: H), whhT, into: stepHidden.matrix, beta: 1)
+            geometry.restartRows(at: t, from: initialState, column: 0, width: H, into: hp)
+            geometry.restartRows(at: t, from: initialState, column: H, width: H, into: cp)
+            weights.hiddenProducts(hp, into: stepHidden)
             let gateBase = gates.data + t * B * G
             for b in 0..<B {
                 let g = gateBase + b * G, gh = stepHidden.data + b * G
@@ -431,16 +433,9 @@ public final class LSTM: RecurrentLayer {
         inputGradient.resize(input.shape)
 
         var dh = hGradient.data, dc = cGradient.data, dhp = hPrevGradient.data, dcp = cPrevGradient.data
-        if let s = finalStateGradient {
-            for b in 0..<B {
-                (dh + b * H).update(from: s.base + b * s.stride, count: H)
-                (dc + b * H).update(from: s.base + b * s.stride + H, count: H)
-            }
-        } else {
-            dh.update(repeating: 0, count: B * H)
-            dc.update(repeating: 0, count: B * H)
-        }
-        let whh = weightHH.value.matrix
+        geometry.loadStateGradient(finalStateGradient, column: 0, width: H, into: dh)
+        geometry.loadStateGradient(finalStateGradient, column: H, width: H, into: dc)
+        let whh = weights.weightHH.value.matrix
         var t = T - 1
         while t >= 0 {
             if let dY = outputGradient {
@@ -466,30 +461,14 @@ public final class LSTM: RecurrentLayer {
             }
             gemm(Matrix(gateGradient.data + t * B * G, rows: B, columns: G, stride: G), whh,
                  into: Matrix(dhp, rows: B, columns: H, stride: H))
-            let cut = truncation > 0 && t % truncation == 0
-            for b in 0..<B {
-                if geometry.restarts(t, b) {
-                    let d0 = initialStateGradient.data + b * 2 * H
-                    for j in 0..<H { d0[j] += dhp[b * H + j]; d0[H + j] += dcp[b * H + j] }
-                }
-                if geometry.restarts(t, b) || cut {
-                    (dhp + b * H).update(repeating: 0, count: H)
-                    (dcp + b * H).update(repeating: 0, count: H)
-                }
-            }
+            geometry.routeStateGradient(at: t, truncation: truncation, gradient: dhp, width: H, into: initialStateGradient, column: 0)
+            geometry.routeStateGradient(at: t, truncation: truncation, gradient: dcp, width: H, into: initialStateGradient, column: H)
             swap(&dh, &dhp)
             swap(&dc, &dcp)
             t -= 1
         }
-        gemm(gateGradient.matrix.transposed, previousHidden.matrix, into: weightHH.gradient.matrix, beta: 1)
-        accumulateColumnSums(gateGradient.data, rows: T * B, width: G, into: biasHH.gradient.data)
-        let x = Matrix(input.data, rows: T * B, columns: inputSize, stride: inputSize)
-        gemm(gateGradient.matrix.transposed, x, into: weightIH.gradient.matrix, beta: 1)
-        accumulateColumnSums(gateGradient.data, rows: T * B, width: G, into: biasIH.gradient.data)
-        if needsInputGradient {
-            gemm(gateGradient.matrix, weightIH.value.matrix,
-                 into: Matrix(inputGradient.data, rows: T * B, columns: inputSize, stride: inputSize))
-        }
+        weights.accumulateGradients(inputGates: gateGradient, hiddenGates: gateGradient, previousHidden: previousHidden,
+                                    input: input, inputGradient: inputGradient, needsInputGradient: needsInputGradient)
     }
 }
 
@@ -503,7 +482,6 @@ public final class RecurrentStack: RecurrentLayer {
     public let stateWidth: Int
     public let finalState = Tensor([0, 0])
     public let initialStateGradient = Tensor([0, 0])
-    private let layerStateGradient = Tensor([0, 0])
 
     public init(_ layers: [any RecurrentLayer]) {
         precondition(!layers.isEmpty, "RecurrentStack needs at least one layer")
@@ -519,11 +497,7 @@ public final class RecurrentStack: RecurrentLayer {
         precondition(count > 0, "a recurrent stack needs at least one layer")
         var layers: [any RecurrentLayer] = []
         for l in 0..<count {
-            let width = l == 0 ? inputSize : hiddenSize
-            switch cell {
-            case .gru: layers.append(GRU(inputSize: width, hiddenSize: hiddenSize, using: &rng))
-            case .lstm: layers.append(LSTM(inputSize: width, hiddenSize: hiddenSize, using: &rng))
-            }
+            layers.append(cell.makeLayer(inputSize: l == 0 ? inputSize : hiddenSize, hiddenSize: hiddenSize, using: &rng))
         }
         self.init(layers)
     }
@@ -579,4 +553,12 @@ public final class RecurrentStack: RecurrentLayer {
 /// Which recurrent cell a network uses.
 public enum CellKind: String, CaseIterable, Codable, Sendable {
     case gru, lstm
+
+    /// A new layer of this kind.
+    public func makeLayer(inputSize: Int, hiddenSize: Int, using rng: inout RandomGenerator) -> any RecurrentLayer {
+        switch self {
+        case .gru: return GRU(inputSize: inputSize, hiddenSize: hiddenSize, using: &rng)
+        case .lstm: return LSTM(inputSize: inputSize, hiddenSize: hiddenSize, using: &rng)
+        }
+    }
 }

@@ -34,7 +34,7 @@ struct BenchGRU: ParsableCommand {
         }
         for kind in cell.map({ [$0] }) ?? CellKind.allCases {
             var rng = RandomGenerator(seed: 1)
-            let layer: any RecurrentLayer = kind == .gru ? GRU(inputSize: I, hiddenSize: H, using: &rng) : LSTM(inputSize: I, hiddenSize: H, using: &rng)
+            let layer = kind.makeLayer(inputSize: I, hiddenSize: H, using: &rng)
             let gates = kind == .gru ? 3 * H : 4 * H
             let x = Tensor.normal([T, B, I], using: &rng)
             let dY = Tensor.normal([T, B, H], using: &rng)

@@ -5,13 +5,6 @@ import XCTest
 final class RecurrentTests: XCTestCase {
     let checker = GradientChecker()
 
-    func makeLayer(_ cell: CellKind, input: Int, hidden: Int, rng: inout RandomGenerator) -> any RecurrentLayer {
-        switch cell {
-        case .gru: return GRU(inputSize: input, hiddenSize: hidden, using: &rng)
-        case .lstm: return LSTM(inputSize: input, hiddenSize: hidden, using: &rng)
-        }
-    }
-
     /// Gradient check of a recurrent layer for inputs, weights and initial state, with a reset
     /// mask and a final-state gradient.
     func checkRecurrent(_ layer: any RecurrentLayer, time T: Int, batch B: Int, resets: Bool, seed: UInt64) {
@@ -48,7 +41,7 @@ final class RecurrentTests: XCTestCase {
                 for resets in [false, true] {
                     seed += 1
                     var rng = RandomGenerator(seed: seed)
-                    checkRecurrent(makeLayer(cell, input: I, hidden: H, rng: &rng), time: T, batch: B, resets: resets, seed: seed)
+                    checkRecurrent(cell.makeLayer(inputSize: I, hiddenSize: H, using: &rng), time: T, batch: B, resets: resets, seed: seed)
                 }
             }
         }
@@ -153,7 +146,7 @@ final class RecurrentTests: XCTestCase {
         for cell in CellKind.allCases {
             var rng = RandomGenerator(seed: 33)
             let (T, B, I, H, k) = (10, 2, 3, 4, 3)
-            let layer = makeLayer(cell, input: I, hidden: H, rng: &rng)
+            let layer = cell.makeLayer(inputSize: I, hiddenSize: H, using: &rng)
             let W = layer.stateWidth
             let x = Tensor.normal([T, B, I], using: &rng)
             let dY = Tensor.normal([T, B, H], using: &rng)

@@ -1,0 +1,28 @@
+import Tensors
+
+// Row-wise helpers shared by the layers (all on raw row-major memory).
+
+/// Copies `width` floats of row b of `state` (columns from `column`) into `destination`, or zeros.
+@inline(__always)
+func copyStateRow(_ state: Matrix?, row b: Int, column: Int, width: Int, into destination: UnsafeMutablePointer<Float>) {
+    if let state {
+        destination.update(from: state.base + b * state.stride + column, count: width)
+    } else {
+        destination.update(repeating: 0, count: width)
+    }
+}
+
+/// Writes the bias into every row, so that a following `gemm(..., beta: 1)` adds the product.
+@inline(__always)
+func broadcastRows(_ bias: UnsafeMutablePointer<Float>, rows: Int, width: Int, into out: UnsafeMutablePointer<Float>) {
+    for r in 0..<rows { (out + r * width).update(from: bias, count: width) }
+}
+
+/// Adds the column sums of a `rows x width` block to `sum`.
+@inline(__always)
+func accumulateColumnSums(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int, into sum: UnsafeMutablePointer<Float>) {
+    for r in 0..<rows {
+        let row = x + r * width
+        for j in 0..<width { sum[j] += row[j] }
+    }
+}
