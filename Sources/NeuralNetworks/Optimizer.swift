@@ -1,3 +1,4 @@
+import Foundation
 import Tensors
 
 /// Parameters that share a learning rate and weight decay (RESeL trains the recurrent encoder
@@ -86,20 +87,20 @@ public final class Adam {
         stepCount += 1
         let c = configuration
         let t = Float(stepCount)
-        let correction1 = 1 - pow(c.beta1, t), correction2 = 1 - pow(c.beta2, t)
+        let correction1 = 1 - Float(pow(Double(c.beta1), Double(t))), correction2 = 1 - Float(pow(Double(c.beta2), Double(t)))
         let invSqrtCorrection2 = 1 / correction2.squareRoot()
         var index = 0
         for group in groups {
             let lr = group.learningRate
             let decay = group.weightDecay ?? c.weightDecay
             let stepSize = lr / correction1
+            let decoupled = c.decoupledWeightDecay && decay != 0
+            let coupled = !c.decoupledWeightDecay && decay != 0
+            let shrink = 1 - lr * decay
             for p in group.parameters {
                 let theta = p.value.data, g = p.gradient.data
                 let m = firstMoments[index].data, v = secondMoments[index].data
                 let n = p.value.count
-                let decoupled = c.decoupledWeightDecay && decay != 0
-                let coupled = !c.decoupledWeightDecay && decay != 0
-                let shrink = 1 - lr * decay
                 for i in 0..<n {
                     var gi = g[i]
                     if coupled { gi += decay * theta[i] }
@@ -122,20 +123,12 @@ public final class Adam {
     public func restore(stepCount: Int) { self.stepCount = stepCount }
 }
 
-private func pow(_ x: Float, _ y: Float) -> Float {
-    Float(Foundation.pow(Double(x), Double(y)))
-}
-
-import Foundation
-
 /// Global-norm gradient clipping, as `torch.nn.utils.clip_grad_norm_`: when the L2 norm of all
 /// gradients together exceeds `maxNorm`, every gradient is scaled by maxNorm / (norm + 1e-6).
 /// Returns the norm before clipping.
 @discardableResult
 public func clipGradientNorm(_ parameters: [Parameter], maxNorm: Float) -> Float {
-    var sum: Double = 0
-    for p in parameters { sum += Double(p.gradient.sumOfSquares()) }
-    let norm = Float(sum.squareRoot())
+    let norm = gradientNorm(parameters)
     if norm > maxNorm {
         let scale = maxNorm / (norm + 1e-6)
         for p in parameters {
