@@ -98,7 +98,7 @@ static inline __m256 tanh256(__m256 x) {
     return _mm256_or_ps(y, _mm256_and_ps(x, sign_mask));
 }
 
-#define RRL_DEFINE_ARRAY_AVX2(NAME, VFUNC, SFUNC)                                  \
+#define RRL_DEFINE_ARRAY_AVX2(NAME, VFUNC)                                         \
     __attribute__((target("avx2,fma"))) static void NAME(long n, const float *x, float *y) { \
         long i = 0;                                                                \
         for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, VFUNC(_mm256_loadu_ps(x + i))); \
@@ -109,9 +109,9 @@ static inline __m256 tanh256(__m256 x) {
             for (long j = i; j < n; j++) y[j] = buf[j - i];                        \
         }                                                                          \
     }
-RRL_DEFINE_ARRAY_AVX2(vexp_avx2, exp256, expf)
-RRL_DEFINE_ARRAY_AVX2(vtanh_avx2, tanh256, tanhf)
-RRL_DEFINE_ARRAY_AVX2(vsigmoid_avx2, sigmoid256, sigmoid_scalar)
+RRL_DEFINE_ARRAY_AVX2(vexp_avx2, exp256)
+RRL_DEFINE_ARRAY_AVX2(vtanh_avx2, tanh256)
+RRL_DEFINE_ARRAY_AVX2(vsigmoid_avx2, sigmoid256)
 #undef RRL_DEFINE_ARRAY_AVX2
 #endif
 

@@ -51,9 +51,9 @@ struct List: ParsableCommand {
             text.count < width ? text + String(repeating: " ", count: width - text.count) : text + " "
         }
         print(column("environment", 19) + column("observation", 24) + column("action", 22) + "description")
-        for (name, summary) in EnvironmentRegistry.descriptions {
-            let env = try EnvironmentRegistry.make(name)
-            print(column(name, 19) + column("\(env.observationSpace)", 24) + column("\(env.actionSpace)", 22) + summary)
+        for entry in EnvironmentRegistry.entries {
+            let env = entry.make()
+            print(column(entry.name, 19) + column("\(env.observationSpace)", 24) + column("\(env.actionSpace)", 22) + entry.summary)
         }
         print("Algorithms: none yet (recurrent SAC/TD3 and PPO are next).")
     }

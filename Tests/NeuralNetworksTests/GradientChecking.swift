@@ -51,17 +51,6 @@ func weightedSum(_ x: Tensor, _ w: Tensor) -> Double {
     return s
 }
 
-func weightedSum(_ x: Tensor, _ w: Tensor, rows: Int, width: Int) -> Double {
-    var s = 0.0
-    for i in 0..<(rows * width) { s += Double(x.data[i]) * Double(w.data[i]) }
-    return s
-}
-
-extension Tensor {
-    /// Tensor copy as an array (for keeping an analytic gradient before perturbing).
-    var snapshot: [Float] { array }
-}
-
 /// max |a - b| over all elements.
 func maxAbsDifference(_ a: [Float], _ b: [Float]) -> Float {
     precondition(a.count == b.count, "sizes differ: \(a.count) vs \(b.count)")

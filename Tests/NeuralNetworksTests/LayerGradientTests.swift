@@ -22,12 +22,12 @@ final class LayerGradientTests: XCTestCase {
                 let w = Tensor.normal(Shape(shape).replacingLast(with: 4), using: &rng)
                 layer.forward(x)
                 layer.zeroGradients()
-                let dx = layer.backward(w).snapshot
+                let dx = layer.backward(w).array
                 let loss = { weightedSum(layer.forward(x), w) }
                 let label = "Dense(\(activation)) shape \(shape)"
                 checker.check("\(label) input", values: x.data, analytic: dx, rng: &rng, loss: loss)
-                checker.check("\(label) weight", values: layer.weight.value.data, analytic: layer.weight.gradient.snapshot, rng: &rng, loss: loss)
-                checker.check("\(label) bias", values: layer.bias.value.data, analytic: layer.bias.gradient.snapshot, rng: &rng, loss: loss)
+                checker.check("\(label) weight", values: layer.weight.value.data, analytic: layer.weight.gradient.array, rng: &rng, loss: loss)
+                checker.check("\(label) bias", values: layer.bias.value.data, analytic: layer.bias.gradient.array, rng: &rng, loss: loss)
             }
         }
     }
@@ -44,11 +44,11 @@ final class LayerGradientTests: XCTestCase {
             let w = Tensor.normal(Shape(shape), using: &rng)
             layer.forward(x)
             layer.zeroGradients()
-            let dx = layer.backward(w).snapshot
+            let dx = layer.backward(w).array
             let loss = { weightedSum(layer.forward(x), w) }
             checker.check("LayerNorm \(shape) input", values: x.data, analytic: dx, rng: &rng, loss: loss)
-            checker.check("LayerNorm \(shape) weight", values: layer.weight.value.data, analytic: layer.weight.gradient.snapshot, rng: &rng, loss: loss)
-            checker.check("LayerNorm \(shape) bias", values: layer.bias.value.data, analytic: layer.bias.gradient.snapshot, rng: &rng, loss: loss)
+            checker.check("LayerNorm \(shape) weight", values: layer.weight.value.data, analytic: layer.weight.gradient.array, rng: &rng, loss: loss)
+            checker.check("LayerNorm \(shape) bias", values: layer.bias.value.data, analytic: layer.bias.gradient.array, rng: &rng, loss: loss)
         }
     }
 
@@ -77,7 +77,7 @@ final class LayerGradientTests: XCTestCase {
                 }
                 _ = kind == "mse" ? Loss.meanSquaredError(prediction: prediction, target: target, mask: m, gradient: gradient)
                                   : Loss.huber(prediction: prediction, target: target, delta: 0.7, mask: m, gradient: gradient)
-                checker.check("\(kind) mask=\(useMask)", values: prediction.data, analytic: gradient.snapshot, rng: &rng, loss: loss)
+                checker.check("\(kind) mask=\(useMask)", values: prediction.data, analytic: gradient.array, rng: &rng, loss: loss)
             }
         }
         // Hand-computed value: masked rows do not count.
@@ -94,11 +94,11 @@ final class LayerGradientTests: XCTestCase {
         let x = Tensor.normal([4, 5], using: &rng), w = Tensor.normal([4, 3], using: &rng)
         mlp.forward(x)
         mlp.zeroGradients()
-        let dx = mlp.backward(w).snapshot
+        let dx = mlp.backward(w).array
         let loss = { weightedSum(mlp.forward(x), w) }
         checker.check("MLP input", values: x.data, analytic: dx, rng: &rng, loss: loss)
         for (name, p) in mlp.namedParameters(prefix: "") {
-            checker.check("MLP \(name)", values: p.value.data, analytic: p.gradient.snapshot, rng: &rng, loss: loss)
+            checker.check("MLP \(name)", values: p.value.data, analytic: p.gradient.array, rng: &rng, loss: loss)
         }
     }
 }

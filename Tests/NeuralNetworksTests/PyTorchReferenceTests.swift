@@ -31,7 +31,7 @@ final class PyTorchReferenceTests: XCTestCase {
             return x
         }
         let x = t("input")
-        let (T, B, I) = (x.shape[0], x.shape[1], x.shape[2])
+        let (B, I) = (x.shape[1], x.shape[2])
         let H = t("h0").shape[2]
         var rng = RandomGenerator(seed: 0)
         let stack = RecurrentStack(cell: cell, inputSize: I, hiddenSize: H, layers: L, using: &rng)

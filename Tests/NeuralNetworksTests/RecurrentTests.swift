@@ -27,10 +27,10 @@ final class RecurrentTests: XCTestCase {
         layer.zeroGradients()
         layer.backward(outputGradient: wOut, finalStateGradient: wState.matrix)
         let label = "\(type(of: layer)) T=\(T) B=\(B) resets=\(resets)"
-        checker.check("\(label) input", values: x.data, analytic: layer.inputGradient.snapshot, rng: &rng, loss: loss)
-        checker.check("\(label) initial state", values: h0.data, analytic: layer.initialStateGradient.snapshot, rng: &rng, loss: loss)
+        checker.check("\(label) input", values: x.data, analytic: layer.inputGradient.array, rng: &rng, loss: loss)
+        checker.check("\(label) initial state", values: h0.data, analytic: layer.initialStateGradient.array, rng: &rng, loss: loss)
         for (name, p) in layer.namedParameters(prefix: "") {
-            checker.check("\(label) \(name)", values: p.value.data, analytic: p.gradient.snapshot, rng: &rng, loss: loss)
+            checker.check("\(label) \(name)", values: p.value.data, analytic: p.gradient.array, rng: &rng, loss: loss)
         }
     }
 
@@ -81,15 +81,15 @@ final class RecurrentTests: XCTestCase {
         for p in pre.parameters + core.parameters + head.parameters { p.zeroGradient() }
         let dFeatures = head.backward(gradient)
         core.backward(outputGradient: dFeatures, finalStateGradient: nil, truncation: 0, needsInputGradient: true)
-        let dx = pre.backward(core.inputGradient).snapshot
-        let dh0 = core.initialStateGradient.snapshot
+        let dx = pre.backward(core.inputGradient).array
+        let dh0 = core.initialStateGradient.array
         let loss = { Double(run()) }
         checker.check("model input", values: x.data, analytic: dx, rng: &rng, loss: loss)
         checker.check("model initial state", values: h0.data, analytic: dh0, rng: &rng, loss: loss)
         let named = pre.namedParameters(prefix: "pre.") + core.namedParameters(prefix: "core.") + head.namedParameters(prefix: "head.")
         XCTAssertTrue(named.map(\.name).contains("core.weight_hh_l1"))
         for (name, p) in named {
-            checker.check("model \(name)", values: p.value.data, analytic: p.gradient.snapshot, rng: &rng, loss: loss)
+            checker.check("model \(name)", values: p.value.data, analytic: p.gradient.array, rng: &rng, loss: loss)
         }
     }
 
@@ -110,9 +110,9 @@ final class RecurrentTests: XCTestCase {
             layer.forward(x, initialState: h0.matrix, resetMask: mask)
             layer.zeroGradients()
             layer.backward(outputGradient: dY, finalStateGradient: dFinal.matrix)
-            let fullOutput = layer.output.snapshot, fullFinal = layer.finalState.snapshot
-            let fullDx = layer.inputGradient.snapshot, fullDh0 = layer.initialStateGradient.snapshot
-            let fullGrads = layer.parameters.map(\.gradient.snapshot)
+            let fullOutput = layer.output.array, fullFinal = layer.finalState.array
+            let fullDx = layer.inputGradient.array, fullDh0 = layer.initialStateGradient.array
+            let fullGrads = layer.parameters.map(\.gradient.array)
 
             func part(_ range: Range<Int>) -> Tensor {
                 let t = Tensor([range.count, B, I]); t.data.update(from: x.data + range.lowerBound * B * I, count: range.count * B * I); return t
@@ -122,20 +122,20 @@ final class RecurrentTests: XCTestCase {
             }
             layer.zeroGradients()
             layer.forward(part(0..<s), initialState: h0.matrix)
-            let firstOutput = layer.output.snapshot
+            let firstOutput = layer.output.array
             layer.backward(outputGradient: partGrad(0..<s))  // no gradient into the final state: the reset cut it
-            let firstDx = layer.inputGradient.snapshot, firstDh0 = layer.initialStateGradient.snapshot
+            let firstDx = layer.inputGradient.array, firstDh0 = layer.initialStateGradient.array
             layer.forward(part(s..<T), initialState: h0.matrix)
-            let secondOutput = layer.output.snapshot, secondFinal = layer.finalState.snapshot
+            let secondOutput = layer.output.array, secondFinal = layer.finalState.array
             layer.backward(outputGradient: partGrad(s..<T), finalStateGradient: dFinal.matrix)
-            let secondDx = layer.inputGradient.snapshot, secondDh0 = layer.initialStateGradient.snapshot
+            let secondDx = layer.inputGradient.array, secondDh0 = layer.initialStateGradient.array
 
             XCTAssertEqual(fullOutput, firstOutput + secondOutput, "\(cell) outputs")
             XCTAssertEqual(fullFinal, secondFinal, "\(cell) final state")
             XCTAssertLessThan(maxAbsDifference(fullDx, firstDx + secondDx), 1e-6, "\(cell) input gradient")
             XCTAssertLessThan(maxAbsDifference(fullDh0, zip(firstDh0, secondDh0).map { $0 + $1 }), 1e-5, "\(cell) initial-state gradient")
             for (full, p) in zip(fullGrads, layer.parameters) {
-                XCTAssertLessThan(maxAbsDifference(full, p.gradient.snapshot), 1e-5, "\(cell) weight gradient")
+                XCTAssertLessThan(maxAbsDifference(full, p.gradient.array), 1e-5, "\(cell) weight gradient")
             }
         }
     }
@@ -153,9 +153,9 @@ final class RecurrentTests: XCTestCase {
             layer.forward(x)
             layer.zeroGradients()
             layer.backward(outputGradient: dY, finalStateGradient: nil, truncation: k)
-            let truncatedGrads = layer.parameters.map(\.gradient.snapshot)
-            let truncatedDx = layer.inputGradient.snapshot
-            let carried = layer.output.snapshot
+            let truncatedGrads = layer.parameters.map(\.gradient.array)
+            let truncatedDx = layer.inputGradient.array
+            let carried = layer.output.array
             // Chunk c starts from the state after step c*k - 1 of the full run (as a constant).
             layer.forward(x, initialState: nil, resetMask: nil, keepActivations: false)
             var states: [[Float]] = [[Float](repeating: 0, count: B * W)]
@@ -163,7 +163,7 @@ final class RecurrentTests: XCTestCase {
             while start < T {
                 let prefix = Tensor([start, B, I]); prefix.data.update(from: x.data, count: start * B * I)
                 layer.forward(prefix, initialState: nil, resetMask: nil, keepActivations: false)
-                states.append(layer.finalState.snapshot)
+                states.append(layer.finalState.array)
                 start += k
             }
             layer.zeroGradients()
@@ -175,20 +175,20 @@ final class RecurrentTests: XCTestCase {
                 let dc = Tensor([hi - lo, B, H]); dc.data.update(from: dY.data + lo * B * H, count: (hi - lo) * B * H)
                 let h = Tensor([B, W], values: state)
                 layer.forward(xc, initialState: h.matrix)
-                chunkOutput += layer.output.snapshot
+                chunkOutput += layer.output.array
                 layer.backward(outputGradient: dc)
-                chunkDx += layer.inputGradient.snapshot
+                chunkDx += layer.inputGradient.array
             }
             XCTAssertLessThan(maxAbsDifference(carried, chunkOutput), 1e-6, "\(cell): chunks see the carried state")
             XCTAssertLessThan(maxAbsDifference(truncatedDx, chunkDx), 1e-5, "\(cell) input gradient")
             for (t, p) in zip(truncatedGrads, layer.parameters) {
-                XCTAssertLessThan(maxAbsDifference(t, p.gradient.snapshot), 1e-5, "\(cell) weight gradient")
+                XCTAssertLessThan(maxAbsDifference(t, p.gradient.array), 1e-5, "\(cell) weight gradient")
             }
             // And truncation really changes the gradient (the test would be vacuous otherwise).
             layer.forward(x)
             layer.zeroGradients()
             layer.backward(outputGradient: dY)
-            XCTAssertGreaterThan(maxAbsDifference(truncatedGrads[1], layer.parameters[1].gradient.snapshot), 1e-4)
+            XCTAssertGreaterThan(maxAbsDifference(truncatedGrads[1], layer.parameters[1].gradient.array), 1e-4)
         }
     }
 
@@ -200,10 +200,10 @@ final class RecurrentTests: XCTestCase {
             let h0 = Tensor.normal([4, layer.stateWidth], using: &rng)
             let mask = Tensor([7, 4]); mask[3, 1] = 1; mask[5, 0] = 1
             layer.forward(x, initialState: h0.matrix, resetMask: mask, keepActivations: true)
-            let a = layer.output.snapshot, af = layer.finalState.snapshot
+            let a = layer.output.array, af = layer.finalState.array
             layer.forward(x, initialState: h0.matrix, resetMask: mask, keepActivations: false)
-            XCTAssertEqual(a, layer.output.snapshot)
-            XCTAssertEqual(af, layer.finalState.snapshot)
+            XCTAssertEqual(a, layer.output.array)
+            XCTAssertEqual(af, layer.finalState.array)
             // Step by step, carrying the final state (rows that reset take h0 instead), as when acting.
             let state = Tensor(copying: h0)
             var stepped: [Float] = []
@@ -211,7 +211,7 @@ final class RecurrentTests: XCTestCase {
                 let xt = Tensor([1, 4, 3]); xt.data.update(from: x.data + t * 12, count: 12)
                 for b in 0..<4 where mask[t, b] != 0 { for j in 0..<layer.stateWidth { state[b, j] = h0[b, j] } }
                 layer.forward(xt, initialState: state.matrix, resetMask: nil, keepActivations: false)
-                stepped += layer.output.snapshot
+                stepped += layer.output.array
                 state.copy(from: layer.finalState)
             }
             XCTAssertEqual(a, stepped)
