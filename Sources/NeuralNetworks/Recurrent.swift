@@ -25,10 +25,12 @@ public protocol RecurrentLayer: ParameterContainer {
     var initialStateGradient: Tensor { get }
 
     /// Runs the sequence. `initialState` is `batch x stateWidth` (nil: zeros); `resetMask` has
-    /// `time * batch` entries (nil: no resets). With `keepActivations` false nothing is kept for
-    /// a backward pass (burn-in, acting, evaluation).
+    /// `time * batch` entries (nil: no resets). `resets` says what a reset after step 0 restarts
+    /// from: the initial state, or zeros (a new episode in a replayed window or a vector
+    /// environment). With `keepActivations` false nothing is kept for a backward pass (burn-in,
+    /// acting, evaluation).
     @discardableResult
-    func forward(_ input: Tensor, initialState: Matrix?, resetMask: Tensor?, keepActivations: Bool) -> Tensor
+    func forward(_ input: Tensor, initialState: Matrix?, resetMask: Tensor?, resets: ResetTarget, keepActivations: Bool) -> Tensor
 
     /// Back-propagates through time. `outputGradient` is `[time, batch, hiddenSize]` (nil: zero);
     /// `finalStateGradient` is `batch x stateWidth` (nil: zero). With `truncation` k > 0 the
@@ -36,10 +38,23 @@ public protocol RecurrentLayer: ParameterContainer {
     func backward(outputGradient: Tensor?, finalStateGradient: Matrix?, truncation: Int, needsInputGradient: Bool)
 }
 
+/// What a reset after the first step restarts from.
+public enum ResetTarget: Sendable {
+    /// The row's initial state (its gradient then collects every restart).
+    case initialState
+    /// Zeros (no gradient flows anywhere from such a restart).
+    case zero
+}
+
 extension RecurrentLayer {
     @discardableResult
     public func forward(_ input: Tensor, initialState: Matrix? = nil, resetMask: Tensor? = nil) -> Tensor {
-        forward(input, initialState: initialState, resetMask: resetMask, keepActivations: true)
+        forward(input, initialState: initialState, resetMask: resetMask, resets: .initialState, keepActivations: true)
+    }
+
+    @discardableResult
+    public func forward(_ input: Tensor, initialState: Matrix?, resetMask: Tensor?, keepActivations: Bool) -> Tensor {
+        forward(input, initialState: initialState, resetMask: resetMask, resets: .initialState, keepActivations: keepActivations)
     }
 
     public func backward(outputGradient: Tensor?, finalStateGradient: Matrix? = nil, truncation: Int = 0) {
@@ -52,8 +67,10 @@ extension RecurrentLayer {
 struct SequenceGeometry {
     var time = 0, batch = 0
     var resetMask: UnsafeMutablePointer<Float>?
+    var resets = ResetTarget.initialState
 
-    mutating func set(input: Tensor, inputSize: Int, resetMask: Tensor?, layer: String) {
+    mutating func set(input: Tensor, inputSize: Int, resetMask: Tensor?, resets: ResetTarget, layer: String) {
+        self.resets = resets
         precondition(input.shape.rank == 3 && input.shape[2] == inputSize,
                      "\(layer) expects input [time, batch, \(inputSize)], got \(input.shape)")
         time = input.shape[0]
@@ -81,8 +98,9 @@ struct SequenceGeometry {
     /// `column..<column + width` of the initial state (zeros when there is none).
     func restartRows(at t: Int, from initialState: Matrix?, column: Int, width: Int, into states: UnsafeMutablePointer<Float>) {
         guard anyRestart(t) else { return }
+        let source = t == 0 || resets == .initialState ? initialState : nil
         for b in 0..<batch where restarts(t, b) {
-            copyStateRow(initialState, row: b, column: column, width: width, into: states + b * width)
+            copyStateRow(source, row: b, column: column, width: width, into: states + b * width)
         }
     }
 
@@ -91,8 +109,9 @@ struct SequenceGeometry {
         for b in 0..<batch { copyStateRow(gradient, row: b, column: column, width: width, into: out + b * width) }
     }
 
-    /// The gradient of the state entering step t (`batch x width`): rows that restarted send it to
-    /// columns `column..<column + width` of `initialStateGradient`; it is cleared there, and at
+    /// The gradient of the state entering step t (`batch x width`): rows that restarted from the
+    /// initial state send it to columns `column..<column + width` of `initialStateGradient`; it is
+    /// cleared at every restart, and at
     /// truncation points (steps k, 2k, ...), so nothing flows further back.
     func routeStateGradient(at t: Int, truncation: Int, gradient: UnsafeMutablePointer<Float>, width: Int,
                             into initialStateGradient: Tensor, column: Int) {
@@ -101,7 +120,7 @@ struct SequenceGeometry {
         for b in 0..<batch {
             let row = gradient + b * width
             let restarted = restarts(t, b)
-            if restarted {
+            if restarted && (t == 0 || resets == .initialState) {
                 let destination = initialStateGradient.data + b * stride + column
                 for j in 0..<width { destination[j] += row[j] }
             }
@@ -210,8 +229,8 @@ public final class GRU: RecurrentLayer {
     public func namedParameters(prefix: String) -> [NamedParameter] { weights.namedParameters(prefix: prefix) }
 
     @discardableResult
-    public func forward(_ input: Tensor, initialState: Matrix?, resetMask: Tensor?, keepActivations: Bool) -> Tensor {
-        geometry.set(input: input, inputSize: inputSize, resetMask: resetMask, layer: "GRU")
+    public func forward(_ input: Tensor, initialState: Matrix?, resetMask: Tensor?, resets: ResetTarget, keepActivations: Bool) -> Tensor {
+        geometry.set(input: input, inputSize: inputSize, resetMask: resetMask, resets: resets, layer: "GRU")
         let T = geometry.time, B = geometry.batch, H = hiddenSize, G = 3 * H
         if let s = initialState { precondition(s.rows == B && s.columns == H && !s.isTransposed, "GRU initial state must be [\(B), \(H)]") }
         self.input = input
@@ -353,8 +372,8 @@ public final class LSTM: RecurrentLayer {
     public func namedParameters(prefix: String) -> [NamedParameter] { weights.namedParameters(prefix: prefix) }
 
     @discardableResult
-    public func forward(_ input: Tensor, initialState: Matrix?, resetMask: Tensor?, keepActivations: Bool) -> Tensor {
-        geometry.set(input: input, inputSize: inputSize, resetMask: resetMask, layer: "LSTM")
+    public func forward(_ input: Tensor, initialState: Matrix?, resetMask: Tensor?, resets: ResetTarget, keepActivations: Bool) -> Tensor {
+        geometry.set(input: input, inputSize: inputSize, resetMask: resetMask, resets: resets, layer: "LSTM")
         let T = geometry.time, B = geometry.batch, H = hiddenSize, G = 4 * H
         if let s = initialState { precondition(s.rows == B && s.columns == 2 * H && !s.isTransposed, "LSTM initial state must be [\(B), \(2 * H)]") }
         self.input = input
@@ -514,13 +533,13 @@ public final class RecurrentStack: RecurrentLayer {
     }
 
     @discardableResult
-    public func forward(_ input: Tensor, initialState: Matrix?, resetMask: Tensor?, keepActivations: Bool) -> Tensor {
+    public func forward(_ input: Tensor, initialState: Matrix?, resetMask: Tensor?, resets: ResetTarget, keepActivations: Bool) -> Tensor {
         let B = input.shape.rank == 3 ? input.shape[1] : 0
         finalState.resize(Shape(d0: B, d1: stateWidth))
         var x = input, column = 0
         for layer in layers {
             let slice = initialState.map { $0.columns(column..<(column + layer.stateWidth)) }
-            x = layer.forward(x, initialState: slice, resetMask: resetMask, keepActivations: keepActivations)
+            x = layer.forward(x, initialState: slice, resetMask: resetMask, resets: resets, keepActivations: keepActivations)
             for b in 0..<B {
                 (finalState.data + b * stateWidth + column).update(from: layer.finalState.data + b * layer.stateWidth, count: layer.stateWidth)
             }
