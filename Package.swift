@@ -8,6 +8,9 @@ let package = Package(
         .library(name: "Tensors", targets: ["Tensors"]),
         .library(name: "NeuralNetworks", targets: ["NeuralNetworks"]),
         .library(name: "Environments", targets: ["Environments"]),
+        .library(name: "Replay", targets: ["Replay"]),
+        .library(name: "Agents", targets: ["Agents"]),
+        .library(name: "Training", targets: ["Training"]),
         .executable(name: "rrl", targets: ["rrl"]),
     ],
     traits: [
@@ -34,7 +37,10 @@ let package = Package(
         .target(name: "Tensors", dependencies: ["CKernels"]),
         .target(name: "NeuralNetworks", dependencies: ["Tensors", "CKernels"]),
         .target(name: "Environments", dependencies: ["Tensors"]),
-        .target(name: "RecurrentRL", dependencies: ["Tensors", "NeuralNetworks", "Environments"]),
+        .target(name: "Replay", dependencies: ["Tensors"]),
+        .target(name: "Agents", dependencies: ["Tensors", "NeuralNetworks", "Environments", "Replay"]),
+        .target(name: "Training", dependencies: ["Tensors", "NeuralNetworks", "Environments", "Replay", "Agents"]),
+        .target(name: "RecurrentRL", dependencies: ["Tensors", "NeuralNetworks", "Environments", "Replay", "Agents", "Training"]),
         .executableTarget(
             name: "rrl",
             dependencies: [

@@ -1,3 +1,6 @@
 @_exported import Tensors
 @_exported import NeuralNetworks
 @_exported import Environments
+@_exported import Replay
+@_exported import Agents
+@_exported import Training

@@ -16,14 +16,8 @@ struct RRL: ParsableCommand {
 struct NotYetAvailable: Error, CustomStringConvertible {
     let command: String
     var description: String {
-        "`rrl \(command)` is not available in this build yet: the foundation (tensors, kernels, GRU/LSTM layers, optimisers, weight files, benchmarks) is in place and the training algorithms come next. Try `rrl bench gemm` or `rrl bench gru`."
+        "`rrl \(command)` is not available in this build yet: it comes with a later milestone. Available now: `rrl train sac|td3`, `rrl list`, `rrl bench`."
     }
-}
-
-struct Train: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Train an agent (recurrent SAC on the memory task by default).")
-    @Argument(help: "Algorithm: sac, td3, ppo.") var algorithm: String = "sac"
-    func run() throws { throw NotYetAvailable(command: "train") }
 }
 
 struct Evaluate: ParsableCommand {
@@ -55,6 +49,6 @@ struct List: ParsableCommand {
             let env = entry.make()
             print(column(entry.name, 19) + column("\(env.observationSpace)", 24) + column("\(env.actionSpace)", 22) + entry.summary)
         }
-        print("Algorithms: none yet (recurrent SAC/TD3 and PPO are next).")
+        print("Algorithms: sac (continuous actions: tanh-Gaussian; discrete actions: categorical), td3. MLP, GRU or LSTM networks.")
     }
 }

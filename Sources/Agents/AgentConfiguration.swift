@@ -1,0 +1,103 @@
+import NeuralNetworks
+import Replay
+
+/// The off-policy algorithms.
+public enum OffPolicyAlgorithm: String, Codable, CaseIterable, Sendable {
+    /// Soft actor-critic: a tanh-Gaussian policy for continuous actions, a categorical policy for
+    /// discrete ones; learned temperature.
+    case sac
+    /// Twin delayed DDPG: deterministic policy, target smoothing, delayed actor updates.
+    case td3
+}
+
+/// The network type of actor and critics.
+public enum NetworkKind: String, Codable, CaseIterable, Sendable {
+    case mlp, gru, lstm
+
+    public var cell: CellKind? {
+        switch self {
+        case .mlp: return nil
+        case .gru: return .gru
+        case .lstm: return .lstm
+        }
+    }
+}
+
+/// Every option of an off-policy agent. Defaults are the `memory` configuration of the issue
+/// (recurrent SAC, GRU 16, windows of 50, batch 4).
+public struct AgentConfiguration: Codable, Equatable, Sendable {
+    public var algorithm: OffPolicyAlgorithm = .sac
+    public var network: NetworkKind = .gru
+    /// Recurrent layers per encoder.
+    public var recurrentLayers = 1
+    /// Width of the recurrent state (h) of each encoder layer.
+    public var hiddenSize = 16
+    /// Hidden layer widths of the MLP heads (after the encoder, or on the observation for MLP agents).
+    public var headHiddenSizes: [Int] = [32]
+    public var activation: Activation = .relu
+    public var context = ContextInputs()
+    public var sampler = SamplerConfiguration()
+    /// Windows per batch (MLP agents: transitions per batch).
+    public var batchSize = 4
+    public var replayCapacity = 100_000
+    public var gamma: Float = 0.99
+    /// Polyak rate of the target networks.
+    public var tau: Float = 0.005
+    public var actorLearningRate: Float = 1e-4
+    public var criticLearningRate: Float = 1e-3
+    /// Learning rate of the recurrent encoders (RESeL: about 1/30 of the MLP rate); nil: as their network.
+    public var encoderLearningRate: Float? = nil
+    public var temperatureLearningRate: Float = 1e-3
+    public var initialTemperature: Float = 1
+    public var learnTemperature = true
+    /// SAC's target entropy; nil: -(action dimensions) for continuous, 0.98·log(n) for n discrete actions.
+    public var targetEntropy: Float? = nil
+    public var criticCount = 2
+    /// Environment steps per critic update.
+    public var criticUpdateInterval = 1
+    /// Critic updates per actor (and, for TD3, target) update.
+    public var actorUpdateInterval = 1
+    /// Critic updates per target update (SAC).
+    public var targetUpdateInterval = 1
+    /// Global gradient-norm clip per network (0: off).
+    public var maxGradientNorm: Float = 0
+    /// Truncated BPTT: cut the state gradient every k steps (0: through the whole window).
+    public var truncation = 0
+    /// TD3: std of the target smoothing noise, its clip, and the exploration noise.
+    public var policyNoise: Float = 0.2
+    public var noiseClip: Float = 0.5
+    public var explorationNoise: Float = 0.1
+
+    public init() {}
+
+    /// Checks every option; throws a message that says what is wrong and what to do.
+    public func validate() throws {
+        func fail(_ m: String) throws { throw ConfigurationError(m) }
+        try sampler.validate()
+        if recurrentLayers < 1 { try fail("recurrent layers must be at least 1 (got \(recurrentLayers))") }
+        if hiddenSize < 1 { try fail("hidden size must be at least 1 (got \(hiddenSize))") }
+        if headHiddenSizes.contains(where: { $0 < 1 }) { try fail("head hidden sizes must be positive (got \(headHiddenSizes))") }
+        if batchSize < 1 { try fail("batch size must be at least 1 (got \(batchSize))") }
+        if replayCapacity < 1 { try fail("replay capacity must be at least 1 (got \(replayCapacity))") }
+        if !(gamma >= 0 && gamma <= 1) { try fail("gamma must be in [0, 1] (got \(gamma))") }
+        if !(tau > 0 && tau <= 1) { try fail("tau must be in (0, 1] (got \(tau))") }
+        for (name, lr) in [("actor", actorLearningRate), ("critic", criticLearningRate), ("temperature", temperatureLearningRate)]
+        where !(lr > 0 && lr.isFinite) {
+            try fail("\(name) learning rate must be positive (got \(lr))")
+        }
+        if let e = encoderLearningRate, !(e > 0 && e.isFinite) { try fail("encoder learning rate must be positive (got \(e))") }
+        if !(initialTemperature > 0) { try fail("initial temperature must be positive (got \(initialTemperature))") }
+        if criticCount < 1 { try fail("critic count must be at least 1 (got \(criticCount))") }
+        for (name, v) in [("critic update interval", criticUpdateInterval), ("actor update interval", actorUpdateInterval),
+                          ("target update interval", targetUpdateInterval)] where v < 1 {
+            try fail("\(name) must be at least 1 (got \(v))")
+        }
+        if maxGradientNorm < 0 { try fail("max gradient norm must be 0 (off) or positive (got \(maxGradientNorm))") }
+        if truncation < 0 { try fail("truncation must be 0 (off) or positive (got \(truncation))") }
+        if network == .mlp {
+            if sampler.sequenceLength != 1 || sampler.burnIn != 0 || sampler.initialState != .zero {
+                try fail("an MLP agent has no recurrent state: use sequence length 1, no burn-in and initial state 'zero' (or choose --network gru|lstm)")
+            }
+        }
+    }
+}

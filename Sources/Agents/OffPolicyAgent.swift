@@ -1,0 +1,530 @@
+import Foundation
+import Environments
+import NeuralNetworks
+import Replay
+import Tensors
+
+/// What the last updates measured (for the metrics log).
+public struct UpdateStatistics: Equatable, Sendable {
+    public var criticLoss: Float = .nan
+    public var actorLoss: Float = .nan
+    public var temperature: Float = .nan
+    /// Mean of -log π over the trained steps (SAC).
+    public var entropy: Float = .nan
+    /// Mean Q over the trained steps.
+    public var meanQ: Float = .nan
+    public var criticGradientNorm: Float = .nan
+    public var actorGradientNorm: Float = .nan
+    public var encoderGradientNorm: Float = .nan
+}
+
+/// Recurrent (or MLP) SAC, discrete SAC and TD3, trained from `SequenceBatch`es.
+///
+/// Actor and critics are `SequenceNetwork`s with their own encoders; the critics' heads take the
+/// action, so every trained step t has Q(h_t, a) for any a. One update on a batch of L + 1 slots
+/// with burn-in B trains on the current slots B..<L:
+///
+/// - critics: y_t = r_t + γ (1 - terminated_t) (min_i Q'_i(h'_{t+1}, a') - α log π(a'|h_{t+1})) with
+///   a' drawn from the current actor (TD3: the target actor plus clipped noise) at slot t + 1, where
+///   h' is the target critics' state (starting at slot 0 with `includeFirstStepInTargets`, else at
+///   slot 1); the loss is the masked mean of (Q_i(h_t, a_t) - y_t)² per critic.
+/// - actor (every `actorUpdateInterval` critic updates): the masked mean of α log π(a|h_t) -
+///   min_i Q_i(h_t, a) with a = the actor's reparameterised action (TD3: -Q_1(h_t, μ(h_t))),
+///   back-propagated through time into the actor's encoder.
+///
+/// The mask is `validMask`, or `finalStepMask` with `maskNonFinal`. Burn-in slots run without
+/// gradient and warm the state from zeros or the stored state.
+public final class OffPolicyAgent {
+    public let configuration: AgentConfiguration
+    public let observationWidth: Int
+    /// Floats per action (1 for discrete actions, which are stored as an index).
+    public let actionWidth: Int
+    /// n for discrete actions, nil for continuous ones.
+    public let discreteActions: Int?
+    public let contextWidth: Int
+
+    public let actor: SequenceNetwork
+    public let actorTarget: SequenceNetwork?
+    public let critics: [SequenceNetwork]
+    public let criticTargets: [SequenceNetwork]
+    public let logTemperature = Parameter([1])
+    public let targetEntropy: Float
+
+    let actorOptimizer: Adam
+    let criticOptimizer: Adam
+    let temperatureOptimizer: Adam
+    let actorParameters: [Parameter]
+    let actorEncoderParameters: [Parameter]
+    let criticParameters: [Parameter]
+    let criticEncoderParameters: [Parameter]
+    let criticParameterLists: [[Parameter]]
+    let criticTargetParameterLists: [[Parameter]]
+    let actorTargetParameters: [Parameter]
+
+    public var rng: RandomGenerator
+    public private(set) var criticUpdates = 0
+    public private(set) var actorUpdates = 0
+    public private(set) var statistics = UpdateStatistics()
+
+    // Workspaces (allocated on first use, reused).
+    let context = Tensor([0])
+    let contextPart = Tensor([0])
+    let maskPart = Tensor([0])
+    let lossMask = Tensor([0])
+    let nextParameters = Tensor([0])
+    let nextActions = Tensor([0])
+    let nextLogProbabilities = Tensor([0])
+    let nextProbabilities = Tensor([0])
+    let noise = Tensor([0])
+    let targetMin = Tensor([0])
+    let targets = Tensor([0])
+    let qGradient = Tensor([0])
+    let qValues: [Tensor]
+    let policyParameters = Tensor([0])
+    let policyActions = Tensor([0])
+    let policyLogProbabilities = Tensor([0])
+    let policyProbabilities = Tensor([0])
+    let actionGradient = Tensor([0])
+    let logProbabilityGradient = Tensor([0])
+    let parameterGradient = Tensor([0])
+    let weights = Tensor([0])
+    let actingParameters = Tensor([0])
+    let actingScratch = Tensor([0])
+
+    public init(configuration: AgentConfiguration, observationSpace: Space, actionSpace: Space, seed: UInt64) throws {
+        try configuration.validate()
+        self.configuration = configuration
+        observationWidth = observationSpace.width
+        switch actionSpace {
+        case .box(let low, _):
+            actionWidth = low.count
+            discreteActions = nil
+        case .discrete(let n):
+            actionWidth = 1
+            discreteActions = n
+            if configuration.algorithm == .td3 {
+                throw ConfigurationError("TD3 needs continuous actions; this environment has \(n) discrete actions: use sac")
+            }
+        }
+        let c = configuration
+        let contextWidth = c.context.width(observation: observationWidth, action: actionWidth)
+        self.contextWidth = contextWidth
+        let discreteActions = self.discreteActions
+        var rng = RandomGenerator(seed: seed)
+        let A = actionWidth
+        let actorOutputs = discreteActions ?? (c.algorithm == .sac ? 2 * A : A)
+        let actorOutputActivation: Activation = c.algorithm == .td3 ? .tanh : .identity
+        func makeActor(_ rng: inout RandomGenerator) -> SequenceNetwork {
+            SequenceNetwork(contextWidth: contextWidth, extraWidth: 0, cell: c.network.cell, hiddenSize: c.hiddenSize,
+                            layers: c.recurrentLayers, headHiddenSizes: c.headHiddenSizes, outputSize: actorOutputs,
+                            activation: c.activation, outputActivation: actorOutputActivation, using: &rng)
+        }
+        func makeCritic(_ rng: inout RandomGenerator) -> SequenceNetwork {
+            // Discrete: Q for every action from the features; continuous: Q(features, action).
+            SequenceNetwork(contextWidth: contextWidth, extraWidth: discreteActions == nil ? A : 0, cell: c.network.cell,
+                            hiddenSize: c.hiddenSize, layers: c.recurrentLayers, headHiddenSizes: c.headHiddenSizes,
+                            outputSize: discreteActions ?? 1, activation: c.activation, using: &rng)
+        }
+        actor = makeActor(&rng)
+        critics = (0..<c.criticCount).map { _ in makeCritic(&rng) }
+        criticTargets = (0..<c.criticCount).map { _ in makeCritic(&rng) }
+        for (t, s) in zip(criticTargets, critics) { copyParameters(from: s.parameters, to: t.parameters) }
+        if c.algorithm == .td3 {
+            let target = makeActor(&rng)
+            copyParameters(from: actor.parameters, to: target.parameters)
+            actorTarget = target
+        } else {
+            actorTarget = nil
+        }
+        self.rng = rng.split()
+        logTemperature.value.data[0] = Foundation.log(c.initialTemperature)
+        if let given = c.targetEntropy {
+            targetEntropy = given
+        } else if let n = discreteActions {
+            targetEntropy = 0.98 * Foundation.log(Float(n))
+        } else {
+            targetEntropy = -Float(A)
+        }
+
+        actorParameters = actor.parameters
+        actorEncoderParameters = actor.encoderParameters
+        criticParameterLists = critics.map(\.parameters)
+        criticTargetParameterLists = criticTargets.map(\.parameters)
+        criticParameters = criticParameterLists.flatMap { $0 }
+        criticEncoderParameters = critics.flatMap(\.encoderParameters)
+        actorTargetParameters = actorTarget?.parameters ?? []
+        func groups(_ network: [SequenceNetwork], learningRate: Float, name: String) -> [ParameterGroup] {
+            var g = [ParameterGroup(name: name + ".head", parameters: network.flatMap(\.headParameters), learningRate: learningRate)]
+            let encoders = network.flatMap(\.encoderParameters)
+            if !encoders.isEmpty {
+                g.append(ParameterGroup(name: name + ".encoder", parameters: encoders, learningRate: c.encoderLearningRate ?? learningRate))
+            }
+            return g
+        }
+        actorOptimizer = Adam(groups: groups([actor], learningRate: c.actorLearningRate, name: "actor"))
+        criticOptimizer = Adam(groups: groups(critics, learningRate: c.criticLearningRate, name: "critic"))
+        temperatureOptimizer = Adam(parameters: [logTemperature], learningRate: c.temperatureLearningRate)
+        qValues = (0..<c.criticCount).map { _ in Tensor([0]) }
+    }
+
+    public var temperature: Float { Foundation.exp(logTemperature.value.data[0]) }
+
+    /// Named parameters for a weights file: `actor.*`, `critic0.*`, ..., `log_temperature`.
+    public func namedParameters() -> [NamedParameter] {
+        var all = actor.namedParameters(prefix: "actor.")
+        for (i, c) in critics.enumerated() { all += c.namedParameters(prefix: "critic\(i).") }
+        if configuration.algorithm == .sac { all.append(("log_temperature", logTemperature)) }
+        return all
+    }
+
+    /// Named parameters of the target networks and the optimiser-free state (for checkpoints).
+    public func targetNamedParameters() -> [NamedParameter] {
+        var all: [NamedParameter] = []
+        for (i, c) in criticTargets.enumerated() { all += c.namedParameters(prefix: "critic_target\(i).") }
+        if let actorTarget { all += actorTarget.namedParameters(prefix: "actor_target.") }
+        return all
+    }
+
+    /// The replay layout this agent needs (stored states only when the sampler uses them).
+    public var replayLayout: ReplayLayout {
+        let stored = configuration.sampler.initialState.usesStoredStates
+        return ReplayLayout(observationWidth: observationWidth, actionWidth: actionWidth,
+                            actorStateWidth: stored ? actor.stateWidth : 0,
+                            criticStateWidth: stored ? critics.reduce(0) { $0 + $1.stateWidth } : 0)
+    }
+
+    // MARK: Acting
+
+    /// One step of `E` parallel episodes: `context` is `[1, E, contextWidth]`, `state` `[E, actor.stateWidth]`
+    /// (updated in place). Writes `E x actionWidth` normalised actions (discrete: indices).
+    public func act(context: Tensor, state: Tensor, deterministic: Bool, actions: UnsafeMutablePointer<Float>) {
+        let E = context.shape[1], A = actionWidth
+        let features = actor.encode(context, initialState: actor.isRecurrent ? state.matrix : nil, resetMask: nil, keepActivations: false)
+        if let encoder = actor.encoder { state.data.update(from: encoder.finalState.data, count: E * encoder.stateWidth) }
+        let out = actor.head(features: features, firstRow: 0, rows: E, extra: nil)
+        if let n = discreteActions {
+            if deterministic {
+                Categorical.mode(logits: out.data, rows: E, actions: n, into: actions)
+            } else {
+                actingScratch.resize(Shape(d0: 2 * E * n))
+                Categorical.probabilities(logits: out.data, rows: E, actions: n, probabilities: actingScratch.data,
+                                          logProbabilities: actingScratch.data + E * n)
+                Categorical.sample(probabilities: actingScratch.data, rows: E, actions: n, into: actions, rng: &rng)
+            }
+            return
+        }
+        switch configuration.algorithm {
+        case .sac:
+            if deterministic {
+                TanhGaussian.mode(parameters: out.data, rows: E, actionWidth: A, actions: actions)
+            } else {
+                actingScratch.resize(Shape(d0: E * A + E))
+                TanhGaussian.sample(parameters: out.data, rows: E, actionWidth: A, noise: actingScratch.data, actions: actions,
+                                    logProbabilities: actingScratch.data + E * A, rng: &rng)
+            }
+        case .td3:
+            for i in 0..<(E * A) {
+                var a = out.data[i]
+                if !deterministic { a += configuration.explorationNoise * rng.normal() }
+                actions[i] = min(max(a, -1), 1)
+            }
+        }
+    }
+
+    /// Advances the critics' states by one step (for storing them in the replay): `state` is
+    /// `[E, total critic state width]`, critic i's columns side by side.
+    public func advanceCriticStates(context: Tensor, state: Tensor) {
+        let E = context.shape[1]
+        let total = critics.reduce(0) { $0 + $1.stateWidth }
+        var column = 0
+        for critic in critics {
+            guard let encoder = critic.encoder else { continue }
+            let w = encoder.stateWidth
+            let slice = Matrix(state.data + column, rows: E, columns: w, stride: total)
+            encoder.forward(context, initialState: slice, resetMask: nil, resets: .zero, keepActivations: false)
+            for e in 0..<E { (state.data + e * total + column).update(from: encoder.finalState.data + e * w, count: w) }
+            column += w
+        }
+    }
+
+    // MARK: Updates
+
+    /// Builds the encoders' inputs for every slot of the batch.
+    func buildContext(_ batch: SequenceBatch) {
+        let S = batch.slots, B = batch.batchSize, o = observationWidth, a = actionWidth, C = contextWidth
+        context.resize(Shape(d0: S, d1: B, d2: C))
+        let ctx = configuration.context
+        for k in 0..<(S * B) {
+            ctx.write(observation: batch.observations.data + k * o, observationWidth: o,
+                      lastAction: batch.previousActions.data + k * a, actionWidth: a,
+                      lastReward: batch.previousRewards.data[k], into: context.data + k * C)
+        }
+    }
+
+    /// Critic i's columns of a `[batch, total critic state width]` tensor.
+    func criticStateColumns(_ states: Tensor, critic i: Int) -> Matrix? {
+        guard critics[i].isRecurrent, configuration.sampler.initialState.usesStoredStates else { return nil }
+        let total = states.shape[1]
+        let column = critics[0..<i].reduce(0) { $0 + $1.stateWidth }
+        return Matrix(states.data + column, rows: states.shape[0], columns: critics[i].stateWidth, stride: total)
+    }
+
+    /// Runs `network`'s encoder over the current slots 0..<L of the batch, the first `burnIn` of
+    /// them without activations, and returns the features of the trained slots burnIn..<L.
+    func encodeCurrent(_ network: SequenceNetwork, batch: SequenceBatch, initialState: Matrix?, keepActivations: Bool) -> Tensor {
+        let L = batch.slots - 1, Bn = configuration.sampler.burnIn, B = batch.batchSize
+        // The network's own workspaces: its encoder keeps references to them until its backward.
+        let input = network.trainingInput, mask = network.trainingResetMask, startState = network.trainingStartState
+        guard let encoder = network.encoder else {
+            copySlots(context, Bn..<L, into: input)
+            return input
+        }
+        var start = initialState
+        if Bn > 0 {
+            copySlots(context, 0..<Bn, into: input)
+            copySlots(batch.resetMask, 0..<Bn, into: mask)
+            encoder.forward(input, initialState: initialState, resetMask: mask, resets: .zero, keepActivations: false)
+            startState.copy(from: encoder.finalState)
+            // A window that starts right after the burn-in starts from zeros.
+            let w = encoder.stateWidth
+            for b in 0..<B where batch.resetMask.data[Bn * B + b] != 0 { (startState.data + b * w).update(repeating: 0, count: w) }
+            start = startState.matrix
+        }
+        copySlots(context, Bn..<L, into: input)
+        copySlots(batch.resetMask, Bn..<L, into: mask)
+        if Bn > 0 { for b in 0..<B { mask.data[b] = 0 } }  // step 0 of this pass continues from the burn-in state
+        return encoder.forward(input, initialState: start, resetMask: mask, resets: .zero, keepActivations: keepActivations)
+    }
+
+    /// One critic update, then (every `actorUpdateInterval` critic updates) an actor and
+    /// temperature update and the target updates.
+    public func update(_ batch: SequenceBatch) {
+        buildContext(batch)
+        let L = batch.slots - 1, Bn = configuration.sampler.burnIn, B = batch.batchSize
+        copySlots(batch.lossMask(maskNonFinal: configuration.sampler.maskNonFinal), Bn..<L, into: lossMask)
+        let rows = (L - Bn) * B
+        lossMask.resize(Shape(d0: rows))
+        var active: Float = 0
+        for r in 0..<rows { active += lossMask.data[r] }
+        weights.resize(Shape(d0: rows))
+        let scale: Float = active > 0 ? 1 / active : 0
+        for r in 0..<rows { weights.data[r] = lossMask.data[r] * scale }
+
+        updateCritics(batch, rows: rows)
+        criticUpdates += 1
+        if criticUpdates % configuration.actorUpdateInterval == 0 {
+            updateActor(batch, rows: rows)
+            actorUpdates += 1
+            if configuration.algorithm == .td3 { updateTargets() }
+        }
+        if configuration.algorithm == .sac && criticUpdates % configuration.targetUpdateInterval == 0 { updateTargets() }
+    }
+
+    func updateTargets() {
+        for (t, s) in zip(criticTargetParameterLists, criticParameterLists) { polyakUpdate(target: t, source: s, tau: configuration.tau) }
+        if actorTarget != nil { polyakUpdate(target: actorTargetParameters, source: actorParameters, tau: configuration.tau) }
+    }
+
+    func updateCritics(_ batch: SequenceBatch, rows: Int) {
+        let c = configuration, L = batch.slots - 1, Bn = c.sampler.burnIn, B = batch.batchSize, A = actionWidth
+        let alpha = c.algorithm == .sac ? temperature : 0
+        let nextRow = (Bn + 1) * B  // first row of the next view of the trained slots
+
+        // Next actions at slots Bn+1...L from the current actor (TD3: the target actor).
+        let policy = actorTarget ?? actor
+        let actorFeatures = policy.encode(context, initialState: storedActorState(batch), resetMask: batch.resetMask, keepActivations: false)
+        let out = policy.head(features: actorFeatures, firstRow: nextRow, rows: rows, extra: nil)
+        if let n = discreteActions {
+            nextProbabilities.resize(Shape(d0: rows, d1: n))
+            nextLogProbabilities.resize(Shape(d0: rows, d1: n))
+            Categorical.probabilities(logits: out.data, rows: rows, actions: n, probabilities: nextProbabilities.data,
+                                      logProbabilities: nextLogProbabilities.data)
+        } else {
+            nextActions.resize(Shape(d0: rows, d1: A))
+            nextLogProbabilities.resize(Shape(d0: rows))
+            noise.resize(Shape(d0: rows, d1: A))
+            if c.algorithm == .sac {
+                TanhGaussian.sample(parameters: out.data, rows: rows, actionWidth: A, noise: noise.data, actions: nextActions.data,
+                                    logProbabilities: nextLogProbabilities.data, rng: &rng)
+            } else {
+                for i in 0..<(rows * A) {
+                    let e = min(max(c.policyNoise * rng.normal(), -c.noiseClip), c.noiseClip)
+                    nextActions.data[i] = min(max(out.data[i] + e, -1), 1)
+                }
+                nextLogProbabilities.zero()
+            }
+        }
+
+        // Target critics: the minimum over critics at each next slot.
+        let width = discreteActions ?? 1
+        targetMin.resize(Shape(d0: rows, d1: width))
+        for (i, target) in criticTargets.enumerated() {
+            let features: Tensor
+            let firstRow: Int
+            if c.sampler.includeFirstStepInTargets || !target.isRecurrent {
+                features = target.encode(context, initialState: criticStateColumns(batch.initialCriticState, critic: i),
+                                         resetMask: batch.resetMask, keepActivations: false)
+                firstRow = nextRow
+            } else {
+                copySlots(context, 1..<(L + 1), into: contextPart)
+                copySlots(batch.resetMask, 1..<(L + 1), into: maskPart)
+                features = target.encode(contextPart, initialState: criticStateColumns(batch.targetInitialCriticState, critic: i),
+                                         resetMask: maskPart, keepActivations: false)
+                firstRow = Bn * B
+            }
+            let q = target.head(features: features, firstRow: firstRow, rows: rows, extra: discreteActions == nil ? nextActions.data : nil)
+            if i == 0 { targetMin.copy(from: q) } else { for j in 0..<(rows * width) { targetMin.data[j] = min(targetMin.data[j], q.data[j]) } }
+        }
+        // y = r + γ (1 - terminated) V(next).
+        targets.resize(Shape(d0: rows, d1: 1))
+        for r in 0..<rows {
+            var v: Float
+            if let n = discreteActions {
+                v = 0
+                for j in 0..<n {
+                    let p = nextProbabilities.data[r * n + j]
+                    v += p * (targetMin.data[r * n + j] - alpha * nextLogProbabilities.data[r * n + j])
+                }
+            } else {
+                v = targetMin.data[r] - alpha * nextLogProbabilities.data[r]
+            }
+            let k = Bn * B + r
+            targets.data[r] = batch.rewards.data[k] + c.gamma * (1 - batch.terminated.data[k]) * v
+        }
+
+        // Online critics: masked squared error, back-propagated through time.
+        criticOptimizer.zeroGradients()
+        var loss: Float = 0, meanQ: Float = 0
+        for (i, critic) in critics.enumerated() {
+            let features = encodeCurrent(critic, batch: batch, initialState: criticStateColumns(batch.initialCriticState, critic: i),
+                                         keepActivations: true)
+            let recorded = batch.actions.data + Bn * B * A
+            let q = critic.head(features: features, firstRow: 0, rows: rows, extra: discreteActions == nil ? recorded : nil)
+            qGradient.resize(Shape(d0: rows, d1: width))
+            qGradient.zero()
+            for r in 0..<rows where weights.data[r] != 0 {
+                let j = discreteActions == nil ? r : r * width + Int(recorded[r])
+                let d = q.data[j] - targets.data[r]
+                loss += weights.data[r] * d * d
+                meanQ += weights.data[r] * q.data[j] / Float(critics.count)
+                qGradient.data[j] = 2 * weights.data[r] * d
+            }
+            backward(critic, outputGradient: qGradient, trainedSlots: L - Bn, batch: B)
+        }
+        statistics.criticLoss = loss
+        statistics.meanQ = meanQ
+        statistics.encoderGradientNorm = criticEncoderParameters.isEmpty ? .nan : gradientNorm(criticEncoderParameters)
+        statistics.criticGradientNorm = c.maxGradientNorm > 0 ? clipGradientNorm(criticParameters, maxNorm: c.maxGradientNorm)
+                                                              : gradientNorm(criticParameters)
+        criticOptimizer.step()
+    }
+
+    /// Head then encoder backward of a network whose last `encodeCurrent` kept activations.
+    func backward(_ network: SequenceNetwork, outputGradient: Tensor, trainedSlots T: Int, batch B: Int) {
+        network.headBackward(outputGradient, needsFeatureGradient: network.isRecurrent)
+        guard let encoder = network.encoder else { return }
+        network.featureGradient.resize(Shape(d0: T, d1: B, d2: network.featureWidth))
+        encoder.backward(outputGradient: network.featureGradient, finalStateGradient: nil, truncation: configuration.truncation,
+                         needsInputGradient: false)
+    }
+
+    func storedActorState(_ batch: SequenceBatch) -> Matrix? {
+        actor.isRecurrent && configuration.sampler.initialState.usesStoredStates ? batch.initialActorState.matrix : nil
+    }
+
+    func updateActor(_ batch: SequenceBatch, rows: Int) {
+        let c = configuration, L = batch.slots - 1, Bn = c.sampler.burnIn, B = batch.batchSize, A = actionWidth
+        let alpha = c.algorithm == .sac ? temperature : 0
+        actorOptimizer.zeroGradients()
+        let features = encodeCurrent(actor, batch: batch, initialState: storedActorState(batch), keepActivations: true)
+        let out = actor.head(features: features, firstRow: 0, rows: rows, extra: nil)
+        // Critic features at the trained slots (no gradient into the critics' encoders).
+        let useCritics = c.algorithm == .td3 ? 1 : critics.count
+        var loss: Float = 0, entropy: Float = 0
+        parameterGradient.resize(out.shape)
+
+        if let n = discreteActions {
+            policyProbabilities.resize(Shape(d0: rows, d1: n))
+            policyLogProbabilities.resize(Shape(d0: rows, d1: n))
+            Categorical.probabilities(logits: out.data, rows: rows, actions: n, probabilities: policyProbabilities.data,
+                                      logProbabilities: policyLogProbabilities.data)
+            targetMin.resize(Shape(d0: rows, d1: n))
+            for i in 0..<useCritics {
+                let f = encodeCurrent(critics[i], batch: batch, initialState: criticStateColumns(batch.initialCriticState, critic: i),
+                                      keepActivations: false)
+                let q = critics[i].head(features: f, firstRow: 0, rows: rows, extra: nil)
+                if i == 0 { targetMin.copy(from: q) } else { for j in 0..<(rows * n) { targetMin.data[j] = min(targetMin.data[j], q.data[j]) } }
+            }
+            // L = Σ_a π_a (α log π_a - Q_a);  dL/dlogit_k = π_k (f_k - Σ_a π_a f_a).
+            for r in 0..<rows {
+                let p = policyProbabilities.data + r * n, lp = policyLogProbabilities.data + r * n, q = targetMin.data + r * n
+                let g = parameterGradient.data + r * n
+                var mean: Float = 0, h: Float = 0
+                for j in 0..<n { mean += p[j] * (alpha * lp[j] - q[j]); h -= p[j] * lp[j] }
+                let w = weights.data[r]
+                for j in 0..<n { g[j] = w * p[j] * ((alpha * lp[j] - q[j]) - mean) }
+                loss += w * mean
+                entropy += w * h
+            }
+        } else {
+            policyActions.resize(Shape(d0: rows, d1: A))
+            policyLogProbabilities.resize(Shape(d0: rows))
+            if c.algorithm == .sac {
+                noise.resize(Shape(d0: rows, d1: A))
+                TanhGaussian.sample(parameters: out.data, rows: rows, actionWidth: A, noise: noise.data, actions: policyActions.data,
+                                    logProbabilities: policyLogProbabilities.data, rng: &rng)
+            } else {
+                policyActions.copy(from: out)
+            }
+            // Q_i(h_t, a) per critic; the gradient goes to the smallest per row.
+            for i in 0..<useCritics {
+                let f = encodeCurrent(critics[i], batch: batch, initialState: criticStateColumns(batch.initialCriticState, critic: i),
+                                      keepActivations: false)
+                qValues[i].copy(from: critics[i].head(features: f, firstRow: 0, rows: rows, extra: policyActions.data))
+            }
+            actionGradient.resize(Shape(d0: rows, d1: A))
+            actionGradient.zero()
+            logProbabilityGradient.resize(Shape(d0: rows))
+            for i in 0..<useCritics {
+                qGradient.resize(Shape(d0: rows, d1: 1))
+                for r in 0..<rows {
+                    var smallest = 0
+                    for k in 1..<useCritics where qValues[k].data[r] < qValues[smallest].data[r] { smallest = k }
+                    qGradient.data[r] = smallest == i ? -weights.data[r] : 0
+                }
+                // Each critic's head still holds its activations for the policy actions.
+                critics[i].headBackward(qGradient, needsFeatureGradient: false)
+                for j in 0..<(rows * A) { actionGradient.data[j] += critics[i].extraGradient.data[j] }
+            }
+            for r in 0..<rows {
+                var qmin = qValues[0].data[r]
+                for k in 1..<useCritics { qmin = min(qmin, qValues[k].data[r]) }
+                let w = weights.data[r]
+                loss += w * (alpha * policyLogProbabilities.data[r] - qmin)
+                entropy -= w * policyLogProbabilities.data[r]
+                logProbabilityGradient.data[r] = alpha * w
+            }
+            if c.algorithm == .sac {
+                TanhGaussian.backward(parameters: out.data, rows: rows, actionWidth: A, noise: noise.data, actions: policyActions.data,
+                                      actionGradient: actionGradient.data, logProbabilityGradient: logProbabilityGradient.data,
+                                      into: parameterGradient.data)
+            } else {
+                parameterGradient.copy(from: actionGradient)
+            }
+        }
+        backward(actor, outputGradient: parameterGradient, trainedSlots: L - Bn, batch: B)
+        statistics.actorGradientNorm = c.maxGradientNorm > 0 ? clipGradientNorm(actorParameters, maxNorm: c.maxGradientNorm)
+                                                             : gradientNorm(actorParameters)
+        actorOptimizer.step()
+        statistics.actorLoss = loss
+        if c.algorithm == .sac {
+            statistics.entropy = entropy
+            if c.learnTemperature {
+                // d/d(log α) of -log α (log π + H*) averaged: -(E[log π] + H*) = entropy - H*.
+                logTemperature.gradient.data[0] = entropy - targetEntropy
+                temperatureOptimizer.step()
+            }
+            statistics.temperature = temperature
+        }
+    }
+}

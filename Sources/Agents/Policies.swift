@@ -1,0 +1,117 @@
+import Foundation
+import Tensors
+
+/// The tanh-squashed Gaussian policy of SAC, on actions normalised to [-1, 1].
+///
+/// The head emits `[mean | log std]` per row (2A floats); with noise ε ~ N(0, 1),
+/// u = mean + std·ε, a = tanh(u), and
+/// log π(a) = Σ_j [-ε_j²/2 - log std_j - log(2π)/2 - log(1 - tanh²(u_j))],
+/// with log(1 - tanh²(u)) = 2 (log 2 - u - softplus(-2u)) for numerical stability.
+/// The log std is clamped to [-20, 2] (as Stable-Baselines3); outside that range its gradient is zero.
+public enum TanhGaussian {
+    public static let logStdMin: Float = -20, logStdMax: Float = 2
+    static let halfLogTwoPi = Float(0.5 * log(2 * Double.pi))
+    static let logTwo = Float(log(2.0))
+
+    /// Draws noise (`rows x A`), then writes actions and log-probabilities.
+    public static func sample(parameters: UnsafePointer<Float>, rows: Int, actionWidth A: Int,
+                              noise: UnsafeMutablePointer<Float>, actions: UnsafeMutablePointer<Float>,
+                              logProbabilities: UnsafeMutablePointer<Float>, rng: inout RandomGenerator) {
+        for i in 0..<(rows * A) { noise[i] = rng.normal() }
+        evaluate(parameters: parameters, rows: rows, actionWidth: A, noise: noise, actions: actions, logProbabilities: logProbabilities)
+    }
+
+    /// Actions and log-probabilities for given noise.
+    public static func evaluate(parameters: UnsafePointer<Float>, rows: Int, actionWidth A: Int,
+                                noise: UnsafePointer<Float>, actions: UnsafeMutablePointer<Float>,
+                                logProbabilities: UnsafeMutablePointer<Float>) {
+        for r in 0..<rows {
+            let p = parameters + r * 2 * A, e = noise + r * A, a = actions + r * A
+            var logp: Float = 0
+            for j in 0..<A {
+                let logStd = min(max(p[A + j], logStdMin), logStdMax)
+                let u = p[j] + Foundation.exp(logStd) * e[j]
+                a[j] = Foundation.tanh(u)
+                logp += -0.5 * e[j] * e[j] - logStd - halfLogTwoPi - 2 * (logTwo - u - softplus(-2 * u))
+            }
+            logProbabilities[r] = logp
+        }
+    }
+
+    /// The deterministic action tanh(mean).
+    public static func mode(parameters: UnsafePointer<Float>, rows: Int, actionWidth A: Int, actions: UnsafeMutablePointer<Float>) {
+        for r in 0..<rows {
+            for j in 0..<A { actions[r * A + j] = Foundation.tanh(parameters[r * 2 * A + j]) }
+        }
+    }
+
+    /// d(loss)/d(parameters) from d(loss)/d(action) (`rows x A`, may be nil) and d(loss)/d(log π)
+    /// (`rows`), with the noise held fixed (the reparameterisation trick).
+    public static func backward(parameters: UnsafePointer<Float>, rows: Int, actionWidth A: Int,
+                                noise: UnsafePointer<Float>, actions: UnsafePointer<Float>,
+                                actionGradient: UnsafePointer<Float>?, logProbabilityGradient: UnsafePointer<Float>,
+                                into gradient: UnsafeMutablePointer<Float>) {
+        for r in 0..<rows {
+            let p = parameters + r * 2 * A, e = noise + r * A, a = actions + r * A, g = gradient + r * 2 * A
+            let dlogp = logProbabilityGradient[r]
+            for j in 0..<A {
+                let raw = p[A + j]
+                let logStd = min(max(raw, logStdMin), logStdMax)
+                let da = actionGradient.map { $0[r * A + j] } ?? 0
+                // d(loss)/du: through a = tanh(u), and through -log(1 - tanh²u) whose derivative is 2a.
+                let du = da * (1 - a[j] * a[j]) + dlogp * 2 * a[j]
+                g[j] = du
+                let inside = raw >= logStdMin && raw <= logStdMax
+                g[A + j] = inside ? du * Foundation.exp(logStd) * e[j] - dlogp : 0
+            }
+        }
+    }
+
+    @inline(__always) static func softplus(_ x: Float) -> Float {
+        x > 20 ? x : Foundation.log1p(Foundation.exp(x))
+    }
+}
+
+/// A categorical policy over `n` actions from logits (discrete SAC).
+public enum Categorical {
+    /// Writes probabilities and log-probabilities (`rows x n`) from logits.
+    public static func probabilities(logits: UnsafePointer<Float>, rows: Int, actions n: Int,
+                                     probabilities: UnsafeMutablePointer<Float>, logProbabilities: UnsafeMutablePointer<Float>) {
+        for r in 0..<rows {
+            let l = logits + r * n, p = probabilities + r * n, lp = logProbabilities + r * n
+            var m = -Float.infinity
+            for j in 0..<n { m = max(m, l[j]) }
+            var s: Float = 0
+            for j in 0..<n { s += Foundation.exp(l[j] - m) }
+            let logZ = m + Foundation.log(s)
+            for j in 0..<n {
+                lp[j] = l[j] - logZ
+                p[j] = Foundation.exp(lp[j])
+            }
+        }
+    }
+
+    /// Samples one action per row.
+    public static func sample(probabilities: UnsafePointer<Float>, rows: Int, actions n: Int,
+                              into out: UnsafeMutablePointer<Float>, rng: inout RandomGenerator) {
+        for r in 0..<rows {
+            let u = rng.uniform()
+            var c: Float = 0
+            var chosen = n - 1
+            for j in 0..<n {
+                c += probabilities[r * n + j]
+                if u < c { chosen = j; break }
+            }
+            out[r] = Float(chosen)
+        }
+    }
+
+    /// The most probable action per row.
+    public static func mode(logits: UnsafePointer<Float>, rows: Int, actions n: Int, into out: UnsafeMutablePointer<Float>) {
+        for r in 0..<rows {
+            var best = 0
+            for j in 1..<max(n, 1) where logits[r * n + j] > logits[r * n + best] { best = j }
+            out[r] = Float(best)
+        }
+    }
+}

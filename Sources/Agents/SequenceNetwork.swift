@@ -1,0 +1,151 @@
+import Replay
+import NeuralNetworks
+import Tensors
+
+/// What a recurrent encoder sees at each step (RESeL's context): the observation, and optionally
+/// the previous action and reward of the episode (zeros at its first step).
+public struct ContextInputs: Codable, Equatable, Sendable {
+    public var observation = true
+    public var lastAction = false
+    public var lastReward = false
+
+    public init(observation: Bool = true, lastAction: Bool = false, lastReward: Bool = false) {
+        self.observation = observation
+        self.lastAction = lastAction
+        self.lastReward = lastReward
+    }
+
+    /// Parses `observation,lastAction,lastReward` (any subset, comma separated).
+    public init(parsing text: String) throws {
+        observation = false
+        let valid = ["observation", "lastAction", "lastReward"]
+        for part in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+            switch part {
+            case "observation": observation = true
+            case "lastAction": lastAction = true
+            case "lastReward": lastReward = true
+            default:
+                throw ConfigurationError("unknown context input '\(part)'; valid inputs are \(valid.joined(separator: ", ")) (comma separated)")
+            }
+        }
+        if !observation && !lastAction && !lastReward { throw ConfigurationError("context inputs are empty; give at least 'observation'") }
+    }
+
+    public var description: String {
+        [observation ? "observation" : nil, lastAction ? "lastAction" : nil, lastReward ? "lastReward" : nil]
+            .compactMap { $0 }.joined(separator: ",")
+    }
+
+    public func width(observation o: Int, action a: Int) -> Int {
+        (observation ? o : 0) + (lastAction ? a : 0) + (lastReward ? 1 : 0)
+    }
+
+    /// Writes one step's context (`width` floats).
+    @inline(__always)
+    public func write(observation obs: UnsafePointer<Float>, observationWidth o: Int, lastAction act: UnsafePointer<Float>,
+                      actionWidth a: Int, lastReward r: Float, into out: UnsafeMutablePointer<Float>) {
+        var p = out
+        if observation { p.update(from: obs, count: o); p += o }
+        if lastAction { p.update(from: act, count: a); p += a }
+        if lastReward { p[0] = r }
+    }
+}
+
+/// A network that maps a sequence of contexts to per-step outputs: an optional recurrent encoder
+/// (GRU or LSTM stack) followed by an MLP head. The head sees the encoder's features and, for a
+/// critic, the action (`extraWidth` floats), so the action never enters the recurrence and any
+/// action can be evaluated at any step without changing the history.
+///
+/// Without an encoder (an MLP agent) the features are the context itself.
+public final class SequenceNetwork: ParameterContainer {
+    public let contextWidth: Int
+    public let extraWidth: Int
+    public let encoder: RecurrentStack?
+    public let head: Sequential
+
+    /// `[rows, features + extra]`, reused.
+    let headInput = Tensor([0])
+    /// d(loss)/d(features) of the last head backward, `[rows, features]`.
+    public let featureGradient = Tensor([0])
+    /// d(loss)/d(extra input) of the last head backward, `[rows, extraWidth]`.
+    public let extraGradient = Tensor([0])
+    /// Workspaces of a training pass (the encoder refers to them until its backward).
+    let trainingInput = Tensor([0])
+    let trainingResetMask = Tensor([0])
+    let trainingStartState = Tensor([0])
+
+    public init(contextWidth: Int, extraWidth: Int, cell: CellKind?, hiddenSize: Int, layers: Int,
+                headHiddenSizes: [Int], outputSize: Int, activation: Activation, outputActivation: Activation = .identity,
+                using rng: inout RandomGenerator) {
+        self.contextWidth = contextWidth
+        self.extraWidth = extraWidth
+        if let cell {
+            encoder = RecurrentStack(cell: cell, inputSize: contextWidth, hiddenSize: hiddenSize, layers: layers, using: &rng)
+        } else {
+            encoder = nil
+        }
+        let features = encoder?.hiddenSize ?? contextWidth
+        head = Sequential.mlp(inputSize: features + extraWidth, hiddenSizes: headHiddenSizes, outputSize: outputSize,
+                              activation: activation, outputActivation: outputActivation, using: &rng)
+    }
+
+    public var featureWidth: Int { encoder?.hiddenSize ?? contextWidth }
+    public var stateWidth: Int { encoder?.stateWidth ?? 0 }
+    public var isRecurrent: Bool { encoder != nil }
+
+    public func namedParameters(prefix: String) -> [NamedParameter] {
+        (encoder?.namedParameters(prefix: prefix + "encoder.") ?? []) + head.namedParameters(prefix: prefix + "head.")
+    }
+
+    public var encoderParameters: [Parameter] { encoder?.parameters ?? [] }
+    public var headParameters: [Parameter] { head.parameters }
+
+    /// Runs the encoder over `context` (`[time, batch, contextWidth]`); returns the features
+    /// `[time, batch, featureWidth]` (the context itself without an encoder). Resets after the first
+    /// step restart from zeros.
+    @discardableResult
+    public func encode(_ context: Tensor, initialState: Matrix?, resetMask: Tensor?, keepActivations: Bool) -> Tensor {
+        guard let encoder else { return context }
+        return encoder.forward(context, initialState: initialState, resetMask: resetMask, resets: .zero, keepActivations: keepActivations)
+    }
+
+    /// The head over `rows` rows of `features` starting at row `firstRow`, with `extra` (`rows x extraWidth`) appended.
+    @discardableResult
+    public func head(features: Tensor, firstRow: Int, rows: Int, extra: UnsafePointer<Float>?) -> Tensor {
+        let f = featureWidth, w = f + extraWidth
+        headInput.resize(Shape(d0: rows, d1: w))
+        let src = features.data + firstRow * f
+        for r in 0..<rows {
+            let dst = headInput.data + r * w
+            dst.update(from: src + r * f, count: f)
+            if extraWidth > 0, let extra { (dst + f).update(from: extra + r * extraWidth, count: extraWidth) }
+        }
+        return head.forward(headInput)
+    }
+
+    /// Back-propagates through the head; fills `featureGradient` and `extraGradient`.
+    public func headBackward(_ outputGradient: Tensor, needsFeatureGradient: Bool) {
+        let g = head.backward(outputGradient, needsInputGradient: true)
+        let rows = g.shape.leadingCount, f = featureWidth, w = f + extraWidth
+        if needsFeatureGradient {
+            featureGradient.resize(Shape(d0: rows, d1: f))
+            for r in 0..<rows { (featureGradient.data + r * f).update(from: g.data + r * w, count: f) }
+        }
+        if extraWidth > 0 {
+            extraGradient.resize(Shape(d0: rows, d1: extraWidth))
+            for r in 0..<rows { (extraGradient.data + r * extraWidth).update(from: g.data + r * w + f, count: extraWidth) }
+        }
+    }
+}
+
+/// Copies slots `range` of a time-major tensor `[slots, batch, width]` into `out` (`[range.count, batch, width]`).
+@inline(__always)
+public func copySlots(_ source: Tensor, _ range: Range<Int>, into out: Tensor) {
+    let b = source.shape[1], w = source.shape.rank == 3 ? source.shape[2] : 1
+    if source.shape.rank == 3 {
+        out.resize(Shape(d0: range.count, d1: b, d2: w))
+    } else {
+        out.resize(Shape(d0: range.count, d1: b))
+    }
+    out.data.update(from: source.data + range.lowerBound * b * w, count: range.count * b * w)
+}

@@ -1,0 +1,208 @@
+import Tensors
+
+/// Where a replayed window's recurrent state starts.
+public enum InitialStateMode: String, Codable, CaseIterable, Sendable {
+    /// Zeros (then optionally warmed up by burn-in steps).
+    case zero
+    /// The state recorded when the first step of the window was collected (R2D2).
+    case stored
+    /// The stored state, then burn-in steps (R2D2's best variant; needs `burnIn > 0`).
+    case storedBurnIn = "stored+burnIn"
+
+    public var usesStoredStates: Bool { self != .zero }
+}
+
+/// The hidden-state switches of the sampler (see DESIGN §4).
+public struct SamplerConfiguration: Codable, Equatable, Sendable {
+    /// L: the trained steps per batch row. A row has L + 1 time slots.
+    public var sequenceLength: Int = 50
+    /// The first `burnIn` slots of a row only warm up the state: no loss, no gradient.
+    public var burnIn: Int = 0
+    public var initialState: InitialStateMode = .zero
+    /// Draw each window's length: L with probability `nominalLengthProbability`, else uniform in [1, L-1].
+    public var randomSequenceLength = false
+    public var nominalLengthProbability: Float = 0.5
+    /// Windows start at the first step of an episode.
+    public var alwaysStartAtEpisodeStart = false
+    /// Target networks also see slot 0, so their state at the first next observation is not one step short.
+    public var includeFirstStepInTargets = true
+    /// Losses only at the last step of each window.
+    public var maskNonFinal = false
+
+    public init() {}
+
+    /// Checks the switches; the message says what is wrong and what to do.
+    public func validate() throws {
+        func fail(_ message: String) throws { throw ConfigurationError(message) }
+        if sequenceLength < 1 { try fail("sequence length must be at least 1 (got \(sequenceLength))") }
+        if burnIn < 0 || burnIn >= sequenceLength {
+            try fail("burn-in must be in 0..<sequence length (\(sequenceLength)); got \(burnIn)")
+        }
+        if !(nominalLengthProbability >= 0 && nominalLengthProbability <= 1) {
+            try fail("nominal length probability must be in [0, 1] (got \(nominalLengthProbability))")
+        }
+        if initialState == .storedBurnIn && burnIn == 0 {
+            try fail("initial state 'stored+burnIn' needs a burn-in: set --burn-in to a positive number of steps, or use 'stored'")
+        }
+    }
+}
+
+/// A configuration or option value that cannot be used, with what to do about it.
+public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// A batch of replayed windows, time-major: every tensor is `[slots, batch, ...]` with
+/// `slots = L + 1`.
+///
+/// A row holds one or more back-to-back windows (sub-windows). Each window occupies consecutive
+/// slots with its steps; the slot after its last step is a *bootstrap slot* holding that step's
+/// next observation; the following window starts with a reset. So the "current" view of a row is
+/// slots 0..<L and the "next" view (each step's next observation) is slots 1...L.
+public final class SequenceBatch {
+    public let slots: Int, batchSize: Int
+    public let observations = Tensor([0])
+    /// Recorded actions (zeros at bootstrap and padding slots).
+    public let actions = Tensor([0])
+    /// The action and reward before each slot's observation in its episode (zeros at an
+    /// episode's first step): the context inputs of RESeL.
+    public let previousActions = Tensor([0])
+    public let previousRewards = Tensor([0])
+    public let rewards = Tensor([0])
+    /// 1 where the step ended its episode in a terminal state (no bootstrapping).
+    public let terminated = Tensor([0])
+    /// 1 where a window starts (the recurrent state restarts).
+    public let resetMask = Tensor([0])
+    /// 1 at trained steps: not burn-in, bootstrap or padding.
+    public let validMask = Tensor([0])
+    /// 1 at the last trained step of each window.
+    public let finalStepMask = Tensor([0])
+    /// `[batch, actorStateWidth]`: the stored actor state entering slot 0 (zeros when not stored).
+    public let initialActorState = Tensor([0])
+    /// `[batch, criticStateWidth]`: the stored critic states entering slot 0.
+    public let initialCriticState = Tensor([0])
+    /// `[batch, criticStateWidth]`: the stored critic states entering slot 1, for target networks
+    /// that start there (`includeFirstStepInTargets` off).
+    public let targetInitialCriticState = Tensor([0])
+    /// The replay ring index of the step at each slot (`slot * batch + row`), -1 at bootstrap and padding slots.
+    public internal(set) var stepIndices: [Int]
+
+    init(slots: Int, batchSize: Int, layout: ReplayLayout) {
+        self.slots = slots
+        self.batchSize = batchSize
+        let s = slots, b = batchSize
+        observations.resize(Shape(d0: s, d1: b, d2: layout.observationWidth))
+        actions.resize(Shape(d0: s, d1: b, d2: layout.actionWidth))
+        previousActions.resize(Shape(d0: s, d1: b, d2: layout.actionWidth))
+        for t in [previousRewards, rewards, terminated, resetMask, validMask, finalStepMask] { t.resize(Shape(d0: s, d1: b)) }
+        initialActorState.resize(Shape(d0: b, d1: layout.actorStateWidth))
+        initialCriticState.resize(Shape(d0: b, d1: layout.criticStateWidth))
+        targetInitialCriticState.resize(Shape(d0: b, d1: layout.criticStateWidth))
+        stepIndices = [Int](repeating: -1, count: s * b)
+    }
+
+    /// The mask the losses use: final steps only, or every trained step.
+    public func lossMask(maskNonFinal: Bool) -> Tensor { maskNonFinal ? finalStepMask : validMask }
+}
+
+/// Draws windows from an episode replay into a `SequenceBatch`, with every switch of
+/// `SamplerConfiguration`.
+///
+/// With zero initial states a row is filled with back-to-back windows (each restarting from
+/// zeros). With stored states a row holds one window (its start state is the stored one) and the
+/// rest of the row is padding, since a reset inside a row could not restore a second stored state.
+public final class SequenceSampler {
+    public let configuration: SamplerConfiguration
+    public let batch: SequenceBatch
+    public var rng: RandomGenerator
+
+    public init(configuration: SamplerConfiguration, batchSize: Int, layout: ReplayLayout, seed: UInt64) {
+        self.configuration = configuration
+        batch = SequenceBatch(slots: configuration.sequenceLength + 1, batchSize: batchSize, layout: layout)
+        rng = RandomGenerator(seed: seed)
+    }
+
+    /// The window length to use: L, or with random lengths uniform in [1, L-1] with probability 1 - p.
+    func drawLength() -> Int {
+        let L = configuration.sequenceLength
+        guard configuration.randomSequenceLength, L > 1, rng.uniform() >= configuration.nominalLengthProbability else { return L }
+        return 1 + rng.integer(below: L - 1)
+    }
+
+    func drawStart(_ replay: EpisodeReplay) -> Int {
+        if configuration.alwaysStartAtEpisodeStart, !replay.episodeStarts.isEmpty {
+            return replay.episodeStarts[rng.integer(below: replay.episodeStarts.count)]
+        }
+        return replay.index(rng.integer(below: replay.count))
+    }
+
+    /// Fills `batch` with fresh windows from `replay` (which must hold at least one step).
+    @discardableResult
+    public func sample(from replay: EpisodeReplay) -> SequenceBatch {
+        precondition(replay.count > 0, "cannot sample from an empty replay")
+        let c = configuration, B = batch.batchSize, L = c.sequenceLength
+        let layout = replay.layout, o = layout.observationWidth, a = layout.actionWidth
+        for t in [batch.observations, batch.actions, batch.previousActions, batch.previousRewards, batch.rewards,
+                  batch.terminated, batch.resetMask, batch.validMask, batch.finalStepMask,
+                  batch.initialActorState, batch.initialCriticState, batch.targetInitialCriticState] { t.zero() }
+        for i in batch.stepIndices.indices { batch.stepIndices[i] = -1 }
+        let stored = c.initialState.usesStoredStates
+
+        for row in 0..<B {
+            var slot = 0
+            var firstWindow = true
+            while slot < L && (firstWindow || !stored) {
+                var length = drawLength()
+                if firstWindow && stored { length = max(length, min(L, c.burnIn + 1)) }
+                let steps = min(length, L - slot)
+                let k0 = slot * B + row
+                batch.resetMask.data[k0] = 1
+                var i = drawStart(replay)
+                if firstWindow {
+                    if layout.actorStateWidth > 0 {
+                        (batch.initialActorState.data + row * layout.actorStateWidth).update(from: replay.actorState(i), count: layout.actorStateWidth)
+                    }
+                    if layout.criticStateWidth > 0 {
+                        let w = layout.criticStateWidth
+                        (batch.initialCriticState.data + row * w).update(from: replay.criticState(i), count: w)
+                        (batch.targetInitialCriticState.data + row * w).update(from: replay.criticState(i), count: w)
+                    }
+                }
+                var n = 0
+                while true {
+                    let s = slot + n, k = s * B + row
+                    (batch.observations.data + k * o).update(from: replay.observation(i), count: o)
+                    (batch.actions.data + k * a).update(from: replay.action(i), count: a)
+                    if let p = replay.predecessor(i) {
+                        (batch.previousActions.data + k * a).update(from: replay.action(p), count: a)
+                        batch.previousRewards.data[k] = replay.reward(p)
+                    }
+                    batch.rewards.data[k] = replay.reward(i)
+                    batch.terminated.data[k] = replay.terminated(i) ? 1 : 0
+                    batch.validMask.data[k] = s >= c.burnIn ? 1 : 0
+                    batch.stepIndices[k] = i
+                    if firstWindow && n == 1 && layout.criticStateWidth > 0 {
+                        let w = layout.criticStateWidth
+                        (batch.targetInitialCriticState.data + row * w).update(from: replay.criticState(i), count: w)
+                    }
+                    n += 1
+                    guard n < steps, !replay.endsEpisode(i), let next = replay.successor(i) else { break }
+                    i = next
+                }
+                let last = (slot + n - 1) * B + row
+                batch.finalStepMask.data[last] = batch.validMask.data[last]
+                // The bootstrap slot: the last step's next observation, with that step as its context.
+                let k = (slot + n) * B + row
+                (batch.observations.data + k * o).update(from: replay.nextObservation(i), count: o)
+                (batch.previousActions.data + k * a).update(from: replay.action(i), count: a)
+                batch.previousRewards.data[k] = replay.reward(i)
+                slot += n + 1
+                firstWindow = false
+            }
+            if slot < L + 1 { batch.resetMask.data[slot * B + row] = 1 }  // padding starts clean
+        }
+        return batch
+    }
+}

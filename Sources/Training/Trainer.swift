@@ -1,0 +1,311 @@
+import Agents
+import Environments
+import Foundation
+import NeuralNetworks
+import Replay
+import Tensors
+
+/// Training stopped because something produced a value it cannot use.
+public struct TrainingError: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// One row of the metrics log.
+public struct MetricsRow: Equatable, Sendable {
+    public static let columns = ["step", "episodes", "train_return_mean", "eval_return_mean", "eval_return_std", "probe_accuracy",
+                                 "critic_loss", "actor_loss", "temperature", "entropy", "mean_q",
+                                 "critic_grad_norm", "actor_grad_norm", "encoder_grad_norm", "wall_seconds", "steps_per_second"]
+    /// Columns that depend on the machine's speed, not on the seed.
+    public static let timingColumns: Set<String> = ["wall_seconds", "steps_per_second"]
+    public var values: [String: Double] = [:]
+
+    public subscript(_ column: String) -> Double? {
+        get { values[column] }
+        set { values[column] = newValue }
+    }
+
+    /// The row as CSV (an empty cell where a value does not apply).
+    public var csv: String {
+        MetricsRow.columns.map { c in values[c].map { v in v.isNaN ? "" : formatNumber(v) } ?? "" }.joined(separator: ",")
+    }
+}
+
+func formatNumber(_ v: Double) -> String {
+    if v == v.rounded() && abs(v) < 1e15 { return String(Int64(v)) }
+    return String(format: "%.6g", v)
+}
+
+/// What the progress display shows.
+public struct Progress: Sendable {
+    public var step: Int
+    public var totalSteps: Int
+    public var stepsPerSecond: Double
+    public var lastEvaluation: Double?
+    public var lastProbe: Double?
+    public var secondsLeft: Double
+}
+
+/// The off-policy training loop: collect a step (random during warm-up), store it, update every
+/// `criticUpdateInterval` steps, evaluate every `evaluationInterval` steps.
+public final class Trainer {
+    public let configuration: TrainingConfiguration
+    public let environment: any Environment
+    public let agent: OffPolicyAgent
+    public let replay: EpisodeReplay
+    public let sampler: SequenceSampler
+    let evaluationEnvironments: [any Environment]
+    var rng: RandomGenerator
+
+    // Acting buffers for the training environment.
+    let observation: UnsafeMutablePointer<Float>
+    let nextObservation: UnsafeMutablePointer<Float>
+    let action: UnsafeMutablePointer<Float>
+    let environmentAction: UnsafeMutablePointer<Float>
+    let previousAction: UnsafeMutablePointer<Float>
+    var previousReward: Float = 0
+    let actContext = Tensor([0])
+    let actorState = Tensor([0])
+    let criticState = Tensor([0])
+    let recordedActorState = Tensor([0])
+    let recordedCriticState = Tensor([0])
+
+    public private(set) var step = 0
+    public private(set) var episodes = 0
+    var episodeReturn: Double = 0
+    var recentReturns: [Double] = []
+    var evaluationCount = 0
+
+    public init(configuration: TrainingConfiguration) throws {
+        try configuration.validate()
+        self.configuration = configuration
+        environment = try EnvironmentRegistry.make(configuration.environment)
+        evaluationEnvironments = try (0..<configuration.evaluationEpisodes).map { _ in try EnvironmentRegistry.make(configuration.environment) }
+        var seeds = RandomGenerator(seed: configuration.seed)
+        agent = try OffPolicyAgent(configuration: configuration.agent, observationSpace: environment.observationSpace,
+                                   actionSpace: environment.actionSpace, seed: seeds.next())
+        replay = EpisodeReplay(capacity: configuration.agent.replayCapacity, layout: agent.replayLayout)
+        sampler = SequenceSampler(configuration: configuration.agent.sampler, batchSize: configuration.agent.batchSize,
+                                  layout: agent.replayLayout, seed: seeds.next())
+        rng = seeds.split()
+        let o = environment.observationSpace.width, a = agent.actionWidth
+        func floats(_ n: Int) -> UnsafeMutablePointer<Float> {
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
+            p.initialize(repeating: 0, count: max(n, 1))
+            return p
+        }
+        observation = floats(o)
+        nextObservation = floats(o)
+        action = floats(a)
+        environmentAction = floats(environment.actionSpace.width)
+        previousAction = floats(a)
+        actContext.resize(Shape(d0: 1, d1: 1, d2: agent.contextWidth))
+        actorState.resize(Shape(d0: 1, d1: max(agent.actor.stateWidth, 1)))
+        criticState.resize(Shape(d0: 1, d1: max(agent.critics.reduce(0) { $0 + $1.stateWidth }, 1)))
+        recordedActorState.resize(actorState.shape)
+        recordedCriticState.resize(criticState.shape)
+        environment.reset(seed: seeds.next(), observation: observation)
+        try checkFinite(observation, count: o, what: "observation after reset")
+    }
+
+    deinit {
+        for p in [observation, nextObservation, action, environmentAction, previousAction] { p.deallocate() }
+    }
+
+    /// Maps a normalised action ([-1, 1] per dimension, or an index) to the environment's space.
+    static func environmentAction(_ a: UnsafePointer<Float>, space: Space, into out: UnsafeMutablePointer<Float>) {
+        switch space {
+        case .box(let low, let high):
+            for j in 0..<low.count { out[j] = low[j] + (min(max(a[j], -1), 1) + 1) * 0.5 * (high[j] - low[j]) }
+        case .discrete:
+            out[0] = a[0]
+        }
+    }
+
+    func checkFinite(_ p: UnsafePointer<Float>, count: Int, what: String) throws {
+        for i in 0..<count where !p[i].isFinite {
+            throw TrainingError("environment '\(environment.name)' returned a non-finite \(what) (\(p[i])) at step \(step), episode \(episodes + 1); fix the environment (a NaN usually means a division by zero or an unbounded state)")
+        }
+    }
+
+    /// One environment step, stored in the replay; updates when due.
+    public func advance() throws {
+        let o = environment.observationSpace.width, a = agent.actionWidth
+        let storesStates = agent.configuration.sampler.initialState.usesStoredStates
+        agent.configuration.context.write(observation: observation, observationWidth: o, lastAction: previousAction, actionWidth: a,
+                                          lastReward: previousReward, into: actContext.data)
+        if storesStates {
+            recordedActorState.copy(from: actorState)
+            recordedCriticState.copy(from: criticState)
+            agent.advanceCriticStates(context: actContext, state: criticState)
+        }
+        agent.act(context: actContext, state: actorState, deterministic: false, actions: action)
+        if step < configuration.warmupSteps {
+            switch environment.actionSpace {
+            case .discrete(let n): action[0] = Float(rng.integer(below: n))
+            case .box: for j in 0..<a { action[j] = rng.uniform(-1, 1) }
+            }
+        }
+        Trainer.environmentAction(action, space: environment.actionSpace, into: environmentAction)
+        let result = environment.step(action: environmentAction, observation: nextObservation)
+        try checkFinite(nextObservation, count: o, what: "observation")
+        if !result.reward.isFinite {
+            throw TrainingError("environment '\(environment.name)' returned a non-finite reward (\(result.reward)) at step \(step), episode \(episodes + 1); fix the environment's reward")
+        }
+        replay.add(observation: observation, action: action, reward: result.reward, nextObservation: nextObservation,
+                   terminated: result.terminated, truncated: result.truncated,
+                   actorState: storesStates ? recordedActorState.data : nil, criticState: storesStates ? recordedCriticState.data : nil)
+        episodeReturn += Double(result.reward)
+        if result.done {
+            episodes += 1
+            recentReturns.append(episodeReturn)
+            if recentReturns.count > 10 { recentReturns.removeFirst() }
+            episodeReturn = 0
+            environment.reset(seed: nil, observation: observation)
+            try checkFinite(observation, count: o, what: "observation after reset")
+            actorState.zero()
+            criticState.zero()
+            previousAction.update(repeating: 0, count: a)
+            previousReward = 0
+        } else {
+            observation.update(from: nextObservation, count: o)
+            previousAction.update(from: action, count: a)
+            previousReward = result.reward
+        }
+        step += 1
+        if step >= configuration.warmupSteps && step % agent.configuration.criticUpdateInterval == 0 {
+            agent.update(sampler.sample(from: replay))
+            let s = agent.statistics
+            if !s.criticLoss.isFinite || (agent.actorUpdates > 0 && !s.actorLoss.isFinite) {
+                throw TrainingError("training diverged at step \(step): critic loss \(s.criticLoss), actor loss \(s.actorLoss); lower the learning rates, set --max-grad-norm, or check the rewards' scale")
+            }
+        }
+    }
+
+    // MARK: Evaluation
+
+    /// Mean and standard deviation of the return of deterministic episodes, run side by side with
+    /// the recurrent state carried through each episode.
+    public func evaluate() -> (mean: Double, std: Double) {
+        let E = evaluationEnvironments.count, o = environment.observationSpace.width, a = agent.actionWidth, C = agent.contextWidth
+        let observations = Tensor(Shape(d0: E, d1: o))
+        let context = Tensor(Shape(d0: 1, d1: E, d2: C))
+        let state = Tensor(Shape(d0: E, d1: max(agent.actor.stateWidth, 1)))
+        let actions = Tensor(Shape(d0: E, d1: a))
+        let previousActions = Tensor(Shape(d0: E, d1: a))
+        let previousRewards = Tensor(Shape(d0: E))
+        let envAction = Tensor(Shape(d0: environment.actionSpace.width))
+        var returns = [Double](repeating: 0, count: E)
+        var alive = [Bool](repeating: true, count: E)
+        var seeds = RandomGenerator(seed: configuration.seed &+ 0x9E37_79B9 &* UInt64(evaluationCount + 1))
+        for (e, env) in evaluationEnvironments.enumerated() { env.reset(seed: seeds.next(), observation: observations.data + e * o) }
+        while alive.contains(true) {
+            for e in 0..<E {
+                agent.configuration.context.write(observation: observations.data + e * o, observationWidth: o,
+                                                  lastAction: previousActions.data + e * a, actionWidth: a,
+                                                  lastReward: previousRewards.data[e], into: context.data + e * C)
+            }
+            agent.act(context: context, state: state, deterministic: true, actions: actions.data)
+            for (e, env) in evaluationEnvironments.enumerated() where alive[e] {
+                Trainer.environmentAction(actions.data + e * a, space: env.actionSpace, into: envAction.data)
+                let r = env.step(action: envAction.data, observation: observations.data + e * o)
+                returns[e] += Double(r.reward)
+                (previousActions.data + e * a).update(from: actions.data + e * a, count: a)
+                previousRewards.data[e] = r.reward
+                if r.done { alive[e] = false }
+            }
+        }
+        evaluationCount += 1
+        let mean = returns.reduce(0, +) / Double(E)
+        let variance = returns.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(E)
+        return (mean, variance.squareRoot())
+    }
+
+    /// Memory task: the fraction of fresh `probeLength`-bit sequences after which the actor's
+    /// deterministic action a has round(10 a) equal to the count of ones among the last H bits.
+    public func probeAccuracy() -> Double? {
+        guard let memory = environment as? MemoryTask, configuration.probes > 0 else { return nil }
+        let P = configuration.probes, a = agent.actionWidth, C = agent.contextWidth
+        let envs = (0..<P).map { _ in MemoryTask(horizon: memory.horizon, maxEpisodeSteps: configuration.probeLength + 1) }
+        let observations = Tensor(Shape(d0: P, d1: 1))
+        let context = Tensor(Shape(d0: 1, d1: P, d2: C))
+        let state = Tensor(Shape(d0: P, d1: max(agent.actor.stateWidth, 1)))
+        let actions = Tensor(Shape(d0: P, d1: a))
+        let previousActions = Tensor(Shape(d0: P, d1: a))
+        let previousRewards = Tensor(Shape(d0: P))
+        var seeds = RandomGenerator(seed: configuration.seed &+ 0x5151_7A7A &* UInt64(evaluationCount + 1))
+        for (e, env) in envs.enumerated() { env.reset(seed: seeds.next(), observation: observations.data + e) }
+        var correct = 0
+        for t in 0..<configuration.probeLength {
+            for e in 0..<P {
+                agent.configuration.context.write(observation: observations.data + e, observationWidth: 1,
+                                                  lastAction: previousActions.data + e * a, actionWidth: a,
+                                                  lastReward: previousRewards.data[e], into: context.data + e * C)
+            }
+            agent.act(context: context, state: state, deterministic: true, actions: actions.data)
+            for (e, env) in envs.enumerated() {
+                if t == configuration.probeLength - 1 {
+                    if Int((10 * actions.data[e]).rounded()) == env.count { correct += 1 }
+                } else {
+                    let r = env.step(action: actions.data + e, observation: observations.data + e)
+                    previousActions.data[e] = actions.data[e]
+                    previousRewards.data[e] = r.reward
+                }
+            }
+        }
+        return Double(correct) / Double(P)
+    }
+
+    /// The metrics of the current state (with a fresh evaluation and probe).
+    public func measure(wallSeconds: Double, stepsPerSecond: Double) -> MetricsRow {
+        var row = MetricsRow()
+        let (mean, std) = evaluate()
+        row["step"] = Double(step)
+        row["episodes"] = Double(episodes)
+        row["train_return_mean"] = recentReturns.isEmpty ? .nan : recentReturns.reduce(0, +) / Double(recentReturns.count)
+        row["eval_return_mean"] = mean
+        row["eval_return_std"] = std
+        row["probe_accuracy"] = probeAccuracy() ?? .nan
+        let s = agent.statistics
+        row["critic_loss"] = Double(s.criticLoss)
+        row["actor_loss"] = Double(s.actorLoss)
+        row["temperature"] = Double(s.temperature)
+        row["entropy"] = Double(s.entropy)
+        row["mean_q"] = Double(s.meanQ)
+        row["critic_grad_norm"] = Double(s.criticGradientNorm)
+        row["actor_grad_norm"] = Double(s.actorGradientNorm)
+        row["encoder_grad_norm"] = Double(s.encoderGradientNorm)
+        row["wall_seconds"] = wallSeconds
+        row["steps_per_second"] = stepsPerSecond
+        return row
+    }
+
+    /// Trains for the configured steps, measuring every `evaluationInterval` steps and at the end.
+    @discardableResult
+    public func run(onRow: (MetricsRow) throws -> Void = { _ in }, onProgress: (Progress) -> Void = { _ in }) throws -> [MetricsRow] {
+        var rows: [MetricsRow] = []
+        let start = Clock.now
+        var lastProgress = start
+        var lastEvaluation: Double?, lastProbe: Double?
+        while step < configuration.steps {
+            try advance()
+            let now = Clock.now
+            if step % configuration.evaluationInterval == 0 || step == configuration.steps {
+                let elapsed = now - start
+                let row = measure(wallSeconds: elapsed, stepsPerSecond: Double(step) / max(elapsed, 1e-9))
+                lastEvaluation = row["eval_return_mean"]
+                lastProbe = row["probe_accuracy"].flatMap { $0.isNaN ? nil : $0 }
+                rows.append(row)
+                try onRow(row)
+            }
+            if now - lastProgress >= 1 || step == configuration.steps {
+                lastProgress = now
+                let rate = Double(step) / max(now - start, 1e-9)
+                onProgress(Progress(step: step, totalSteps: configuration.steps, stepsPerSecond: rate, lastEvaluation: lastEvaluation,
+                                    lastProbe: lastProbe, secondsLeft: Double(configuration.steps - step) / max(rate, 1e-9)))
+            }
+        }
+        return rows
+    }
+}

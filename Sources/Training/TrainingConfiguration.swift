@@ -1,0 +1,75 @@
+import Agents
+import Environments
+import Replay
+
+/// Every option of an off-policy training run (written, resolved, into the run folder).
+public struct TrainingConfiguration: Codable, Equatable, Sendable {
+    public var environment = "memory"
+    /// Environment steps to train for.
+    public var steps = 100_000
+    public var seed: UInt64 = 0
+    /// Steps with uniformly random actions before updates start.
+    public var warmupSteps = 1000
+    /// Evaluate (and probe) every this many steps, and at the end.
+    public var evaluationInterval = 1000
+    /// Deterministic evaluation episodes (run side by side).
+    public var evaluationEpisodes = 10
+    /// Memory task only: probes per evaluation and their length.
+    public var probes = 20
+    public var probeLength = 50
+    public var agent = AgentConfiguration()
+
+    public init() {}
+
+    /// The memory configuration: recurrent SAC, window 50, batch 4, GRU 16, actor lr 1e-4,
+    /// critic lr 1e-3, gamma 0, random lengths with nominal probability 0.5.
+    public static var memoryDefault: TrainingConfiguration {
+        var c = TrainingConfiguration()
+        c.environment = "memory"
+        c.steps = 100_000
+        c.agent.network = .gru
+        c.agent.hiddenSize = 16
+        c.agent.batchSize = 4
+        c.agent.sampler.sequenceLength = 50
+        c.agent.sampler.randomSequenceLength = true
+        c.agent.sampler.nominalLengthProbability = 0.5
+        c.agent.actorLearningRate = 1e-4
+        c.agent.criticLearningRate = 1e-3
+        c.agent.gamma = 0
+        return c
+    }
+
+    /// Defaults for `rrl train ALGORITHM --env NAME` before the user's options apply.
+    public static func defaults(algorithm: OffPolicyAlgorithm, environment: String) -> TrainingConfiguration {
+        var c = environment == "memory" ? memoryDefault : TrainingConfiguration()
+        c.environment = environment
+        c.agent.algorithm = algorithm
+        if environment != "memory" {
+            // Classic control (Stable-Baselines3 zoo style): MLP heads of 64, batch 100, lr 1e-3.
+            c.steps = 20_000
+            c.agent.network = .mlp
+            c.agent.sampler.sequenceLength = 1
+            c.agent.headHiddenSizes = [64, 64]
+            c.agent.batchSize = 100
+            c.agent.actorLearningRate = 1e-3
+            c.agent.criticLearningRate = 1e-3
+            c.agent.gamma = 0.99
+            c.evaluationEpisodes = 10
+        }
+        if algorithm == .td3 {
+            c.agent.actorUpdateInterval = 2
+        }
+        return c
+    }
+
+    public func validate() throws {
+        func fail(_ m: String) throws { throw ConfigurationError(m) }
+        if steps < 1 { try fail("steps must be at least 1 (got \(steps))") }
+        if warmupSteps < 0 { try fail("warm-up steps must be 0 or more (got \(warmupSteps))") }
+        if evaluationInterval < 1 { try fail("evaluation interval must be at least 1 (got \(evaluationInterval))") }
+        if evaluationEpisodes < 1 { try fail("evaluation episodes must be at least 1 (got \(evaluationEpisodes))") }
+        if probes < 0 || probeLength < 1 { try fail("probes must be 0 or more and probe length at least 1") }
+        _ = try EnvironmentRegistry.make(environment)
+        try agent.validate()
+    }
+}

@@ -1,0 +1,204 @@
+import ArgumentParser
+import Foundation
+import RecurrentRL
+
+extension OffPolicyAlgorithm: ExpressibleByArgument {}
+extension NetworkKind: ExpressibleByArgument {}
+extension InitialStateMode: ExpressibleByArgument {}
+extension Activation: ExpressibleByArgument {}
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train an agent (recurrent SAC on the memory task by default).",
+        discussion: """
+        Every hidden-state strategy is an option: --sequence-length, --burn-in, --initial-state, \
+        --random-length with --nominal-length-probability, --start-at-episode-start, \
+        --include-first-step-in-targets, --mask-non-final, --context, --encoder-lr, --truncation. \
+        Options left out take the algorithm's and environment's defaults (written to config.json).
+        """
+    )
+
+    @Argument(help: "Algorithm: sac (continuous or discrete actions) or td3.") var algorithm: OffPolicyAlgorithm = .sac
+
+    @Option(help: "Environment (see `rrl list`).") var env: String = "memory"
+    @Option(help: "Environment steps.") var steps: Int?
+    @Option(help: "Random seed.") var seed: UInt64 = 0
+    @Option(help: "Run folder (default runs/ALGORITHM-ENV-seedS).") var runDir: String?
+    @Flag(help: "Replace an existing run in the run folder.") var overwrite = false
+    @Flag(help: "No progress line.") var quiet = false
+
+    @Option(help: "Network: mlp, gru or lstm.") var network: NetworkKind?
+    @Option(help: "Recurrent layers per encoder.") var layers: Int?
+    @Option(help: "Recurrent state width per layer.") var hidden: Int?
+    @Option(help: "Hidden widths of the MLP heads, comma separated (e.g. 64,64; 'none' for a linear head).") var headHidden: String?
+    @Option(help: "Activation of the heads: relu, tanh, elu.") var activation: Activation?
+    @Option(help: "Encoder inputs: observation,lastAction,lastReward (any subset).") var context: String?
+
+    @Option(help: "Trained steps per window, or 'full' for whole episodes.") var sequenceLength: String?
+    @Option(help: "Burn-in slots at the start of each window (no loss, no gradient).") var burnIn: Int?
+    @Option(help: "Initial state of a window: zero, stored, stored+burnIn.") var initialState: InitialStateMode?
+    @Flag(inversion: .prefixedNo, help: "Random window lengths: L with the nominal probability, else uniform in [1, L-1].") var randomLength: Bool?
+    @Option(help: "Probability of the nominal length with --random-length.") var nominalLengthProbability: Float?
+    @Flag(inversion: .prefixedNo, help: "Windows start at the first step of an episode.") var startAtEpisodeStart: Bool?
+    @Flag(inversion: .prefixedNo, help: "Target networks also see the step before the first trained one.") var includeFirstStepInTargets: Bool?
+    @Flag(inversion: .prefixedNo, help: "Losses only at the last step of each window.") var maskNonFinal: Bool?
+    @Option(help: "Truncated BPTT: cut the state gradient every k steps (0: off).") var truncation: Int?
+
+    @Option(help: "Windows (or transitions) per batch.") var batchSize: Int?
+    @Option(help: "Replay capacity in steps.") var replayCapacity: Int?
+    @Option(help: "Discount.") var gamma: Float?
+    @Option(help: "Polyak rate of the targets.") var tau: Float?
+    @Option(help: "Actor learning rate.") var actorLr: Float?
+    @Option(help: "Critic learning rate.") var criticLr: Float?
+    @Option(help: "Learning rate of the recurrent encoders (default: as their network).") var encoderLr: Float?
+    @Option(help: "SAC temperature learning rate.") var temperatureLr: Float?
+    @Option(help: "SAC initial temperature.") var initialTemperature: Float?
+    @Flag(help: "Keep the SAC temperature fixed.") var fixedTemperature = false
+    @Option(help: "SAC target entropy (default -action dimensions; 0.98 log n for n discrete actions).") var targetEntropy: Float?
+    @Option(help: "Number of critics (the target takes their minimum).") var critics: Int?
+    @Option(help: "Environment steps per critic update.") var criticInterval: Int?
+    @Option(help: "Critic updates per actor update (TD3 default 2).") var actorInterval: Int?
+    @Option(help: "Critic updates per target update (SAC).") var targetInterval: Int?
+    @Option(help: "Clip each network's gradient norm (0: off).") var maxGradNorm: Float?
+    @Option(help: "TD3 target smoothing noise.") var policyNoise: Float?
+    @Option(help: "TD3 target noise clip.") var noiseClip: Float?
+    @Option(help: "TD3 exploration noise.") var explorationNoise: Float?
+
+    @Option(help: "Random-action steps before updates start.") var warmup: Int?
+    @Option(help: "Evaluate every this many steps.") var evalInterval: Int?
+    @Option(help: "Deterministic evaluation episodes.") var evalEpisodes: Int?
+    @Option(help: "Memory task: probes per evaluation.") var probes: Int?
+
+    /// The configuration: the defaults for the algorithm and environment, then the options given.
+    func resolvedConfiguration() throws -> TrainingConfiguration {
+        let environment = try EnvironmentRegistry.make(env)
+        var c = TrainingConfiguration.defaults(algorithm: algorithm, environment: env)
+        c.seed = seed
+        if let steps { c.steps = steps }
+        if let network {
+            c.agent.network = network
+            if network != .mlp && c.agent.sampler.sequenceLength == 1 {
+                // Switching a classic-control default to a recurrent network: windows of 32.
+                c.agent.sampler.sequenceLength = 32
+                c.agent.batchSize = 32
+                c.agent.hiddenSize = 64
+                c.agent.headHiddenSizes = [64]
+            }
+        }
+        if let layers { c.agent.recurrentLayers = layers }
+        if let hidden { c.agent.hiddenSize = hidden }
+        if let headHidden {
+            if headHidden == "none" {
+                c.agent.headHiddenSizes = []
+            } else {
+                let parts = headHidden.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+                guard !parts.isEmpty, parts.allSatisfy({ $0 != nil }) else {
+                    throw ConfigurationError("--head-hidden expects comma-separated integers such as 64,64 (or 'none'); got '\(headHidden)'")
+                }
+                c.agent.headHiddenSizes = parts.map { $0! }
+            }
+        }
+        if let activation { c.agent.activation = activation }
+        if let context { c.agent.context = try ContextInputs(parsing: context) }
+        if let sequenceLength {
+            if sequenceLength == "full" {
+                c.agent.sampler.sequenceLength = environment.maxEpisodeSteps
+                c.agent.sampler.alwaysStartAtEpisodeStart = true
+            } else if let L = Int(sequenceLength) {
+                c.agent.sampler.sequenceLength = L
+            } else {
+                throw ConfigurationError("--sequence-length expects a number of steps or 'full'; got '\(sequenceLength)'")
+            }
+        }
+        if let burnIn { c.agent.sampler.burnIn = burnIn }
+        if let initialState { c.agent.sampler.initialState = initialState }
+        if let randomLength { c.agent.sampler.randomSequenceLength = randomLength }
+        if let nominalLengthProbability { c.agent.sampler.nominalLengthProbability = nominalLengthProbability }
+        if let startAtEpisodeStart { c.agent.sampler.alwaysStartAtEpisodeStart = startAtEpisodeStart }
+        if let includeFirstStepInTargets { c.agent.sampler.includeFirstStepInTargets = includeFirstStepInTargets }
+        if let maskNonFinal { c.agent.sampler.maskNonFinal = maskNonFinal }
+        if let truncation { c.agent.truncation = truncation }
+        if let batchSize { c.agent.batchSize = batchSize }
+        if let replayCapacity { c.agent.replayCapacity = replayCapacity }
+        if let gamma { c.agent.gamma = gamma }
+        if let tau { c.agent.tau = tau }
+        if let actorLr { c.agent.actorLearningRate = actorLr }
+        if let criticLr { c.agent.criticLearningRate = criticLr }
+        if let encoderLr { c.agent.encoderLearningRate = encoderLr }
+        if let temperatureLr { c.agent.temperatureLearningRate = temperatureLr }
+        if let initialTemperature { c.agent.initialTemperature = initialTemperature }
+        if fixedTemperature { c.agent.learnTemperature = false }
+        if let targetEntropy { c.agent.targetEntropy = targetEntropy }
+        if let critics { c.agent.criticCount = critics }
+        if let criticInterval { c.agent.criticUpdateInterval = criticInterval }
+        if let actorInterval { c.agent.actorUpdateInterval = actorInterval }
+        if let targetInterval { c.agent.targetUpdateInterval = targetInterval }
+        if let maxGradNorm { c.agent.maxGradientNorm = maxGradNorm }
+        if let policyNoise { c.agent.policyNoise = policyNoise }
+        if let noiseClip { c.agent.noiseClip = noiseClip }
+        if let explorationNoise { c.agent.explorationNoise = explorationNoise }
+        if let warmup { c.warmupSteps = warmup }
+        if let evalInterval { c.evaluationInterval = evalInterval }
+        if let evalEpisodes { c.evaluationEpisodes = evalEpisodes }
+        if let probes { c.probes = probes }
+        try c.validate()
+        return c
+    }
+
+    func run() throws {
+        let configuration: TrainingConfiguration
+        do {
+            configuration = try resolvedConfiguration()
+        } catch let error as ConfigurationError {
+            throw ValidationError(error.message)
+        } catch let error as EnvironmentError {
+            throw ValidationError(error.description)
+        }
+        let path = runDir ?? "runs/\(algorithm.rawValue)-\(env)-seed\(seed)"
+        let folder = try RunFolder(path: path, overwrite: overwrite)
+        try folder.writeConfiguration(configuration)
+        try folder.startMetrics()
+        let trainer = try Trainer(configuration: configuration)
+        let a = configuration.agent
+        print("training \(a.algorithm.rawValue) (\(a.network.rawValue)) on \(configuration.environment) for \(configuration.steps) steps, seed \(configuration.seed); run folder \(folder.url.path)")
+        let interactive = isatty(2) != 0
+        var lastLength = 0
+        let rows = try trainer.run(onRow: { row in
+            try folder.append(row)
+            if !interactive && !quiet {
+                var line = "step \(Int(row["step"] ?? 0))  eval \(String(format: "%.2f", row["eval_return_mean"] ?? .nan))"
+                if let p = row["probe_accuracy"], !p.isNaN { line += "  probe \(String(format: "%.2f", p))" }
+                print(line)
+            }
+        }, onProgress: { p in
+            guard interactive && !quiet else { return }
+            var line = "step \(p.step)/\(p.totalSteps)  \(Int(p.stepsPerSecond)) steps/s"
+            if let e = p.lastEvaluation { line += "  eval \(String(format: "%.2f", e))" }
+            if let q = p.lastProbe { line += "  probe \(String(format: "%.2f", q))" }
+            line += "  left \(formatDuration(p.secondsLeft))"
+            let padded = line + String(repeating: " ", count: max(0, lastLength - line.count))
+            lastLength = line.count
+            FileHandle.standardError.write(Data(("\r" + padded).utf8))
+        })
+        if interactive && !quiet { FileHandle.standardError.write(Data("\n".utf8)) }
+        try folder.writeWeights(trainer.agent.namedParameters(), metadata: [
+            "algorithm": a.algorithm.rawValue, "network": a.network.rawValue, "environment": configuration.environment,
+            "steps": "\(configuration.steps)", "seed": "\(configuration.seed)",
+        ])
+        if let last = rows.last {
+            var summary = "final evaluation return \(String(format: "%.2f", last["eval_return_mean"] ?? .nan)) ± \(String(format: "%.2f", last["eval_return_std"] ?? .nan))"
+            if let p = last["probe_accuracy"], !p.isNaN { summary += ", probe accuracy \(String(format: "%.2f", p))" }
+            summary += " after \(configuration.steps) steps in \(formatDuration(last["wall_seconds"] ?? 0))"
+            print(summary)
+        }
+        print("wrote \(folder.configurationURL.path), \(folder.metricsURL.path), \(folder.weightsURL.path)")
+    }
+}
+
+func formatDuration(_ seconds: Double) -> String {
+    guard seconds.isFinite else { return "?" }
+    let s = Int(seconds.rounded())
+    if s >= 3600 { return "\(s / 3600)h\(String(format: "%02d", (s % 3600) / 60))m" }
+    if s >= 60 { return "\(s / 60)m\(String(format: "%02d", s % 60))s" }
+    return "\(s)s"
+}
