@@ -53,6 +53,7 @@ let package = Package(
         .target(name: "AllocationCounter", path: "Tests/AllocationCounter"),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "CKernels"]),
         .testTarget(name: "EnvironmentsTests", dependencies: ["Environments", "Tensors"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "TrainingTests", dependencies: ["Replay", "Agents", "Training", "Environments", "NeuralNetworks", "Tensors"]),
         .testTarget(
             name: "NeuralNetworksTests",
             dependencies: ["NeuralNetworks", "Tensors", "AllocationCounter"],
