@@ -51,12 +51,14 @@ let package = Package(
         ),
         // Test support: counts heap allocations so tests can prove a training step allocates nothing.
         .target(name: "AllocationCounter", path: "Tests/AllocationCounter"),
+        // Test support: finite-difference gradient checks shared by the test targets.
+        .target(name: "TestSupport", dependencies: ["Tensors"], path: "Tests/TestSupport"),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "CKernels"]),
         .testTarget(name: "EnvironmentsTests", dependencies: ["Environments", "Tensors"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "TrainingTests", dependencies: ["Replay", "Agents", "Training", "Environments", "NeuralNetworks", "Tensors"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Replay", "Agents", "Training", "Environments", "NeuralNetworks", "Tensors", "TestSupport"]),
         .testTarget(
             name: "NeuralNetworksTests",
-            dependencies: ["NeuralNetworks", "Tensors", "AllocationCounter"],
+            dependencies: ["NeuralNetworks", "Tensors", "AllocationCounter", "TestSupport"],
             resources: [.copy("Fixtures")]
         ),
     ],

@@ -299,6 +299,40 @@ public final class OffPolicyAgent {
     /// One critic update, then (every `actorUpdateInterval` critic updates) an actor and
     /// temperature update and the target updates.
     public func update(_ batch: SequenceBatch) {
+        let rows = prepare(batch)
+        let c = configuration
+        let (criticLoss, meanQ) = criticLossAndGradients(batch, rows: rows)
+        statistics.criticLoss = Float(criticLoss)
+        statistics.meanQ = Float(meanQ)
+        statistics.encoderGradientNorm = criticEncoderParameters.isEmpty ? .nan : gradientNorm(criticEncoderParameters)
+        statistics.criticGradientNorm = c.maxGradientNorm > 0 ? clipGradientNorm(criticParameters, maxNorm: c.maxGradientNorm)
+                                                              : gradientNorm(criticParameters)
+        criticOptimizer.step()
+        criticUpdates += 1
+        if criticUpdates % configuration.actorUpdateInterval == 0 {
+            let (actorLoss, entropy) = actorLossAndGradients(batch, rows: rows)
+            statistics.actorGradientNorm = c.maxGradientNorm > 0 ? clipGradientNorm(actorParameters, maxNorm: c.maxGradientNorm)
+                                                                 : gradientNorm(actorParameters)
+            actorOptimizer.step()
+            statistics.actorLoss = Float(actorLoss)
+            if c.algorithm == .sac {
+                statistics.entropy = Float(entropy)
+                if c.learnTemperature {
+                    // d/d(log α) of -log α (log π + H*) averaged: -(E[log π] + H*) = entropy - H*.
+                    logTemperature.gradient.data[0] = Float(entropy) - targetEntropy
+                    temperatureOptimizer.step()
+                }
+                statistics.temperature = temperature
+            }
+            actorUpdates += 1
+            if configuration.algorithm == .td3 { updateTargets() }
+        }
+        if configuration.algorithm == .sac && criticUpdates % configuration.targetUpdateInterval == 0 { updateTargets() }
+    }
+
+    /// Builds the context inputs and the loss weights (mask / number of masked steps) of a batch;
+    /// returns the number of trained rows, (L - burnIn) · batch.
+    func prepare(_ batch: SequenceBatch) -> Int {
         buildContext(batch)
         let L = batch.slots - 1, Bn = configuration.sampler.burnIn, B = batch.batchSize
         copySlots(batch.lossMask(maskNonFinal: configuration.sampler.maskNonFinal), Bn..<L, into: lossMask)
@@ -309,15 +343,7 @@ public final class OffPolicyAgent {
         weights.resize(Shape(d0: rows))
         let scale: Float = active > 0 ? 1 / active : 0
         for r in 0..<rows { weights.data[r] = lossMask.data[r] * scale }
-
-        updateCritics(batch, rows: rows)
-        criticUpdates += 1
-        if criticUpdates % configuration.actorUpdateInterval == 0 {
-            updateActor(batch, rows: rows)
-            actorUpdates += 1
-            if configuration.algorithm == .td3 { updateTargets() }
-        }
-        if configuration.algorithm == .sac && criticUpdates % configuration.targetUpdateInterval == 0 { updateTargets() }
+        return rows
     }
 
     func updateTargets() {
@@ -325,7 +351,8 @@ public final class OffPolicyAgent {
         if actorTarget != nil { polyakUpdate(target: actorTargetParameters, source: actorParameters, tau: configuration.tau) }
     }
 
-    func updateCritics(_ batch: SequenceBatch, rows: Int) {
+    /// The critics' loss (summed over critics) and mean Q; fills the critics' gradients.
+    func criticLossAndGradients(_ batch: SequenceBatch, rows: Int) -> (loss: Double, meanQ: Double) {
         let c = configuration, L = batch.slots - 1, Bn = c.sampler.burnIn, B = batch.batchSize, A = actionWidth
         let alpha = c.algorithm == .sac ? temperature : 0
         let nextRow = (Bn + 1) * B  // first row of the next view of the trained slots
@@ -394,7 +421,7 @@ public final class OffPolicyAgent {
 
         // Online critics: masked squared error, back-propagated through time.
         criticOptimizer.zeroGradients()
-        var loss: Float = 0, meanQ: Float = 0
+        var loss: Double = 0, meanQ: Double = 0
         for (i, critic) in critics.enumerated() {
             let features = encodeCurrent(critic, batch: batch, initialState: criticStateColumns(batch.initialCriticState, critic: i),
                                          keepActivations: true)
@@ -405,18 +432,13 @@ public final class OffPolicyAgent {
             for r in 0..<rows where weights.data[r] != 0 {
                 let j = discreteActions == nil ? r : r * width + Int(recorded[r])
                 let d = q.data[j] - targets.data[r]
-                loss += weights.data[r] * d * d
-                meanQ += weights.data[r] * q.data[j] / Float(critics.count)
+                loss += Double(weights.data[r] * d * d)
+                meanQ += Double(weights.data[r] * q.data[j]) / Double(critics.count)
                 qGradient.data[j] = 2 * weights.data[r] * d
             }
             backward(critic, outputGradient: qGradient, trainedSlots: L - Bn, batch: B)
         }
-        statistics.criticLoss = loss
-        statistics.meanQ = meanQ
-        statistics.encoderGradientNorm = criticEncoderParameters.isEmpty ? .nan : gradientNorm(criticEncoderParameters)
-        statistics.criticGradientNorm = c.maxGradientNorm > 0 ? clipGradientNorm(criticParameters, maxNorm: c.maxGradientNorm)
-                                                              : gradientNorm(criticParameters)
-        criticOptimizer.step()
+        return (loss, meanQ)
     }
 
     /// Head then encoder backward of a network whose last `encodeCurrent` kept activations.
@@ -432,7 +454,9 @@ public final class OffPolicyAgent {
         actor.isRecurrent && configuration.sampler.initialState.usesStoredStates ? batch.initialActorState.matrix : nil
     }
 
-    func updateActor(_ batch: SequenceBatch, rows: Int) {
+    /// The actor's loss and the policy entropy; fills the actor's gradients (and leaves gradients
+    /// in the critics' heads, which the next critic update clears).
+    func actorLossAndGradients(_ batch: SequenceBatch, rows: Int) -> (loss: Double, entropy: Double) {
         let c = configuration, L = batch.slots - 1, Bn = c.sampler.burnIn, B = batch.batchSize, A = actionWidth
         let alpha = c.algorithm == .sac ? temperature : 0
         actorOptimizer.zeroGradients()
@@ -440,7 +464,7 @@ public final class OffPolicyAgent {
         let out = actor.head(features: features, firstRow: 0, rows: rows, extra: nil)
         // Critic features at the trained slots (no gradient into the critics' encoders).
         let useCritics = c.algorithm == .td3 ? 1 : critics.count
-        var loss: Float = 0, entropy: Float = 0
+        var loss: Double = 0, entropy: Double = 0
         parameterGradient.resize(out.shape)
 
         if let n = discreteActions {
@@ -463,8 +487,8 @@ public final class OffPolicyAgent {
                 for j in 0..<n { mean += p[j] * (alpha * lp[j] - q[j]); h -= p[j] * lp[j] }
                 let w = weights.data[r]
                 for j in 0..<n { g[j] = w * p[j] * ((alpha * lp[j] - q[j]) - mean) }
-                loss += w * mean
-                entropy += w * h
+                loss += Double(w * mean)
+                entropy += Double(w * h)
             }
         } else {
             policyActions.resize(Shape(d0: rows, d1: A))
@@ -500,8 +524,8 @@ public final class OffPolicyAgent {
                 var qmin = qValues[0].data[r]
                 for k in 1..<useCritics { qmin = min(qmin, qValues[k].data[r]) }
                 let w = weights.data[r]
-                loss += w * (alpha * policyLogProbabilities.data[r] - qmin)
-                entropy -= w * policyLogProbabilities.data[r]
+                loss += Double(w) * Double(alpha * policyLogProbabilities.data[r] - qmin)
+                entropy -= Double(w * policyLogProbabilities.data[r])
                 logProbabilityGradient.data[r] = alpha * w
             }
             if c.algorithm == .sac {
@@ -513,18 +537,6 @@ public final class OffPolicyAgent {
             }
         }
         backward(actor, outputGradient: parameterGradient, trainedSlots: L - Bn, batch: B)
-        statistics.actorGradientNorm = c.maxGradientNorm > 0 ? clipGradientNorm(actorParameters, maxNorm: c.maxGradientNorm)
-                                                             : gradientNorm(actorParameters)
-        actorOptimizer.step()
-        statistics.actorLoss = loss
-        if c.algorithm == .sac {
-            statistics.entropy = entropy
-            if c.learnTemperature {
-                // d/d(log α) of -log α (log π + H*) averaged: -(E[log π] + H*) = entropy - H*.
-                logTemperature.gradient.data[0] = entropy - targetEntropy
-                temperatureOptimizer.step()
-            }
-            statistics.temperature = temperature
-        }
+        return (loss, entropy)
     }
 }

@@ -1,5 +1,6 @@
 import NeuralNetworks
 import Tensors
+import TestSupport
 import XCTest
 
 final class RecurrentTests: XCTestCase {

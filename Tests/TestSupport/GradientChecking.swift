@@ -7,14 +7,16 @@ import XCTest
 /// The loss is accumulated in Double and is linear in the outputs with random weights, so the
 /// rounding error of a difference quotient is about 1e-7·|L|/eps and the truncation error
 /// eps²·|f'''|; with eps = 5e-3 both stay near 1e-4, far below the size of a real mistake.
-struct GradientChecker {
-    var epsilon: Float = 5e-3
-    var relativeTolerance: Float = 1e-2
-    var absoluteTolerance: Float = 5e-4
+public struct GradientChecker {
+    public var epsilon: Float = 5e-3
+    public var relativeTolerance: Float = 1e-2
+    public var absoluteTolerance: Float = 5e-4
     /// At most this many entries per tensor are checked (chosen at random), to keep tests quick.
-    var maxEntries = 48
+    public var maxEntries = 48
 
-    func check(_ label: String, values: UnsafeMutablePointer<Float>, analytic: [Float], rng: inout RandomGenerator,
+    public init(maxEntries: Int = 48) { self.maxEntries = maxEntries }
+
+    public func check(_ label: String, values: UnsafeMutablePointer<Float>, analytic: [Float], rng: inout RandomGenerator,
                file: StaticString = #filePath, line: UInt = #line, loss: () -> Double) {
         let count = analytic.count
         var indices = Array(0..<count)
@@ -44,7 +46,7 @@ struct GradientChecker {
 }
 
 /// sum(x * w) in Double: a loss whose gradient with respect to x is w.
-func weightedSum(_ x: Tensor, _ w: Tensor) -> Double {
+public func weightedSum(_ x: Tensor, _ w: Tensor) -> Double {
     precondition(x.count == w.count)
     var s = 0.0
     for i in 0..<x.count { s += Double(x.data[i]) * Double(w.data[i]) }
@@ -52,7 +54,7 @@ func weightedSum(_ x: Tensor, _ w: Tensor) -> Double {
 }
 
 /// max |a - b| over all elements.
-func maxAbsDifference(_ a: [Float], _ b: [Float]) -> Float {
+public func maxAbsDifference(_ a: [Float], _ b: [Float]) -> Float {
     precondition(a.count == b.count, "sizes differ: \(a.count) vs \(b.count)")
     return zip(a, b).reduce(0) { max($0, abs($1.0 - $1.1)) }
 }

@@ -1,0 +1,280 @@
+@testable import Agents
+import Environments
+import NeuralNetworks
+import Replay
+import Tensors
+@testable import Training
+import TestSupport
+import XCTest
+
+/// A replay of random episodes (some terminated) with random stored states.
+func makeRandomReplay(layout: ReplayLayout, episodes: [Int], actions: Space, seed: UInt64) -> EpisodeReplay {
+    var rng = RandomGenerator(seed: seed)
+    let replay = EpisodeReplay(capacity: 10_000, layout: layout)
+    let o = layout.observationWidth
+    for (e, length) in episodes.enumerated() {
+        for t in 0..<length {
+            let obs = (0..<o).map { _ in rng.normal() }, next = (0..<o).map { _ in rng.normal() }
+            var action = [Float](repeating: 0, count: layout.actionWidth)
+            switch actions {
+            case .discrete(let n): action[0] = Float(rng.integer(below: n))
+            case .box: for j in action.indices { action[j] = rng.uniform(-1, 1) }
+            }
+            let actorState = (0..<max(layout.actorStateWidth, 1)).map { _ in 0.5 * rng.normal() }
+            let criticState = (0..<max(layout.criticStateWidth, 1)).map { _ in 0.5 * rng.normal() }
+            let last = t == length - 1
+            replay.add(observation: obs, action: action, reward: rng.normal(), nextObservation: next,
+                       terminated: last && e % 2 == 0, truncated: last && e % 2 == 1,
+                       actorState: actorState, criticState: criticState)
+        }
+    }
+    return replay
+}
+
+final class AgentTests: XCTestCase {
+    struct Case {
+        var label: String
+        var algorithm: OffPolicyAlgorithm
+        var network: NetworkKind
+        var actions: Space
+        var checksEncoders = true
+        var configure: (inout AgentConfiguration) -> Void = { _ in }
+    }
+
+    /// Burn-in and truncated BPTT cut gradients on purpose (the burn-in state and the state
+    /// every k steps are constants for the update), so finite differences of the full loss only
+    /// match their heads; the encoders are checked in the other cases.
+    static let cases: [Case] = [
+        Case(label: "SAC GRU, stored states, targets from slot 1, full context", algorithm: .sac, network: .gru,
+             actions: .box(low: [-1, -1], high: [1, 1])) {
+            $0.sampler.initialState = .stored
+            $0.sampler.includeFirstStepInTargets = false
+            $0.context = ContextInputs(observation: true, lastAction: true, lastReward: true)
+        },
+        Case(label: "SAC LSTM x2, zero state, random lengths, final steps only", algorithm: .sac, network: .lstm, actions: .box(low: [-1], high: [1])) {
+            $0.recurrentLayers = 2
+            $0.sampler.randomSequenceLength = true
+            $0.sampler.maskNonFinal = true
+        },
+        Case(label: "TD3 GRU", algorithm: .td3, network: .gru, actions: .box(low: [-1], high: [1])),
+        Case(label: "discrete SAC GRU, episode starts", algorithm: .sac, network: .gru, actions: .discrete(3)) {
+            $0.sampler.alwaysStartAtEpisodeStart = true
+        },
+        Case(label: "SAC MLP", algorithm: .sac, network: .mlp, actions: .box(low: [-1], high: [1])) {
+            $0.sampler.sequenceLength = 1
+        },
+        Case(label: "SAC GRU, stored+burnIn (heads only)", algorithm: .sac, network: .gru, actions: .box(low: [-1], high: [1]),
+             checksEncoders: false) {
+            $0.sampler.initialState = .storedBurnIn
+            $0.sampler.burnIn = 2
+        },
+        Case(label: "TD3 LSTM, burn-in from zeros, truncated BPTT (heads only)", algorithm: .td3, network: .lstm,
+             actions: .box(low: [-1], high: [1]), checksEncoders: false) {
+            $0.sampler.burnIn = 3
+            $0.truncation = 2
+        },
+    ]
+
+    func makeAgent(_ c: Case, seed: UInt64 = 1) throws -> (OffPolicyAgent, EpisodeReplay, SequenceSampler) {
+        var configuration = AgentConfiguration()
+        configuration.algorithm = c.algorithm
+        configuration.network = c.network
+        configuration.hiddenSize = 5
+        configuration.headHiddenSizes = [6]
+        configuration.activation = .tanh  // smooth, for finite differences
+        configuration.batchSize = 3
+        configuration.sampler.sequenceLength = 7
+        configuration.gamma = 0.9
+        c.configure(&configuration)
+        let agent = try OffPolicyAgent(configuration: configuration, observationSpace: .box(low: [-5, -5, -5], high: [5, 5, 5]),
+                                       actionSpace: c.actions, seed: seed)
+        let replay = makeRandomReplay(layout: agent.replayLayout, episodes: [4, 9, 2, 12, 6], actions: c.actions, seed: seed + 10)
+        let sampler = SequenceSampler(configuration: configuration.sampler, batchSize: 3, layout: agent.replayLayout, seed: seed + 20)
+        return (agent, replay, sampler)
+    }
+
+    /// The critic loss's gradient, through heads, burn-in, resets, stored states and BPTT, agrees
+    /// with finite differences for every critic parameter tensor.
+    func testCriticGradientsMatchFiniteDifferences() throws {
+        for c in AgentTests.cases {
+            let (agent, replay, sampler) = try makeAgent(c)
+            let batch = sampler.sample(from: replay)
+            let rows = agent.prepare(batch)
+            let noise = agent.rng
+            _ = agent.criticLossAndGradients(batch, rows: rows)
+            // Every analytic gradient is read before any check re-runs the loss.
+            let parameters = agent.critics.enumerated().flatMap { $0.element.namedParameters(prefix: "critic\($0.offset).") }
+            let gradients = parameters.map(\.parameter.gradient.array)
+            var rng = RandomGenerator(seed: 5)
+            for ((name, p), analytic) in zip(parameters, gradients) where c.checksEncoders || !name.contains(".encoder.") {
+                do {
+                    GradientChecker(maxEntries: 12).check("\(c.label): \(name)", values: p.value.data, analytic: analytic, rng: &rng) {
+                        agent.rng = noise
+                        return agent.criticLossAndGradients(batch, rows: rows).loss
+                    }
+                }
+            }
+        }
+    }
+
+    /// The actor loss's gradient (reparameterised tanh-Gaussian, categorical, or deterministic
+    /// TD3 policy, through the critics' heads and the actor's BPTT) agrees with finite differences.
+    func testActorGradientsMatchFiniteDifferences() throws {
+        for c in AgentTests.cases {
+            let (agent, replay, sampler) = try makeAgent(c)
+            let batch = sampler.sample(from: replay)
+            let rows = agent.prepare(batch)
+            let noise = agent.rng
+            agent.rng = noise
+            _ = agent.actorLossAndGradients(batch, rows: rows)
+            let parameters = agent.actor.namedParameters(prefix: "actor.")
+            let gradients = parameters.map(\.parameter.gradient.array)
+            var rng = RandomGenerator(seed: 6)
+            for ((name, p), analytic) in zip(parameters, gradients) where c.checksEncoders || !name.contains(".encoder.") {
+                GradientChecker(maxEntries: 12).check("\(c.label): \(name)", values: p.value.data, analytic: analytic, rng: &rng) {
+                    agent.rng = noise
+                    return agent.actorLossAndGradients(batch, rows: rows).loss
+                }
+            }
+        }
+    }
+
+    /// A terminated step's target is its reward; a truncated one adds γ times the next value.
+    func testTerminatedAndTruncatedBootstrapDifferently() throws {
+        for terminated in [true, false] {
+            var configuration = AgentConfiguration()
+            configuration.network = .gru
+            configuration.batchSize = 2
+            configuration.sampler.sequenceLength = 3
+            configuration.gamma = 0.9
+            let agent = try OffPolicyAgent(configuration: configuration, observationSpace: .box(low: [-1], high: [1]),
+                                           actionSpace: .box(low: [-1], high: [1]), seed: 3)
+            let replay = EpisodeReplay(capacity: 10, layout: agent.replayLayout)
+            replay.add(observation: [0.3], action: [0.1], reward: 2.5, nextObservation: [0.7], terminated: terminated, truncated: !terminated)
+            let sampler = SequenceSampler(configuration: configuration.sampler, batchSize: 2, layout: agent.replayLayout, seed: 1)
+            let batch = sampler.sample(from: replay)
+            let rows = agent.prepare(batch)
+            _ = agent.criticLossAndGradients(batch, rows: rows)
+            // Row 0 of the trained slots is the step (slot 0) of batch row 0.
+            let next = agent.targetMin.data[0] - agent.temperature * agent.nextLogProbabilities.data[0]
+            XCTAssertNotEqual(next, 0)
+            if terminated {
+                XCTAssertEqual(agent.targets.data[0], 2.5, "terminated: no bootstrap")
+            } else {
+                XCTAssertEqual(agent.targets.data[0], 2.5 + 0.9 * next, accuracy: 1e-5, "truncated: bootstrap from the next observation")
+            }
+        }
+    }
+
+    /// With stored states, the replay holds exactly the actor and critic states that entered each
+    /// step during collection: re-running the networks over the episode gives the same states.
+    func testStoredStatesAreThoseRecordedAtCollection() throws {
+        var configuration = TrainingConfiguration.memoryDefault
+        configuration.agent.sampler.initialState = .stored
+        configuration.agent.context = ContextInputs(observation: true, lastAction: true, lastReward: true)
+        configuration.warmupSteps = 1000  // no updates: the weights stay those of collection
+        configuration.evaluationEpisodes = 1
+        let trainer = try Trainer(configuration: configuration)
+        let T = 120
+        for _ in 0..<T { try trainer.advance() }
+        let agent = trainer.agent, replay = trainer.replay
+        XCTAssertEqual(replay.count, T)
+        let C = agent.contextWidth
+        let context = Tensor(Shape(d0: T, d1: 1, d2: C))
+        for t in 0..<T {
+            let i = replay.index(t), p = replay.predecessor(i)
+            let previousAction: [Float] = p.map { [replay.action($0)[0]] } ?? [0]
+            agent.configuration.context.write(observation: replay.observation(i), observationWidth: 1, lastAction: previousAction,
+                                              actionWidth: 1, lastReward: p.map { replay.reward($0) } ?? 0, into: context.data + t * C)
+        }
+        let networks: [(SequenceNetwork, (Int) -> UnsafeMutablePointer<Float>, Int)] =
+            [(agent.actor, replay.actorState, 0)] + agent.critics.enumerated().map { (i, c) in (c, replay.criticState, i * c.stateWidth) }
+        for (network, stored, column) in networks {
+            let encoder = try XCTUnwrap(network.encoder)
+            encoder.forward(context, initialState: nil, resetMask: nil, resets: .zero, keepActivations: false)
+            let H = encoder.stateWidth
+            var worst: Float = 0
+            for t in 0..<T {
+                let recorded = stored(replay.index(t)) + column
+                for j in 0..<H {
+                    let expected: Float = t == 0 ? 0 : encoder.output.data[(t - 1) * H + j]
+                    worst = max(worst, abs(recorded[j] - expected))
+                }
+            }
+            XCTAssertLessThan(worst, 1e-5, "stored states differ from the states that entered each step")
+        }
+    }
+
+    /// The same seed gives the same metrics, row for row (timing columns aside); another seed does not.
+    func testSameSeedSameMetrics() throws {
+        func run(seed: UInt64) throws -> [MetricsRow] {
+            var c = TrainingConfiguration.memoryDefault
+            c.steps = 400
+            c.warmupSteps = 100
+            c.evaluationInterval = 100
+            c.evaluationEpisodes = 2
+            c.probes = 5
+            c.seed = seed
+            c.agent.sampler.sequenceLength = 10
+            return try Trainer(configuration: c).run()
+        }
+        func strip(_ rows: [MetricsRow]) -> [[String: Double]] {
+            rows.map { $0.values.filter { !MetricsRow.timingColumns.contains($0.key) && !$0.value.isNaN } }
+        }
+        let a = try run(seed: 4), b = try run(seed: 4), other = try run(seed: 5)
+        XCTAssertEqual(a.count, 4)
+        XCTAssertEqual(strip(a), strip(b))
+        XCTAssertNotEqual(strip(a), strip(other))
+    }
+
+    /// Every algorithm, network and switch combination runs end to end and logs finite losses.
+    func testEveryVariantTrains() throws {
+        var variants: [(String, TrainingConfiguration)] = []
+        func add(_ label: String, algorithm: OffPolicyAlgorithm = .sac, env: String = "memory", _ configure: (inout TrainingConfiguration) -> Void) {
+            var c = TrainingConfiguration.defaults(algorithm: algorithm, environment: env)
+            c.steps = 240
+            c.warmupSteps = 80
+            c.evaluationInterval = 120
+            c.evaluationEpisodes = 2
+            c.probes = 3
+            configure(&c)
+            variants.append((label, c))
+        }
+        add("memory GRU stored+burnIn") { $0.agent.sampler.initialState = .storedBurnIn; $0.agent.sampler.burnIn = 10 }
+        add("memory LSTM x2 full context", algorithm: .td3) {
+            $0.agent.network = .lstm; $0.agent.recurrentLayers = 2
+            $0.agent.context = ContextInputs(observation: true, lastAction: true, lastReward: true)
+        }
+        add("pendulum MLP", env: "pendulum") { _ in }
+        add("pendulum TD3 MLP", algorithm: .td3, env: "pendulum") { _ in }
+        add("pendulum-velocity GRU, whole episodes", env: "pendulum-velocity") {
+            $0.agent.network = .gru; $0.agent.sampler.sequenceLength = 200; $0.agent.sampler.alwaysStartAtEpisodeStart = true
+            $0.agent.batchSize = 2; $0.agent.encoderLearningRate = 1e-5; $0.agent.maxGradientNorm = 1
+        }
+        add("cartpole-velocity discrete GRU", env: "cartpole-velocity") {
+            $0.agent.network = .gru; $0.agent.sampler.sequenceLength = 16; $0.agent.batchSize = 8; $0.agent.sampler.maskNonFinal = true
+        }
+        add("cartpole MLP discrete", env: "cartpole") { _ in }
+        for (label, c) in variants {
+            let rows = try Trainer(configuration: c).run()
+            XCTAssertEqual(rows.count, 2, label)
+            for key in ["critic_loss", "actor_loss", "eval_return_mean"] {
+                XCTAssertTrue(rows.last?[key]?.isFinite ?? false, "\(label): \(key) = \(String(describing: rows.last?[key]))")
+            }
+        }
+    }
+
+    func testConfigurationErrorsAreClear() {
+        var c = AgentConfiguration()
+        c.network = .mlp
+        XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".contains("MLP agent has no recurrent state"), "\($0)") }
+        c = AgentConfiguration()
+        c.algorithm = .td3
+        XCTAssertThrowsError(try OffPolicyAgent(configuration: c, observationSpace: .box(low: [0], high: [1]), actionSpace: .discrete(2), seed: 0)) {
+            XCTAssertTrue("\($0)".contains("TD3 needs continuous actions"), "\($0)")
+        }
+        var t = TrainingConfiguration()
+        t.environment = "pendulm"
+        XCTAssertThrowsError(try t.validate()) { XCTAssertTrue("\($0)".contains("did you mean 'pendulum'"), "\($0)") }
+    }
+}
