@@ -1,0 +1,82 @@
+import ArgumentParser
+import Foundation
+import RecurrentRL
+
+/// Options of the whole-training benchmarks.
+struct TrainingBenchOptions: ParsableArguments {
+    @Flag(help: "Print one JSON object instead of text.") var json = false
+    @Option(help: "Environment steps (the reference figures are for the default).") var steps: Int?
+    @Option(help: "Random seed.") var seed: UInt64 = 0
+
+    func validate() throws {
+        if let steps, steps < 1 { throw ValidationError("--steps must be positive") }
+    }
+}
+
+/// Trains `configuration` in this process and reports process CPU seconds (one thread), against
+/// RLtools' figure for the same workload measured on this machine kind (C++, OpenBLAS, one thread).
+func benchTraining(name: String, configuration: TrainingConfiguration, referenceSecondsPerStep: Double,
+                   referenceNote: String, options: TrainingBenchOptions) throws {
+    var c = configuration
+    c.seed = options.seed
+    if let steps = options.steps { c.steps = steps }
+    let trainer = try Trainer(configuration: c)
+    let cpu0 = Clock.processCPU, wall0 = Clock.now
+    let rows = try trainer.run()
+    let cpu = Clock.processCPU - cpu0, wall = Clock.now - wall0
+    let perStep = cpu / Double(c.steps)
+    let reference = referenceSecondsPerStep * Double(c.steps)
+    let last = rows.last
+    let result: [String: Any] = [
+        "benchmark": name, "environment": c.environment, "algorithm": c.agent.algorithm.rawValue, "network": c.agent.network.rawValue,
+        "steps": c.steps, "cpu_seconds": cpu, "wall_seconds": wall, "cpu_ms_per_step": perStep * 1e3,
+        "rltools_cpu_seconds": reference, "speedup_vs_rltools": reference / cpu,
+        "final_eval_return": last?["eval_return_mean"] ?? Double.nan,
+        "final_probe_accuracy": last?["probe_accuracy"] ?? Double.nan,
+    ]
+    if options.json {
+        try printJSON(result.mapValues { ($0 as? Double).map { $0.isNaN ? NSNull() : $0 as Any } ?? $0 })
+        return
+    }
+    print("\(name): \(c.agent.algorithm.rawValue) (\(c.agent.network.rawValue)) on \(c.environment), \(c.steps) steps, batch \(c.agent.batchSize), evaluation every \(c.evaluationInterval) steps (\(c.evaluationEpisodes) episodes)")
+    print(String(format: "  CPU %.2f s (%.3f ms per environment step), wall %.2f s", cpu, perStep * 1e3, wall))
+    print(String(format: "  RLtools on this machine kind: %.2f s for the same steps (%@) -> %.2fx its speed", reference, referenceNote, reference / cpu))
+    if let last {
+        var line = String(format: "  final evaluation return %.1f", last["eval_return_mean"] ?? .nan)
+        if let p = last["probe_accuracy"], !p.isNaN { line += String(format: ", probe accuracy %.2f", p) }
+        print(line)
+    }
+}
+
+struct BenchSAC: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sac", abstract: "Pendulum, MLP SAC, batch 100, hidden 64, 20k steps: CPU seconds against RLtools (9.8 s).")
+    @OptionGroup var options: TrainingBenchOptions
+    func run() throws {
+        try benchTraining(name: "bench sac", configuration: .defaults(algorithm: .sac, environment: "pendulum"),
+                          referenceSecondsPerStep: 9.8 / 20_000, referenceNote: "9.8 s per 20k steps", options: options)
+    }
+}
+
+struct BenchTD3: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "td3", abstract: "Pendulum, MLP TD3, batch 100, hidden 64, 20k steps: CPU seconds against RLtools (7.7 s).")
+    @OptionGroup var options: TrainingBenchOptions
+    func run() throws {
+        try benchTraining(name: "bench td3", configuration: .defaults(algorithm: .td3, environment: "pendulum"),
+                          referenceSecondsPerStep: 7.7 / 20_000, referenceNote: "7.7 s per 20k steps", options: options)
+    }
+}
+
+struct BenchMemory: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "memory",
+        abstract: "memory, recurrent SAC (GRU 16, windows of 50, batch 4), with 10 evaluation episodes of 2000 steps every 1000 steps: CPU per step against RLtools (2.9 ms).")
+    @OptionGroup var options: TrainingBenchOptions
+    func run() throws {
+        var c = TrainingConfiguration.memoryDefault
+        c.steps = 20_000
+        try benchTraining(name: "bench memory", configuration: c, referenceSecondsPerStep: 2.9e-3,
+                          referenceNote: "2.9 ms per step", options: options)
+    }
+}
