@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Tensors
 
@@ -13,7 +14,7 @@ public enum Activation: String, CaseIterable, Codable, Sendable {
             if UnsafePointer(y) != x { y.update(from: x, count: count) }
         case .tanh: VectorMath.tanh(x, y, count: count)
         case .sigmoid: VectorMath.sigmoid(x, y, count: count)
-        case .relu: for i in 0..<count { y[i] = Swift.max(x[i], 0) }
+        case .relu: rrl_relu(count, x, y)
         case .elu: for i in 0..<count { y[i] = x[i] > 0 ? x[i] : Foundation.expm1(x[i]) }
         }
     }
@@ -24,9 +25,9 @@ public enum Activation: String, CaseIterable, Codable, Sendable {
         switch self {
         case .identity:
             if UnsafePointer(dx) != dy { dx.update(from: dy, count: count) }
-        case .tanh: for i in 0..<count { dx[i] = dy[i] * (1 - y[i] * y[i]) }
-        case .sigmoid: for i in 0..<count { dx[i] = dy[i] * y[i] * (1 - y[i]) }
-        case .relu: for i in 0..<count { dx[i] = y[i] > 0 ? dy[i] : 0 }
+        case .tanh: rrl_tanh_backward(count, y, dy, dx)
+        case .sigmoid: rrl_sigmoid_backward(count, y, dy, dx)
+        case .relu: rrl_relu_backward(count, y, dy, dx)
         case .elu: for i in 0..<count { dx[i] = y[i] > 0 ? dy[i] : dy[i] * (y[i] + 1) }
         }
     }

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Tensors
 
@@ -98,17 +99,8 @@ public final class Adam {
             let coupled = !c.decoupledWeightDecay && decay != 0
             let shrink = 1 - lr * decay
             for p in group.parameters {
-                let theta = p.value.data, g = p.gradient.data
-                let m = firstMoments[index].data, v = secondMoments[index].data
-                let n = p.value.count
-                for i in 0..<n {
-                    var gi = g[i]
-                    if coupled { gi += decay * theta[i] }
-                    if decoupled { theta[i] *= shrink }
-                    m[i] = c.beta1 * m[i] + (1 - c.beta1) * gi
-                    v[i] = c.beta2 * v[i] + (1 - c.beta2) * gi * gi
-                    theta[i] -= stepSize * m[i] / (v[i].squareRoot() * invSqrtCorrection2 + c.epsilon)
-                }
+                rrl_adam_update(p.value.count, p.value.data, p.gradient.data, firstMoments[index].data, secondMoments[index].data,
+                                c.beta1, c.beta2, stepSize, invSqrtCorrection2, c.epsilon, coupled ? decay : 0, decoupled ? shrink : 1)
                 index += 1
             }
         }

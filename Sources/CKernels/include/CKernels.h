@@ -54,6 +54,15 @@ void rrl_sgemm_path(rrl_gemm_path path, int trans_a, int trans_b, long m, long n
 void rrl_vexp(long n, const float *x, float *y);
 void rrl_vtanh(long n, const float *x, float *y);
 void rrl_vsigmoid(long n, const float *x, float *y);
+/// y = max(x, 0); dx = dy * f'(x) from the output y of ReLU, tanh, sigmoid. Outputs may alias inputs.
+void rrl_relu(long n, const float *x, float *y);
+void rrl_relu_backward(long n, const float *y, const float *dy, float *dx);
+void rrl_tanh_backward(long n, const float *y, const float *dy, float *dx);
+void rrl_sigmoid_backward(long n, const float *y, const float *dy, float *dx);
+/// One Adam step over n parameters: g' = g + coupled_decay * theta; theta *= shrink (decoupled
+/// decay, 1 when off); m, v moments; theta -= step_size * m / (sqrt(v) * inv_sqrt_correction2 + epsilon).
+void rrl_adam_update(long n, float *theta, const float *g, float *m, float *v, float beta1, float beta2,
+                     float step_size, float inv_sqrt_correction2, float epsilon, float coupled_decay, float shrink);
 /// Forces the portable versions (for tests): 1 = portable, 0 = automatic.
 void rrl_set_force_portable(int force);
 
