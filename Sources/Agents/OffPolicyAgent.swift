@@ -443,7 +443,7 @@ public final class OffPolicyAgent {
 
     /// Head then encoder backward of a network whose last `encodeCurrent` kept activations.
     func backward(_ network: SequenceNetwork, outputGradient: Tensor, trainedSlots T: Int, batch B: Int) {
-        network.headBackward(outputGradient, needsFeatureGradient: network.isRecurrent)
+        network.headBackward(outputGradient, needsFeatureGradient: network.isRecurrent, needsExtraGradient: false)
         guard let encoder = network.encoder else { return }
         network.featureGradient.resize(Shape(d0: T, d1: B, d2: network.featureWidth))
         encoder.backward(outputGradient: network.featureGradient, finalStateGradient: nil, truncation: configuration.truncation,
@@ -454,8 +454,8 @@ public final class OffPolicyAgent {
         actor.isRecurrent && configuration.sampler.initialState.usesStoredStates ? batch.initialActorState.matrix : nil
     }
 
-    /// The actor's loss and the policy entropy; fills the actor's gradients (and leaves gradients
-    /// in the critics' heads, which the next critic update clears).
+    /// The actor's loss and the policy entropy; fills the actor's gradients (the critics only pass
+    /// dQ/da through, their gradients stay untouched).
     func actorLossAndGradients(_ batch: SequenceBatch, rows: Int) -> (loss: Double, entropy: Double) {
         let c = configuration, L = batch.slots - 1, Bn = c.sampler.burnIn, B = batch.batchSize, A = actionWidth
         let alpha = c.algorithm == .sac ? temperature : 0
@@ -517,7 +517,7 @@ public final class OffPolicyAgent {
                     qGradient.data[r] = smallest == i ? -weights.data[r] : 0
                 }
                 // Each critic's head still holds its activations for the policy actions.
-                critics[i].headBackward(qGradient, needsFeatureGradient: false)
+                critics[i].headBackward(qGradient, needsFeatureGradient: false, needsExtraGradient: true, needsParameterGradients: false)
                 for j in 0..<(rows * A) { actionGradient.data[j] += critics[i].extraGradient.data[j] }
             }
             for r in 0..<rows {

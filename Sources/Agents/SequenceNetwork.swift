@@ -123,15 +123,19 @@ public final class SequenceNetwork: ParameterContainer {
         return head.forward(headInput)
     }
 
-    /// Back-propagates through the head; fills `featureGradient` and `extraGradient`.
-    public func headBackward(_ outputGradient: Tensor, needsFeatureGradient: Bool) {
-        let g = head.backward(outputGradient, needsInputGradient: true)
+    /// Back-propagates through the head; fills `featureGradient` and `extraGradient` when asked.
+    /// Without `needsParameterGradients` the head only passes the gradient on (a critic in an
+    /// actor update) and its weights' gradients are left untouched.
+    public func headBackward(_ outputGradient: Tensor, needsFeatureGradient: Bool, needsExtraGradient: Bool,
+                             needsParameterGradients: Bool = true) {
+        let needsInput = needsFeatureGradient || (needsExtraGradient && extraWidth > 0)
+        let g = head.backward(outputGradient, needsInputGradient: needsInput, needsParameterGradients: needsParameterGradients)
         let rows = g.shape.leadingCount, f = featureWidth, w = f + extraWidth
         if needsFeatureGradient {
             featureGradient.resize(Shape(d0: rows, d1: f))
             for r in 0..<rows { (featureGradient.data + r * f).update(from: g.data + r * w, count: f) }
         }
-        if extraWidth > 0 {
+        if needsExtraGradient && extraWidth > 0 {
             extraGradient.resize(Shape(d0: rows, d1: extraWidth))
             for r in 0..<rows { (extraGradient.data + r * extraWidth).update(from: g.data + r * w + f, count: extraWidth) }
         }

@@ -11,14 +11,22 @@ public protocol Layer: ParameterContainer {
     var outputSize: Int { get }
     /// Runs the layer; keeps what `backward` needs.
     func forward(_ input: Tensor) -> Tensor
-    /// Accumulates parameter gradients and returns d(loss)/d(input)
-    /// (left unfilled when `needsInputGradient` is false: the first layer of a network).
-    func backward(_ outputGradient: Tensor, needsInputGradient: Bool) -> Tensor
+    /// Accumulates parameter gradients (unless `needsParameterGradients` is false: a network used
+    /// only to pass a gradient through, like a critic in an actor update) and returns
+    /// d(loss)/d(input) (left unfilled when `needsInputGradient` is false: the first layer).
+    func backward(_ outputGradient: Tensor, needsInputGradient: Bool, needsParameterGradients: Bool) -> Tensor
 }
 
 extension Layer {
     @discardableResult
-    public func backward(_ outputGradient: Tensor) -> Tensor { backward(outputGradient, needsInputGradient: true) }
+    public func backward(_ outputGradient: Tensor) -> Tensor {
+        backward(outputGradient, needsInputGradient: true, needsParameterGradients: true)
+    }
+
+    @discardableResult
+    public func backward(_ outputGradient: Tensor, needsInputGradient: Bool, needsParameterGradients: Bool) -> Tensor {
+        backward(outputGradient, needsInputGradient: needsInputGradient, needsParameterGradients: true)
+    }
 }
 
 /// A fully connected layer: y = f(x W^T + b), with PyTorch's layout (`weight` is `[output, input]`).
@@ -61,7 +69,7 @@ public final class Dense: Layer {
         return output
     }
 
-    public func backward(_ outputGradient: Tensor, needsInputGradient: Bool) -> Tensor {
+    public func backward(_ outputGradient: Tensor, needsInputGradient: Bool, needsParameterGradients: Bool) -> Tensor {
         guard let input else { preconditionFailure("Dense.backward called before forward") }
         precondition(outputGradient.shape == output.shape, "Dense.backward expects gradient of shape \(output.shape), got \(outputGradient.shape)")
         var dz = outputGradient
@@ -71,8 +79,10 @@ public final class Dense: Layer {
                                 inputGradient: preActivationGradient.data, count: output.count)
             dz = preActivationGradient
         }
-        gemm(dz.matrix.transposed, input.matrix, into: weight.gradient.matrix, beta: 1)
-        accumulateColumnSums(dz.data, rows: dz.shape.leadingCount, width: outputSize, into: bias.gradient.data)
+        if needsParameterGradients {
+            gemm(dz.matrix.transposed, input.matrix, into: weight.gradient.matrix, beta: 1)
+            accumulateColumnSums(dz.data, rows: dz.shape.leadingCount, width: outputSize, into: bias.gradient.data)
+        }
         inputGradient.resize(input.shape)
         if needsInputGradient {
             gemm(dz.matrix, weight.value.matrix, into: inputGradient.matrix)
@@ -132,7 +142,7 @@ public final class LayerNorm: Layer {
         return output
     }
 
-    public func backward(_ outputGradient: Tensor, needsInputGradient: Bool) -> Tensor {
+    public func backward(_ outputGradient: Tensor, needsInputGradient: Bool, needsParameterGradients: Bool) -> Tensor {
         precondition(outputGradient.shape == output.shape, "LayerNorm.backward expects gradient of shape \(output.shape)")
         inputGradient.resize(output.shape)
         let rows = output.shape.leadingCount, n = inputSize
@@ -141,8 +151,10 @@ public final class LayerNorm: Layer {
             let dy = outputGradient.data + r * n, xh = normalized.data + r * n, dx = inputGradient.data + r * n
             var meanD: Float = 0, meanDX: Float = 0
             for j in 0..<n {
-                dg[j] += dy[j] * xh[j]
-                db[j] += dy[j]
+                if needsParameterGradients {
+                    dg[j] += dy[j] * xh[j]
+                    db[j] += dy[j]
+                }
                 let d = dy[j] * g[j]
                 meanD += d
                 meanDX += d * xh[j]
@@ -178,7 +190,7 @@ public final class ActivationLayer: Layer {
         return output
     }
 
-    public func backward(_ outputGradient: Tensor, needsInputGradient: Bool) -> Tensor {
+    public func backward(_ outputGradient: Tensor, needsInputGradient: Bool, needsParameterGradients: Bool) -> Tensor {
         inputGradient.resize(output.shape)
         if needsInputGradient {
             activation.backward(output: output.data, outputGradient: outputGradient.data, inputGradient: inputGradient.data, count: output.count)
@@ -234,11 +246,11 @@ public final class Sequential: Layer {
         return x
     }
 
-    public func backward(_ outputGradient: Tensor, needsInputGradient: Bool) -> Tensor {
+    public func backward(_ outputGradient: Tensor, needsInputGradient: Bool, needsParameterGradients: Bool) -> Tensor {
         var g = outputGradient
         var i = layers.count - 1
         while i >= 0 {
-            g = layers[i].backward(g, needsInputGradient: i > 0 || needsInputGradient)
+            g = layers[i].backward(g, needsInputGradient: i > 0 || needsInputGradient, needsParameterGradients: needsParameterGradients)
             i -= 1
         }
         return g
