@@ -65,6 +65,8 @@ public final class OffPolicyAgent {
     public private(set) var criticUpdates = 0
     public private(set) var actorUpdates = 0
     public private(set) var statistics = UpdateStatistics()
+    /// Measure gradient norms in the next updates (diagnostics; clipping measures them anyway).
+    public var measuresGradientNorms = true
 
     // Workspaces (allocated on first use, reused).
     let context = Tensor([0])
@@ -304,15 +306,23 @@ public final class OffPolicyAgent {
         let (criticLoss, meanQ) = criticLossAndGradients(batch, rows: rows)
         statistics.criticLoss = Float(criticLoss)
         statistics.meanQ = Float(meanQ)
-        statistics.encoderGradientNorm = criticEncoderParameters.isEmpty ? .nan : gradientNorm(criticEncoderParameters)
-        statistics.criticGradientNorm = c.maxGradientNorm > 0 ? clipGradientNorm(criticParameters, maxNorm: c.maxGradientNorm)
-                                                              : gradientNorm(criticParameters)
+        if measuresGradientNorms {
+            statistics.encoderGradientNorm = criticEncoderParameters.isEmpty ? .nan : gradientNorm(criticEncoderParameters)
+        }
+        if c.maxGradientNorm > 0 {
+            statistics.criticGradientNorm = clipGradientNorm(criticParameters, maxNorm: c.maxGradientNorm)
+        } else if measuresGradientNorms {
+            statistics.criticGradientNorm = gradientNorm(criticParameters)
+        }
         criticOptimizer.step()
         criticUpdates += 1
         if criticUpdates % configuration.actorUpdateInterval == 0 {
             let (actorLoss, entropy) = actorLossAndGradients(batch, rows: rows)
-            statistics.actorGradientNorm = c.maxGradientNorm > 0 ? clipGradientNorm(actorParameters, maxNorm: c.maxGradientNorm)
-                                                                 : gradientNorm(actorParameters)
+            if c.maxGradientNorm > 0 {
+                statistics.actorGradientNorm = clipGradientNorm(actorParameters, maxNorm: c.maxGradientNorm)
+            } else if measuresGradientNorms {
+                statistics.actorGradientNorm = gradientNorm(actorParameters)
+            }
             actorOptimizer.step()
             statistics.actorLoss = Float(actorLoss)
             if c.algorithm == .sac {

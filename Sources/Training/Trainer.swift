@@ -175,6 +175,10 @@ public final class Trainer {
         }
         step += 1
         if step >= configuration.warmupSteps && step % agent.configuration.criticUpdateInterval == 0 {
+            // Gradient norms are diagnostics for the metrics log: measured only in the updates just before a row.
+            let window = agent.configuration.criticUpdateInterval * agent.configuration.actorUpdateInterval
+            let interval = configuration.evaluationInterval
+            agent.measuresGradientNorms = (interval - step % interval) % interval < window || configuration.steps - step < window
             agent.update(sampler.sample(from: replay))
             let s = agent.statistics
             if !s.criticLoss.isFinite || (agent.actorUpdates > 0 && !s.actorLoss.isFinite) {
