@@ -77,7 +77,13 @@ struct Train: ParsableCommand {
         if let steps { c.steps = steps }
         if let network {
             c.agent.network = network
-            if network != .mlp && c.agent.sampler.sequenceLength == 1 {
+            if network == .mlp {
+                // An MLP agent learns from single transitions.
+                c.agent.sampler.sequenceLength = 1
+                c.agent.sampler.burnIn = 0
+                c.agent.sampler.randomSequenceLength = false
+                c.agent.sampler.initialState = .zero
+            } else if c.agent.sampler.sequenceLength == 1 {
                 // Switching a classic-control default to a recurrent network: windows of 32.
                 c.agent.sampler.sequenceLength = 32
                 c.agent.batchSize = 32
