@@ -24,7 +24,7 @@ extension Layer {
     }
 
     @discardableResult
-    public func backward(_ outputGradient: Tensor, needsInputGradient: Bool, needsParameterGradients: Bool) -> Tensor {
+    public func backward(_ outputGradient: Tensor, needsInputGradient: Bool, needsParameterGradients: Bool = true) -> Tensor {
         backward(outputGradient, needsInputGradient: needsInputGradient, needsParameterGradients: true)
     }
 }
@@ -69,7 +69,7 @@ public final class Dense: Layer {
         return output
     }
 
-    public func backward(_ outputGradient: Tensor, needsInputGradient: Bool, needsParameterGradients: Bool) -> Tensor {
+    public func backward(_ outputGradient: Tensor, needsInputGradient: Bool, needsParameterGradients: Bool = true) -> Tensor {
         guard let input else { preconditionFailure("Dense.backward called before forward") }
         precondition(outputGradient.shape == output.shape, "Dense.backward expects gradient of shape \(output.shape), got \(outputGradient.shape)")
         var dz = outputGradient
@@ -142,7 +142,7 @@ public final class LayerNorm: Layer {
         return output
     }
 
-    public func backward(_ outputGradient: Tensor, needsInputGradient: Bool, needsParameterGradients: Bool) -> Tensor {
+    public func backward(_ outputGradient: Tensor, needsInputGradient: Bool, needsParameterGradients: Bool = true) -> Tensor {
         precondition(outputGradient.shape == output.shape, "LayerNorm.backward expects gradient of shape \(output.shape)")
         inputGradient.resize(output.shape)
         let rows = output.shape.leadingCount, n = inputSize
@@ -190,7 +190,7 @@ public final class ActivationLayer: Layer {
         return output
     }
 
-    public func backward(_ outputGradient: Tensor, needsInputGradient: Bool, needsParameterGradients: Bool) -> Tensor {
+    public func backward(_ outputGradient: Tensor, needsInputGradient: Bool, needsParameterGradients: Bool = true) -> Tensor {
         inputGradient.resize(output.shape)
         if needsInputGradient {
             activation.backward(output: output.data, outputGradient: outputGradient.data, inputGradient: inputGradient.data, count: output.count)
@@ -246,7 +246,7 @@ public final class Sequential: Layer {
         return x
     }
 
-    public func backward(_ outputGradient: Tensor, needsInputGradient: Bool, needsParameterGradients: Bool) -> Tensor {
+    public func backward(_ outputGradient: Tensor, needsInputGradient: Bool, needsParameterGradients: Bool = true) -> Tensor {
         var g = outputGradient
         var i = layers.count - 1
         while i >= 0 {
