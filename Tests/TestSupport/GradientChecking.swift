@@ -1,4 +1,3 @@
-import NeuralNetworks
 import Tensors
 import XCTest
 
