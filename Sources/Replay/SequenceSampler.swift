@@ -86,6 +86,11 @@ public final class SequenceBatch {
     /// `[batch, criticStateWidth]`: the stored critic states entering slot 1, for target networks
     /// that start there (`includeFirstStepInTargets` off).
     public let targetInitialCriticState = Tensor([0])
+    /// Every tensor a new sample starts by clearing (listed once, so sampling allocates nothing).
+    private(set) lazy var clearedBySampling: [Tensor] = [
+        observations, actions, previousActions, previousRewards, rewards, terminated, resetMask, validMask, finalStepMask,
+        initialActorState, initialCriticState, targetInitialCriticState,
+    ]
     /// The replay ring index of the step at each slot (`slot * batch + row`), -1 at bootstrap and padding slots.
     public internal(set) var stepIndices: [Int]
 
@@ -144,9 +149,7 @@ public final class SequenceSampler {
         precondition(replay.count > 0, "cannot sample from an empty replay")
         let c = configuration, B = batch.batchSize, L = c.sequenceLength
         let layout = replay.layout, o = layout.observationWidth, a = layout.actionWidth
-        for t in [batch.observations, batch.actions, batch.previousActions, batch.previousRewards, batch.rewards,
-                  batch.terminated, batch.resetMask, batch.validMask, batch.finalStepMask,
-                  batch.initialActorState, batch.initialCriticState, batch.targetInitialCriticState] { t.zero() }
+        for t in batch.clearedBySampling { t.zero() }
         for i in batch.stepIndices.indices { batch.stepIndices[i] = -1 }
         let stored = c.initialState.usesStoredStates
 

@@ -189,34 +189,62 @@ public final class Trainer {
 
     // MARK: Evaluation
 
+    /// Buffers for `count` episodes run side by side by the deterministic actor: the context of
+    /// each episode (observation, previous action and reward) and the actor's recurrent state.
+    final class SideBySideEpisodes {
+        let count: Int, observationWidth: Int, actionWidth: Int
+        let observations: Tensor, context: Tensor, state: Tensor, actions: Tensor, previousActions: Tensor, previousRewards: Tensor
+
+        init(count: Int, observationWidth: Int, agent: OffPolicyAgent) {
+            self.count = count
+            self.observationWidth = observationWidth
+            actionWidth = agent.actionWidth
+            observations = Tensor(Shape(d0: count, d1: observationWidth))
+            context = Tensor(Shape(d0: 1, d1: count, d2: agent.contextWidth))
+            state = Tensor(Shape(d0: count, d1: max(agent.actor.stateWidth, 1)))
+            actions = Tensor(Shape(d0: count, d1: agent.actionWidth))
+            previousActions = Tensor(Shape(d0: count, d1: agent.actionWidth))
+            previousRewards = Tensor(Shape(d0: count))
+        }
+
+        func observation(_ e: Int) -> UnsafeMutablePointer<Float> { observations.data + e * observationWidth }
+        func action(_ e: Int) -> UnsafeMutablePointer<Float> { actions.data + e * actionWidth }
+
+        /// One deterministic action per episode, the recurrent state carried.
+        func act(_ agent: OffPolicyAgent) {
+            let C = agent.contextWidth
+            for e in 0..<count {
+                agent.configuration.context.write(observation: observation(e), observationWidth: observationWidth,
+                                                  lastAction: previousActions.data + e * actionWidth, actionWidth: actionWidth,
+                                                  lastReward: previousRewards.data[e], into: context.data + e * C)
+            }
+            agent.act(context: context, state: state, deterministic: true, actions: actions.data)
+        }
+
+        /// Remembers episode e's action and reward as the context of its next step.
+        func record(_ e: Int, reward: Float) {
+            (previousActions.data + e * actionWidth).update(from: action(e), count: actionWidth)
+            previousRewards.data[e] = reward
+        }
+    }
+
     /// Mean and standard deviation of the return of deterministic episodes, run side by side with
     /// the recurrent state carried through each episode.
     public func evaluate() -> (mean: Double, std: Double) {
-        let E = evaluationEnvironments.count, o = environment.observationSpace.width, a = agent.actionWidth, C = agent.contextWidth
-        let observations = Tensor(Shape(d0: E, d1: o))
-        let context = Tensor(Shape(d0: 1, d1: E, d2: C))
-        let state = Tensor(Shape(d0: E, d1: max(agent.actor.stateWidth, 1)))
-        let actions = Tensor(Shape(d0: E, d1: a))
-        let previousActions = Tensor(Shape(d0: E, d1: a))
-        let previousRewards = Tensor(Shape(d0: E))
+        let E = evaluationEnvironments.count
+        let episodes = SideBySideEpisodes(count: E, observationWidth: environment.observationSpace.width, agent: agent)
         let envAction = Tensor(Shape(d0: environment.actionSpace.width))
         var returns = [Double](repeating: 0, count: E)
         var alive = [Bool](repeating: true, count: E)
         var seeds = RandomGenerator(seed: configuration.seed &+ 0x9E37_79B9 &* UInt64(evaluationCount + 1))
-        for (e, env) in evaluationEnvironments.enumerated() { env.reset(seed: seeds.next(), observation: observations.data + e * o) }
+        for (e, env) in evaluationEnvironments.enumerated() { env.reset(seed: seeds.next(), observation: episodes.observation(e)) }
         while alive.contains(true) {
-            for e in 0..<E {
-                agent.configuration.context.write(observation: observations.data + e * o, observationWidth: o,
-                                                  lastAction: previousActions.data + e * a, actionWidth: a,
-                                                  lastReward: previousRewards.data[e], into: context.data + e * C)
-            }
-            agent.act(context: context, state: state, deterministic: true, actions: actions.data)
+            episodes.act(agent)
             for (e, env) in evaluationEnvironments.enumerated() where alive[e] {
-                Trainer.environmentAction(actions.data + e * a, space: env.actionSpace, into: envAction.data)
-                let r = env.step(action: envAction.data, observation: observations.data + e * o)
+                Trainer.environmentAction(episodes.action(e), space: env.actionSpace, into: envAction.data)
+                let r = env.step(action: envAction.data, observation: episodes.observation(e))
                 returns[e] += Double(r.reward)
-                (previousActions.data + e * a).update(from: actions.data + e * a, count: a)
-                previousRewards.data[e] = r.reward
+                episodes.record(e, reward: r.reward)
                 if r.done { alive[e] = false }
             }
         }
@@ -230,31 +258,20 @@ public final class Trainer {
     /// deterministic action a has round(10 a) equal to the count of ones among the last H bits.
     public func probeAccuracy() -> Double? {
         guard let memory = environment as? MemoryTask, configuration.probes > 0 else { return nil }
-        let P = configuration.probes, a = agent.actionWidth, C = agent.contextWidth
+        let P = configuration.probes
         let envs = (0..<P).map { _ in MemoryTask(horizon: memory.horizon, maxEpisodeSteps: configuration.probeLength + 1) }
-        let observations = Tensor(Shape(d0: P, d1: 1))
-        let context = Tensor(Shape(d0: 1, d1: P, d2: C))
-        let state = Tensor(Shape(d0: P, d1: max(agent.actor.stateWidth, 1)))
-        let actions = Tensor(Shape(d0: P, d1: a))
-        let previousActions = Tensor(Shape(d0: P, d1: a))
-        let previousRewards = Tensor(Shape(d0: P))
+        let episodes = SideBySideEpisodes(count: P, observationWidth: 1, agent: agent)
         var seeds = RandomGenerator(seed: configuration.seed &+ 0x5151_7A7A &* UInt64(evaluationCount + 1))
-        for (e, env) in envs.enumerated() { env.reset(seed: seeds.next(), observation: observations.data + e) }
+        for (e, env) in envs.enumerated() { env.reset(seed: seeds.next(), observation: episodes.observation(e)) }
         var correct = 0
         for t in 0..<configuration.probeLength {
-            for e in 0..<P {
-                agent.configuration.context.write(observation: observations.data + e, observationWidth: 1,
-                                                  lastAction: previousActions.data + e * a, actionWidth: a,
-                                                  lastReward: previousRewards.data[e], into: context.data + e * C)
-            }
-            agent.act(context: context, state: state, deterministic: true, actions: actions.data)
+            episodes.act(agent)
             for (e, env) in envs.enumerated() {
                 if t == configuration.probeLength - 1 {
-                    if Int((10 * actions.data[e]).rounded()) == env.count { correct += 1 }
+                    if Int((10 * episodes.action(e)[0]).rounded()) == env.count { correct += 1 }
                 } else {
-                    let r = env.step(action: actions.data + e, observation: observations.data + e)
-                    previousActions.data[e] = actions.data[e]
-                    previousRewards.data[e] = r.reward
+                    let r = env.step(action: episodes.action(e), observation: episodes.observation(e))
+                    episodes.record(e, reward: r.reward)
                 }
             }
         }
