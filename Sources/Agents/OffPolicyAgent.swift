@@ -78,6 +78,8 @@ public final class OffPolicyAgent {
     let nextLogProbabilities = Tensor([0])
     let nextProbabilities = Tensor([0])
     let noise = Tensor([0])
+    /// Zeros standing for the previous action at an episode's first step.
+    lazy var zeroActionTensor = Tensor(Shape(d0: max(actionWidth, 1)))
     let targetMin = Tensor([0])
     let targets = Tensor([0])
     let qGradient = Tensor([0])
@@ -548,5 +550,16 @@ public final class OffPolicyAgent {
         }
         backward(actor, outputGradient: parameterGradient, trainedSlots: L - Bn, batch: B)
         return (loss, entropy)
+    }
+}
+
+extension OffPolicyAgent: RecurrentActor {
+    public var actorStateWidth: Int { actor.stateWidth }
+    public func prepare(observation: UnsafeMutablePointer<Float>) {}
+    public func prepare(reward: Float) -> Float { reward }
+    public func writeContext(observation: UnsafePointer<Float>, lastAction: UnsafePointer<Float>?, lastReward: Float,
+                             into out: UnsafeMutablePointer<Float>) {
+        configuration.context.write(observation: observation, observationWidth: observationWidth, lastAction: lastAction ?? UnsafePointer(zeroActionTensor.data),
+                                    actionWidth: actionWidth, lastReward: lastReward, into: out)
     }
 }

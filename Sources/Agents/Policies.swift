@@ -115,3 +115,23 @@ public enum Categorical {
         }
     }
 }
+
+/// An agent's acting side, as evaluation and probes need it: build a step's encoder input, then act
+/// on a batch of episodes run side by side, carrying each one's recurrent state.
+public protocol RecurrentActor: AnyObject {
+    /// Floats of one step's encoder input.
+    var contextWidth: Int { get }
+    /// Floats of the actor's recurrent state per episode (0 for an MLP).
+    var actorStateWidth: Int { get }
+    /// Floats of a stored action (1 for a discrete action index).
+    var actionWidth: Int { get }
+    /// Prepares a raw observation in place (observation normalisation; nothing for most agents).
+    func prepare(observation: UnsafeMutablePointer<Float>)
+    /// The reward as the agent's context sees it (normalised or not).
+    func prepare(reward: Float) -> Float
+    /// Writes one step's encoder input from a prepared observation and the previous action and reward.
+    func writeContext(observation: UnsafePointer<Float>, lastAction: UnsafePointer<Float>?, lastReward: Float,
+                      into out: UnsafeMutablePointer<Float>)
+    /// Actions for `context.shape[1]` episodes (`context` is `[1, episodes, contextWidth]`), advancing `state`.
+    func act(context: Tensor, state: Tensor, deterministic: Bool, actions: UnsafeMutablePointer<Float>)
+}

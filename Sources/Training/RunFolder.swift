@@ -10,6 +10,7 @@ public final class RunFolder {
     public var metricsURL: URL { url.appendingPathComponent("metrics.csv") }
     public var weightsURL: URL { url.appendingPathComponent("weights.safetensors") }
     private var metrics: FileHandle?
+    private var columns = MetricsRow.columns
 
     /// Creates the folder. An existing folder that already holds a run is refused unless
     /// `overwrite` is set, so that no results are lost by accident.
@@ -37,15 +38,16 @@ public final class RunFolder {
 
     deinit { try? metrics?.close() }
 
-    public func writeConfiguration(_ configuration: TrainingConfiguration) throws {
+    public func writeConfiguration<C: Encodable>(_ configuration: C) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try writeAtomically(try encoder.encode(configuration), to: configurationURL)
     }
 
     /// Starts `metrics.csv` with its header row.
-    public func startMetrics() throws {
-        try writeAtomically(Data((MetricsRow.columns.joined(separator: ",") + "\n").utf8), to: metricsURL)
+    public func startMetrics(columns: [String] = MetricsRow.columns) throws {
+        self.columns = columns
+        try writeAtomically(Data((columns.joined(separator: ",") + "\n").utf8), to: metricsURL)
         metrics = try FileHandle(forWritingTo: metricsURL)
         try metrics?.seekToEnd()
     }
@@ -53,7 +55,7 @@ public final class RunFolder {
     /// Appends a row and flushes it to disk.
     public func append(_ row: MetricsRow) throws {
         guard let metrics else { throw TrainingError("metrics.csv was not started") }
-        try metrics.write(contentsOf: Data((row.csv + "\n").utf8))
+        try metrics.write(contentsOf: Data((row.csv(columns: columns) + "\n").utf8))
         try metrics.synchronize()
     }
 

@@ -14,9 +14,16 @@ public struct TrainingError: Error, CustomStringConvertible {
 
 /// One row of the metrics log.
 public struct MetricsRow: Equatable, Sendable {
+    /// The columns of an off-policy (SAC, TD3) run.
     public static let columns = ["step", "episodes", "train_return_mean", "eval_return_mean", "eval_return_std", "probe_accuracy",
                                  "critic_loss", "actor_loss", "temperature", "entropy", "mean_q",
                                  "critic_grad_norm", "actor_grad_norm", "encoder_grad_norm", "wall_seconds", "steps_per_second"]
+    /// The columns of a PPO run: per-update statistics of the last update before the row, among them
+    /// the approximate KL to the collecting policy with stale (collected) and refreshed states.
+    public static let ppoColumns = ["step", "episodes", "updates", "train_return_mean", "eval_return_mean", "eval_return_std",
+                                    "policy_loss", "value_loss", "entropy", "approx_kl", "kl_stale", "kl_refreshed",
+                                    "clip_fraction", "epochs", "gradient_steps", "explained_variance", "learning_rate",
+                                    "clip_range", "grad_norm", "wall_seconds", "steps_per_second"]
     /// Columns that depend on the machine's speed, not on the seed.
     public static let timingColumns: Set<String> = ["wall_seconds", "steps_per_second"]
     public var values: [String: Double] = [:]
@@ -27,8 +34,10 @@ public struct MetricsRow: Equatable, Sendable {
     }
 
     /// The row as CSV (an empty cell where a value does not apply).
-    public var csv: String {
-        MetricsRow.columns.map { c in values[c].map { v in v.isNaN ? "" : formatNumber(v) } ?? "" }.joined(separator: ",")
+    public var csv: String { csv(columns: MetricsRow.columns) }
+
+    public func csv(columns: [String]) -> String {
+        columns.map { c in values[c].map { v in v.isNaN ? "" : formatNumber(v) } ?? "" }.joined(separator: ",")
     }
 }
 
@@ -189,69 +198,12 @@ public final class Trainer {
 
     // MARK: Evaluation
 
-    /// Buffers for `count` episodes run side by side by the deterministic actor: the context of
-    /// each episode (observation, previous action and reward) and the actor's recurrent state.
-    final class SideBySideEpisodes {
-        let count: Int, observationWidth: Int, actionWidth: Int
-        let observations: Tensor, context: Tensor, state: Tensor, actions: Tensor, previousActions: Tensor, previousRewards: Tensor
-
-        init(count: Int, observationWidth: Int, agent: OffPolicyAgent) {
-            self.count = count
-            self.observationWidth = observationWidth
-            actionWidth = agent.actionWidth
-            observations = Tensor(Shape(d0: count, d1: observationWidth))
-            context = Tensor(Shape(d0: 1, d1: count, d2: agent.contextWidth))
-            state = Tensor(Shape(d0: count, d1: max(agent.actor.stateWidth, 1)))
-            actions = Tensor(Shape(d0: count, d1: agent.actionWidth))
-            previousActions = Tensor(Shape(d0: count, d1: agent.actionWidth))
-            previousRewards = Tensor(Shape(d0: count))
-        }
-
-        func observation(_ e: Int) -> UnsafeMutablePointer<Float> { observations.data + e * observationWidth }
-        func action(_ e: Int) -> UnsafeMutablePointer<Float> { actions.data + e * actionWidth }
-
-        /// One deterministic action per episode, the recurrent state carried.
-        func act(_ agent: OffPolicyAgent) {
-            let C = agent.contextWidth
-            for e in 0..<count {
-                agent.configuration.context.write(observation: observation(e), observationWidth: observationWidth,
-                                                  lastAction: previousActions.data + e * actionWidth, actionWidth: actionWidth,
-                                                  lastReward: previousRewards.data[e], into: context.data + e * C)
-            }
-            agent.act(context: context, state: state, deterministic: true, actions: actions.data)
-        }
-
-        /// Remembers episode e's action and reward as the context of its next step.
-        func record(_ e: Int, reward: Float) {
-            (previousActions.data + e * actionWidth).update(from: action(e), count: actionWidth)
-            previousRewards.data[e] = reward
-        }
-    }
-
     /// Mean and standard deviation of the return of deterministic episodes, run side by side with
     /// the recurrent state carried through each episode.
     public func evaluate() -> (mean: Double, std: Double) {
-        let E = evaluationEnvironments.count
-        let episodes = SideBySideEpisodes(count: E, observationWidth: environment.observationSpace.width, agent: agent)
-        let envAction = Tensor(Shape(d0: environment.actionSpace.width))
-        var returns = [Double](repeating: 0, count: E)
-        var alive = [Bool](repeating: true, count: E)
         var seeds = RandomGenerator(seed: configuration.seed &+ 0x9E37_79B9 &* UInt64(evaluationCount + 1))
-        for (e, env) in evaluationEnvironments.enumerated() { env.reset(seed: seeds.next(), observation: episodes.observation(e)) }
-        while alive.contains(true) {
-            episodes.act(agent)
-            for (e, env) in evaluationEnvironments.enumerated() where alive[e] {
-                Trainer.environmentAction(episodes.action(e), space: env.actionSpace, into: envAction.data)
-                let r = env.step(action: envAction.data, observation: episodes.observation(e))
-                returns[e] += Double(r.reward)
-                episodes.record(e, reward: r.reward)
-                if r.done { alive[e] = false }
-            }
-        }
         evaluationCount += 1
-        let mean = returns.reduce(0, +) / Double(E)
-        let variance = returns.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(E)
-        return (mean, variance.squareRoot())
+        return evaluateSideBySide(agent, environments: evaluationEnvironments, seeds: &seeds, deterministic: true).summary
     }
 
     /// Memory task: the fraction of fresh `probeLength`-bit sequences after which the actor's
@@ -260,12 +212,12 @@ public final class Trainer {
         guard let memory = environment as? MemoryTask, configuration.probes > 0 else { return nil }
         let P = configuration.probes
         let envs = (0..<P).map { _ in MemoryTask(horizon: memory.horizon, maxEpisodeSteps: configuration.probeLength + 1) }
-        let episodes = SideBySideEpisodes(count: P, observationWidth: 1, agent: agent)
+        let episodes = SideBySideEpisodes(count: P, observationWidth: 1, actor: agent)
         var seeds = RandomGenerator(seed: configuration.seed &+ 0x5151_7A7A &* UInt64(evaluationCount + 1))
         for (e, env) in envs.enumerated() { env.reset(seed: seeds.next(), observation: episodes.observation(e)) }
         var correct = 0
         for t in 0..<configuration.probeLength {
-            episodes.act(agent)
+            episodes.act(agent, deterministic: true)
             for (e, env) in envs.enumerated() {
                 if t == configuration.probeLength - 1 {
                     if Int((10 * episodes.action(e)[0]).rounded()) == env.count { correct += 1 }

@@ -3,6 +3,11 @@ import Foundation
 import RecurrentRL
 
 extension OffPolicyAlgorithm: ExpressibleByArgument {}
+
+/// The algorithms `rrl train` runs.
+enum TrainAlgorithm: String, CaseIterable, ExpressibleByArgument {
+    case sac, td3, ppo
+}
 extension NetworkKind: ExpressibleByArgument {}
 extension InitialStateMode: ExpressibleByArgument {}
 extension Activation: ExpressibleByArgument {}
@@ -11,16 +16,19 @@ struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train an agent (recurrent SAC on the memory task by default).",
         discussion: """
-        Every hidden-state strategy is an option: --sequence-length, --burn-in, --initial-state, \
-        --random-length with --nominal-length-probability, --start-at-episode-start, \
+        Off-policy (sac, td3): every hidden-state strategy is an option: --sequence-length, --burn-in, \
+        --initial-state, --random-length with --nominal-length-probability, --start-at-episode-start, \
         --include-first-step-in-targets, --mask-non-final, --context, --encoder-lr, --truncation. \
-        Options left out take the algorithm's and environment's defaults (written to config.json).
+        On-policy (ppo): --refresh and --refresh-interval (hidden-state refreshing), --target-kl and \
+        --kl-hard-limit, --chunk-length, --truncation, and the PPO options below. \
+        Options left out take the algorithm's and environment's defaults (written to config.json); an \
+        option that does not apply to the chosen algorithm is an error.
         """
     )
 
-    @Argument(help: "Algorithm: sac (continuous or discrete actions) or td3.") var algorithm: OffPolicyAlgorithm = .sac
+    @Argument(help: "Algorithm: sac (continuous or discrete actions), td3, or ppo (recurrent PPO).") var algorithm: TrainAlgorithm = .sac
 
-    @Option(help: "Environment (see `rrl list`).") var env: String = "memory"
+    @Option(help: "Environment (see `rrl list`; default memory, cartpole-position for ppo).") var env: String?
     @Option(help: "Environment steps.") var steps: Int?
     @Option(help: "Random seed.") var seed: UInt64 = 0
     @Option(help: "Run folder (default runs/ALGORITHM-ENV-seedS).") var runDir: String?
@@ -69,9 +77,37 @@ struct Train: ParsableCommand {
     @Option(help: "Deterministic evaluation episodes.") var evalEpisodes: Int?
     @Option(help: "Memory task: probes per evaluation.") var probes: Int?
 
+    @OptionGroup(title: "PPO options") var ppoOptions: PPOOptions
+
+    var offPolicyAlgorithm: OffPolicyAlgorithm { algorithm == .td3 ? .td3 : .sac }
+    var environmentName: String { env ?? (algorithm == .ppo ? "cartpole-position" : "memory") }
+
+    /// The off-policy options that were given (by flag name), to refuse them with ppo.
+    var offPolicyOnlyOptionsGiven: [String] {
+        let given: [(String, Bool)] = [
+            ("--sequence-length", sequenceLength != nil), ("--burn-in", burnIn != nil), ("--initial-state", initialState != nil),
+            ("--random-length", randomLength != nil), ("--nominal-length-probability", nominalLengthProbability != nil),
+            ("--start-at-episode-start", startAtEpisodeStart != nil), ("--include-first-step-in-targets", includeFirstStepInTargets != nil),
+            ("--mask-non-final", maskNonFinal != nil), ("--batch-size", batchSize != nil), ("--replay-capacity", replayCapacity != nil),
+            ("--tau", tau != nil), ("--actor-lr", actorLr != nil), ("--critic-lr", criticLr != nil), ("--encoder-lr", encoderLr != nil),
+            ("--temperature-lr", temperatureLr != nil), ("--initial-temperature", initialTemperature != nil),
+            ("--fixed-temperature", fixedTemperature), ("--target-entropy", targetEntropy != nil), ("--critics", critics != nil),
+            ("--critic-interval", criticInterval != nil), ("--actor-interval", actorInterval != nil),
+            ("--target-interval", targetInterval != nil), ("--policy-noise", policyNoise != nil), ("--noise-clip", noiseClip != nil),
+            ("--exploration-noise", explorationNoise != nil), ("--warmup", warmup != nil), ("--probes", probes != nil),
+        ]
+        return given.filter(\.1).map(\.0)
+    }
+
     /// The configuration: the defaults for the algorithm and environment, then the options given.
     func resolvedConfiguration() throws -> TrainingConfiguration {
+        let env = environmentName
         let environment = try EnvironmentRegistry.make(env)
+        let ppoGiven = ppoOptions.given
+        if !ppoGiven.isEmpty {
+            throw ConfigurationError("\(ppoGiven.joined(separator: ", ")) only apply to ppo; remove them or train with `rrl train ppo`")
+        }
+        let algorithm = offPolicyAlgorithm
         var c = TrainingConfiguration.defaults(algorithm: algorithm, environment: env)
         c.seed = seed
         if let steps { c.steps = steps }
@@ -93,17 +129,7 @@ struct Train: ParsableCommand {
         }
         if let layers { c.agent.recurrentLayers = layers }
         if let hidden { c.agent.hiddenSize = hidden }
-        if let headHidden {
-            if headHidden == "none" {
-                c.agent.headHiddenSizes = []
-            } else {
-                let parts = headHidden.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
-                guard !parts.isEmpty, parts.allSatisfy({ $0 != nil }) else {
-                    throw ConfigurationError("--head-hidden expects comma-separated integers such as 64,64 (or 'none'); got '\(headHidden)'")
-                }
-                c.agent.headHiddenSizes = parts.map { $0! }
-            }
-        }
+        if let headHidden { c.agent.headHiddenSizes = try parseHeadHidden(headHidden) }
         if let activation { c.agent.activation = activation }
         if let context { c.agent.context = try ContextInputs(parsing: context) }
         if let sequenceLength {
@@ -152,6 +178,8 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
+        if algorithm == .ppo { return try runPPO() }
+        let env = environmentName
         let configuration: TrainingConfiguration
         do {
             configuration = try resolvedConfiguration()
@@ -167,26 +195,12 @@ struct Train: ParsableCommand {
         let trainer = try Trainer(configuration: configuration)
         let a = configuration.agent
         print("training \(a.algorithm.rawValue) (\(a.network.rawValue)) on \(configuration.environment) for \(configuration.steps) steps, seed \(configuration.seed); run folder \(folder.url.path)")
-        let interactive = isatty(2) != 0
-        var lastLength = 0
+        let display = ProgressDisplay(quiet: quiet)
         let rows = try trainer.run(onRow: { row in
             try folder.append(row)
-            if !interactive && !quiet {
-                var line = "step \(Int(row["step"] ?? 0))  eval \(String(format: "%.2f", row["eval_return_mean"] ?? .nan))"
-                if let p = row["probe_accuracy"], !p.isNaN { line += "  probe \(String(format: "%.2f", p))" }
-                print(line)
-            }
-        }, onProgress: { p in
-            guard interactive && !quiet else { return }
-            var line = "step \(p.step)/\(p.totalSteps)  \(Int(p.stepsPerSecond)) steps/s"
-            if let e = p.lastEvaluation { line += "  eval \(String(format: "%.2f", e))" }
-            if let q = p.lastProbe { line += "  probe \(String(format: "%.2f", q))" }
-            line += "  left \(formatDuration(p.secondsLeft))"
-            let padded = line + String(repeating: " ", count: max(0, lastLength - line.count))
-            lastLength = line.count
-            FileHandle.standardError.write(Data(("\r" + padded).utf8))
-        })
-        if interactive && !quiet { FileHandle.standardError.write(Data("\n".utf8)) }
+            display.row(row)
+        }, onProgress: display.progress)
+        display.finish()
         try folder.writeWeights(trainer.agent.namedParameters(), metadata: [
             "algorithm": a.algorithm.rawValue, "network": a.network.rawValue, "environment": configuration.environment,
             "steps": "\(configuration.steps)", "seed": "\(configuration.seed)",
@@ -198,6 +212,37 @@ struct Train: ParsableCommand {
             print(summary)
         }
         print("wrote \(folder.configurationURL.path), \(folder.metricsURL.path), \(folder.weightsURL.path)")
+    }
+}
+
+/// The progress line on a terminal (rewritten in place), or one line per metrics row otherwise.
+final class ProgressDisplay {
+    let interactive = isatty(2) != 0
+    let quiet: Bool
+    var lastLength = 0
+
+    init(quiet: Bool) { self.quiet = quiet }
+
+    func row(_ row: MetricsRow) {
+        guard !interactive && !quiet else { return }
+        var line = "step \(Int(row["step"] ?? 0))  eval \(String(format: "%.2f", row["eval_return_mean"] ?? .nan))"
+        if let p = row["probe_accuracy"], !p.isNaN { line += "  probe \(String(format: "%.2f", p))" }
+        print(line)
+    }
+
+    func progress(_ p: Training.Progress) {
+        guard interactive && !quiet else { return }
+        var line = "step \(p.step)/\(p.totalSteps)  \(Int(p.stepsPerSecond)) steps/s"
+        if let e = p.lastEvaluation { line += "  eval \(String(format: "%.2f", e))" }
+        if let q = p.lastProbe { line += "  probe \(String(format: "%.2f", q))" }
+        line += "  left \(formatDuration(p.secondsLeft))"
+        let padded = line + String(repeating: " ", count: max(0, lastLength - line.count))
+        lastLength = line.count
+        FileHandle.standardError.write(Data(("\r" + padded).utf8))
+    }
+
+    func finish() {
+        if interactive && !quiet { FileHandle.standardError.write(Data("\n".utf8)) }
     }
 }
 

@@ -1,0 +1,691 @@
+import Environments
+import Foundation
+import NeuralNetworks
+import Replay
+import Tensors
+
+/// What one PPO update (the epochs over one rollout) measured.
+public struct PPOStatistics: Equatable, Sendable {
+    public var policyLoss: Float = .nan
+    public var valueLoss: Float = .nan
+    public var entropy: Float = .nan
+    /// Mean over minibatches of the approximate KL to the collecting policy, measured before each step.
+    public var approximateKL: Float = .nan
+    /// After the update: approximate KL to the collecting policy with the states stored at
+    /// collection (stale) and with states recomputed by the updated networks (refreshed).
+    public var staleKL: Float = .nan
+    public var refreshedKL: Float = .nan
+    public var clipFraction: Float = .nan
+    public var explainedVariance: Float = .nan
+    /// Epochs started (fewer than configured when KL early stopping fired) and gradient steps taken.
+    public var epochs = 0
+    public var gradientSteps = 0
+    public var stoppedEarly = false
+    /// The hard KL limit fired and the last step was undone.
+    public var restored = false
+    public var gradientNorm: Float = .nan
+    public var learningRate: Float = .nan
+    public var clipRange: Float = .nan
+
+    public init() {}
+}
+
+/// Recurrent PPO-Clip for discrete (categorical) and continuous (diagonal Gaussian with a
+/// state-independent log standard deviation; actions clipped to [-1, 1] only when sent to the
+/// environment) action spaces.
+///
+/// Actor and critic are `SequenceNetwork`s with their own GRU/LSTM encoders, or one shared encoder
+/// feeding both heads, or MLPs. Training cuts each environment's rollout row into chunks of
+/// `chunkLength` steps that start from the stored state of their first step; an episode start
+/// inside a chunk restarts the state from zeros, so no chunk carries anything across an episode
+/// boundary, and padding past the rollout's end is masked out.
+public final class PPOAgent {
+    public let configuration: PPOConfiguration
+    public let observationWidth: Int
+    /// Floats per stored action (1 for a discrete action index).
+    public let actionWidth: Int
+    public let discreteActions: Int?
+    /// Floats of the previous action in the context (n for a one-hot discrete action).
+    public let contextActionWidth: Int
+    public let contextWidth: Int
+
+    public let actor: SequenceNetwork
+    /// The critic: its own encoder, or (shared) a head on the actor's features.
+    public let critic: SequenceNetwork
+    public let logStd: Parameter?
+    let optimizer: Adam
+    let parameters: [Parameter]
+    public var rng: RandomGenerator
+
+    public var observationStatistics: RunningMeanStd
+    public var returnStatistics: RunningMeanStd
+
+    public var actorStateWidth: Int { actor.stateWidth }
+    /// The critic's own state width (0 when it shares the actor's encoder or is an MLP).
+    public var criticStateWidth: Int { critic.stateWidth }
+    public var isShared: Bool { configuration.sharedEncoder }
+
+    // Workspaces, reused.
+    let step1Context = Tensor([0])
+    let stateScratch = Tensor([0])
+    let criticStateScratch = Tensor([0])
+    let actingScratch = Tensor([0])
+    let chunkContext = Tensor([0])
+    let chunkMask = Tensor([0])
+    let chunkValid = Tensor([0])
+    let chunkActorState = Tensor([0])
+    let chunkCriticState = Tensor([0])
+    let headGradient = Tensor([0])
+    let valueGradient = Tensor([0])
+    let logProbabilityScratch = Tensor([0])
+    let probabilities = Tensor([0])
+    let featureSum = Tensor([0])
+    let refreshFeatures = Tensor([0])
+    let refreshCriticFeatures = Tensor([0])
+    let refreshActorState = Tensor([0])
+    let refreshCriticState = Tensor([0])
+    let truncatedStates = Tensor([0])
+    let oneContext = Tensor([0])
+    let oneState = Tensor([0])
+    let recomputedActorStates = Tensor([0])
+    let snapshot: [Tensor]
+    let snapshotFirst: [Tensor]
+    let snapshotSecond: [Tensor]
+    var snapshotStepCount = 0
+    var hasSnapshot = false
+    var windowOrder: [Int] = []
+
+    public init(configuration: PPOConfiguration, observationSpace: Space, actionSpace: Space, seed: UInt64) throws {
+        try configuration.validate()
+        self.configuration = configuration
+        observationWidth = observationSpace.width
+        var rng = RandomGenerator(seed: seed)
+        switch actionSpace {
+        case .discrete(let n):
+            discreteActions = n
+            actionWidth = 1
+            contextActionWidth = n
+            logStd = nil
+        case .box(let low, _):
+            discreteActions = nil
+            actionWidth = low.count
+            contextActionWidth = low.count
+            let p = Parameter(Shape(d0: low.count))
+            p.value.fill(configuration.initialLogStd)
+            logStd = p
+        }
+        contextWidth = configuration.context.width(observation: observationWidth, action: contextActionWidth)
+        let outputs = discreteActions ?? actionWidth
+        let c = configuration
+        actor = SequenceNetwork(contextWidth: contextWidth, extraWidth: 0, cell: c.network.cell, hiddenSize: c.hiddenSize,
+                                layers: c.recurrentLayers, headHiddenSizes: c.headHiddenSizes, outputSize: outputs,
+                                activation: c.activation, using: &rng)
+        if c.sharedEncoder {
+            critic = SequenceNetwork(contextWidth: actor.featureWidth, extraWidth: 0, cell: nil, hiddenSize: 0, layers: 0,
+                                     headHiddenSizes: c.headHiddenSizes, outputSize: 1, activation: c.activation, using: &rng)
+        } else {
+            critic = SequenceNetwork(contextWidth: contextWidth, extraWidth: 0, cell: c.network.cell, hiddenSize: c.hiddenSize,
+                                     layers: c.recurrentLayers, headHiddenSizes: c.headHiddenSizes, outputSize: 1,
+                                     activation: c.activation, using: &rng)
+        }
+        parameters = actor.parameters + (logStd.map { [$0] } ?? []) + critic.parameters
+        optimizer = Adam(parameters: parameters, learningRate: c.learningRate, configuration: .init(epsilon: c.adamEpsilon))
+        snapshot = parameters.map { Tensor($0.shape) }
+        snapshotFirst = parameters.map { Tensor($0.shape) }
+        snapshotSecond = parameters.map { Tensor($0.shape) }
+        self.rng = rng.split()
+        observationStatistics = RunningMeanStd(width: observationWidth)
+        returnStatistics = RunningMeanStd(width: 1)
+    }
+
+    /// Weights (and the normalisers' statistics) by PyTorch-style names.
+    public func namedParameters() -> [NamedParameter] {
+        var list = actor.namedParameters(prefix: "actor.")
+        if let logStd { list.append(("actor.log_std", logStd)) }
+        list += critic.namedParameters(prefix: "critic.")
+        return list
+    }
+
+    // MARK: Context and normalisation
+
+    /// Normalises an observation in place with the running statistics (clipped to ±10).
+    public func normalize(observation o: UnsafeMutablePointer<Float>) {
+        guard configuration.normalizeObservations else { return }
+        for j in 0..<observationWidth {
+            let s = (observationStatistics.variance[j] + 1e-8).squareRoot()
+            o[j] = Float(min(max((Double(o[j]) - observationStatistics.mean[j]) / s, -10), 10))
+        }
+    }
+
+    /// The reward scaled by the running deviation of the discounted return (clipped to ±10).
+    public func normalize(reward r: Float) -> Float {
+        guard configuration.normalizeRewards else { return r }
+        return Float(min(max(Double(r) / (returnStatistics.variance[0] + 1e-8).squareRoot(), -10), 10))
+    }
+
+    /// Writes one step's encoder input from a (normalised) observation, the previous action as
+    /// stored (an index for discrete actions, one-hot encoded here) and the previous reward.
+    public func writeContext(observation: UnsafePointer<Float>, lastAction: UnsafePointer<Float>?, lastReward: Float,
+                             into out: UnsafeMutablePointer<Float>) {
+        let ctx = configuration.context
+        var p = out
+        if ctx.observation { p.update(from: observation, count: observationWidth); p += observationWidth }
+        if ctx.lastAction {
+            if let n = discreteActions {
+                p.update(repeating: 0, count: n)
+                if let lastAction { p[Int(lastAction[0])] = 1 }
+                p += n
+            } else {
+                if let lastAction { p.update(from: lastAction, count: actionWidth) } else { p.update(repeating: 0, count: actionWidth) }
+                p += actionWidth
+            }
+        }
+        if ctx.lastReward { p[0] = lastReward }
+    }
+
+    // MARK: Acting
+
+    /// One step of the actor for `B` rows of `context` (`[1, B, C]`), advancing `state` (`[B, actorStateWidth]`).
+    /// Returns the head's output (`[B, outputs]`).
+    func actorStep(_ context: Tensor, state: Tensor) -> Tensor {
+        let B = context.shape[1]
+        let features = actor.encode(context, initialState: actor.isRecurrent ? state.matrix : nil, resetMask: nil, keepActivations: false)
+        if let encoder = actor.encoder { state.data.update(from: encoder.finalState.data, count: B * encoder.stateWidth) }
+        if isShared { featureSum.resize(features.shape); featureSum.copy(from: features) }
+        return actor.head(features: features, firstRow: 0, rows: B, extra: nil)
+    }
+
+    /// Values of `B` rows of `context`, advancing the critic's `state` (unused when shared: the
+    /// features of the actor step just taken are used).
+    func criticStep(_ context: Tensor, state: Tensor) -> Tensor {
+        let B = context.shape[1]
+        if isShared { return critic.head(features: featureSum, firstRow: 0, rows: B, extra: nil) }
+        let features = critic.encode(context, initialState: critic.isRecurrent ? state.matrix : nil, resetMask: nil, keepActivations: false)
+        if let encoder = critic.encoder { state.data.update(from: encoder.finalState.data, count: B * encoder.stateWidth) }
+        return critic.head(features: features, firstRow: 0, rows: B, extra: nil)
+    }
+
+    /// Collects one step for `B` environments: samples actions (stored form) and writes their
+    /// log-probabilities and values; advances both states.
+    public func act(context: Tensor, actorState: Tensor, criticState: Tensor, actions: UnsafeMutablePointer<Float>,
+                    logProbabilities: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>) {
+        let B = context.shape[1]
+        let out = actorStep(context, state: actorState)
+        if let n = discreteActions {
+            actingScratch.resize(Shape(d0: 2 * B * n))
+            let p = actingScratch.data, lp = actingScratch.data + B * n
+            Categorical.probabilities(logits: out.data, rows: B, actions: n, probabilities: p, logProbabilities: lp)
+            Categorical.sample(probabilities: p, rows: B, actions: n, into: actions, rng: &rng)
+            for r in 0..<B { logProbabilities[r] = lp[r * n + Int(actions[r])] }
+        } else {
+            let A = actionWidth, s = logStd!.value.data
+            for r in 0..<B {
+                var logp: Float = 0
+                for j in 0..<A {
+                    let e = rng.normal()
+                    actions[r * A + j] = out.data[r * A + j] + Foundation.exp(s[j]) * e
+                    logp += -0.5 * e * e - s[j] - Gaussian.halfLogTwoPi
+                }
+                logProbabilities[r] = logp
+            }
+        }
+        let v = criticStep(context, state: criticState)
+        for r in 0..<B { values[r] = v.data[r] }
+    }
+
+    /// Deterministic (mode) or sampled actions for evaluation; advances the actor's state.
+    public func act(context: Tensor, state: Tensor, deterministic: Bool, actions: UnsafeMutablePointer<Float>) {
+        let B = context.shape[1]
+        let out = actorStep(context, state: state)
+        if let n = discreteActions {
+            if deterministic {
+                Categorical.mode(logits: out.data, rows: B, actions: n, into: actions)
+            } else {
+                actingScratch.resize(Shape(d0: 2 * B * n))
+                Categorical.probabilities(logits: out.data, rows: B, actions: n, probabilities: actingScratch.data,
+                                          logProbabilities: actingScratch.data + B * n)
+                Categorical.sample(probabilities: actingScratch.data, rows: B, actions: n, into: actions, rng: &rng)
+            }
+        } else {
+            let A = actionWidth, s = logStd!.value.data
+            for r in 0..<B {
+                for j in 0..<A { actions[r * A + j] = out.data[r * A + j] + (deterministic ? 0 : Foundation.exp(s[j]) * rng.normal()) }
+            }
+        }
+    }
+
+    /// Values of `B` rows of `context` from the given states, leaving the states untouched
+    /// (bootstrap values of truncated episodes and of the step after a rollout).
+    public func values(context: Tensor, actorState: Tensor, criticState: Tensor, into out: UnsafeMutablePointer<Float>) {
+        let B = context.shape[1]
+        if isShared {
+            stateScratch.resize(actorState.shape)
+            stateScratch.copy(from: actorState)
+            _ = actorStep(context, state: stateScratch)
+        } else {
+            criticStateScratch.resize(criticState.shape)
+            criticStateScratch.copy(from: criticState)
+        }
+        let v = criticStep(context, state: criticStateScratch)
+        for r in 0..<B { out[r] = v.data[r] }
+    }
+
+    // MARK: Refreshing
+
+    /// Re-runs the networks over the whole rollout with the current weights, from the states stored
+    /// at its first step: rewrites the states entering every step, the values, the bootstrap values
+    /// (truncated steps and the step after the rollout) and then the advantages and returns.
+    public func refresh(_ buffer: RolloutBuffer) {
+        let T = buffer.steps, N = buffer.envs, C = contextWidth, Sa = actorStateWidth, Sc = criticStateWidth
+        let aState = refreshActorState, cState = refreshCriticState
+        aState.resize(Shape(d0: N, d1: max(Sa, 1)))
+        cState.resize(Shape(d0: N, d1: max(Sc, 1)))
+        aState.data.update(from: buffer.actorStates.data, count: N * max(Sa, 1))
+        cState.data.update(from: buffer.criticStates.data, count: N * max(Sc, 1))
+        truncatedStates.resize(Shape(d0: T, d1: N, d2: max(isShared ? Sa : Sc, 1)))
+        step1Context.resize(Shape(d0: 1, d1: N, d2: C))
+        for t in 0..<T {
+            for n in 0..<N where buffer.isEpisodeStart(t, n) {
+                (aState.data + n * Sa).update(repeating: 0, count: Sa)
+                (cState.data + n * Sc).update(repeating: 0, count: Sc)
+            }
+            buffer.actorStates.data.advanced(by: t * N * Sa).update(from: aState.data, count: N * Sa)
+            buffer.criticStates.data.advanced(by: t * N * Sc).update(from: cState.data, count: N * Sc)
+            step1Context.data.update(from: buffer.contexts.data + t * N * C, count: N * C)
+            _ = actorStep(step1Context, state: aState)
+            let v = criticStep(step1Context, state: cState)
+            for n in 0..<N { buffer.values.data[t * N + n] = v.data[n] }
+            let S = isShared ? Sa : Sc, source = isShared ? aState : cState
+            for n in 0..<N where buffer.isTruncated(t, n) {
+                (truncatedStates.data + (t * N + n) * S).update(from: source.data + n * S, count: S)
+            }
+        }
+        // Bootstrap values of truncated steps, from the state after the step.
+        let one = oneContext, s1 = oneState
+        one.resize(Shape(d0: 1, d1: 1, d2: C))
+        s1.resize(Shape(d0: 1, d1: max(isShared ? Sa : Sc, 1)))
+        for t in 0..<T {
+            for n in 0..<N where buffer.isTruncated(t, n) {
+                one.data.update(from: buffer.finalContexts.data + (t * N + n) * C, count: C)
+                let S = isShared ? Sa : Sc
+                s1.data.update(from: truncatedStates.data + (t * N + n) * S, count: S)
+                values(context: one, actorState: s1, criticState: s1, into: buffer.finalValues.data + t * N + n)
+            }
+        }
+        // The step after the rollout.
+        for n in 0..<N where buffer.lastEpisodeStarts.data[n] != 0 {
+            (aState.data + n * Sa).update(repeating: 0, count: Sa)
+            (cState.data + n * Sc).update(repeating: 0, count: Sc)
+        }
+        buffer.lastActorStates.data.update(from: aState.data, count: N * Sa)
+        buffer.lastCriticStates.data.update(from: cState.data, count: N * Sc)
+        step1Context.data.update(from: buffer.lastContexts.data, count: N * C)
+        values(context: step1Context, actorState: aState, criticState: cState, into: buffer.lastValues.data)
+        buffer.computeAdvantagesAndReturns(gamma: configuration.gamma, lambda: configuration.gaeLambda)
+    }
+
+    // MARK: Chunks
+
+    /// Chunks per environment row and in all.
+    public func chunkCount(steps T: Int) -> Int { (T + configuration.chunkLength - 1) / configuration.chunkLength }
+
+    /// Gathers chunks `windows` (index = env * chunksPerRow + chunk) into `[L, R, ...]` workspaces;
+    /// states from `actorStates`/`criticStates` (the buffer's current or collected ones).
+    func gather(_ buffer: RolloutBuffer, windows: ArraySlice<Int>, actorStates: Tensor, criticStates: Tensor) {
+        let L = configuration.chunkLength, R = windows.count, N = buffer.envs, T = buffer.steps, C = contextWidth
+        let Sa = actorStateWidth, Sc = criticStateWidth, perRow = chunkCount(steps: T)
+        chunkContext.resize(Shape(d0: L, d1: R, d2: C))
+        chunkMask.resize(Shape(d0: L, d1: R))
+        chunkValid.resize(Shape(d0: L, d1: R))
+        chunkActorState.resize(Shape(d0: R, d1: max(Sa, 1)))
+        chunkCriticState.resize(Shape(d0: R, d1: max(Sc, 1)))
+        for (r, w) in windows.enumerated() {
+            let n = w / perRow, t0 = (w % perRow) * L
+            (chunkActorState.data + r * Sa).update(from: actorStates.data + (t0 * N + n) * Sa, count: Sa)
+            (chunkCriticState.data + r * Sc).update(from: criticStates.data + (t0 * N + n) * Sc, count: Sc)
+            for l in 0..<L {
+                let t = t0 + l, k = l * R + r
+                if t < T {
+                    (chunkContext.data + k * C).update(from: buffer.contexts.data + (t * N + n) * C, count: C)
+                    chunkMask.data[k] = l > 0 && buffer.isEpisodeStart(t, n) ? 1 : 0
+                    chunkValid.data[k] = 1
+                } else {
+                    (chunkContext.data + k * C).update(repeating: 0, count: C)
+                    chunkMask.data[k] = 0
+                    chunkValid.data[k] = 0
+                }
+            }
+        }
+    }
+
+    /// The rollout index (t * N + n) of chunk slot k = l * R + r, or nil for padding.
+    @inline(__always) func rolloutIndex(window w: Int, slot l: Int, perRow: Int, steps T: Int, envs N: Int) -> Int? {
+        let L = configuration.chunkLength, n = w / perRow, t = (w % perRow) * L + l
+        return t < T ? t * N + n : nil
+    }
+
+    /// Runs the actor over the gathered chunks (keeping activations when training); returns the head output `[L·R, outputs]`.
+    func forwardActor(keepActivations: Bool) -> Tensor {
+        let rows = chunkContext.shape[0] * chunkContext.shape[1]
+        let features = actor.encode(chunkContext, initialState: actor.isRecurrent ? chunkActorState.matrix : nil,
+                                    resetMask: chunkMask, keepActivations: keepActivations)
+        let out = actor.head(features: features, firstRow: 0, rows: rows, extra: nil)
+        if isShared { refreshFeatures.resize(features.shape); refreshFeatures.copy(from: features) }
+        return out
+    }
+
+    func forwardCritic(keepActivations: Bool) -> Tensor {
+        let rows = chunkContext.shape[0] * chunkContext.shape[1]
+        if isShared { return critic.head(features: refreshFeatures, firstRow: 0, rows: rows, extra: nil) }
+        let features = critic.encode(chunkContext, initialState: critic.isRecurrent ? chunkCriticState.matrix : nil,
+                                     resetMask: chunkMask, keepActivations: keepActivations)
+        return critic.head(features: features, firstRow: 0, rows: rows, extra: nil)
+    }
+
+    /// Log-probabilities of the stored actions under the head output `out` (`[rows, outputs]`),
+    /// written to `logProbabilityScratch`; also fills `probabilities` (discrete: probabilities then log-probabilities).
+    func logProbabilities(_ out: Tensor, actionAt: (Int) -> UnsafePointer<Float>?, rows: Int) {
+        logProbabilityScratch.resize(Shape(d0: rows))
+        if let n = discreteActions {
+            probabilities.resize(Shape(d0: 2 * rows * n))
+            let p = probabilities.data, lp = probabilities.data + rows * n
+            Categorical.probabilities(logits: out.data, rows: rows, actions: n, probabilities: p, logProbabilities: lp)
+            for k in 0..<rows { logProbabilityScratch.data[k] = actionAt(k).map { lp[k * n + Int($0[0])] } ?? 0 }
+        } else {
+            let A = actionWidth, s = logStd!.value.data
+            for k in 0..<rows {
+                guard let a = actionAt(k) else { logProbabilityScratch.data[k] = 0; continue }
+                var logp: Float = 0
+                for j in 0..<A {
+                    let z = (a[j] - out.data[k * A + j]) * Foundation.exp(-s[j])
+                    logp += -0.5 * z * z - s[j] - Gaussian.halfLogTwoPi
+                }
+                logProbabilityScratch.data[k] = logp
+            }
+        }
+    }
+
+    /// Approximate KL (Schulman's estimator, mean of (r - 1) - log r) between the collecting policy
+    /// and the current one over the whole rollout, with states taken from `actorStates`.
+    public func approximateKL(_ buffer: RolloutBuffer, actorStates: Tensor) -> Float {
+        let T = buffer.steps, N = buffer.envs, perRow = chunkCount(steps: T), W = N * perRow
+        let all = Array(0..<W)
+        gather(buffer, windows: all[...], actorStates: actorStates, criticStates: buffer.criticStates)
+        let out = forwardActor(keepActivations: false)
+        let rows = out.shape[0]
+        let R = W
+        logProbabilities(out, actionAt: { k in
+            self.rolloutIndex(window: k % R, slot: k / R, perRow: perRow, steps: T, envs: N).map { UnsafePointer(buffer.actions.data + $0 * self.actionWidth) }
+        }, rows: rows)
+        var sum = 0.0, count = 0
+        for k in 0..<rows {
+            guard let i = rolloutIndex(window: k % R, slot: k / R, perRow: perRow, steps: T, envs: N) else { continue }
+            let logRatio = Double(logProbabilityScratch.data[k] - buffer.logProbabilities.data[i])
+            sum += Foundation.exp(logRatio) - 1 - logRatio
+            count += 1
+        }
+        return Float(sum / Double(max(count, 1)))
+    }
+
+    // MARK: Update
+
+    struct MinibatchResult {
+        var policyLoss: Double = 0, valueLoss: Double = 0, entropy: Double = 0, approximateKL: Double = 0, clipFraction: Double = 0
+    }
+
+    /// Forward, losses and gradients (accumulated into the parameters' gradients) on the chunks
+    /// `windows`, with states from the buffer. Returns the losses and the approximate KL of the
+    /// weights before this step.
+    func lossAndGradients(_ buffer: RolloutBuffer, windows: ArraySlice<Int>, clipRange: Float) -> MinibatchResult {
+        let c = configuration, T = buffer.steps, N = buffer.envs, perRow = chunkCount(steps: T)
+        gather(buffer, windows: windows, actorStates: buffer.actorStates, criticStates: buffer.criticStates)
+        let R = windows.count, L = c.chunkLength, rows = L * R
+        let out = forwardActor(keepActivations: true)
+        let v = forwardCritic(keepActivations: true)
+        let base = windows.startIndex
+        @inline(__always) func index(_ k: Int) -> Int? {
+            rolloutIndex(window: windows[base + k % R], slot: k / R, perRow: perRow, steps: T, envs: N)
+        }
+        logProbabilities(out, actionAt: { k in index(k).map { UnsafePointer(buffer.actions.data + $0 * self.actionWidth) } }, rows: rows)
+
+        // Advantage normalisation over the minibatch's valid steps (unbiased deviation, as torch.std).
+        var valid = 0, mean = 0.0, squares = 0.0
+        for k in 0..<rows { if let i = index(k) { valid += 1; mean += Double(buffer.advantages.data[i]) } }
+        mean /= Double(max(valid, 1))
+        for k in 0..<rows { if let i = index(k) { let d = Double(buffer.advantages.data[i]) - mean; squares += d * d } }
+        let deviation = valid > 1 ? (squares / Double(valid - 1)).squareRoot() : 1
+        let V = Float(max(valid, 1))
+
+        var result = MinibatchResult()
+        let outputs = discreteActions ?? actionWidth
+        headGradient.resize(Shape(d0: rows, d1: outputs))
+        headGradient.zero()
+        valueGradient.resize(Shape(d0: rows, d1: 1))
+        valueGradient.zero()
+        // d(loss)/d(log π) per row.
+        for k in 0..<rows {
+            guard let i = index(k) else { continue }
+            var advantage = buffer.advantages.data[i]
+            if c.normalizeAdvantages { advantage = Float((Double(advantage) - mean) / (deviation + 1e-8)) }
+            let logRatio = logProbabilityScratch.data[k] - buffer.logProbabilities.data[i]
+            let ratio = Foundation.exp(logRatio)
+            let clipped = min(max(ratio, 1 - clipRange), 1 + clipRange)
+            let unclippedObjective = ratio * advantage, clippedObjective = clipped * advantage
+            result.policyLoss -= Double(min(unclippedObjective, clippedObjective))
+            result.approximateKL += Double(ratio - 1 - logRatio)
+            if abs(ratio - 1) > clipRange { result.clipFraction += 1 }
+            // The gradient flows through the unclipped term when it is the smaller one.
+            let dLogp: Float = unclippedObjective <= clippedObjective ? -advantage * ratio / V : 0
+            headGradient.data[k * outputs] = dLogp  // stash; expanded below
+            // Value loss.
+            let value = v.data[k], target = buffer.returns.data[i]
+            var dValue = 2 * (value - target)
+            var loss = (value - target) * (value - target)
+            if c.valueClipRange > 0 {
+                let old = buffer.values.data[i]
+                let delta = value - old
+                let clippedValue = old + min(max(delta, -c.valueClipRange), c.valueClipRange)
+                let clippedLoss = (clippedValue - target) * (clippedValue - target)
+                if clippedLoss > loss {
+                    loss = clippedLoss
+                    dValue = abs(delta) < c.valueClipRange ? 2 * (clippedValue - target) : 0
+                }
+            }
+            result.valueLoss += Double(loss)
+            valueGradient.data[k] = c.valueCoefficient * dValue / V
+        }
+        // Policy-head gradient from d/d(log π) and the entropy bonus.
+        if let n = discreteActions {
+            let p = probabilities.data, lp = probabilities.data + rows * n
+            for k in 0..<rows {
+                guard let i = index(k) else { continue }
+                let dLogp = headGradient.data[k * n]
+                let chosen = Int(buffer.actions.data[i * actionWidth])
+                var h: Float = 0
+                for j in 0..<n { h -= p[k * n + j] * lp[k * n + j] }
+                result.entropy += Double(h)
+                let g = headGradient.data + k * n
+                for j in 0..<n {
+                    let pj = p[k * n + j]
+                    // d(-β H)/d logit_j = β p_j (log p_j + H), averaged over valid rows.
+                    g[j] = dLogp * ((j == chosen ? 1 : 0) - pj) + c.entropyCoefficient / V * pj * (lp[k * n + j] + h)
+                }
+            }
+        } else {
+            let A = actionWidth, s = logStd!.value.data, gs = logStd!.gradient.data
+            for k in 0..<rows {
+                guard let i = index(k) else { continue }
+                let dLogp = headGradient.data[k * A]
+                let a = buffer.actions.data + i * A
+                for j in 0..<A {
+                    let inverseVariance = Foundation.exp(-2 * s[j])
+                    let diff = a[j] - out.data[k * A + j]
+                    headGradient.data[k * A + j] = dLogp * diff * inverseVariance
+                    gs[j] += dLogp * (diff * diff * inverseVariance - 1) - c.entropyCoefficient / V
+                    result.entropy += Double(s[j] + 0.5 + Gaussian.halfLogTwoPi)
+                }
+            }
+        }
+        // Backward: heads, then encoders (BPTT within each chunk; truncated when asked).
+        actor.headBackward(headGradient, needsFeatureGradient: actor.isRecurrent, needsExtraGradient: false)
+        critic.headBackward(valueGradient, needsFeatureGradient: isShared || critic.isRecurrent, needsExtraGradient: false)
+        if let encoder = actor.encoder {
+            actor.featureGradient.resize(Shape(d0: L, d1: R, d2: actor.featureWidth))
+            if isShared {
+                let f = actor.featureGradient.data, g = critic.featureGradient.data
+                for i in 0..<actor.featureGradient.count { f[i] += g[i] }
+            }
+            encoder.backward(outputGradient: actor.featureGradient, finalStateGradient: nil, truncation: c.truncation, needsInputGradient: false)
+        }
+        if !isShared, let encoder = critic.encoder {
+            critic.featureGradient.resize(Shape(d0: L, d1: R, d2: critic.featureWidth))
+            encoder.backward(outputGradient: critic.featureGradient, finalStateGradient: nil, truncation: c.truncation, needsInputGradient: false)
+        }
+        let scale = 1 / Double(max(valid, 1))
+        result.policyLoss *= scale
+        result.valueLoss *= scale
+        result.entropy *= scale
+        result.approximateKL *= scale
+        result.clipFraction *= scale
+        return result
+    }
+
+    func takeSnapshot() {
+        for (i, p) in parameters.enumerated() {
+            snapshot[i].copy(from: p.value)
+            snapshotFirst[i].copy(from: optimizer.firstMoments[i])
+            snapshotSecond[i].copy(from: optimizer.secondMoments[i])
+        }
+        snapshotStepCount = optimizer.stepCount
+        hasSnapshot = true
+    }
+
+    func restoreSnapshot() {
+        guard hasSnapshot else { return }
+        for (i, p) in parameters.enumerated() {
+            p.value.copy(from: snapshot[i])
+            optimizer.firstMoments[i].copy(from: snapshotFirst[i])
+            optimizer.secondMoments[i].copy(from: snapshotSecond[i])
+        }
+        optimizer.restore(stepCount: snapshotStepCount)
+    }
+
+    /// The PPO update over a full rollout whose advantages and returns are computed:
+    /// `epochs` passes over shuffled minibatches of chunks, with refreshing, KL early stopping and
+    /// the hard KL limit as configured. `progressRemaining` (1 → 0 over the run) anneals the learning
+    /// rate and the clip range. `diagnostics` adds the stale and refreshed KL after the update.
+    public func update(_ buffer: RolloutBuffer, progressRemaining: Float, diagnostics: Bool = true) -> PPOStatistics {
+        let c = configuration
+        var stats = PPOStatistics()
+        let lr = c.learningRate * (c.annealLearningRate ? max(progressRemaining, 0) : 1)
+        let clip = c.clipRange * (c.annealClipRange ? max(progressRemaining, 0) : 1)
+        optimizer.setLearningRate(lr, group: 0)
+        stats.learningRate = lr
+        stats.clipRange = clip
+        let W = buffer.envs * chunkCount(steps: buffer.steps)
+        let perBatch = min(max(c.minibatchSize / c.chunkLength, 1), W)
+        if windowOrder.count != W { windowOrder = Array(0..<W) }
+        var sums = MinibatchResult(), minibatches = 0, norms = 0.0
+        var stop = false
+        hasSnapshot = false
+        for epoch in 0..<c.epochs {
+            stats.epochs = epoch + 1
+            if c.refreshStates { refresh(buffer) }
+            for i in stride(from: W - 1, to: 0, by: -1) { windowOrder.swapAt(i, rng.integer(below: i + 1)) }
+            var start = 0, inEpoch = 0
+            while start < W {
+                if c.refreshStates && c.refreshInterval > 0 && inEpoch > 0 && inEpoch % c.refreshInterval == 0 { refresh(buffer) }
+                let windows = windowOrder[start..<min(start + perBatch, W)]
+                start += perBatch
+                inEpoch += 1
+                optimizer.zeroGradients()
+                let r = lossAndGradients(buffer, windows: windows, clipRange: clip)
+                if c.klHardLimit > 0 && r.approximateKL > Double(c.klHardLimit) {
+                    restoreSnapshot()
+                    stats.restored = hasSnapshot
+                    stop = true
+                    break
+                }
+                if c.targetKL > 0 && r.approximateKL > 1.5 * Double(c.targetKL) {
+                    stop = true
+                    break
+                }
+                sums.policyLoss += r.policyLoss
+                sums.valueLoss += r.valueLoss
+                sums.entropy += r.entropy
+                sums.approximateKL += r.approximateKL
+                sums.clipFraction += r.clipFraction
+                minibatches += 1
+                if c.klHardLimit > 0 { takeSnapshot() }
+                let norm = c.maxGradientNorm > 0 ? clipGradientNorm(parameters, maxNorm: c.maxGradientNorm) : gradientNorm(parameters)
+                norms += Double(norm)
+                optimizer.step()
+                stats.gradientSteps += 1
+            }
+            if stop { break }
+        }
+        stats.stoppedEarly = stop
+        if minibatches > 0 {
+            let m = Double(minibatches)
+            stats.policyLoss = Float(sums.policyLoss / m)
+            stats.valueLoss = Float(sums.valueLoss / m)
+            stats.entropy = Float(sums.entropy / m)
+            stats.approximateKL = Float(sums.approximateKL / m)
+            stats.clipFraction = Float(sums.clipFraction / m)
+            stats.gradientNorm = Float(norms / m)
+        }
+        stats.explainedVariance = explainedVariance(buffer)
+        if diagnostics {
+            stats.staleKL = approximateKL(buffer, actorStates: buffer.collectedActorStates)
+            if actor.isRecurrent {
+                // States recomputed by the updated actor (the buffer is left as it was).
+                recomputeActorStates(buffer, into: recomputedActorStates)
+                stats.refreshedKL = approximateKL(buffer, actorStates: recomputedActorStates)
+            } else {
+                stats.refreshedKL = stats.staleKL
+            }
+        }
+        return stats
+    }
+
+    /// The actor's states entering each step, recomputed with the current weights from the
+    /// collected state at the rollout's start (for the refreshed-KL diagnostic).
+    public func recomputeActorStates(_ buffer: RolloutBuffer, into states: Tensor) {
+        let T = buffer.steps, N = buffer.envs, C = contextWidth, Sa = actorStateWidth
+        states.resize(buffer.actorStates.shape)
+        stateScratch.resize(Shape(d0: N, d1: max(Sa, 1)))
+        stateScratch.data.update(from: buffer.collectedActorStates.data, count: N * Sa)
+        step1Context.resize(Shape(d0: 1, d1: N, d2: C))
+        for t in 0..<T {
+            for n in 0..<N where buffer.isEpisodeStart(t, n) { (stateScratch.data + n * Sa).update(repeating: 0, count: Sa) }
+            states.data.advanced(by: t * N * Sa).update(from: stateScratch.data, count: N * Sa)
+            step1Context.data.update(from: buffer.contexts.data + t * N * C, count: N * C)
+            actor.encode(step1Context, initialState: stateScratch.matrix, resetMask: nil, keepActivations: false)
+            stateScratch.data.update(from: actor.encoder!.finalState.data, count: N * Sa)
+        }
+    }
+
+    /// 1 - Var(returns - values) / Var(returns) over the rollout (values as stored).
+    func explainedVariance(_ buffer: RolloutBuffer) -> Float {
+        let n = buffer.steps * buffer.envs
+        var mr = 0.0, md = 0.0
+        for i in 0..<n { mr += Double(buffer.returns.data[i]); md += Double(buffer.returns.data[i] - buffer.values.data[i]) }
+        mr /= Double(n); md /= Double(n)
+        var vr = 0.0, vd = 0.0
+        for i in 0..<n {
+            let r = Double(buffer.returns.data[i]) - mr, d = Double(buffer.returns.data[i] - buffer.values.data[i]) - md
+            vr += r * r; vd += d * d
+        }
+        return vr == 0 ? .nan : Float(1 - vd / vr)
+    }
+}
+
+/// Constants of the diagonal Gaussian policy.
+enum Gaussian {
+    static let halfLogTwoPi = Float(0.5 * log(2 * Double.pi))
+}
+
+extension PPOAgent: RecurrentActor {
+    public func prepare(observation: UnsafeMutablePointer<Float>) { normalize(observation: observation) }
+    public func prepare(reward: Float) -> Float { normalize(reward: reward) }
+}

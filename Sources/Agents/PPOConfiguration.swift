@@ -1,0 +1,130 @@
+import NeuralNetworks
+import Replay
+
+/// Every option of a recurrent PPO agent. The defaults are rl-zoo's settings for RecurrentPPO on
+/// CartPoleNoVel (sb3-contrib): 8 environments, 32 steps each per rollout, minibatch 256, 20 epochs,
+/// separate LSTM 64 encoders for actor and critic with heads of 64 (ReLU), lr 1e-3 and clip range
+/// 0.2 both annealed linearly to 0, γ 0.98, λ 0.8, normalised observations and rewards.
+public struct PPOConfiguration: Codable, Equatable, Sendable {
+    public var network: NetworkKind = .lstm
+    public var recurrentLayers = 1
+    public var hiddenSize = 64
+    public var headHiddenSizes: [Int] = [64]
+    public var activation: Activation = .relu
+    /// One encoder feeding both heads (else actor and critic each have their own).
+    public var sharedEncoder = false
+    public var context = ContextInputs()
+
+    /// Environment copies stepped in lockstep.
+    public var environments = 8
+    /// Steps per copy per rollout.
+    public var rolloutSteps = 32
+    /// Steps per minibatch (a multiple of `chunkLength`: minibatchSize / chunkLength chunks).
+    public var minibatchSize = 256
+    /// L: chunk length. Each copy's rollout row is cut into chunks of L steps starting from a stored
+    /// state; an episode end inside a chunk restarts the state from zeros (the chunk is cut there),
+    /// and steps past the rollout's end are padding, masked out of every loss.
+    public var chunkLength = 32
+    public var epochs = 20
+
+    public var learningRate: Float = 1e-3
+    /// Anneal the learning rate linearly to 0 over the run.
+    public var annealLearningRate = true
+    public var clipRange: Float = 0.2
+    public var annealClipRange = true
+    /// Clip the value prediction to within this distance of the collected value (0: off).
+    public var valueClipRange: Float = 0
+    public var gamma: Float = 0.98
+    public var gaeLambda: Float = 0.8
+    public var entropyCoefficient: Float = 0
+    public var valueCoefficient: Float = 0.5
+    /// Global gradient-norm clipping (0: off).
+    public var maxGradientNorm: Float = 0.5
+    public var normalizeAdvantages = true
+    /// Running normalisation of observations and of rewards (by the running deviation of the
+    /// discounted return); the statistics are saved with the weights.
+    public var normalizeObservations = true
+    public var normalizeRewards = true
+
+    /// KL early stopping: stop the epochs when the approximate KL to the collecting policy exceeds
+    /// 1.5 × this target (0: off).
+    public var targetKL: Float = 0
+    /// Hard limit: when the approximate KL exceeds it, the weights (and optimiser state) from before
+    /// the last gradient step are restored and the epochs stop (0: off).
+    public var klHardLimit: Float = 0
+
+    /// Hidden-state refreshing: at the start of each epoch (and every `refreshInterval` minibatches
+    /// when that is above 0), re-run the recurrent networks over the whole rollout with the current
+    /// weights, rewrite the stored states and values and recompute the advantages. Off reproduces
+    /// sb3-contrib (states stored at collection, never refreshed).
+    public var refreshStates = false
+    public var refreshInterval = 0
+    /// Truncated BPTT inside a chunk: cut the state gradient every k steps (0: off).
+    public var truncation = 0
+    /// Initial log standard deviation of the Gaussian policy (continuous actions).
+    public var initialLogStd: Float = 0
+    public var adamEpsilon: Float = 1e-5
+
+    public init() {}
+
+    public func validate() throws {
+        func fail(_ m: String) throws { throw ConfigurationError(m) }
+        if recurrentLayers < 1 { try fail("recurrent layers must be at least 1 (got \(recurrentLayers))") }
+        if hiddenSize < 1 { try fail("hidden size must be at least 1 (got \(hiddenSize))") }
+        if headHiddenSizes.contains(where: { $0 < 1 }) { try fail("head hidden sizes must be positive (got \(headHiddenSizes))") }
+        if sharedEncoder && network == .mlp { try fail("a shared encoder needs a recurrent network (gru or lstm)") }
+        if environments < 1 { try fail("environments must be at least 1 (got \(environments))") }
+        if rolloutSteps < 1 { try fail("rollout steps must be at least 1 (got \(rolloutSteps))") }
+        if chunkLength < 1 { try fail("chunk length must be at least 1 (got \(chunkLength))") }
+        if minibatchSize < chunkLength || minibatchSize % chunkLength != 0 {
+            try fail("minibatch size (\(minibatchSize) steps) must be a positive multiple of the chunk length (\(chunkLength)); try \(max(1, minibatchSize / chunkLength) * chunkLength)")
+        }
+        if epochs < 1 { try fail("epochs must be at least 1 (got \(epochs))") }
+        if !(learningRate > 0) { try fail("learning rate must be positive (got \(learningRate))") }
+        if !(clipRange > 0) { try fail("clip range must be positive (got \(clipRange))") }
+        if !(valueClipRange >= 0) { try fail("value clip range must be 0 (off) or positive (got \(valueClipRange))") }
+        if !(gamma >= 0 && gamma <= 1) { try fail("gamma must be in [0, 1] (got \(gamma))") }
+        if !(gaeLambda >= 0 && gaeLambda <= 1) { try fail("GAE lambda must be in [0, 1] (got \(gaeLambda))") }
+        if !(entropyCoefficient >= 0) || !(valueCoefficient >= 0) { try fail("entropy and value coefficients must be 0 or more") }
+        if !(maxGradientNorm >= 0) { try fail("max gradient norm must be 0 (off) or positive (got \(maxGradientNorm))") }
+        if !(targetKL >= 0) || !(klHardLimit >= 0) { try fail("target KL and KL hard limit must be 0 (off) or positive") }
+        if refreshInterval < 0 { try fail("refresh interval must be 0 (epoch starts only) or positive (got \(refreshInterval))") }
+        if refreshInterval > 0 && !refreshStates { try fail("a refresh interval needs refreshing on (--refresh)") }
+        if refreshStates && network == .mlp { try fail("refreshing states needs a recurrent network (gru or lstm)") }
+        if truncation < 0 { try fail("truncation must be 0 (off) or positive (got \(truncation))") }
+        if !(adamEpsilon > 0) { try fail("Adam epsilon must be positive (got \(adamEpsilon))") }
+    }
+}
+
+/// Running mean and variance (parallel Welford update, in Double), as Stable-Baselines3's
+/// `RunningMeanStd`; starts with a count of 1e-4.
+public struct RunningMeanStd: Codable, Equatable, Sendable {
+    public var mean: [Double]
+    public var variance: [Double]
+    public var count: Double
+
+    public init(width: Int) {
+        mean = [Double](repeating: 0, count: width)
+        variance = [Double](repeating: 1, count: width)
+        count = 1e-4
+    }
+
+    /// Folds in `rows` rows of `width` values.
+    public mutating func update(_ values: UnsafePointer<Float>, rows: Int) {
+        guard rows > 0 else { return }
+        let w = mean.count, n = Double(rows)
+        for j in 0..<w {
+            var m = 0.0
+            for r in 0..<rows { m += Double(values[r * w + j]) }
+            m /= n
+            var v = 0.0
+            for r in 0..<rows { let d = Double(values[r * w + j]) - m; v += d * d }
+            v /= n
+            let delta = m - mean[j], total = count + n
+            let m2 = variance[j] * count + v * n + delta * delta * count * n / total
+            mean[j] += delta * n / total
+            variance[j] = m2 / total
+        }
+        count += n
+    }
+}

@@ -1,0 +1,86 @@
+import Agents
+import Environments
+import Foundation
+import Tensors
+
+/// Buffers for `count` episodes run side by side by one actor: each episode's observation,
+/// previous action and reward (its context), and the actor's recurrent state.
+final class SideBySideEpisodes {
+    let count: Int, observationWidth: Int, actionWidth: Int
+    let observations: Tensor, context: Tensor, state: Tensor, actions: Tensor, previousActions: Tensor, previousRewards: Tensor
+    var started: [Bool]
+
+    init(count: Int, observationWidth: Int, actor: any RecurrentActor) {
+        self.count = count
+        self.observationWidth = observationWidth
+        actionWidth = actor.actionWidth
+        observations = Tensor(Shape(d0: count, d1: observationWidth))
+        context = Tensor(Shape(d0: 1, d1: count, d2: actor.contextWidth))
+        state = Tensor(Shape(d0: count, d1: max(actor.actorStateWidth, 1)))
+        actions = Tensor(Shape(d0: count, d1: actor.actionWidth))
+        previousActions = Tensor(Shape(d0: count, d1: actor.actionWidth))
+        previousRewards = Tensor(Shape(d0: count))
+        started = [Bool](repeating: true, count: count)
+    }
+
+    func observation(_ e: Int) -> UnsafeMutablePointer<Float> { observations.data + e * observationWidth }
+    func action(_ e: Int) -> UnsafeMutablePointer<Float> { actions.data + e * actionWidth }
+
+    /// One action per episode (deterministic or sampled), the recurrent state carried. Observations
+    /// must already be prepared (`actor.prepare(observation:)`).
+    func act(_ actor: any RecurrentActor, deterministic: Bool) {
+        let C = actor.contextWidth
+        for e in 0..<count {
+            actor.writeContext(observation: observation(e), lastAction: started[e] ? nil : previousActions.data + e * actionWidth,
+                               lastReward: previousRewards.data[e], into: context.data + e * C)
+        }
+        actor.act(context: context, state: state, deterministic: deterministic, actions: actions.data)
+    }
+
+    /// Remembers episode e's action and reward as the context of its next step.
+    func record(_ e: Int, reward: Float) {
+        (previousActions.data + e * actionWidth).update(from: action(e), count: actionWidth)
+        previousRewards.data[e] = reward
+        started[e] = false
+    }
+}
+
+/// Returns of one episode per environment, run side by side (environment e reset with the e-th
+/// seed drawn from `seeds`), deterministic or sampled.
+struct EvaluationResult {
+    var returns: [Double]
+    var lengths: [Int]
+    var summary: (mean: Double, std: Double) {
+        let n = Double(max(returns.count, 1))
+        let mean = returns.reduce(0, +) / n
+        let variance = returns.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / n
+        return (mean, variance.squareRoot())
+    }
+}
+
+func evaluateSideBySide(_ actor: any RecurrentActor, environments: [any Environment], seeds: inout RandomGenerator,
+                        deterministic: Bool) -> EvaluationResult {
+    let E = environments.count
+    let space = environments[0].actionSpace
+    let episodes = SideBySideEpisodes(count: E, observationWidth: environments[0].observationSpace.width, actor: actor)
+    let envAction = Tensor(Shape(d0: space.width))
+    var result = EvaluationResult(returns: [Double](repeating: 0, count: E), lengths: [Int](repeating: 0, count: E))
+    var alive = [Bool](repeating: true, count: E)
+    for (e, env) in environments.enumerated() {
+        env.reset(seed: seeds.next(), observation: episodes.observation(e))
+        actor.prepare(observation: episodes.observation(e))
+    }
+    while alive.contains(true) {
+        episodes.act(actor, deterministic: deterministic)
+        for (e, env) in environments.enumerated() where alive[e] {
+            Trainer.environmentAction(episodes.action(e), space: space, into: envAction.data)
+            let r = env.step(action: envAction.data, observation: episodes.observation(e))
+            actor.prepare(observation: episodes.observation(e))
+            result.returns[e] += Double(r.reward)
+            result.lengths[e] += 1
+            episodes.record(e, reward: actor.prepare(reward: r.reward))
+            if r.done { alive[e] = false }
+        }
+    }
+    return result
+}

@@ -1,0 +1,320 @@
+import Agents
+import Environments
+import Foundation
+import NeuralNetworks
+import Replay
+import Tensors
+
+/// Every option of a PPO training run (written, resolved, into the run folder).
+public struct PPOTrainingConfiguration: Codable, Equatable, Sendable {
+    public var algorithm = "ppo"
+    public var environment = "cartpole-position"
+    /// Environment steps to train for, summed over the copies (rounded up to whole rollouts).
+    public var steps = 100_000
+    public var seed: UInt64 = 0
+    /// Evaluate every this many environment steps (at the first rollout boundary past each multiple), and at the end.
+    public var evaluationInterval = 10_000
+    /// Deterministic evaluation episodes (run side by side).
+    public var evaluationEpisodes = 10
+    public var ppo = PPOConfiguration()
+
+    public init() {}
+
+    public func validate() throws {
+        func fail(_ m: String) throws { throw ConfigurationError(m) }
+        if algorithm != "ppo" { try fail("a PPO configuration must say algorithm 'ppo' (got '\(algorithm)')") }
+        if steps < 1 { try fail("steps must be at least 1 (got \(steps))") }
+        if evaluationInterval < 1 { try fail("evaluation interval must be at least 1 (got \(evaluationInterval))") }
+        if evaluationEpisodes < 1 { try fail("evaluation episodes must be at least 1 (got \(evaluationEpisodes))") }
+        _ = try EnvironmentRegistry.make(environment)
+        try ppo.validate()
+    }
+}
+
+/// The on-policy loop: collect a rollout of `rolloutSteps` steps from `environments` copies in
+/// lockstep (each copy's recurrent state reset alone when its episode ends), compute GAE advantages
+/// and TD(λ) returns, run the PPO update, evaluate every `evaluationInterval` steps.
+public final class PPOTrainer {
+    public let configuration: PPOTrainingConfiguration
+    public let environments: VectorEnvironment
+    public let agent: PPOAgent
+    public let buffer: RolloutBuffer
+    let evaluationEnvironments: [any Environment]
+
+    // Collection state, one row per copy.
+    let context: Tensor
+    let actorState: Tensor
+    let criticState: Tensor
+    let previousActions: Tensor
+    let previousRewards: Tensor
+    let environmentActions: Tensor
+    let preparedObservations: Tensor
+    let logProbabilities: Tensor
+    let values: Tensor
+    let truncatedContext = Tensor([0])
+    let truncatedActorState = Tensor([0])
+    let truncatedCriticState = Tensor([0])
+    let truncatedValues = Tensor([0])
+    var discountedReturns: [Double]
+    let returnScratch: Tensor
+    let finalObservation: Tensor
+
+    public private(set) var step = 0
+    public private(set) var updates = 0
+    public private(set) var episodes = 0
+    public private(set) var statistics = PPOStatistics()
+    var recentReturns: [Double] = []
+    var evaluationCount = 0
+
+    public init(configuration: PPOTrainingConfiguration) throws {
+        try configuration.validate()
+        self.configuration = configuration
+        let p = configuration.ppo, N = p.environments
+        environments = try VectorEnvironment(name: configuration.environment, count: N)
+        evaluationEnvironments = try (0..<configuration.evaluationEpisodes).map { _ in try EnvironmentRegistry.make(configuration.environment) }
+        var seeds = RandomGenerator(seed: configuration.seed)
+        agent = try PPOAgent(configuration: p, observationSpace: environments.observationSpace, actionSpace: environments.actionSpace,
+                             seed: seeds.next())
+        buffer = RolloutBuffer(steps: p.rolloutSteps, envs: N, contextWidth: agent.contextWidth, actionWidth: agent.actionWidth,
+                               actorStateWidth: agent.actorStateWidth, criticStateWidth: agent.criticStateWidth)
+        let C = agent.contextWidth, A = agent.actionWidth
+        context = Tensor(Shape(d0: 1, d1: N, d2: C))
+        actorState = Tensor(Shape(d0: N, d1: max(agent.actorStateWidth, 1)))
+        criticState = Tensor(Shape(d0: N, d1: max(agent.criticStateWidth, 1)))
+        previousActions = Tensor(Shape(d0: N, d1: A))
+        previousRewards = Tensor(Shape(d0: N))
+        environmentActions = Tensor(Shape(d0: N, d1: environments.actionSpace.width))
+        preparedObservations = Tensor(Shape(d0: N, d1: environments.observationWidth))
+        logProbabilities = Tensor(Shape(d0: N))
+        values = Tensor(Shape(d0: N))
+        discountedReturns = [Double](repeating: 0, count: N)
+        returnScratch = Tensor(Shape(d0: N))
+        finalObservation = Tensor(Shape(d0: environments.observationWidth))
+        try environments.reset(seed: seeds.next())
+        prepareObservations()
+    }
+
+    /// Updates the observation statistics with the copies' raw observations, then writes the
+    /// normalised ones into `preparedObservations`.
+    func prepareObservations() {
+        let o = environments.observationWidth, N = environments.count
+        if agent.configuration.normalizeObservations { agent.observationStatistics.update(environments.observations.data, rows: N) }
+        preparedObservations.copy(from: environments.observations)
+        for n in 0..<N { agent.prepare(observation: preparedObservations.data + n * o) }
+    }
+
+    /// Writes the contexts of the copies' next step into `context`.
+    func writeContexts() {
+        let o = environments.observationWidth, C = agent.contextWidth, A = agent.actionWidth
+        for n in 0..<environments.count {
+            let start = environments.episodeStarts[n]
+            agent.writeContext(observation: preparedObservations.data + n * o, lastAction: start ? nil : previousActions.data + n * A,
+                               lastReward: start ? 0 : previousRewards.data[n], into: context.data + n * C)
+        }
+    }
+
+    /// Collects one rollout into `buffer` and computes its advantages and returns.
+    public func collect() throws {
+        let T = buffer.steps, N = environments.count, C = agent.contextWidth, A = agent.actionWidth
+        let Sa = agent.actorStateWidth, Sc = agent.criticStateWidth, o = environments.observationWidth
+        let gamma = Double(agent.configuration.gamma)
+        buffer.clear()
+        for t in 0..<T {
+            writeContexts()
+            buffer.contexts.data.advanced(by: t * N * C).update(from: context.data, count: N * C)
+            for n in 0..<N { buffer.episodeStarts.data[t * N + n] = environments.episodeStarts[n] ? 1 : 0 }
+            buffer.actorStates.data.advanced(by: t * N * Sa).update(from: actorState.data, count: N * Sa)
+            buffer.criticStates.data.advanced(by: t * N * Sc).update(from: criticState.data, count: N * Sc)
+            agent.act(context: context, actorState: actorState, criticState: criticState, actions: buffer.action(t, 0),
+                      logProbabilities: buffer.logProbabilities.data + t * N, values: buffer.values.data + t * N)
+            for n in 0..<N {
+                Trainer.environmentAction(buffer.action(t, n), space: environments.actionSpace,
+                                          into: environmentActions.data + n * environments.actionSpace.width)
+            }
+            try environments.step(environmentActions.data)
+            step += N
+            var truncatedCount = 0
+            for n in 0..<N {
+                let i = t * N + n
+                let raw = environments.rewards.data[n]
+                if agent.configuration.normalizeRewards {
+                    discountedReturns[n] = discountedReturns[n] * gamma + Double(raw)
+                }
+                buffer.terminated.data[i] = environments.terminated[n] ? 1 : 0
+                buffer.truncated.data[i] = environments.truncated[n] ? 1 : 0
+                if environments.truncated[n] { truncatedCount += 1 }
+            }
+            if agent.configuration.normalizeRewards {
+                for n in 0..<N { returnScratch.data[n] = Float(discountedReturns[n]) }
+                agent.returnStatistics.update(returnScratch.data, rows: N)
+            }
+            for n in 0..<N {
+                let reward = agent.prepare(reward: environments.rewards.data[n])
+                buffer.rewards.data[t * N + n] = reward
+                (previousActions.data + n * A).update(from: buffer.action(t, n), count: A)
+                previousRewards.data[n] = reward
+                if environments.terminated[n] || environments.truncated[n] { discountedReturns[n] = 0 }
+            }
+            // Truncated episodes bootstrap from the value of their last observation, seen from the state after the step.
+            if truncatedCount > 0 {
+                truncatedContext.resize(Shape(d0: 1, d1: truncatedCount, d2: C))
+                truncatedActorState.resize(Shape(d0: truncatedCount, d1: max(Sa, 1)))
+                truncatedCriticState.resize(Shape(d0: truncatedCount, d1: max(Sc, 1)))
+                truncatedValues.resize(Shape(d0: truncatedCount))
+                var k = 0
+                let final = finalObservation
+                for n in 0..<N where environments.truncated[n] {
+                    final.data.update(from: environments.finalObservation(n), count: o)
+                    agent.prepare(observation: final.data)
+                    agent.writeContext(observation: final.data, lastAction: previousActions.data + n * A, lastReward: previousRewards.data[n],
+                                       into: truncatedContext.data + k * C)
+                    (buffer.finalContexts.data + (t * N + n) * C).update(from: truncatedContext.data + k * C, count: C)
+                    (truncatedActorState.data + k * Sa).update(from: actorState.data + n * Sa, count: Sa)
+                    (truncatedCriticState.data + k * Sc).update(from: criticState.data + n * Sc, count: Sc)
+                    k += 1
+                }
+                agent.values(context: truncatedContext, actorState: truncatedActorState, criticState: truncatedCriticState,
+                             into: truncatedValues.data)
+                k = 0
+                for n in 0..<N where environments.truncated[n] {
+                    buffer.finalValues.data[t * N + n] = truncatedValues.data[k]
+                    k += 1
+                }
+            }
+            // Copies whose episode ended start the next one from zero states; the others carry theirs.
+            for n in 0..<N where environments.episodeStarts[n] {
+                (actorState.data + n * Sa).update(repeating: 0, count: Sa)
+                (criticState.data + n * Sc).update(repeating: 0, count: Sc)
+            }
+            for (r, _) in environments.takeFinishedEpisodes() {
+                episodes += 1
+                recentReturns.append(r)
+                if recentReturns.count > 20 { recentReturns.removeFirst() }
+            }
+            prepareObservations()
+            buffer.commit()
+        }
+        // The step after the rollout: its context, states and value.
+        writeContexts()
+        buffer.lastContexts.data.update(from: context.data, count: N * C)
+        for n in 0..<N { buffer.lastEpisodeStarts.data[n] = environments.episodeStarts[n] ? 1 : 0 }
+        buffer.lastActorStates.data.update(from: actorState.data, count: N * Sa)
+        buffer.lastCriticStates.data.update(from: criticState.data, count: N * Sc)
+        agent.values(context: context, actorState: actorState, criticState: criticState, into: buffer.lastValues.data)
+        buffer.keepCollectedStates()
+        buffer.computeAdvantagesAndReturns(gamma: agent.configuration.gamma, lambda: agent.configuration.gaeLambda)
+    }
+
+    /// One rollout and one PPO update.
+    public func advance() throws {
+        try collect()
+        let remaining = 1 - Float(step) / Float(configuration.steps)
+        statistics = agent.update(buffer, progressRemaining: remaining)
+        updates += 1
+        if !statistics.policyLoss.isFinite && statistics.gradientSteps > 0 || !statistics.valueLoss.isFinite && statistics.gradientSteps > 0 {
+            throw TrainingError("training diverged at step \(step) (update \(updates)): policy loss \(statistics.policyLoss), value loss \(statistics.valueLoss); lower the learning rate, keep --max-grad-norm on, or normalise rewards")
+        }
+        for p in agent.namedParameters() where !p.parameter.value.isFinite {
+            throw TrainingError("parameter \(p.name) became non-finite at step \(step) (update \(updates)); lower the learning rate or keep gradient clipping on")
+        }
+    }
+
+    /// Mean and standard deviation of the return of deterministic episodes run side by side.
+    public func evaluate() -> (mean: Double, std: Double) {
+        var seeds = RandomGenerator(seed: configuration.seed &+ 0x9E37_79B9 &* UInt64(evaluationCount + 1))
+        evaluationCount += 1
+        return evaluateSideBySide(agent, environments: evaluationEnvironments, seeds: &seeds, deterministic: true).summary
+    }
+
+    public func measure(wallSeconds: Double, stepsPerSecond: Double) -> MetricsRow {
+        var row = MetricsRow()
+        let (mean, std) = evaluate()
+        let s = statistics
+        row["step"] = Double(step)
+        row["episodes"] = Double(episodes)
+        row["updates"] = Double(updates)
+        row["train_return_mean"] = recentReturns.isEmpty ? .nan : recentReturns.reduce(0, +) / Double(recentReturns.count)
+        row["eval_return_mean"] = mean
+        row["eval_return_std"] = std
+        row["policy_loss"] = Double(s.policyLoss)
+        row["value_loss"] = Double(s.valueLoss)
+        row["entropy"] = Double(s.entropy)
+        row["approx_kl"] = Double(s.approximateKL)
+        row["kl_stale"] = Double(s.staleKL)
+        row["kl_refreshed"] = Double(s.refreshedKL)
+        row["clip_fraction"] = Double(s.clipFraction)
+        row["epochs"] = Double(s.epochs)
+        row["gradient_steps"] = Double(s.gradientSteps)
+        row["explained_variance"] = Double(s.explainedVariance)
+        row["learning_rate"] = Double(s.learningRate)
+        row["clip_range"] = Double(s.clipRange)
+        row["grad_norm"] = Double(s.gradientNorm)
+        row["wall_seconds"] = wallSeconds
+        row["steps_per_second"] = stepsPerSecond
+        return row
+    }
+
+    /// Trains for the configured steps, measuring at the first update past every multiple of
+    /// `evaluationInterval` and at the end.
+    @discardableResult
+    public func run(onRow: (MetricsRow) throws -> Void = { _ in }, onProgress: (Progress) -> Void = { _ in }) throws -> [MetricsRow] {
+        var rows: [MetricsRow] = []
+        let start = Clock.now
+        var lastProgress = start
+        var lastEvaluation: Double?
+        var nextEvaluation = configuration.evaluationInterval
+        while step < configuration.steps {
+            try advance()
+            let now = Clock.now
+            if step >= nextEvaluation || step >= configuration.steps {
+                while nextEvaluation <= step { nextEvaluation += configuration.evaluationInterval }
+                let elapsed = now - start
+                let row = measure(wallSeconds: elapsed, stepsPerSecond: Double(step) / max(elapsed, 1e-9))
+                lastEvaluation = row["eval_return_mean"]
+                rows.append(row)
+                try onRow(row)
+            }
+            if now - lastProgress >= 1 || step >= configuration.steps {
+                lastProgress = now
+                let rate = Double(step) / max(now - start, 1e-9)
+                onProgress(Progress(step: min(step, configuration.steps), totalSteps: configuration.steps, stepsPerSecond: rate,
+                                    lastEvaluation: lastEvaluation, lastProbe: nil,
+                                    secondsLeft: Double(max(configuration.steps - step, 0)) / max(rate, 1e-9)))
+            }
+        }
+        return rows
+    }
+
+    /// Weights and the normalisers' statistics, for the weights file.
+    public func namedTensors() -> [NamedParameter] {
+        var list = agent.namedParameters()
+        if agent.configuration.normalizeObservations {
+            let s = agent.observationStatistics
+            list.append(("normalizer.observation.mean", Parameter(values: s.mean.map(Float.init))))
+            list.append(("normalizer.observation.var", Parameter(values: s.variance.map(Float.init))))
+            list.append(("normalizer.observation.count", Parameter(values: [Float(s.count)])))
+        }
+        if agent.configuration.normalizeRewards {
+            let s = agent.returnStatistics
+            list.append(("normalizer.return.var", Parameter(values: s.variance.map(Float.init))))
+            list.append(("normalizer.return.count", Parameter(values: [Float(s.count)])))
+        }
+        return list
+    }
+}
+
+extension Parameter {
+    /// A one-dimensional parameter holding `values` (for saving statistics next to the weights).
+    convenience init(values: [Float]) {
+        self.init(Shape(d0: values.count))
+        for (i, v) in values.enumerated() { value.data[i] = v }
+    }
+}
+
+extension Tensor {
+    /// True when every element is finite.
+    var isFinite: Bool {
+        for i in 0..<count where !data[i].isFinite { return false }
+        return true
+    }
+}

@@ -1,0 +1,141 @@
+import ArgumentParser
+import Foundation
+import RecurrentRL
+
+/// Options that only apply to `rrl train ppo`.
+struct PPOOptions: ParsableArguments {
+    @Option(help: "Environment copies stepped in lockstep (default 8).") var envs: Int?
+    @Option(help: "Steps per copy per rollout (default 32).") var rolloutSteps: Int?
+    @Option(help: "Steps per minibatch, a multiple of the chunk length (default 256).") var minibatchSize: Int?
+    @Option(help: "Chunk length L: rollout rows are cut into chunks of L steps that start from stored states (default 32).") var chunkLength: Int?
+    @Option(help: "Passes over each rollout (default 20).") var epochs: Int?
+    @Option(help: "Learning rate (default 1e-3).") var lr: Float?
+    @Flag(inversion: .prefixedNo, help: "Anneal the learning rate linearly to 0 (default on).") var annealLr: Bool?
+    @Option(help: "PPO clip range (default 0.2).") var clipRange: Float?
+    @Flag(inversion: .prefixedNo, help: "Anneal the clip range linearly to 0 (default on).") var annealClip: Bool?
+    @Option(help: "Clip value predictions to within this distance of the collected values (0: off, the default).") var valueClip: Float?
+    @Option(help: "GAE lambda (default 0.8).") var gaeLambda: Float?
+    @Option(help: "Entropy bonus coefficient (default 0).") var entropyCoef: Float?
+    @Option(help: "Value loss coefficient (default 0.5).") var valueCoef: Float?
+    @Flag(inversion: .prefixedNo, help: "Normalise advantages per minibatch (default on).") var normalizeAdvantages: Bool?
+    @Flag(inversion: .prefixedNo, help: "Running normalisation of observations (default on; saved with the weights).") var normalizeObservations: Bool?
+    @Flag(inversion: .prefixedNo, help: "Scale rewards by the running deviation of the discounted return (default on).") var normalizeRewards: Bool?
+    @Option(help: "KL early stopping: stop the epochs when the approximate KL exceeds 1.5 x this (0: off, the default).") var targetKl: Float?
+    @Option(help: "Hard KL limit: undo the last step and stop when the approximate KL exceeds it (0: off, the default).") var klHardLimit: Float?
+    @Flag(inversion: .prefixedNo, help: "Hidden-state refreshing: re-run the recurrent networks over the rollout at each epoch start (default off, as sb3-contrib).") var refresh: Bool?
+    @Option(help: "With --refresh: also refresh every k minibatches (0: epoch starts only).") var refreshInterval: Int?
+    @Flag(help: "One recurrent encoder shared by actor and critic.") var sharedEncoder = false
+    @Option(help: "Initial log standard deviation of the Gaussian policy (continuous actions; default 0).") var initialLogStd: Float?
+
+    /// The options that were given (by flag name).
+    var given: [String] {
+        let list: [(String, Bool)] = [
+            ("--envs", envs != nil), ("--rollout-steps", rolloutSteps != nil), ("--minibatch-size", minibatchSize != nil),
+            ("--chunk-length", chunkLength != nil), ("--epochs", epochs != nil), ("--lr", lr != nil), ("--anneal-lr", annealLr != nil),
+            ("--clip-range", clipRange != nil), ("--anneal-clip", annealClip != nil), ("--value-clip", valueClip != nil),
+            ("--gae-lambda", gaeLambda != nil), ("--entropy-coef", entropyCoef != nil), ("--value-coef", valueCoef != nil),
+            ("--normalize-advantages", normalizeAdvantages != nil), ("--normalize-observations", normalizeObservations != nil),
+            ("--normalize-rewards", normalizeRewards != nil), ("--target-kl", targetKl != nil), ("--kl-hard-limit", klHardLimit != nil),
+            ("--refresh", refresh != nil), ("--refresh-interval", refreshInterval != nil), ("--shared-encoder", sharedEncoder),
+            ("--initial-log-std", initialLogStd != nil),
+        ]
+        return list.filter(\.1).map(\.0)
+    }
+
+    func apply(to p: inout PPOConfiguration) {
+        if let envs { p.environments = envs }
+        if let rolloutSteps { p.rolloutSteps = rolloutSteps }
+        if let minibatchSize { p.minibatchSize = minibatchSize }
+        if let chunkLength { p.chunkLength = chunkLength }
+        if let epochs { p.epochs = epochs }
+        if let lr { p.learningRate = lr }
+        if let annealLr { p.annealLearningRate = annealLr }
+        if let clipRange { p.clipRange = clipRange }
+        if let annealClip { p.annealClipRange = annealClip }
+        if let valueClip { p.valueClipRange = valueClip }
+        if let gaeLambda { p.gaeLambda = gaeLambda }
+        if let entropyCoef { p.entropyCoefficient = entropyCoef }
+        if let valueCoef { p.valueCoefficient = valueCoef }
+        if let normalizeAdvantages { p.normalizeAdvantages = normalizeAdvantages }
+        if let normalizeObservations { p.normalizeObservations = normalizeObservations }
+        if let normalizeRewards { p.normalizeRewards = normalizeRewards }
+        if let targetKl { p.targetKL = targetKl }
+        if let klHardLimit { p.klHardLimit = klHardLimit }
+        if let refresh { p.refreshStates = refresh }
+        if let refreshInterval { p.refreshInterval = refreshInterval }
+        if sharedEncoder { p.sharedEncoder = true }
+        if let initialLogStd { p.initialLogStd = initialLogStd }
+    }
+}
+
+extension Train {
+    /// PPO's configuration: the defaults (rl-zoo's RecurrentPPO settings for CartPoleNoVel), then the options given.
+    func resolvedPPOConfiguration() throws -> PPOTrainingConfiguration {
+        let offPolicy = offPolicyOnlyOptionsGiven
+        if !offPolicy.isEmpty {
+            throw ConfigurationError("\(offPolicy.joined(separator: ", ")) do not apply to ppo (they are sac/td3 options); see `rrl train --help` for the PPO options")
+        }
+        var c = PPOTrainingConfiguration()
+        c.environment = environmentName
+        _ = try EnvironmentRegistry.make(c.environment)
+        c.seed = seed
+        c.evaluationInterval = 5000
+        if let steps { c.steps = steps }
+        if let network { c.ppo.network = network }
+        if let layers { c.ppo.recurrentLayers = layers }
+        if let hidden { c.ppo.hiddenSize = hidden }
+        if let headHidden { c.ppo.headHiddenSizes = try parseHeadHidden(headHidden) }
+        if let activation { c.ppo.activation = activation }
+        if let context { c.ppo.context = try ContextInputs(parsing: context) }
+        if let truncation { c.ppo.truncation = truncation }
+        if let gamma { c.ppo.gamma = gamma }
+        if let maxGradNorm { c.ppo.maxGradientNorm = maxGradNorm }
+        if let evalInterval { c.evaluationInterval = evalInterval }
+        if let evalEpisodes { c.evaluationEpisodes = evalEpisodes }
+        ppoOptions.apply(to: &c.ppo)
+        try c.validate()
+        return c
+    }
+
+    func runPPO() throws {
+        let configuration: PPOTrainingConfiguration
+        do {
+            configuration = try resolvedPPOConfiguration()
+        } catch let error as ConfigurationError {
+            throw ValidationError(error.message)
+        } catch let error as EnvironmentError {
+            throw ValidationError(error.description)
+        }
+        let path = runDir ?? "runs/ppo-\(configuration.environment)-seed\(seed)"
+        let folder = try RunFolder(path: path, overwrite: overwrite)
+        try folder.writeConfiguration(configuration)
+        try folder.startMetrics(columns: MetricsRow.ppoColumns)
+        let trainer = try PPOTrainer(configuration: configuration)
+        let p = configuration.ppo
+        print("training ppo (\(p.network.rawValue)\(p.sharedEncoder ? ", shared encoder" : "")\(p.refreshStates ? ", refreshing states" : "")) on \(configuration.environment) for \(configuration.steps) steps with \(p.environments) copies, seed \(configuration.seed); run folder \(folder.url.path)")
+        let display = ProgressDisplay(quiet: quiet)
+        let rows = try trainer.run(onRow: { row in
+            try folder.append(row)
+            display.row(row)
+        }, onProgress: display.progress)
+        display.finish()
+        try folder.writeWeights(trainer.namedTensors(), metadata: [
+            "algorithm": "ppo", "network": p.network.rawValue, "environment": configuration.environment,
+            "steps": "\(trainer.step)", "seed": "\(configuration.seed)",
+        ])
+        if let last = rows.last {
+            print("final evaluation return \(String(format: "%.2f", last["eval_return_mean"] ?? .nan)) ± \(String(format: "%.2f", last["eval_return_std"] ?? .nan)) after \(trainer.step) steps in \(formatDuration(last["wall_seconds"] ?? 0))")
+        }
+        print("wrote \(folder.configurationURL.path), \(folder.metricsURL.path), \(folder.weightsURL.path)")
+    }
+}
+
+/// Parses `--head-hidden` (comma-separated widths, or 'none' for a linear head).
+func parseHeadHidden(_ text: String) throws -> [Int] {
+    if text == "none" { return [] }
+    let parts = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+    guard !parts.isEmpty, parts.allSatisfy({ $0 != nil }) else {
+        throw ConfigurationError("--head-hidden expects comma-separated integers such as 64,64 (or 'none'); got '\(text)'")
+    }
+    return parts.map { $0! }
+}
