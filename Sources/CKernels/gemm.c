@@ -286,55 +286,64 @@ static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(lo);
 }
 
+/// A tile of MR (1-4) rows by NV (1-3) vectors of 8 columns of C = alpha A B + beta C with B not
+/// transposed: MR x NV accumulators stay in registers over the whole k loop (up to 12 independent
+/// FMA chains, enough to keep both FMA units busy), each B vector loaded once per p for all rows.
+__attribute__((target("avx2,fma"), always_inline))
+static inline void small_tile_avx2(const int MR, const int NV, long k, float alpha, const float *a, long rsa, long csa,
+                                   const float *b, long ldb, float beta, float *c, long ldc) {
+    __m256 acc[4][3];
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = _mm256_setzero_ps();
+    for (long p = 0; p < k; p++) {
+        const float *bp = b + p * ldb;
+        __m256 bv[3];
+        for (int v = 0; v < NV; v++) bv[v] = _mm256_loadu_ps(bp + 8 * v);
+        for (int r = 0; r < MR; r++) {
+            __m256 av = _mm256_broadcast_ss(a + r * rsa + p * csa);
+            for (int v = 0; v < NV; v++) acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
+        }
+    }
+    __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    for (int r = 0; r < MR; r++) {
+        float *cr = c + r * ldc;
+        for (int v = 0; v < NV; v++) {
+            __m256 x = _mm256_mul_ps(va, acc[r][v]);
+            if (beta != 0.0f) x = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr + 8 * v), x);
+            _mm256_storeu_ps(cr + 8 * v, x);
+        }
+    }
+}
+
+#define SMALL_TILE_CASES(NV)                                                                                    \
+    switch (mr) {                                                                                               \
+    case 4: small_tile_avx2(4, NV, k, alpha, ai, rsa, csa, b + j, ldb, beta, ci + j, ldc); break;               \
+    case 3: small_tile_avx2(3, NV, k, alpha, ai, rsa, csa, b + j, ldb, beta, ci + j, ldc); break;               \
+    case 2: small_tile_avx2(2, NV, k, alpha, ai, rsa, csa, b + j, ldb, beta, ci + j, ldc); break;               \
+    default: small_tile_avx2(1, NV, k, alpha, ai, rsa, csa, b + j, ldb, beta, ci + j, ldc); break;              \
+    }
+
 __attribute__((target("avx2,fma")))
 static void small_avx2(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,
                        const float *b, long ldb, float beta, float *c, long ldc) {
     const long rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
     if (!trans_b) {
-        // Each row of C accumulates alpha*A[i][p] * B[p][:] in 32-wide register blocks.
-        for (long i = 0; i < m; i++) {
-            float *cr = c + i * ldc;
-            const float *ar = a + i * rsa;
+        // Blocks of 4 rows; 24, then 8 columns at a time; a scalar tail for the last n % 8 columns.
+        for (long i = 0; i < m; i += 4) {
+            const long mr = m - i < 4 ? m - i : 4;
+            const float *ai = a + i * rsa;
+            float *ci = c + i * ldc;
             long j = 0;
-            for (; j + 32 <= n; j += 32) {
-                __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(),
-                       s3 = _mm256_setzero_ps();
-                const float *bp = b + j;
-                for (long p = 0; p < k; p++, bp += ldb) {
-                    __m256 av = _mm256_broadcast_ss(ar + p * csa);
-                    s0 = _mm256_fmadd_ps(av, _mm256_loadu_ps(bp), s0);
-                    s1 = _mm256_fmadd_ps(av, _mm256_loadu_ps(bp + 8), s1);
-                    s2 = _mm256_fmadd_ps(av, _mm256_loadu_ps(bp + 16), s2);
-                    s3 = _mm256_fmadd_ps(av, _mm256_loadu_ps(bp + 24), s3);
-                }
-                __m256 va = _mm256_set1_ps(alpha);
-                __m256 r0 = _mm256_mul_ps(va, s0), r1 = _mm256_mul_ps(va, s1), r2 = _mm256_mul_ps(va, s2),
-                       r3 = _mm256_mul_ps(va, s3);
-                if (beta != 0.0f) {
-                    __m256 vb = _mm256_set1_ps(beta);
-                    r0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr + j), r0);
-                    r1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr + j + 8), r1);
-                    r2 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr + j + 16), r2);
-                    r3 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr + j + 24), r3);
-                }
-                _mm256_storeu_ps(cr + j, r0);
-                _mm256_storeu_ps(cr + j + 8, r1);
-                _mm256_storeu_ps(cr + j + 16, r2);
-                _mm256_storeu_ps(cr + j + 24, r3);
-            }
-            for (; j + 8 <= n; j += 8) {
-                __m256 s0 = _mm256_setzero_ps();
-                const float *bp = b + j;
-                for (long p = 0; p < k; p++, bp += ldb)
-                    s0 = _mm256_fmadd_ps(_mm256_broadcast_ss(ar + p * csa), _mm256_loadu_ps(bp), s0);
-                __m256 r0 = _mm256_mul_ps(_mm256_set1_ps(alpha), s0);
-                if (beta != 0.0f) r0 = _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_loadu_ps(cr + j), r0);
-                _mm256_storeu_ps(cr + j, r0);
-            }
+            for (; j + 24 <= n; j += 24) { SMALL_TILE_CASES(3) }
+            for (; j + 16 <= n; j += 16) { SMALL_TILE_CASES(2) }
+            for (; j + 8 <= n; j += 8) { SMALL_TILE_CASES(1) }
             for (; j < n; j++) {
-                float s = 0.0f;
-                for (long p = 0; p < k; p++) s += ar[p * csa] * b[p * ldb + j];
-                cr[j] = beta == 0.0f ? alpha * s : alpha * s + beta * cr[j];
+                for (long r = 0; r < mr; r++) {
+                    float sum = 0.0f;
+                    for (long p = 0; p < k; p++) sum += ai[r * rsa + p * csa] * b[p * ldb + j];
+                    float *cij = ci + r * ldc + j;
+                    *cij = beta == 0.0f ? alpha * sum : alpha * sum + beta * *cij;
+                }
             }
         }
         return;

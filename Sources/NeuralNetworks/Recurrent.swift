@@ -132,8 +132,16 @@ struct SequenceGeometry {
 /// The parameters of a GRU or LSTM layer in PyTorch's layout (`weight_ih` `[G, I]`, `weight_hh`
 /// `[G, H]`, `bias_ih` and `bias_hh` `[G]`, with G = 3H or 4H gate rows), and the products that
 /// involve them.
+/// A mutable flag held by reference (inside the value-type `GateWeights`).
+final class Flag {
+    var value = false
+}
+
 public struct GateWeights {
     public let weightIH: Parameter, weightHH: Parameter, biasIH: Parameter, biasHH: Parameter
+    /// W_hh^T, refreshed at the start of every forward pass.
+    let transposedHH = Tensor([0])
+    let usesTransposedHH = Flag()
 
     /// Every weight and bias uniform in ±1/sqrt(hiddenSize), as PyTorch.
     init(gates: Int, inputSize: Int, hiddenSize: Int, using rng: inout RandomGenerator) {
@@ -155,11 +163,32 @@ public struct GateWeights {
         gemm(input.matrix, weightIH.value.matrix.transposed, into: gates.matrix, beta: 1)
     }
 
-    /// out = h W_hh^T + b_hh for one step (`h` is `batch x H`, `out` is `[batch, G]`).
+    /// Copies W_hh^T (`[H, G]`) for the steps of one forward pass: with B not transposed, the
+    /// small-batch product keeps whole rows of gates in registers instead of reducing dot products.
+    /// A one-step pass (acting) reads W_hh directly: the copy would cost as much as the product.
+    func prepareHiddenProducts(steps: Int) {
+        usesTransposedHH.value = steps > 1
+        guard steps > 1 else { return }
+        let g = weightHH.shape[0], hidden = weightHH.shape[1]
+        transposedHH.resize(Shape(d0: hidden, d1: g))
+        let w = weightHH.value.data, t = transposedHH.data
+        let block = 16
+        for i0 in stride(from: 0, to: g, by: block) {
+            for j0 in stride(from: 0, to: hidden, by: block) {
+                for i in i0..<min(i0 + block, g) {
+                    for j in j0..<min(j0 + block, hidden) { t[j * g + i] = w[i * hidden + j] }
+                }
+            }
+        }
+    }
+
+    /// out = h W_hh^T + b_hh for one step (`h` is `batch x H`, `out` is `[batch, G]`), from the
+    /// copy made by `prepareHiddenProducts(steps:)` when there is one.
     func hiddenProducts(_ h: UnsafeMutablePointer<Float>, into out: Tensor) {
         let g = weightHH.shape[0], hidden = weightHH.shape[1], batch = out.shape[0]
         broadcastRows(biasHH.value.data, rows: batch, width: g, into: out.data)
-        gemm(Matrix(h, rows: batch, columns: hidden, stride: hidden), weightHH.value.matrix.transposed, into: out.matrix, beta: 1)
+        let right = usesTransposedHH.value ? transposedHH.matrix : weightHH.value.matrix.transposed
+        gemm(Matrix(h, rows: batch, columns: hidden, stride: hidden), right, into: out.matrix, beta: 1)
     }
 
     /// The time-independent part of backward, batched over all steps: weight and bias gradients
@@ -246,6 +275,7 @@ public final class GRU: RecurrentLayer {
             stepState.resize(Shape(d0: B, d1: H))
         }
         weights.inputProducts(input, into: gates)  // all steps at once: [T*B, I] x [I, 3H]
+        weights.prepareHiddenProducts(steps: T)
         for t in 0..<T {
             // The state entering step t: the previous output, or the initial state where a row restarts.
             let hp = keepActivations ? previousStates.data + t * B * H : stepState.data
@@ -390,6 +420,7 @@ public final class LSTM: RecurrentLayer {
             stepH.resize(shape); stepC.resize(shape); stepTanh.resize(shape)
         }
         weights.inputProducts(input, into: gates)  // all steps at once: [T*B, I] x [I, 4H]
+        weights.prepareHiddenProducts(steps: T)
         for t in 0..<T {
             let hp: UnsafeMutablePointer<Float>, cp: UnsafeMutablePointer<Float>
             let cNew: UnsafeMutablePointer<Float>, tanhC: UnsafeMutablePointer<Float>

@@ -80,3 +80,39 @@ struct BenchMemory: ParsableCommand {
                           referenceNote: "2.9 ms per step", options: options)
     }
 }
+
+struct BenchPPO: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ppo",
+        abstract: "cartpole-position, recurrent PPO with rl-zoo's RecurrentPPO settings (8 copies x 32 steps, minibatch 256, 20 epochs, LSTM 64 for actor and critic, heads of 64), 100k steps: environment steps per CPU second against sb3-contrib (190-310).")
+    @OptionGroup var options: TrainingBenchOptions
+    func run() throws {
+        var c = PPOTrainingConfiguration()
+        c.environment = "cartpole-position"
+        c.seed = options.seed
+        c.steps = options.steps ?? 100_000
+        c.evaluationInterval = c.steps  // one evaluation, at the end (sb3's figure is training only)
+        let trainer = try PPOTrainer(configuration: c)
+        let cpu0 = Clock.processCPU, wall0 = Clock.now
+        let rows = try trainer.run()
+        let cpu = Clock.processCPU - cpu0, wall = Clock.now - wall0
+        let rate = Double(trainer.step) / cpu
+        let (low, high) = (190.0, 310.0)
+        let result: [String: Any] = [
+            "benchmark": "bench ppo", "environment": c.environment, "algorithm": "ppo", "network": c.ppo.network.rawValue,
+            "steps": trainer.step, "cpu_seconds": cpu, "wall_seconds": wall, "steps_per_cpu_second": rate,
+            "sb3_contrib_steps_per_second_low": low, "sb3_contrib_steps_per_second_high": high,
+            "speedup_vs_sb3_contrib_fastest": rate / high, "speedup_vs_sb3_contrib_slowest": rate / low,
+            "final_eval_return": rows.last?["eval_return_mean"] ?? Double.nan,
+        ]
+        if options.json {
+            try printJSON(result.mapValues { ($0 as? Double).map { $0.isNaN ? NSNull() : $0 as Any } ?? $0 })
+            return
+        }
+        let p = c.ppo
+        print("bench ppo: recurrent PPO (\(p.network.rawValue) \(p.hiddenSize), actor and critic encoders) on \(c.environment), \(trainer.step) steps: \(p.environments) copies x \(p.rolloutSteps) steps per rollout, minibatch \(p.minibatchSize), \(p.epochs) epochs")
+        print(String(format: "  CPU %.2f s, wall %.2f s: %.0f environment steps per CPU second (training included; one evaluation at the end)", cpu, wall, rate))
+        print(String(format: "  sb3-contrib RecurrentPPO on this machine kind: 190-310 steps/s -> %.1fx (vs 310) to %.1fx (vs 190) its speed", rate / high, rate / low))
+        if let last = rows.last { print(String(format: "  final evaluation return %.1f", last["eval_return_mean"] ?? .nan)) }
+    }
+}
