@@ -18,6 +18,9 @@ public enum EnvironmentRegistry {
         Entry(name: "cartpole", summary: "Gymnasium CartPole-v1: balance a pole on a cart (500 steps)") { CartPole(view: .full) },
         Entry(name: "cartpole-position", summary: "CartPole showing only x and θ (velocities hidden)") { CartPole(view: .position) },
         Entry(name: "cartpole-velocity", summary: "CartPole showing only ẋ and θ̇ (positions hidden)") { CartPole(view: .velocity) },
+        Entry(name: "repeat-previous", summary: "POPGym-style: name the suit of the card dealt 4 steps ago (52 steps)") { RepeatPrevious() },
+        Entry(name: "count-recall", summary: "POPGym-style: how many cards of the queried rank were dealt so far (52 steps)") { CountRecall() },
+        Entry(name: "goal-cycle", summary: "gridworld, 5x5 egocentric view: visit 3 look-alike goals in a hidden cyclic order (200 steps)") { GoalCycle() },
     ]
 
     public static var names: [String] { entries.map(\.name) }

@@ -16,7 +16,7 @@ struct RRL: ParsableCommand {
 struct NotYetAvailable: Error, CustomStringConvertible {
     let command: String
     var description: String {
-        "`rrl \(command)` is not available in this build yet: it comes with a later milestone. Available now: `rrl train sac|td3`, `rrl list`, `rrl bench`."
+        "`rrl \(command)` is not available in this build yet: it comes with a later milestone. Available now: `rrl train sac|td3|ppo`, `rrl list`, `rrl bench`."
     }
 }
 
@@ -49,6 +49,6 @@ struct List: ParsableCommand {
             let env = entry.make()
             print(column(entry.name, 19) + column("\(env.observationSpace)", 24) + column("\(env.actionSpace)", 22) + entry.summary)
         }
-        print("Algorithms: sac (continuous actions: tanh-Gaussian; discrete actions: categorical), td3. MLP, GRU or LSTM networks.")
+        print("Algorithms: sac (continuous actions: tanh-Gaussian; discrete actions: categorical), td3, ppo (categorical or Gaussian). MLP, GRU or LSTM networks.")
     }
 }

@@ -122,3 +122,81 @@ final class EnvironmentTests: XCTestCase {
         }
     }
 }
+
+final class MemoryEnvironmentTests: XCTestCase {
+    /// An agent that remembers the suits shown answers right every time (return 1); one that
+    /// guesses gets about -0.5.
+    func testRepeatPreviousRewardsTheSuitShownLagStepsAgo() {
+        let env = RepeatPrevious()
+        var obs = [Float](repeating: 0, count: 4)
+        var rng = RandomGenerator(seed: 3)
+        var guessed = 0.0
+        for episode in 0..<50 {
+            env.reset(seed: UInt64(episode), observation: &obs)
+            var shown = [obs.firstIndex(of: 1)!]
+            var oracle = 0.0, random = 0.0
+            let guesser = RepeatPrevious()
+            var guessObs = obs
+            guesser.reset(seed: UInt64(episode), observation: &guessObs)
+            for t in 0..<env.maxEpisodeSteps {
+                let answer = [Float(t >= env.lag ? shown[t - env.lag] : 0)]
+                let r = env.step(action: answer, observation: &obs)
+                oracle += Double(r.reward)
+                shown.append(obs.firstIndex(of: 1)!)
+                random += Double(guesser.step(action: [Float(rng.integer(below: 4))], observation: &guessObs).reward)
+                XCTAssertEqual(r.truncated, t == env.maxEpisodeSteps - 1)
+            }
+            XCTAssertEqual(oracle, 1, accuracy: 1e-4)
+            guessed += random / 50
+        }
+        XCTAssertEqual(guessed, -0.5, accuracy: 0.1)
+    }
+
+    /// Counting the ranks shown answers every query right (return 1).
+    func testCountRecallRewardsTheCountOfTheQueriedRank() {
+        let env = CountRecall()
+        var obs = [Float](repeating: 0, count: 26)
+        for episode in 0..<20 {
+            env.reset(seed: UInt64(episode), observation: &obs)
+            var counts = [Int](repeating: 0, count: 13)
+            var total = 0.0
+            for _ in 0..<env.maxEpisodeSteps {
+                counts[obs[0..<13].firstIndex(of: 1)!] += 1
+                let query = obs[13..<26].firstIndex(of: 1)! - 13
+                XCTAssertGreaterThan(counts[query], 0, "queries are about ranks already dealt")
+                XCTAssertEqual(counts[query], env.answer)
+                total += Double(env.step(action: [Float(counts[query] - 1)], observation: &obs).reward)
+            }
+            XCTAssertEqual(total, 1, accuracy: 1e-4)
+        }
+    }
+
+    /// The egocentric view shows the cell ahead and the agent's own cell; the right goal pays +1
+    /// and moves the target on, a wrong one costs the penalty.
+    func testGoalCycleViewAndRewards() {
+        let env = GoalCycle()
+        let v = env.view, half = v / 2
+        var obs = [Float](repeating: 0, count: 3 * v * v)
+        var rng = RandomGenerator(seed: 9)
+        var right = 0, wrong = 0
+        for episode in 0..<20 {
+            env.reset(seed: UInt64(episode), observation: &obs)
+            for _ in 0..<env.maxEpisodeSteps {
+                let (dx, dy) = [(0, -1), (1, 0), (0, 1), (-1, 0)][env.direction]
+                let ahead = env.cell(env.x + dx, env.y + dy)
+                XCTAssertEqual(obs[((v - 2) * v + half) * 3 + ahead], 1, "the cell ahead")
+                XCTAssertEqual(obs[((v - 1) * v + half) * 3 + env.cell(env.x, env.y)], 1, "the agent's own cell")
+                let target = env.goals[env.next], next = env.next
+                let action = Float(rng.integer(below: 3))
+                let r = env.step(action: [action], observation: &obs)
+                if env.x == target.x && env.y == target.y && r.reward != 0 {
+                    XCTAssertEqual(r.reward, 1); XCTAssertEqual(env.next, (next + 1) % env.goalCount); right += 1
+                } else if r.reward != 0 {
+                    XCTAssertEqual(r.reward, -env.penalty); XCTAssertEqual(env.next, next); wrong += 1
+                }
+            }
+        }
+        XCTAssertGreaterThan(right, 0)
+        XCTAssertGreaterThan(wrong, 0)
+    }
+}

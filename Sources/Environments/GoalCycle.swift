@@ -1,0 +1,129 @@
+import Tensors
+
+/// A gridworld after marlgrid's goal-cycle task. An agent moves in a `size` x `size` room (walls
+/// around it) holding `goals` goal tiles that all look alike; they must be visited in a hidden cyclic
+/// order, drawn anew each episode with the goal positions and the agent's start. Stepping onto the
+/// right next goal earns +1 and moves the target to the following goal; stepping onto a wrong one
+/// costs `penalty`. Episodes are truncated after `maxEpisodeSteps`.
+///
+/// The agent sees a `view` x `view` window ahead of it, egocentric (rotated so that it faces up,
+/// standing in the bottom row's middle), each cell one-hot as empty, wall or goal: 3 x view² floats.
+/// Actions: 0 turn left, 1 turn right, 2 move forward. Which goal comes next can only be learned by
+/// remembering which goals paid and which cost: a memoryless agent cannot do better on average than
+/// visiting goals at random (1 in `goals` chance of the right one).
+public final class GoalCycle: Environment {
+    public let size: Int
+    public let goalCount: Int
+    public let view: Int
+    public let penalty: Float
+    public let maxEpisodeSteps: Int
+    public var rng = RandomGenerator(seed: 0)
+    /// Goal positions (x, y) in cycle order; `next` indexes the goal to reach next.
+    public private(set) var goals: [(x: Int, y: Int)] = []
+    public private(set) var next = 0
+    public private(set) var x = 0, y = 0
+    /// 0 up (y - 1), 1 right, 2 down, 3 left.
+    public private(set) var direction = 0
+    private var t = 0
+
+    public init(size: Int = 7, goals: Int = 3, view: Int = 5, penalty: Float = 0.5, maxEpisodeSteps: Int = 200) {
+        precondition(size >= 3 && goals >= 2 && goals < size * size - 1 && view >= 1 && view % 2 == 1,
+                     "goal-cycle: size >= 3, 2 <= goals < size² - 1, odd view")
+        self.size = size
+        goalCount = goals
+        self.view = view
+        self.penalty = penalty
+        self.maxEpisodeSteps = maxEpisodeSteps
+    }
+
+    public var name: String { "goal-cycle" }
+    public var observationSpace: Space {
+        .box(low: [Float](repeating: 0, count: 3 * view * view), high: [Float](repeating: 1, count: 3 * view * view))
+    }
+    public var actionSpace: Space { .discrete(3) }
+
+    /// 0 empty, 1 wall, 2 goal for the cell (x, y) (outside the room: wall).
+    public func cell(_ cx: Int, _ cy: Int) -> Int {
+        if cx < 0 || cy < 0 || cx >= size || cy >= size { return 1 }
+        return goals.contains { $0.x == cx && $0.y == cy } ? 2 : 0
+    }
+
+    func observe(_ observation: UnsafeMutablePointer<Float>) {
+        let v = view, half = v / 2
+        for i in 0..<(3 * v * v) { observation[i] = 0 }
+        // Row r (0 = farthest ahead) and column c (0 = leftmost) of the egocentric window.
+        for r in 0..<v {
+            for c in 0..<v {
+                let ahead = v - 1 - r, side = c - half
+                var dx = 0, dy = 0
+                switch direction {
+                case 0: dx = side; dy = -ahead
+                case 1: dx = ahead; dy = side
+                case 2: dx = -side; dy = ahead
+                default: dx = -ahead; dy = -side
+                }
+                observation[(r * v + c) * 3 + cell(x + dx, y + dy)] = 1
+            }
+        }
+    }
+
+    public func reset(seed: UInt64?, observation: UnsafeMutablePointer<Float>) {
+        if let seed { rng = RandomGenerator(seed: seed) }
+        var cells = Array(0..<(size * size))
+        for i in stride(from: cells.count - 1, to: 0, by: -1) { cells.swapAt(i, rng.integer(below: i + 1)) }
+        goals = cells.prefix(goalCount).map { (x: $0 % size, y: $0 / size) }
+        x = cells[goalCount] % size
+        y = cells[goalCount] / size
+        direction = rng.integer(below: 4)
+        next = 0
+        t = 0
+        observe(observation)
+    }
+
+    public func step(action: UnsafePointer<Float>, observation: UnsafeMutablePointer<Float>) -> StepResult {
+        var reward: Float = 0
+        switch Int(action[0]) {
+        case 0: direction = (direction + 3) % 4
+        case 1: direction = (direction + 1) % 4
+        default:
+            let (dx, dy) = [(0, -1), (1, 0), (0, 1), (-1, 0)][direction]
+            let nx = x + dx, ny = y + dy
+            if nx >= 0 && ny >= 0 && nx < size && ny < size {
+                x = nx
+                y = ny
+                if let g = goals.firstIndex(where: { $0.x == nx && $0.y == ny }) {
+                    if g == next {
+                        reward = 1
+                        next = (next + 1) % goalCount
+                    } else {
+                        reward = -penalty
+                    }
+                }
+            }
+        }
+        t += 1
+        observe(observation)
+        return StepResult(reward: reward, terminated: false, truncated: t >= maxEpisodeSteps)
+    }
+
+    /// A text picture of the room: '#' walls, digits the goals in cycle order ('*' marks the next
+    /// one), the agent as an arrow.
+    public func render() -> String {
+        var lines: [String] = [String(repeating: "#", count: size + 2)]
+        for cy in 0..<size {
+            var line = "#"
+            for cx in 0..<size {
+                if cx == x && cy == y {
+                    line += ["^", ">", "v", "<"][direction]
+                } else if let g = goals.firstIndex(where: { $0.x == cx && $0.y == cy }) {
+                    line += g == next ? "*" : String(g)
+                } else {
+                    line += "."
+                }
+            }
+            lines.append(line + "#")
+        }
+        lines.append(String(repeating: "#", count: size + 2))
+        return lines.joined(separator: "\n")
+    }
+}
