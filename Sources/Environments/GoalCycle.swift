@@ -26,7 +26,7 @@ public final class GoalCycle: Environment {
     public private(set) var direction = 0
     private var t = 0
 
-    public init(size: Int = 7, goals: Int = 3, view: Int = 5, penalty: Float = 0.5, maxEpisodeSteps: Int = 200) {
+    public init(size: Int = 5, goals: Int = 3, view: Int = 5, penalty: Float = 0.25, maxEpisodeSteps: Int = 200) {
         precondition(size >= 3 && goals >= 2 && goals < size * size - 1 && view >= 1 && view % 2 == 1,
                      "goal-cycle: size >= 3, 2 <= goals < size² - 1, odd view")
         self.size = size
