@@ -105,7 +105,7 @@ struct Train: ParsableCommand {
         let environment = try EnvironmentRegistry.make(env)
         let ppoGiven = ppoOptions.given
         if !ppoGiven.isEmpty {
-            throw ConfigurationError("\(ppoGiven.joined(separator: ", ")) only apply to ppo; remove them or train with `rrl train ppo`")
+            throw ConfigurationError("\(ppoGiven.joined(separator: ", ")) \(ppoGiven.count == 1 ? "applies" : "apply") only to ppo; remove \(ppoGiven.count == 1 ? "it" : "them"), or train with `rrl train ppo`")
         }
         let algorithm = offPolicyAlgorithm
         var c = TrainingConfiguration.defaults(algorithm: algorithm, environment: env)

@@ -73,7 +73,7 @@ extension Train {
     func resolvedPPOConfiguration() throws -> PPOTrainingConfiguration {
         let offPolicy = offPolicyOnlyOptionsGiven
         if !offPolicy.isEmpty {
-            throw ConfigurationError("\(offPolicy.joined(separator: ", ")) do not apply to ppo (they are sac/td3 options); see `rrl train --help` for the PPO options")
+            throw ConfigurationError("\(offPolicy.joined(separator: ", ")) \(offPolicy.count == 1 ? "does" : "do") not apply to ppo (sac/td3 only); remove \(offPolicy.count == 1 ? "it" : "them"), or see `rrl train --help` for the PPO options")
         }
         var c = PPOTrainingConfiguration()
         c.environment = environmentName
