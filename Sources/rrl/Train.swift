@@ -120,11 +120,17 @@ struct Train: ParsableCommand {
                 c.agent.sampler.randomSequenceLength = false
                 c.agent.sampler.initialState = .zero
             } else if c.agent.sampler.sequenceLength == 1 {
-                // Switching a classic-control default to a recurrent network: windows of 32.
-                c.agent.sampler.sequenceLength = 32
-                c.agent.batchSize = 32
-                c.agent.hiddenSize = 64
+                // Switching a classic-control default to a recurrent network (the recipe that
+                // solves pendulum-velocity): windows of 48 slots whose first 16 warm up the
+                // stored state (R2D2), batch 16, GRU/LSTM 32, heads of 64, and the previous
+                // action and reward in the context (as pomdp-baselines).
+                c.agent.sampler.sequenceLength = 48
+                c.agent.sampler.burnIn = 16
+                c.agent.sampler.initialState = .storedBurnIn
+                c.agent.batchSize = 16
+                c.agent.hiddenSize = 32
                 c.agent.headHiddenSizes = [64]
+                c.agent.context = ContextInputs(observation: true, lastAction: true, lastReward: true)
             }
         }
         if let layers { c.agent.recurrentLayers = layers }
