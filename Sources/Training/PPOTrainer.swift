@@ -285,6 +285,18 @@ public final class PPOTrainer {
         return rows
     }
 
+    /// The normalisers' statistics in full (Double) precision, for the weights file's metadata
+    /// (the tensors hold them in Float32 for other readers).
+    public func normalizerMetadata() -> [String: String] {
+        func list(_ values: [Double]) -> String { "[" + values.map { "\($0)" }.joined(separator: ",") + "]" }
+        let o = agent.observationStatistics, r = agent.returnStatistics
+        return [
+            "normalizer.observation.mean": list(o.mean), "normalizer.observation.var": list(o.variance),
+            "normalizer.observation.count": list([o.count]),
+            "normalizer.return.var": list(r.variance), "normalizer.return.count": list([r.count]),
+        ]
+    }
+
     /// Weights and the normalisers' statistics, for the weights file.
     public func namedTensors() -> [NamedParameter] {
         var list = agent.namedParameters()

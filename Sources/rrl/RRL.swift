@@ -16,14 +16,30 @@ struct RRL: ParsableCommand {
 struct NotYetAvailable: Error, CustomStringConvertible {
     let command: String
     var description: String {
-        "`rrl \(command)` is not available in this build yet: it comes with a later milestone. Available now: `rrl train sac|td3|ppo`, `rrl list`, `rrl bench`."
+        "`rrl \(command)` is not available in this build yet: it comes with a later milestone. Available now: `rrl train sac|td3|ppo`, `rrl evaluate`, `rrl list`, `rrl bench`."
     }
 }
 
 struct Evaluate: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Evaluate a trained run.")
-    @Argument(help: "Run folder.") var runDirectory: String
-    func run() throws { throw NotYetAvailable(command: "evaluate") }
+    static let configuration = CommandConfiguration(
+        abstract: "Evaluate a trained run: mean ± standard deviation of the return over N episodes.",
+        discussion: "Reads config.json and weights.safetensors from the run folder. Deterministic actions unless --stochastic; the same --seed gives the same episodes.")
+    @Argument(help: "Run folder (made by `rrl train`).") var runDirectory: String
+    @Option(help: "Episodes, run side by side.") var episodes: Int = 10
+    @Option(help: "Seed of the evaluation episodes.") var seed: UInt64 = 0
+    @Flag(help: "Sample actions from the policy instead of taking its mode.") var stochastic = false
+    @Flag(help: "Print one episode step by step as text (goal-cycle).") var render = false
+    @Option(help: "With --render: at most this many steps.") var renderSteps: Int = 50
+
+    func run() throws {
+        let saved = try SavedRun(path: runDirectory)
+        if render {
+            print(try saved.renderEpisode(seed: seed, stochastic: stochastic, maxSteps: renderSteps), terminator: "")
+            return
+        }
+        let result = try saved.evaluate(episodes: episodes, seed: seed, stochastic: stochastic)
+        print("\(saved.algorithm) on \(saved.environment), \(episodes) \(stochastic ? "stochastic" : "deterministic") episodes, seed \(seed): return \(String(format: "%.2f", result.mean)) ± \(String(format: "%.2f", result.std))")
+    }
 }
 
 struct Plot: ParsableCommand {

@@ -119,10 +119,10 @@ extension Train {
             display.row(row)
         }, onProgress: display.progress)
         display.finish()
-        try folder.writeWeights(trainer.namedTensors(), metadata: [
+        try folder.writeWeights(trainer.namedTensors(), metadata: trainer.normalizerMetadata().merging([
             "algorithm": "ppo", "network": p.network.rawValue, "environment": configuration.environment,
             "steps": "\(trainer.step)", "seed": "\(configuration.seed)",
-        ])
+        ]) { $1 })
         if let last = rows.last {
             print("final evaluation return \(String(format: "%.2f", last["eval_return_mean"] ?? .nan)) ± \(String(format: "%.2f", last["eval_return_std"] ?? .nan)) after \(trainer.step) steps in \(formatDuration(last["wall_seconds"] ?? 0))")
         }

@@ -1,0 +1,123 @@
+import Agents
+import Environments
+import Foundation
+import NeuralNetworks
+import Tensors
+
+/// A finished run read back from its folder: the resolved configuration (`config.json`) and the
+/// trained actor with its weights (and, for PPO, its normalisers) from `weights.safetensors`.
+public final class SavedRun {
+    public let url: URL
+    public let environment: String
+    public let algorithm: String
+    public let actor: any RecurrentActor
+
+    public init(path: String) throws {
+        url = URL(fileURLWithPath: path, isDirectory: true)
+        let configURL = url.appendingPathComponent("config.json"), weightsURL = url.appendingPathComponent("weights.safetensors")
+        guard FileManager.default.fileExists(atPath: configURL.path) else {
+            throw TrainingError("'\(path)' holds no config.json; give the folder of a run made by `rrl train`")
+        }
+        guard FileManager.default.fileExists(atPath: weightsURL.path) else {
+            throw TrainingError("'\(path)' holds no weights.safetensors (the run did not finish?); train it again or give another run folder")
+        }
+        let data = try Data(contentsOf: configURL)
+        let top: [String: Any]
+        do {
+            top = try JSONSerialization.jsonObject(with: data) as? [String: Any] ?? [:]
+        } catch {
+            throw TrainingError("\(configURL.path) is not valid JSON (\(error.localizedDescription)); restore it from the run or train again")
+        }
+        func decode<T: Decodable>(_ type: T.Type) throws -> T {
+            do {
+                return try JSONDecoder().decode(type, from: data)
+            } catch {
+                throw TrainingError("\(configURL.path) does not describe a run this version can read (\(error)); train again")
+            }
+        }
+        if (top["algorithm"] as? String) == "ppo" {
+            let c = try decode(PPOTrainingConfiguration.self)
+            try c.validate()
+            let env = try EnvironmentRegistry.make(c.environment)
+            let agent = try PPOAgent(configuration: c.ppo, observationSpace: env.observationSpace, actionSpace: env.actionSpace, seed: c.seed)
+            var list = agent.namedParameters()
+            let o = agent.observationWidth
+            let mean = Parameter(Shape(d0: o)), variance = Parameter(Shape(d0: o)), count = Parameter(Shape(d0: 1))
+            let returnVariance = Parameter(Shape(d0: 1)), returnCount = Parameter(Shape(d0: 1))
+            if c.ppo.normalizeObservations {
+                list += [("normalizer.observation.mean", mean), ("normalizer.observation.var", variance), ("normalizer.observation.count", count)]
+            }
+            if c.ppo.normalizeRewards {
+                list += [("normalizer.return.var", returnVariance), ("normalizer.return.count", returnCount)]
+            }
+            try SafeTensors.load(weightsURL, into: list)
+            agent.observationStatistics.mean = mean.value.array.map(Double.init)
+            agent.observationStatistics.variance = variance.value.array.map(Double.init)
+            agent.observationStatistics.count = Double(count.value.data[0])
+            agent.returnStatistics.variance = [Double(returnVariance.value.data[0])]
+            agent.returnStatistics.count = Double(returnCount.value.data[0])
+            // Full precision from the metadata when the file has it.
+            let metadata = try SafeTensors.read(weightsURL).metadata
+            func values(_ key: String, count n: Int) -> [Double]? {
+                guard let text = metadata[key], let data = text.data(using: .utf8),
+                      let array = try? JSONSerialization.jsonObject(with: data) as? [Double], array.count == n else { return nil }
+                return array
+            }
+            if let m = values("normalizer.observation.mean", count: o) { agent.observationStatistics.mean = m }
+            if let v = values("normalizer.observation.var", count: o) { agent.observationStatistics.variance = v }
+            if let n = values("normalizer.observation.count", count: 1) { agent.observationStatistics.count = n[0] }
+            if let v = values("normalizer.return.var", count: 1) { agent.returnStatistics.variance = v }
+            if let n = values("normalizer.return.count", count: 1) { agent.returnStatistics.count = n[0] }
+            environment = c.environment
+            algorithm = "ppo"
+            actor = agent
+        } else {
+            let c = try decode(TrainingConfiguration.self)
+            try c.validate()
+            let env = try EnvironmentRegistry.make(c.environment)
+            let agent = try OffPolicyAgent(configuration: c.agent, observationSpace: env.observationSpace, actionSpace: env.actionSpace, seed: c.seed)
+            try SafeTensors.load(weightsURL, into: agent.namedParameters())
+            environment = c.environment
+            algorithm = c.agent.algorithm.rawValue
+            actor = agent
+        }
+    }
+
+    /// Returns of `episodes` episodes run side by side (environment e reset with the e-th seed drawn
+    /// from `seed`), with deterministic or sampled actions.
+    public func evaluate(episodes: Int, seed: UInt64, stochastic: Bool) throws -> (returns: [Double], mean: Double, std: Double) {
+        guard episodes >= 1 else { throw TrainingError("--episodes must be at least 1 (got \(episodes))") }
+        let envs = try (0..<episodes).map { _ in try EnvironmentRegistry.make(environment) }
+        var seeds = RandomGenerator(seed: seed)
+        let result = evaluateSideBySide(actor, environments: envs, seeds: &seeds, deterministic: !stochastic)
+        let (mean, std) = result.summary
+        return (result.returns, mean, std)
+    }
+
+    /// One episode step by step as text (environments with a text view, such as goal-cycle).
+    public func renderEpisode(seed: UInt64, stochastic: Bool, maxSteps: Int = 50) throws -> String {
+        let env = try EnvironmentRegistry.make(environment)
+        guard let grid = env as? GoalCycle else {
+            throw TrainingError("environment '\(environment)' has no text view; --render works for goal-cycle")
+        }
+        var seeds = RandomGenerator(seed: seed)
+        let episodes = SideBySideEpisodes(count: 1, observationWidth: env.observationSpace.width, actor: actor)
+        let envAction = Tensor(Shape(d0: env.actionSpace.width))
+        env.reset(seed: seeds.next(), observation: episodes.observation(0))
+        actor.prepare(observation: episodes.observation(0))
+        var text = "step 0\n" + grid.render() + "\n"
+        var total = 0.0
+        for t in 1...min(maxSteps, env.maxEpisodeSteps) {
+            episodes.act(actor, deterministic: !stochastic)
+            Trainer.environmentAction(episodes.action(0), space: env.actionSpace, into: envAction.data)
+            let r = env.step(action: envAction.data, observation: episodes.observation(0))
+            actor.prepare(observation: episodes.observation(0))
+            episodes.record(0, reward: actor.prepare(reward: r.reward))
+            total += Double(r.reward)
+            let name = ["turn left", "turn right", "forward"][Int(envAction.data[0])]
+            text += "step \(t): \(name), reward \(r.reward), return \(String(format: "%.2f", total))\n" + grid.render() + "\n"
+            if r.done { break }
+        }
+        return text
+    }
+}
