@@ -186,14 +186,7 @@ struct Train: ParsableCommand {
     func run() throws {
         if algorithm == .ppo { return try runPPO() }
         let env = environmentName
-        let configuration: TrainingConfiguration
-        do {
-            configuration = try resolvedConfiguration()
-        } catch let error as ConfigurationError {
-            throw ValidationError(error.message)
-        } catch let error as EnvironmentError {
-            throw ValidationError(error.description)
-        }
+        let configuration = try asUsageError(resolvedConfiguration)
         let path = runDir ?? "runs/\(algorithm.rawValue)-\(env)-seed\(seed)"
         let folder = try RunFolder(path: path, overwrite: overwrite)
         try folder.writeConfiguration(configuration)
@@ -218,6 +211,18 @@ struct Train: ParsableCommand {
             print(summary)
         }
         print("wrote \(folder.configurationURL.path), \(folder.metricsURL.path), \(folder.weightsURL.path)")
+    }
+}
+
+/// Runs `body`, turning a bad option or environment name into a usage error (exit code 64, the
+/// message first).
+func asUsageError<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let error as ConfigurationError {
+        throw ValidationError(error.message)
+    } catch let error as EnvironmentError {
+        throw ValidationError(error.description)
     }
 }
 

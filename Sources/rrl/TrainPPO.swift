@@ -98,14 +98,7 @@ extension Train {
     }
 
     func runPPO() throws {
-        let configuration: PPOTrainingConfiguration
-        do {
-            configuration = try resolvedPPOConfiguration()
-        } catch let error as ConfigurationError {
-            throw ValidationError(error.message)
-        } catch let error as EnvironmentError {
-            throw ValidationError(error.description)
-        }
+        let configuration = try asUsageError(resolvedPPOConfiguration)
         let path = runDir ?? "runs/ppo-\(configuration.environment)-seed\(seed)"
         let folder = try RunFolder(path: path, overwrite: overwrite)
         try folder.writeConfiguration(configuration)
