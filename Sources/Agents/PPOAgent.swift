@@ -79,9 +79,8 @@ public final class PPOAgent {
     let valueGradient = Tensor([0])
     let logProbabilityScratch = Tensor([0])
     let probabilities = Tensor([0])
-    let featureSum = Tensor([0])
-    let refreshFeatures = Tensor([0])
-    let refreshCriticFeatures = Tensor([0])
+    let actingSharedFeatures = Tensor([0])
+    let chunkSharedFeatures = Tensor([0])
     let refreshActorState = Tensor([0])
     let refreshCriticState = Tensor([0])
     let truncatedStates = Tensor([0])
@@ -191,7 +190,7 @@ public final class PPOAgent {
         let B = context.shape[1]
         let features = actor.encode(context, initialState: actor.isRecurrent ? state.matrix : nil, resetMask: nil, keepActivations: false)
         if let encoder = actor.encoder { state.data.update(from: encoder.finalState.data, count: B * encoder.stateWidth) }
-        if isShared { featureSum.resize(features.shape); featureSum.copy(from: features) }
+        if isShared { actingSharedFeatures.resize(features.shape); actingSharedFeatures.copy(from: features) }
         return actor.head(features: features, firstRow: 0, rows: B, extra: nil)
     }
 
@@ -199,7 +198,7 @@ public final class PPOAgent {
     /// features of the actor step just taken are used).
     func criticStep(_ context: Tensor, state: Tensor) -> Tensor {
         let B = context.shape[1]
-        if isShared { return critic.head(features: featureSum, firstRow: 0, rows: B, extra: nil) }
+        if isShared { return critic.head(features: actingSharedFeatures, firstRow: 0, rows: B, extra: nil) }
         let features = critic.encode(context, initialState: critic.isRecurrent ? state.matrix : nil, resetMask: nil, keepActivations: false)
         if let encoder = critic.encoder { state.data.update(from: encoder.finalState.data, count: B * encoder.stateWidth) }
         return critic.head(features: features, firstRow: 0, rows: B, extra: nil)
@@ -370,13 +369,13 @@ public final class PPOAgent {
         let features = actor.encode(chunkContext, initialState: actor.isRecurrent ? chunkActorState.matrix : nil,
                                     resetMask: chunkMask, keepActivations: keepActivations)
         let out = actor.head(features: features, firstRow: 0, rows: rows, extra: nil)
-        if isShared { refreshFeatures.resize(features.shape); refreshFeatures.copy(from: features) }
+        if isShared { chunkSharedFeatures.resize(features.shape); chunkSharedFeatures.copy(from: features) }
         return out
     }
 
     func forwardCritic(keepActivations: Bool) -> Tensor {
         let rows = chunkContext.shape[0] * chunkContext.shape[1]
-        if isShared { return critic.head(features: refreshFeatures, firstRow: 0, rows: rows, extra: nil) }
+        if isShared { return critic.head(features: chunkSharedFeatures, firstRow: 0, rows: rows, extra: nil) }
         let features = critic.encode(chunkContext, initialState: critic.isRecurrent ? chunkCriticState.matrix : nil,
                                      resetMask: chunkMask, keepActivations: keepActivations)
         return critic.head(features: features, firstRow: 0, rows: rows, extra: nil)
