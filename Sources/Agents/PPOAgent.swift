@@ -72,7 +72,6 @@ public final class PPOAgent {
     let actingScratch = Tensor([0])
     let chunkContext = Tensor([0])
     let chunkMask = Tensor([0])
-    let chunkValid = Tensor([0])
     let chunkActorState = Tensor([0])
     let chunkCriticState = Tensor([0])
     let headGradient = Tensor([0])
@@ -93,6 +92,8 @@ public final class PPOAgent {
     var snapshotStepCount = 0
     var hasSnapshot = false
     var windowOrder: [Int] = []
+    /// Every chunk in order (the diagnostics evaluate the whole rollout as one batch).
+    var allWindows: [Int] = []
 
     public init(configuration: PPOConfiguration, observationSpace: Space, actionSpace: Space, seed: UInt64) throws {
         try configuration.validate()
@@ -137,7 +138,14 @@ public final class PPOAgent {
         returnStatistics = RunningMeanStd(width: 1)
     }
 
-    /// Weights (and the normalisers' statistics) by PyTorch-style names.
+    /// The name of the first parameter tensor holding a NaN or infinity, or nil when all are finite
+    /// (names are built only when one is found).
+    public func firstNonFiniteParameter() -> String? {
+        guard parameters.contains(where: { !$0.value.isFinite }) else { return nil }
+        return namedParameters().first { !$0.parameter.value.isFinite }?.name
+    }
+
+    /// Weights by PyTorch-style names.
     public func namedParameters() -> [NamedParameter] {
         var list = actor.namedParameters(prefix: "actor.")
         if let logStd { list.append(("actor.log_std", logStd)) }
@@ -204,53 +212,48 @@ public final class PPOAgent {
         return critic.head(features: features, firstRow: 0, rows: B, extra: nil)
     }
 
-    /// Collects one step for `B` environments: samples actions (stored form) and writes their
-    /// log-probabilities and values; advances both states.
-    public func act(context: Tensor, actorState: Tensor, criticState: Tensor, actions: UnsafeMutablePointer<Float>,
-                    logProbabilities: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>) {
-        let B = context.shape[1]
-        let out = actorStep(context, state: actorState)
+    /// Actions (stored form) from the actor head's output `out` for `B` rows: the mode, or samples
+    /// with their log-probabilities written when `logProbabilities` is given.
+    func chooseActions(_ out: Tensor, rows B: Int, deterministic: Bool, actions: UnsafeMutablePointer<Float>,
+                       logProbabilities: UnsafeMutablePointer<Float>?) {
         if let n = discreteActions {
+            if deterministic {
+                Categorical.mode(logits: out.data, rows: B, actions: n, into: actions)
+                return
+            }
             actingScratch.resize(Shape(d0: 2 * B * n))
             let p = actingScratch.data, lp = actingScratch.data + B * n
             Categorical.probabilities(logits: out.data, rows: B, actions: n, probabilities: p, logProbabilities: lp)
             Categorical.sample(probabilities: p, rows: B, actions: n, into: actions, rng: &rng)
-            for r in 0..<B { logProbabilities[r] = lp[r * n + Int(actions[r])] }
+            if let logProbabilities { for r in 0..<B { logProbabilities[r] = lp[r * n + Int(actions[r])] } }
         } else {
             let A = actionWidth, s = logStd!.value.data
             for r in 0..<B {
                 var logp: Float = 0
                 for j in 0..<A {
-                    let e = rng.normal()
+                    let e: Float = deterministic ? 0 : rng.normal()
                     actions[r * A + j] = out.data[r * A + j] + Foundation.exp(s[j]) * e
-                    logp += -0.5 * e * e - s[j] - Gaussian.halfLogTwoPi
+                    logp += -0.5 * e * e - s[j] - halfLogTwoPi
                 }
-                logProbabilities[r] = logp
+                logProbabilities?[r] = logp
             }
         }
+    }
+
+    /// Collects one step for `B` environments: samples actions (stored form) and writes their
+    /// log-probabilities and values; advances both states.
+    public func act(context: Tensor, actorState: Tensor, criticState: Tensor, actions: UnsafeMutablePointer<Float>,
+                    logProbabilities: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>) {
+        let B = context.shape[1]
+        chooseActions(actorStep(context, state: actorState), rows: B, deterministic: false, actions: actions, logProbabilities: logProbabilities)
         let v = criticStep(context, state: criticState)
         for r in 0..<B { values[r] = v.data[r] }
     }
 
     /// Deterministic (mode) or sampled actions for evaluation; advances the actor's state.
     public func act(context: Tensor, state: Tensor, deterministic: Bool, actions: UnsafeMutablePointer<Float>) {
-        let B = context.shape[1]
-        let out = actorStep(context, state: state)
-        if let n = discreteActions {
-            if deterministic {
-                Categorical.mode(logits: out.data, rows: B, actions: n, into: actions)
-            } else {
-                actingScratch.resize(Shape(d0: 2 * B * n))
-                Categorical.probabilities(logits: out.data, rows: B, actions: n, probabilities: actingScratch.data,
-                                          logProbabilities: actingScratch.data + B * n)
-                Categorical.sample(probabilities: actingScratch.data, rows: B, actions: n, into: actions, rng: &rng)
-            }
-        } else {
-            let A = actionWidth, s = logStd!.value.data
-            for r in 0..<B {
-                for j in 0..<A { actions[r * A + j] = out.data[r * A + j] + (deterministic ? 0 : Foundation.exp(s[j]) * rng.normal()) }
-            }
-        }
+        chooseActions(actorStep(context, state: state), rows: context.shape[1], deterministic: deterministic, actions: actions,
+                      logProbabilities: nil)
     }
 
     /// Values of `B` rows of `context` from the given states, leaving the states untouched
@@ -271,55 +274,68 @@ public final class PPOAgent {
 
     // MARK: Refreshing
 
-    /// Re-runs the networks over the whole rollout with the current weights, from the states stored
-    /// at its first step: rewrites the states entering every step, the values, the bootstrap values
-    /// (truncated steps and the step after the rollout) and then the advantages and returns.
-    public func refresh(_ buffer: RolloutBuffer) {
+    /// Steps the actor (and, with `critic`, the critic) over the whole rollout with the current
+    /// weights, from the states stored at its first step, restarting at episode starts. Writes the
+    /// actor states entering every step into `actorStates`; with `critic`, also the buffer's critic
+    /// states and values, and the critic's (shared: actor's) state after each truncated step into
+    /// `truncatedStates`. Leaves the states entering the step after the rollout in `refreshActorState`
+    /// and `refreshCriticState`.
+    func stepThroughRollout(_ buffer: RolloutBuffer, actorStates: Tensor, critic: Bool) {
         let T = buffer.steps, N = buffer.envs, C = contextWidth, Sa = actorStateWidth, Sc = criticStateWidth
         let aState = refreshActorState, cState = refreshCriticState
+        actorStates.resize(buffer.actorStates.shape)
         aState.resize(Shape(d0: N, d1: max(Sa, 1)))
         cState.resize(Shape(d0: N, d1: max(Sc, 1)))
-        aState.data.update(from: buffer.actorStates.data, count: N * max(Sa, 1))
-        cState.data.update(from: buffer.criticStates.data, count: N * max(Sc, 1))
-        truncatedStates.resize(Shape(d0: T, d1: N, d2: max(isShared ? Sa : Sc, 1)))
+        aState.data.update(from: buffer.collectedActorStates.data, count: N * Sa)
+        cState.data.update(from: buffer.collectedCriticStates.data, count: N * Sc)
+        let S = isShared ? Sa : Sc, after = isShared ? aState : cState
+        if critic { truncatedStates.resize(Shape(d0: T, d1: N, d2: max(S, 1))) }
         step1Context.resize(Shape(d0: 1, d1: N, d2: C))
         for t in 0..<T {
             for n in 0..<N where buffer.isEpisodeStart(t, n) {
                 (aState.data + n * Sa).update(repeating: 0, count: Sa)
                 (cState.data + n * Sc).update(repeating: 0, count: Sc)
             }
-            buffer.actorStates.data.advanced(by: t * N * Sa).update(from: aState.data, count: N * Sa)
-            buffer.criticStates.data.advanced(by: t * N * Sc).update(from: cState.data, count: N * Sc)
+            actorStates.data.advanced(by: t * N * Sa).update(from: aState.data, count: N * Sa)
             step1Context.data.update(from: buffer.contexts.data + t * N * C, count: N * C)
             _ = actorStep(step1Context, state: aState)
+            guard critic else { continue }
+            buffer.criticStates.data.advanced(by: t * N * Sc).update(from: cState.data, count: N * Sc)
             let v = criticStep(step1Context, state: cState)
             for n in 0..<N { buffer.values.data[t * N + n] = v.data[n] }
-            let S = isShared ? Sa : Sc, source = isShared ? aState : cState
             for n in 0..<N where buffer.isTruncated(t, n) {
-                (truncatedStates.data + (t * N + n) * S).update(from: source.data + n * S, count: S)
+                (truncatedStates.data + (t * N + n) * S).update(from: after.data + n * S, count: S)
             }
         }
+        for n in 0..<N where buffer.lastEpisodeStarts.data[n] != 0 {
+            (aState.data + n * Sa).update(repeating: 0, count: Sa)
+            (cState.data + n * Sc).update(repeating: 0, count: Sc)
+        }
+    }
+
+    /// Re-runs the networks over the whole rollout with the current weights, from the states stored
+    /// at its first step: rewrites the states entering every step, the values, the bootstrap values
+    /// (truncated steps and the step after the rollout) and then the advantages and returns.
+    public func refresh(_ buffer: RolloutBuffer) {
+        let T = buffer.steps, N = buffer.envs, C = contextWidth, Sa = actorStateWidth, Sc = criticStateWidth
+        stepThroughRollout(buffer, actorStates: buffer.actorStates, critic: true)
         // Bootstrap values of truncated steps, from the state after the step.
+        let S = isShared ? Sa : Sc
         let one = oneContext, s1 = oneState
         one.resize(Shape(d0: 1, d1: 1, d2: C))
-        s1.resize(Shape(d0: 1, d1: max(isShared ? Sa : Sc, 1)))
+        s1.resize(Shape(d0: 1, d1: max(S, 1)))
         for t in 0..<T {
             for n in 0..<N where buffer.isTruncated(t, n) {
                 one.data.update(from: buffer.finalContexts.data + (t * N + n) * C, count: C)
-                let S = isShared ? Sa : Sc
                 s1.data.update(from: truncatedStates.data + (t * N + n) * S, count: S)
                 values(context: one, actorState: s1, criticState: s1, into: buffer.finalValues.data + t * N + n)
             }
         }
         // The step after the rollout.
-        for n in 0..<N where buffer.lastEpisodeStarts.data[n] != 0 {
-            (aState.data + n * Sa).update(repeating: 0, count: Sa)
-            (cState.data + n * Sc).update(repeating: 0, count: Sc)
-        }
-        buffer.lastActorStates.data.update(from: aState.data, count: N * Sa)
-        buffer.lastCriticStates.data.update(from: cState.data, count: N * Sc)
+        buffer.lastActorStates.data.update(from: refreshActorState.data, count: N * Sa)
+        buffer.lastCriticStates.data.update(from: refreshCriticState.data, count: N * Sc)
         step1Context.data.update(from: buffer.lastContexts.data, count: N * C)
-        values(context: step1Context, actorState: aState, criticState: cState, into: buffer.lastValues.data)
+        values(context: step1Context, actorState: refreshActorState, criticState: refreshCriticState, into: buffer.lastValues.data)
         buffer.computeAdvantagesAndReturns(gamma: configuration.gamma, lambda: configuration.gaeLambda)
     }
 
@@ -335,7 +351,6 @@ public final class PPOAgent {
         let Sa = actorStateWidth, Sc = criticStateWidth, perRow = chunkCount(steps: T)
         chunkContext.resize(Shape(d0: L, d1: R, d2: C))
         chunkMask.resize(Shape(d0: L, d1: R))
-        chunkValid.resize(Shape(d0: L, d1: R))
         chunkActorState.resize(Shape(d0: R, d1: max(Sa, 1)))
         chunkCriticState.resize(Shape(d0: R, d1: max(Sc, 1)))
         for (r, w) in windows.enumerated() {
@@ -347,11 +362,9 @@ public final class PPOAgent {
                 if t < T {
                     (chunkContext.data + k * C).update(from: buffer.contexts.data + (t * N + n) * C, count: C)
                     chunkMask.data[k] = l > 0 && buffer.isEpisodeStart(t, n) ? 1 : 0
-                    chunkValid.data[k] = 1
                 } else {
                     (chunkContext.data + k * C).update(repeating: 0, count: C)
                     chunkMask.data[k] = 0
-                    chunkValid.data[k] = 0
                 }
             }
         }
@@ -397,7 +410,7 @@ public final class PPOAgent {
                 var logp: Float = 0
                 for j in 0..<A {
                     let z = (a[j] - out.data[k * A + j]) * Foundation.exp(-s[j])
-                    logp += -0.5 * z * z - s[j] - Gaussian.halfLogTwoPi
+                    logp += -0.5 * z * z - s[j] - halfLogTwoPi
                 }
                 logProbabilityScratch.data[k] = logp
             }
@@ -408,8 +421,8 @@ public final class PPOAgent {
     /// and the current one over the whole rollout, with states taken from `actorStates`.
     public func approximateKL(_ buffer: RolloutBuffer, actorStates: Tensor) -> Float {
         let T = buffer.steps, N = buffer.envs, perRow = chunkCount(steps: T), W = N * perRow
-        let all = Array(0..<W)
-        gather(buffer, windows: all[...], actorStates: actorStates, criticStates: buffer.criticStates)
+        if allWindows.count != W { allWindows = Array(0..<W) }
+        gather(buffer, windows: allWindows[...], actorStates: actorStates, criticStates: buffer.criticStates)
         let out = forwardActor(keepActivations: false)
         let rows = out.shape[0]
         let R = W
@@ -521,7 +534,7 @@ public final class PPOAgent {
                     let diff = a[j] - out.data[k * A + j]
                     headGradient.data[k * A + j] = dLogp * diff * inverseVariance
                     gs[j] += dLogp * (diff * diff * inverseVariance - 1) - c.entropyCoefficient / V
-                    result.entropy += Double(s[j] + 0.5 + Gaussian.halfLogTwoPi)
+                    result.entropy += Double(s[j] + 0.5 + halfLogTwoPi)
                 }
             }
         }
@@ -650,18 +663,7 @@ public final class PPOAgent {
     /// The actor's states entering each step, recomputed with the current weights from the
     /// collected state at the rollout's start (for the refreshed-KL diagnostic).
     public func recomputeActorStates(_ buffer: RolloutBuffer, into states: Tensor) {
-        let T = buffer.steps, N = buffer.envs, C = contextWidth, Sa = actorStateWidth
-        states.resize(buffer.actorStates.shape)
-        stateScratch.resize(Shape(d0: N, d1: max(Sa, 1)))
-        stateScratch.data.update(from: buffer.collectedActorStates.data, count: N * Sa)
-        step1Context.resize(Shape(d0: 1, d1: N, d2: C))
-        for t in 0..<T {
-            for n in 0..<N where buffer.isEpisodeStart(t, n) { (stateScratch.data + n * Sa).update(repeating: 0, count: Sa) }
-            states.data.advanced(by: t * N * Sa).update(from: stateScratch.data, count: N * Sa)
-            step1Context.data.update(from: buffer.contexts.data + t * N * C, count: N * C)
-            actor.encode(step1Context, initialState: stateScratch.matrix, resetMask: nil, keepActivations: false)
-            stateScratch.data.update(from: actor.encoder!.finalState.data, count: N * Sa)
-        }
+        stepThroughRollout(buffer, actorStates: states, critic: false)
     }
 
     /// 1 - Var(returns - values) / Var(returns) over the rollout (values as stored).
@@ -677,11 +679,6 @@ public final class PPOAgent {
         }
         return vr == 0 ? .nan : Float(1 - vd / vr)
     }
-}
-
-/// Constants of the diagonal Gaussian policy.
-enum Gaussian {
-    static let halfLogTwoPi = Float(0.5 * log(2 * Double.pi))
 }
 
 extension PPOAgent: RecurrentActor {

@@ -1,6 +1,9 @@
 import Foundation
 import Tensors
 
+/// log(2π) / 2, the constant of a Gaussian log-density.
+let halfLogTwoPi = Float(0.5 * log(2 * Double.pi))
+
 /// The tanh-squashed Gaussian policy of SAC, on actions normalised to [-1, 1].
 ///
 /// The head emits `[mean | log std]` per row (2A floats); with noise ε ~ N(0, 1),
@@ -10,7 +13,6 @@ import Tensors
 /// The log std is clamped to [-20, 2] (as Stable-Baselines3); outside that range its gradient is zero.
 public enum TanhGaussian {
     public static let logStdMin: Float = -20, logStdMax: Float = 2
-    static let halfLogTwoPi = Float(0.5 * log(2 * Double.pi))
     static let logTwo = Float(log(2.0))
 
     /// Draws noise (`rows x A`), then writes actions and log-probabilities.

@@ -214,8 +214,8 @@ public final class PPOTrainer {
         if !statistics.policyLoss.isFinite && statistics.gradientSteps > 0 || !statistics.valueLoss.isFinite && statistics.gradientSteps > 0 {
             throw TrainingError("training diverged at step \(step) (update \(updates)): policy loss \(statistics.policyLoss), value loss \(statistics.valueLoss); lower the learning rate, keep --max-grad-norm on, or normalise rewards")
         }
-        for p in agent.namedParameters() where !p.parameter.value.isFinite {
-            throw TrainingError("parameter \(p.name) became non-finite at step \(step) (update \(updates)); lower the learning rate or keep gradient clipping on")
+        if let name = agent.firstNonFiniteParameter() {
+            throw TrainingError("parameter \(name) became non-finite at step \(step) (update \(updates)); lower the learning rate or keep gradient clipping on")
         }
     }
 
@@ -320,13 +320,5 @@ extension Parameter {
     convenience init(values: [Float]) {
         self.init(Shape(d0: values.count))
         for (i, v) in values.enumerated() { value.data[i] = v }
-    }
-}
-
-extension Tensor {
-    /// True when every element is finite.
-    var isFinite: Bool {
-        for i in 0..<count where !data[i].isFinite { return false }
-        return true
     }
 }
