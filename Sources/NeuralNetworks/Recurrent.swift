@@ -132,16 +132,10 @@ struct SequenceGeometry {
 /// The parameters of a GRU or LSTM layer in PyTorch's layout (`weight_ih` `[G, I]`, `weight_hh`
 /// `[G, H]`, `bias_ih` and `bias_hh` `[G]`, with G = 3H or 4H gate rows), and the products that
 /// involve them.
-/// A mutable flag held by reference (inside the value-type `GateWeights`).
-final class Flag {
-    var value = false
-}
-
 public struct GateWeights {
     public let weightIH: Parameter, weightHH: Parameter, biasIH: Parameter, biasHH: Parameter
     /// W_hh^T, refreshed at the start of every forward pass.
     let transposedHH = Tensor([0])
-    let usesTransposedHH = Flag()
 
     /// Every weight and bias uniform in ±1/sqrt(hiddenSize), as PyTorch.
     init(gates: Int, inputSize: Int, hiddenSize: Int, using rng: inout RandomGenerator) {
@@ -163,12 +157,14 @@ public struct GateWeights {
         gemm(input.matrix, weightIH.value.matrix.transposed, into: gates.matrix, beta: 1)
     }
 
+    /// Passes of more than one step multiply by a copy of W_hh^T; for one step (acting) the copy
+    /// would cost as much as the product.
+    @inline(__always) static func usesCopy(steps: Int) -> Bool { steps > 1 }
+
     /// Copies W_hh^T (`[H, G]`) for the steps of one forward pass: with B not transposed, the
     /// small-batch product keeps whole rows of gates in registers instead of reducing dot products.
-    /// A one-step pass (acting) reads W_hh directly: the copy would cost as much as the product.
     func prepareHiddenProducts(steps: Int) {
-        usesTransposedHH.value = steps > 1
-        guard steps > 1 else { return }
+        guard GateWeights.usesCopy(steps: steps) else { return }
         let g = weightHH.shape[0], hidden = weightHH.shape[1]
         transposedHH.resize(Shape(d0: hidden, d1: g))
         let w = weightHH.value.data, t = transposedHH.data
@@ -183,11 +179,11 @@ public struct GateWeights {
     }
 
     /// out = h W_hh^T + b_hh for one step (`h` is `batch x H`, `out` is `[batch, G]`), from the
-    /// copy made by `prepareHiddenProducts(steps:)` when there is one.
-    func hiddenProducts(_ h: UnsafeMutablePointer<Float>, into out: Tensor) {
+    /// copy made by `prepareHiddenProducts(steps:)` for a pass of `steps` steps when there is one.
+    func hiddenProducts(_ h: UnsafeMutablePointer<Float>, steps: Int, into out: Tensor) {
         let g = weightHH.shape[0], hidden = weightHH.shape[1], batch = out.shape[0]
         broadcastRows(biasHH.value.data, rows: batch, width: g, into: out.data)
-        let right = usesTransposedHH.value ? transposedHH.matrix : weightHH.value.matrix.transposed
+        let right = GateWeights.usesCopy(steps: steps) ? transposedHH.matrix : weightHH.value.matrix.transposed
         gemm(Matrix(h, rows: batch, columns: hidden, stride: hidden), right, into: out.matrix, beta: 1)
     }
 
@@ -281,7 +277,7 @@ public final class GRU: RecurrentLayer {
             let hp = keepActivations ? previousStates.data + t * B * H : stepState.data
             if t > 0 { hp.update(from: output.data + (t - 1) * B * H, count: B * H) }
             geometry.restartRows(at: t, from: initialState, column: 0, width: H, into: hp)
-            weights.hiddenProducts(hp, into: stepHidden)
+            weights.hiddenProducts(hp, steps: T, into: stepHidden)
             let gateBase = gates.data + t * B * G
             for b in 0..<B {
                 let g = gateBase + b * G, gh = stepHidden.data + b * G
@@ -442,7 +438,7 @@ public final class LSTM: RecurrentLayer {
             }
             geometry.restartRows(at: t, from: initialState, column: 0, width: H, into: hp)
             geometry.restartRows(at: t, from: initialState, column: H, width: H, into: cp)
-            weights.hiddenProducts(hp, into: stepHidden)
+            weights.hiddenProducts(hp, steps: T, into: stepHidden)
             let gateBase = gates.data + t * B * G
             for b in 0..<B {
                 let g = gateBase + b * G, gh = stepHidden.data + b * G
