@@ -84,3 +84,59 @@ func evaluateSideBySide(_ actor: any RecurrentActor, environments: [any Environm
     }
     return result
 }
+
+/// The periodic deterministic evaluation of a training run: the same environments each time, the
+/// k-th evaluation's episodes seeded from the run's seed and k (so a run's evaluations are
+/// reproducible and differ from one another).
+final class PeriodicEvaluation {
+    let environments: [any Environment]
+    let seed: UInt64
+    /// Evaluations done so far.
+    private(set) var count = 0
+
+    init(environment: String, episodes: Int, seed: UInt64) throws {
+        environments = try (0..<episodes).map { _ in try EnvironmentRegistry.make(environment) }
+        self.seed = seed
+    }
+
+    /// Mean and standard deviation of the return of one deterministic episode per environment,
+    /// run side by side with the recurrent state carried through each episode.
+    func next(_ actor: any RecurrentActor) -> (mean: Double, std: Double) {
+        var seeds = RandomGenerator(seed: seed &+ 0x9E37_79B9 &* UInt64(count + 1))
+        count += 1
+        return evaluateSideBySide(actor, environments: environments, seeds: &seeds, deterministic: true).summary
+    }
+}
+
+/// The loop both trainers share: `advance` until `totalSteps`, a metrics row (from `measure`, given
+/// the wall seconds so far and the steps per second) at the first step at or past every multiple of
+/// `interval` and at the end, and a progress report at most once a second and at the end.
+func runTrainingLoop(totalSteps: Int, interval: Int, step: () -> Int, advance: () throws -> Void,
+                     measure: (_ wallSeconds: Double, _ stepsPerSecond: Double) -> MetricsRow,
+                     onRow: (MetricsRow) throws -> Void, onProgress: (Progress) -> Void) throws -> [MetricsRow] {
+    var rows: [MetricsRow] = []
+    let start = Clock.now
+    var lastProgress = start
+    var lastEvaluation: Double?, lastProbe: Double?
+    var nextRow = interval
+    while step() < totalSteps {
+        try advance()
+        let now = Clock.now, done = step()
+        if done >= nextRow || done >= totalSteps {
+            while nextRow <= done { nextRow += interval }
+            let elapsed = now - start
+            let row = measure(elapsed, Double(done) / max(elapsed, 1e-9))
+            lastEvaluation = row["eval_return_mean"]
+            lastProbe = row["probe_accuracy"].flatMap { $0.isNaN ? nil : $0 }
+            rows.append(row)
+            try onRow(row)
+        }
+        if now - lastProgress >= 1 || done >= totalSteps {
+            lastProgress = now
+            let rate = Double(done) / max(now - start, 1e-9)
+            onProgress(Progress(step: min(done, totalSteps), totalSteps: totalSteps, stepsPerSecond: rate, lastEvaluation: lastEvaluation,
+                                lastProbe: lastProbe, secondsLeft: Double(max(totalSteps - done, 0)) / max(rate, 1e-9)))
+        }
+    }
+    return rows
+}

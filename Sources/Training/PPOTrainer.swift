@@ -39,7 +39,7 @@ public final class PPOTrainer {
     public let environments: VectorEnvironment
     public let agent: PPOAgent
     public let buffer: RolloutBuffer
-    let evaluationEnvironments: [any Environment]
+    let evaluation: PeriodicEvaluation
 
     // Collection state, one row per copy.
     let context: Tensor
@@ -64,14 +64,14 @@ public final class PPOTrainer {
     public private(set) var episodes = 0
     public private(set) var statistics = PPOStatistics()
     var recentReturns: [Double] = []
-    var evaluationCount = 0
 
     public init(configuration: PPOTrainingConfiguration) throws {
         try configuration.validate()
         self.configuration = configuration
         let p = configuration.ppo, N = p.environments
         environments = try VectorEnvironment(name: configuration.environment, count: N)
-        evaluationEnvironments = try (0..<configuration.evaluationEpisodes).map { _ in try EnvironmentRegistry.make(configuration.environment) }
+        evaluation = try PeriodicEvaluation(environment: configuration.environment, episodes: configuration.evaluationEpisodes,
+                                            seed: configuration.seed)
         var seeds = RandomGenerator(seed: configuration.seed)
         agent = try PPOAgent(configuration: p, observationSpace: environments.observationSpace, actionSpace: environments.actionSpace,
                              seed: seeds.next())
@@ -221,9 +221,7 @@ public final class PPOTrainer {
 
     /// Mean and standard deviation of the return of deterministic episodes run side by side.
     public func evaluate() -> (mean: Double, std: Double) {
-        var seeds = RandomGenerator(seed: configuration.seed &+ 0x9E37_79B9 &* UInt64(evaluationCount + 1))
-        evaluationCount += 1
-        return evaluateSideBySide(agent, environments: evaluationEnvironments, seeds: &seeds, deterministic: true).summary
+        evaluation.next(agent)
     }
 
     public func measure(wallSeconds: Double, stepsPerSecond: Double) -> MetricsRow {
@@ -258,31 +256,8 @@ public final class PPOTrainer {
     /// `evaluationInterval` and at the end.
     @discardableResult
     public func run(onRow: (MetricsRow) throws -> Void = { _ in }, onProgress: (Progress) -> Void = { _ in }) throws -> [MetricsRow] {
-        var rows: [MetricsRow] = []
-        let start = Clock.now
-        var lastProgress = start
-        var lastEvaluation: Double?
-        var nextEvaluation = configuration.evaluationInterval
-        while step < configuration.steps {
-            try advance()
-            let now = Clock.now
-            if step >= nextEvaluation || step >= configuration.steps {
-                while nextEvaluation <= step { nextEvaluation += configuration.evaluationInterval }
-                let elapsed = now - start
-                let row = measure(wallSeconds: elapsed, stepsPerSecond: Double(step) / max(elapsed, 1e-9))
-                lastEvaluation = row["eval_return_mean"]
-                rows.append(row)
-                try onRow(row)
-            }
-            if now - lastProgress >= 1 || step >= configuration.steps {
-                lastProgress = now
-                let rate = Double(step) / max(now - start, 1e-9)
-                onProgress(Progress(step: min(step, configuration.steps), totalSteps: configuration.steps, stepsPerSecond: rate,
-                                    lastEvaluation: lastEvaluation, lastProbe: nil,
-                                    secondsLeft: Double(max(configuration.steps - step, 0)) / max(rate, 1e-9)))
-            }
-        }
-        return rows
+        try runTrainingLoop(totalSteps: configuration.steps, interval: configuration.evaluationInterval, step: { step },
+                            advance: advance, measure: measure, onRow: onRow, onProgress: onProgress)
     }
 
     /// The normalisers' statistics in full (Double) precision, for the weights file's metadata

@@ -64,7 +64,7 @@ public final class Trainer {
     public let agent: OffPolicyAgent
     public let replay: EpisodeReplay
     public let sampler: SequenceSampler
-    let evaluationEnvironments: [any Environment]
+    let evaluation: PeriodicEvaluation
     var rng: RandomGenerator
 
     // Acting buffers for the training environment.
@@ -84,13 +84,13 @@ public final class Trainer {
     public private(set) var episodes = 0
     var episodeReturn: Double = 0
     var recentReturns: [Double] = []
-    var evaluationCount = 0
 
     public init(configuration: TrainingConfiguration) throws {
         try configuration.validate()
         self.configuration = configuration
         environment = try EnvironmentRegistry.make(configuration.environment)
-        evaluationEnvironments = try (0..<configuration.evaluationEpisodes).map { _ in try EnvironmentRegistry.make(configuration.environment) }
+        evaluation = try PeriodicEvaluation(environment: configuration.environment, episodes: configuration.evaluationEpisodes,
+                                            seed: configuration.seed)
         var seeds = RandomGenerator(seed: configuration.seed)
         agent = try OffPolicyAgent(configuration: configuration.agent, observationSpace: environment.observationSpace,
                                    actionSpace: environment.actionSpace, seed: seeds.next())
@@ -201,9 +201,7 @@ public final class Trainer {
     /// Mean and standard deviation of the return of deterministic episodes, run side by side with
     /// the recurrent state carried through each episode.
     public func evaluate() -> (mean: Double, std: Double) {
-        var seeds = RandomGenerator(seed: configuration.seed &+ 0x9E37_79B9 &* UInt64(evaluationCount + 1))
-        evaluationCount += 1
-        return evaluateSideBySide(agent, environments: evaluationEnvironments, seeds: &seeds, deterministic: true).summary
+        evaluation.next(agent)
     }
 
     /// Memory task: the fraction of fresh `probeLength`-bit sequences after which the actor's
@@ -213,7 +211,7 @@ public final class Trainer {
         let P = configuration.probes
         let envs = (0..<P).map { _ in MemoryTask(horizon: memory.horizon, maxEpisodeSteps: configuration.probeLength + 1) }
         let episodes = SideBySideEpisodes(count: P, observationWidth: 1, actor: agent)
-        var seeds = RandomGenerator(seed: configuration.seed &+ 0x5151_7A7A &* UInt64(evaluationCount + 1))
+        var seeds = RandomGenerator(seed: configuration.seed &+ 0x5151_7A7A &* UInt64(evaluation.count + 1))
         for (e, env) in envs.enumerated() { env.reset(seed: seeds.next(), observation: episodes.observation(e)) }
         var correct = 0
         for t in 0..<configuration.probeLength {
@@ -257,28 +255,7 @@ public final class Trainer {
     /// Trains for the configured steps, measuring every `evaluationInterval` steps and at the end.
     @discardableResult
     public func run(onRow: (MetricsRow) throws -> Void = { _ in }, onProgress: (Progress) -> Void = { _ in }) throws -> [MetricsRow] {
-        var rows: [MetricsRow] = []
-        let start = Clock.now
-        var lastProgress = start
-        var lastEvaluation: Double?, lastProbe: Double?
-        while step < configuration.steps {
-            try advance()
-            let now = Clock.now
-            if step % configuration.evaluationInterval == 0 || step == configuration.steps {
-                let elapsed = now - start
-                let row = measure(wallSeconds: elapsed, stepsPerSecond: Double(step) / max(elapsed, 1e-9))
-                lastEvaluation = row["eval_return_mean"]
-                lastProbe = row["probe_accuracy"].flatMap { $0.isNaN ? nil : $0 }
-                rows.append(row)
-                try onRow(row)
-            }
-            if now - lastProgress >= 1 || step == configuration.steps {
-                lastProgress = now
-                let rate = Double(step) / max(now - start, 1e-9)
-                onProgress(Progress(step: step, totalSteps: configuration.steps, stepsPerSecond: rate, lastEvaluation: lastEvaluation,
-                                    lastProbe: lastProbe, secondsLeft: Double(configuration.steps - step) / max(rate, 1e-9)))
-            }
-        }
-        return rows
+        try runTrainingLoop(totalSteps: configuration.steps, interval: configuration.evaluationInterval, step: { step },
+                            advance: advance, measure: measure, onRow: onRow, onProgress: onProgress)
     }
 }
