@@ -24,6 +24,8 @@ public final class GoalCycle: Environment {
     public private(set) var x = 0, y = 0
     /// 0 up (y - 1), 1 right, 2 down, 3 left.
     public private(set) var direction = 0
+    /// The cell offset of one step forward, by direction.
+    public static let forward = [(x: 0, y: -1), (x: 1, y: 0), (x: 0, y: 1), (x: -1, y: 0)]
     private var t = 0
 
     public init(size: Int = 5, goals: Int = 3, view: Int = 5, penalty: Float = 0.25, maxEpisodeSteps: Int = 200) {
@@ -86,7 +88,7 @@ public final class GoalCycle: Environment {
         case 0: direction = (direction + 3) % 4
         case 1: direction = (direction + 1) % 4
         default:
-            let (dx, dy) = [(0, -1), (1, 0), (0, 1), (-1, 0)][direction]
+            let (dx, dy) = GoalCycle.forward[direction]
             let nx = x + dx, ny = y + dy
             if nx >= 0 && ny >= 0 && nx < size && ny < size {
                 x = nx

@@ -151,19 +151,23 @@ public enum SafeTensors {
     /// Loads a file into named parameters, checking every name and shape before changing any
     /// value. With `strict`, tensors in the file that the network lacks are an error too.
     public static func load(_ url: URL, into parameters: [NamedParameter], strict: Bool = true) throws {
-        let (tensors, _) = try read(url)
+        try assign(try read(url).tensors, path: url.path, into: parameters, strict: strict)
+    }
+
+    /// `load` for tensors already read (with `read`) from the file at `path`.
+    public static func assign(_ tensors: [String: Tensor], path: String, into parameters: [NamedParameter], strict: Bool = true) throws {
         for (name, parameter) in parameters {
             guard let t = tensors[name] else {
-                throw FileError.missingTensor(path: url.path, name: name, available: tensors.keys.sorted())
+                throw FileError.missingTensor(path: path, name: name, available: tensors.keys.sorted())
             }
             guard t.shape == parameter.shape else {
-                throw FileError.shapeMismatch(path: url.path, name: name, expected: parameter.shape.dimensions, found: t.shape.dimensions)
+                throw FileError.shapeMismatch(path: path, name: name, expected: parameter.shape.dimensions, found: t.shape.dimensions)
             }
         }
         if strict {
             let known = Set(parameters.map(\.name))
             let extra = tensors.keys.filter { !known.contains($0) }.sorted()
-            if !extra.isEmpty { throw FileError.unexpectedTensors(path: url.path, names: extra) }
+            if !extra.isEmpty { throw FileError.unexpectedTensors(path: path, names: extra) }
         }
         for (name, parameter) in parameters { parameter.value.copy(from: tensors[name]!) }
     }

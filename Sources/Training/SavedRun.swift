@@ -50,14 +50,15 @@ public final class SavedRun {
             if c.ppo.normalizeRewards {
                 list += [("normalizer.return.var", returnVariance), ("normalizer.return.count", returnCount)]
             }
-            try SafeTensors.load(weightsURL, into: list)
+            let file = try SafeTensors.read(weightsURL)
+            try SafeTensors.assign(file.tensors, path: weightsURL.path, into: list)
             agent.observationStatistics.mean = mean.value.array.map(Double.init)
             agent.observationStatistics.variance = variance.value.array.map(Double.init)
             agent.observationStatistics.count = Double(count.value.data[0])
             agent.returnStatistics.variance = [Double(returnVariance.value.data[0])]
             agent.returnStatistics.count = Double(returnCount.value.data[0])
             // Full precision from the metadata when the file has it.
-            let metadata = try SafeTensors.read(weightsURL).metadata
+            let metadata = file.metadata
             func values(_ key: String, count n: Int) -> [Double]? {
                 guard let text = metadata[key], let data = text.data(using: .utf8),
                       let array = try? JSONSerialization.jsonObject(with: data) as? [Double], array.count == n else { return nil }

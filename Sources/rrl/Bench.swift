@@ -38,8 +38,10 @@ func fastestRun(seconds: Double, _ body: () -> Void) -> Double {
     return best
 }
 
+/// Prints one JSON object; NaN values (not representable in JSON) become null.
 func printJSON(_ object: [String: Any]) throws {
-    let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+    let clean = object.mapValues { ($0 as? Double).map { $0.isNaN ? NSNull() : $0 as Any } ?? $0 }
+    let data = try JSONSerialization.data(withJSONObject: clean, options: [.prettyPrinted, .sortedKeys])
     print(String(decoding: data, as: UTF8.self))
 }
 

@@ -35,7 +35,7 @@ func benchTraining(name: String, configuration: TrainingConfiguration, reference
         "final_probe_accuracy": last?["probe_accuracy"] ?? Double.nan,
     ]
     if options.json {
-        try printJSON(result.mapValues { ($0 as? Double).map { $0.isNaN ? NSNull() : $0 as Any } ?? $0 })
+        try printJSON(result)
         return
     }
     print("\(name): \(c.agent.algorithm.rawValue) (\(c.agent.network.rawValue)) on \(c.environment), \(c.steps) steps, batch \(c.agent.batchSize), evaluation every \(c.evaluationInterval) steps (\(c.evaluationEpisodes) episodes)")
@@ -106,7 +106,7 @@ struct BenchPPO: ParsableCommand {
             "final_eval_return": rows.last?["eval_return_mean"] ?? Double.nan,
         ]
         if options.json {
-            try printJSON(result.mapValues { ($0 as? Double).map { $0.isNaN ? NSNull() : $0 as Any } ?? $0 })
+            try printJSON(result)
             return
         }
         let p = c.ppo
