@@ -24,7 +24,7 @@ public final class VectorEnvironment {
     /// Return and length of each copy's running episode.
     public private(set) var episodeReturns: [Double]
     public private(set) var episodeLengths: [Int]
-    /// Episodes finished since the last `takeFinishedEpisodes()`: (return, length).
+    /// Episodes finished since the last `drainFinishedEpisodes(_:)`: (return, length).
     private var finished: [(return: Double, length: Int)] = []
     /// Environment steps taken, summed over copies.
     public private(set) var totalSteps = 0
@@ -110,10 +110,11 @@ public final class VectorEnvironment {
         }
     }
 
-    /// The episodes that finished since the last call, oldest first.
-    public func takeFinishedEpisodes() -> [(return: Double, length: Int)] {
-        defer { finished.removeAll(keepingCapacity: true) }
-        return finished
+    /// Hands over the episodes that finished since the last call, oldest first, and forgets them
+    /// (no array is built: this runs every step).
+    public func drainFinishedEpisodes(_ body: (_ return: Double, _ length: Int) -> Void) {
+        for episode in finished { body(episode.return, episode.length) }
+        finished.removeAll(keepingCapacity: true)
     }
 
     private func checkObservation(_ i: Int, step: Int, what: String) throws {

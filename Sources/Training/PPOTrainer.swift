@@ -49,8 +49,6 @@ public final class PPOTrainer {
     let previousRewards: Tensor
     let environmentActions: Tensor
     let preparedObservations: Tensor
-    let logProbabilities: Tensor
-    let values: Tensor
     let truncatedContext = Tensor([0])
     let truncatedActorState = Tensor([0])
     let truncatedCriticState = Tensor([0])
@@ -85,8 +83,6 @@ public final class PPOTrainer {
         previousRewards = Tensor(Shape(d0: N))
         environmentActions = Tensor(Shape(d0: N, d1: environments.actionSpace.width))
         preparedObservations = Tensor(Shape(d0: N, d1: environments.observationWidth))
-        logProbabilities = Tensor(Shape(d0: N))
-        values = Tensor(Shape(d0: N))
         discountedReturns = [Double](repeating: 0, count: N)
         returnScratch = Tensor(Shape(d0: N))
         finalObservation = Tensor(Shape(d0: environments.observationWidth))
@@ -186,7 +182,7 @@ public final class PPOTrainer {
                 (actorState.data + n * Sa).update(repeating: 0, count: Sa)
                 (criticState.data + n * Sc).update(repeating: 0, count: Sc)
             }
-            for (r, _) in environments.takeFinishedEpisodes() {
+            environments.drainFinishedEpisodes { r, _ in
                 episodes += 1
                 recentReturns.append(r)
                 if recentReturns.count > 20 { recentReturns.removeFirst() }
