@@ -155,6 +155,56 @@ public final class PPOAgent {
 
     // MARK: Context and normalisation
 
+    /// The normalisers' statistics that a weights file keeps, by name (only those in use).
+    var normalizerEntries: [(name: String, get: () -> [Double], set: ([Double]) -> Void)] {
+        var list: [(name: String, get: () -> [Double], set: ([Double]) -> Void)] = []
+        if configuration.normalizeObservations {
+            list += [
+                ("normalizer.observation.mean", { self.observationStatistics.mean }, { self.observationStatistics.mean = $0 }),
+                ("normalizer.observation.var", { self.observationStatistics.variance }, { self.observationStatistics.variance = $0 }),
+                ("normalizer.observation.count", { [self.observationStatistics.count] }, { self.observationStatistics.count = $0[0] }),
+            ]
+        }
+        if configuration.normalizeRewards {
+            list += [
+                ("normalizer.return.var", { self.returnStatistics.variance }, { self.returnStatistics.variance = $0 }),
+                ("normalizer.return.count", { [self.returnStatistics.count] }, { self.returnStatistics.count = $0[0] }),
+            ]
+        }
+        return list
+    }
+
+    /// The normalisers' statistics as named one-dimensional tensors (Float32), saved next to the weights.
+    public func normalizerParameters() -> [NamedParameter] {
+        normalizerEntries.map { entry in
+            let values = entry.get()
+            let p = Parameter(Shape(d0: values.count))
+            for (i, v) in values.enumerated() { p.value.data[i] = Float(v) }
+            return (entry.name, p)
+        }
+    }
+
+    /// The same statistics in full (Double) precision, for the weights file's metadata.
+    public func normalizerMetadata() -> [String: String] {
+        Dictionary(uniqueKeysWithValues: normalizerEntries.map { entry in
+            (entry.name, "[" + entry.get().map { "\($0)" }.joined(separator: ",") + "]")
+        })
+    }
+
+    /// Restores the statistics from tensors loaded into `normalizerParameters()`'s list, in full
+    /// precision from `metadata` where it holds them.
+    public func restoreNormalizers(_ loaded: [NamedParameter], metadata: [String: String]) {
+        for (entry, (_, parameter)) in zip(normalizerEntries, loaded) {
+            let n = parameter.value.count
+            if let text = metadata[entry.name], let data = text.data(using: .utf8),
+               let exact = try? JSONSerialization.jsonObject(with: data) as? [Double], exact.count == n {
+                entry.set(exact)
+            } else {
+                entry.set(parameter.value.array.map(Double.init))
+            }
+        }
+    }
+
     /// Normalises an observation in place with the running statistics (clipped to ±10).
     public func normalize(observation o: UnsafeMutablePointer<Float>) {
         guard configuration.normalizeObservations else { return }

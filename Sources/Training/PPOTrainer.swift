@@ -256,40 +256,9 @@ public final class PPOTrainer {
                             advance: advance, measure: measure, onRow: onRow, onProgress: onProgress)
     }
 
-    /// The normalisers' statistics in full (Double) precision, for the weights file's metadata
-    /// (the tensors hold them in Float32 for other readers).
-    public func normalizerMetadata() -> [String: String] {
-        func list(_ values: [Double]) -> String { "[" + values.map { "\($0)" }.joined(separator: ",") + "]" }
-        let o = agent.observationStatistics, r = agent.returnStatistics
-        return [
-            "normalizer.observation.mean": list(o.mean), "normalizer.observation.var": list(o.variance),
-            "normalizer.observation.count": list([o.count]),
-            "normalizer.return.var": list(r.variance), "normalizer.return.count": list([r.count]),
-        ]
-    }
+    /// The normalisers' statistics in full precision, for the weights file's metadata.
+    public func normalizerMetadata() -> [String: String] { agent.normalizerMetadata() }
 
     /// Weights and the normalisers' statistics, for the weights file.
-    public func namedTensors() -> [NamedParameter] {
-        var list = agent.namedParameters()
-        if agent.configuration.normalizeObservations {
-            let s = agent.observationStatistics
-            list.append(("normalizer.observation.mean", Parameter(values: s.mean.map(Float.init))))
-            list.append(("normalizer.observation.var", Parameter(values: s.variance.map(Float.init))))
-            list.append(("normalizer.observation.count", Parameter(values: [Float(s.count)])))
-        }
-        if agent.configuration.normalizeRewards {
-            let s = agent.returnStatistics
-            list.append(("normalizer.return.var", Parameter(values: s.variance.map(Float.init))))
-            list.append(("normalizer.return.count", Parameter(values: [Float(s.count)])))
-        }
-        return list
-    }
-}
-
-extension Parameter {
-    /// A one-dimensional parameter holding `values` (for saving statistics next to the weights).
-    convenience init(values: [Float]) {
-        self.init(Shape(d0: values.count))
-        for (i, v) in values.enumerated() { value.data[i] = v }
-    }
+    public func namedTensors() -> [NamedParameter] { agent.namedParameters() + agent.normalizerParameters() }
 }

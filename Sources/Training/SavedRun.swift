@@ -40,35 +40,10 @@ public final class SavedRun {
             try c.validate()
             let env = try EnvironmentRegistry.make(c.environment)
             let agent = try PPOAgent(configuration: c.ppo, observationSpace: env.observationSpace, actionSpace: env.actionSpace, seed: c.seed)
-            var list = agent.namedParameters()
-            let o = agent.observationWidth
-            let mean = Parameter(Shape(d0: o)), variance = Parameter(Shape(d0: o)), count = Parameter(Shape(d0: 1))
-            let returnVariance = Parameter(Shape(d0: 1)), returnCount = Parameter(Shape(d0: 1))
-            if c.ppo.normalizeObservations {
-                list += [("normalizer.observation.mean", mean), ("normalizer.observation.var", variance), ("normalizer.observation.count", count)]
-            }
-            if c.ppo.normalizeRewards {
-                list += [("normalizer.return.var", returnVariance), ("normalizer.return.count", returnCount)]
-            }
+            let normalizers = agent.normalizerParameters()
             let file = try SafeTensors.read(weightsURL)
-            try SafeTensors.assign(file.tensors, path: weightsURL.path, into: list)
-            agent.observationStatistics.mean = mean.value.array.map(Double.init)
-            agent.observationStatistics.variance = variance.value.array.map(Double.init)
-            agent.observationStatistics.count = Double(count.value.data[0])
-            agent.returnStatistics.variance = [Double(returnVariance.value.data[0])]
-            agent.returnStatistics.count = Double(returnCount.value.data[0])
-            // Full precision from the metadata when the file has it.
-            let metadata = file.metadata
-            func values(_ key: String, count n: Int) -> [Double]? {
-                guard let text = metadata[key], let data = text.data(using: .utf8),
-                      let array = try? JSONSerialization.jsonObject(with: data) as? [Double], array.count == n else { return nil }
-                return array
-            }
-            if let m = values("normalizer.observation.mean", count: o) { agent.observationStatistics.mean = m }
-            if let v = values("normalizer.observation.var", count: o) { agent.observationStatistics.variance = v }
-            if let n = values("normalizer.observation.count", count: 1) { agent.observationStatistics.count = n[0] }
-            if let v = values("normalizer.return.var", count: 1) { agent.returnStatistics.variance = v }
-            if let n = values("normalizer.return.count", count: 1) { agent.returnStatistics.count = n[0] }
+            try SafeTensors.assign(file.tensors, path: weightsURL.path, into: agent.namedParameters() + normalizers)
+            agent.restoreNormalizers(normalizers, metadata: file.metadata)
             environment = c.environment
             algorithm = "ppo"
             actor = agent
