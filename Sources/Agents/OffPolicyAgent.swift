@@ -5,7 +5,7 @@ import Replay
 import Tensors
 
 /// What the last updates measured (for the metrics log).
-public struct UpdateStatistics: Equatable, Sendable {
+public struct UpdateStatistics: Equatable, Codable, Sendable {
     public var criticLoss: Float = .nan
     public var actorLoss: Float = .nan
     public var temperature: Float = .nan
@@ -62,9 +62,9 @@ public final class OffPolicyAgent {
     let actorTargetParameters: [Parameter]
 
     public var rng: RandomGenerator
-    public private(set) var criticUpdates = 0
-    public private(set) var actorUpdates = 0
-    public private(set) var statistics = UpdateStatistics()
+    public internal(set) var criticUpdates = 0
+    public internal(set) var actorUpdates = 0
+    public internal(set) var statistics = UpdateStatistics()
     /// Measure gradient norms in the next updates (diagnostics; clipping measures them anyway).
     public var measuresGradientNorms = true
 

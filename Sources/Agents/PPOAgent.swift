@@ -5,7 +5,7 @@ import Replay
 import Tensors
 
 /// What one PPO update (the epochs over one rollout) measured.
-public struct PPOStatistics: Equatable, Sendable {
+public struct PPOStatistics: Equatable, Codable, Sendable {
     public var policyLoss: Float = .nan
     public var valueLoss: Float = .nan
     public var entropy: Float = .nan
@@ -653,6 +653,9 @@ public final class PPOAgent {
         for epoch in 0..<c.epochs {
             stats.epochs = epoch + 1
             if c.refreshStates { refresh(buffer) }
+            // A fresh permutation of the windows from the sorted order (so that it depends on the
+            // random generator alone, and a resumed run draws the same one).
+            for i in 0..<W { windowOrder[i] = i }
             for i in stride(from: W - 1, to: 0, by: -1) { windowOrder.swapAt(i, rng.integer(below: i + 1)) }
             var start = 0, inEpoch = 0
             while start < W {

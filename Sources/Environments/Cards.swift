@@ -21,8 +21,8 @@ public final class RepeatPrevious: Environment {
     public let lag: Int
     public let decks: Int
     public var rng = RandomGenerator(seed: 0)
-    private var deck: Deck
-    private var t = 0
+    var deck: Deck
+    var t = 0
 
     public init(lag: Int = 4, decks: Int = 1) {
         precondition(lag >= 1 && decks >= 1, "repeat-previous: lag and decks must be at least 1")
@@ -68,10 +68,10 @@ public final class RepeatPrevious: Environment {
 public final class CountRecall: Environment {
     public let decks: Int
     public var rng = RandomGenerator(seed: 0)
-    private var deck: Deck
-    private var counts = [Int](repeating: 0, count: 13)
-    private var query = 0
-    private var t = 0
+    var deck: Deck
+    var counts = [Int](repeating: 0, count: 13)
+    var query = 0
+    var t = 0
 
     public init(decks: Int = 1) {
         precondition(decks >= 1, "count-recall: decks must be at least 1")

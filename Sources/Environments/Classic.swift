@@ -12,8 +12,8 @@ public final class Pendulum: Environment {
 
     public let view: View
     public let maxEpisodeSteps: Int
-    public private(set) var theta = 0.0, thetaDot = 0.0
-    public private(set) var elapsedSteps = 0
+    public internal(set) var theta = 0.0, thetaDot = 0.0
+    public internal(set) var elapsedSteps = 0
     public var rng = RandomGenerator(seed: 0)
 
     public static let maxSpeed = 8.0, maxTorque = 2.0, dt = 0.05, g = 10.0, m = 1.0, l = 1.0
@@ -84,8 +84,8 @@ public final class CartPole: Environment {
     public let view: View
     public let maxEpisodeSteps: Int
     /// x, ẋ, θ, θ̇.
-    public private(set) var state: (Double, Double, Double, Double) = (0, 0, 0, 0)
-    public private(set) var elapsedSteps = 0
+    public internal(set) var state: (Double, Double, Double, Double) = (0, 0, 0, 0)
+    public internal(set) var elapsedSteps = 0
     public var rng = RandomGenerator(seed: 0)
 
     public static let gravity = 9.8, massCart = 1.0, massPole = 0.1, length = 0.5, forceMagnitude = 10.0, tau = 0.02

@@ -84,6 +84,21 @@ public protocol Environment: AnyObject {
     func reset(seed: UInt64?, observation: UnsafeMutablePointer<Float>)
     /// Applies `action` and writes the next observation.
     func step(action: UnsafePointer<Float>, observation: UnsafeMutablePointer<Float>) -> StepResult
+    /// Checkpointing: saves everything that the next steps depend on (episode state, random
+    /// generator), so that a restored copy continues exactly. Environments that cannot be saved
+    /// throw (the default), and training runs on them without checkpoints.
+    func save(to archive: StateArchive, prefix: String) throws
+    func restore(from archive: StateArchiveReader, prefix: String) throws
+}
+
+extension Environment {
+    public func save(to archive: StateArchive, prefix: String) throws {
+        throw EnvironmentError(environment: name, message: "cannot be checkpointed (it does not save its state); train without checkpoints (--checkpoint-interval 0)")
+    }
+
+    public func restore(from archive: StateArchiveReader, prefix: String) throws {
+        throw EnvironmentError(environment: name, message: "cannot be restored from a checkpoint")
+    }
 }
 
 /// An environment that broke its contract or was given something outside its spaces.

@@ -19,14 +19,14 @@ public final class GoalCycle: Environment {
     public let maxEpisodeSteps: Int
     public var rng = RandomGenerator(seed: 0)
     /// Goal positions (x, y) in cycle order; `next` indexes the goal to reach next.
-    public private(set) var goals: [(x: Int, y: Int)] = []
-    public private(set) var next = 0
-    public private(set) var x = 0, y = 0
+    public internal(set) var goals: [(x: Int, y: Int)] = []
+    public internal(set) var next = 0
+    public internal(set) var x = 0, y = 0
     /// 0 up (y - 1), 1 right, 2 down, 3 left.
-    public private(set) var direction = 0
+    public internal(set) var direction = 0
     /// The cell offset of one step forward, by direction.
     public static let forward = [(x: 0, y: -1), (x: 1, y: 0), (x: 0, y: 1), (x: -1, y: 0)]
-    private var t = 0
+    var t = 0
 
     public init(size: Int = 5, goals: Int = 3, view: Int = 5, penalty: Float = 0.25, maxEpisodeSteps: Int = 200) {
         precondition(size >= 3 && goals >= 2 && goals < size * size - 1 && view >= 1 && view % 2 == 1,

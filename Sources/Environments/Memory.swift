@@ -14,11 +14,11 @@ public final class MemoryTask: Environment {
     /// Probability of a 1 at each step.
     public var onProbability: Float { 2 / Float(horizon) }
     public var rng = RandomGenerator(seed: 0)
-    public private(set) var elapsedSteps = 0
-    private var bits: [UInt8]
-    private var position = 0
+    public internal(set) var elapsedSteps = 0
+    var bits: [UInt8]
+    var position = 0
     /// Ones among the last `horizon` bits (the current one included).
-    public private(set) var count = 0
+    public internal(set) var count = 0
 
     public init(horizon: Int = 10, maxEpisodeSteps: Int = 2000) {
         precondition(horizon >= 1, "memory: horizon must be at least 1")

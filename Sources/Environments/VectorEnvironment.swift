@@ -17,17 +17,17 @@ public final class VectorEnvironment {
     public let finalObservations: Tensor
     /// `[N]` each: the last step's reward and flags.
     public let rewards: Tensor
-    public private(set) var terminated: [Bool]
-    public private(set) var truncated: [Bool]
+    public internal(set) var terminated: [Bool]
+    public internal(set) var truncated: [Bool]
     /// True where the copy's observation is the first of an episode (after `reset` or an auto-reset).
-    public private(set) var episodeStarts: [Bool]
+    public internal(set) var episodeStarts: [Bool]
     /// Return and length of each copy's running episode.
-    public private(set) var episodeReturns: [Double]
-    public private(set) var episodeLengths: [Int]
+    public internal(set) var episodeReturns: [Double]
+    public internal(set) var episodeLengths: [Int]
     /// Episodes finished since the last `drainFinishedEpisodes(_:)`: (return, length).
-    private var finished: [(return: Double, length: Int)] = []
+    var finished: [(return: Double, length: Int)] = []
     /// Environment steps taken, summed over copies.
-    public private(set) var totalSteps = 0
+    public internal(set) var totalSteps = 0
     private let actionScratch: UnsafeMutablePointer<Float>
 
     public var count: Int { copies.count }

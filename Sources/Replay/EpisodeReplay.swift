@@ -43,16 +43,16 @@ public final class EpisodeReplay {
     let criticStates: UnsafeMutablePointer<Float>
 
     /// Ring index of the oldest kept step.
-    public private(set) var start = 0
+    public internal(set) var start = 0
     /// Number of kept steps.
-    public private(set) var count = 0
+    public internal(set) var count = 0
     /// Steps ever added.
-    public private(set) var totalSteps = 0
+    public internal(set) var totalSteps = 0
     /// Ring indices of the first steps of kept episodes, oldest first (may include the episode in
     /// progress).
-    public private(set) var episodeStarts: [Int] = []
-    private var episodeID = 0
-    private var episodeOpen = false
+    public internal(set) var episodeStarts: [Int] = []
+    var episodeID = 0
+    var episodeOpen = false
 
     public init(capacity: Int, layout: ReplayLayout) {
         precondition(capacity > 0, "replay capacity must be positive")

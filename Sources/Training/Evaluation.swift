@@ -92,7 +92,7 @@ final class PeriodicEvaluation {
     let environments: [any Environment]
     let seed: UInt64
     /// Evaluations done so far.
-    private(set) var count = 0
+    var count = 0
 
     init(environment: String, episodes: Int, seed: UInt64) throws {
         environments = try (0..<episodes).map { _ in try EnvironmentRegistry.make(environment) }
@@ -108,32 +108,48 @@ final class PeriodicEvaluation {
     }
 }
 
+/// Where a training loop stands between steps (saved in checkpoints): the step of the next metrics
+/// row, the wall seconds of earlier sessions, and the rows written so far.
+public struct LoopState: Codable, Equatable, Sendable {
+    public var nextRow: Int
+    public var wallSeconds: Double = 0
+    public var rows = 0
+    public init(nextRow: Int) { self.nextRow = nextRow }
+}
+
 /// The loop both trainers share: `advance` until `totalSteps`, a metrics row (from `measure`, given
 /// the wall seconds so far and the steps per second) at the first step at or past every multiple of
-/// `interval` and at the end, and a progress report at most once a second and at the end.
-func runTrainingLoop(totalSteps: Int, interval: Int, step: () -> Int, advance: () throws -> Void,
+/// `interval` and at the end, then `afterStep` (where checkpoints are taken), and a progress report
+/// at most once a second and at the end. `loop` is where the loop starts (a resumed run's saved state); `saveLoop`
+/// receives its state after every step.
+func runTrainingLoop(totalSteps: Int, loop: LoopState, saveLoop: (LoopState) -> Void, step: () -> Int, advance: () throws -> Void,
                      measure: (_ wallSeconds: Double, _ stepsPerSecond: Double) -> MetricsRow,
-                     onRow: (MetricsRow) throws -> Void, onProgress: (Progress) -> Void) throws -> [MetricsRow] {
+                     interval: Int, onRow: (MetricsRow) throws -> Void, afterStep: (LoopState) throws -> Void,
+                     onProgress: (Progress) -> Void) throws -> [MetricsRow] {
     var rows: [MetricsRow] = []
-    let start = Clock.now
+    var loop = loop
+    let start = Clock.now, wallBefore = loop.wallSeconds, firstStep = step()
     var lastProgress = start
     var lastEvaluation: Double?, lastProbe: Double?
-    var nextRow = interval
     while step() < totalSteps {
         try advance()
         let now = Clock.now, done = step()
-        if done >= nextRow || done >= totalSteps {
-            while nextRow <= done { nextRow += interval }
-            let elapsed = now - start
-            let row = measure(elapsed, Double(done) / max(elapsed, 1e-9))
+        loop.wallSeconds = wallBefore + (now - start)
+        if done >= loop.nextRow || done >= totalSteps {
+            while loop.nextRow <= done { loop.nextRow += interval }
+            let row = measure(loop.wallSeconds, Double(done) / max(loop.wallSeconds, 1e-9))
             lastEvaluation = row["eval_return_mean"]
             lastProbe = row["probe_accuracy"].flatMap { $0.isNaN ? nil : $0 }
             rows.append(row)
+            loop.rows += 1
+            saveLoop(loop)
             try onRow(row)
         }
+        saveLoop(loop)
+        try afterStep(loop)
         if now - lastProgress >= 1 || done >= totalSteps {
             lastProgress = now
-            let rate = Double(done) / max(now - start, 1e-9)
+            let rate = Double(done - firstStep) / max(now - start, 1e-9)
             onProgress(Progress(step: min(done, totalSteps), totalSteps: totalSteps, stepsPerSecond: rate, lastEvaluation: lastEvaluation,
                                 lastProbe: lastProbe, secondsLeft: Double(max(totalSteps - done, 0)) / max(rate, 1e-9)))
         }

@@ -57,15 +57,17 @@ public final class PPOTrainer {
     let returnScratch: Tensor
     let finalObservation: Tensor
 
-    public private(set) var step = 0
-    public private(set) var updates = 0
-    public private(set) var episodes = 0
-    public private(set) var statistics = PPOStatistics()
+    public internal(set) var step = 0
+    public internal(set) var updates = 0
+    public internal(set) var episodes = 0
+    public internal(set) var statistics = PPOStatistics()
     var recentReturns: [Double] = []
+    public internal(set) var loop: LoopState
 
     public init(configuration: PPOTrainingConfiguration) throws {
         try configuration.validate()
         self.configuration = configuration
+        loop = LoopState(nextRow: configuration.evaluationInterval)
         let p = configuration.ppo, N = p.environments
         environments = try VectorEnvironment(name: configuration.environment, count: N)
         evaluation = try PeriodicEvaluation(environment: configuration.environment, episodes: configuration.evaluationEpisodes,
@@ -250,10 +252,12 @@ public final class PPOTrainer {
 
     /// Trains for the configured steps, measuring at the first update past every multiple of
     /// `evaluationInterval` and at the end.
+    /// `afterStep` runs after every update (and its row, if any): where checkpoints are taken.
     @discardableResult
-    public func run(onRow: (MetricsRow) throws -> Void = { _ in }, onProgress: (Progress) -> Void = { _ in }) throws -> [MetricsRow] {
-        try runTrainingLoop(totalSteps: configuration.steps, interval: configuration.evaluationInterval, step: { step },
-                            advance: advance, measure: measure, onRow: onRow, onProgress: onProgress)
+    public func run(onRow: (MetricsRow) throws -> Void = { _ in }, afterStep: (LoopState) throws -> Void = { _ in },
+                    onProgress: (Progress) -> Void = { _ in }) throws -> [MetricsRow] {
+        try runTrainingLoop(totalSteps: configuration.steps, loop: loop, saveLoop: { self.loop = $0 }, step: { step }, advance: advance, measure: measure,
+                            interval: configuration.evaluationInterval, onRow: onRow, afterStep: afterStep, onProgress: onProgress)
     }
 
     /// The normalisers' statistics in full precision, for the weights file's metadata.

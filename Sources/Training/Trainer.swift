@@ -80,14 +80,16 @@ public final class Trainer {
     let recordedActorState = Tensor([0])
     let recordedCriticState = Tensor([0])
 
-    public private(set) var step = 0
-    public private(set) var episodes = 0
+    public internal(set) var step = 0
+    public internal(set) var episodes = 0
     var episodeReturn: Double = 0
     var recentReturns: [Double] = []
+    public internal(set) var loop: LoopState
 
     public init(configuration: TrainingConfiguration) throws {
         try configuration.validate()
         self.configuration = configuration
+        loop = LoopState(nextRow: configuration.evaluationInterval)
         environment = try EnvironmentRegistry.make(configuration.environment)
         evaluation = try PeriodicEvaluation(environment: configuration.environment, episodes: configuration.evaluationEpisodes,
                                             seed: configuration.seed)
@@ -253,9 +255,11 @@ public final class Trainer {
     }
 
     /// Trains for the configured steps, measuring every `evaluationInterval` steps and at the end.
+    /// `afterStep` runs after every step (and its row, if any): where checkpoints are taken.
     @discardableResult
-    public func run(onRow: (MetricsRow) throws -> Void = { _ in }, onProgress: (Progress) -> Void = { _ in }) throws -> [MetricsRow] {
-        try runTrainingLoop(totalSteps: configuration.steps, interval: configuration.evaluationInterval, step: { step },
-                            advance: advance, measure: measure, onRow: onRow, onProgress: onProgress)
+    public func run(onRow: (MetricsRow) throws -> Void = { _ in }, afterStep: (LoopState) throws -> Void = { _ in },
+                    onProgress: (Progress) -> Void = { _ in }) throws -> [MetricsRow] {
+        try runTrainingLoop(totalSteps: configuration.steps, loop: loop, saveLoop: { self.loop = $0 }, step: { step }, advance: advance, measure: measure,
+                            interval: configuration.evaluationInterval, onRow: onRow, afterStep: afterStep, onProgress: onProgress)
     }
 }

@@ -1,0 +1,53 @@
+import NeuralNetworks
+import Tensors
+
+extension OffPolicyAgent: Checkpointable {
+    /// Every network (targets included), the temperature, the three optimisers, the random
+    /// generator, the update counters and the last statistics.
+    var allNamedParameters: [NamedParameter] {
+        var all = namedParameters()
+        if let actorTarget { all += actorTarget.namedParameters(prefix: "actor_target.") }
+        for (i, t) in criticTargets.enumerated() { all += t.namedParameters(prefix: "critic_target\(i).") }
+        return all
+    }
+
+    struct State: Codable { var rng: RandomGenerator; var criticUpdates: Int; var actorUpdates: Int; var statistics: UpdateStatistics }
+
+    public func save(to archive: StateArchive, prefix: String) throws {
+        saveParameters(allNamedParameters, to: archive, prefix: prefix + "parameters.")
+        try actorOptimizer.save(to: archive, prefix: prefix + "actor_optimizer.")
+        try criticOptimizer.save(to: archive, prefix: prefix + "critic_optimizer.")
+        try temperatureOptimizer.save(to: archive, prefix: prefix + "temperature_optimizer.")
+        archive.put(prefix + "state", value: State(rng: rng, criticUpdates: criticUpdates, actorUpdates: actorUpdates, statistics: statistics))
+    }
+
+    public func restore(from archive: StateArchiveReader, prefix: String) throws {
+        let s = try archive.value(prefix + "state", as: State.self)
+        try restoreParameters(allNamedParameters, from: archive, prefix: prefix + "parameters.")
+        try actorOptimizer.restore(from: archive, prefix: prefix + "actor_optimizer.")
+        try criticOptimizer.restore(from: archive, prefix: prefix + "critic_optimizer.")
+        try temperatureOptimizer.restore(from: archive, prefix: prefix + "temperature_optimizer.")
+        rng = s.rng; criticUpdates = s.criticUpdates; actorUpdates = s.actorUpdates; statistics = s.statistics
+    }
+}
+
+extension PPOAgent: Checkpointable {
+    struct State: Codable { var rng: RandomGenerator; var observationStatistics: RunningMeanStd; var returnStatistics: RunningMeanStd }
+
+    /// Weights, optimiser, random generator and the normalisers' statistics (in full precision).
+    public func save(to archive: StateArchive, prefix: String) throws {
+        saveParameters(namedParameters(), to: archive, prefix: prefix + "parameters.")
+        try optimizer.save(to: archive, prefix: prefix + "optimizer.")
+        archive.put(prefix + "state", value: State(rng: rng, observationStatistics: observationStatistics, returnStatistics: returnStatistics))
+    }
+
+    public func restore(from archive: StateArchiveReader, prefix: String) throws {
+        let s = try archive.value(prefix + "state", as: State.self)
+        guard s.observationStatistics.mean.count == observationStatistics.mean.count else {
+            throw StateArchiveError("checkpoint \(archive.path): observation statistics of width \(s.observationStatistics.mean.count), this run has \(observationStatistics.mean.count)")
+        }
+        try restoreParameters(namedParameters(), from: archive, prefix: prefix + "parameters.")
+        try optimizer.restore(from: archive, prefix: prefix + "optimizer.")
+        rng = s.rng; observationStatistics = s.observationStatistics; returnStatistics = s.returnStatistics
+    }
+}

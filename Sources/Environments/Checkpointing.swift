@@ -1,0 +1,125 @@
+import Tensors
+
+// Checkpointing of the built-in environments: each saves its episode state and random generator
+// as one JSON value, and restores it exactly.
+
+extension MemoryTask {
+    struct State: Codable { var rng: RandomGenerator; var elapsedSteps: Int; var bits: [UInt8]; var position: Int; var count: Int }
+
+    public func save(to archive: StateArchive, prefix: String) throws {
+        archive.put(prefix + "state", value: State(rng: rng, elapsedSteps: elapsedSteps, bits: bits, position: position, count: count))
+    }
+
+    public func restore(from archive: StateArchiveReader, prefix: String) throws {
+        let s = try archive.value(prefix + "state", as: State.self)
+        guard s.bits.count == horizon else { throw StateArchiveError("checkpoint \(archive.path): memory task with horizon \(s.bits.count), this run has \(horizon)") }
+        rng = s.rng; elapsedSteps = s.elapsedSteps; bits = s.bits; position = s.position; count = s.count
+    }
+}
+
+extension Pendulum {
+    struct State: Codable { var rng: RandomGenerator; var elapsedSteps: Int; var theta: Double; var thetaDot: Double }
+
+    public func save(to archive: StateArchive, prefix: String) throws {
+        archive.put(prefix + "state", value: State(rng: rng, elapsedSteps: elapsedSteps, theta: theta, thetaDot: thetaDot))
+    }
+
+    public func restore(from archive: StateArchiveReader, prefix: String) throws {
+        let s = try archive.value(prefix + "state", as: State.self)
+        rng = s.rng; elapsedSteps = s.elapsedSteps; theta = s.theta; thetaDot = s.thetaDot
+    }
+}
+
+extension CartPole {
+    struct State: Codable { var rng: RandomGenerator; var elapsedSteps: Int; var state: [Double] }
+
+    public func save(to archive: StateArchive, prefix: String) throws {
+        archive.put(prefix + "state", value: State(rng: rng, elapsedSteps: elapsedSteps, state: [state.0, state.1, state.2, state.3]))
+    }
+
+    public func restore(from archive: StateArchiveReader, prefix: String) throws {
+        let s = try archive.value(prefix + "state", as: State.self)
+        guard s.state.count == 4 else { throw StateArchiveError("checkpoint \(archive.path): cart-pole state of \(s.state.count) values") }
+        rng = s.rng; elapsedSteps = s.elapsedSteps; state = (s.state[0], s.state[1], s.state[2], s.state[3])
+    }
+}
+
+extension RepeatPrevious {
+    struct State: Codable { var rng: RandomGenerator; var cards: [Int]; var t: Int }
+
+    public func save(to archive: StateArchive, prefix: String) throws {
+        archive.put(prefix + "state", value: State(rng: rng, cards: deck.cards, t: t))
+    }
+
+    public func restore(from archive: StateArchiveReader, prefix: String) throws {
+        let s = try archive.value(prefix + "state", as: State.self)
+        guard s.cards.count == deck.cards.count else { throw StateArchiveError("checkpoint \(archive.path): a deck of \(s.cards.count) cards, this run has \(deck.cards.count)") }
+        rng = s.rng; deck.cards = s.cards; t = s.t
+    }
+}
+
+extension CountRecall {
+    struct State: Codable { var rng: RandomGenerator; var cards: [Int]; var counts: [Int]; var query: Int; var t: Int }
+
+    public func save(to archive: StateArchive, prefix: String) throws {
+        archive.put(prefix + "state", value: State(rng: rng, cards: deck.cards, counts: counts, query: query, t: t))
+    }
+
+    public func restore(from archive: StateArchiveReader, prefix: String) throws {
+        let s = try archive.value(prefix + "state", as: State.self)
+        guard s.cards.count == deck.cards.count, s.counts.count == counts.count else {
+            throw StateArchiveError("checkpoint \(archive.path): a deck of \(s.cards.count) cards, this run has \(deck.cards.count)")
+        }
+        rng = s.rng; deck.cards = s.cards; counts = s.counts; query = s.query; t = s.t
+    }
+}
+
+extension GoalCycle {
+    struct State: Codable { var rng: RandomGenerator; var goals: [Int]; var next: Int; var x: Int; var y: Int; var direction: Int; var t: Int }
+
+    public func save(to archive: StateArchive, prefix: String) throws {
+        archive.put(prefix + "state", value: State(rng: rng, goals: goals.flatMap { [$0.x, $0.y] }, next: next, x: x, y: y,
+                                                   direction: direction, t: t))
+    }
+
+    public func restore(from archive: StateArchiveReader, prefix: String) throws {
+        let s = try archive.value(prefix + "state", as: State.self)
+        guard s.goals.count == 2 * goalCount else { throw StateArchiveError("checkpoint \(archive.path): \(s.goals.count / 2) goals, this run has \(goalCount)") }
+        rng = s.rng
+        goals = stride(from: 0, to: s.goals.count, by: 2).map { (x: s.goals[$0], y: s.goals[$0 + 1]) }
+        next = s.next; x = s.x; y = s.y; direction = s.direction; t = s.t
+    }
+}
+
+extension VectorEnvironment: Checkpointable {
+    struct State: Codable {
+        var terminated: [Bool], truncated: [Bool], episodeStarts: [Bool], episodeReturns: [Double], episodeLengths: [Int]
+        var finishedReturns: [Double], finishedLengths: [Int], totalSteps: Int
+    }
+
+    public func save(to archive: StateArchive, prefix: String) throws {
+        for (i, env) in copies.enumerated() { try env.save(to: archive, prefix: prefix + "copy\(i).") }
+        archive.put(prefix + "observations", observations)
+        archive.put(prefix + "final_observations", finalObservations)
+        archive.put(prefix + "rewards", rewards)
+        archive.put(prefix + "state", value: State(terminated: terminated, truncated: truncated, episodeStarts: episodeStarts,
+                                                   episodeReturns: episodeReturns, episodeLengths: episodeLengths,
+                                                   finishedReturns: finished.map(\.return), finishedLengths: finished.map(\.length),
+                                                   totalSteps: totalSteps))
+    }
+
+    public func restore(from archive: StateArchiveReader, prefix: String) throws {
+        let s = try archive.value(prefix + "state", as: State.self)
+        guard s.terminated.count == count else {
+            throw StateArchiveError("checkpoint \(archive.path): \(s.terminated.count) environment copies, this run has \(count)")
+        }
+        for (i, env) in copies.enumerated() { try env.restore(from: archive, prefix: prefix + "copy\(i).") }
+        try archive.read(prefix + "observations", into: observations)
+        try archive.read(prefix + "final_observations", into: finalObservations)
+        try archive.read(prefix + "rewards", into: rewards)
+        terminated = s.terminated; truncated = s.truncated; episodeStarts = s.episodeStarts
+        episodeReturns = s.episodeReturns; episodeLengths = s.episodeLengths
+        finished = zip(s.finishedReturns, s.finishedLengths).map { (return: $0, length: $1) }
+        totalSteps = s.totalSteps
+    }
+}

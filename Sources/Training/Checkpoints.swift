@@ -1,0 +1,216 @@
+import Agents
+import Environments
+import Foundation
+import NeuralNetworks
+import Replay
+import Tensors
+
+/// A trainer whose whole state a checkpoint holds: `rrl train` runs either kind through this.
+public protocol TrainingSession: AnyObject, Checkpointable {
+    var step: Int { get }
+    var totalSteps: Int { get }
+    var loop: LoopState { get }
+    /// The metrics columns of this kind of run.
+    var metricsColumns: [String] { get }
+    @discardableResult
+    func run(onRow: (MetricsRow) throws -> Void, afterStep: (LoopState) throws -> Void, onProgress: (Progress) -> Void) throws -> [MetricsRow]
+    /// The weights file's tensors and metadata.
+    func exportedWeights() -> (tensors: [NamedParameter], metadata: [String: String])
+}
+
+/// The resolved configuration, for a checkpoint's metadata and the check on restore.
+func configurationJSON<C: Encodable>(_ configuration: C) -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    return String(decoding: try! encoder.encode(configuration), as: UTF8.self)
+}
+
+/// Refuses a checkpoint written by a run with another configuration (the step budget may differ).
+func checkConfiguration<C: Codable & Equatable>(_ archive: StateArchiveReader, matches configuration: C, ignoringSteps set: (inout C) -> Void) throws {
+    guard let text = archive.metadata["configuration"], var saved = try? JSONDecoder().decode(C.self, from: Data(text.utf8)) else {
+        throw StateArchiveError("checkpoint \(archive.path) does not say which configuration wrote it")
+    }
+    var mine = configuration
+    set(&saved)
+    set(&mine)
+    if saved != mine {
+        throw StateArchiveError("checkpoint \(archive.path) was written by a run with another configuration than this run's config.json; resume with the run folder that wrote it")
+    }
+}
+
+extension Trainer: TrainingSession {
+    public var totalSteps: Int { configuration.steps }
+    public var metricsColumns: [String] { MetricsRow.columns }
+
+    public func exportedWeights() -> (tensors: [NamedParameter], metadata: [String: String]) {
+        let a = configuration.agent
+        return (agent.namedParameters(), ["algorithm": a.algorithm.rawValue, "network": a.network.rawValue,
+                                          "environment": configuration.environment, "steps": "\(step)", "seed": "\(configuration.seed)"])
+    }
+
+    struct State: Codable {
+        var step: Int, episodes: Int, episodeReturn: Double, recentReturns: [Double], previousReward: Float
+        var rng: RandomGenerator, samplerRNG: RandomGenerator, evaluations: Int, loop: LoopState
+    }
+
+    /// Everything the next steps depend on: agent, replay, sampler, environment, acting state,
+    /// counters, random generators, and the loop's position.
+    public func save(to archive: StateArchive, prefix: String) throws {
+        archive.metadata["configuration"] = configurationJSON(configuration)
+        archive.metadata["step"] = "\(step)"
+        try agent.save(to: archive, prefix: prefix + "agent.")
+        try replay.save(to: archive, prefix: prefix + "replay.")
+        try environment.save(to: archive, prefix: prefix + "environment.")
+        let o = environment.observationSpace.width, a = agent.actionWidth
+        archive.put(prefix + "observation", floats: observation, count: o)
+        archive.put(prefix + "previous_action", floats: previousAction, count: a)
+        archive.put(prefix + "actor_state", actorState)
+        archive.put(prefix + "critic_state", criticState)
+        archive.put(prefix + "state", value: State(step: step, episodes: episodes, episodeReturn: episodeReturn, recentReturns: recentReturns,
+                                                   previousReward: previousReward, rng: rng, samplerRNG: sampler.rng,
+                                                   evaluations: evaluation.count, loop: loop))
+    }
+
+    public func restore(from archive: StateArchiveReader, prefix: String) throws {
+        try checkConfiguration(archive, matches: configuration) { $0.steps = 0 }
+        let s = try archive.value(prefix + "state", as: State.self)
+        try agent.restore(from: archive, prefix: prefix + "agent.")
+        try replay.restore(from: archive, prefix: prefix + "replay.")
+        try environment.restore(from: archive, prefix: prefix + "environment.")
+        let o = environment.observationSpace.width, a = agent.actionWidth
+        try archive.floats(prefix + "observation", into: observation, count: o)
+        try archive.floats(prefix + "previous_action", into: previousAction, count: a)
+        try archive.read(prefix + "actor_state", into: actorState)
+        try archive.read(prefix + "critic_state", into: criticState)
+        step = s.step; episodes = s.episodes; episodeReturn = s.episodeReturn; recentReturns = s.recentReturns
+        previousReward = s.previousReward; rng = s.rng; sampler.rng = s.samplerRNG; evaluation.count = s.evaluations; loop = s.loop
+    }
+}
+
+extension PPOTrainer: TrainingSession {
+    public var totalSteps: Int { configuration.steps }
+    public var metricsColumns: [String] { MetricsRow.ppoColumns }
+
+    public func exportedWeights() -> (tensors: [NamedParameter], metadata: [String: String]) {
+        let p = configuration.ppo
+        return (namedTensors(), normalizerMetadata().merging([
+            "algorithm": "ppo", "network": p.network.rawValue, "environment": configuration.environment,
+            "steps": "\(step)", "seed": "\(configuration.seed)",
+        ]) { $1 })
+    }
+
+    struct State: Codable {
+        var step: Int, updates: Int, episodes: Int, statistics: PPOStatistics, recentReturns: [Double], discountedReturns: [Double]
+        var evaluations: Int, loop: LoopState
+    }
+
+    /// Taken between updates (a rollout boundary): the rollout buffer is rewritten by the next
+    /// collection, so it is not saved; the copies' environments, states and contexts are.
+    public func save(to archive: StateArchive, prefix: String) throws {
+        archive.metadata["configuration"] = configurationJSON(configuration)
+        archive.metadata["step"] = "\(step)"
+        try agent.save(to: archive, prefix: prefix + "agent.")
+        try environments.save(to: archive, prefix: prefix + "environments.")
+        for (name, t) in [("actor_state", actorState), ("critic_state", criticState), ("previous_actions", previousActions),
+                          ("previous_rewards", previousRewards), ("prepared_observations", preparedObservations)] {
+            archive.put(prefix + name, t)
+        }
+        archive.put(prefix + "state", value: State(step: step, updates: updates, episodes: episodes, statistics: statistics,
+                                                   recentReturns: recentReturns, discountedReturns: discountedReturns,
+                                                   evaluations: evaluation.count, loop: loop))
+    }
+
+    public func restore(from archive: StateArchiveReader, prefix: String) throws {
+        try checkConfiguration(archive, matches: configuration) { $0.steps = 0 }
+        let s = try archive.value(prefix + "state", as: State.self)
+        guard s.discountedReturns.count == environments.count else {
+            throw StateArchiveError("checkpoint \(archive.path): \(s.discountedReturns.count) environment copies, this run has \(environments.count)")
+        }
+        try agent.restore(from: archive, prefix: prefix + "agent.")
+        try environments.restore(from: archive, prefix: prefix + "environments.")
+        for (name, t) in [("actor_state", actorState), ("critic_state", criticState), ("previous_actions", previousActions),
+                          ("previous_rewards", previousRewards), ("prepared_observations", preparedObservations)] {
+            try archive.read(prefix + name, into: t)
+        }
+        step = s.step; updates = s.updates; episodes = s.episodes; statistics = s.statistics; recentReturns = s.recentReturns
+        discountedReturns = s.discountedReturns; evaluation.count = s.evaluations; loop = s.loop
+    }
+}
+
+/// A corrupt or unreadable checkpoint, or none where one was expected.
+public struct CheckpointError: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// A run's checkpoints: `checkpoints/step-NNNNNNNNNNNN.ckpt`, each written atomically (temporary
+/// file, fsync, rename, fsync of the folder); after a new one is in place, all but the newest
+/// `keep` are deleted, so the previous good checkpoint survives a crash during the next write.
+public final class CheckpointStore {
+    public let directory: URL
+    public let keep: Int
+
+    public init(directory: URL, keep: Int = 2) {
+        precondition(keep >= 1, "keep at least one checkpoint")
+        self.directory = directory
+        self.keep = keep
+    }
+
+    func url(step: Int) -> URL { directory.appendingPathComponent(String(format: "step-%012d.ckpt", step)) }
+
+    /// The checkpoints in place, oldest first (temporary files of interrupted writes are ignored).
+    public func list() -> [(step: Int, url: URL)] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+        return names.compactMap { name -> (Int, URL)? in
+            guard name.hasPrefix("step-"), name.hasSuffix(".ckpt"), let step = Int(name.dropFirst(5).dropLast(5)) else { return nil }
+            return (step, directory.appendingPathComponent(name))
+        }.sorted { $0.0 < $1.0 }
+    }
+
+    /// Writes `session`'s state as the checkpoint of its current step.
+    @discardableResult
+    public func write(_ session: any TrainingSession) throws -> URL {
+        let archive = StateArchive()
+        try session.save(to: archive, prefix: "")
+        return try write(archive.encode(), step: session.step)
+    }
+
+    /// `crashAfter` (tests): write only that many bytes of the temporary file and stop, as a crash would.
+    @discardableResult
+    func write(_ data: Data, step: Int, crashAfter: Int? = nil) throws -> URL {
+        do {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        } catch {
+            throw CheckpointError("cannot create the checkpoint folder \(directory.path): \(error.localizedDescription)")
+        }
+        let destination = url(step: step)
+        if let crashAfter {
+            let temporary = directory.appendingPathComponent(".\(destination.lastPathComponent).tmp-crash")
+            try data.prefix(crashAfter).write(to: temporary)
+            throw CheckpointError("simulated crash while writing \(destination.path)")
+        }
+        try writeAtomically(data, to: destination)
+        for old in list().dropLast(keep) { try? FileManager.default.removeItem(at: old.url) }
+        return destination
+    }
+
+    /// Opens the newest checkpoint. A newest checkpoint that is damaged is an error that names it and
+    /// the previous one (which stays usable: pass it to `load`).
+    public func latest() throws -> StateArchiveReader? {
+        let all = list()
+        guard let newest = all.last else { return nil }
+        do {
+            return try StateArchiveReader(url: newest.url)
+        } catch {
+            var message = "\(error)"
+            if all.count >= 2 {
+                let previous = all[all.count - 2]
+                message += ". The previous checkpoint (step \(previous.step)) is \((try? StateArchiveReader(url: previous.url)) != nil ? "intact" : "damaged too"): delete or move \(newest.url.path) and resume again to continue from step \(previous.step)"
+            } else {
+                message += ". There is no earlier checkpoint: start the run again"
+            }
+            throw CheckpointError(message)
+        }
+    }
+}

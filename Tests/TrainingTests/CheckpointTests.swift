@@ -1,0 +1,207 @@
+import Agents
+import Environments
+import Foundation
+import NeuralNetworks
+import Tensors
+@testable import Training
+import XCTest
+
+final class CheckpointTests: XCTestCase {
+    struct Stop: Error {}
+
+    func temporaryFolder() -> URL {
+        FileManager.default.temporaryDirectory.appendingPathComponent("rrl-ckpt-\(UUID().uuidString)")
+    }
+
+    /// The rows of an uninterrupted run, and of the same run stopped after `stopAt` steps (a
+    /// checkpoint written, the trainer thrown away) and resumed in a fresh trainer.
+    func uninterruptedAndResumed(_ make: () throws -> any TrainingSession, stopAt: Int,
+                                 file: StaticString = #filePath, line: UInt = #line) throws -> ([MetricsRow], [MetricsRow], any TrainingSession, any TrainingSession) {
+        let full = try make()
+        let reference = try full.run(onRow: { _ in }, afterStep: { _ in }, onProgress: { _ in })
+
+        let folder = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let store = CheckpointStore(directory: folder)
+        let first = try make()
+        var rows: [MetricsRow] = []
+        XCTAssertThrowsError(try first.run(onRow: { rows.append($0) }, afterStep: { _ in
+            if first.step >= stopAt {
+                try store.write(first)
+                throw Stop()
+            }
+        }, onProgress: { _ in }), file: file, line: line)
+        XCTAssertLessThan(first.step, first.totalSteps, "the stop came before the end", file: file, line: line)
+        let resumed = try make()
+        guard let archive = try store.latest() else { XCTFail("no checkpoint", file: file, line: line); throw Stop() }
+        try resumed.restore(from: archive, prefix: "")
+        XCTAssertEqual(resumed.step, first.step, file: file, line: line)
+        XCTAssertEqual(resumed.loop.rows, rows.count, file: file, line: line)
+        rows += try resumed.run(onRow: { _ in }, afterStep: { _ in }, onProgress: { _ in })
+        return (reference, rows, full, resumed)
+    }
+
+    func assertSameRows(_ a: [MetricsRow], _ b: [MetricsRow], columns: [String], file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(a.count, b.count, "row count", file: file, line: line)
+        XCTAssertGreaterThanOrEqual(a.count, 3, file: file, line: line)
+        for (i, (x, y)) in zip(a, b).enumerated() {
+            for c in columns where !MetricsRow.timingColumns.contains(c) {
+                let u = x[c] ?? .nan, v = y[c] ?? .nan
+                XCTAssertTrue(u == v || (u.isNaN && v.isNaN), "row \(i) (step \(x["step"] ?? -1)), \(c): \(u) uninterrupted, \(v) resumed",
+                              file: file, line: line)
+            }
+        }
+    }
+
+    func assertSameWeights(_ a: any TrainingSession, _ b: any TrainingSession, file: StaticString = #filePath, line: UInt = #line) {
+        let wa = a.exportedWeights().tensors, wb = b.exportedWeights().tensors
+        XCTAssertEqual(wa.map(\.name), wb.map(\.name), file: file, line: line)
+        for (x, y) in zip(wa, wb) { XCTAssertEqual(x.parameter.value.array, y.parameter.value.array, x.name, file: file, line: line) }
+    }
+
+    /// Recurrent SAC with stored states and burn-in on pendulum-velocity (episodes end inside the
+    /// run, the replay holds states, the temperature learns): stopped at step 350 and resumed, the
+    /// metrics (every non-timing column) and the final weights equal those of a run that never stopped.
+    func testRecurrentSACResumesExactly() throws {
+        var c = TrainingConfiguration.defaults(algorithm: .sac, environment: "pendulum-velocity")
+        c.steps = 700
+        c.warmupSteps = 100
+        c.evaluationInterval = 150
+        c.evaluationEpisodes = 2
+        c.agent.network = .gru
+        c.agent.hiddenSize = 8
+        c.agent.headHiddenSizes = [16]
+        c.agent.batchSize = 4
+        c.agent.sampler.sequenceLength = 12
+        c.agent.sampler.burnIn = 4
+        c.agent.sampler.initialState = .storedBurnIn
+        c.agent.context = ContextInputs(observation: true, lastAction: true, lastReward: true)
+        let (reference, resumed, a, b) = try uninterruptedAndResumed({ try Trainer(configuration: c) }, stopAt: 350)
+        assertSameRows(reference, resumed, columns: MetricsRow.columns)
+        assertSameWeights(a, b)
+    }
+
+    /// TD3 (target actor, delayed updates, exploration noise) with an LSTM and zero-state windows on
+    /// the memory task (with its probe).
+    func testTD3ResumesExactly() throws {
+        var c = TrainingConfiguration.defaults(algorithm: .td3, environment: "memory")
+        c.steps = 500
+        c.warmupSteps = 100
+        c.evaluationInterval = 100
+        c.evaluationEpisodes = 1
+        c.probes = 4
+        c.agent.network = .lstm
+        c.agent.hiddenSize = 6
+        c.agent.sampler.sequenceLength = 10
+        let (reference, resumed, a, b) = try uninterruptedAndResumed({ try Trainer(configuration: c) }, stopAt: 233)
+        assertSameRows(reference, resumed, columns: MetricsRow.columns)
+        assertSameWeights(a, b)
+    }
+
+    /// Recurrent PPO (LSTM, normalised observations and rewards, annealed rates, refreshing) on
+    /// cartpole-position, and a shared GRU on count-recall: stopped between updates and resumed.
+    func testPPOResumesExactly() throws {
+        var c = PPOTrainingConfiguration()
+        c.steps = 6 * 8 * 16
+        c.evaluationInterval = 8 * 16
+        c.evaluationEpisodes = 2
+        c.ppo.rolloutSteps = 16
+        c.ppo.chunkLength = 8
+        c.ppo.minibatchSize = 32
+        c.ppo.epochs = 2
+        c.ppo.hiddenSize = 8
+        c.ppo.headHiddenSizes = [8]
+        c.ppo.refreshStates = true
+        var (reference, resumed, a, b) = try uninterruptedAndResumed({ try PPOTrainer(configuration: c) }, stopAt: 3 * 8 * 16)
+        assertSameRows(reference, resumed, columns: MetricsRow.ppoColumns)
+        assertSameWeights(a, b)
+
+        c.environment = "count-recall"
+        c.ppo.network = .gru
+        c.ppo.sharedEncoder = true
+        c.ppo.refreshStates = false
+        c.ppo.context = ContextInputs(observation: true, lastAction: true, lastReward: true)
+        (reference, resumed, a, b) = try uninterruptedAndResumed({ try PPOTrainer(configuration: c) }, stopAt: 2 * 8 * 16)
+        assertSameRows(reference, resumed, columns: MetricsRow.ppoColumns)
+        assertSameWeights(a, b)
+    }
+
+    func smallPPO() -> PPOTrainingConfiguration {
+        var c = PPOTrainingConfiguration()
+        c.steps = 2 * 4 * 8
+        c.evaluationEpisodes = 1
+        c.ppo.environments = 4
+        c.ppo.rolloutSteps = 8
+        c.ppo.chunkLength = 8
+        c.ppo.minibatchSize = 16
+        c.ppo.epochs = 1
+        c.ppo.hiddenSize = 4
+        c.ppo.headHiddenSizes = [4]
+        return c
+    }
+
+    /// A crash in the middle of writing a checkpoint leaves the previous one in place and loadable;
+    /// a newest checkpoint that was cut short, or damaged, is a clear error naming the intact
+    /// previous one, which still restores.
+    func testInterruptedOrDamagedCheckpointKeepsThePreviousOne() throws {
+        let folder = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let store = CheckpointStore(directory: folder)
+        let trainer = try PPOTrainer(configuration: smallPPO())
+        try trainer.advance()
+        try store.write(trainer)
+        try trainer.advance()
+        let archive = StateArchive()
+        try trainer.save(to: archive, prefix: "")
+        let data = archive.encode()
+
+        // A crash half-way through the write: only a temporary file is left; the previous checkpoint is the latest.
+        XCTAssertThrowsError(try store.write(data, step: trainer.step, crashAfter: data.count / 2))
+        XCTAssertEqual(store.list().map(\.step), [32])
+        XCTAssertEqual(try store.latest()?.metadata["step"], "32")
+
+        // A truncated newest file (as a copy cut off by a full disk would leave): a clear error.
+        let truncatedURL = store.url(step: trainer.step)
+        try data.prefix(data.count - 100).write(to: truncatedURL)
+        XCTAssertThrowsError(try store.latest()) { error in
+            let message = "\(error)"
+            XCTAssertTrue(message.contains("cut off"), message)
+            XCTAssertTrue(message.contains("previous checkpoint (step 32) is intact"), message)
+        }
+        // One flipped byte in the data: the checksum catches it.
+        var damaged = data
+        damaged[damaged.count - 10] ^= 0x40
+        try damaged.write(to: truncatedURL)
+        XCTAssertThrowsError(try store.latest()) { error in
+            XCTAssertTrue("\(error)".contains("checksum"), "\(error)")
+        }
+        // The previous checkpoint restores a fresh trainer.
+        let fresh = try PPOTrainer(configuration: smallPPO())
+        try fresh.restore(from: StateArchiveReader(url: store.url(step: 32)), prefix: "")
+        XCTAssertEqual(fresh.step, 32)
+        XCTAssertEqual(fresh.agent.namedParameters().map { $0.parameter.value.array }.count, trainer.agent.namedParameters().count)
+    }
+
+    /// Only the newest `keep` checkpoints stay; a checkpoint from another configuration is refused.
+    func testCheckpointsArePrunedAndMustMatchTheConfiguration() throws {
+        let folder = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let store = CheckpointStore(directory: folder, keep: 2)
+        let trainer = try PPOTrainer(configuration: smallPPO())
+        for _ in 0..<3 {
+            try trainer.advance()
+            try store.write(trainer)
+        }
+        XCTAssertEqual(store.list().map(\.step), [64, 96])
+        var other = smallPPO()
+        other.ppo.learningRate = 5e-4
+        let mismatched = try PPOTrainer(configuration: other)
+        XCTAssertThrowsError(try mismatched.restore(from: XCTUnwrap(store.latest()), prefix: "")) { error in
+            XCTAssertTrue("\(error)".contains("another configuration"), "\(error)")
+        }
+        // A longer step budget is allowed (training on from a finished run).
+        var longer = smallPPO()
+        longer.steps *= 4
+        XCTAssertNoThrow(try PPOTrainer(configuration: longer).restore(from: XCTUnwrap(store.latest()), prefix: ""))
+    }
+}
