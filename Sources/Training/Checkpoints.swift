@@ -9,6 +9,8 @@ import Tensors
 public protocol TrainingSession: AnyObject, Checkpointable {
     var step: Int { get }
     var totalSteps: Int { get }
+    /// Steps between checkpoints (0: only at the end and when interrupted).
+    var checkpointInterval: Int { get }
     var loop: LoopState { get }
     /// The metrics columns of this kind of run.
     var metricsColumns: [String] { get }
@@ -40,6 +42,7 @@ func checkConfiguration<C: Codable & Equatable>(_ archive: StateArchiveReader, m
 
 extension Trainer: TrainingSession {
     public var totalSteps: Int { configuration.steps }
+    public var checkpointInterval: Int { configuration.checkpointInterval ?? 25_000 }
     public var metricsColumns: [String] { MetricsRow.columns }
 
     public func exportedWeights() -> (tensors: [NamedParameter], metadata: [String: String]) {
@@ -72,7 +75,7 @@ extension Trainer: TrainingSession {
     }
 
     public func restore(from archive: StateArchiveReader, prefix: String) throws {
-        try checkConfiguration(archive, matches: configuration) { $0.steps = 0 }
+        try checkConfiguration(archive, matches: configuration) { $0.steps = 0; $0.checkpointInterval = nil }
         let s = try archive.value(prefix + "state", as: State.self)
         try agent.restore(from: archive, prefix: prefix + "agent.")
         try replay.restore(from: archive, prefix: prefix + "replay.")
@@ -89,6 +92,7 @@ extension Trainer: TrainingSession {
 
 extension PPOTrainer: TrainingSession {
     public var totalSteps: Int { configuration.steps }
+    public var checkpointInterval: Int { configuration.checkpointInterval ?? 25_000 }
     public var metricsColumns: [String] { MetricsRow.ppoColumns }
 
     public func exportedWeights() -> (tensors: [NamedParameter], metadata: [String: String]) {
@@ -121,7 +125,7 @@ extension PPOTrainer: TrainingSession {
     }
 
     public func restore(from archive: StateArchiveReader, prefix: String) throws {
-        try checkConfiguration(archive, matches: configuration) { $0.steps = 0 }
+        try checkConfiguration(archive, matches: configuration) { $0.steps = 0; $0.checkpointInterval = nil }
         let s = try archive.value(prefix + "state", as: State.self)
         guard s.discountedReturns.count == environments.count else {
             throw StateArchiveError("checkpoint \(archive.path): \(s.discountedReturns.count) environment copies, this run has \(environments.count)")

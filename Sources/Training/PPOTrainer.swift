@@ -16,6 +16,9 @@ public struct PPOTrainingConfiguration: Codable, Equatable, Sendable {
     public var evaluationInterval = 10_000
     /// Deterministic evaluation episodes (run side by side).
     public var evaluationEpisodes = 10
+    /// Write a checkpoint at the first update past every multiple of this many steps (and at the
+    /// end); nil: every 25,000 steps; 0: only at the end and when interrupted.
+    public var checkpointInterval: Int? = nil
     public var ppo = PPOConfiguration()
 
     public init() {}
@@ -26,6 +29,7 @@ public struct PPOTrainingConfiguration: Codable, Equatable, Sendable {
         if steps < 1 { try fail("steps must be at least 1 (got \(steps))") }
         if evaluationInterval < 1 { try fail("evaluation interval must be at least 1 (got \(evaluationInterval))") }
         if evaluationEpisodes < 1 { try fail("evaluation episodes must be at least 1 (got \(evaluationEpisodes))") }
+        if let k = checkpointInterval, k < 0 { try fail("checkpoint interval must be 0 (only at the end) or positive (got \(k))") }
         _ = try EnvironmentRegistry.make(environment)
         try ppo.validate()
     }

@@ -17,6 +17,9 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     /// Memory task only: probes per evaluation and their length.
     public var probes = 20
     public var probeLength = 50
+    /// Write a checkpoint every this many steps (and at the end); nil: every 25,000 steps; 0: only
+    /// at the end and when interrupted.
+    public var checkpointInterval: Int? = nil
     public var agent = AgentConfiguration()
 
     public init() {}
@@ -69,6 +72,8 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         if evaluationInterval < 1 { try fail("evaluation interval must be at least 1 (got \(evaluationInterval))") }
         if evaluationEpisodes < 1 { try fail("evaluation episodes must be at least 1 (got \(evaluationEpisodes))") }
         if probes < 0 || probeLength < 1 { try fail("probes must be 0 or more and probe length at least 1") }
+        if let k = checkpointInterval, k < 0 { try fail("checkpoint interval must be 0 (only at the end) or positive (got \(k))") }
+        if let k = checkpointInterval, k < 0 { try fail("checkpoint interval must be 0 (only at the end) or positive (got \(k))") }
         _ = try EnvironmentRegistry.make(environment)
         try agent.validate()
     }

@@ -1,0 +1,237 @@
+import Agents
+import Environments
+import Foundation
+import NeuralNetworks
+import Replay
+import Tensors
+
+/// A run's whole configuration, off-policy or PPO.
+public enum RunConfiguration: Equatable {
+    case offPolicy(TrainingConfiguration)
+    case ppo(PPOTrainingConfiguration)
+
+    public var algorithm: String {
+        switch self {
+        case .offPolicy(let c): return c.agent.algorithm.rawValue
+        case .ppo: return "ppo"
+        }
+    }
+
+    public var environment: String {
+        switch self {
+        case .offPolicy(let c): return c.environment
+        case .ppo(let c): return c.environment
+        }
+    }
+}
+
+extension PPOTrainingConfiguration {
+    /// Defaults for `rrl train ppo --env NAME`: rl-zoo's RecurrentPPO settings, evaluated every 5000 steps.
+    public static func defaults(environment: String) -> PPOTrainingConfiguration {
+        var c = PPOTrainingConfiguration()
+        c.environment = environment
+        c.evaluationInterval = 5000
+        return c
+    }
+}
+
+/// Configuration files: JSON holding any subset of a run's options, in the shape of the
+/// `config.json` a run folder holds (so a run's own file reproduces it). Keys left out take the
+/// defaults of the algorithm and environment. Everything is checked before any work starts: an
+/// unknown key (with the nearest valid one), a value of the wrong type, a value out of range, or an
+/// option of another algorithm is an error that names the key.
+///
+/// ```json
+/// {"algorithm": "ppo", "environment": "goal-cycle", "steps": 500000,
+///  "ppo": {"network": "gru", "refreshStates": true, "rolloutSteps": 128, "chunkLength": 16}}
+/// ```
+public enum ConfigurationFile {
+    /// Reads and checks a configuration file. `algorithm` (from the command line) must agree with
+    /// the file's when both say one.
+    public static func load(path: String, algorithm: String? = nil) throws -> RunConfiguration {
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw ConfigurationError("cannot read config file \(path): \((error as NSError).localizedDescription)")
+        }
+        return try parse(data, source: path, algorithm: algorithm)
+    }
+
+    public static func parse(_ data: Data, source: String, algorithm: String? = nil) throws -> RunConfiguration {
+        func fail(_ message: String) -> ConfigurationError { ConfigurationError("config file \(source): \(message)") }
+        let json: Any
+        do { json = try JSONSerialization.jsonObject(with: data) } catch {
+            let detail = ((error as NSError).userInfo["NSDebugDescription"] as? String).map { " (\($0))" } ?? ""
+            throw fail("not valid JSON\(detail); a config file is a JSON object such as {\"algorithm\": \"sac\", \"steps\": 50000}")
+        }
+        guard var object = json as? [String: Any] else { throw fail("the top level must be a JSON object of options") }
+
+        // Which algorithm: the file's top-level "algorithm", else agent.algorithm, else the command line's, else sac.
+        let agentAlgorithm = (object["agent"] as? [String: Any])?["algorithm"]
+        var named: String?
+        for (key, value) in [("algorithm", object["algorithm"]), ("agent.algorithm", agentAlgorithm)] {
+            guard let value else { continue }
+            guard let text = value as? String, ["sac", "td3", "ppo"].contains(text) else {
+                throw fail("'\(key)' must be one of sac, td3, ppo (got \(describe(value)))")
+            }
+            if let named, named != text { throw fail("'algorithm' says \(named) but 'agent.algorithm' says \(text)") }
+            named = text
+        }
+        if let algorithm, let named, algorithm != named {
+            throw fail("the file is for \(named) but the command line asks for \(algorithm); drop one of the two")
+        }
+        let chosen = named ?? algorithm ?? "sac"
+        let environment: String
+        if let value = object["environment"] {
+            guard let text = value as? String else { throw fail("'environment' must be a string (got \(describe(value)))") }
+            environment = text
+        } else {
+            environment = chosen == "ppo" ? "cartpole-position" : "memory"
+        }
+        do { _ = try EnvironmentRegistry.make(environment) } catch { throw fail("\(error)") }
+
+        if chosen == "ppo" {
+            let defaults = PPOTrainingConfiguration.defaults(environment: environment)
+            let c: PPOTrainingConfiguration = try merge(object, over: defaults, schema: ppoSchema, other: (offPolicySchema, "sac/td3"), fail: fail)
+            do { try c.validate() } catch let error as ConfigurationError { throw fail(error.message) }
+            return .ppo(c)
+        }
+        object["algorithm"] = nil
+        var defaults = TrainingConfiguration.defaults(algorithm: chosen == "td3" ? .td3 : .sac, environment: environment)
+        defaults.agent.algorithm = chosen == "td3" ? .td3 : .sac
+        let c: TrainingConfiguration = try merge(object, over: defaults, schema: offPolicySchema, other: (ppoSchema, "ppo"), fail: fail)
+        do { try c.validate() } catch let error as ConfigurationError { throw fail(error.message) }
+        return .offPolicy(c)
+    }
+
+    /// What a key holds, read off the configuration's stored properties (so that no option can be
+    /// missing from the checks).
+    indirect enum Kind {
+        case whole, number, flag, list, name([String]), object([String: Kind]), other
+    }
+
+    static func kind(of value: Any) -> Kind {
+        var v = value
+        let mirror = Mirror(reflecting: value)
+        if mirror.displayStyle == .optional {
+            // An unset optional: its wrapped type tells the kind.
+            if let child = mirror.children.first { v = child.value } else {
+                let t = "\(type(of: value))"
+                if t.contains("Float") || t.contains("Double") { return .number }
+                if t.contains("Int") { return .whole }
+                return .other
+            }
+        }
+        switch v {
+        case is Bool: return .flag
+        case is Int, is UInt64: return .whole
+        case is Float, is Double: return .number
+        case is [Int], is [Float]: return .list
+        default: break
+        }
+        if let e = v as? any CaseIterable, let all = type(of: e).allCases as? [any RawRepresentable] {
+            return .name(all.compactMap { $0.rawValue as? String })
+        }
+        if v is String { return .name([]) }
+        let inner = Mirror(reflecting: v)
+        if inner.displayStyle == .struct {
+            var fields: [String: Kind] = [:]
+            for child in inner.children { if let label = child.label { fields[label] = kind(of: child.value) } }
+            return .object(fields)
+        }
+        return .other
+    }
+
+    static func schema(_ value: Any) -> [String: Kind] {
+        guard case .object(let fields) = kind(of: value) else { return [:] }
+        return fields
+    }
+
+    static let offPolicySchema = schema(TrainingConfiguration())
+    static let ppoSchema = schema(PPOTrainingConfiguration())
+
+    static func isBool(_ value: Any) -> Bool { (value as? NSNumber).map { String(cString: $0.objCType) == "c" } ?? (value is Bool) }
+
+    static func describe(_ value: Any) -> String {
+        if value is NSNull { return "null" }
+        if let s = value as? String { return "\"\(s)\"" }
+        if let n = value as? NSNumber {
+            return String(cString: n.objCType) == "c" ? (n.boolValue ? "true" : "false") : "\(n)"
+        }
+        if let data = try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .fragmentsAllowed]) {
+            return String(decoding: data, as: UTF8.self)
+        }
+        return "\(value)"
+    }
+
+    /// Checks every key of `object` against `schema`, merges it over `defaults`, and decodes.
+    static func merge<C: Codable>(_ object: [String: Any], over defaults: C, schema: [String: Kind], other: ([String: Kind], String),
+                                  fail: (String) -> ConfigurationError) throws -> C {
+        func check(_ node: [String: Any], _ schemaNode: [String: Kind], otherNode: [String: Kind]?, path: String) throws {
+            for key in node.keys.sorted() {
+                let value = node[key]!
+                let full = path.isEmpty ? key : path + "." + key
+                guard let expected = schemaNode[key] else {
+                    if otherNode?[key] != nil {
+                        throw fail("'\(full)' applies only to \(other.1), not to this run's algorithm; remove it, or set \"algorithm\" to \(other.1)")
+                    }
+                    let near = schemaNode.keys.min { editDistance($0.lowercased(), key.lowercased()) < editDistance($1.lowercased(), key.lowercased()) }
+                    var message = "unknown key '\(full)'"
+                    if let near, editDistance(near.lowercased(), key.lowercased()) <= max(3, key.count / 3) {
+                        message += "; did you mean '\(path.isEmpty ? near : path + "." + near)'?"
+                    } else {
+                        message += "; valid keys\(path.isEmpty ? "" : " in '\(path)'") are \(schemaNode.keys.sorted().joined(separator: ", "))"
+                    }
+                    throw fail(message)
+                }
+                let number = value as? NSNumber, isFlag = isBool(value)
+                switch expected {
+                case .object(let fields):
+                    guard let given = value as? [String: Any] else { throw fail("'\(full)' must be an object of options (got \(describe(value)))") }
+                    var otherFields: [String: Kind]?
+                    if case .object(let o)? = otherNode?[key] { otherFields = o }
+                    try check(given, fields, otherNode: otherFields, path: full)
+                case .whole:
+                    guard let number, !isFlag, number.doubleValue == number.doubleValue.rounded() else {
+                        throw fail("'\(full)' must be a whole number (got \(describe(value)))")
+                    }
+                case .number:
+                    guard number != nil, !isFlag else { throw fail("'\(full)' must be a number (got \(describe(value)))") }
+                case .flag:
+                    guard isFlag else { throw fail("'\(full)' must be true or false (got \(describe(value)))") }
+                case .list:
+                    guard let list = value as? [Any], list.allSatisfy({ ($0 as? NSNumber) != nil && !isBool($0) }) else {
+                        throw fail("'\(full)' must be a list of numbers (got \(describe(value)))")
+                    }
+                case .name(let options):
+                    guard let text = value as? String else { throw fail("'\(full)' must be a string (got \(describe(value)))") }
+                    if !options.isEmpty && !options.contains(text) {
+                        throw fail("'\(full)' must be one of \(options.joined(separator: ", ")) (got \(describe(value)))")
+                    }
+                case .other:
+                    break
+                }
+            }
+        }
+        try check(object, schema, otherNode: other.0, path: "")
+
+        var merged = try! JSONSerialization.jsonObject(with: JSONEncoder().encode(defaults)) as! [String: Any]
+        func overlay(_ base: inout [String: Any], _ top: [String: Any]) {
+            for (k, v) in top {
+                if let t = v as? [String: Any], var b = base[k] as? [String: Any] {
+                    overlay(&b, t)
+                    base[k] = b
+                } else {
+                    base[k] = v
+                }
+            }
+        }
+        overlay(&merged, object)
+        let data = try! JSONSerialization.data(withJSONObject: merged)
+        do {
+            return try JSONDecoder().decode(C.self, from: data)
+        } catch {
+            // The checks above catch every kind of mistake first; this is a last resort.
+            throw fail("cannot be read as a configuration: \(error)")
+        }
+    }
+}
