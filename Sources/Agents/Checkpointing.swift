@@ -13,6 +13,14 @@ extension OffPolicyAgent: Checkpointable {
 
     struct State: Codable { var rng: RandomGenerator; var criticUpdates: Int; var actorUpdates: Int; var statistics: UpdateStatistics }
 
+    /// The name of the first parameter tensor (targets included) holding a NaN or infinity, or nil
+    /// when all are finite (names are built only when one is found).
+    public func firstNonFiniteParameter() -> String? {
+        let lists = [actorParameters, criticParameters, [logTemperature], actorTargetParameters] + criticTargetParameterLists
+        guard lists.contains(where: { $0.contains { !$0.value.isFinite } }) else { return nil }
+        return allNamedParameters.first { !$0.parameter.value.isFinite }?.name
+    }
+
     public func save(to archive: StateArchive, prefix: String) throws {
         saveParameters(allNamedParameters, to: archive, prefix: prefix + "parameters.")
         try actorOptimizer.save(to: archive, prefix: prefix + "actor_optimizer.")

@@ -218,3 +218,12 @@ public final class CheckpointStore {
         }
     }
 }
+
+/// The parameter group of a parameter's name: its network (actor, critic0, critic_target1, ...),
+/// and the part of it (encoder or head) when the name says.
+func parameterGroup(_ name: String) -> String {
+    let parts = name.split(separator: ".")
+    guard let network = parts.first else { return name }
+    if parts.count > 1, ["encoder", "head"].contains(parts[1]) { return "\(network) \(parts[1])" }
+    return String(network)
+}

@@ -213,11 +213,11 @@ public final class PPOTrainer {
         let remaining = 1 - Float(step) / Float(configuration.steps)
         statistics = agent.update(buffer, progressRemaining: remaining)
         updates += 1
-        if !statistics.policyLoss.isFinite && statistics.gradientSteps > 0 || !statistics.valueLoss.isFinite && statistics.gradientSteps > 0 {
-            throw TrainingError("training diverged at step \(step) (update \(updates)): policy loss \(statistics.policyLoss), value loss \(statistics.valueLoss); lower the learning rate, keep --max-grad-norm on, or normalise rewards")
-        }
         if let name = agent.firstNonFiniteParameter() {
-            throw TrainingError("parameter \(name) became non-finite at step \(step) (update \(updates)); lower the learning rate or keep gradient clipping on")
+            throw TrainingError("parameter \(name) (group \(parameterGroup(name))) became non-finite at step \(step) (update \(updates)); lower the learning rate or keep gradient clipping on")
+        }
+        if !statistics.policyLoss.isFinite && statistics.gradientSteps > 0 || !statistics.valueLoss.isFinite && statistics.gradientSteps > 0 {
+            throw TrainingError("training diverged at step \(step) (update \(updates); a loss of the actor or critic group): policy loss \(statistics.policyLoss), value loss \(statistics.valueLoss); lower the learning rate, keep --max-grad-norm on, or normalise rewards")
         }
     }
 

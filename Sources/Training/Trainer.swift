@@ -192,8 +192,11 @@ public final class Trainer {
             agent.measuresGradientNorms = (interval - step % interval) % interval < window || configuration.steps - step < window
             agent.update(sampler.sample(from: replay))
             let s = agent.statistics
+            if let name = agent.firstNonFiniteParameter() {
+                throw TrainingError("parameter \(name) (group \(parameterGroup(name))) became non-finite at step \(step) (critic update \(agent.criticUpdates)); lower the learning rates, set --max-grad-norm, or check the rewards' scale")
+            }
             if !s.criticLoss.isFinite || (agent.actorUpdates > 0 && !s.actorLoss.isFinite) {
-                throw TrainingError("training diverged at step \(step): critic loss \(s.criticLoss), actor loss \(s.actorLoss); lower the learning rates, set --max-grad-norm, or check the rewards' scale")
+                throw TrainingError("training diverged at step \(step) (a loss of the critic or actor group): critic loss \(s.criticLoss), actor loss \(s.actorLoss); lower the learning rates, set --max-grad-norm, or check the rewards' scale")
             }
         }
     }

@@ -22,15 +22,22 @@ struct Train: ParsableCommand {
         On-policy (ppo): --refresh and --refresh-interval (hidden-state refreshing), --target-kl and \
         --kl-hard-limit, --chunk-length, --truncation, and the PPO options below. \
         Options left out take the algorithm's and environment's defaults (written to config.json); an \
-        option that does not apply to the chosen algorithm is an error.
+        option that does not apply to the chosen algorithm is an error. --config FILE reads a JSON file \
+        in the shape of a run's config.json (any subset of it); options given on the command line \
+        override it. Checkpoints go to RUN_DIR/checkpoints every --checkpoint-interval steps, at the \
+        end, and on Ctrl-C or SIGTERM; `rrl train --resume RUN_DIR` continues exactly where the last \
+        one left off (--steps may raise the budget).
         """
     )
 
-    @Argument(help: "Algorithm: sac (continuous or discrete actions), td3, or ppo (recurrent PPO).") var algorithm: TrainAlgorithm = .sac
+    @Argument(help: "Algorithm: sac (continuous or discrete actions; the default), td3, or ppo (recurrent PPO).") var algorithm: TrainAlgorithm?
 
+    @Option(help: "A JSON configuration file (a run's config.json, or any subset of it); command-line options override it.") var config: String?
+    @Option(help: "Continue the run in this folder from its last checkpoint (only --steps, --checkpoint-interval and --quiet may be given too).") var resume: String?
+    @Option(help: "Write a checkpoint every this many steps (default 25000; 0: only at the end and on Ctrl-C/SIGTERM).") var checkpointInterval: Int?
     @Option(help: "Environment (see `rrl list`; default memory, cartpole-position for ppo).") var env: String?
     @Option(help: "Environment steps.") var steps: Int?
-    @Option(help: "Random seed.") var seed: UInt64 = 0
+    @Option(help: "Random seed (default 0).") var seed: UInt64?
     @Option(help: "Run folder (default runs/ALGORITHM-ENV-seedS).") var runDir: String?
     @Flag(help: "Replace an existing run in the run folder.") var overwrite = false
     @Flag(help: "No progress line.") var quiet = false
@@ -79,8 +86,17 @@ struct Train: ParsableCommand {
 
     @OptionGroup(title: "PPO options") var ppoOptions: PPOOptions
 
-    var offPolicyAlgorithm: OffPolicyAlgorithm { algorithm == .td3 ? .td3 : .sac }
-    var environmentName: String { env ?? (algorithm == .ppo ? "cartpole-position" : "memory") }
+    /// The options given besides --steps, --checkpoint-interval and --quiet (refused with --resume).
+    var runOptionsGiven: [String] {
+        let given: [(String, Bool)] = [
+            ("ALGORITHM", algorithm != nil), ("--config", config != nil), ("--env", env != nil), ("--seed", seed != nil),
+            ("--run-dir", runDir != nil), ("--overwrite", overwrite), ("--network", network != nil), ("--layers", layers != nil),
+            ("--hidden", hidden != nil), ("--head-hidden", headHidden != nil), ("--activation", activation != nil),
+            ("--context", context != nil), ("--truncation", truncation != nil), ("--gamma", gamma != nil),
+            ("--max-grad-norm", maxGradNorm != nil), ("--eval-interval", evalInterval != nil), ("--eval-episodes", evalEpisodes != nil),
+        ]
+        return given.filter(\.1).map(\.0) + offPolicyOnlyOptionsGiven + ppoOptions.given
+    }
 
     /// The off-policy options that were given (by flag name), to refuse them with ppo.
     var offPolicyOnlyOptionsGiven: [String] {
@@ -99,17 +115,29 @@ struct Train: ParsableCommand {
         return given.filter(\.1).map(\.0)
     }
 
-    /// The configuration: the defaults for the algorithm and environment, then the options given.
-    func resolvedConfiguration() throws -> TrainingConfiguration {
-        let env = environmentName
-        let environment = try EnvironmentRegistry.make(env)
+    /// The whole configuration: the config file's (or the defaults of the algorithm and
+    /// environment), then the options given.
+    func resolvedRunConfiguration() throws -> RunConfiguration {
+        let base = try config.map { try ConfigurationFile.load(path: $0, algorithm: algorithm?.rawValue) }
+        switch base {
+        case .ppo(let c)?: return .ppo(try resolvedPPOConfiguration(base: c))
+        case .offPolicy(let c)?: return .offPolicy(try resolvedConfiguration(base: c))
+        case nil: return algorithm == .ppo ? .ppo(try resolvedPPOConfiguration(base: nil)) : .offPolicy(try resolvedConfiguration(base: nil))
+        }
+    }
+
+    /// The off-policy configuration: `base` (or the defaults for the algorithm and environment), then the options given.
+    func resolvedConfiguration(base: TrainingConfiguration?) throws -> TrainingConfiguration {
         let ppoGiven = ppoOptions.given
         if !ppoGiven.isEmpty {
             throw ConfigurationError("\(ppoGiven.joined(separator: ", ")) \(ppoGiven.count == 1 ? "applies" : "apply") only to ppo; remove \(ppoGiven.count == 1 ? "it" : "them"), or train with `rrl train ppo`")
         }
-        let algorithm = offPolicyAlgorithm
-        var c = TrainingConfiguration.defaults(algorithm: algorithm, environment: env)
-        c.seed = seed
+        var c = base ?? TrainingConfiguration.defaults(algorithm: algorithm == .td3 ? .td3 : .sac, environment: env ?? "memory")
+        if let env { c.environment = env }
+        let environment = try EnvironmentRegistry.make(c.environment)
+        if let seed { c.seed = seed }
+        if let checkpointInterval { c.checkpointInterval = checkpointInterval }
+        if c.checkpointInterval == nil { c.checkpointInterval = 25_000 }
         if let steps { c.steps = steps }
         if let network {
             c.agent.network = network
@@ -184,33 +212,156 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
-        if algorithm == .ppo { return try runPPO() }
-        let env = environmentName
-        let configuration = try asUsageError(resolvedConfiguration)
-        let path = runDir ?? "runs/\(algorithm.rawValue)-\(env)-seed\(seed)"
+        if let resume { return try runResumed(resume) }
+        let configuration = try asUsageError(resolvedRunConfiguration)
+        let seed: UInt64
+        switch configuration {
+        case .offPolicy(let c): seed = c.seed
+        case .ppo(let c): seed = c.seed
+        }
+        let path = runDir ?? "runs/\(configuration.algorithm)-\(configuration.environment)-seed\(seed)"
         let folder = try RunFolder(path: path, overwrite: overwrite)
-        try folder.writeConfiguration(configuration)
-        try folder.startMetrics()
-        let trainer = try Trainer(configuration: configuration)
-        let a = configuration.agent
-        print("training \(a.algorithm.rawValue) (\(a.network.rawValue)) on \(configuration.environment) for \(configuration.steps) steps, seed \(configuration.seed); run folder \(folder.url.path)")
+        let session: any TrainingSession
+        switch configuration {
+        case .offPolicy(let c):
+            try folder.writeConfiguration(c)
+            session = try Trainer(configuration: c)
+            let a = c.agent
+            print("training \(a.algorithm.rawValue) (\(a.network.rawValue)) on \(c.environment) for \(c.steps) steps, seed \(c.seed); run folder \(folder.url.path)")
+        case .ppo(let c):
+            try folder.writeConfiguration(c)
+            session = try PPOTrainer(configuration: c)
+            let p = c.ppo
+            print("training ppo (\(p.network.rawValue)\(p.sharedEncoder ? ", shared encoder" : "")\(p.refreshStates ? ", refreshing states" : "")) on \(c.environment) for \(c.steps) steps with \(p.environments) copies, seed \(c.seed); run folder \(folder.url.path)")
+        }
+        try folder.startMetrics(columns: session.metricsColumns)
+        try train(session, folder: folder)
+    }
+
+    /// `--resume DIR`: the run's own configuration, its last checkpoint, its metrics up to that point.
+    func runResumed(_ path: String) throws {
+        let other = runOptionsGiven
+        if !other.isEmpty {
+            throw ValidationError("--resume continues a run with its own configuration (\(path)/config.json); \(other.joined(separator: ", ")) cannot be given with it (only --steps, --checkpoint-interval and --quiet can). To change the configuration, start a new run with --config \(path)/config.json")
+        }
+        let folder = try RunFolder(resuming: path)
+        var configuration = try asUsageError { try ConfigurationFile.load(path: folder.configurationURL.path) }
+        let session: any TrainingSession
+        switch configuration {
+        case .offPolicy(var c):
+            if let steps { c.steps = steps }
+            if let checkpointInterval { c.checkpointInterval = checkpointInterval }
+            try asUsageError { try c.validate() }
+            configuration = .offPolicy(c)
+            session = try Trainer(configuration: c)
+        case .ppo(var c):
+            if let steps { c.steps = steps }
+            if let checkpointInterval { c.checkpointInterval = checkpointInterval }
+            try asUsageError { try c.validate() }
+            configuration = .ppo(c)
+            session = try PPOTrainer(configuration: c)
+        }
+        let store = CheckpointStore(directory: folder.checkpointsURL)
+        guard let archive = try store.latest() else {
+            throw ValidationError("\(path) has no checkpoint to resume from (\(folder.checkpointsURL.path) is empty); start the run again")
+        }
+        try session.restore(from: archive, prefix: "")
+        guard session.step < session.totalSteps else {
+            throw ValidationError("the run in \(path) already reached its \(session.totalSteps) steps (its last checkpoint is at step \(session.step)); pass --steps with a larger budget to train on")
+        }
+        switch configuration {
+        case .offPolicy(let c): try folder.writeConfiguration(c)
+        case .ppo(let c): try folder.writeConfiguration(c)
+        }
+        try folder.resumeMetrics(columns: session.metricsColumns, keepingRows: session.loop.rows)
+        print("resuming \(configuration.algorithm) on \(configuration.environment) in \(folder.url.path) from step \(session.step) of \(session.totalSteps) (checkpoint \(archive.path))")
+        try train(session, folder: folder)
+    }
+
+    /// Trains to the end with checkpoints (every interval, at the end, and on SIGINT/SIGTERM), then
+    /// writes the weights and prints a summary.
+    func train(_ session: any TrainingSession, folder: RunFolder) throws {
+        let store = CheckpointStore(directory: folder.checkpointsURL)
+        let interval = session.checkpointInterval
+        var nextCheckpoint = interval > 0 ? (session.step / interval + 1) * interval : Int.max
+        var lastCheckpoint = store.list().last?.step
+        func checkpoint() throws {
+            try store.write(session)
+            lastCheckpoint = session.step
+        }
+        InterruptSignals.install()
+        defer { InterruptSignals.restore() }
         let display = ProgressDisplay(quiet: quiet)
-        let rows = try trainer.run(onRow: { row in
-            try folder.append(row)
-            display.row(row)
-        }, onProgress: display.progress)
+        var last: MetricsRow?
+        do {
+            try session.run(onRow: { row in
+                try folder.append(row)
+                display.row(row)
+                last = row
+            }, afterStep: { _ in
+                if let signal = InterruptSignals.received {
+                    try checkpoint()
+                    throw Interrupted(signal: signal, step: session.step)
+                }
+                if session.step >= nextCheckpoint {
+                    try checkpoint()
+                    while nextCheckpoint <= session.step { nextCheckpoint += interval }
+                }
+            }, onProgress: display.progress)
+        } catch let stop as Interrupted {
+            display.finish()
+            let name = stop.signal == SIGINT ? "interrupted (Ctrl-C)" : "stopped by SIGTERM"
+            print("\(name) at step \(stop.step); checkpoint written to \(folder.checkpointsURL.path); continue with `rrl train --resume \(folder.url.path)`")
+            throw ExitCode(128 + stop.signal)
+        } catch let error as TrainingError {
+            display.finish()
+            var message = "error: \(error.message)"
+            if let lastCheckpoint {
+                message += "\nThe last good checkpoint (step \(lastCheckpoint)) is kept in \(folder.checkpointsURL.path); metrics up to the failure are in \(folder.metricsURL.path)."
+            }
+            FileHandle.standardError.write(Data((message + "\n").utf8))
+            throw ExitCode.failure
+        } catch let error as EnvironmentError {
+            display.finish()
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
         display.finish()
-        try folder.writeWeights(trainer.agent.namedParameters(), metadata: [
-            "algorithm": a.algorithm.rawValue, "network": a.network.rawValue, "environment": configuration.environment,
-            "steps": "\(configuration.steps)", "seed": "\(configuration.seed)",
-        ])
-        if let last = rows.last {
+        if lastCheckpoint != session.step { try checkpoint() }
+        let weights = session.exportedWeights()
+        try folder.writeWeights(weights.tensors, metadata: weights.metadata)
+        if let last {
             var summary = "final evaluation return \(String(format: "%.2f", last["eval_return_mean"] ?? .nan)) ± \(String(format: "%.2f", last["eval_return_std"] ?? .nan))"
             if let p = last["probe_accuracy"], !p.isNaN { summary += ", probe accuracy \(String(format: "%.2f", p))" }
-            summary += " after \(configuration.steps) steps in \(formatDuration(last["wall_seconds"] ?? 0))"
+            summary += " after \(session.step) steps in \(formatDuration(last["wall_seconds"] ?? 0))"
             print(summary)
         }
-        print("wrote \(folder.configurationURL.path), \(folder.metricsURL.path), \(folder.weightsURL.path)")
+        print("wrote \(folder.configurationURL.path), \(folder.metricsURL.path), TensorBoard events, \(folder.checkpointsURL.path)/, \(folder.weightsURL.path)")
+    }
+}
+
+/// Training stopped by a signal, after its checkpoint was written.
+struct Interrupted: Error {
+    let signal: Int32
+    let step: Int
+}
+
+/// SIGINT and SIGTERM set a flag that the training loop reads after each step (so the checkpoint
+/// is taken between steps, never in the middle of one).
+enum InterruptSignals {
+    nonisolated(unsafe) static var flag: Int32 = 0
+
+    static var received: Int32? { flag == 0 ? nil : flag }
+
+    static func install() {
+        flag = 0
+        signal(SIGINT) { InterruptSignals.flag = $0 }
+        signal(SIGTERM) { InterruptSignals.flag = $0 }
+    }
+
+    static func restore() {
+        signal(SIGINT, SIG_DFL)
+        signal(SIGTERM, SIG_DFL)
     }
 }
 

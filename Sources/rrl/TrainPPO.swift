@@ -69,17 +69,18 @@ struct PPOOptions: ParsableArguments {
 }
 
 extension Train {
-    /// PPO's configuration: the defaults (rl-zoo's RecurrentPPO settings for CartPoleNoVel), then the options given.
-    func resolvedPPOConfiguration() throws -> PPOTrainingConfiguration {
+    /// PPO's configuration: `base` (or the defaults, rl-zoo's RecurrentPPO settings for CartPoleNoVel), then the options given.
+    func resolvedPPOConfiguration(base: PPOTrainingConfiguration?) throws -> PPOTrainingConfiguration {
         let offPolicy = offPolicyOnlyOptionsGiven
         if !offPolicy.isEmpty {
             throw ConfigurationError("\(offPolicy.joined(separator: ", ")) \(offPolicy.count == 1 ? "does" : "do") not apply to ppo (sac/td3 only); remove \(offPolicy.count == 1 ? "it" : "them"), or see `rrl train --help` for the PPO options")
         }
-        var c = PPOTrainingConfiguration()
-        c.environment = environmentName
+        var c = base ?? PPOTrainingConfiguration.defaults(environment: env ?? "cartpole-position")
+        if let env { c.environment = env }
         _ = try EnvironmentRegistry.make(c.environment)
-        c.seed = seed
-        c.evaluationInterval = 5000
+        if let seed { c.seed = seed }
+        if let checkpointInterval { c.checkpointInterval = checkpointInterval }
+        if c.checkpointInterval == nil { c.checkpointInterval = 25_000 }
         if let steps { c.steps = steps }
         if let network { c.ppo.network = network }
         if let layers { c.ppo.recurrentLayers = layers }
@@ -95,31 +96,6 @@ extension Train {
         ppoOptions.apply(to: &c.ppo)
         try c.validate()
         return c
-    }
-
-    func runPPO() throws {
-        let configuration = try asUsageError(resolvedPPOConfiguration)
-        let path = runDir ?? "runs/ppo-\(configuration.environment)-seed\(seed)"
-        let folder = try RunFolder(path: path, overwrite: overwrite)
-        try folder.writeConfiguration(configuration)
-        try folder.startMetrics(columns: MetricsRow.ppoColumns)
-        let trainer = try PPOTrainer(configuration: configuration)
-        let p = configuration.ppo
-        print("training ppo (\(p.network.rawValue)\(p.sharedEncoder ? ", shared encoder" : "")\(p.refreshStates ? ", refreshing states" : "")) on \(configuration.environment) for \(configuration.steps) steps with \(p.environments) copies, seed \(configuration.seed); run folder \(folder.url.path)")
-        let display = ProgressDisplay(quiet: quiet)
-        let rows = try trainer.run(onRow: { row in
-            try folder.append(row)
-            display.row(row)
-        }, onProgress: display.progress)
-        display.finish()
-        try folder.writeWeights(trainer.namedTensors(), metadata: trainer.normalizerMetadata().merging([
-            "algorithm": "ppo", "network": p.network.rawValue, "environment": configuration.environment,
-            "steps": "\(trainer.step)", "seed": "\(configuration.seed)",
-        ]) { $1 })
-        if let last = rows.last {
-            print("final evaluation return \(String(format: "%.2f", last["eval_return_mean"] ?? .nan)) ± \(String(format: "%.2f", last["eval_return_std"] ?? .nan)) after \(trainer.step) steps in \(formatDuration(last["wall_seconds"] ?? 0))")
-        }
-        print("wrote \(folder.configurationURL.path), \(folder.metricsURL.path), \(folder.weightsURL.path)")
     }
 }
 

@@ -76,13 +76,15 @@ final class CheckpointTests: XCTestCase {
         c.agent.sampler.burnIn = 4
         c.agent.sampler.initialState = .storedBurnIn
         c.agent.context = ContextInputs(observation: true, lastAction: true, lastReward: true)
+        c.agent.replayCapacity = 330  // whole episodes are evicted before the stop
         let (reference, resumed, a, b) = try uninterruptedAndResumed({ try Trainer(configuration: c) }, stopAt: 350)
         assertSameRows(reference, resumed, columns: MetricsRow.columns)
         assertSameWeights(a, b)
     }
 
     /// TD3 (target actor, delayed updates, exploration noise) with an LSTM and zero-state windows on
-    /// the memory task (with its probe).
+    /// the memory task (with its probe), with a replay small enough to wrap around before the stop
+    /// (its ring is saved oldest first and restored from index 0).
     func testTD3ResumesExactly() throws {
         var c = TrainingConfiguration.defaults(algorithm: .td3, environment: "memory")
         c.steps = 500
@@ -93,6 +95,7 @@ final class CheckpointTests: XCTestCase {
         c.agent.network = .lstm
         c.agent.hiddenSize = 6
         c.agent.sampler.sequenceLength = 10
+        c.agent.replayCapacity = 150
         let (reference, resumed, a, b) = try uninterruptedAndResumed({ try Trainer(configuration: c) }, stopAt: 233)
         assertSameRows(reference, resumed, columns: MetricsRow.columns)
         assertSameWeights(a, b)
@@ -203,5 +206,46 @@ final class CheckpointTests: XCTestCase {
         var longer = smallPPO()
         longer.steps *= 4
         XCTAssertNoThrow(try PPOTrainer(configuration: longer).restore(from: XCTUnwrap(store.latest()), prefix: ""))
+    }
+}
+
+final class NonFiniteGuardTests: XCTestCase {
+    /// A parameter that turns NaN stops training at once with a message naming the step and the
+    /// parameter group; the checkpoint written before stays loadable.
+    func testANonFiniteParameterStopsTrainingNamingItsGroup() throws {
+        var c = TrainingConfiguration.defaults(algorithm: .sac, environment: "pendulum")
+        c.warmupSteps = 20
+        c.agent.batchSize = 8
+        let trainer = try Trainer(configuration: c)
+        for _ in 0..<30 { try trainer.advance() }
+        trainer.agent.actor.head.parameters[2].value.data[3] = .infinity
+        XCTAssertThrowsError(try trainer.advance()) { error in
+            let message = "\(error)"
+            XCTAssertTrue(message.contains("parameter actor.head.") && message.contains("(group actor head)"), message)
+            XCTAssertTrue(message.contains("at step 31"), message)
+        }
+
+        var p = PPOTrainingConfiguration()
+        p.ppo.environments = 2
+        p.ppo.rolloutSteps = 8
+        p.ppo.chunkLength = 8
+        p.ppo.minibatchSize = 8
+        p.ppo.epochs = 1
+        let ppo = try PPOTrainer(configuration: p)
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("rrl-nan-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let store = CheckpointStore(directory: folder)
+        try ppo.advance()
+        try store.write(ppo)
+        ppo.agent.actor.encoder!.parameters[0].value.data[0] = .nan
+        XCTAssertThrowsError(try ppo.advance()) { error in
+            let message = "\(error)"
+            XCTAssertTrue(message.contains("actor.encoder.") && message.contains("(group actor encoder)"), message)
+            XCTAssertTrue(message.contains("at step 32"), message)
+        }
+        let fresh = try PPOTrainer(configuration: p)
+        try fresh.restore(from: XCTUnwrap(store.latest()), prefix: "")
+        XCTAssertNil(fresh.agent.firstNonFiniteParameter())
+        XCTAssertEqual(fresh.step, 16)
     }
 }

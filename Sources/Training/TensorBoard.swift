@@ -1,0 +1,100 @@
+import Foundation
+import Tensors
+
+/// TensorBoard event files (`events.out.tfevents.*`): TFRecord framing (length, masked CRC-32C of
+/// the length, an `Event` protocol buffer, masked CRC-32C of it) around events whose summaries hold
+/// one scalar per metrics column. Written by hand: the two message types need a few lines of
+/// protocol-buffer encoding, not a dependency.
+public final class TensorBoardWriter {
+    public let url: URL
+    private let handle: FileHandle
+
+    /// Starts a new event file in `directory`.
+    public init(directory: URL, wallTime: Double = Date().timeIntervalSince1970) throws {
+        let host = ProcessInfo.processInfo.hostName.filter { $0.isLetter || $0.isNumber || $0 == "-" }
+        url = directory.appendingPathComponent("events.out.tfevents.\(Int(wallTime)).\(host.isEmpty ? "rrl" : host).\(getpid())")
+        guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
+            throw TrainingError("cannot create the TensorBoard event file \(url.path)")
+        }
+        handle = try FileHandle(forWritingTo: url)
+        var event = ProtocolBuffer()
+        event.double(field: 1, wallTime)
+        event.string(field: 3, "brain.Event:2")
+        try write(record: event.bytes)
+    }
+
+    deinit { try? handle.close() }
+
+    /// Writes one event with the row's values (NaN cells left out) at its step, and flushes it.
+    public func write(_ row: MetricsRow, columns: [String], wallTime: Double = Date().timeIntervalSince1970) throws {
+        var summary = ProtocolBuffer()
+        for column in columns where column != "step" {
+            guard let v = row[column], !v.isNaN else { continue }
+            var value = ProtocolBuffer()
+            value.string(field: 1, column)
+            value.float(field: 2, Float(v))
+            summary.message(field: 1, value)
+        }
+        var event = ProtocolBuffer()
+        event.double(field: 1, wallTime)
+        event.varint(field: 2, UInt64(max(0, Int64(row["step"] ?? 0))))
+        event.message(field: 5, summary)
+        try write(record: event.bytes)
+    }
+
+    private func write(record: [UInt8]) throws {
+        var out: [UInt8] = []
+        out.reserveCapacity(record.count + 16)
+        let length = UInt64(record.count)
+        let lengthBytes = (0..<8).map { UInt8(truncatingIfNeeded: length >> (8 * $0)) }
+        out += lengthBytes
+        out += TensorBoardWriter.littleEndian(TensorBoardWriter.maskedCRC(lengthBytes))
+        out += record
+        out += TensorBoardWriter.littleEndian(TensorBoardWriter.maskedCRC(record))
+        try handle.write(contentsOf: Data(out))
+        try handle.synchronize()
+    }
+
+    static func maskedCRC(_ bytes: [UInt8]) -> UInt32 {
+        let c = bytes.withUnsafeBufferPointer { crc32c($0) }
+        return ((c >> 15) | (c << 17)) &+ 0xA282_EAD8
+    }
+
+    static func littleEndian(_ v: UInt32) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
+}
+
+/// Just enough protocol-buffer encoding for TensorBoard's `Event` and `Summary`.
+struct ProtocolBuffer {
+    var bytes: [UInt8] = []
+
+    mutating func rawVarint(_ v: UInt64) {
+        var v = v
+        while v >= 0x80 {
+            bytes.append(UInt8(v & 0x7F) | 0x80)
+            v >>= 7
+        }
+        bytes.append(UInt8(v))
+    }
+
+    mutating func key(_ field: Int, _ wireType: UInt64) { rawVarint(UInt64(field) << 3 | wireType) }
+    mutating func varint(field: Int, _ v: UInt64) { key(field, 0); rawVarint(v) }
+    mutating func double(field: Int, _ v: Double) {
+        key(field, 1)
+        bytes += (0..<8).map { UInt8(truncatingIfNeeded: v.bitPattern >> (8 * $0)) }
+    }
+    mutating func float(field: Int, _ v: Float) {
+        key(field, 5)
+        bytes += (0..<4).map { UInt8(truncatingIfNeeded: v.bitPattern >> (8 * $0)) }
+    }
+    mutating func string(field: Int, _ s: String) {
+        key(field, 2)
+        let utf8 = Array(s.utf8)
+        rawVarint(UInt64(utf8.count))
+        bytes += utf8
+    }
+    mutating func message(field: Int, _ m: ProtocolBuffer) {
+        key(field, 2)
+        rawVarint(UInt64(m.bytes.count))
+        bytes += m.bytes
+    }
+}
