@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import RecurrentRL
 
 /// The `rrl` command: train, evaluate and ship recurrent reinforcement-learning agents.
@@ -55,7 +56,11 @@ struct Report: ParsableCommand {
 }
 
 struct List: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List environments with their observation and action spaces.")
+    static let configuration = CommandConfiguration(
+        abstract: "List environments (with their spaces), algorithms, and every option with its default.",
+        discussion: "Options are shown as configuration-file keys (the keys of a run's config.json, usable with `rrl train --config`); their command-line flags and meanings are in `rrl train --help`. Off-policy defaults depend on the environment: pass --env to see them for one.")
+    @Option(help: "Show the defaults for this environment (default: memory for sac/td3, cartpole-position for ppo).") var env: String?
+
     func run() throws {
         func column(_ text: String, _ width: Int) -> String {
             text.count < width ? text + String(repeating: " ", count: width - text.count) : text + " "
@@ -65,6 +70,42 @@ struct List: ParsableCommand {
             let env = entry.make()
             print(column(entry.name, 19) + column("\(env.observationSpace)", 24) + column("\(env.actionSpace)", 22) + entry.summary)
         }
-        print("Algorithms: sac (continuous actions: tanh-Gaussian; discrete actions: categorical), td3, ppo (categorical or Gaussian). MLP, GRU or LSTM networks.")
+        print("")
+        print("algorithms:")
+        print("  sac   soft actor-critic (continuous actions: tanh-Gaussian; discrete actions: categorical), MLP/GRU/LSTM, sequence replay")
+        print("  td3   twin delayed DDPG (continuous actions), MLP/GRU/LSTM, sequence replay")
+        print("  ppo   PPO-Clip (categorical or Gaussian), MLP/GRU/LSTM, rollouts cut into chunks from stored states")
+        if let env { _ = try asUsageError { try EnvironmentRegistry.make(env) } }
+        var sac = TrainingConfiguration.defaults(algorithm: .sac, environment: env ?? "memory")
+        var td3 = TrainingConfiguration.defaults(algorithm: .td3, environment: env ?? "memory")
+        var ppo = PPOTrainingConfiguration.defaults(environment: env ?? "cartpole-position")
+        sac.checkpointInterval = 25_000
+        td3.checkpointInterval = 25_000
+        ppo.checkpointInterval = 25_000
+        let sacValues = flatten(sac), td3Values = flatten(td3), ppoValues = flatten(ppo)
+        print("")
+        print("sac / td3 options, defaults on \(sac.environment) (config-file keys; optional ones unset: agent.encoderLearningRate = the network's rate, agent.targetEntropy = -action dimensions or 0.98 log n):")
+        for key in sacValues.keys.sorted() {
+            let a = sacValues[key]!, b = td3Values[key] ?? "-"
+            print("  " + column(key, 44) + column(a, 18) + (a == b ? "" : "td3: \(b)"))
+        }
+        print("")
+        print("ppo options, defaults on \(ppo.environment):")
+        for key in ppoValues.keys.sorted() { print("  " + column(key, 44) + ppoValues[key]!) }
+    }
+
+    /// A configuration's keys (dotted paths) and values as JSON text.
+    func flatten<C: Encodable>(_ configuration: C) -> [String: String] {
+        guard let data = try? JSONEncoder().encode(configuration), let object = try? JSONSerialization.jsonObject(with: data) else { return [:] }
+        var out: [String: String] = [:]
+        func walk(_ value: Any, _ path: String) {
+            if let dict = value as? [String: Any] {
+                for (k, v) in dict { walk(v, path.isEmpty ? k : path + "." + k) }
+            } else if let text = try? JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed, .withoutEscapingSlashes]) {
+                out[path] = String(decoding: text, as: UTF8.self)
+            }
+        }
+        walk(object, "")
+        return out
     }
 }
