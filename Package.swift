@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "Replay", targets: ["Replay"]),
         .library(name: "Agents", targets: ["Agents"]),
         .library(name: "Training", targets: ["Training"]),
+        .library(name: "Reports", targets: ["Reports"]),
         .executable(name: "rrl", targets: ["rrl"]),
     ],
     traits: [
@@ -40,7 +41,9 @@ let package = Package(
         .target(name: "Replay", dependencies: ["Tensors"]),
         .target(name: "Agents", dependencies: ["Tensors", "NeuralNetworks", "Environments", "Replay"]),
         .target(name: "Training", dependencies: ["Tensors", "NeuralNetworks", "Environments", "Replay", "Agents"]),
-        .target(name: "RecurrentRL", dependencies: ["Tensors", "NeuralNetworks", "Environments", "Replay", "Agents", "Training"]),
+        // SVG learning curves and HTML reports from run folders (Foundation only).
+        .target(name: "Reports"),
+        .target(name: "RecurrentRL", dependencies: ["Tensors", "NeuralNetworks", "Environments", "Replay", "Agents", "Training", "Reports"]),
         .executableTarget(
             name: "rrl",
             dependencies: [
@@ -56,6 +59,7 @@ let package = Package(
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "CKernels"]),
         .testTarget(name: "EnvironmentsTests", dependencies: ["Environments", "Tensors"], resources: [.copy("Fixtures")]),
         .testTarget(name: "TrainingTests", dependencies: ["Replay", "Agents", "Training", "Environments", "NeuralNetworks", "Tensors", "TestSupport"]),
+        .testTarget(name: "ReportsTests", dependencies: ["Reports"]),
         .testTarget(
             name: "NeuralNetworksTests",
             dependencies: ["NeuralNetworks", "Tensors", "AllocationCounter", "TestSupport"],

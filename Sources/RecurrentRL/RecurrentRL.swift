@@ -4,3 +4,4 @@
 @_exported import Replay
 @_exported import Agents
 @_exported import Training
+@_exported import Reports

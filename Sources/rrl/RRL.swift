@@ -17,7 +17,7 @@ struct RRL: ParsableCommand {
 struct NotYetAvailable: Error, CustomStringConvertible {
     let command: String
     var description: String {
-        "`rrl \(command)` is not available in this build yet: it comes with a later milestone. Available now: `rrl train sac|td3|ppo`, `rrl evaluate`, `rrl list`, `rrl bench`."
+        "`rrl \(command)` is not available in this build yet: it comes with a later milestone."
     }
 }
 
@@ -44,15 +44,42 @@ struct Evaluate: ParsableCommand {
 }
 
 struct Plot: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Plot one metric of one or more runs as SVG.")
-    @Argument(help: "Run folders.") var runDirectories: [String] = []
-    func run() throws { throw NotYetAvailable(command: "plot") }
+    static let configuration = CommandConfiguration(
+        abstract: "Plot one metric of one or more runs as an SVG file.",
+        discussion: "Runs that share a configuration (all but the seed) make one curve: their mean, with a band of ± one standard error. `rrl list` and metrics.csv's header name the metrics.")
+    @Argument(help: "Run folders (made by `rrl train`).") var runDirectories: [String]
+    @Option(help: "The metric (a metrics.csv column).") var metric: String = "eval_return_mean"
+    @Option(help: "The SVG file to write.") var output: String
+    @Option(help: "The column on the x axis.") var x: String = "step"
+
+    func run() throws {
+        guard !runDirectories.isEmpty else { throw ValidationError("give at least one run folder") }
+        let runs = try runDirectories.map { try RunRecord(path: $0) }
+        let known = Set(runs.flatMap(\.columns))
+        for name in [metric, x] where !known.contains(name) {
+            let near = known.min { editDistance($0, name) < editDistance($1, name) }
+            throw ValidationError("no run has a metric '\(name)'\(near.map { "; did you mean '\($0)'?" } ?? ""); the metrics are: \(known.sorted().joined(separator: ", "))")
+        }
+        let svg = svgPlot(groups: groupRuns(runs).groups, metric: metric, x: x)
+        try writeAtomically(Data(svg.utf8), to: URL(fileURLWithPath: output))
+        print("wrote \(output)")
+    }
 }
 
 struct Report: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Write an HTML report comparing runs.")
-    @Argument(help: "Run folders.") var runDirectories: [String] = []
-    func run() throws { throw NotYetAvailable(command: "report") }
+    static let configuration = CommandConfiguration(
+        abstract: "Write a self-contained HTML report comparing runs.",
+        discussion: "Learning curves (mean ± standard error over the seeds of each configuration), a table of final results, and the options where the configurations differ. One file, no scripts, nothing fetched.")
+    @Argument(help: "Run folders (made by `rrl train`).") var runDirectories: [String]
+    @Option(help: "The HTML file to write.") var output: String = "report.html"
+    @Option(help: "The page's title.") var title: String = "RecurrentRL report"
+
+    func run() throws {
+        guard !runDirectories.isEmpty else { throw ValidationError("give at least one run folder") }
+        let runs = try runDirectories.map { try RunRecord(path: $0) }
+        try writeAtomically(Data(htmlReport(runs: runs, title: title).utf8), to: URL(fileURLWithPath: output))
+        print("wrote \(output) (\(runs.count) runs)")
+    }
 }
 
 struct List: ParsableCommand {

@@ -1,0 +1,137 @@
+import Foundation
+
+/// A run folder as a report sees it: its configuration (flattened to dotted keys) and its metrics.
+public struct RunRecord {
+    public let path: String
+    /// config.json flattened: `ppo.learningRate` -> `0.001` (values as JSON text).
+    public let configuration: [String: String]
+    public let columns: [String]
+    /// One row per evaluation; NaN where a cell is empty.
+    public let rows: [[String: Double]]
+
+    public init(path: String, configuration: [String: String], columns: [String], rows: [[String: Double]]) {
+        self.path = path
+        self.configuration = configuration
+        self.columns = columns
+        self.rows = rows
+    }
+
+    /// Reads `config.json` and `metrics.csv` from a run folder.
+    public init(path: String) throws {
+        let folder = URL(fileURLWithPath: path, isDirectory: true)
+        let configURL = folder.appendingPathComponent("config.json"), metricsURL = folder.appendingPathComponent("metrics.csv")
+        guard let configData = try? Data(contentsOf: configURL) else {
+            throw ReportError("\(path) is not a run folder: it has no readable config.json (pass folders written by `rrl train`)")
+        }
+        guard let object = try? JSONSerialization.jsonObject(with: configData) as? [String: Any] else {
+            throw ReportError("\(configURL.path) is not a JSON object")
+        }
+        guard let text = try? String(contentsOf: metricsURL, encoding: .utf8) else {
+            throw ReportError("\(path) has no readable metrics.csv (was the run started?)")
+        }
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
+        guard !lines.isEmpty else { throw ReportError("\(metricsURL.path) is empty") }
+        let columns = lines.removeFirst().split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        let rows = lines.map { line -> [String: Double] in
+            var row: [String: Double] = [:]
+            for (c, cell) in zip(columns, line.split(separator: ",", omittingEmptySubsequences: false)) { row[c] = Double(cell) ?? .nan }
+            return row
+        }
+        self.init(path: path, configuration: RunRecord.flatten(object), columns: columns, rows: rows)
+    }
+
+    static func flatten(_ object: [String: Any]) -> [String: String] {
+        var out: [String: String] = [:]
+        func walk(_ value: Any, _ key: String) {
+            if let dict = value as? [String: Any] {
+                for (k, v) in dict { walk(v, key.isEmpty ? k : key + "." + k) }
+            } else if let data = try? JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed, .withoutEscapingSlashes]) {
+                out[key] = String(decoding: data, as: UTF8.self)
+            }
+        }
+        walk(object, "")
+        return out
+    }
+
+    /// The configuration without what differs between seeds of one experiment.
+    var experimentKey: [String: String] {
+        configuration.filter { !RunRecord.perRunKeys.contains($0.key) }
+    }
+
+    static let perRunKeys: Set<String> = ["seed", "checkpointInterval"]
+
+    public var name: String { URL(fileURLWithPath: path).lastPathComponent }
+}
+
+public struct ReportError: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Runs that share a configuration (all but the seed): one curve, mean ± standard error over them.
+public struct RunGroup {
+    public let runs: [RunRecord]
+    /// What sets this group apart from the others ("ppo.refreshStates=true"), or the algorithm and
+    /// environment when there is one group.
+    public var label: String
+
+    public var seeds: [String] { runs.map { $0.configuration["seed"] ?? "?" } }
+
+    /// Mean and standard error of `metric` over the runs at each step that any run has (NaN cells
+    /// skipped; the standard error is 0 for a single value).
+    public func curve(_ metric: String, x: String = "step") -> [(x: Double, mean: Double, standardError: Double, count: Int)] {
+        var byX: [Double: [Double]] = [:]
+        for run in runs {
+            for row in run.rows {
+                guard let xv = row[x], !xv.isNaN, let v = row[metric], !v.isNaN else { continue }
+                byX[xv, default: []].append(v)
+            }
+        }
+        return byX.keys.sorted().map { xv in
+            let values = byX[xv]!
+            let (mean, se) = meanAndStandardError(values)
+            return (xv, mean, se, values.count)
+        }
+    }
+
+    /// The final value of `metric` in each run (its last row where the cell is set).
+    public func finals(_ metric: String) -> [Double] {
+        runs.compactMap { run in run.rows.last(where: { !($0[metric] ?? .nan).isNaN })?[metric] }
+    }
+}
+
+/// Mean and standard error of the mean (sample standard deviation / √n; 0 for n < 2).
+public func meanAndStandardError(_ values: [Double]) -> (mean: Double, standardError: Double) {
+    guard !values.isEmpty else { return (.nan, .nan) }
+    let n = Double(values.count)
+    let mean = values.reduce(0, +) / n
+    guard values.count > 1 else { return (mean, 0) }
+    let variance = values.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / (n - 1)
+    return (mean, (variance / n).squareRoot())
+}
+
+/// Groups runs by configuration (seed aside), in the order they were given, and labels each group
+/// by the settings where the groups differ.
+public func groupRuns(_ runs: [RunRecord]) -> (groups: [RunGroup], differences: [String]) {
+    var keys: [[String: String]] = []
+    var members: [[RunRecord]] = []
+    for run in runs {
+        if let i = keys.firstIndex(of: run.experimentKey) { members[i].append(run) } else {
+            keys.append(run.experimentKey)
+            members.append([run])
+        }
+    }
+    let allKeys = Set(keys.flatMap(\.keys))
+    let differences = allKeys.filter { k in Set(keys.map { $0[k] ?? "(unset)" }).count > 1 }.sorted()
+    let groups = zip(keys, members).map { key, runs -> RunGroup in
+        let label: String
+        if differences.isEmpty {
+            label = [key["algorithm"] ?? key["agent.algorithm"], key["environment"]].compactMap { $0?.replacingOccurrences(of: "\"", with: "") }.joined(separator: " on ")
+        } else {
+            label = differences.map { "\($0)=\((key[$0] ?? "(unset)").replacingOccurrences(of: "\"", with: ""))" }.joined(separator: ", ")
+        }
+        return RunGroup(runs: runs, label: label)
+    }
+    return (groups, differences)
+}

@@ -1,0 +1,57 @@
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+@testable import Reports
+import XCTest
+
+final class ReportTests: XCTestCase {
+    func run(_ path: String, seed: Int, refresh: Bool, returns: [Double]) -> RunRecord {
+        let config = ["algorithm": "\"ppo\"", "environment": "\"goal-cycle\"", "seed": "\(seed)", "ppo.refreshStates": refresh ? "true" : "false",
+                      "ppo.epochs": "8", "checkpointInterval": "25000"]
+        let rows = returns.enumerated().map { i, r in ["step": Double(1000 * (i + 1)), "eval_return_mean": r, "policy_loss": 0.1 * Double(i), "wall_seconds": 3] }
+        return RunRecord(path: path, configuration: config, columns: ["step", "eval_return_mean", "policy_loss", "wall_seconds"], rows: rows)
+    }
+
+    /// Runs that differ only in their seed form one group; its curve is the mean ± standard error at
+    /// each step (checked by hand), and the group is labelled by what differs between groups.
+    func testGroupsAndTheirMeanAndStandardError() {
+        let runs = [run("a", seed: 0, refresh: false, returns: [1, 4, 8]), run("b", seed: 1, refresh: false, returns: [3, 6, 10]),
+                    run("c", seed: 0, refresh: true, returns: [2, 2, 2])]
+        let (groups, differences) = groupRuns(runs)
+        XCTAssertEqual(differences, ["ppo.refreshStates"])
+        XCTAssertEqual(groups.map(\.label), ["ppo.refreshStates=false", "ppo.refreshStates=true"])
+        XCTAssertEqual(groups.map { $0.runs.count }, [2, 1])
+        let curve = groups[0].curve("eval_return_mean")
+        XCTAssertEqual(curve.map(\.x), [1000, 2000, 3000])
+        XCTAssertEqual(curve.map(\.mean), [2, 5, 9])
+        // Two values a and b: sample sd = |a - b| / √2, s.e. = sd / √2 = |a - b| / 2.
+        XCTAssertEqual(curve.map(\.standardError), [1, 1, 1])
+        XCTAssertEqual(groups[1].curve("eval_return_mean").map(\.standardError), [0, 0, 0])
+        XCTAssertEqual(groups[0].finals("eval_return_mean"), [8, 10])
+        let (m, se) = meanAndStandardError([2, 4, 9])
+        XCTAssertEqual(m, 5)
+        XCTAssertEqual(se, (13.0 / 3).squareRoot(), accuracy: 1e-12)  // sample variance 13, n = 3
+    }
+
+    /// The SVG is well-formed XML with one line and one band per group of several runs; the report
+    /// has the final-results table with mean ± s.e., the differing option, and a plot per metric.
+    func testPlotAndReportContents() throws {
+        let runs = [run("a", seed: 0, refresh: false, returns: [1, 4, 8]), run("b", seed: 1, refresh: false, returns: [3, 6, 10]),
+                    run("c", seed: 0, refresh: true, returns: [2, 2, 2])]
+        let svg = svgPlot(groups: groupRuns(runs).groups, metric: "eval_return_mean")
+        let parser = XMLParser(data: Data(svg.utf8))
+        XCTAssertTrue(parser.parse(), "\(parser.parserError.map { "\($0)" } ?? "")")
+        XCTAssertEqual(svg.components(separatedBy: "<polyline").count - 1, 2)
+        XCTAssertEqual(svg.components(separatedBy: "<polygon").count - 1, 1, "a band only where a group has several runs")
+        XCTAssertTrue(svg.contains("ppo.refreshStates=false (2 runs)"))
+
+        let html = htmlReport(runs: runs, title: "refresh <on/off>")
+        XCTAssertTrue(html.contains("<title>refresh &lt;on/off&gt;</title>"))
+        XCTAssertTrue(html.contains("<td class=\"num\">9 ± 1</td>"), "final eval_return_mean of the first group")
+        XCTAssertTrue(html.contains("<code>ppo.refreshStates</code>"))
+        XCTAssertFalse(html.contains("<code>seed</code>"), "the seed is not a difference between configurations")
+        XCTAssertEqual(html.components(separatedBy: "<svg").count - 1, 2, "eval_return_mean and policy_loss; wall_seconds is left out")
+        XCTAssertFalse(html.contains("<script"), "self-contained and static")
+    }
+}
