@@ -56,7 +56,7 @@ public func htmlReport(runs: [RunRecord], title: String = "RecurrentRL report", 
         html += "</tr>\n"
         for key in differences {
             html += "<tr><td><code>\(escape(key))</code></td>"
-            for group in groups { html += "<td>\(escape(group.runs[0].configuration[key] ?? "(unset)"))</td>" }
+            for group in groups { html += "<td>\(escape(displayValue(group.runs[0].configuration[key])))</td>" }
             html += "</tr>\n"
         }
         html += "</table>\n"
@@ -75,4 +75,11 @@ public func htmlReport(runs: [RunRecord], title: String = "RecurrentRL report", 
     }
     html += "</table>\n</body></html>\n"
     return html
+}
+
+/// A configuration value as a person reads it: strings without their JSON quotes.
+func displayValue(_ json: String?) -> String {
+    guard let json else { return "(unset)" }
+    if json.count >= 2 && json.hasPrefix("\"") && json.hasSuffix("\"") { return String(json.dropFirst().dropLast()) }
+    return json
 }

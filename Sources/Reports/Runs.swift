@@ -129,7 +129,7 @@ public func groupRuns(_ runs: [RunRecord]) -> (groups: [RunGroup], differences: 
         if differences.isEmpty {
             label = [key["algorithm"] ?? key["agent.algorithm"], key["environment"]].compactMap { $0?.replacingOccurrences(of: "\"", with: "") }.joined(separator: " on ")
         } else {
-            label = differences.map { "\($0)=\((key[$0] ?? "(unset)").replacingOccurrences(of: "\"", with: ""))" }.joined(separator: ", ")
+            label = differences.map { "\($0)=\(displayValue(key[$0]))" }.joined(separator: ", ")
         }
         return RunGroup(runs: runs, label: label)
     }
