@@ -311,7 +311,9 @@ struct Train: ParsableCommand {
         } catch let stop as Interrupted {
             display.finish()
             let name = stop.signal == SIGINT ? "interrupted (Ctrl-C)" : "stopped by SIGTERM"
-            print("\(name) at step \(stop.step); checkpoint written to \(folder.checkpointsURL.path); continue with `rrl train --resume \(folder.url.path)`")
+            let weights = session.exportedWeights()
+            try folder.writeWeights(weights.tensors, metadata: weights.metadata)
+            print("\(name) at step \(stop.step); checkpoint written to \(folder.checkpointsURL.path) and the current weights to \(folder.weightsURL.path); continue with `rrl train --resume \(folder.url.path)`")
             throw ExitCode(128 + stop.signal)
         } catch let error as TrainingError {
             display.finish()

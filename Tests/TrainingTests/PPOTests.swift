@@ -219,6 +219,34 @@ final class PPOMechanicsTests: XCTestCase {
         }
     }
 
+    /// A NaN observation or an infinite reward from a copy is an error naming the environment, the
+    /// copy and the episode step (training never sees the value).
+    func testVectorEnvironmentRefusesNonFiniteObservationsAndRewards() throws {
+        final class Faulty: Environment {
+            let badObservation: Bool
+            var t = 0
+            init(badObservation: Bool) { self.badObservation = badObservation }
+            var name: String { "faulty" }
+            var observationSpace: Space { .box(low: [-10], high: [10]) }
+            var actionSpace: Space { .discrete(2) }
+            var maxEpisodeSteps: Int { 20 }
+            func reset(seed: UInt64?, observation: UnsafeMutablePointer<Float>) { t = 0; observation[0] = 0 }
+            func step(action: UnsafePointer<Float>, observation: UnsafeMutablePointer<Float>) -> StepResult {
+                t += 1
+                observation[0] = badObservation && t == 3 ? .nan : 0
+                return StepResult(reward: !badObservation && t == 4 ? .infinity : 0, truncated: t == 20)
+            }
+        }
+        for (bad, phrase) in [(true, "copy 1, episode step 3: observation[0] is nan"), (false, "copy 1, episode step 4: reward is inf")] {
+            let vector = VectorEnvironment([FixedLengthEnvironment(length: 50, id: 0), Faulty(badObservation: bad)])
+            try vector.reset(seed: 0)
+            XCTAssertThrowsError(try (0..<5).forEach { _ in try vector.step([0, 1]) }) { error in
+                let message = "\(error)"
+                XCTAssertTrue(message.contains("environment 'faulty'") && message.contains(phrase), message)
+            }
+        }
+    }
+
     func makeTrainer(environment: String = "pendulum-velocity", seed: UInt64 = 4, configure: (inout PPOTrainingConfiguration) -> Void = { _ in }) throws -> PPOTrainer {
         var c = PPOTrainingConfiguration()
         c.environment = environment
