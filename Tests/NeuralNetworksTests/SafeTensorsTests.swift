@@ -1,6 +1,7 @@
 import Foundation
 import NeuralNetworks
 import Tensors
+import TestSupport
 import XCTest
 
 final class SafeTensorsTests: XCTestCase {
@@ -98,17 +99,8 @@ final class SafeTensorsTests: XCTestCase {
         with safe_open(sys.argv[1], "np") as f: assert f.metadata() == {"source": "rrl"}
         print("ok")
         """
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", script, url.path]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        do { try process.run() } catch { throw XCTSkip("python3 not available") }
-        process.waitUntilExit()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        if output.contains("No module named") { throw XCTSkip("python safetensors not installed: \(output)") }
-        XCTAssertEqual(process.terminationStatus, 0, output)
+        let (status, output) = try runPython(script, arguments: [url.path])
+        XCTAssertEqual(status, 0, output)
         XCTAssertTrue(output.contains("ok"), output)
     }
 }

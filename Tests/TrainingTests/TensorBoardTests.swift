@@ -1,6 +1,7 @@
 import Foundation
 import Tensors
 @testable import Training
+import TestSupport
 import XCTest
 
 final class TensorBoardTests: XCTestCase {
@@ -60,17 +61,8 @@ final class TensorBoardTests: XCTestCase {
         assert [(e.step, e.value) for e in acc.Scalars("critic_loss")] == [(1000, 0.25), (2000, 0.5), (3000, 0.75)]
         print("ok")
         """
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", script, folder.path]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        do { try process.run() } catch { throw XCTSkip("python3 not available") }
-        process.waitUntilExit()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        if output.contains("No module named") { throw XCTSkip("python tensorboard not installed: \(output)") }
-        XCTAssertEqual(process.terminationStatus, 0, output)
+        let (status, output) = try runPython(script, arguments: [folder.path])
+        XCTAssertEqual(status, 0, output)
         XCTAssertTrue(output.contains("ok"), output)
     }
 }
