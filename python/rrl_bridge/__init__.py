@@ -1,0 +1,31 @@
+"""rrl_bridge: serves Gymnasium-style environments to RecurrentRL (`rrl`) over a child process's
+standard input and output.
+
+The Swift side starts `python3 -m rrl_bridge` and speaks a small binary protocol (little-endian):
+
+    request:  u32 length | u8 opcode | payload            (length counts opcode + payload)
+    reply:    u32 length | u8 status | payload            (status 0: ok, 1: error, payload = message)
+
+    MAKE  (1): JSON {"env": id, "count": N, "modules": [...], "kwargs": {...}}
+               -> JSON {"protocol": 1, "agents": 1, "observation": space, "action": space,
+                        "observation_width": w, "action_width": a, "max_episode_steps": k}
+    RESET (2): u8 has_seed | u64 seed     (copy i is reset with seed + i)
+               -> f32[N * w] observations
+    STEP  (3): f32[N * a] actions          (one message steps all N copies)
+               -> f32[N * w] observations (a copy whose episode ended is already reset)
+                  f32[N * w] final observations (the last one of an ended episode; zeros otherwise)
+                  f32[N] rewards | u8[N] flags (bit 0 terminated, bit 1 truncated)
+    LIST  (4): JSON {"modules": [...]}  -> JSON ["CartPole-v1", ...]
+    CLOSE (5): -> empty
+
+Flattening: Box -> its values as float32 (row-major); Discrete(n) observation -> one-hot of n;
+MultiDiscrete(nvec) observation -> the one-hots of its entries, concatenated. Actions: Box -> floats;
+Discrete(n) -> one float holding the index. Other spaces are refused with a message saying which.
+Per-agent environments (PettingZoo's parallel API) will set "agents" above 1 and send each copy's
+agents one after another in every array; a reader that checks "protocol" and "agents" stays valid.
+
+Only the standard library and numpy are used here; the environments need their own packages
+(`pip install gymnasium popgym`).
+"""
+
+PROTOCOL = 1

@@ -1,0 +1,167 @@
+"""The bridge server: `python3 -m rrl_bridge` (see the package docstring for the protocol)."""
+import importlib
+import json
+import struct
+import sys
+import traceback
+
+import numpy as np
+
+from . import PROTOCOL
+
+MAKE, RESET, STEP, LIST, CLOSE = 1, 2, 3, 4, 5
+
+
+class BridgeError(Exception):
+    """A request the bridge cannot serve; its message goes back to Swift as it is."""
+
+
+def read_exact(stream, n):
+    data = bytearray()
+    while len(data) < n:
+        chunk = stream.read(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return bytes(data)
+
+
+def import_modules(modules):
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise BridgeError(f"cannot import module '{name}' ({e}); install it (pip install {name.split('.')[0]}) or fix --env-module")
+
+
+def space_spec(space, role):
+    """(description, width, encoder) of a space; refuses spaces the bridge cannot flatten."""
+    import gymnasium.spaces as S
+    if isinstance(space, S.Box):
+        low = np.broadcast_to(space.low, space.shape).astype(np.float64).ravel()
+        high = np.broadcast_to(space.high, space.shape).astype(np.float64).ravel()
+        spec = {"type": "box", "low": [float(x) for x in low], "high": [float(x) for x in high]}
+        return spec, int(low.size), lambda x, out: out.__setitem__(slice(None), np.asarray(x, dtype=np.float32).ravel())
+    if isinstance(space, S.Discrete):
+        n, start = int(space.n), int(space.start)
+        if role == "action":
+            return {"type": "discrete", "n": n}, 1, None
+        def one_hot(x, out, n=n, start=start):
+            out[:] = 0
+            out[int(x) - start] = 1
+        return {"type": "box", "low": [0.0] * n, "high": [1.0] * n, "one_hot": [n]}, n, one_hot
+    if isinstance(space, S.MultiDiscrete) and role == "observation":
+        nvec = [int(v) for v in np.asarray(space.nvec).ravel()]
+        def one_hots(x, out, nvec=nvec):
+            out[:] = 0
+            offset = 0
+            for v, n in zip(np.asarray(x).ravel(), nvec):
+                out[offset + int(v)] = 1
+                offset += n
+        w = sum(nvec)
+        return {"type": "box", "low": [0.0] * w, "high": [1.0] * w, "one_hot": nvec}, w, one_hots
+    if isinstance(space, S.MultiDiscrete):
+        raise BridgeError(f"the action space {space} (MultiDiscrete) is not supported: rrl's agents take one Box or one Discrete action")
+    raise BridgeError(f"the {role} space {space} ({type(space).__name__}) is not supported: the bridge flattens Box, Discrete and MultiDiscrete only (wrap the environment with gymnasium.wrappers.FlattenObservation)")
+
+
+class Server:
+    def __init__(self):
+        self.envs = []
+
+    def make(self, request):
+        import gymnasium as gym
+        import_modules(request.get("modules", []))
+        name, count = request["env"], int(request["count"])
+        kwargs = request.get("kwargs", {})
+        try:
+            self.envs = [gym.make(name, **kwargs) for _ in range(count)]
+        except gym.error.Error as e:
+            known = sorted(gym.registry.keys())
+            close = [k for k in known if name.lower().split("-v")[0] in k.lower()][:8]
+            hint = f"; similar: {', '.join(close)}" if close else ""
+            raise BridgeError(f"unknown environment '{name}' ({e}){hint}; `rrl list --python` shows the {len(known)} registered ones")
+        env = self.envs[0]
+        obs_spec, self.w, self.encode = space_spec(env.observation_space, "observation")
+        act_spec, self.a, _ = space_spec(env.action_space, "action")
+        self.discrete_action = act_spec["type"] == "discrete"
+        self.n = count
+        self.obs = np.zeros((count, self.w), dtype=np.float32)
+        self.final = np.zeros((count, self.w), dtype=np.float32)
+        self.rewards = np.zeros(count, dtype=np.float32)
+        self.flags = np.zeros(count, dtype=np.uint8)
+        limit = env.spec.max_episode_steps if env.spec is not None else None
+        return json.dumps({"protocol": PROTOCOL, "agents": 1, "observation": obs_spec, "action": act_spec,
+                           "observation_width": self.w, "action_width": self.a,
+                           "max_episode_steps": int(limit) if limit else 0}).encode()
+
+    def reset(self, payload):
+        has_seed, seed = struct.unpack("<BQ", payload)
+        for i, env in enumerate(self.envs):
+            o, _ = env.reset(seed=(seed + i) % 2**64 if has_seed else None)
+            self.encode(o, self.obs[i])
+        return self.obs.tobytes()
+
+    def step(self, payload):
+        actions = np.frombuffer(payload, dtype=np.float32).reshape(self.n, self.a)
+        self.final[:] = 0
+        for i, env in enumerate(self.envs):
+            action = int(actions[i, 0]) if self.discrete_action else actions[i]
+            o, r, terminated, truncated, _ = env.step(action)
+            self.rewards[i] = r
+            self.flags[i] = (1 if terminated else 0) | (2 if truncated else 0)
+            if terminated or truncated:
+                self.encode(o, self.final[i])
+                o, _ = env.reset()
+            self.encode(o, self.obs[i])
+        return self.obs.tobytes() + self.final.tobytes() + self.rewards.tobytes() + self.flags.tobytes()
+
+    def list(self, request):
+        import gymnasium as gym
+        import_modules(request.get("modules", []))
+        return json.dumps(sorted(gym.registry.keys())).encode()
+
+
+def main():
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    # Anything the environments print goes to stderr, never into the protocol's stream.
+    sys.stdout = sys.stderr
+    server = Server()
+    while True:
+        header = read_exact(stdin, 4)
+        if header is None:
+            return
+        (length,) = struct.unpack("<I", header)
+        message = read_exact(stdin, length)
+        if message is None:
+            return
+        opcode, payload = message[0], message[1:]
+        try:
+            if opcode == MAKE:
+                reply = server.make(json.loads(payload))
+            elif opcode == RESET:
+                reply = server.reset(payload)
+            elif opcode == STEP:
+                reply = server.step(payload)
+            elif opcode == LIST:
+                reply = server.list(json.loads(payload))
+            elif opcode == CLOSE:
+                stdout.write(struct.pack("<IB", 1, 0))
+                stdout.flush()
+                return
+            else:
+                raise BridgeError(f"unknown request {opcode}")
+            status = 0
+        except BridgeError as e:
+            status, reply = 1, str(e).encode()
+        except Exception as e:  # an exception inside the environment: its message and where it came from
+            tb = traceback.extract_tb(e.__traceback__)
+            where = f" (at {tb[-1].filename}:{tb[-1].lineno} in {tb[-1].name})" if tb else ""
+            status, reply = 1, f"{type(e).__name__}: {e}{where}".encode()
+        stdout.write(struct.pack("<IB", len(reply) + 1, status))
+        stdout.write(reply)
+        stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
