@@ -98,6 +98,9 @@ extension VectorEnvironment: Checkpointable {
     }
 
     public func save(to archive: StateArchive, prefix: String) throws {
+        if bridge != nil {
+            throw EnvironmentError(environment: name, message: "Python environments cannot be checkpointed (the bridge cannot save their state)")
+        }
         for (i, env) in copies.enumerated() { try env.save(to: archive, prefix: prefix + "copy\(i).") }
         archive.put(prefix + "observations", observations)
         archive.put(prefix + "final_observations", finalObservations)

@@ -8,7 +8,10 @@ import Tensors
 ///
 /// Seeding: copy i is first reset with `seed + i`; later resets continue each copy's own stream.
 public final class VectorEnvironment {
+    /// The copies, for built-in environments (empty when a Python bridge serves them).
     public let copies: [any Environment]
+    /// The child process that steps Python environments (`gym:` names), all copies in one message.
+    public let bridge: PythonBridge?
     public let observationWidth: Int
     public let actionWidth: Int
     /// `[N, observationWidth]`: the observation each copy acts on next.
@@ -30,17 +33,39 @@ public final class VectorEnvironment {
     public internal(set) var totalSteps = 0
     private let actionScratch: UnsafeMutablePointer<Float>
 
-    public var count: Int { copies.count }
-    public var name: String { copies[0].name }
-    public var observationSpace: Space { copies[0].observationSpace }
-    public var actionSpace: Space { copies[0].actionSpace }
+    private let bridgeFlags: UnsafeMutablePointer<UInt8>
+    public let count: Int
+    public let name: String
+    public let observationSpace: Space
+    public let actionSpace: Space
 
-    public init(_ copies: [any Environment]) {
+    public convenience init(_ copies: [any Environment]) {
         precondition(!copies.isEmpty, "a vector environment needs at least one copy")
+        self.init(copies: copies, bridge: nil)
+    }
+
+    /// The copies of a Python environment that `bridge` serves.
+    public convenience init(bridge: PythonBridge) {
+        self.init(copies: [], bridge: bridge)
+    }
+
+    private init(copies: [any Environment], bridge: PythonBridge?) {
         self.copies = copies
-        observationWidth = copies[0].observationSpace.width
-        actionWidth = copies[0].actionSpace.width
-        let n = copies.count
+        self.bridge = bridge
+        if let bridge {
+            name = "gym:" + bridge.environment
+            observationSpace = bridge.observationSpace
+            actionSpace = bridge.actionSpace
+            count = bridge.count
+        } else {
+            name = copies[0].name
+            observationSpace = copies[0].observationSpace
+            actionSpace = copies[0].actionSpace
+            count = copies.count
+        }
+        observationWidth = observationSpace.width
+        actionWidth = actionSpace.width
+        let n = count
         observations = Tensor(Shape(d0: n, d1: observationWidth))
         finalObservations = Tensor(Shape(d0: n, d1: observationWidth))
         rewards = Tensor(Shape(d0: n))
@@ -50,21 +75,41 @@ public final class VectorEnvironment {
         episodeReturns = [Double](repeating: 0, count: n)
         episodeLengths = [Int](repeating: 0, count: n)
         actionScratch = .allocate(capacity: max(actionWidth, 1))
+        bridgeFlags = .allocate(capacity: n)
+        bridgeFlags.initialize(repeating: 0, count: n)
     }
 
-    /// `count` new copies of a registered environment.
-    public convenience init(name: String, count: Int) throws {
+    /// `count` new copies of a registered environment, or of a Python one (`gym:ID`, served by a
+    /// bridge that imports `modules` first).
+    public convenience init(name: String, count: Int, modules: [String] = []) throws {
         precondition(count >= 1, "a vector environment needs at least one copy")
-        self.init(try (0..<count).map { _ in try EnvironmentRegistry.make(name) })
+        if name.hasPrefix("gym:") {
+            self.init(bridge: try PythonBridge(environment: String(name.dropFirst(4)), count: count, options: .init(modules: modules)))
+        } else {
+            self.init(try (0..<count).map { _ in try EnvironmentRegistry.make(name) })
+        }
     }
 
-    deinit { actionScratch.deallocate() }
+    deinit {
+        actionScratch.deallocate()
+        bridgeFlags.deallocate()
+    }
 
     public func observation(_ i: Int) -> UnsafeMutablePointer<Float> { observations.data + i * observationWidth }
     public func finalObservation(_ i: Int) -> UnsafeMutablePointer<Float> { finalObservations.data + i * observationWidth }
 
     /// Resets every copy (copy i with `seed + i`, or continuing its stream without a seed).
     public func reset(seed: UInt64?) throws {
+        if let bridge {
+            try bridge.reset(seed: seed, observations: observations.data)
+            for i in 0..<count {
+                try checkObservation(i, step: 0, what: "observation after reset")
+                episodeStarts[i] = true
+                episodeReturns[i] = 0
+                episodeLengths[i] = 0
+            }
+            return
+        }
         for (i, env) in copies.enumerated() {
             env.reset(seed: seed.map { $0 &+ UInt64(i) }, observation: observation(i))
             try checkObservation(i, step: 0, what: "observation after reset")
@@ -78,6 +123,7 @@ public final class VectorEnvironment {
     /// Throws when a copy returns a non-finite observation or reward, or when an action lies
     /// outside the action space.
     public func step(_ actions: UnsafePointer<Float>) throws {
+        if let bridge { return try stepBridge(bridge, actions) }
         for (i, env) in copies.enumerated() {
             let a = actions + i * actionWidth
             guard env.actionSpace.contains(a) else {
@@ -110,6 +156,38 @@ public final class VectorEnvironment {
         }
     }
 
+    /// The same bookkeeping and checks as for built-in copies, with all copies stepped by the bridge
+    /// in one message (it resets the ones whose episode ended).
+    private func stepBridge(_ bridge: PythonBridge, _ actions: UnsafePointer<Float>) throws {
+        for i in 0..<count where !actionSpace.contains(actions + i * actionWidth) {
+            let values = Array(UnsafeBufferPointer(start: actions + i * actionWidth, count: actionWidth))
+            throw EnvironmentError(environment: name, message: "copy \(i), episode step \(episodeLengths[i] + 1): action \(values) is outside the action space \(actionSpace)")
+        }
+        try bridge.step(actions: actions, observations: observations.data, finalObservations: finalObservations.data,
+                        rewards: rewards.data, flags: bridgeFlags)
+        for i in 0..<count {
+            episodeLengths[i] += 1
+            totalSteps += 1
+            let ended = bridgeFlags[i] & 3 != 0
+            if ended {
+                try checkObservation(i, step: episodeLengths[i], what: "observation", in: finalObservations)
+            }
+            try checkObservation(i, step: ended ? 0 : episodeLengths[i], what: ended ? "observation after reset" : "observation")
+            guard rewards.data[i].isFinite else {
+                throw EnvironmentError(environment: name, message: "copy \(i), episode step \(episodeLengths[i]): reward is \(rewards.data[i]); fix the environment's reward")
+            }
+            terminated[i] = bridgeFlags[i] & 1 != 0
+            truncated[i] = bridgeFlags[i] & 2 != 0 && !terminated[i]
+            episodeReturns[i] += Double(rewards.data[i])
+            if ended {
+                finished.append((episodeReturns[i], episodeLengths[i]))
+                episodeReturns[i] = 0
+                episodeLengths[i] = 0
+            }
+            episodeStarts[i] = ended
+        }
+    }
+
     /// Hands over the episodes that finished since the last call, oldest first, and forgets them
     /// (no array is built: this runs every step).
     public func drainFinishedEpisodes(_ body: (_ return: Double, _ length: Int) -> Void) {
@@ -117,10 +195,10 @@ public final class VectorEnvironment {
         finished.removeAll(keepingCapacity: true)
     }
 
-    private func checkObservation(_ i: Int, step: Int, what: String) throws {
-        let o = observation(i)
+    private func checkObservation(_ i: Int, step: Int, what: String, in rows: Tensor? = nil) throws {
+        let o = (rows ?? observations).data + i * observationWidth
         for j in 0..<observationWidth where !o[j].isFinite {
-            throw EnvironmentError(environment: copies[i].name, message: "copy \(i), episode step \(step): \(what)[\(j)] is \(o[j]); fix the environment (a NaN usually means a division by zero or an unbounded state)")
+            throw EnvironmentError(environment: name, message: "copy \(i), episode step \(step): \(what)[\(j)] is \(o[j]); fix the environment (a NaN usually means a division by zero or an unbounded state)")
         }
     }
 }

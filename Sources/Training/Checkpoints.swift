@@ -11,6 +11,8 @@ public protocol TrainingSession: AnyObject, Checkpointable {
     var totalSteps: Int { get }
     /// Steps between checkpoints (0: only at the end and when interrupted).
     var checkpointInterval: Int { get }
+    /// Nil when the run can be checkpointed, else why not (a Python environment cannot save its state).
+    var cannotCheckpoint: String? { get }
     var loop: LoopState { get }
     /// The metrics columns of this kind of run.
     var metricsColumns: [String] { get }
@@ -41,6 +43,7 @@ func checkConfiguration<C: Codable & Equatable>(_ archive: StateArchiveReader, m
 }
 
 extension Trainer: TrainingSession {
+    public var cannotCheckpoint: String? { nil }
     public var totalSteps: Int { configuration.steps }
     public var checkpointInterval: Int { configuration.checkpointInterval ?? 25_000 }
     public var metricsColumns: [String] { MetricsRow.columns }
@@ -91,6 +94,9 @@ extension Trainer: TrainingSession {
 }
 
 extension PPOTrainer: TrainingSession {
+    public var cannotCheckpoint: String? {
+        environments.bridge == nil ? nil : "\(environments.name) runs in Python, whose state the bridge cannot save"
+    }
     public var totalSteps: Int { configuration.steps }
     public var checkpointInterval: Int { configuration.checkpointInterval ?? 25_000 }
     public var metricsColumns: [String] { MetricsRow.ppoColumns }

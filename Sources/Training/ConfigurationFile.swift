@@ -87,7 +87,9 @@ public enum ConfigurationFile {
         } else {
             environment = chosen == "ppo" ? "cartpole-position" : "memory"
         }
-        do { _ = try EnvironmentRegistry.make(environment) } catch { throw fail("\(error)") }
+        if !environment.hasPrefix("gym:") {
+            do { _ = try EnvironmentRegistry.make(environment) } catch { throw fail("\(error)") }
+        }
 
         if chosen == "ppo" {
             let defaults = PPOTrainingConfiguration.defaults(environment: environment)

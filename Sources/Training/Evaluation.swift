@@ -85,17 +85,54 @@ func evaluateSideBySide(_ actor: any RecurrentActor, environments: [any Environm
     return result
 }
 
+/// The first episode of every copy of a vector environment (copy i reset with `seed + i`), all copies
+/// stepped in lockstep until each has finished one episode.
+func evaluateVector(_ actor: any RecurrentActor, _ vector: VectorEnvironment, seed: UInt64, deterministic: Bool) throws -> EvaluationResult {
+    let E = vector.count, o = vector.observationWidth, space = vector.actionSpace
+    let episodes = SideBySideEpisodes(count: E, observationWidth: o, actor: actor)
+    let envActions = Tensor(Shape(d0: E, d1: space.width))
+    var result = EvaluationResult(returns: [Double](repeating: 0, count: E), lengths: [Int](repeating: 0, count: E))
+    var alive = [Bool](repeating: true, count: E)
+    try vector.reset(seed: seed)
+    episodes.observations.copy(from: vector.observations)
+    for e in 0..<E { actor.prepare(observation: episodes.observation(e)) }
+    while alive.contains(true) {
+        episodes.act(actor, deterministic: deterministic)
+        for e in 0..<E { Trainer.environmentAction(episodes.action(e), space: space, into: envActions.data + e * space.width) }
+        try vector.step(envActions.data)
+        vector.drainFinishedEpisodes { _, _ in }
+        for e in 0..<E where alive[e] {
+            let r = vector.rewards.data[e]
+            result.returns[e] += Double(r)
+            result.lengths[e] += 1
+            (episodes.observation(e)).update(from: vector.observation(e), count: o)
+            actor.prepare(observation: episodes.observation(e))
+            episodes.record(e, reward: actor.prepare(reward: r))
+            if vector.terminated[e] || vector.truncated[e] { alive[e] = false }
+        }
+    }
+    return result
+}
+
 /// The periodic deterministic evaluation of a training run: the same environments each time, the
 /// k-th evaluation's episodes seeded from the run's seed and k (so a run's evaluations are
 /// reproducible and differ from one another).
 final class PeriodicEvaluation {
     let environments: [any Environment]
+    /// Python environments: one bridge serving every evaluation episode.
+    let vector: VectorEnvironment?
     let seed: UInt64
     /// Evaluations done so far.
     var count = 0
 
-    init(environment: String, episodes: Int, seed: UInt64) throws {
-        environments = try (0..<episodes).map { _ in try EnvironmentRegistry.make(environment) }
+    init(environment: String, episodes: Int, seed: UInt64, modules: [String] = []) throws {
+        if environment.hasPrefix("gym:") {
+            vector = try VectorEnvironment(name: environment, count: episodes, modules: modules)
+            environments = []
+        } else {
+            vector = nil
+            environments = try (0..<episodes).map { _ in try EnvironmentRegistry.make(environment) }
+        }
         self.seed = seed
     }
 
@@ -104,6 +141,10 @@ final class PeriodicEvaluation {
     func next(_ actor: any RecurrentActor) -> (mean: Double, std: Double) {
         var seeds = RandomGenerator(seed: seed &+ 0x9E37_79B9 &* UInt64(count + 1))
         count += 1
+        if let vector {
+            // An evaluation that fails (the bridge died) reports NaN; training stops at its next step with the bridge's error.
+            return (try? evaluateVector(actor, vector, seed: seeds.next(), deterministic: true).summary) ?? (.nan, .nan)
+        }
         return evaluateSideBySide(actor, environments: environments, seeds: &seeds, deterministic: true).summary
     }
 }

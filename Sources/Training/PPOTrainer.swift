@@ -19,6 +19,8 @@ public struct PPOTrainingConfiguration: Codable, Equatable, Sendable {
     /// Write a checkpoint at the first update past every multiple of this many steps (and at the
     /// end); nil: every 25,000 steps; 0: only at the end and when interrupted.
     public var checkpointInterval: Int? = nil
+    /// Python modules the bridge imports before making a `gym:` environment (they register it).
+    public var environmentModules: [String]? = nil
     public var ppo = PPOConfiguration()
 
     public init() {}
@@ -30,7 +32,9 @@ public struct PPOTrainingConfiguration: Codable, Equatable, Sendable {
         if evaluationInterval < 1 { try fail("evaluation interval must be at least 1 (got \(evaluationInterval))") }
         if evaluationEpisodes < 1 { try fail("evaluation episodes must be at least 1 (got \(evaluationEpisodes))") }
         if let k = checkpointInterval, k < 0 { try fail("checkpoint interval must be 0 (only at the end) or positive (got \(k))") }
-        _ = try EnvironmentRegistry.make(environment)
+        // A Python environment is checked when its bridge starts.
+        if !environment.hasPrefix("gym:") { _ = try EnvironmentRegistry.make(environment) }
+        if environmentModules != nil && !environment.hasPrefix("gym:") { try fail("environment modules apply only to Python environments (gym:ID)") }
         try ppo.validate()
     }
 }
@@ -73,9 +77,9 @@ public final class PPOTrainer {
         self.configuration = configuration
         loop = LoopState(nextRow: configuration.evaluationInterval)
         let p = configuration.ppo, N = p.environments
-        environments = try VectorEnvironment(name: configuration.environment, count: N)
+        environments = try VectorEnvironment(name: configuration.environment, count: N, modules: configuration.environmentModules ?? [])
         evaluation = try PeriodicEvaluation(environment: configuration.environment, episodes: configuration.evaluationEpisodes,
-                                            seed: configuration.seed)
+                                            seed: configuration.seed, modules: configuration.environmentModules ?? [])
         var seeds = RandomGenerator(seed: configuration.seed)
         agent = try PPOAgent(configuration: p, observationSpace: environments.observationSpace, actionSpace: environments.actionSpace,
                              seed: seeds.next())

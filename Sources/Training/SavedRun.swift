@@ -11,6 +11,8 @@ public final class SavedRun {
     public let environment: String
     public let algorithm: String
     public let actor: any RecurrentActor
+    /// Python modules a `gym:` environment needs.
+    var modules: [String] = []
 
     public init(path: String) throws {
         url = URL(fileURLWithPath: path, isDirectory: true)
@@ -38,8 +40,16 @@ public final class SavedRun {
         if (top["algorithm"] as? String) == "ppo" {
             let c = try decode(PPOTrainingConfiguration.self)
             try c.validate()
-            let env = try EnvironmentRegistry.make(c.environment)
-            let agent = try PPOAgent(configuration: c.ppo, observationSpace: env.observationSpace, actionSpace: env.actionSpace, seed: c.seed)
+            let spaces: (Space, Space)
+            if c.environment.hasPrefix("gym:") {
+                let bridge = try PythonBridge(environment: String(c.environment.dropFirst(4)), count: 1, options: .init(modules: c.environmentModules ?? []))
+                spaces = (bridge.observationSpace, bridge.actionSpace)
+                modules = c.environmentModules ?? []
+            } else {
+                let env = try EnvironmentRegistry.make(c.environment)
+                spaces = (env.observationSpace, env.actionSpace)
+            }
+            let agent = try PPOAgent(configuration: c.ppo, observationSpace: spaces.0, actionSpace: spaces.1, seed: c.seed)
             let normalizers = agent.normalizerParameters()
             let file = try SafeTensors.read(weightsURL)
             try SafeTensors.assign(file.tensors, path: weightsURL.path, into: agent.namedParameters() + normalizers)
@@ -63,6 +73,13 @@ public final class SavedRun {
     /// from `seed`), with deterministic or sampled actions.
     public func evaluate(episodes: Int, seed: UInt64, stochastic: Bool) throws -> (returns: [Double], mean: Double, std: Double) {
         guard episodes >= 1 else { throw TrainingError("--episodes must be at least 1 (got \(episodes))") }
+        if environment.hasPrefix("gym:") {
+            var seeds = RandomGenerator(seed: seed)
+            let vector = try VectorEnvironment(name: environment, count: episodes, modules: modules)
+            let result = try evaluateVector(actor, vector, seed: seeds.next(), deterministic: !stochastic)
+            let (mean, std) = result.summary
+            return (result.returns, mean, std)
+        }
         let envs = try (0..<episodes).map { _ in try EnvironmentRegistry.make(environment) }
         var seeds = RandomGenerator(seed: seed)
         let result = evaluateSideBySide(actor, environments: envs, seeds: &seeds, deterministic: !stochastic)

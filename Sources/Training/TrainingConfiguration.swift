@@ -74,6 +74,9 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         if probes < 0 || probeLength < 1 { try fail("probes must be 0 or more and probe length at least 1") }
         if let k = checkpointInterval, k < 0 { try fail("checkpoint interval must be 0 (only at the end) or positive (got \(k))") }
         if let k = checkpointInterval, k < 0 { try fail("checkpoint interval must be 0 (only at the end) or positive (got \(k))") }
+        if environment.hasPrefix("gym:") {
+            try fail("Python environments (\(environment)) train with ppo for now: `rrl train ppo --env \(environment)`")
+        }
         _ = try EnvironmentRegistry.make(environment)
         try agent.validate()
     }

@@ -87,8 +87,16 @@ struct List: ParsableCommand {
         abstract: "List environments (with their spaces), algorithms, and every option with its default.",
         discussion: "Options are shown as configuration-file keys (the keys of a run's config.json, usable with `rrl train --config`); their command-line flags and meanings are in `rrl train --help`. Off-policy defaults depend on the environment: pass --env to see them for one.")
     @Option(help: "Show the defaults for this environment (default: memory for sac/td3, cartpole-position for ppo).") var env: String?
+    @Flag(help: "List the Python (Gymnasium) environments the bridge can see, usable as --env gym:ID.") var python = false
+    @Option(help: "With --python: a module to import first (it registers environments), e.g. popgym; repeatable.") var envModule: [String] = []
 
     func run() throws {
+        if python {
+            let ids = try PythonBridge.list(options: .init(modules: envModule))
+            print("\(ids.count) Python environments (train with `rrl train ppo --env gym:ID\(envModule.map { " --env-module \($0)" }.joined())`):")
+            for id in ids { print("  gym:\(id)") }
+            return
+        }
         func column(_ text: String, _ width: Int) -> String {
             text.count < width ? text + String(repeating: " ", count: width - text.count) : text + " "
         }

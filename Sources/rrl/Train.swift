@@ -35,7 +35,8 @@ struct Train: ParsableCommand {
     @Option(help: "A JSON configuration file (a run's config.json, or any subset of it); command-line options override it.") var config: String?
     @Option(help: "Continue the run in this folder from its last checkpoint (only --steps, --checkpoint-interval and --quiet may be given too).") var resume: String?
     @Option(help: "Write a checkpoint every this many steps (default 25000; 0: only at the end and on Ctrl-C/SIGTERM).") var checkpointInterval: Int?
-    @Option(help: "Environment (see `rrl list`; default memory, cartpole-position for ppo).") var env: String?
+    @Option(help: "Environment (see `rrl list`; default memory, cartpole-position for ppo). Python environments: gym:ID (ppo; see `rrl list --python`).") var env: String?
+    @Option(help: "A Python module to import before making a gym:ID environment (it registers it), e.g. popgym; repeatable.") var envModule: [String] = []
     @Option(help: "Environment steps.") var steps: Int?
     @Option(help: "Random seed (default 0).") var seed: UInt64?
     @Option(help: "Run folder (default runs/ALGORITHM-ENV-seedS).") var runDir: String?
@@ -90,7 +91,7 @@ struct Train: ParsableCommand {
     var runOptionsGiven: [String] {
         let given: [(String, Bool)] = [
             ("ALGORITHM", algorithm != nil), ("--config", config != nil), ("--env", env != nil), ("--seed", seed != nil),
-            ("--run-dir", runDir != nil), ("--overwrite", overwrite), ("--network", network != nil), ("--layers", layers != nil),
+            ("--run-dir", runDir != nil), ("--overwrite", overwrite), ("--env-module", !envModule.isEmpty), ("--network", network != nil), ("--layers", layers != nil),
             ("--hidden", hidden != nil), ("--head-hidden", headHidden != nil), ("--activation", activation != nil),
             ("--context", context != nil), ("--truncation", truncation != nil), ("--gamma", gamma != nil),
             ("--max-grad-norm", maxGradNorm != nil), ("--eval-interval", evalInterval != nil), ("--eval-episodes", evalEpisodes != nil),
@@ -132,6 +133,7 @@ struct Train: ParsableCommand {
         if !ppoGiven.isEmpty {
             throw ConfigurationError("\(ppoGiven.joined(separator: ", ")) \(ppoGiven.count == 1 ? "applies" : "apply") only to ppo; remove \(ppoGiven.count == 1 ? "it" : "them"), or train with `rrl train ppo`")
         }
+        if !envModule.isEmpty { throw ConfigurationError("--env-module applies to Python environments, which train with ppo for now") }
         var c = base ?? TrainingConfiguration.defaults(algorithm: algorithm == .td3 ? .td3 : .sac, environment: env ?? "memory")
         if let env { c.environment = env }
         let environment = try EnvironmentRegistry.make(c.environment)
@@ -282,7 +284,9 @@ struct Train: ParsableCommand {
     /// writes the weights and prints a summary.
     func train(_ session: any TrainingSession, folder: RunFolder) throws {
         let store = CheckpointStore(directory: folder.checkpointsURL)
-        let interval = session.checkpointInterval
+        let canCheckpoint = session.cannotCheckpoint == nil
+        if let reason = session.cannotCheckpoint { print("checkpoints are off: \(reason) (an interrupted run keeps its metrics and current weights)") }
+        let interval = canCheckpoint ? session.checkpointInterval : 0
         var nextCheckpoint = interval > 0 ? (session.step / interval + 1) * interval : Int.max
         var lastCheckpoint = store.list().last?.step
         func checkpoint() throws {
@@ -300,7 +304,7 @@ struct Train: ParsableCommand {
                 last = row
             }, afterStep: { _ in
                 if let signal = InterruptSignals.received {
-                    try checkpoint()
+                    if canCheckpoint { try checkpoint() }
                     throw Interrupted(signal: signal, step: session.step)
                 }
                 if session.step >= nextCheckpoint {
@@ -313,7 +317,11 @@ struct Train: ParsableCommand {
             let name = stop.signal == SIGINT ? "interrupted (Ctrl-C)" : "stopped by SIGTERM"
             let weights = session.exportedWeights()
             try folder.writeWeights(weights.tensors, metadata: weights.metadata)
-            print("\(name) at step \(stop.step); checkpoint written to \(folder.checkpointsURL.path) and the current weights to \(folder.weightsURL.path); continue with `rrl train --resume \(folder.url.path)`")
+            if canCheckpoint {
+                print("\(name) at step \(stop.step); checkpoint written to \(folder.checkpointsURL.path) and the current weights to \(folder.weightsURL.path); continue with `rrl train --resume \(folder.url.path)`")
+            } else {
+                print("\(name) at step \(stop.step); the current weights are in \(folder.weightsURL.path) (no checkpoint: this run cannot be resumed)")
+            }
             throw ExitCode(128 + stop.signal)
         } catch let error as TrainingError {
             display.finish()
@@ -329,7 +337,7 @@ struct Train: ParsableCommand {
             throw ExitCode.failure
         }
         display.finish()
-        if lastCheckpoint != session.step { try checkpoint() }
+        if canCheckpoint && lastCheckpoint != session.step { try checkpoint() }
         let weights = session.exportedWeights()
         try folder.writeWeights(weights.tensors, metadata: weights.metadata)
         if let last {

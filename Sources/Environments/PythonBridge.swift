@@ -1,0 +1,277 @@
+import Foundation
+import Tensors
+
+/// N copies of a Python (Gymnasium) environment served by a child process running
+/// `python3 -m rrl_bridge` (the package in the repository's `python/` folder), spoken to over its
+/// standard input and output with a compact binary protocol: one message steps all N copies.
+///
+/// Failures never hang and never pass silently: a Python exception in `reset` or `step` becomes an
+/// `EnvironmentError` carrying the Python message; a child that exits is reported with its exit
+/// status and the end of what it wrote to stderr; a reply that does not come within `timeout`
+/// seconds kills the child and is reported as a hang.
+public final class PythonBridge {
+    /// Where the bridge finds Python and its package, and how long it waits.
+    public struct Options: Sendable {
+        /// Python modules to import before making the environment (they register it, e.g. `popgym`).
+        public var modules: [String] = []
+        public var python = "python3"
+        /// Seconds to wait for any reply (making an environment may import large packages).
+        public var timeout: Double = 60
+        /// The folder that holds `rrl_bridge/` (default: `$RRL_BRIDGE_PATH`, else `python/` in the
+        /// current folder or above the executable's).
+        public var packagePath: String? = nil
+        public init(modules: [String] = [], timeout: Double = 60) {
+            self.modules = modules
+            self.timeout = timeout
+        }
+    }
+
+    public let environment: String
+    public let count: Int
+    public private(set) var observationSpace: Space = .discrete(1)
+    public private(set) var actionSpace: Space = .discrete(1)
+    public private(set) var observationWidth = 0
+    public private(set) var actionWidth = 0
+    /// The time limit the environment registers (0 when it has none).
+    public private(set) var maxEpisodeSteps = 0
+    let options: Options
+    let process: Process
+    let input: Int32, output: Int32
+    let stderrURL: URL
+    var closed = false
+    var reply: [UInt8] = []
+    var message: [UInt8] = []
+
+    static let make: UInt8 = 1, resetCode: UInt8 = 2, stepCode: UInt8 = 3, listCode: UInt8 = 4, closeCode: UInt8 = 5
+
+    /// Starts the child and makes `count` copies of `environment` (a Gymnasium id such as `CartPole-v1`).
+    public init(environment: String, count: Int, options: Options = Options()) throws {
+        precondition(count >= 1, "the bridge needs at least one copy")
+        self.environment = environment
+        self.count = count
+        self.options = options
+        (process, input, output, stderrURL) = try PythonBridge.start(options, name: environment)
+        let request = try JSONSerialization.data(withJSONObject: ["env": environment, "count": count, "modules": options.modules] as [String: Any])
+        let answer: [String: Any]
+        do {
+            try send(PythonBridge.make, [UInt8](request))
+            let data = try receive(timeout: options.timeout)
+            guard let object = try? JSONSerialization.jsonObject(with: Data(data)) as? [String: Any] else {
+                throw EnvironmentError(environment: "gym:" + environment, message: "the bridge answered something that is not a description of the environment")
+            }
+            answer = object
+        } catch {
+            shutDown()
+            throw error
+        }
+        guard let protocolVersion = answer["protocol"] as? Int, protocolVersion == 1, (answer["agents"] as? Int) == 1 else {
+            shutDown()
+            throw EnvironmentError(environment: "gym:" + environment, message: "the bridge speaks protocol \(answer["protocol"] ?? "?") with \(answer["agents"] ?? "?") agents; this rrl speaks protocol 1 with one agent")
+        }
+        func space(_ value: Any?) -> Space? {
+            guard let spec = value as? [String: Any], let type = spec["type"] as? String else { return nil }
+            if type == "discrete", let n = spec["n"] as? Int { return .discrete(n) }
+            if type == "box", let low = spec["low"] as? [Double], let high = spec["high"] as? [Double], low.count == high.count {
+                return .box(low: low.map { Float($0) }, high: high.map { Float($0) })
+            }
+            return nil
+        }
+        guard let o = space(answer["observation"]), let a = space(answer["action"]) else {
+            shutDown()
+            throw EnvironmentError(environment: "gym:" + environment, message: "the bridge described spaces this rrl cannot read: \(answer)")
+        }
+        observationSpace = o
+        actionSpace = a
+        observationWidth = o.width
+        actionWidth = a.width
+        maxEpisodeSteps = answer["max_episode_steps"] as? Int ?? 0
+    }
+
+    deinit { shutDown() }
+
+    /// The environment ids Gymnasium has registered once `modules` are imported.
+    public static func list(options: Options = Options()) throws -> [String] {
+        let bridge = try PythonBridge(listing: options)
+        defer { bridge.shutDown() }
+        let request = try JSONSerialization.data(withJSONObject: ["modules": options.modules])
+        try bridge.send(listCode, [UInt8](request))
+        let data = try bridge.receive(timeout: options.timeout)
+        return (try? JSONSerialization.jsonObject(with: Data(data)) as? [String]) ?? []
+    }
+
+    private init(listing options: Options) throws {
+        environment = "(list)"
+        count = 0
+        self.options = options
+        (process, input, output, stderrURL) = try PythonBridge.start(options, name: "(list)")
+    }
+
+    /// Resets every copy (copy i with `seed + i`, or continuing its stream) and writes `[N, width]` observations.
+    public func reset(seed: UInt64?, observations: UnsafeMutablePointer<Float>) throws {
+        var payload = [UInt8](repeating: 0, count: 9)
+        payload[0] = seed == nil ? 0 : 1
+        for k in 0..<8 { payload[1 + k] = UInt8(truncatingIfNeeded: (seed ?? 0) >> (8 * UInt64(k))) }
+        try send(PythonBridge.resetCode, payload)
+        let data = try receive(timeout: options.timeout)
+        try copy(data, 0, into: observations, count: count * observationWidth, what: "reset")
+    }
+
+    /// Steps every copy with its row of `actions`. A copy whose episode ended is reset by the bridge:
+    /// its row of `observations` is then the next episode's first, and `finalObservations` holds the
+    /// ended episode's last. `flags`: bit 0 terminated, bit 1 truncated.
+    public func step(actions: UnsafePointer<Float>, observations: UnsafeMutablePointer<Float>, finalObservations: UnsafeMutablePointer<Float>,
+                     rewards: UnsafeMutablePointer<Float>, flags: UnsafeMutablePointer<UInt8>) throws {
+        let n = count * actionWidth
+        message.removeAll(keepingCapacity: true)
+        UnsafeRawBufferPointer(start: actions, count: n * 4).withMemoryRebound(to: UInt8.self) { message.append(contentsOf: $0) }
+        try send(PythonBridge.stepCode, message)
+        let data = try receive(timeout: options.timeout)
+        let w = count * observationWidth
+        guard data.count == 8 * w + 5 * count else {
+            throw EnvironmentError(environment: "gym:" + environment, message: "the bridge's step reply has \(data.count) bytes, expected \(8 * w + 5 * count)")
+        }
+        try copy(data, 0, into: observations, count: w, what: "step")
+        try copy(data, 4 * w, into: finalObservations, count: w, what: "step")
+        try copy(data, 8 * w, into: rewards, count: count, what: "step")
+        for i in 0..<count { flags[i] = data[8 * w + 4 * count + i] }
+    }
+
+    func copy(_ data: [UInt8], _ offset: Int, into destination: UnsafeMutablePointer<Float>, count: Int, what: String) throws {
+        guard data.count >= offset + 4 * count else {
+            throw EnvironmentError(environment: "gym:" + environment, message: "the bridge's \(what) reply is too short (\(data.count) bytes)")
+        }
+        data.withUnsafeBytes { raw in
+            UnsafeMutableRawPointer(destination).copyMemory(from: raw.baseAddress! + offset, byteCount: 4 * count)
+        }
+    }
+
+    // MARK: The child process
+
+    /// The folder holding `rrl_bridge/__main__.py`.
+    static func packageFolder(_ options: Options) -> String? {
+        var candidates: [String] = []
+        if let p = options.packagePath { candidates.append(p) }
+        if let p = ProcessInfo.processInfo.environment["RRL_BRIDGE_PATH"] { candidates.append(p) }
+        var folder = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+        for _ in 0..<4 {
+            candidates.append(folder.appendingPathComponent("python").path)
+            folder.deleteLastPathComponent()
+        }
+        var executable = URL(fileURLWithPath: CommandLine.arguments.first ?? "").resolvingSymlinksInPath().deletingLastPathComponent()
+        for _ in 0..<5 {
+            candidates.append(executable.appendingPathComponent("python").path)
+            executable.deleteLastPathComponent()
+        }
+        return candidates.first { FileManager.default.fileExists(atPath: $0 + "/rrl_bridge/__main__.py") }
+    }
+
+    static func start(_ options: Options, name: String) throws -> (Process, Int32, Int32, URL) {
+        guard let folder = packageFolder(options) else {
+            throw EnvironmentError(environment: "gym:" + name, message: "cannot find the Python package rrl_bridge (python/rrl_bridge in the repository); run from the repository, or set RRL_BRIDGE_PATH to the folder that holds rrl_bridge/")
+        }
+        // A write to a child that died must be an error, not a SIGPIPE that kills rrl.
+        signal(SIGPIPE, SIG_IGN)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = [options.python, "-u", "-m", "rrl_bridge"]
+        var environment = ProcessInfo.processInfo.environment
+        environment["PYTHONPATH"] = folder + (environment["PYTHONPATH"].map { ":" + $0 } ?? "")
+        process.environment = environment
+        let toChild = Pipe(), fromChild = Pipe()
+        let stderrURL = FileManager.default.temporaryDirectory.appendingPathComponent("rrl-bridge-\(getpid())-\(UUID().uuidString).log")
+        FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
+        process.standardInput = toChild
+        process.standardOutput = fromChild
+        process.standardError = try FileHandle(forWritingTo: stderrURL)
+        do { try process.run() } catch {
+            throw EnvironmentError(environment: "gym:" + name, message: "cannot start \(options.python): \(error.localizedDescription); install Python 3 with numpy and gymnasium")
+        }
+        return (process, toChild.fileHandleForWriting.fileDescriptor, fromChild.fileHandleForReading.fileDescriptor, stderrURL)
+    }
+
+    /// The last lines the child wrote to stderr.
+    func stderrTail(lines: Int = 12) -> String {
+        let text = (try? String(contentsOf: stderrURL, encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").suffix(lines).joined(separator: "\n")
+    }
+
+    func failure(_ what: String) -> EnvironmentError {
+        var message = what
+        let tail = stderrTail()
+        if !tail.isEmpty { message += "; its stderr ends with:\n" + tail }
+        return EnvironmentError(environment: "gym:" + environment, message: message)
+    }
+
+    func died() -> EnvironmentError {
+        process.waitUntilExit()
+        let status = process.terminationStatus
+        let how = process.terminationReason == .uncaughtSignal ? "was killed by signal \(status)" : "exited with status \(status)"
+        return failure("the Python bridge \(how)")
+    }
+
+    func send(_ opcode: UInt8, _ payload: [UInt8]) throws {
+        guard !closed else { throw EnvironmentError(environment: "gym:" + environment, message: "the Python bridge is closed") }
+        let length = UInt32(payload.count + 1)
+        var header: [UInt8] = (0..<4).map { UInt8(truncatingIfNeeded: length >> (8 * UInt32($0))) }
+        header.append(opcode)
+        for part in [header, payload] {
+            var offset = 0
+            while offset < part.count {
+                let n = part.withUnsafeBytes { Foundation.write(input, $0.baseAddress! + offset, part.count - offset) }
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { closed = true; throw died() }
+                offset += n
+            }
+        }
+    }
+
+    /// Reads exactly `count` bytes into `reply`, or fails on end of file or timeout.
+    func read(_ count: Int, deadline: Double) throws {
+        reply.removeAll(keepingCapacity: true)
+        reply.reserveCapacity(count)
+        var buffer = [UInt8](repeating: 0, count: min(max(count, 1), 1 << 16))
+        while reply.count < count {
+            var fds = pollfd(fd: output, events: Int16(POLLIN), revents: 0)
+            let left = deadline - Date().timeIntervalSince1970
+            guard left > 0 else {
+                closed = true
+                process.terminate()
+                throw failure("the Python bridge did not answer within \(String(format: "%.0f", options.timeout)) s (the environment hangs?); it was stopped")
+            }
+            let ready = poll(&fds, 1, Int32(min(left * 1000, 1_000_000)))
+            if ready < 0 && errno == EINTR { continue }
+            if ready == 0 { continue }
+            let n = buffer.withUnsafeMutableBytes { Foundation.read(output, $0.baseAddress!, min($0.count, count - reply.count)) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { closed = true; throw died() }
+            reply.append(contentsOf: buffer[0..<n])
+        }
+    }
+
+    /// One reply's payload; an error status becomes an `EnvironmentError` with the Python message.
+    func receive(timeout: Double) throws -> [UInt8] {
+        let deadline = Date().timeIntervalSince1970 + timeout
+        try read(5, deadline: deadline)
+        let length = Int(reply[0]) | Int(reply[1]) << 8 | Int(reply[2]) << 16 | Int(reply[3]) << 24
+        let status = reply[4]
+        guard length >= 1 else { throw failure("the Python bridge sent a malformed reply") }
+        try read(length - 1, deadline: deadline)
+        if status != 0 {
+            throw EnvironmentError(environment: "gym:" + environment, message: "Python raised: " + String(decoding: reply, as: UTF8.self))
+        }
+        return reply
+    }
+
+    /// Asks the child to exit, and makes sure it does.
+    func shutDown() {
+        if !closed && process.isRunning {
+            try? send(PythonBridge.closeCode, [])
+            closed = true
+            let deadline = Date().timeIntervalSince1970 + 2
+            while process.isRunning && Date().timeIntervalSince1970 < deadline { usleep(2000) }
+        }
+        closed = true
+        if process.isRunning { process.terminate() }
+        try? FileManager.default.removeItem(at: stderrURL)
+    }
+}
