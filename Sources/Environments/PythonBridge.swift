@@ -71,8 +71,13 @@ public final class PythonBridge {
         func space(_ value: Any?) -> Space? {
             guard let spec = value as? [String: Any], let type = spec["type"] as? String else { return nil }
             if type == "discrete", let n = spec["n"] as? Int { return .discrete(n) }
-            if type == "box", let low = spec["low"] as? [Double], let high = spec["high"] as? [Double], low.count == high.count {
-                return .box(low: low.map { Float($0) }, high: high.map { Float($0) })
+            func bound(_ v: Any) -> Float? {
+                if let s = v as? String { return s == "inf" ? .infinity : s == "-inf" ? -.infinity : nil }
+                return (v as? NSNumber).map { $0.floatValue }
+            }
+            if type == "box", let low = (spec["low"] as? [Any])?.compactMap(bound), let high = (spec["high"] as? [Any])?.compactMap(bound),
+               low.count == high.count, low.count == (spec["low"] as? [Any])?.count, high.count == (spec["high"] as? [Any])?.count {
+                return .box(low: low, high: high)
             }
             return nil
         }

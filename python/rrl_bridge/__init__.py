@@ -18,6 +18,7 @@ The Swift side starts `python3 -m rrl_bridge` and speaks a small binary protocol
     LIST  (4): JSON {"modules": [...]}  -> JSON ["CartPole-v1", ...]
     CLOSE (5): -> empty
 
+Space descriptions give Box bounds as numbers, infinite ones as the strings "inf" and "-inf".
 Flattening: Box -> its values as float32 (row-major); Discrete(n) observation -> one-hot of n;
 MultiDiscrete(nvec) observation -> the one-hots of its entries, concatenated. Actions: Box -> floats;
 Discrete(n) -> one float holding the index. Other spaces are refused with a message saying which.

@@ -34,13 +34,19 @@ def import_modules(modules):
             raise BridgeError(f"cannot import module '{name}' ({e}); install it (pip install {name.split('.')[0]}) or fix --env-module")
 
 
+def json_float(x):
+    """A bound as JSON allows it: infinite ones as the strings "inf" and "-inf"."""
+    x = float(x)
+    return x if np.isfinite(x) else ("inf" if x > 0 else "-inf")
+
+
 def space_spec(space, role):
     """(description, width, encoder) of a space; refuses spaces the bridge cannot flatten."""
     import gymnasium.spaces as S
     if isinstance(space, S.Box):
         low = np.broadcast_to(space.low, space.shape).astype(np.float64).ravel()
         high = np.broadcast_to(space.high, space.shape).astype(np.float64).ravel()
-        spec = {"type": "box", "low": [float(x) for x in low], "high": [float(x) for x in high]}
+        spec = {"type": "box", "low": [json_float(x) for x in low], "high": [json_float(x) for x in high]}
         return spec, int(low.size), lambda x, out: out.__setitem__(slice(None), np.asarray(x, dtype=np.float32).ravel())
     if isinstance(space, S.Discrete):
         n, start = int(space.n), int(space.start)

@@ -1,0 +1,132 @@
+import Agents
+import Environments
+import Foundation
+import Tensors
+import TestSupport
+@testable import Training
+import XCTest
+
+/// The bridge against Gymnasium itself, its failure handling, and PPO through it. Skipped when
+/// python3 with gymnasium (and popgym) is missing; .ci/run installs them.
+final class PythonBridgeTests: XCTestCase {
+    override func setUpWithError() throws {
+        let (status, output) = try runPython("import gymnasium, popgym, numpy; print('ok')", arguments: [])
+        if status != 0 { throw XCTSkip("python3 with gymnasium and popgym is not usable here: \(output)") }
+    }
+
+    /// The float32 values Python printed (its shortest decimal of each float32, read back as a
+    /// Double within one unit of the last place, so rounding to Float32 recovers it exactly).
+    func float32(_ values: [Double]?) -> [Float] { (values ?? []).map { Float($0) } }
+
+    /// With fixed actions and seeds, every observation, reward and flag seen through the bridge
+    /// equals what Gymnasium gives when called directly (float32, bit for bit), auto-resets included.
+    func testBridgeMatchesGymnasiumStepForStep() throws {
+        for (id, modules, actionCount, oneHot) in [("CartPole-v1", [String](), 2, 0), ("popgym-RepeatPreviousEasy-v0", ["popgym"], 4, 4)] {
+            let N = 3, T = 120
+            let actions = (0..<T * N).map { Float(($0 * 7 + $0 / 5) % actionCount) }
+            let script = """
+            import sys, json, importlib, numpy as np, gymnasium as gym
+            for m in json.loads(sys.argv[2]): importlib.import_module(m)
+            N, T, one_hot = 3, 120, \(oneHot)
+            actions = json.loads(sys.argv[3])
+            def enc(o):
+                if one_hot:
+                    v = np.zeros(one_hot, np.float32); v[int(o)] = 1; return v.tolist()
+                return np.asarray(o, np.float32).ravel().tolist()
+            envs = [gym.make(sys.argv[1]) for _ in range(N)]
+            obs = [enc(e.reset(seed=100 + i)[0]) for i, e in enumerate(envs)]
+            out = {"reset": obs, "steps": []}
+            for t in range(T):
+                row = []
+                for i, e in enumerate(envs):
+                    o, r, term, trunc, _ = e.step(int(actions[t * N + i]))
+                    final = enc(o)
+                    if term or trunc: o, _ = e.reset()
+                    row.append([enc(o), float(np.float32(r)), int(term) | 2 * int(trunc), final if (term or trunc) else None])
+                out["steps"].append(row)
+            print(json.dumps(out))
+            """
+            let actionsJSON = String(decoding: try JSONSerialization.data(withJSONObject: actions.map { Double($0) }), as: UTF8.self)
+            let (status, output) = try runPython(script, arguments: [id, modules.description, actionsJSON])
+            XCTAssertEqual(status, 0, output)
+            let reference = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])
+            let resetRows = try XCTUnwrap(reference["reset"] as? [[Double]])
+            let steps = try XCTUnwrap(reference["steps"] as? [[[Any]]])
+
+            let bridge = try PythonBridge(environment: id, count: N, options: .init(modules: modules))
+            let w = bridge.observationWidth
+            let obs = UnsafeMutablePointer<Float>.allocate(capacity: N * w), final = UnsafeMutablePointer<Float>.allocate(capacity: N * w)
+            let rewards = UnsafeMutablePointer<Float>.allocate(capacity: N), flags = UnsafeMutablePointer<UInt8>.allocate(capacity: N)
+            defer { obs.deallocate(); final.deallocate(); rewards.deallocate(); flags.deallocate() }
+            try bridge.reset(seed: 100, observations: obs)
+            for i in 0..<N { XCTAssertEqual((0..<w).map { obs[i * w + $0] }, float32(resetRows[i]), "\(id) reset \(i)") }
+            var ends = 0
+            for t in 0..<T {
+                try actions.withUnsafeBufferPointer { a in
+                    try bridge.step(actions: a.baseAddress! + t * N, observations: obs, finalObservations: final, rewards: rewards, flags: flags)
+                }
+                for i in 0..<N {
+                    let row = steps[t][i]
+                    XCTAssertEqual((0..<w).map { obs[i * w + $0] }, float32(row[0] as? [Double]), "\(id) step \(t) copy \(i)")
+                    XCTAssertEqual(rewards[i], (row[1] as? Double).map { Float($0) }, "\(id) step \(t) copy \(i) reward")
+                    XCTAssertEqual(Int(flags[i]), row[2] as? Int, "\(id) step \(t) copy \(i) flags")
+                    if let f = row[3] as? [Double] {
+                        ends += 1
+                        XCTAssertEqual((0..<w).map { final[i * w + $0] }, float32(f), "\(id) step \(t) copy \(i) final observation")
+                    }
+                }
+            }
+            XCTAssertGreaterThan(ends, 2, "\(id): episodes ended (and were reset) inside the comparison")
+        }
+    }
+
+    /// An exception inside step, a child that dies, a child that hangs, an unknown name, a space
+    /// that cannot be flattened: each a clear error within a bounded time.
+    func testFailuresAreClearErrorsWithinBoundedTime() throws {
+        func failure(_ id: String, timeout: Double = 20) -> (message: String, seconds: Double) {
+            let start = Date()
+            do {
+                let vector = VectorEnvironment(bridge: try PythonBridge(environment: id, count: 2, options: .init(modules: ["rrl_bridge.testing"], timeout: timeout)))
+                try vector.reset(seed: 0)
+                for _ in 0..<5 { try vector.step([0, 1]) }
+                return ("no error", Date().timeIntervalSince(start))
+            } catch {
+                return ("\(error)", Date().timeIntervalSince(start))
+            }
+        }
+        var (message, seconds) = failure("rrl-testing/Raise-v0")
+        XCTAssertTrue(message.contains("Python raised: ValueError: the pole fell off the cart") && message.contains("testing.py"), message)
+        (message, seconds) = failure("rrl-testing/Crash-v0")
+        XCTAssertTrue(message.contains("the Python bridge exited with status 3"), message)
+        XCTAssertLessThan(seconds, 15)
+        (message, seconds) = failure("rrl-testing/Hang-v0", timeout: 2)
+        XCTAssertTrue(message.contains("did not answer within 2 s"), message)
+        XCTAssertLessThan(seconds, 10, "the hang is detected by the timeout")
+        (message, _) = failure("CartPol-v1")
+        XCTAssertTrue(message.contains("unknown environment 'CartPol-v1'") && message.contains("CartPole-v1") && message.contains("rrl list --python"), message)
+        (message, _) = failure("rrl-testing/TupleObservation-v0")
+        XCTAssertTrue(message.contains("observation space") && message.contains("Tuple") && message.contains("not supported"), message)
+        XCTAssertTrue(try PythonBridge.list(options: .init(modules: ["popgym"])).contains("popgym-CountRecallEasy-v0"))
+    }
+
+    /// A short recurrent PPO run on POPGym's RepeatPreviousEasy through the bridge ends well above
+    /// what a policy without memory can get (about -0.5: it can only guess one suit in four).
+    func testPPOLearnsRepeatPreviousThroughTheBridge() throws {
+        var c = PPOTrainingConfiguration.defaults(environment: "gym:popgym-RepeatPreviousEasy-v0")
+        c.environmentModules = ["popgym"]
+        c.steps = 40_000
+        c.evaluationInterval = 40_000
+        c.evaluationEpisodes = 8
+        c.ppo.network = .gru
+        c.ppo.environments = 16
+        c.ppo.rolloutSteps = 64
+        c.ppo.epochs = 10
+        c.ppo.gamma = 0.99
+        c.ppo.gaeLambda = 0.95
+        c.ppo.entropyCoefficient = 0.01
+        let trainer = try PPOTrainer(configuration: c)
+        let rows = try trainer.run()
+        let final = try XCTUnwrap(rows.last?["eval_return_mean"])
+        XCTAssertGreaterThan(final, 0, "after 40k steps (memoryless about -0.5)")
+    }
+}
