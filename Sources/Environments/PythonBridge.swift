@@ -35,12 +35,14 @@ public final class PythonBridge {
     /// The time limit the environment registers (0 when it has none).
     public private(set) var maxEpisodeSteps = 0
     let options: Options
-    let process: Process
+    let process: ChildProcess
     let input: Int32, output: Int32
     let stderrURL: URL
     var closed = false
     var reply: [UInt8] = []
     var message: [UInt8] = []
+    var outgoing: [UInt8] = []
+    var readBuffer = [UInt8](repeating: 0, count: 1 << 16)
 
     static let make: UInt8 = 1, resetCode: UInt8 = 2, stepCode: UInt8 = 3, listCode: UInt8 = 4, closeCode: UInt8 = 5
 
@@ -50,7 +52,9 @@ public final class PythonBridge {
         self.environment = environment
         self.count = count
         self.options = options
-        (process, input, output, stderrURL) = try PythonBridge.start(options, name: environment)
+        (process, stderrURL) = try PythonBridge.start(options, name: environment)
+        input = process.input
+        output = process.output
         let request = try JSONSerialization.data(withJSONObject: ["env": environment, "count": count, "modules": options.modules] as [String: Any])
         let answer: [String: Any]
         do {
@@ -108,7 +112,9 @@ public final class PythonBridge {
         environment = "(list)"
         count = 0
         self.options = options
-        (process, input, output, stderrURL) = try PythonBridge.start(options, name: "(list)")
+        (process, stderrURL) = try PythonBridge.start(options, name: "(list)")
+        input = process.input
+        output = process.output
     }
 
     /// Resets every copy (copy i with `seed + i`, or continuing its stream) and writes `[N, width]` observations.
@@ -170,28 +176,21 @@ public final class PythonBridge {
         return candidates.first { FileManager.default.fileExists(atPath: $0 + "/rrl_bridge/__main__.py") }
     }
 
-    static func start(_ options: Options, name: String) throws -> (Process, Int32, Int32, URL) {
+    static func start(_ options: Options, name: String) throws -> (ChildProcess, URL) {
         guard let folder = packageFolder(options) else {
             throw EnvironmentError(environment: "gym:" + name, message: "cannot find the Python package rrl_bridge (python/rrl_bridge in the repository); run from the repository, or set RRL_BRIDGE_PATH to the folder that holds rrl_bridge/")
         }
         // A write to a child that died must be an error, not a SIGPIPE that kills rrl.
         signal(SIGPIPE, SIG_IGN)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [options.python, "-u", "-m", "rrl_bridge"]
         var environment = ProcessInfo.processInfo.environment
         environment["PYTHONPATH"] = folder + (environment["PYTHONPATH"].map { ":" + $0 } ?? "")
-        process.environment = environment
-        let toChild = Pipe(), fromChild = Pipe()
         let stderrURL = FileManager.default.temporaryDirectory.appendingPathComponent("rrl-bridge-\(getpid())-\(UUID().uuidString).log")
-        FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
-        process.standardInput = toChild
-        process.standardOutput = fromChild
-        process.standardError = try FileHandle(forWritingTo: stderrURL)
-        do { try process.run() } catch {
-            throw EnvironmentError(environment: "gym:" + name, message: "cannot start \(options.python): \(error.localizedDescription); install Python 3 with numpy and gymnasium")
+        do {
+            let child = try ChildProcess(arguments: [options.python, "-u", "-m", "rrl_bridge"], environment: environment, stderrPath: stderrURL.path)
+            return (child, stderrURL)
+        } catch {
+            throw EnvironmentError(environment: "gym:" + name, message: "cannot start \(options.python): \(error); install Python 3 with numpy and gymnasium")
         }
-        return (process, toChild.fileHandleForWriting.fileDescriptor, fromChild.fileHandleForReading.fileDescriptor, stderrURL)
     }
 
     /// The last lines the child wrote to stderr.
@@ -208,25 +207,22 @@ public final class PythonBridge {
     }
 
     func died() -> EnvironmentError {
-        process.waitUntilExit()
-        let status = process.terminationStatus
-        let how = process.terminationReason == .uncaughtSignal ? "was killed by signal \(status)" : "exited with status \(status)"
-        return failure("the Python bridge \(how)")
+        failure("the Python bridge \(process.waitForExit())")
     }
 
     func send(_ opcode: UInt8, _ payload: [UInt8]) throws {
         guard !closed else { throw EnvironmentError(environment: "gym:" + environment, message: "the Python bridge is closed") }
         let length = UInt32(payload.count + 1)
-        var header: [UInt8] = (0..<4).map { UInt8(truncatingIfNeeded: length >> (8 * UInt32($0))) }
-        header.append(opcode)
-        for part in [header, payload] {
-            var offset = 0
-            while offset < part.count {
-                let n = part.withUnsafeBytes { Foundation.write(input, $0.baseAddress! + offset, part.count - offset) }
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { closed = true; throw died() }
-                offset += n
-            }
+        outgoing.removeAll(keepingCapacity: true)
+        for k in 0..<4 { outgoing.append(UInt8(truncatingIfNeeded: length >> (8 * UInt32(k)))) }
+        outgoing.append(opcode)
+        outgoing.append(contentsOf: payload)
+        var offset = 0
+        while offset < outgoing.count {
+            let n = outgoing.withUnsafeBytes { Foundation.write(input, $0.baseAddress! + offset, $0.count - offset) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { closed = true; throw died() }
+            offset += n
         }
     }
 
@@ -234,22 +230,22 @@ public final class PythonBridge {
     func read(_ count: Int, deadline: Double) throws {
         reply.removeAll(keepingCapacity: true)
         reply.reserveCapacity(count)
-        var buffer = [UInt8](repeating: 0, count: min(max(count, 1), 1 << 16))
         while reply.count < count {
             var fds = pollfd(fd: output, events: Int16(POLLIN), revents: 0)
             let left = deadline - Date().timeIntervalSince1970
             guard left > 0 else {
                 closed = true
-                process.terminate()
+                process.kill()
                 throw failure("the Python bridge did not answer within \(String(format: "%.0f", options.timeout)) s (the environment hangs?); it was stopped")
             }
             let ready = poll(&fds, 1, Int32(min(left * 1000, 1_000_000)))
             if ready < 0 && errno == EINTR { continue }
             if ready == 0 { continue }
-            let n = buffer.withUnsafeMutableBytes { Foundation.read(output, $0.baseAddress!, min($0.count, count - reply.count)) }
+            let want = count - reply.count
+            let n = readBuffer.withUnsafeMutableBytes { Foundation.read(output, $0.baseAddress!, min($0.count, want)) }
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else { closed = true; throw died() }
-            reply.append(contentsOf: buffer[0..<n])
+            readBuffer.withUnsafeBytes { reply.append(contentsOf: $0[0..<n]) }
         }
     }
 
@@ -276,7 +272,102 @@ public final class PythonBridge {
             while process.isRunning && Date().timeIntervalSince1970 < deadline { usleep(2000) }
         }
         closed = true
-        if process.isRunning { process.terminate() }
+        if process.isRunning { process.kill() }
+        _ = process.waitForExit()
+        process.closePipes()
         try? FileManager.default.removeItem(at: stderrURL)
+    }
+}
+
+/// A child process started with posix_spawn, its standard input and output on pipes and its
+/// standard error in a file (no monitoring thread, nothing shared with Foundation's Process).
+public final class ChildProcess {
+    public let pid: pid_t
+    public let input: Int32, output: Int32
+    private var exitDescription: String?
+
+    struct SpawnError: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    public init(arguments: [String], environment: [String: String] = ProcessInfo.processInfo.environment, stderrPath: String = "/dev/null") throws {
+        var toChild: [Int32] = [0, 0], fromChild: [Int32] = [0, 0]
+        guard pipe(&toChild) == 0, pipe(&fromChild) == 0 else { throw SpawnError(description: String(cString: strerror(errno))) }
+        let errFD = open(stderrPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard errFD >= 0 else { throw SpawnError(description: "cannot create \(stderrPath): \(String(cString: strerror(errno)))") }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, toChild[0], 0)
+        posix_spawn_file_actions_adddup2(&actions, fromChild[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, errFD, 2)
+        for fd in [toChild[0], toChild[1], fromChild[0], fromChild[1], errFD] { posix_spawn_file_actions_addclose(&actions, fd) }
+        let argv = arguments.map { strdup($0) } + [nil]
+        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { for p in argv + envp { free(p) } }
+        var child: pid_t = 0
+        let status = posix_spawnp(&child, arguments[0], &actions, nil, argv, envp)
+        close(toChild[0])
+        close(fromChild[1])
+        close(errFD)
+        guard status == 0 else {
+            close(toChild[1])
+            close(fromChild[0])
+            throw SpawnError(description: String(cString: strerror(status)))
+        }
+        // The parent's ends are not inherited by later children.
+        _ = fcntl(toChild[1], F_SETFD, FD_CLOEXEC)
+        _ = fcntl(fromChild[0], F_SETFD, FD_CLOEXEC)
+        pid = child
+        input = toChild[1]
+        output = fromChild[0]
+    }
+
+    var isRunning: Bool {
+        guard exitDescription == nil else { return false }
+        var status: Int32 = 0
+        let r = waitpid(pid, &status, WNOHANG)
+        if r == pid { exitDescription = ChildProcess.describe(status); return false }
+        return r == 0
+    }
+
+    func kill() { if exitDescription == nil { _ = Glibc.kill(pid, SIGKILL) } }
+
+    /// Waits for the child and says how it ended ("exited with status 3", "was killed by signal 9").
+    public func waitForExit() -> String {
+        if let exitDescription { return exitDescription }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let text = ChildProcess.describe(status)
+        exitDescription = text
+        return text
+    }
+
+    static func describe(_ status: Int32) -> String {
+        let signal = status & 0x7F
+        return signal == 0 ? "exited with status \((status >> 8) & 0xFF)" : "was killed by signal \(signal)"
+    }
+
+    private var pipesClosed = false
+    func closePipes() {
+        guard !pipesClosed else { return }
+        pipesClosed = true
+        close(input)
+        close(output)
+    }
+
+    deinit { closePipes() }
+
+    /// Everything the child writes to its standard output until it closes it.
+    public func readOutput() -> String {
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { Foundation.read(output, $0.baseAddress!, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            bytes += buffer[0..<n]
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 }

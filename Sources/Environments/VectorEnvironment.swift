@@ -198,7 +198,7 @@ public final class VectorEnvironment {
     private func checkObservation(_ i: Int, step: Int, what: String, in rows: Tensor? = nil) throws {
         let o = (rows ?? observations).data + i * observationWidth
         for j in 0..<observationWidth where !o[j].isFinite {
-            throw EnvironmentError(environment: name, message: "copy \(i), episode step \(step): \(what)[\(j)] is \(o[j]); fix the environment (a NaN usually means a division by zero or an unbounded state)")
+            throw EnvironmentError(environment: copies.isEmpty ? name : copies[i].name, message: "copy \(i), episode step \(step): \(what)[\(j)] is \(o[j]); fix the environment (a NaN usually means a division by zero or an unbounded state)")
         }
     }
 }

@@ -116,3 +116,76 @@ struct BenchPPO: ParsableCommand {
         if let last = rows.last { print(String(format: "  final evaluation return %.1f", last["eval_return_mean"] ?? .nan)) }
     }
 }
+
+/// The Python bridge's overhead: N copies of a Gymnasium environment stepped with random actions
+/// through the bridge (one message per step of all copies) against the same N environments stepped
+/// in a plain Python loop, both measured in this run, in wall seconds.
+struct BenchBridge: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "bridge", abstract: "Python bridge overhead: N Gymnasium environments through the bridge vs a plain Python loop.")
+    @OptionGroup var options: BenchOptions
+    @Option(help: "Gymnasium environment id.") var env: String = "CartPole-v1"
+    @Option(help: "Copies stepped together.") var copies: Int = 8
+    @Option(help: "Steps of all copies.") var steps: Int = 20_000
+    @Option(help: "A module to import first (e.g. popgym); repeatable.") var envModule: [String] = []
+    @Option(help: "Repeats of each measurement (the fastest is kept).") var repeats: Int = 3
+
+    func run() throws {
+        let N = copies
+        // The plain Python loop: the same environments, random actions drawn in advance.
+        let script = """
+        import sys, time, json, importlib, numpy as np, gymnasium as gym
+        for m in json.loads(sys.argv[4]): importlib.import_module(m)
+        N, T = int(sys.argv[2]), int(sys.argv[3])
+        envs = [gym.make(sys.argv[1]) for _ in range(N)]
+        for i, e in enumerate(envs): e.reset(seed=i)
+        rng = np.random.default_rng(0)
+        n = envs[0].action_space.n
+        actions = rng.integers(0, n, size=(T, N)).tolist()
+        t0 = time.perf_counter()
+        for t in range(T):
+            row = actions[t]
+            for i, e in enumerate(envs):
+                o, r, term, trunc, _ = e.step(row[i])
+                if term or trunc: e.reset()
+        print(time.perf_counter() - t0)
+        """
+        let modules = String(decoding: try JSONSerialization.data(withJSONObject: envModule), as: UTF8.self)
+        var python = Double.infinity, bridged = Double.infinity
+        for _ in 0..<repeats {
+            // (A child of our own: Foundation's Process, used here next to the bridge, corrupted the heap now and then.)
+            let child = try ChildProcess(arguments: ["python3", "-c", script, env, "\(N)", "\(steps)", modules])
+            let text = child.readOutput()
+            let exit = child.waitForExit()
+            guard exit == "exited with status 0", let seconds = Double(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+                throw ValidationError("the plain Python loop failed (is gymnasium installed?): \(exit) \(text)")
+            }
+            python = min(python, seconds)
+
+            let vector = VectorEnvironment(bridge: try PythonBridge(environment: env, count: N, options: .init(modules: envModule)))
+            guard case .discrete(let n) = vector.actionSpace else { throw ValidationError("bench bridge takes an environment with discrete actions") }
+            try vector.reset(seed: 0)
+            var rng = RandomGenerator(seed: 0)
+            let actions = (0..<steps * N).map { _ in Float(rng.integer(below: n)) }
+            let start = Clock.now
+            try actions.withUnsafeBufferPointer { a in
+                for t in 0..<steps {
+                    try vector.step(a.baseAddress! + t * N)
+                    vector.drainFinishedEpisodes { _, _ in }
+                }
+            }
+            bridged = min(bridged, Clock.now - start)
+        }
+        let ratio = python / bridged
+        let overhead = (bridged - python) / Double(steps) * 1e6
+        let result: [String: Any] = [
+            "benchmark": "bench bridge", "environment": env, "copies": N, "steps": steps,
+            "python_loop_seconds": python, "bridge_seconds": bridged,
+            "python_steps_per_second": Double(steps * N) / python, "bridge_steps_per_second": Double(steps * N) / bridged,
+            "bridge_speed_fraction_of_python": ratio, "overhead_microseconds_per_vector_step": overhead,
+        ]
+        if options.json { return try printJSON(result) }
+        print("bench bridge: \(N) copies of \(env), \(steps) steps of all copies, random actions (fastest of \(repeats))")
+        print(String(format: "  plain Python loop: %.3f s (%.0f env steps/s); through the bridge: %.3f s (%.0f env steps/s)", python, Double(steps * N) / python, bridged, Double(steps * N) / bridged))
+        print(String(format: "  the bridge runs at %.0f%% of the plain loop's speed; overhead %.1f µs per step of all %d copies", 100 * ratio, overhead, N))
+    }
+}

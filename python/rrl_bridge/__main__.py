@@ -47,7 +47,13 @@ def space_spec(space, role):
         low = np.broadcast_to(space.low, space.shape).astype(np.float64).ravel()
         high = np.broadcast_to(space.high, space.shape).astype(np.float64).ravel()
         spec = {"type": "box", "low": [json_float(x) for x in low], "high": [json_float(x) for x in high]}
-        return spec, int(low.size), lambda x, out: out.__setitem__(slice(None), np.asarray(x, dtype=np.float32).ravel())
+        if len(space.shape) == 1:
+            def copy(x, out):
+                out[:] = x
+        else:
+            def copy(x, out):
+                out[:] = np.asarray(x, dtype=np.float32).ravel()
+        return spec, int(low.size), copy
     if isinstance(space, S.Discrete):
         n, start = int(space.n), int(space.start)
         if role == "action":
@@ -110,17 +116,20 @@ class Server:
 
     def step(self, payload):
         actions = np.frombuffer(payload, dtype=np.float32).reshape(self.n, self.a)
-        self.final[:] = 0
+        if self.discrete_action:
+            actions = actions[:, 0].astype(np.int64).tolist()
+        final, obs, encode = self.final, self.obs, self.encode
+        final[:] = 0
+        rewards, flags = [0.0] * self.n, [0] * self.n
         for i, env in enumerate(self.envs):
-            action = int(actions[i, 0]) if self.discrete_action else actions[i]
-            o, r, terminated, truncated, _ = env.step(action)
-            self.rewards[i] = r
-            self.flags[i] = (1 if terminated else 0) | (2 if truncated else 0)
+            o, r, terminated, truncated, _ = env.step(actions[i])
+            rewards[i] = r
             if terminated or truncated:
-                self.encode(o, self.final[i])
+                flags[i] = (1 if terminated else 0) | (2 if truncated else 0)
+                encode(o, final[i])
                 o, _ = env.reset()
-            self.encode(o, self.obs[i])
-        return self.obs.tobytes() + self.final.tobytes() + self.rewards.tobytes() + self.flags.tobytes()
+            encode(o, obs[i])
+        return b"".join((obs.tobytes(), final.tobytes(), np.asarray(rewards, dtype=np.float32).tobytes(), bytes(flags)))
 
     def list(self, request):
         import gymnasium as gym
@@ -164,8 +173,7 @@ def main():
             tb = traceback.extract_tb(e.__traceback__)
             where = f" (at {tb[-1].filename}:{tb[-1].lineno} in {tb[-1].name})" if tb else ""
             status, reply = 1, f"{type(e).__name__}: {e}{where}".encode()
-        stdout.write(struct.pack("<IB", len(reply) + 1, status))
-        stdout.write(reply)
+        stdout.write(struct.pack("<IB", len(reply) + 1, status) + reply)
         stdout.flush()
 
 
