@@ -226,23 +226,31 @@ public final class PythonBridge {
         }
     }
 
-    /// Reads exactly `count` bytes into `reply`, or fails on end of file or timeout.
-    func read(_ count: Int, deadline: Double) throws {
-        reply.removeAll(keepingCapacity: true)
-        reply.reserveCapacity(count)
+    /// Reads into `reply` until it holds at least `count` bytes (taking all that is available: only
+    /// one reply is ever outstanding, so nothing read can belong to the next). Waits by polling
+    /// briefly first (the reply usually comes within tens of microseconds, sooner than a sleeping
+    /// thread is woken), then blocking, until the deadline; fails on end of file or timeout.
+    func fill(_ count: Int, deadline: Double) throws {
+        var spins = 0
         while reply.count < count {
             var fds = pollfd(fd: output, events: Int16(POLLIN), revents: 0)
-            let left = deadline - Date().timeIntervalSince1970
-            guard left > 0 else {
-                closed = true
-                process.kill()
-                throw failure("the Python bridge did not answer within \(String(format: "%.0f", options.timeout)) s (the environment hangs?); it was stopped")
+            var ready: Int32
+            if spins < 2000 {
+                spins += 1
+                ready = poll(&fds, 1, 0)
+                if ready == 0 { continue }
+            } else {
+                let left = deadline - Date().timeIntervalSince1970
+                guard left > 0 else {
+                    closed = true
+                    process.kill()
+                    throw failure("the Python bridge did not answer within \(String(format: "%.0f", options.timeout)) s (the environment hangs?); it was stopped")
+                }
+                ready = poll(&fds, 1, Int32(min(left * 1000, 1_000_000)))
             }
-            let ready = poll(&fds, 1, Int32(min(left * 1000, 1_000_000)))
             if ready < 0 && errno == EINTR { continue }
             if ready == 0 { continue }
-            let want = count - reply.count
-            let n = readBuffer.withUnsafeMutableBytes { Foundation.read(output, $0.baseAddress!, min($0.count, want)) }
+            let n = readBuffer.withUnsafeMutableBytes { Foundation.read(output, $0.baseAddress!, $0.count) }
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else { closed = true; throw died() }
             readBuffer.withUnsafeBytes { reply.append(contentsOf: $0[0..<n]) }
@@ -252,15 +260,18 @@ public final class PythonBridge {
     /// One reply's payload; an error status becomes an `EnvironmentError` with the Python message.
     func receive(timeout: Double) throws -> [UInt8] {
         let deadline = Date().timeIntervalSince1970 + timeout
-        try read(5, deadline: deadline)
+        reply.removeAll(keepingCapacity: true)
+        try fill(5, deadline: deadline)
         let length = Int(reply[0]) | Int(reply[1]) << 8 | Int(reply[2]) << 16 | Int(reply[3]) << 24
         let status = reply[4]
         guard length >= 1 else { throw failure("the Python bridge sent a malformed reply") }
-        try read(length - 1, deadline: deadline)
+        try fill(4 + length, deadline: deadline)
+        guard reply.count == 4 + length else { throw failure("the Python bridge sent more than one reply") }
+        let payload = Array(reply[5...])
         if status != 0 {
-            throw EnvironmentError(environment: "gym:" + environment, message: "Python raised: " + String(decoding: reply, as: UTF8.self))
+            throw EnvironmentError(environment: "gym:" + environment, message: "Python raised: " + String(decoding: payload, as: UTF8.self))
         }
-        return reply
+        return payload
     }
 
     /// Asks the child to exit, and makes sure it does.
