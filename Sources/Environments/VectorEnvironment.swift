@@ -33,7 +33,7 @@ public final class VectorEnvironment {
     public internal(set) var totalSteps = 0
     private let actionScratch: UnsafeMutablePointer<Float>
 
-    private let bridgeFlags: UnsafeMutablePointer<UInt8>
+    private let stepFlags: UnsafeMutablePointer<UInt8>
     public let count: Int
     public let name: String
     public let observationSpace: Space
@@ -75,8 +75,8 @@ public final class VectorEnvironment {
         episodeReturns = [Double](repeating: 0, count: n)
         episodeLengths = [Int](repeating: 0, count: n)
         actionScratch = .allocate(capacity: max(actionWidth, 1))
-        bridgeFlags = .allocate(capacity: n)
-        bridgeFlags.initialize(repeating: 0, count: n)
+        stepFlags = .allocate(capacity: n)
+        stepFlags.initialize(repeating: 0, count: n)
     }
 
     /// `count` new copies of a registered environment, or of a Python one (`gym:ID`, served by a
@@ -92,7 +92,7 @@ public final class VectorEnvironment {
 
     deinit {
         actionScratch.deallocate()
-        bridgeFlags.deallocate()
+        stepFlags.deallocate()
     }
 
     public func observation(_ i: Int) -> UnsafeMutablePointer<Float> { observations.data + i * observationWidth }
@@ -102,16 +102,10 @@ public final class VectorEnvironment {
     public func reset(seed: UInt64?) throws {
         if let bridge {
             try bridge.reset(seed: seed, observations: observations.data)
-            for i in 0..<count {
-                try checkObservation(i, step: 0, what: "observation after reset")
-                episodeStarts[i] = true
-                episodeReturns[i] = 0
-                episodeLengths[i] = 0
-            }
-            return
+        } else {
+            for (i, env) in copies.enumerated() { env.reset(seed: seed.map { $0 &+ UInt64(i) }, observation: observation(i)) }
         }
-        for (i, env) in copies.enumerated() {
-            env.reset(seed: seed.map { $0 &+ UInt64(i) }, observation: observation(i))
+        for i in 0..<count {
             try checkObservation(i, step: 0, what: "observation after reset")
             episodeStarts[i] = true
             episodeReturns[i] = 0
@@ -119,65 +113,41 @@ public final class VectorEnvironment {
         }
     }
 
-    /// Steps every copy with its row of `actions` (`[N, actionWidth]`, in the environment's space).
-    /// Throws when a copy returns a non-finite observation or reward, or when an action lies
-    /// outside the action space.
+    /// Steps every copy with its row of `actions` (`[N, actionWidth]`, in the environment's space):
+    /// built-in copies one by one, Python ones in one message to the bridge; either way a copy whose
+    /// episode ended is reset alone. Throws when an action lies outside the action space, or a copy
+    /// returns a non-finite observation or reward.
     public func step(_ actions: UnsafePointer<Float>) throws {
-        if let bridge { return try stepBridge(bridge, actions) }
-        for (i, env) in copies.enumerated() {
-            let a = actions + i * actionWidth
-            guard env.actionSpace.contains(a) else {
-                let values = Array(UnsafeBufferPointer(start: a, count: actionWidth))
-                throw EnvironmentError(environment: env.name, message: "copy \(i), episode step \(episodeLengths[i] + 1): action \(values) is outside the action space \(env.actionSpace)")
-            }
-            actionScratch.update(from: a, count: actionWidth)
-            let result = env.step(action: actionScratch, observation: observation(i))
-            episodeLengths[i] += 1
-            totalSteps += 1
-            try checkObservation(i, step: episodeLengths[i], what: "observation")
-            guard result.reward.isFinite else {
-                throw EnvironmentError(environment: env.name, message: "copy \(i), episode step \(episodeLengths[i]): reward is \(result.reward); fix the environment's reward")
-            }
-            rewards.data[i] = result.reward
-            terminated[i] = result.terminated
-            truncated[i] = result.truncated && !result.terminated
-            episodeReturns[i] += Double(result.reward)
-            if result.done {
-                finished.append((episodeReturns[i], episodeLengths[i]))
-                finalObservation(i).update(from: observation(i), count: observationWidth)
-                env.reset(seed: nil, observation: observation(i))
-                try checkObservation(i, step: 0, what: "observation after reset")
-                episodeReturns[i] = 0
-                episodeLengths[i] = 0
-                episodeStarts[i] = true
-            } else {
-                episodeStarts[i] = false
-            }
-        }
-    }
-
-    /// The same bookkeeping and checks as for built-in copies, with all copies stepped by the bridge
-    /// in one message (it resets the ones whose episode ended).
-    private func stepBridge(_ bridge: PythonBridge, _ actions: UnsafePointer<Float>) throws {
         for i in 0..<count where !actionSpace.contains(actions + i * actionWidth) {
             let values = Array(UnsafeBufferPointer(start: actions + i * actionWidth, count: actionWidth))
-            throw EnvironmentError(environment: name, message: "copy \(i), episode step \(episodeLengths[i] + 1): action \(values) is outside the action space \(actionSpace)")
+            throw EnvironmentError(environment: copyName(i), message: "copy \(i), episode step \(episodeLengths[i] + 1): action \(values) is outside the action space \(actionSpace)")
         }
-        try bridge.step(actions: actions, observations: observations.data, finalObservations: finalObservations.data,
-                        rewards: rewards.data, flags: bridgeFlags)
+        if let bridge {
+            try bridge.step(actions: actions, observations: observations.data, finalObservations: finalObservations.data,
+                            rewards: rewards.data, flags: stepFlags)
+        } else {
+            for (i, env) in copies.enumerated() {
+                actionScratch.update(from: actions + i * actionWidth, count: actionWidth)
+                let result = env.step(action: actionScratch, observation: observation(i))
+                rewards.data[i] = result.reward
+                stepFlags[i] = (result.terminated ? 1 : 0) | (result.truncated ? 2 : 0)
+                if result.done {
+                    finalObservation(i).update(from: observation(i), count: observationWidth)
+                    env.reset(seed: nil, observation: observation(i))
+                }
+            }
+        }
         for i in 0..<count {
             episodeLengths[i] += 1
             totalSteps += 1
-            let ended = bridgeFlags[i] & 3 != 0
-            if ended {
-                try checkObservation(i, step: episodeLengths[i], what: "observation", in: finalObservations)
-            }
+            let ended = stepFlags[i] & 3 != 0
+            if ended { try checkObservation(i, step: episodeLengths[i], what: "observation", in: finalObservations) }
             try checkObservation(i, step: ended ? 0 : episodeLengths[i], what: ended ? "observation after reset" : "observation")
             guard rewards.data[i].isFinite else {
-                throw EnvironmentError(environment: name, message: "copy \(i), episode step \(episodeLengths[i]): reward is \(rewards.data[i]); fix the environment's reward")
+                throw EnvironmentError(environment: copyName(i), message: "copy \(i), episode step \(episodeLengths[i]): reward is \(rewards.data[i]); fix the environment's reward")
             }
-            terminated[i] = bridgeFlags[i] & 1 != 0
-            truncated[i] = bridgeFlags[i] & 2 != 0 && !terminated[i]
+            terminated[i] = stepFlags[i] & 1 != 0
+            truncated[i] = stepFlags[i] & 2 != 0 && !terminated[i]
             episodeReturns[i] += Double(rewards.data[i])
             if ended {
                 finished.append((episodeReturns[i], episodeLengths[i]))
@@ -187,6 +157,9 @@ public final class VectorEnvironment {
             episodeStarts[i] = ended
         }
     }
+
+    /// The name of copy i's environment (for messages).
+    private func copyName(_ i: Int) -> String { copies.isEmpty ? name : copies[i].name }
 
     /// Hands over the episodes that finished since the last call, oldest first, and forgets them
     /// (no array is built: this runs every step).
@@ -198,7 +171,7 @@ public final class VectorEnvironment {
     private func checkObservation(_ i: Int, step: Int, what: String, in rows: Tensor? = nil) throws {
         let o = (rows ?? observations).data + i * observationWidth
         for j in 0..<observationWidth where !o[j].isFinite {
-            throw EnvironmentError(environment: copies.isEmpty ? name : copies[i].name, message: "copy \(i), episode step \(step): \(what)[\(j)] is \(o[j]); fix the environment (a NaN usually means a division by zero or an unbounded state)")
+            throw EnvironmentError(environment: copyName(i), message: "copy \(i), episode step \(step): \(what)[\(j)] is \(o[j]); fix the environment (a NaN usually means a division by zero or an unbounded state)")
         }
     }
 }
