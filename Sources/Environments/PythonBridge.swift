@@ -39,8 +39,8 @@ public final class PythonBridge {
     let input: Int32, output: Int32
     let stderrURL: URL
     var closed = false
+    /// The last reply, header included: its payload starts at byte 5.
     var reply: [UInt8] = []
-    var message: [UInt8] = []
     var outgoing: [UInt8] = []
     var readBuffer = [UInt8](repeating: 0, count: 1 << 16)
 
@@ -123,36 +123,35 @@ public final class PythonBridge {
         payload[0] = seed == nil ? 0 : 1
         for k in 0..<8 { payload[1 + k] = UInt8(truncatingIfNeeded: (seed ?? 0) >> (8 * UInt64(k))) }
         try send(PythonBridge.resetCode, payload)
-        let data = try receive(timeout: options.timeout)
-        try copy(data, 0, into: observations, count: count * observationWidth, what: "reset")
+        let size = try receiveInPlace(timeout: options.timeout)
+        try copy(size, 0, into: observations, count: count * observationWidth, what: "reset")
     }
 
     /// Steps every copy with its row of `actions`. A copy whose episode ended is reset by the bridge:
     /// its row of `observations` is then the next episode's first, and `finalObservations` holds the
-    /// ended episode's last. `flags`: bit 0 terminated, bit 1 truncated.
+    /// ended episode's last. `flags`: bit 0 terminated, bit 1 truncated. (Nothing is allocated: the
+    /// actions go out from the caller's memory and the reply is read from the kept reply buffer.)
     public func step(actions: UnsafePointer<Float>, observations: UnsafeMutablePointer<Float>, finalObservations: UnsafeMutablePointer<Float>,
                      rewards: UnsafeMutablePointer<Float>, flags: UnsafeMutablePointer<UInt8>) throws {
-        let n = count * actionWidth
-        message.removeAll(keepingCapacity: true)
-        UnsafeRawBufferPointer(start: actions, count: n * 4).withMemoryRebound(to: UInt8.self) { message.append(contentsOf: $0) }
-        try send(PythonBridge.stepCode, message)
-        let data = try receive(timeout: options.timeout)
+        try send(PythonBridge.stepCode, UnsafeRawBufferPointer(start: actions, count: count * actionWidth * 4))
+        let size = try receiveInPlace(timeout: options.timeout)
         let w = count * observationWidth
-        guard data.count == 8 * w + 5 * count else {
-            throw EnvironmentError(environment: "gym:" + environment, message: "the bridge's step reply has \(data.count) bytes, expected \(8 * w + 5 * count)")
+        guard size == 8 * w + 5 * count else {
+            throw EnvironmentError(environment: "gym:" + environment, message: "the bridge's step reply has \(size) bytes, expected \(8 * w + 5 * count)")
         }
-        try copy(data, 0, into: observations, count: w, what: "step")
-        try copy(data, 4 * w, into: finalObservations, count: w, what: "step")
-        try copy(data, 8 * w, into: rewards, count: count, what: "step")
-        for i in 0..<count { flags[i] = data[8 * w + 4 * count + i] }
+        try copy(size, 0, into: observations, count: w, what: "step")
+        try copy(size, 4 * w, into: finalObservations, count: w, what: "step")
+        try copy(size, 8 * w, into: rewards, count: count, what: "step")
+        for i in 0..<count { flags[i] = reply[5 + 8 * w + 4 * count + i] }
     }
 
-    func copy(_ data: [UInt8], _ offset: Int, into destination: UnsafeMutablePointer<Float>, count: Int, what: String) throws {
-        guard data.count >= offset + 4 * count else {
-            throw EnvironmentError(environment: "gym:" + environment, message: "the bridge's \(what) reply is too short (\(data.count) bytes)")
+    /// Copies `count` floats from the reply's payload (of `size` bytes) at `offset`.
+    func copy(_ size: Int, _ offset: Int, into destination: UnsafeMutablePointer<Float>, count: Int, what: String) throws {
+        guard size >= offset + 4 * count else {
+            throw EnvironmentError(environment: "gym:" + environment, message: "the bridge's \(what) reply is too short (\(size) bytes)")
         }
-        data.withUnsafeBytes { raw in
-            UnsafeMutableRawPointer(destination).copyMemory(from: raw.baseAddress! + offset, byteCount: 4 * count)
+        reply.withUnsafeBytes { raw in
+            UnsafeMutableRawPointer(destination).copyMemory(from: raw.baseAddress! + 5 + offset, byteCount: 4 * count)
         }
     }
 
@@ -211,6 +210,10 @@ public final class PythonBridge {
     }
 
     func send(_ opcode: UInt8, _ payload: [UInt8]) throws {
+        try payload.withUnsafeBytes { try send(opcode, $0) }
+    }
+
+    func send(_ opcode: UInt8, _ payload: UnsafeRawBufferPointer) throws {
         guard !closed else { throw EnvironmentError(environment: "gym:" + environment, message: "the Python bridge is closed") }
         let length = UInt32(payload.count + 1)
         outgoing.removeAll(keepingCapacity: true)
@@ -257,8 +260,15 @@ public final class PythonBridge {
         }
     }
 
-    /// One reply's payload; an error status becomes an `EnvironmentError` with the Python message.
+    /// One reply's payload, as an array (for the replies that are not per step).
     func receive(timeout: Double) throws -> [UInt8] {
+        _ = try receiveInPlace(timeout: timeout)
+        return Array(reply[5...])
+    }
+
+    /// Reads one reply into `reply` and returns its payload's size; an error status becomes an
+    /// `EnvironmentError` with the Python message.
+    func receiveInPlace(timeout: Double) throws -> Int {
         let deadline = Date().timeIntervalSince1970 + timeout
         reply.removeAll(keepingCapacity: true)
         try fill(5, deadline: deadline)
@@ -267,11 +277,10 @@ public final class PythonBridge {
         guard length >= 1 else { throw failure("the Python bridge sent a malformed reply") }
         try fill(4 + length, deadline: deadline)
         guard reply.count == 4 + length else { throw failure("the Python bridge sent more than one reply") }
-        let payload = Array(reply[5...])
         if status != 0 {
-            throw EnvironmentError(environment: "gym:" + environment, message: "Python raised: " + String(decoding: payload, as: UTF8.self))
+            throw EnvironmentError(environment: "gym:" + environment, message: "Python raised: " + String(decoding: reply[5...], as: UTF8.self))
         }
-        return payload
+        return length - 1
     }
 
     /// Asks the child to exit, and makes sure it does.
