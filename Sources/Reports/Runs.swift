@@ -37,20 +37,7 @@ public struct RunRecord {
             for (c, cell) in zip(columns, line.split(separator: ",", omittingEmptySubsequences: false)) { row[c] = Double(cell) ?? .nan }
             return row
         }
-        self.init(path: path, configuration: RunRecord.flatten(object), columns: columns, rows: rows)
-    }
-
-    static func flatten(_ object: [String: Any]) -> [String: String] {
-        var out: [String: String] = [:]
-        func walk(_ value: Any, _ key: String) {
-            if let dict = value as? [String: Any] {
-                for (k, v) in dict { walk(v, key.isEmpty ? k : key + "." + k) }
-            } else if let data = try? JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed, .withoutEscapingSlashes]) {
-                out[key] = String(decoding: data, as: UTF8.self)
-            }
-        }
-        walk(object, "")
-        return out
+        self.init(path: path, configuration: flattenConfiguration(object), columns: columns, rows: rows)
     }
 
     /// The configuration without what differs between seeds of one experiment.
@@ -134,4 +121,26 @@ public func groupRuns(_ runs: [RunRecord]) -> (groups: [RunGroup], differences: 
         return RunGroup(runs: runs, label: label)
     }
     return (groups, differences)
+}
+
+/// A configuration's JSON object flattened to dotted keys (`ppo.learningRate`) and values as JSON
+/// text (`0.001`, `"gru"`, `[64]`).
+public func flattenConfiguration(_ object: [String: Any]) -> [String: String] {
+    var out: [String: String] = [:]
+    func walk(_ value: Any, _ key: String) {
+        if let dict = value as? [String: Any] {
+            for (k, v) in dict { walk(v, key.isEmpty ? k : key + "." + k) }
+        } else if let data = try? JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed, .withoutEscapingSlashes]) {
+            out[key] = String(decoding: data, as: UTF8.self)
+        }
+    }
+    walk(object, "")
+    return out
+}
+
+/// An Encodable configuration flattened the same way.
+public func flattenConfiguration<C: Encodable>(_ configuration: C) -> [String: String] {
+    guard let data = try? JSONEncoder().encode(configuration),
+          let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return [:] }
+    return flattenConfiguration(object)
 }

@@ -183,7 +183,6 @@ func runTrainingLoop(totalSteps: Int, loop: LoopState, saveLoop: (LoopState) -> 
             lastProbe = row["probe_accuracy"].flatMap { $0.isNaN ? nil : $0 }
             rows.append(row)
             loop.rows += 1
-            saveLoop(loop)
             try onRow(row)
         }
         saveLoop(loop)

@@ -117,7 +117,7 @@ struct List: ParsableCommand {
         sac.checkpointInterval = 25_000
         td3.checkpointInterval = 25_000
         ppo.checkpointInterval = 25_000
-        let sacValues = flatten(sac), td3Values = flatten(td3), ppoValues = flatten(ppo)
+        let sacValues = flattenConfiguration(sac), td3Values = flattenConfiguration(td3), ppoValues = flattenConfiguration(ppo)
         print("")
         print("sac / td3 options, defaults on \(sac.environment) (config-file keys; optional ones unset: agent.encoderLearningRate = the network's rate, agent.targetEntropy = -action dimensions or 0.98 log n):")
         for key in sacValues.keys.sorted() {
@@ -129,18 +129,4 @@ struct List: ParsableCommand {
         for key in ppoValues.keys.sorted() { print("  " + column(key, 44) + ppoValues[key]!) }
     }
 
-    /// A configuration's keys (dotted paths) and values as JSON text.
-    func flatten<C: Encodable>(_ configuration: C) -> [String: String] {
-        guard let data = try? JSONEncoder().encode(configuration), let object = try? JSONSerialization.jsonObject(with: data) else { return [:] }
-        var out: [String: String] = [:]
-        func walk(_ value: Any, _ path: String) {
-            if let dict = value as? [String: Any] {
-                for (k, v) in dict { walk(v, path.isEmpty ? k : path + "." + k) }
-            } else if let text = try? JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed, .withoutEscapingSlashes]) {
-                out[path] = String(decoding: text, as: UTF8.self)
-            }
-        }
-        walk(object, "")
-        return out
-    }
 }
