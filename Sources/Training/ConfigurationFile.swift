@@ -98,8 +98,7 @@ public enum ConfigurationFile {
             return .ppo(c)
         }
         object["algorithm"] = nil
-        var defaults = TrainingConfiguration.defaults(algorithm: chosen == "td3" ? .td3 : .sac, environment: environment)
-        defaults.agent.algorithm = chosen == "td3" ? .td3 : .sac
+        let defaults = TrainingConfiguration.defaults(algorithm: chosen == "td3" ? .td3 : .sac, environment: environment)
         let c: TrainingConfiguration = try merge(object, over: defaults, schema: offPolicySchema, other: (ppoSchema, "ppo"), fail: fail)
         do { try c.validate() } catch let error as ConfigurationError { throw fail(error.message) }
         return .offPolicy(c)
