@@ -95,12 +95,13 @@ extension VectorEnvironment: Checkpointable {
     struct State: Codable {
         var terminated: [Bool], truncated: [Bool], episodeStarts: [Bool], episodeReturns: [Double], episodeLengths: [Int]
         var finishedReturns: [Double], finishedLengths: [Int], totalSteps: Int
+        var resetSeed: UInt64?
     }
 
+    /// Saves the copies and the step's rows and flags. Python copies are not saved (the bridge
+    /// cannot reach their state): restoring them starts a new episode in every copy instead, see
+    /// `restore(from:prefix:)`.
     public func save(to archive: StateArchive, prefix: String) throws {
-        if bridge != nil {
-            throw EnvironmentError(environment: name, message: "Python environments cannot be checkpointed (the bridge cannot save their state)")
-        }
         for (i, env) in copies.enumerated() { try env.save(to: archive, prefix: prefix + "copy\(i).") }
         archive.put(prefix + "observations", observations)
         archive.put(prefix + "final_observations", finalObservations)
@@ -108,7 +109,7 @@ extension VectorEnvironment: Checkpointable {
         archive.put(prefix + "state", value: State(terminated: terminated, truncated: truncated, episodeStarts: episodeStarts,
                                                    episodeReturns: episodeReturns, episodeLengths: episodeLengths,
                                                    finishedReturns: finished.map(\.return), finishedLengths: finished.map(\.length),
-                                                   totalSteps: totalSteps))
+                                                   totalSteps: totalSteps, resetSeed: resetSeed))
     }
 
     public func restore(from archive: StateArchiveReader, prefix: String) throws {
@@ -124,5 +125,18 @@ extension VectorEnvironment: Checkpointable {
         episodeReturns = s.episodeReturns; episodeLengths = s.episodeLengths
         finished = zip(s.finishedReturns, s.finishedLengths).map { (return: $0, length: $1) }
         totalSteps = s.totalSteps
+        resetSeed = s.resetSeed
+        if bridge != nil {
+            // The episodes in progress are lost with the Python process: every copy starts a new one,
+            // seeded from the run's seed and the step count (so resuming twice gives the same run).
+            var seeds = RandomGenerator(seed: (s.resetSeed ?? 0) &+ 0x2545_F491_4F6C_DD1D &* UInt64(totalSteps + 1))
+            try reset(seed: seeds.next())
+            resetSeed = s.resetSeed
+        }
     }
+
+    /// True when restoring from a checkpoint starts new episodes (Python copies, whose state the
+    /// checkpoint cannot hold) instead of continuing the saved ones: the caller then resets what it
+    /// keeps per copy (recurrent states, previous actions and rewards) as at an episode start.
+    public var restoreStartsNewEpisodes: Bool { bridge != nil }
 }

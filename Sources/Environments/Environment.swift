@@ -93,7 +93,7 @@ public protocol Environment: AnyObject {
 
 extension Environment {
     public func save(to archive: StateArchive, prefix: String) throws {
-        throw EnvironmentError(environment: name, message: "cannot be checkpointed (it does not save its state); train without checkpoints (--checkpoint-interval 0)")
+        throw EnvironmentError(environment: name, message: "cannot be checkpointed: it does not implement save(to:prefix:) and restore(from:prefix:), which training needs for its checkpoints")
     }
 
     public func restore(from archive: StateArchiveReader, prefix: String) throws {

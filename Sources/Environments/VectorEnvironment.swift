@@ -31,6 +31,8 @@ public final class VectorEnvironment {
     var finished: [(return: Double, length: Int)] = []
     /// Environment steps taken, summed over copies.
     public internal(set) var totalSteps = 0
+    /// The seed of the last seeded reset (resuming a Python environment seeds its new episodes from it).
+    var resetSeed: UInt64?
     private let actionScratch: UnsafeMutablePointer<Float>
 
     private let stepFlags: UnsafeMutablePointer<UInt8>
@@ -100,6 +102,7 @@ public final class VectorEnvironment {
 
     /// Resets every copy (copy i with `seed + i`, or continuing its stream without a seed).
     public func reset(seed: UInt64?) throws {
+        if let seed { resetSeed = seed }
         if let bridge {
             try bridge.reset(seed: seed, observations: observations.data)
         } else {

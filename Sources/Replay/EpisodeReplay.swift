@@ -128,6 +128,16 @@ public final class EpisodeReplay {
         totalSteps += 1
     }
 
+    /// Ends the episode in progress at its last stored step, as a truncation (the step's next
+    /// observation is real, so targets still bootstrap from it): for an environment that starts a
+    /// new episode without the old one having ended, such as a Python one after a resume. The next
+    /// step added starts a new episode. Does nothing when no episode is open.
+    public func cutOpenEpisode() {
+        guard episodeOpen, count > 0 else { return }
+        truncatedFlags[index(count - 1)] = true
+        episodeOpen = false
+    }
+
     /// Drops the oldest episode (or, for an episode in progress that fills the ring, its oldest step).
     private func evictOldest() {
         let id = episodeIDs[start]

@@ -11,8 +11,9 @@ public protocol TrainingSession: AnyObject, Checkpointable {
     var totalSteps: Int { get }
     /// Steps between checkpoints (0: only at the end and when interrupted).
     var checkpointInterval: Int { get }
-    /// Nil when the run can be checkpointed, else why not (a Python environment cannot save its state).
-    var cannotCheckpoint: String? { get }
+    /// What a resume cannot restore, when something (a Python environment's state); nil when it
+    /// continues exactly.
+    var resumeCaveat: String? { get }
     var loop: LoopState { get }
     /// The metrics columns of this kind of run.
     var metricsColumns: [String] { get }
@@ -20,6 +21,11 @@ public protocol TrainingSession: AnyObject, Checkpointable {
     func run(onRow: (MetricsRow) throws -> Void, afterStep: (LoopState) throws -> Void, onProgress: (Progress) -> Void) throws -> [MetricsRow]
     /// The weights file's tensors and metadata.
     func exportedWeights() -> (tensors: [NamedParameter], metadata: [String: String])
+}
+
+func pythonResumeCaveat(_ environments: VectorEnvironment) -> String? {
+    guard environments.restoreStartsNewEpisodes else { return nil }
+    return "\(environments.name) runs in Python, whose state a checkpoint cannot hold: a resumed run starts new episodes (those in progress are cut)"
 }
 
 /// The resolved configuration, for a checkpoint's metadata and the check on restore.
@@ -43,7 +49,7 @@ func checkConfiguration<C: Codable & Equatable>(_ archive: StateArchiveReader, m
 }
 
 extension Trainer: TrainingSession {
-    public var cannotCheckpoint: String? { nil }
+    public var resumeCaveat: String? { pythonResumeCaveat(environments) }
     public var totalSteps: Int { configuration.steps }
     public var checkpointInterval: Int { configuration.checkpointInterval ?? 25_000 }
     public var metricsColumns: [String] { MetricsRow.columns }
@@ -66,8 +72,8 @@ extension Trainer: TrainingSession {
         archive.metadata["step"] = "\(step)"
         try agent.save(to: archive, prefix: prefix + "agent.")
         try replay.save(to: archive, prefix: prefix + "replay.")
-        try environment.save(to: archive, prefix: prefix + "environment.")
-        let o = environment.observationSpace.width, a = agent.actionWidth
+        try environments.save(to: archive, prefix: prefix + "environment.")
+        let o = environments.observationWidth, a = agent.actionWidth
         archive.put(prefix + "observation", floats: observation, count: o)
         archive.put(prefix + "previous_action", floats: previousAction, count: a)
         archive.put(prefix + "actor_state", actorState)
@@ -82,21 +88,30 @@ extension Trainer: TrainingSession {
         let s = try archive.value(prefix + "state", as: State.self)
         try agent.restore(from: archive, prefix: prefix + "agent.")
         try replay.restore(from: archive, prefix: prefix + "replay.")
-        try environment.restore(from: archive, prefix: prefix + "environment.")
-        let o = environment.observationSpace.width, a = agent.actionWidth
+        try environments.restore(from: archive, prefix: prefix + "environment.")
+        let o = environments.observationWidth, a = agent.actionWidth
         try archive.floats(prefix + "observation", into: observation, count: o)
         try archive.floats(prefix + "previous_action", into: previousAction, count: a)
         try archive.read(prefix + "actor_state", into: actorState)
         try archive.read(prefix + "critic_state", into: criticState)
         step = s.step; episodes = s.episodes; episodeReturn = s.episodeReturn; recentReturns = s.recentReturns
         previousReward = s.previousReward; rng = s.rng; sampler.rng = s.samplerRNG; evaluation.count = s.evaluations; loop = s.loop
+        if environments.restoreStartsNewEpisodes {
+            // A Python environment starts a new episode: the stored one ends (cut, as a truncation)
+            // and the acting state starts over as after any reset.
+            replay.cutOpenEpisode()
+            observation.update(from: environments.observation(0), count: o)
+            actorState.zero()
+            criticState.zero()
+            previousAction.update(repeating: 0, count: a)
+            previousReward = 0
+            episodeReturn = 0
+        }
     }
 }
 
 extension PPOTrainer: TrainingSession {
-    public var cannotCheckpoint: String? {
-        environments.bridge == nil ? nil : "\(environments.name) runs in Python, whose state the bridge cannot save"
-    }
+    public var resumeCaveat: String? { pythonResumeCaveat(environments) }
     public var totalSteps: Int { configuration.steps }
     public var checkpointInterval: Int { configuration.checkpointInterval ?? 25_000 }
     public var metricsColumns: [String] { MetricsRow.ppoColumns }
@@ -144,6 +159,12 @@ extension PPOTrainer: TrainingSession {
         }
         step = s.step; updates = s.updates; episodes = s.episodes; statistics = s.statistics; recentReturns = s.recentReturns
         discountedReturns = s.discountedReturns; evaluation.count = s.evaluations; loop = s.loop
+        if environments.restoreStartsNewEpisodes {
+            // Python copies start new episodes: per-copy state starts over as after any reset.
+            for t in [actorState, criticState, previousActions, previousRewards] { t.zero() }
+            discountedReturns = [Double](repeating: 0, count: environments.count)
+            prepareObservations()
+        }
     }
 }
 

@@ -40,15 +40,8 @@ public final class SavedRun {
         if (top["algorithm"] as? String) == "ppo" {
             let c = try decode(PPOTrainingConfiguration.self)
             try c.validate()
-            let spaces: (Space, Space)
-            if c.environment.hasPrefix("gym:") {
-                let bridge = try PythonBridge(environment: String(c.environment.dropFirst(4)), count: 1, options: .init(modules: c.environmentModules ?? []))
-                spaces = (bridge.observationSpace, bridge.actionSpace)
-                modules = c.environmentModules ?? []
-            } else {
-                let env = try EnvironmentRegistry.make(c.environment)
-                spaces = (env.observationSpace, env.actionSpace)
-            }
+            modules = c.environmentModules ?? []
+            let spaces = try SavedRun.spaces(of: c.environment, modules: modules)
             let agent = try PPOAgent(configuration: c.ppo, observationSpace: spaces.0, actionSpace: spaces.1, seed: c.seed)
             let normalizers = agent.normalizerParameters()
             let file = try SafeTensors.read(weightsURL)
@@ -60,13 +53,25 @@ public final class SavedRun {
         } else {
             let c = try decode(TrainingConfiguration.self)
             try c.validate()
-            let env = try EnvironmentRegistry.make(c.environment)
-            let agent = try OffPolicyAgent(configuration: c.agent, observationSpace: env.observationSpace, actionSpace: env.actionSpace, seed: c.seed)
+            modules = c.environmentModules ?? []
+            let spaces = try SavedRun.spaces(of: c.environment, modules: modules)
+            let agent = try OffPolicyAgent(configuration: c.agent, observationSpace: spaces.0, actionSpace: spaces.1, seed: c.seed)
             try SafeTensors.load(weightsURL, into: agent.namedParameters())
             environment = c.environment
             algorithm = c.agent.algorithm.rawValue
             actor = agent
         }
+    }
+
+    /// The observation and action spaces of a registered environment, or of a Python one (asked of
+    /// a one-copy bridge).
+    static func spaces(of environment: String, modules: [String]) throws -> (Space, Space) {
+        if environment.hasPrefix("gym:") {
+            let bridge = try PythonBridge(environment: String(environment.dropFirst(4)), count: 1, options: .init(modules: modules))
+            return (bridge.observationSpace, bridge.actionSpace)
+        }
+        let env = try EnvironmentRegistry.make(environment)
+        return (env.observationSpace, env.actionSpace)
     }
 
     /// Returns of `episodes` episodes run side by side (environment e reset with the e-th seed drawn

@@ -60,7 +60,9 @@ public struct Progress: Sendable {
 /// `criticUpdateInterval` steps, evaluate every `evaluationInterval` steps.
 public final class Trainer {
     public let configuration: TrainingConfiguration
-    public let environment: any Environment
+    /// The training environment: one copy, built-in or served by a Python bridge (`gym:ID`); it
+    /// checks actions, observations and rewards, and resets a copy whose episode ended.
+    public let environments: VectorEnvironment
     public let agent: OffPolicyAgent
     public let replay: EpisodeReplay
     public let sampler: SequenceSampler
@@ -90,17 +92,18 @@ public final class Trainer {
         try configuration.validate()
         self.configuration = configuration
         loop = LoopState(nextRow: configuration.evaluationInterval)
-        environment = try EnvironmentRegistry.make(configuration.environment)
+        let modules = configuration.environmentModules ?? []
+        environments = try VectorEnvironment(name: configuration.environment, count: 1, modules: modules)
         evaluation = try PeriodicEvaluation(environment: configuration.environment, episodes: configuration.evaluationEpisodes,
-                                            seed: configuration.seed)
+                                            seed: configuration.seed, modules: modules)
         var seeds = RandomGenerator(seed: configuration.seed)
-        agent = try OffPolicyAgent(configuration: configuration.agent, observationSpace: environment.observationSpace,
-                                   actionSpace: environment.actionSpace, seed: seeds.next())
+        agent = try OffPolicyAgent(configuration: configuration.agent, observationSpace: environments.observationSpace,
+                                   actionSpace: environments.actionSpace, seed: seeds.next())
         replay = EpisodeReplay(capacity: configuration.agent.replayCapacity, layout: agent.replayLayout)
         sampler = SequenceSampler(configuration: configuration.agent.sampler, batchSize: configuration.agent.batchSize,
                                   layout: agent.replayLayout, seed: seeds.next())
         rng = seeds.split()
-        let o = environment.observationSpace.width, a = agent.actionWidth
+        let o = environments.observationWidth, a = agent.actionWidth
         func floats(_ n: Int) -> UnsafeMutablePointer<Float> {
             let p = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
             p.initialize(repeating: 0, count: max(n, 1))
@@ -109,15 +112,15 @@ public final class Trainer {
         observation = floats(o)
         nextObservation = floats(o)
         action = floats(a)
-        environmentAction = floats(environment.actionSpace.width)
+        environmentAction = floats(environments.actionWidth)
         previousAction = floats(a)
         actContext.resize(Shape(d0: 1, d1: 1, d2: agent.contextWidth))
         actorState.resize(Shape(d0: 1, d1: max(agent.actor.stateWidth, 1)))
         criticState.resize(Shape(d0: 1, d1: max(agent.critics.reduce(0) { $0 + $1.stateWidth }, 1)))
         recordedActorState.resize(actorState.shape)
         recordedCriticState.resize(criticState.shape)
-        environment.reset(seed: seeds.next(), observation: observation)
-        try checkFinite(observation, count: o, what: "observation after reset")
+        try environments.reset(seed: seeds.next())
+        observation.update(from: environments.observation(0), count: o)
     }
 
     deinit {
@@ -128,21 +131,16 @@ public final class Trainer {
     static func environmentAction(_ a: UnsafePointer<Float>, space: Space, into out: UnsafeMutablePointer<Float>) {
         switch space {
         case .box(let low, let high):
-            for j in 0..<low.count { out[j] = low[j] + (min(max(a[j], -1), 1) + 1) * 0.5 * (high[j] - low[j]) }
+            // Clamped again: low + (high - low) may round past high.
+            for j in 0..<low.count { out[j] = min(max(low[j] + (min(max(a[j], -1), 1) + 1) * 0.5 * (high[j] - low[j]), low[j]), high[j]) }
         case .discrete:
             out[0] = a[0]
         }
     }
 
-    func checkFinite(_ p: UnsafePointer<Float>, count: Int, what: String) throws {
-        for i in 0..<count where !p[i].isFinite {
-            throw TrainingError("environment '\(environment.name)' returned a non-finite \(what) (\(p[i])) at step \(step), episode \(episodes + 1); fix the environment (a NaN usually means a division by zero or an unbounded state)")
-        }
-    }
-
     /// One environment step, stored in the replay; updates when due.
     public func advance() throws {
-        let o = environment.observationSpace.width, a = agent.actionWidth
+        let o = environments.observationWidth, a = agent.actionWidth
         let storesStates = agent.configuration.sampler.initialState.usesStoredStates
         agent.configuration.context.write(observation: observation, observationWidth: o, lastAction: previousAction, actionWidth: a,
                                           lastReward: previousReward, into: actContext.data)
@@ -153,28 +151,29 @@ public final class Trainer {
         }
         agent.act(context: actContext, state: actorState, deterministic: false, actions: action)
         if step < configuration.warmupSteps {
-            switch environment.actionSpace {
+            switch environments.actionSpace {
             case .discrete(let n): action[0] = Float(rng.integer(below: n))
             case .box: for j in 0..<a { action[j] = rng.uniform(-1, 1) }
             }
         }
-        Trainer.environmentAction(action, space: environment.actionSpace, into: environmentAction)
-        let result = environment.step(action: environmentAction, observation: nextObservation)
-        try checkFinite(nextObservation, count: o, what: "observation")
-        if !result.reward.isFinite {
-            throw TrainingError("environment '\(environment.name)' returned a non-finite reward (\(result.reward)) at step \(step), episode \(episodes + 1); fix the environment's reward")
-        }
-        replay.add(observation: observation, action: action, reward: result.reward, nextObservation: nextObservation,
-                   terminated: result.terminated, truncated: result.truncated,
+        Trainer.environmentAction(action, space: environments.actionSpace, into: environmentAction)
+        // The copy checks the action and what comes back, and resets itself when the episode ends
+        // (its row then holds the next episode's first observation; the last one is kept apart).
+        try environments.step(environmentAction)
+        environments.drainFinishedEpisodes { _, _ in }
+        let reward = environments.rewards.data[0], terminated = environments.terminated[0], truncated = environments.truncated[0]
+        let done = terminated || truncated
+        nextObservation.update(from: done ? environments.finalObservation(0) : environments.observation(0), count: o)
+        replay.add(observation: observation, action: action, reward: reward, nextObservation: nextObservation,
+                   terminated: terminated, truncated: truncated,
                    actorState: storesStates ? recordedActorState.data : nil, criticState: storesStates ? recordedCriticState.data : nil)
-        episodeReturn += Double(result.reward)
-        if result.done {
+        episodeReturn += Double(reward)
+        if done {
             episodes += 1
             recentReturns.append(episodeReturn)
             if recentReturns.count > 10 { recentReturns.removeFirst() }
             episodeReturn = 0
-            environment.reset(seed: nil, observation: observation)
-            try checkFinite(observation, count: o, what: "observation after reset")
+            observation.update(from: environments.observation(0), count: o)
             actorState.zero()
             criticState.zero()
             previousAction.update(repeating: 0, count: a)
@@ -182,7 +181,7 @@ public final class Trainer {
         } else {
             observation.update(from: nextObservation, count: o)
             previousAction.update(from: action, count: a)
-            previousReward = result.reward
+            previousReward = reward
         }
         step += 1
         if step >= configuration.warmupSteps && step % agent.configuration.criticUpdateInterval == 0 {
@@ -212,7 +211,7 @@ public final class Trainer {
     /// Memory task: the fraction of fresh `probeLength`-bit sequences after which the actor's
     /// deterministic action a has round(10 a) equal to the count of ones among the last H bits.
     public func probeAccuracy() -> Double? {
-        guard let memory = environment as? MemoryTask, configuration.probes > 0 else { return nil }
+        guard let memory = environments.copies.first as? MemoryTask, configuration.probes > 0 else { return nil }
         let P = configuration.probes
         let envs = (0..<P).map { _ in MemoryTask(horizon: memory.horizon, maxEpisodeSteps: configuration.probeLength + 1) }
         let episodes = SideBySideEpisodes(count: P, observationWidth: 1, actor: agent)

@@ -20,6 +20,8 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     /// Write a checkpoint every this many steps (and at the end); nil: every 25,000 steps; 0: only
     /// at the end and when interrupted.
     public var checkpointInterval: Int? = nil
+    /// Python modules the bridge imports before making a `gym:` environment (they register it).
+    public var environmentModules: [String]? = nil
     public var agent = AgentConfiguration()
 
     public init() {}
@@ -73,11 +75,9 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         if evaluationEpisodes < 1 { try fail("evaluation episodes must be at least 1 (got \(evaluationEpisodes))") }
         if probes < 0 || probeLength < 1 { try fail("probes must be 0 or more and probe length at least 1") }
         if let k = checkpointInterval, k < 0 { try fail("checkpoint interval must be 0 (only at the end) or positive (got \(k))") }
-        if let k = checkpointInterval, k < 0 { try fail("checkpoint interval must be 0 (only at the end) or positive (got \(k))") }
-        if environment.hasPrefix("gym:") {
-            try fail("Python environments (\(environment)) train with ppo for now: `rrl train ppo --env \(environment)`")
-        }
-        _ = try EnvironmentRegistry.make(environment)
+        // A Python environment is checked when its bridge starts.
+        if !environment.hasPrefix("gym:") { _ = try EnvironmentRegistry.make(environment) }
+        if environmentModules != nil && !environment.hasPrefix("gym:") { try fail("environment modules apply only to Python environments (gym:ID)") }
         try agent.validate()
     }
 }

@@ -93,7 +93,7 @@ struct List: ParsableCommand {
     func run() throws {
         if python {
             let ids = try PythonBridge.list(options: .init(modules: envModule))
-            print("\(ids.count) Python environments (train with `rrl train ppo --env gym:ID\(envModule.map { " --env-module \($0)" }.joined())`):")
+            print("\(ids.count) Python environments (train with `rrl train ALGORITHM --env gym:ID\(envModule.map { " --env-module \($0)" }.joined())`):")
             for id in ids { print("  gym:\(id)") }
             return
         }

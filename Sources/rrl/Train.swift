@@ -35,7 +35,7 @@ struct Train: ParsableCommand {
     @Option(help: "A JSON configuration file (a run's config.json, or any subset of it); command-line options override it.") var config: String?
     @Option(help: "Continue the run in this folder from its last checkpoint (only --steps, --checkpoint-interval and --quiet may be given too).") var resume: String?
     @Option(help: "Write a checkpoint every this many steps (default 25000; 0: only at the end and on Ctrl-C/SIGTERM).") var checkpointInterval: Int?
-    @Option(help: "Environment (see `rrl list`; default memory, cartpole-position for ppo). Python environments: gym:ID (ppo; see `rrl list --python`).") var env: String?
+    @Option(help: "Environment (see `rrl list`; default memory, cartpole-position for ppo). Python environments: gym:ID (see `rrl list --python`).") var env: String?
     @Option(help: "A Python module to import before making a gym:ID environment (it registers it), e.g. popgym; repeatable.") var envModule: [String] = []
     @Option(help: "Environment steps.") var steps: Int?
     @Option(help: "Random seed (default 0).") var seed: UInt64?
@@ -133,10 +133,10 @@ struct Train: ParsableCommand {
         if !ppoGiven.isEmpty {
             throw ConfigurationError("\(ppoGiven.joined(separator: ", ")) \(ppoGiven.count == 1 ? "applies" : "apply") only to ppo; remove \(ppoGiven.count == 1 ? "it" : "them"), or train with `rrl train ppo`")
         }
-        if !envModule.isEmpty { throw ConfigurationError("--env-module applies to Python environments, which train with ppo for now") }
         var c = base ?? TrainingConfiguration.defaults(algorithm: algorithm == .td3 ? .td3 : .sac, environment: env ?? "memory")
         if let env { c.environment = env }
-        let environment = try EnvironmentRegistry.make(c.environment)
+        if !envModule.isEmpty { c.environmentModules = envModule }
+        if !c.environment.hasPrefix("gym:") { _ = try EnvironmentRegistry.make(c.environment) }
         if let seed { c.seed = seed }
         if let checkpointInterval { c.checkpointInterval = checkpointInterval }
         if c.checkpointInterval == nil { c.checkpointInterval = 25_000 }
@@ -170,7 +170,7 @@ struct Train: ParsableCommand {
         if let context { c.agent.context = try ContextInputs(parsing: context) }
         if let sequenceLength {
             if sequenceLength == "full" {
-                c.agent.sampler.sequenceLength = environment.maxEpisodeSteps
+                c.agent.sampler.sequenceLength = try episodeLimit(of: c)
                 c.agent.sampler.alwaysStartAtEpisodeStart = true
             } else if let L = Int(sequenceLength) {
                 c.agent.sampler.sequenceLength = L
@@ -284,9 +284,8 @@ struct Train: ParsableCommand {
     /// writes the weights and prints a summary.
     func train(_ session: any TrainingSession, folder: RunFolder) throws {
         let store = CheckpointStore(directory: folder.checkpointsURL)
-        let canCheckpoint = session.cannotCheckpoint == nil
-        if let reason = session.cannotCheckpoint { print("checkpoints are off: \(reason) (an interrupted run keeps its metrics and current weights)") }
-        let interval = canCheckpoint ? session.checkpointInterval : 0
+        if let caveat = session.resumeCaveat { print("note: \(caveat)") }
+        let interval = session.checkpointInterval
         var nextCheckpoint = interval > 0 ? (session.step / interval + 1) * interval : Int.max
         var lastCheckpoint = store.list().last?.step
         func checkpoint() throws {
@@ -304,7 +303,7 @@ struct Train: ParsableCommand {
                 last = row
             }, afterStep: { _ in
                 if let signal = InterruptSignals.received {
-                    if canCheckpoint { try checkpoint() }
+                    try checkpoint()
                     throw Interrupted(signal: signal, step: session.step)
                 }
                 if session.step >= nextCheckpoint {
@@ -317,11 +316,7 @@ struct Train: ParsableCommand {
             let name = stop.signal == SIGINT ? "interrupted (Ctrl-C)" : "stopped by SIGTERM"
             let weights = session.exportedWeights()
             try folder.writeWeights(weights.tensors, metadata: weights.metadata)
-            if canCheckpoint {
-                print("\(name) at step \(stop.step); checkpoint written to \(folder.checkpointsURL.path) and the current weights to \(folder.weightsURL.path); continue with `rrl train --resume \(folder.url.path)`")
-            } else {
-                print("\(name) at step \(stop.step); the current weights are in \(folder.weightsURL.path) (no checkpoint: this run cannot be resumed)")
-            }
+            print("\(name) at step \(stop.step); checkpoint written to \(folder.checkpointsURL.path) and the current weights to \(folder.weightsURL.path); continue with `rrl train --resume \(folder.url.path)`")
             throw ExitCode(128 + stop.signal)
         } catch let error as TrainingError {
             display.finish()
@@ -337,7 +332,7 @@ struct Train: ParsableCommand {
             throw ExitCode.failure
         }
         display.finish()
-        if canCheckpoint && lastCheckpoint != session.step { try checkpoint() }
+        if lastCheckpoint != session.step { try checkpoint() }
         let weights = session.exportedWeights()
         try folder.writeWeights(weights.tensors, metadata: weights.metadata)
         if let last {
@@ -424,4 +419,16 @@ func formatDuration(_ seconds: Double) -> String {
     if s >= 3600 { return "\(s / 3600)h\(String(format: "%02d", (s % 3600) / 60))m" }
     if s >= 60 { return "\(s / 60)m\(String(format: "%02d", s % 60))s" }
     return "\(s)s"
+}
+
+/// The episode length limit of a run's environment (for `--sequence-length full`): a built-in
+/// environment's, or the time limit a Python one registers (asked of a one-copy bridge).
+func episodeLimit(of c: TrainingConfiguration) throws -> Int {
+    guard c.environment.hasPrefix("gym:") else { return try EnvironmentRegistry.make(c.environment).maxEpisodeSteps }
+    let bridge = try PythonBridge(environment: String(c.environment.dropFirst(4)), count: 1,
+                                  options: .init(modules: c.environmentModules ?? []))
+    guard bridge.maxEpisodeSteps > 0 else {
+        throw ConfigurationError("\(c.environment) registers no time limit, so 'full' sequences have no length; give --sequence-length N")
+    }
+    return bridge.maxEpisodeSteps
 }
