@@ -210,4 +210,52 @@ final class PythonBridgeTests: XCTestCase {
         XCTAssertEqual(runs[0].weights, runs[1].weights, "resuming twice gives the same run")
         XCTAssertEqual(runs[0].rows.map { $0["eval_return_mean"] }, runs[1].rows.map { $0["eval_return_mean"] })
     }
+
+    /// PPO on a Python environment resumes the same way: every copy starts a new episode with zero
+    /// recurrent states and no previous action, and resuming twice gives the same run.
+    func testPPOPythonRunsResumeWithNewEpisodes() throws {
+        func make() throws -> PPOTrainer {
+            var c = PPOTrainingConfiguration.defaults(environment: "gym:popgym-RepeatPreviousEasy-v0")
+            c.environmentModules = ["popgym"]
+            c.steps = 4 * 16 * 6
+            c.evaluationInterval = 4 * 16 * 2
+            c.evaluationEpisodes = 2
+            c.ppo.network = .gru
+            c.ppo.environments = 4
+            c.ppo.rolloutSteps = 16
+            c.ppo.chunkLength = 8
+            c.ppo.minibatchSize = 32
+            c.ppo.epochs = 2
+            c.ppo.hiddenSize = 8
+            c.ppo.headHiddenSizes = [8]
+            return try PPOTrainer(configuration: c)
+        }
+        struct Stop: Error {}
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("rrl-python-ppo-ckpt-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let store = CheckpointStore(directory: folder)
+        let first = try make()
+        XCTAssertThrowsError(try first.run(afterStep: { _ in
+            if first.step >= 4 * 16 * 3 {
+                try store.write(first)
+                throw Stop()
+            }
+        }))
+        XCTAssertTrue(first.environments.episodeLengths.contains { $0 > 0 }, "episodes were in progress at the checkpoint")
+        var runs: [(rows: [MetricsRow], weights: [[Float]])] = []
+        for _ in 0..<2 {
+            let resumed = try make()
+            try resumed.restore(from: XCTUnwrap(try store.latest()), prefix: "")
+            XCTAssertEqual(resumed.step, first.step)
+            XCTAssertEqual(resumed.environments.episodeStarts, [Bool](repeating: true, count: 4))
+            XCTAssertEqual(resumed.environments.episodeLengths, [0, 0, 0, 0])
+            XCTAssertEqual(resumed.actorState.array.map { abs($0) }.max(), 0)
+            XCTAssertEqual(resumed.previousActions.array.map { abs($0) }.max(), 0)
+            let rows = try resumed.run()
+            XCTAssertEqual(resumed.step, 4 * 16 * 6)
+            runs.append((rows, resumed.agent.namedParameters().map { $0.parameter.value.array }))
+        }
+        XCTAssertEqual(runs[0].weights, runs[1].weights, "resuming twice gives the same run")
+        XCTAssertEqual(runs[0].rows.map { $0["eval_return_mean"] }, runs[1].rows.map { $0["eval_return_mean"] })
+    }
 }
