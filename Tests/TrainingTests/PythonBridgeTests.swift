@@ -102,6 +102,8 @@ final class PythonBridgeTests: XCTestCase {
         (message, seconds) = failure("rrl-testing/Hang-v0", timeout: 2)
         XCTAssertTrue(message.contains("did not answer within 2 s"), message)
         XCTAssertLessThan(seconds, 10, "the hang is detected by the timeout")
+        (message, _) = failure("rrl-testing/Print-v0")
+        XCTAssertEqual(message, "no error", "what an environment prints (from Python or to file descriptor 1) stays out of the protocol")
         (message, _) = failure("CartPol-v1")
         XCTAssertTrue(message.contains("unknown environment 'CartPol-v1'") && message.contains("CartPole-v1") && message.contains("rrl list --python"), message)
         (message, _) = failure("rrl-testing/TupleObservation-v0")

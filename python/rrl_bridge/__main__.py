@@ -14,6 +14,9 @@ from . import PROTOCOL
 MAKE, RESET, STEP, LIST, CLOSE = 1, 2, 3, 4, 5
 
 
+F32 = np.dtype(np.float32)
+
+
 class BridgeError(Exception):
     """A request the bridge cannot serve; its message goes back to Swift as it is."""
 
@@ -117,9 +120,12 @@ class Server:
         self.discrete_action = act_spec["type"] == "discrete"
         self.n = count
         self.obs = np.zeros((count, self.w), dtype=np.float32)
-        self.final = np.zeros((count, self.w), dtype=np.float32)
-        self.rewards = np.zeros(count, dtype=np.float32)
-        self.flags = np.zeros(count, dtype=np.uint8)
+        # Step replies: rows are sent as bytes; a plain Box observation (its float32 values are the
+        # flattened observation) as it comes, without copying through the encoder.
+        self.row = np.zeros(self.w, dtype=np.float32)
+        self.zero_row = self.row.tobytes()
+        self.plain = obs_spec["type"] == "box" and "one_hot" not in obs_spec
+        self.reward_format, self.action_format = f"<{count}f", f"<{count * self.a}f"
         limit = env.spec.max_episode_steps if env.spec is not None else None
         return json.dumps({"protocol": PROTOCOL, "agents": 1, "observation": obs_spec, "action": act_spec,
                            "observation_width": self.w, "action_width": self.a,
@@ -133,21 +139,30 @@ class Server:
         return self.obs.tobytes()
 
     def step(self, payload):
-        actions = np.frombuffer(payload, dtype=np.float32).reshape(self.n, self.a)
         if self.discrete_action:
-            actions = actions[:, 0].astype(np.int64).tolist()
-        final, obs, encode = self.final, self.obs, self.encode
-        final[:] = 0
-        rewards, flags = [0.0] * self.n, [0] * self.n
+            actions = [int(x) for x in struct.unpack(self.action_format, payload)]
+        else:
+            actions = np.frombuffer(payload, dtype=np.float32).reshape(self.n, self.a)
+        n, w, encode, row, f32 = self.n, self.w, self.encode, self.row, F32
+        observations, finals, rewards, flags = [b""] * n, [self.zero_row] * n, [0.0] * n, bytearray(n)
         for i, env in enumerate(self.envs):
             o, r, terminated, truncated, _ = env.step(actions[i])
             rewards[i] = r
             if terminated or truncated:
                 flags[i] = (1 if terminated else 0) | (2 if truncated else 0)
-                encode(o, final[i])
+                # A float32 vector of the right size is sent as it is; anything else goes through the encoder.
+                if isinstance(o, np.ndarray) and o.dtype is f32 and o.size == w and self.plain:
+                    finals[i] = o.tobytes()
+                else:
+                    encode(o, row)
+                    finals[i] = row.tobytes()
                 o, _ = env.reset()
-            encode(o, obs[i])
-        return b"".join((obs.tobytes(), final.tobytes(), np.asarray(rewards, dtype=np.float32).tobytes(), bytes(flags)))
+            if isinstance(o, np.ndarray) and o.dtype is f32 and o.size == w and self.plain:
+                observations[i] = o.tobytes()
+            else:
+                encode(o, row)
+                observations[i] = row.tobytes()
+        return b"".join(observations + finals + [struct.pack(self.reward_format, *rewards), bytes(flags)])
 
     def list(self, request):
         import gymnasium as gym
@@ -156,9 +171,18 @@ class Server:
 
 
 def main():
-    reader, stdout = Reader(sys.stdin.fileno()), sys.stdout.buffer
-    # Anything the environments print goes to stderr, never into the protocol's stream.
+    # The protocol gets its own copy of stdout; file descriptor 1 then points to stderr, so that
+    # whatever the environments print (from Python or from C) never enters the protocol's stream.
+    reader, out = Reader(sys.stdin.fileno()), os.dup(1)
+    sys.stdout.flush()
+    os.dup2(2, 1)
     sys.stdout = sys.stderr
+
+    def send(data):
+        view = memoryview(data)
+        while view:
+            view = view[os.write(out, view):]
+
     server = Server()
     while True:
         header = reader.read_exact(4)
@@ -179,8 +203,7 @@ def main():
             elif opcode == LIST:
                 reply = server.list(json.loads(payload))
             elif opcode == CLOSE:
-                stdout.write(struct.pack("<IB", 1, 0))
-                stdout.flush()
+                send(struct.pack("<IB", 1, 0))
                 return
             else:
                 raise BridgeError(f"unknown request {opcode}")
@@ -191,8 +214,7 @@ def main():
             tb = traceback.extract_tb(e.__traceback__)
             where = f" (at {tb[-1].filename}:{tb[-1].lineno} in {tb[-1].name})" if tb else ""
             status, reply = 1, f"{type(e).__name__}: {e}{where}".encode()
-        stdout.write(struct.pack("<IB", len(reply) + 1, status) + reply)
-        stdout.flush()
+        send(struct.pack("<IB", len(reply) + 1, status) + reply)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,9 @@ class Faulty(gym.Env):
                 os._exit(3)
             if self.fault == "hang":
                 time.sleep(3600)
+        if self.fault == "print":
+            print("chatter from the environment's step")
+            os.write(1, b"raw chatter written to file descriptor 1\n")
         return np.zeros(1, np.float32), 1.0, False, self.t >= 10, {}
 
 
@@ -37,6 +40,6 @@ class TupleObservation(gym.Env):
     action_space = gym.spaces.Discrete(2)
 
 
-for name, kwargs in [("Raise", {"fault": "raise"}), ("Crash", {"fault": "crash"}), ("Hang", {"fault": "hang"})]:
+for name, kwargs in [("Raise", {"fault": "raise"}), ("Crash", {"fault": "crash"}), ("Hang", {"fault": "hang"}), ("Print", {"fault": "print"})]:
     gym.register(f"rrl-testing/{name}-v0", entry_point=Faulty, kwargs=kwargs)
 gym.register("rrl-testing/TupleObservation-v0", entry_point=TupleObservation)
