@@ -55,7 +55,7 @@ let package = Package(
         // Test support: counts heap allocations so tests can prove a training step allocates nothing.
         .target(name: "AllocationCounter", path: "Tests/AllocationCounter"),
         // Test support: finite-difference gradient checks shared by the test targets.
-        .target(name: "TestSupport", dependencies: ["Tensors"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["Tensors", "Environments"], path: "Tests/TestSupport"),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "CKernels"]),
         .testTarget(name: "EnvironmentsTests", dependencies: ["Environments", "Tensors"], resources: [.copy("Fixtures")]),
         .testTarget(name: "TrainingTests", dependencies: ["Replay", "Agents", "Training", "Environments", "NeuralNetworks", "Tensors", "TestSupport"]),

@@ -368,12 +368,19 @@ public final class ChildProcess {
         return signal == 0 ? "exited with status \((status >> 8) & 0xFF)" : "was killed by signal \(signal)"
     }
 
-    private var pipesClosed = false
+    private var pipesClosed = false, inputClosed = false
     func closePipes() {
         guard !pipesClosed else { return }
         pipesClosed = true
-        close(input)
+        closeInput()
         close(output)
+    }
+
+    /// Closes the child's standard input (it reads end of file).
+    public func closeInput() {
+        guard !inputClosed else { return }
+        inputClosed = true
+        close(input)
     }
 
     deinit { closePipes() }
