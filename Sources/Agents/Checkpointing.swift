@@ -16,8 +16,8 @@ extension OffPolicyAgent: Checkpointable {
     /// The name of the first parameter tensor (targets included) holding a NaN or infinity, or nil
     /// when all are finite (names are built only when one is found).
     public func firstNonFiniteParameter() -> String? {
-        let lists = [actorParameters, criticParameters, [logTemperature], actorTargetParameters] + criticTargetParameterLists
-        guard lists.contains(where: { $0.contains { !$0.value.isFinite } }) else { return nil }
+        // (Runs after every update: it walks a list made once, allocating nothing.)
+        guard everyParameter.contains(where: { !$0.value.isFinite }) else { return nil }
         return allNamedParameters.first { !$0.parameter.value.isFinite }?.name
     }
 

@@ -60,6 +60,8 @@ public final class OffPolicyAgent {
     let criticParameterLists: [[Parameter]]
     let criticTargetParameterLists: [[Parameter]]
     let actorTargetParameters: [Parameter]
+    /// Every parameter, targets included, in one list (checked for non-finite values after each update).
+    let everyParameter: [Parameter]
 
     public var rng: RandomGenerator
     public internal(set) var criticUpdates = 0
@@ -157,6 +159,7 @@ public final class OffPolicyAgent {
         criticParameters = criticParameterLists.flatMap { $0 }
         criticEncoderParameters = critics.flatMap(\.encoderParameters)
         actorTargetParameters = actorTarget?.parameters ?? []
+        everyParameter = actorParameters + criticParameters + [logTemperature] + actorTargetParameters + criticTargetParameterLists.flatMap { $0 }
         func groups(_ network: [SequenceNetwork], learningRate: Float, name: String) -> [ParameterGroup] {
             var g = [ParameterGroup(name: name + ".head", parameters: network.flatMap(\.headParameters), learningRate: learningRate)]
             let encoders = network.flatMap(\.encoderParameters)

@@ -49,7 +49,7 @@ extension EpisodeReplay: Checkpointable {
             firstStepFlags[i] = i < n && s.firstSteps[i] != 0
             episodeIDs[i] = i < n ? s.episodeIDs[i] : -1
         }
-        start = 0; count = n; totalSteps = s.totalSteps; episodeStarts = s.episodeStarts
+        start = 0; count = n; totalSteps = s.totalSteps; episodeStarts.removeAll(keepingCapacity: true); episodeStarts += s.episodeStarts
         episodeID = s.episodeID; episodeOpen = s.episodeOpen
     }
 }

@@ -58,6 +58,9 @@ public final class EpisodeReplay {
         precondition(capacity > 0, "replay capacity must be positive")
         self.capacity = capacity
         self.layout = layout
+        // One entry per kept episode, at most one per step: reserved up to a bound so that adding
+        // steps allocates nothing (beyond it, the list grows by doubling, rarely).
+        episodeStarts.reserveCapacity(min(capacity, 1 << 16))
         func floats(_ width: Int) -> UnsafeMutablePointer<Float> {
             let p = UnsafeMutablePointer<Float>.allocate(capacity: max(1, capacity * width))
             p.initialize(repeating: 0, count: max(1, capacity * width))

@@ -94,7 +94,9 @@ extension Trainer: TrainingSession {
         try archive.floats(prefix + "previous_action", into: previousAction, count: a)
         try archive.read(prefix + "actor_state", into: actorState)
         try archive.read(prefix + "critic_state", into: criticState)
-        step = s.step; episodes = s.episodes; episodeReturn = s.episodeReturn; recentReturns = s.recentReturns
+        step = s.step; episodes = s.episodes; episodeReturn = s.episodeReturn
+        recentReturns.removeAll(keepingCapacity: true)
+        recentReturns += s.recentReturns
         previousReward = s.previousReward; rng = s.rng; sampler.rng = s.samplerRNG; evaluation.count = s.evaluations; loop = s.loop
         if environments.restoreStartsNewEpisodes {
             // A Python environment starts a new episode: the stored one ends (cut, as a truncation)
@@ -157,7 +159,9 @@ extension PPOTrainer: TrainingSession {
                           ("previous_rewards", previousRewards), ("prepared_observations", preparedObservations)] {
             try archive.read(prefix + name, into: t)
         }
-        step = s.step; updates = s.updates; episodes = s.episodes; statistics = s.statistics; recentReturns = s.recentReturns
+        step = s.step; updates = s.updates; episodes = s.episodes; statistics = s.statistics
+        recentReturns.removeAll(keepingCapacity: true)
+        recentReturns += s.recentReturns
         discountedReturns = s.discountedReturns; evaluation.count = s.evaluations; loop = s.loop
         if environments.restoreStartsNewEpisodes {
             // Python copies start new episodes: per-copy state starts over as after any reset.

@@ -98,7 +98,11 @@ public final class PPOTrainer {
         finalObservation = Tensor(Shape(d0: environments.observationWidth))
         try environments.reset(seed: seeds.next())
         prepareObservations()
+        recentReturns.reserveCapacity(PPOTrainer.recentEpisodes + 1)
     }
+
+    /// Episodes averaged into `train_return_mean`.
+    static let recentEpisodes = 20
 
     /// Updates the observation statistics with the copies' raw observations, then writes the
     /// normalised ones into `preparedObservations`.
@@ -195,7 +199,7 @@ public final class PPOTrainer {
             environments.drainFinishedEpisodes { r, _ in
                 episodes += 1
                 recentReturns.append(r)
-                if recentReturns.count > 20 { recentReturns.removeFirst() }
+                if recentReturns.count > PPOTrainer.recentEpisodes { recentReturns.removeFirst() }
             }
             prepareObservations()
             buffer.commit()

@@ -121,7 +121,11 @@ public final class Trainer {
         recordedCriticState.resize(criticState.shape)
         try environments.reset(seed: seeds.next())
         observation.update(from: environments.observation(0), count: o)
+        recentReturns.reserveCapacity(Trainer.recentEpisodes + 1)
     }
+
+    /// Episodes averaged into `train_return_mean`.
+    static let recentEpisodes = 10
 
     deinit {
         for p in [observation, nextObservation, action, environmentAction, previousAction] { p.deallocate() }
@@ -171,7 +175,7 @@ public final class Trainer {
         if done {
             episodes += 1
             recentReturns.append(episodeReturn)
-            if recentReturns.count > 10 { recentReturns.removeFirst() }
+            if recentReturns.count > Trainer.recentEpisodes { recentReturns.removeFirst() }
             episodeReturn = 0
             observation.update(from: environments.observation(0), count: o)
             actorState.zero()
