@@ -153,11 +153,14 @@ struct BenchBridge: ParsableCommand {
         var python = Double.infinity, bridged = Double.infinity
         for _ in 0..<repeats {
             // (A child of our own: Foundation's Process, used here next to the bridge, corrupted the heap now and then.)
-            let child = try ChildProcess(arguments: ["python3", "-c", script, env, "\(N)", "\(steps)", modules])
+            let errorURL = FileManager.default.temporaryDirectory.appendingPathComponent("rrl-bench-bridge-\(UUID().uuidString).err")
+            defer { try? FileManager.default.removeItem(at: errorURL) }
+            let child = try ChildProcess(arguments: ["python3", "-c", script, env, "\(N)", "\(steps)", modules], stderrPath: errorURL.path)
             let text = child.readOutput()
             let exit = child.waitForExit()
             guard exit == "exited with status 0", let seconds = Double(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
-                throw ValidationError("the plain Python loop failed (is gymnasium installed?): \(exit) \(text)")
+                let errors = ((try? String(contentsOf: errorURL, encoding: .utf8)) ?? "").split(separator: "\n").suffix(3).joined(separator: "\n")
+                throw ValidationError("the plain Python loop over \(env) failed (\(exit)); its stderr ends with:\n\(errors)")
             }
             python = min(python, seconds)
 

@@ -10,6 +10,30 @@ struct RRL: ParsableCommand {
         abstract: "Deep reinforcement learning with memory: recurrent (GRU/LSTM) agents, trained fast on a CPU.",
         subcommands: [Train.self, Evaluate.self, Plot.self, Report.self, List.self, Bench.self]
     )
+
+    /// Parses and runs the command. A bad value found while running (a `ValidationError` thrown
+    /// from `run()`, such as an out-of-range option or an unknown environment) is printed without
+    /// ArgumentParser's usage line, which would show the root command's usage there; the exit code
+    /// stays 64 (a usage error). Parsing errors keep their usage line.
+    static func main() {
+        var command: ParsableCommand
+        do {
+            command = try parseAsRoot()
+        } catch {
+            exit(withError: error)
+        }
+        do {
+            try command.run()
+        } catch let error as ValidationError {
+            let kind = type(of: command)
+            let isBench = Bench.configuration.subcommands.contains { $0 == kind }
+            let help = kind == RRL.self ? "rrl --help" : "rrl \(isBench ? "bench " : "")\(kind._commandName) --help"
+            FileHandle.standardError.write(Data("Error: \(error.message)\n(see `\(help)`)\n".utf8))
+            Foundation.exit(64)
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// Subcommands whose machinery lands in later milestones say so plainly and exit non-zero,
