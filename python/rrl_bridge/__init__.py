@@ -19,9 +19,13 @@ The Swift side starts `python3 -m rrl_bridge` and speaks a small binary protocol
     CLOSE (5): -> empty
 
 Space descriptions give Box bounds as numbers, infinite ones as the strings "inf" and "-inf".
-Flattening: Box -> its values as float32 (row-major); Discrete(n) observation -> one-hot of n;
-MultiDiscrete(nvec) observation -> the one-hots of its entries, concatenated. Actions: Box -> floats;
-Discrete(n) -> one float holding the index. Other spaces are refused with a message saying which.
+Flattening (observations, as gymnasium.spaces.flatten does): Box and MultiBinary -> their values
+as float32 (row-major); Discrete(n) -> one-hot of n; MultiDiscrete(nvec) -> the one-hots of its
+entries, concatenated; Tuple and Dict -> their parts' flattenings, concatenated (a Dict in its own
+key order). Actions: Box -> floats; Discrete(n) -> one float holding the index 0..n-1 (the bridge
+adds the space's start); MultiDiscrete(nvec) -> one Discrete over all combinations, index k being
+numpy.unravel_index(k, nvec) (first entry slowest; at most 65,536 combinations). Other spaces are
+refused with a message saying which and why.
 Per-agent environments (PettingZoo's parallel API) will set "agents" above 1 and send each copy's
 agents one after another in every array; a reader that checks "protocol" and "agents" stays valid.
 

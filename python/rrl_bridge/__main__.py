@@ -62,13 +62,25 @@ def json_float(x):
 
 
 def space_spec(space, role):
-    """(description, width, encoder) of a space; refuses spaces the bridge cannot flatten."""
+    """(description, width, encoder) of a space; refuses spaces the bridge cannot flatten.
+
+    Observations flatten as gymnasium.spaces.flatten does: Box and MultiBinary as their values,
+    Discrete as a one-hot, MultiDiscrete as concatenated one-hots, Tuple and Dict as their parts'
+    flattenings concatenated (a Dict in its own key order). Actions: one Box, one Discrete, or a
+    MultiDiscrete(nvec) taken as one Discrete over every combination (index k is the entries of
+    numpy.unravel_index(k, nvec), the first entry varying slowest)."""
     import gymnasium.spaces as S
-    if isinstance(space, S.Box):
-        low = np.broadcast_to(space.low, space.shape).astype(np.float64).ravel()
-        high = np.broadcast_to(space.high, space.shape).astype(np.float64).ravel()
+    if isinstance(space, (S.Box, S.MultiBinary)):
+        shape = space.shape
+        if isinstance(space, S.Box):
+            low = np.broadcast_to(space.low, shape).astype(np.float64).ravel()
+            high = np.broadcast_to(space.high, shape).astype(np.float64).ravel()
+        elif role == "action":
+            raise BridgeError(f"the action space {space} (MultiBinary) is not supported: rrl's agents take one Box or one Discrete action")
+        else:
+            low, high = np.zeros(int(np.prod(shape))), np.ones(int(np.prod(shape)))
         spec = {"type": "box", "low": [json_float(x) for x in low], "high": [json_float(x) for x in high]}
-        if len(space.shape) == 1:
+        if len(shape) == 1:
             def copy(x, out):
                 out[:] = x
         else:
@@ -78,13 +90,19 @@ def space_spec(space, role):
     if isinstance(space, S.Discrete):
         n, start = int(space.n), int(space.start)
         if role == "action":
-            return {"type": "discrete", "n": n}, 1, None
+            # rrl sends 0..n-1; the bridge adds the space's start.
+            return {"type": "discrete", "n": n, "start": start}, 1, None
         def one_hot(x, out, n=n, start=start):
             out[:] = 0
             out[int(x) - start] = 1
         return {"type": "box", "low": [0.0] * n, "high": [1.0] * n, "one_hot": [n]}, n, one_hot
-    if isinstance(space, S.MultiDiscrete) and role == "observation":
+    if isinstance(space, S.MultiDiscrete):
         nvec = [int(v) for v in np.asarray(space.nvec).ravel()]
+        if role == "action":
+            total = int(np.prod(nvec))
+            if total > 1 << 16:
+                raise BridgeError(f"the action space {space} (MultiDiscrete) has {total} combinations, too many to take as one Discrete action")
+            return {"type": "discrete", "n": total, "multi_discrete": nvec}, 1, None
         def one_hots(x, out, nvec=nvec):
             out[:] = 0
             offset = 0
@@ -93,9 +111,22 @@ def space_spec(space, role):
                 offset += n
         w = sum(nvec)
         return {"type": "box", "low": [0.0] * w, "high": [1.0] * w, "one_hot": nvec}, w, one_hots
-    if isinstance(space, S.MultiDiscrete):
-        raise BridgeError(f"the action space {space} (MultiDiscrete) is not supported: rrl's agents take one Box or one Discrete action")
-    raise BridgeError(f"the {role} space {space} ({type(space).__name__}) is not supported: the bridge flattens Box, Discrete and MultiDiscrete only (wrap the environment with gymnasium.wrappers.FlattenObservation)")
+    if isinstance(space, (S.Tuple, S.Dict)) and role == "observation":
+        keys = list(space.spaces.keys()) if isinstance(space, S.Dict) else list(range(len(space.spaces)))
+        parts = [space_spec(space.spaces[k], role) for k in keys]
+        bounds = [0]
+        for _, w, _ in parts:
+            bounds.append(bounds[-1] + w)
+        encoders = [(k, encode, bounds[i], bounds[i + 1]) for i, (k, (_, _, encode)) in enumerate(zip(keys, parts))]
+        def concatenated(x, out, encoders=encoders):
+            for k, encode, a, b in encoders:
+                encode(x[k], out[a:b])
+        spec = {"type": "box", "low": sum((p[0]["low"] for p in parts), []), "high": sum((p[0]["high"] for p in parts), [])}
+        return spec, bounds[-1], concatenated
+    kind = type(space).__name__
+    if role == "action":
+        raise BridgeError(f"the action space {space} ({kind}) is not supported: rrl's agents take one Box, one Discrete or one MultiDiscrete action")
+    raise BridgeError(f"the {role} space {space} ({kind}) is not supported: the bridge flattens Box, Discrete, MultiDiscrete, MultiBinary, Tuple and Dict only (wrap the environment with gymnasium.wrappers.FlattenObservation)")
 
 
 class Server:
@@ -118,13 +149,14 @@ class Server:
         obs_spec, self.w, self.encode = space_spec(env.observation_space, "observation")
         act_spec, self.a, _ = space_spec(env.action_space, "action")
         self.discrete_action = act_spec["type"] == "discrete"
+        self.action_nvec, self.action_start = act_spec.get("multi_discrete"), act_spec.get("start", 0)
         self.n = count
         self.obs = np.zeros((count, self.w), dtype=np.float32)
         # Step replies: rows are sent as bytes; a plain Box observation (its float32 values are the
         # flattened observation) as it comes, without copying through the encoder.
         self.row = np.zeros(self.w, dtype=np.float32)
         self.zero_row = self.row.tobytes()
-        self.plain = obs_spec["type"] == "box" and "one_hot" not in obs_spec
+        self.plain = isinstance(env.observation_space, gym.spaces.Box)
         self.reward_format, self.action_format = f"<{count}f", f"<{count * self.a}f"
         limit = env.spec.max_episode_steps if env.spec is not None else None
         return json.dumps({"protocol": PROTOCOL, "agents": 1, "observation": obs_spec, "action": act_spec,
@@ -139,8 +171,12 @@ class Server:
         return self.obs.tobytes()
 
     def step(self, payload):
-        if self.discrete_action:
-            actions = [int(x) for x in struct.unpack(self.action_format, payload)]
+        if self.action_nvec is not None:
+            nvec = self.action_nvec
+            actions = [np.array(np.unravel_index(int(x), nvec), dtype=np.int64) for x in struct.unpack(self.action_format, payload)]
+        elif self.discrete_action:
+            start = self.action_start
+            actions = [int(x) + start for x in struct.unpack(self.action_format, payload)]
         else:
             actions = np.frombuffer(payload, dtype=np.float32).reshape(self.n, self.a)
         n, w, encode, row, f32 = self.n, self.w, self.encode, self.row, F32

@@ -35,11 +35,12 @@ class Faulty(gym.Env):
         return np.zeros(1, np.float32), 1.0, False, self.t >= 10, {}
 
 
-class TupleObservation(gym.Env):
-    observation_space = gym.spaces.Tuple((gym.spaces.Discrete(2), gym.spaces.Discrete(3)))
+class TextObservation(gym.Env):
+    """A space the bridge cannot flatten (text)."""
+    observation_space = gym.spaces.Text(max_length=5)
     action_space = gym.spaces.Discrete(2)
 
 
 for name, kwargs in [("Raise", {"fault": "raise"}), ("Crash", {"fault": "crash"}), ("Hang", {"fault": "hang"}), ("Print", {"fault": "print"})]:
     gym.register(f"rrl-testing/{name}-v0", entry_point=Faulty, kwargs=kwargs)
-gym.register("rrl-testing/TupleObservation-v0", entry_point=TupleObservation)
+gym.register("rrl-testing/TextObservation-v0", entry_point=TextObservation)
