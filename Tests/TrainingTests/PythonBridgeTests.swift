@@ -164,6 +164,38 @@ final class PythonBridgeTests: XCTestCase {
         }
     }
 
+    /// Runs `make()` until `stopAt` says so, writes a checkpoint there and returns that first
+    /// session; then twice restores the checkpoint into a fresh session, hands it to `check` (before
+    /// it runs on), runs it to the end, and asserts the two resumed runs agree (weights and evaluations).
+    func stoppedAndResumedTwice<S: TrainingSession>(_ make: () throws -> S, stopAt: (S) -> Bool, weights: (S) -> [[Float]],
+                                                    check: (S) throws -> Void) throws -> S {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("rrl-python-ckpt-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let store = CheckpointStore(directory: folder)
+        let first = try make()
+        XCTAssertThrowsError(try first.run(onRow: { _ in }, afterStep: { _ in
+            if stopAt(first) {
+                try store.write(first)
+                throw StopHere()
+            }
+        }, onProgress: { _ in }))
+        var runs: [(rows: [MetricsRow], weights: [[Float]])] = []
+        for _ in 0..<2 {
+            let resumed = try make()
+            try resumed.restore(from: XCTUnwrap(try store.latest()), prefix: "")
+            XCTAssertEqual(resumed.step, first.step)
+            try check(resumed)
+            let rows = try resumed.run(onRow: { _ in }, afterStep: { _ in }, onProgress: { _ in })
+            XCTAssertEqual(resumed.step, resumed.totalSteps)
+            XCTAssertTrue(rows.allSatisfy { ($0["eval_return_mean"] ?? .nan).isFinite })
+            runs.append((rows, weights(resumed)))
+        }
+        XCTAssertEqual(runs[0].weights, runs[1].weights, "resuming twice gives the same run")
+        XCTAssertEqual(runs[0].rows.map { $0["eval_return_mean"] }, runs[1].rows.map { $0["eval_return_mean"] })
+        XCTAssertEqual(runs[0].rows.count, 2)
+        return first
+    }
+
     /// A Python run's checkpoint holds everything but the Python environment: resuming starts a new
     /// episode. The replay's episode in progress at the checkpoint ends there (cut, as a truncation),
     /// the acting state starts over, and resuming twice from the same checkpoint gives the same run.
@@ -183,40 +215,20 @@ final class PythonBridgeTests: XCTestCase {
             c.agent.sampler.initialState = .storedBurnIn
             return try Trainer(configuration: c)
         }
-        struct Stop: Error {}
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("rrl-python-ckpt-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: folder) }
-        let store = CheckpointStore(directory: folder)
-        let first = try make()
-        XCTAssertThrowsError(try first.run(afterStep: { _ in
-            if first.step == 1050 {  // 50 steps into an episode of 200
-                try store.write(first)
-                throw Stop()
-            }
-        }))
-        XCTAssertEqual(first.environments.episodeLengths[0], 50)
-        XCTAssertFalse(first.replay.endsEpisode(first.replay.index(first.replay.count - 1)))
-        var runs: [(rows: [MetricsRow], weights: [[Float]])] = []
-        for _ in 0..<2 {
-            let resumed = try make()
-            let archive = try XCTUnwrap(try store.latest())
-            try resumed.restore(from: archive, prefix: "")
-            XCTAssertEqual(resumed.step, 1050)
+        let first = try stoppedAndResumedTwice(make, stopAt: { $0.step == 1050 },  // 50 steps into an episode of 200
+                                               weights: { $0.agent.namedParameters().map { $0.parameter.value.array } }) { resumed in
             XCTAssertEqual(resumed.episodes, 5, "the cut episode is not counted")
             XCTAssertEqual(resumed.environments.episodeLengths[0], 0, "a new episode")
             let last = resumed.replay.index(resumed.replay.count - 1)
             XCTAssertEqual(resumed.replay.count, 1050)
             XCTAssertTrue(resumed.replay.truncated(last) && !resumed.replay.terminated(last), "the stored episode ends where the run stopped")
             XCTAssertEqual(resumed.actorState.array.map { abs($0) }.max(), 0, "the actor starts the new episode from zeros")
-            let rows = try resumed.run()
-            XCTAssertEqual(resumed.step, 1800)
-            XCTAssertTrue(resumed.replay.isFirstStep(resumed.replay.index(1050)), "the first step after the resume starts an episode")
-            XCTAssertEqual(rows.count, 2)
-            XCTAssertTrue(rows.allSatisfy { ($0["eval_return_mean"] ?? .nan).isFinite })
-            runs.append((rows, resumed.agent.namedParameters().map { $0.parameter.value.array }))
+            // The first step after the resume starts an episode in the replay.
+            try resumed.advance()
+            XCTAssertTrue(resumed.replay.isFirstStep(resumed.replay.index(1050)))
         }
-        XCTAssertEqual(runs[0].weights, runs[1].weights, "resuming twice gives the same run")
-        XCTAssertEqual(runs[0].rows.map { $0["eval_return_mean"] }, runs[1].rows.map { $0["eval_return_mean"] })
+        XCTAssertEqual(first.environments.episodeLengths[0], 50)
+        XCTAssertFalse(first.replay.endsEpisode(first.replay.index(first.replay.count - 1)))
     }
 
     /// PPO on a Python environment resumes the same way: every copy starts a new episode with zero
@@ -238,32 +250,16 @@ final class PythonBridgeTests: XCTestCase {
             c.ppo.headHiddenSizes = [8]
             return try PPOTrainer(configuration: c)
         }
-        struct Stop: Error {}
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("rrl-python-ppo-ckpt-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: folder) }
-        let store = CheckpointStore(directory: folder)
-        let first = try make()
-        XCTAssertThrowsError(try first.run(afterStep: { _ in
-            if first.step >= 4 * 16 * 3 {
-                try store.write(first)
-                throw Stop()
-            }
-        }))
-        XCTAssertTrue(first.environments.episodeLengths.contains { $0 > 0 }, "episodes were in progress at the checkpoint")
-        var runs: [(rows: [MetricsRow], weights: [[Float]])] = []
-        for _ in 0..<2 {
-            let resumed = try make()
-            try resumed.restore(from: XCTUnwrap(try store.latest()), prefix: "")
-            XCTAssertEqual(resumed.step, first.step)
+        let first = try stoppedAndResumedTwice(make, stopAt: { $0.step >= 4 * 16 * 3 },
+                                               weights: { $0.agent.namedParameters().map { $0.parameter.value.array } }) { resumed in
             XCTAssertEqual(resumed.environments.episodeStarts, [Bool](repeating: true, count: 4))
             XCTAssertEqual(resumed.environments.episodeLengths, [0, 0, 0, 0])
             XCTAssertEqual(resumed.actorState.array.map { abs($0) }.max(), 0)
             XCTAssertEqual(resumed.previousActions.array.map { abs($0) }.max(), 0)
-            let rows = try resumed.run()
-            XCTAssertEqual(resumed.step, 4 * 16 * 6)
-            runs.append((rows, resumed.agent.namedParameters().map { $0.parameter.value.array }))
         }
-        XCTAssertEqual(runs[0].weights, runs[1].weights, "resuming twice gives the same run")
-        XCTAssertEqual(runs[0].rows.map { $0["eval_return_mean"] }, runs[1].rows.map { $0["eval_return_mean"] })
+        XCTAssertTrue(first.environments.episodeLengths.contains { $0 > 0 }, "episodes were in progress at the checkpoint")
     }
 }
+
+/// Thrown to stop a run where a test wants it to stop.
+private struct StopHere: Error {}
