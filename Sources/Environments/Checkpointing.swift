@@ -125,14 +125,13 @@ extension VectorEnvironment: Checkpointable {
         episodeReturns = s.episodeReturns; episodeLengths = s.episodeLengths
         finished = zip(s.finishedReturns, s.finishedLengths).map { (return: $0, length: $1) }
         totalSteps = s.totalSteps
-        resetSeed = s.resetSeed
         if bridge != nil {
             // The episodes in progress are lost with the Python process: every copy starts a new one,
             // seeded from the run's seed and the step count (so resuming twice gives the same run).
             var seeds = RandomGenerator(seed: (s.resetSeed ?? 0) &+ 0x2545_F491_4F6C_DD1D &* UInt64(totalSteps + 1))
             try reset(seed: seeds.next())
-            resetSeed = s.resetSeed
         }
+        resetSeed = s.resetSeed
     }
 
     /// True when restoring from a checkpoint starts new episodes (Python copies, whose state the

@@ -50,7 +50,7 @@ public func htmlReport(runs: [RunRecord], title: String = "RecurrentRL report", 
         html += "<p class=\"note\">All runs share one configuration (they differ only in their seeds).</p>\n"
     } else {
         html += "<table><tr><th>option</th>"
-        for (i, group) in groups.enumerated() {
+        for i in groups.indices {
             html += "<th><span class=\"swatch\" style=\"background:\(palette[i % palette.count])\"></span>configuration \(i + 1)</th>"
         }
         html += "</tr>\n"

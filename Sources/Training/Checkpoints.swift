@@ -102,12 +102,7 @@ extension Trainer: TrainingSession {
             // A Python environment starts a new episode: the stored one ends (cut, as a truncation)
             // and the acting state starts over as after any reset.
             replay.cutOpenEpisode()
-            observation.update(from: environments.observation(0), count: o)
-            actorState.zero()
-            criticState.zero()
-            previousAction.update(repeating: 0, count: a)
-            previousReward = 0
-            episodeReturn = 0
+            startEpisode()
         }
     }
 }

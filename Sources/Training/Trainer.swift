@@ -176,12 +176,7 @@ public final class Trainer {
             episodes += 1
             recentReturns.append(episodeReturn)
             if recentReturns.count > Trainer.recentEpisodes { recentReturns.removeFirst() }
-            episodeReturn = 0
-            observation.update(from: environments.observation(0), count: o)
-            actorState.zero()
-            criticState.zero()
-            previousAction.update(repeating: 0, count: a)
-            previousReward = 0
+            startEpisode()
         } else {
             observation.update(from: nextObservation, count: o)
             previousAction.update(from: action, count: a)
@@ -202,6 +197,17 @@ public final class Trainer {
                 throw TrainingError("training diverged at step \(step) (a loss of the critic or actor group): critic loss \(s.criticLoss), actor loss \(s.actorLoss); lower the learning rates, set --max-grad-norm, or check the rewards' scale")
             }
         }
+    }
+
+    /// The acting state at an episode's start: the environment's first observation (the copy has
+    /// already reset itself), zero recurrent states, no previous action or reward.
+    func startEpisode() {
+        observation.update(from: environments.observation(0), count: environments.observationWidth)
+        actorState.zero()
+        criticState.zero()
+        previousAction.update(repeating: 0, count: agent.actionWidth)
+        previousReward = 0
+        episodeReturn = 0
     }
 
     // MARK: Evaluation
