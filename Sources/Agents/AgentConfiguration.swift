@@ -88,6 +88,13 @@ public struct AgentConfiguration: Codable, Equatable, Sendable {
         if let e = encoderLearningRate, !(e > 0 && e.isFinite) { try fail("encoder learning rate must be positive (got \(e))") }
         if !(initialTemperature > 0) { try fail("initial temperature must be positive (got \(initialTemperature))") }
         if criticCount < 1 { try fail("critic count must be at least 1 (got \(criticCount))") }
+        try checkUpperBound("recurrent layers", recurrentLayers, SizeLimit.layers)
+        try checkUpperBound("hidden size", hiddenSize, SizeLimit.width)
+        try checkUpperBound("the number of head layers", headHiddenSizes.count, SizeLimit.listLength)
+        for width in headHiddenSizes { try checkUpperBound("head hidden size", width, SizeLimit.width) }
+        try checkUpperBound("batch size", batchSize, SizeLimit.batch)
+        try checkUpperBound("replay capacity", replayCapacity, SizeLimit.replay)
+        try checkUpperBound("critic count", criticCount, SizeLimit.critics)
         for (name, v) in [("critic update interval", criticUpdateInterval), ("actor update interval", actorUpdateInterval),
                           ("target update interval", targetUpdateInterval)] where v < 1 {
             try fail("\(name) must be at least 1 (got \(v))")

@@ -80,6 +80,15 @@ public struct PPOConfiguration: Codable, Equatable, Sendable {
             try fail("minibatch size (\(minibatchSize) steps) must be a positive multiple of the chunk length (\(chunkLength)); try \(max(1, minibatchSize / chunkLength) * chunkLength)")
         }
         if epochs < 1 { try fail("epochs must be at least 1 (got \(epochs))") }
+        try checkUpperBound("recurrent layers", recurrentLayers, SizeLimit.layers)
+        try checkUpperBound("hidden size", hiddenSize, SizeLimit.width)
+        try checkUpperBound("the number of head layers", headHiddenSizes.count, SizeLimit.listLength)
+        for width in headHiddenSizes { try checkUpperBound("head hidden size", width, SizeLimit.width) }
+        try checkUpperBound("environment copies", environments, SizeLimit.copies)
+        try checkUpperBound("rollout steps", rolloutSteps, SizeLimit.sequence)
+        try checkUpperBound("chunk length", chunkLength, SizeLimit.sequence)
+        try checkUpperBound("minibatch size", minibatchSize, SizeLimit.batch)
+        try checkUpperBound("epochs", epochs, SizeLimit.epochs)
         if !(learningRate > 0) { try fail("learning rate must be positive (got \(learningRate))") }
         if !(clipRange > 0) { try fail("clip range must be positive (got \(clipRange))") }
         if !(valueClipRange >= 0) { try fail("value clip range must be 0 (off) or positive (got \(valueClipRange))") }

@@ -81,11 +81,17 @@ public final class VectorEnvironment {
         stepFlags.initialize(repeating: 0, count: n)
     }
 
+    /// The most copies of a Python environment one bridge serves.
+    public static let maxPythonCopies = 1024
+
     /// `count` new copies of a registered environment, or of a Python one (`gym:ID`, served by a
     /// bridge that imports `modules` first).
     public convenience init(name: String, count: Int, modules: [String] = []) throws {
         precondition(count >= 1, "a vector environment needs at least one copy")
         if name.hasPrefix("gym:") {
+            guard count <= VectorEnvironment.maxPythonCopies else {
+                throw EnvironmentError(environment: name, message: "\(count) copies in one Python process is more than the \(VectorEnvironment.maxPythonCopies) the bridge serves; use fewer copies (--envs)")
+            }
             self.init(bridge: try PythonBridge(environment: String(name.dropFirst(4)), count: count, options: .init(modules: modules)))
         } else {
             self.init(try (0..<count).map { _ in try EnvironmentRegistry.make(name) })

@@ -18,7 +18,6 @@ public enum SafeTensors {
         case missingTensor(path: String, name: String, available: [String])
         case shapeMismatch(path: String, name: String, expected: [Int], found: [Int])
         case unexpectedTensors(path: String, names: [String])
-        case writeFailed(path: String, reason: String)
 
         public var description: String {
             switch self {
@@ -37,8 +36,6 @@ public enum SafeTensors {
                 return "weights file \(path): tensor '\(name)' has shape \(found) but the network expects \(expected); the file was saved from a network with other sizes"
             case let .unexpectedTensors(path, names):
                 return "weights file \(path) holds tensors the network does not have: \(names.prefix(5).joined(separator: ", "))\(names.count > 5 ? ", ..." : ""); pass `strict: false` to ignore them"
-            case let .writeFailed(path, reason):
-                return "cannot write weights file \(path): \(reason)"
             }
         }
     }
@@ -46,7 +43,7 @@ public enum SafeTensors {
     /// Writes named tensors (sorted by name in the file) and string metadata, atomically.
     public static func write(_ tensors: [(name: String, tensor: Tensor)], metadata: [String: String] = [:], to url: URL) throws {
         let data = encode(tensors, metadata: metadata)
-        try writeAtomically(data, to: url)
+        try writeAtomically(data, to: url, role: "weights file")
     }
 
     /// Writes the values of named parameters.
@@ -177,32 +174,4 @@ public enum SafeTensors {
         let text = String(decoding: data, as: UTF8.self)
         return String(text.dropFirst().dropLast())
     }
-}
-
-/// Writes `data` to `url` atomically: a temporary file in the same folder, fsync, rename.
-public func writeAtomically(_ data: Data, to url: URL) throws {
-    let directory = url.deletingLastPathComponent()
-    let temporary = directory.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-    let fd = open(temporary.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    guard fd >= 0 else { throw SafeTensors.FileError.writeFailed(path: url.path, reason: String(cString: strerror(errno))) }
-    var ok = true
-    var reason = ""
-    data.withUnsafeBytes { raw in
-        var offset = 0
-        while offset < raw.count {
-            let n = Foundation.write(fd, raw.baseAddress! + offset, raw.count - offset)
-            if n <= 0 { ok = false; reason = String(cString: strerror(errno)); return }
-            offset += n
-        }
-    }
-    if ok && fsync(fd) != 0 { ok = false; reason = String(cString: strerror(errno)) }
-    close(fd)
-    guard ok, rename(temporary.path, url.path) == 0 else {
-        if ok { reason = String(cString: strerror(errno)) }
-        unlink(temporary.path)
-        throw SafeTensors.FileError.writeFailed(path: url.path, reason: reason)
-    }
-    // Make the rename itself durable.
-    let dfd = open(directory.path, O_RDONLY)
-    if dfd >= 0 { fsync(dfd); close(dfd) }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import Tensors
 
 /// What one replay step holds, in floats.
@@ -61,33 +62,31 @@ public final class EpisodeReplay {
         // One entry per kept episode, at most one per step: reserved up to a bound so that adding
         // steps allocates nothing (beyond it, the list grows by doubling, rarely).
         episodeStarts.reserveCapacity(min(capacity, 1 << 16))
-        func floats(_ width: Int) -> UnsafeMutablePointer<Float> {
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(1, capacity * width))
-            p.initialize(repeating: 0, count: max(1, capacity * width))
-            return p
+        // calloc: zeroed pages are committed by the system only when first written, so a large
+        // capacity costs memory as the replay fills, not up front.
+        func zeroed<T>(_ count: Int, _: T.Type) -> UnsafeMutablePointer<T> {
+            guard let raw = calloc(max(1, count), MemoryLayout<T>.stride) else {
+                fatalError("cannot allocate a replay of \(capacity) steps (\(count * MemoryLayout<T>.stride) bytes)")
+            }
+            return raw.bindMemory(to: T.self, capacity: max(1, count))
         }
-        func flags() -> UnsafeMutablePointer<Bool> {
-            let p = UnsafeMutablePointer<Bool>.allocate(capacity: capacity)
-            p.initialize(repeating: false, count: capacity)
-            return p
-        }
-        observations = floats(layout.observationWidth)
-        nextObservations = floats(layout.observationWidth)
-        actions = floats(layout.actionWidth)
-        rewards = floats(1)
-        actorStates = floats(layout.actorStateWidth)
-        criticStates = floats(layout.criticStateWidth)
-        terminatedFlags = flags()
-        truncatedFlags = flags()
-        firstStepFlags = flags()
-        episodeIDs = UnsafeMutablePointer<Int>.allocate(capacity: capacity)
-        episodeIDs.initialize(repeating: -1, count: capacity)
+        observations = zeroed(capacity * layout.observationWidth, Float.self)
+        nextObservations = zeroed(capacity * layout.observationWidth, Float.self)
+        actions = zeroed(capacity * layout.actionWidth, Float.self)
+        rewards = zeroed(capacity, Float.self)
+        actorStates = zeroed(capacity * layout.actorStateWidth, Float.self)
+        criticStates = zeroed(capacity * layout.criticStateWidth, Float.self)
+        terminatedFlags = zeroed(capacity, Bool.self)
+        truncatedFlags = zeroed(capacity, Bool.self)
+        firstStepFlags = zeroed(capacity, Bool.self)
+        // Slots not yet written hold 0; only kept steps' ids are ever read.
+        episodeIDs = zeroed(capacity, Int.self)
     }
 
     deinit {
-        for p in [observations, nextObservations, actions, rewards, actorStates, criticStates] { p.deallocate() }
-        for p in [terminatedFlags, truncatedFlags, firstStepFlags] { p.deallocate() }
-        episodeIDs.deallocate()
+        for p in [observations, nextObservations, actions, rewards, actorStates, criticStates] { free(p) }
+        for p in [terminatedFlags, truncatedFlags, firstStepFlags] { free(p) }
+        free(episodeIDs)
     }
 
     /// The ring index of the step `offset` places after the oldest kept one.

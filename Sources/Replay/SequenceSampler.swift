@@ -35,6 +35,7 @@ public struct SamplerConfiguration: Codable, Equatable, Sendable {
     public func validate() throws {
         func fail(_ message: String) throws { throw ConfigurationError(message) }
         if sequenceLength < 1 { try fail("sequence length must be at least 1 (got \(sequenceLength))") }
+        try checkUpperBound("sequence length", sequenceLength, SizeLimit.sequence)
         if burnIn < 0 || burnIn >= sequenceLength {
             try fail("burn-in must be in 0..<sequence length (\(sequenceLength)); got \(burnIn)")
         }
@@ -45,6 +46,19 @@ public struct SamplerConfiguration: Codable, Equatable, Sendable {
             try fail("initial state 'stored+burnIn' needs a burn-in: set --burn-in to a positive number of steps, or use 'stored'")
         }
     }
+}
+
+/// Throws when a size is above the largest this library accepts (`name` as the user knows it):
+/// the bound keeps every product of sizes inside `Int` and every allocation reasonable, before the
+/// memory a run needs is checked against the machine's.
+public func checkUpperBound(_ name: String, _ value: Int, _ limit: Int) throws {
+    if value > limit { throw ConfigurationError("\(name) must be at most \(limit) (got \(value))") }
+}
+
+/// The largest sizes accepted (shared by every configuration).
+public enum SizeLimit {
+    public static let layers = 64, width = 16_384, listLength = 64, batch = 1 << 24, sequence = 1 << 20
+    public static let replay = 1 << 34, copies = 65_536, episodes = 100_000, steps = 1 << 50, epochs = 100_000, critics = 64
 }
 
 /// A configuration or option value that cannot be used, with what to do about it.

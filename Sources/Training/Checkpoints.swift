@@ -220,7 +220,7 @@ public final class CheckpointStore {
             try data.prefix(crashAfter).write(to: temporary)
             throw CheckpointError("simulated crash while writing \(destination.path)")
         }
-        try writeAtomically(data, to: destination)
+        try writeAtomically(data, to: destination, role: "checkpoint")
         for old in list().dropLast(keep) { try? FileManager.default.removeItem(at: old.url) }
         return destination
     }

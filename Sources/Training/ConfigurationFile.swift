@@ -49,9 +49,19 @@ public enum ConfigurationFile {
     /// Reads and checks a configuration file. `algorithm` (from the command line) must agree with
     /// the file's when both say one.
     public static func load(path: String, algorithm: String? = nil) throws -> RunConfiguration {
+        guard !path.isEmpty else { throw ConfigurationError("--config needs a file's path (got an empty one)") }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw ConfigurationError("config file \(path) does not exist; give the path of a JSON file (a run's config.json will do)")
+        }
+        if isDirectory.boolValue {
+            let inside = URL(fileURLWithPath: path).appendingPathComponent("config.json").path
+            let hint = FileManager.default.fileExists(atPath: inside) ? "; did you mean \(inside)?" : ""
+            throw ConfigurationError("config file \(path) is a folder, not a JSON file\(hint)")
+        }
         let data: Data
         do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
-            throw ConfigurationError("cannot read config file \(path): \((error as NSError).localizedDescription)")
+            throw ConfigurationError("cannot read config file \(path): \((error as NSError).localizedFailureReason ?? "unreadable"); check its permissions")
         }
         return try parse(data, source: path, algorithm: algorithm)
     }
@@ -94,14 +104,39 @@ public enum ConfigurationFile {
         if chosen == "ppo" {
             let defaults = PPOTrainingConfiguration.defaults(environment: environment)
             let c: PPOTrainingConfiguration = try merge(object, over: defaults, schema: ppoSchema, other: (offPolicySchema, "sac/td3"), fail: fail)
-            do { try c.validate() } catch let error as ConfigurationError { throw fail(error.message) }
+            do {
+                try c.validate()
+                try OptionScope.check(.ppo(c), given: changedKeys(object, from: defaults).map { ($0, "'\($0)'") })
+            } catch let error as ConfigurationError { throw fail(error.message) }
             return .ppo(c)
         }
         object["algorithm"] = nil
         let defaults = TrainingConfiguration.defaults(algorithm: chosen == "td3" ? .td3 : .sac, environment: environment)
         let c: TrainingConfiguration = try merge(object, over: defaults, schema: offPolicySchema, other: (ppoSchema, "ppo"), fail: fail)
-        do { try c.validate() } catch let error as ConfigurationError { throw fail(error.message) }
+        do {
+            try c.validate()
+            try OptionScope.check(.offPolicy(c), given: changedKeys(object, from: defaults).map { ($0, "'\($0)'") })
+        } catch let error as ConfigurationError { throw fail(error.message) }
         return .offPolicy(c)
+    }
+
+    /// The keys of `object` (dotted, leaves only) whose values differ from those of `defaults`:
+    /// the options a file really sets (a run's own config.json repeats every default).
+    static func changedKeys<C: Encodable>(_ object: [String: Any], from defaults: C) -> [String] {
+        let base = (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(defaults))) as? [String: Any] ?? [:]
+        func same(_ a: Any?, _ b: Any) -> Bool {
+            guard let a else { return b is NSNull }
+            if let x = a as? NSNumber, let y = b as? NSNumber, !isBool(x), !isBool(y) { return Float(x.doubleValue) == Float(y.doubleValue) }
+            return (a as? NSObject)?.isEqual(b) ?? false
+        }
+        func walk(_ node: [String: Any], _ base: [String: Any], _ path: String) -> [String] {
+            node.keys.sorted().flatMap { key -> [String] in
+                let full = path.isEmpty ? key : path + "." + key
+                if let child = node[key] as? [String: Any] { return walk(child, base[key] as? [String: Any] ?? [:], full) }
+                return same(base[key], node[key]!) ? [] : [full]
+            }
+        }
+        return walk(object, base, "")
     }
 
     /// What a key holds, read off the configuration's stored properties (so that no option can be

@@ -31,6 +31,8 @@ public struct PPOTrainingConfiguration: Codable, Equatable, Sendable {
         if steps < 1 { try fail("steps must be at least 1 (got \(steps))") }
         if evaluationInterval < 1 { try fail("evaluation interval must be at least 1 (got \(evaluationInterval))") }
         if evaluationEpisodes < 1 { try fail("evaluation episodes must be at least 1 (got \(evaluationEpisodes))") }
+        try checkUpperBound("steps", steps, SizeLimit.steps)
+        try checkUpperBound("evaluation episodes", evaluationEpisodes, SizeLimit.episodes)
         if let k = checkpointInterval, k < 0 { try fail("checkpoint interval must be 0 (only at the end) or positive (got \(k))") }
         // A Python environment is checked when its bridge starts.
         if !environment.hasPrefix("gym:") { _ = try EnvironmentRegistry.make(environment) }
@@ -80,6 +82,7 @@ public final class PPOTrainer {
         environments = try VectorEnvironment(name: configuration.environment, count: N, modules: configuration.environmentModules ?? [])
         evaluation = try PeriodicEvaluation(environment: configuration.environment, episodes: configuration.evaluationEpisodes,
                                             seed: configuration.seed, modules: configuration.environmentModules ?? [])
+        try MemoryEstimate.ppo(configuration, observationWidth: environments.observationWidth, actionSpace: environments.actionSpace).check()
         var seeds = RandomGenerator(seed: configuration.seed)
         agent = try PPOAgent(configuration: p, observationSpace: environments.observationSpace, actionSpace: environments.actionSpace,
                              seed: seeds.next())

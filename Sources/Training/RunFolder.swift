@@ -3,66 +3,150 @@ import NeuralNetworks
 
 /// A run's folder: `config.json` (the resolved configuration), `metrics.csv` (a header row, then
 /// one row per evaluation, appended as they come), the same rows as TensorBoard events
-/// (`events.out.tfevents.*`), `checkpoints/` and `weights.safetensors` (written at the end).
-/// Whole-file writes are atomic (temporary file, sync, rename).
+/// (`events.out.tfevents.*.rrl`), `checkpoints/` and `weights.safetensors` (written at the end).
+///
+/// This type is the one place that decides what rrl may write and delete in a folder: it deletes
+/// only files it names as its own (checkpoints `checkpoints/step-N.ckpt`, its event files, the
+/// temporary files of interrupted writes), never anything else. A folder is one of:
+/// - new or empty: the run is written there;
+/// - an rrl run (its `config.json` is an rrl configuration): refused unless `overwrite`, or unless
+///   it holds no results yet (a run that failed at start-up, which is simply started again);
+/// - anything else that is not empty: refused, so that rrl never mixes its files with another
+///   tool's or replaces a file it did not write.
+///
+/// While a run trains, the folder is locked (`.rrl-lock`, an advisory `flock`): a second `rrl train`
+/// or `--resume` on the same folder is refused with the holder's process id. Whole-file writes are
+/// atomic (temporary file, sync, rename); appended rows end at a row boundary even on a full disk.
 public final class RunFolder {
     public let url: URL
     public var configurationURL: URL { url.appendingPathComponent("config.json") }
     public var metricsURL: URL { url.appendingPathComponent("metrics.csv") }
     public var weightsURL: URL { url.appendingPathComponent("weights.safetensors") }
     public var checkpointsURL: URL { url.appendingPathComponent("checkpoints") }
-    private var metrics: FileHandle?
+    var lockURL: URL { url.appendingPathComponent(".rrl-lock") }
+    private var metrics: AppendFile?
     private var columns = MetricsRow.columns
+    private var lock: Int32 = -1
     public private(set) var tensorBoard: TensorBoardWriter?
 
-    /// Creates the folder. An existing folder that already holds a run is refused unless
-    /// `overwrite` is set, so that no results are lost by accident.
+    /// The names of the files rrl writes at a run folder's top level.
+    static let ownNames: Set<String> = ["config.json", "metrics.csv", "weights.safetensors", "checkpoints", ".rrl-lock"]
+
+    /// Whether `name` (in the run folder) is a file rrl wrote: its own names, its event files, and
+    /// the temporary files of its atomic writes.
+    static func isOwn(_ name: String) -> Bool {
+        if ownNames.contains(name) { return true }
+        if name.hasPrefix("events.out.tfevents."), name.hasSuffix(TensorBoardWriter.suffix) { return true }
+        return ownNames.contains { name.hasPrefix(".\($0).tmp-") }
+    }
+
+    /// Creates the folder, or takes over an existing one by the rules above.
     public init(path: String, overwrite: Bool) throws {
-        url = URL(fileURLWithPath: path, isDirectory: true)
+        guard !path.trimmingCharacters(in: .whitespaces).isEmpty else {
+            throw TrainingError("the run folder's path is empty; give a folder name with --run-dir (e.g. runs/my-run)")
+        }
+        url = URL(fileURLWithPath: path, isDirectory: true).standardizedFileURL
         let fm = FileManager.default
         var isDirectory: ObjCBool = false
         if fm.fileExists(atPath: url.path, isDirectory: &isDirectory) {
             guard isDirectory.boolValue else {
                 throw TrainingError("run folder '\(path)' exists and is a file; choose another --run-dir")
             }
-            let holdsRun = ["metrics.csv", "config.json", "weights.safetensors"].contains {
-                fm.fileExists(atPath: url.appendingPathComponent($0).path)
-            }
-            if holdsRun && !overwrite {
-                throw TrainingError("run folder '\(path)' already holds a run; choose another --run-dir, or pass --overwrite to replace it")
+            let names = ((try? fm.contentsOfDirectory(atPath: url.path)) ?? []).sorted()
+            if !names.isEmpty {
+                guard RunFolder.isRun(url) || names.allSatisfy(RunFolder.isOwn) else {
+                    let shown = names.prefix(4).joined(separator: ", ") + (names.count > 4 ? ", ... (\(names.count) entries)" : "")
+                    throw TrainingError("run folder '\(path)' is not empty and holds no rrl run (it has \(shown)); rrl writes a run only into a new or empty folder, or over an earlier rrl run: choose another --run-dir (e.g. a subfolder)")
+                }
+                if RunFolder.holdsResults(url) && !overwrite {
+                    throw TrainingError("run folder '\(path)' already holds a run; choose another --run-dir, continue it with `rrl train --resume \(path)`, or pass --overwrite to replace it")
+                }
             }
         }
         do {
             try fm.createDirectory(at: url, withIntermediateDirectories: true)
         } catch {
-            throw TrainingError("cannot create run folder '\(path)': \(error.localizedDescription)")
+            throw TrainingError("cannot create run folder '\(path)': \((error as NSError).localizedFailureReason ?? error.localizedDescription); choose a folder you can write to")
         }
-        // A replaced run leaves nothing behind that a resume or TensorBoard could pick up.
-        try? fm.removeItem(at: checkpointsURL)
-        removeEventFiles()
+        try takeLock()
+        // A replaced run leaves nothing behind that a resume or TensorBoard could pick up; only
+        // rrl's own files go.
+        removeOwnFiles()
     }
 
     /// Opens an existing run folder to continue its run.
     public init(resuming path: String) throws {
-        url = URL(fileURLWithPath: path, isDirectory: true)
+        guard !path.isEmpty else { throw TrainingError("--resume needs a run folder's path") }
+        url = URL(fileURLWithPath: path, isDirectory: true).standardizedFileURL
         guard FileManager.default.fileExists(atPath: url.appendingPathComponent("config.json").path) else {
             throw TrainingError("'\(path)' is not a run folder (it has no config.json); pass the folder that `rrl train` wrote")
         }
+        try takeLock()
+        removeStaleTemporaryFiles(in: url)
+        removeStaleTemporaryFiles(in: checkpointsURL)
+    }
+
+    deinit {
+        if lock >= 0 { close(lock) }
+    }
+
+    /// Whether `folder` holds an rrl run: a `config.json` that is a JSON object naming an algorithm
+    /// and an environment (as every configuration rrl writes does).
+    static func isRun(_ folder: URL) -> Bool {
+        guard let data = try? Data(contentsOf: folder.appendingPathComponent("config.json")),
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return false }
+        return object["environment"] is String && (object["algorithm"] is String || (object["agent"] as? [String: Any])?["algorithm"] is String)
+    }
+
+    /// Whether a run folder holds anything worth keeping: a metrics row, a checkpoint or weights.
+    static func holdsResults(_ folder: URL) -> Bool {
+        let fm = FileManager.default
+        if fm.fileExists(atPath: folder.appendingPathComponent("weights.safetensors").path) { return true }
+        if !CheckpointStore(directory: folder.appendingPathComponent("checkpoints")).list().isEmpty { return true }
+        if let text = try? String(contentsOf: folder.appendingPathComponent("metrics.csv"), encoding: .utf8),
+           text.split(separator: "\n").count > 1 { return true }
+        return false
+    }
+
+    /// Takes the folder's lock (held until this object goes away), or says who holds it.
+    private func takeLock() throws {
+        let fd = open(lockURL.path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw FileWriteError(path: lockURL.path, role: "run folder's lock file", reason: String(cString: strerror(errno)), code: errno)
+        }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            var buffer = [UInt8](repeating: 0, count: 32)
+            let n = read(fd, &buffer, buffer.count)
+            close(fd)
+            let holder = n > 0 ? String(decoding: buffer[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : "?"
+            throw TrainingError("run folder '\(url.path)' is in use by another rrl process (pid \(holder)); wait for it to finish or stop it (kill -INT \(holder)) first")
+        }
+        let text = "\(getpid())\n"
+        _ = ftruncate(fd, 0)
+        _ = text.withCString { pwrite(fd, $0, strlen($0), 0) }
+        lock = fd
+    }
+
+    /// Removes rrl's checkpoints and event files and the temporary files of interrupted writes.
+    private func removeOwnFiles() {
+        let fm = FileManager.default
+        for checkpoint in CheckpointStore(directory: checkpointsURL).list() { try? fm.removeItem(at: checkpoint.url) }
+        removeStaleTemporaryFiles(in: checkpointsURL)
+        removeStaleTemporaryFiles(in: url)
+        removeEventFiles()
     }
 
     func removeEventFiles() {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? []
-        for name in names where name.hasPrefix("events.out.tfevents.") {
+        for name in names where name.hasPrefix("events.out.tfevents.") && name.hasSuffix(TensorBoardWriter.suffix) {
             try? FileManager.default.removeItem(at: url.appendingPathComponent(name))
         }
     }
 
-    deinit { try? metrics?.close() }
-
     public func writeConfiguration<C: Encodable>(_ configuration: C) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try writeAtomically(try encoder.encode(configuration), to: configurationURL)
+        try writeAtomically(try encoder.encode(configuration), to: configurationURL, role: "run configuration")
     }
 
     /// Starts `metrics.csv` with its header row, and a TensorBoard event file.
@@ -70,27 +154,51 @@ public final class RunFolder {
         try resumeMetrics(columns: columns, keeping: [])
     }
 
-    /// Continues a stopped run's metrics: `metrics.csv` is rewritten (atomically) with the rows
-    /// that its checkpoint had written, the rows after it are dropped (the resumed run writes them
-    /// again), and the TensorBoard events are written anew from the kept rows.
+    /// Reads and checks the first `count` rows of `metrics.csv` without changing anything: a wrong
+    /// header, a row that is not `columns.count` numbers, or fewer rows than `count` is an error
+    /// naming the file and the line.
+    public func readMetrics(columns: [String], rows count: Int) throws -> [MetricsRow] {
+        let text: String
+        do { text = try String(contentsOf: metricsURL, encoding: .utf8) } catch {
+            throw TrainingError("cannot read \(metricsURL.path) (\((error as NSError).localizedFailureReason ?? "unreadable")); a resumed run needs the metrics its checkpoint had written")
+        }
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        guard let header = lines.first, header == columns.joined(separator: ",") else {
+            throw TrainingError("\(metricsURL.path) does not have the header of this run's metrics; was the file replaced? Restore it, or start a new run with --config \(configurationURL.path)")
+        }
+        var rows: [MetricsRow] = []
+        var previousStep = -1.0
+        for (index, line) in lines.dropFirst().enumerated() where rows.count < count {
+            let number = index + 2
+            func bad(_ what: String) -> TrainingError {
+                TrainingError("\(metricsURL.path), line \(number): \(what); nothing was changed. Fix or delete that line (the resumed run writes the rows after its checkpoint again), then resume")
+            }
+            let cells = line.split(separator: ",", omittingEmptySubsequences: false)
+            guard cells.count == columns.count else { throw bad("\(cells.count) cells where the header has \(columns.count)") }
+            var row = MetricsRow()
+            for (column, cell) in zip(columns, cells) {
+                if cell.isEmpty { row[column] = .nan; continue }
+                guard let value = Double(cell), value.isFinite else { throw bad("'\(cell)' in column \(column) is not a finite number") }
+                row[column] = value
+            }
+            guard let step = row["step"], step.isFinite, step >= 0, step == step.rounded(), step < 1e15, step > previousStep else {
+                throw bad("the step '\(cells[0])' is not a whole number above the previous row's")
+            }
+            previousStep = step
+            rows.append(row)
+        }
+        guard rows.count >= count else {
+            throw TrainingError("\(metricsURL.path) holds \(rows.count) rows but the checkpoint had written \(count); the file was cut short. Restore it, or start the run again")
+        }
+        return rows
+    }
+
+    /// Continues a stopped run's metrics: `metrics.csv` is checked first, then rewritten
+    /// (atomically) with the rows that its checkpoint had written; the rows after it are dropped (the
+    /// resumed run writes them again), and the TensorBoard events are written anew from the kept rows.
     @discardableResult
     public func resumeMetrics(columns: [String], keepingRows count: Int) throws -> [MetricsRow] {
-        let text = (try? String(contentsOf: metricsURL, encoding: .utf8)) ?? ""
-        var lines = text.split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
-        guard let header = lines.first, header == columns.joined(separator: ",") else {
-            throw TrainingError("\(metricsURL.path) does not have the header of this run's metrics; was the file replaced?")
-        }
-        lines.removeFirst()
-        guard lines.count >= count else {
-            throw TrainingError("\(metricsURL.path) holds \(lines.count) rows but the checkpoint had written \(count); the file was cut short")
-        }
-        let kept = lines.prefix(count).map { line -> MetricsRow in
-            var row = MetricsRow()
-            for (c, cell) in zip(columns, line.split(separator: ",", omittingEmptySubsequences: false)) {
-                row[c] = Double(cell) ?? .nan
-            }
-            return row
-        }
+        let kept = try readMetrics(columns: columns, rows: count)
         try resumeMetrics(columns: columns, keeping: kept)
         return kept
     }
@@ -98,19 +206,17 @@ public final class RunFolder {
     private func resumeMetrics(columns: [String], keeping rows: [MetricsRow]) throws {
         self.columns = columns
         let text = ([columns.joined(separator: ",")] + rows.map { $0.csv(columns: columns) }).joined(separator: "\n") + "\n"
-        try writeAtomically(Data(text.utf8), to: metricsURL)
-        metrics = try FileHandle(forWritingTo: metricsURL)
-        try metrics?.seekToEnd()
+        try writeAtomically(Data(text.utf8), to: metricsURL, role: "metrics log")
+        metrics = try AppendFile(url: metricsURL, role: "metrics log", create: false)
         removeEventFiles()
         tensorBoard = try TensorBoardWriter(directory: url)
         for row in rows { try tensorBoard?.write(row, columns: columns) }
     }
 
-    /// Appends a row (to `metrics.csv` and the TensorBoard events) and flushes it to disk.
+    /// Appends a row (to `metrics.csv` and the TensorBoard events), flushed to disk.
     public func append(_ row: MetricsRow) throws {
         guard let metrics else { throw TrainingError("metrics.csv was not started") }
-        try metrics.write(contentsOf: Data((row.csv(columns: columns) + "\n").utf8))
-        try metrics.synchronize()
+        try metrics.append(Data((row.csv(columns: columns) + "\n").utf8))
         try tensorBoard?.write(row, columns: columns)
     }
 

@@ -21,9 +21,16 @@ public final class SavedRun {
             throw TrainingError("'\(path)' holds no config.json; give the folder of a run made by `rrl train`")
         }
         guard FileManager.default.fileExists(atPath: weightsURL.path) else {
-            throw TrainingError("'\(path)' holds no weights.safetensors (the run did not finish?); train it again or give another run folder")
+            let checkpoints = CheckpointStore(directory: url.appendingPathComponent("checkpoints")).list()
+            if let last = checkpoints.last {
+                throw TrainingError("'\(path)' holds no weights.safetensors yet: its run stopped at step \(last.step) before writing them; continue it with `rrl train --resume \(path)` (it writes the weights when it stops or ends)")
+            }
+            throw TrainingError("'\(path)' holds no weights.safetensors and no checkpoint (the run stopped before its first checkpoint); train it again with `rrl train --config \(configURL.path) --overwrite --run-dir \(path)`")
         }
-        let data = try Data(contentsOf: configURL)
+        let data: Data
+        do { data = try Data(contentsOf: configURL) } catch {
+            throw TrainingError("cannot read \(configURL.path) (\((error as NSError).localizedFailureReason ?? "unreadable")); give the folder of a run made by `rrl train`")
+        }
         let top: [String: Any]
         do {
             top = try JSONSerialization.jsonObject(with: data) as? [String: Any] ?? [:]
@@ -37,6 +44,7 @@ public final class SavedRun {
                 throw TrainingError("\(configURL.path) does not describe a run this version can read (\(error)); train again")
             }
         }
+        let parameters: [NamedParameter]
         if (top["algorithm"] as? String) == "ppo" {
             let c = try decode(PPOTrainingConfiguration.self)
             try c.validate()
@@ -47,6 +55,7 @@ public final class SavedRun {
             let file = try SafeTensors.read(weightsURL)
             try SafeTensors.assign(file.tensors, path: weightsURL.path, into: agent.namedParameters() + normalizers)
             agent.restoreNormalizers(normalizers, metadata: file.metadata)
+            parameters = agent.namedParameters()
             environment = c.environment
             algorithm = "ppo"
             actor = agent
@@ -56,10 +65,14 @@ public final class SavedRun {
             modules = c.environmentModules ?? []
             let spaces = try SavedRun.spaces(of: c.environment, modules: modules)
             let agent = try OffPolicyAgent(configuration: c.agent, observationSpace: spaces.0, actionSpace: spaces.1, seed: c.seed)
-            try SafeTensors.load(weightsURL, into: agent.namedParameters())
+            parameters = agent.namedParameters()
+            try SafeTensors.load(weightsURL, into: parameters)
             environment = c.environment
             algorithm = c.agent.algorithm.rawValue
             actor = agent
+        }
+        if let bad = parameters.first(where: { !$0.parameter.value.isFinite }) {
+            throw TrainingError("\(weightsURL.path): parameter \(bad.name) holds NaN or infinite values (the run diverged); these weights cannot act. Train again, e.g. with smaller learning rates or --max-grad-norm")
         }
     }
 
@@ -94,6 +107,7 @@ public final class SavedRun {
 
     /// One episode step by step as text (environments with a text view, such as goal-cycle).
     public func renderEpisode(seed: UInt64, stochastic: Bool, maxSteps: Int = 50) throws -> String {
+        guard maxSteps >= 1 else { throw TrainingError("--render-steps must be at least 1 (got \(maxSteps))") }
         let env = try EnvironmentRegistry.make(environment)
         guard let grid = env as? GoalCycle else {
             throw TrainingError("environment '\(environment)' has no text view; --render works for goal-cycle")

@@ -7,23 +7,21 @@ import Tensors
 /// protocol-buffer encoding, not a dependency.
 public final class TensorBoardWriter {
     public let url: URL
-    private let handle: FileHandle
+    private let file: AppendFile
 
-    /// Starts a new event file in `directory`.
+    /// The suffix of the event files rrl writes: a run folder removes only event files with it.
+    public static let suffix = ".rrl"
+
+    /// Starts a new event file in `directory` (`events.out.tfevents.TIME.HOST.PID.rrl`).
     public init(directory: URL, wallTime: Double = Date().timeIntervalSince1970) throws {
         let host = ProcessInfo.processInfo.hostName.filter { $0.isLetter || $0.isNumber || $0 == "-" }
-        url = directory.appendingPathComponent("events.out.tfevents.\(Int(wallTime)).\(host.isEmpty ? "rrl" : host).\(getpid())")
-        guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
-            throw TrainingError("cannot create the TensorBoard event file \(url.path)")
-        }
-        handle = try FileHandle(forWritingTo: url)
+        url = directory.appendingPathComponent("events.out.tfevents.\(Int(wallTime)).\(host.isEmpty ? "rrl" : host).\(getpid())\(Self.suffix)")
+        file = try AppendFile(url: url, role: "TensorBoard event file", create: true)
         var event = ProtocolBuffer()
         event.double(field: 1, wallTime)
         event.string(field: 3, "brain.Event:2")
         try write(record: event.bytes)
     }
-
-    deinit { try? handle.close() }
 
     /// Writes one event with the row's values (NaN cells left out) at its step, and flushes it.
     public func write(_ row: MetricsRow, columns: [String], wallTime: Double = Date().timeIntervalSince1970) throws {
@@ -37,7 +35,8 @@ public final class TensorBoardWriter {
         }
         var event = ProtocolBuffer()
         event.double(field: 1, wallTime)
-        event.varint(field: 2, UInt64(max(0, Int64(row["step"] ?? 0))))
+        let step = row["step"] ?? 0
+        event.varint(field: 2, step.isFinite && step > 0 && step < 9e18 ? UInt64(step) : 0)
         event.message(field: 5, summary)
         try write(record: event.bytes)
     }
@@ -51,8 +50,7 @@ public final class TensorBoardWriter {
         out += TensorBoardWriter.littleEndian(TensorBoardWriter.maskedCRC(lengthBytes))
         out += record
         out += TensorBoardWriter.littleEndian(TensorBoardWriter.maskedCRC(record))
-        try handle.write(contentsOf: Data(out))
-        try handle.synchronize()
+        try file.append(out)
     }
 
     static func maskedCRC(_ bytes: [UInt8]) -> UInt32 {

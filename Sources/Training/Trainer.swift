@@ -96,6 +96,8 @@ public final class Trainer {
         environments = try VectorEnvironment(name: configuration.environment, count: 1, modules: modules)
         evaluation = try PeriodicEvaluation(environment: configuration.environment, episodes: configuration.evaluationEpisodes,
                                             seed: configuration.seed, modules: modules)
+        try MemoryEstimate.offPolicy(configuration, observationWidth: environments.observationWidth,
+                                     actionSpace: environments.actionSpace).check()
         var seeds = RandomGenerator(seed: configuration.seed)
         agent = try OffPolicyAgent(configuration: configuration.agent, observationSpace: environments.observationSpace,
                                    actionSpace: environments.actionSpace, seed: seeds.next())

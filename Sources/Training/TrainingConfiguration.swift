@@ -73,6 +73,10 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         if warmupSteps < 0 { try fail("warm-up steps must be 0 or more (got \(warmupSteps))") }
         if evaluationInterval < 1 { try fail("evaluation interval must be at least 1 (got \(evaluationInterval))") }
         if evaluationEpisodes < 1 { try fail("evaluation episodes must be at least 1 (got \(evaluationEpisodes))") }
+        try checkUpperBound("steps", steps, SizeLimit.steps)
+        try checkUpperBound("evaluation episodes", evaluationEpisodes, SizeLimit.episodes)
+        try checkUpperBound("probes", probes, SizeLimit.episodes)
+        try checkUpperBound("probe length", probeLength, SizeLimit.sequence)
         if probes < 0 || probeLength < 1 { try fail("probes must be 0 or more and probe length at least 1") }
         if let k = checkpointInterval, k < 0 { try fail("checkpoint interval must be 0 (only at the end) or positive (got \(k))") }
         // A Python environment is checked when its bridge starts.

@@ -8,14 +8,30 @@ struct RRL: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rrl",
         abstract: "Deep reinforcement learning with memory: recurrent (GRU/LSTM) agents, trained fast on a CPU.",
+        version: RRL.version,
         subcommands: [Train.self, Evaluate.self, Plot.self, Report.self, List.self, Bench.self]
     )
+
+    /// The version `rrl --version` prints.
+    static let version = "0.12.0"
 
     /// Parses and runs the command. A bad value found while running (a `ValidationError` thrown
     /// from `run()`, such as an out-of-range option or an unknown environment) is printed without
     /// ArgumentParser's usage line, which would show the root command's usage there; the exit code
     /// stays 64 (a usage error). Parsing errors keep their usage line.
     static func main() {
+        // Progress lines reach a file or a pipe as they are printed (a killed run keeps its log).
+        setvbuf(stdout, nil, _IOLBF, 0)
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        if let first = arguments.first, !first.hasPrefix("-") {
+            let names = configuration.subcommands.map { $0._commandName } + ["help"]
+            if !names.contains(first) {
+                let near = names.min { editDistance($0, first) < editDistance($1, first) }!
+                let hint = editDistance(near, first) <= 2 ? "did you mean '\(near)'? " : ""
+                FileHandle.standardError.write(Data("Error: unknown command '\(first)'; \(hint)the commands are \(names.dropLast().joined(separator: ", ")) (see `rrl --help`)\n".utf8))
+                Foundation.exit(64)
+            }
+        }
         var command: ParsableCommand
         do {
             command = try parseAsRoot()
@@ -50,11 +66,11 @@ struct Evaluate: ParsableCommand {
         abstract: "Evaluate a trained run: mean ± standard deviation of the return over N episodes.",
         discussion: "Reads config.json and weights.safetensors from the run folder. Deterministic actions unless --stochastic; the same --seed gives the same episodes.")
     @Argument(help: "Run folder (made by `rrl train`).") var runDirectory: String
-    @Option(help: "Episodes, run side by side.") var episodes: Int = 10
-    @Option(help: "Seed of the evaluation episodes.") var seed: UInt64 = 0
+    @Option(parsing: .unconditional, help: "Episodes, run side by side.") var episodes: Int = 10
+    @Option(parsing: .unconditional, help: "Seed of the evaluation episodes.") var seed: UInt64 = 0
     @Flag(help: "Sample actions from the policy instead of taking its mode.") var stochastic = false
     @Flag(help: "Print one episode step by step as text (goal-cycle).") var render = false
-    @Option(help: "With --render: at most this many steps.") var renderSteps: Int = 50
+    @Option(parsing: .unconditional, help: "With --render: at most this many steps.") var renderSteps: Int = 50
 
     func run() throws {
         let saved = try SavedRun(path: runDirectory)
@@ -63,6 +79,9 @@ struct Evaluate: ParsableCommand {
             return
         }
         let result = try saved.evaluate(episodes: episodes, seed: seed, stochastic: stochastic)
+        guard result.mean.isFinite, result.std.isFinite else {
+            throw TrainingError("the evaluation of \(runDirectory) gave a non-finite return (\(result.mean)); the policy or the environment produced NaN or infinite values")
+        }
         print("\(saved.algorithm) on \(saved.environment), \(episodes) \(stochastic ? "stochastic" : "deterministic") episodes, seed \(seed): return \(String(format: "%.2f", result.mean)) ± \(String(format: "%.2f", result.std))")
     }
 }
@@ -85,7 +104,7 @@ struct Plot: ParsableCommand {
             throw ValidationError("no run has a metric '\(name)'\(near.map { "; did you mean '\($0)'?" } ?? ""); the metrics are: \(known.sorted().joined(separator: ", "))")
         }
         let svg = svgPlot(groups: groupRuns(runs).groups, metric: metric, x: x)
-        try writeAtomically(Data(svg.utf8), to: URL(fileURLWithPath: output))
+        try writeAtomically(Data(svg.utf8), to: URL(fileURLWithPath: output), role: "plot")
         print("wrote \(output)")
     }
 }
@@ -101,7 +120,7 @@ struct Report: ParsableCommand {
     func run() throws {
         guard !runDirectories.isEmpty else { throw ValidationError("give at least one run folder") }
         let runs = try runDirectories.map { try RunRecord(path: $0) }
-        try writeAtomically(Data(htmlReport(runs: runs, title: title).utf8), to: URL(fileURLWithPath: output))
+        try writeAtomically(Data(htmlReport(runs: runs, title: title).utf8), to: URL(fileURLWithPath: output), role: "report")
         print("wrote \(output) (\(runs.count) runs)")
     }
 }

@@ -34,56 +34,56 @@ struct Train: ParsableCommand {
 
     @Option(help: "A JSON configuration file (a run's config.json, or any subset of it); command-line options override it.") var config: String?
     @Option(help: "Continue the run in this folder from its last checkpoint (only --steps, --checkpoint-interval and --quiet may be given too).") var resume: String?
-    @Option(help: "Write a checkpoint every this many steps (default 25000; 0: only at the end and on Ctrl-C/SIGTERM).") var checkpointInterval: Int?
+    @Option(parsing: .unconditional, help: "Write a checkpoint every this many steps (default 25000; 0: only at the end and on Ctrl-C/SIGTERM).") var checkpointInterval: Int?
     @Option(help: "Environment (see `rrl list`; default memory, cartpole-position for ppo). Python environments: gym:ID (see `rrl list --python`).") var env: String?
     @Option(help: "A Python module to import before making a gym:ID environment (it registers it), e.g. popgym; repeatable.") var envModule: [String] = []
-    @Option(help: "Environment steps.") var steps: Int?
-    @Option(help: "Random seed (default 0).") var seed: UInt64?
+    @Option(parsing: .unconditional, help: "Environment steps.") var steps: Int?
+    @Option(parsing: .unconditional, help: "Random seed (default 0).") var seed: UInt64?
     @Option(help: "Run folder (default runs/ALGORITHM-ENV-seedS).") var runDir: String?
     @Flag(help: "Replace an existing run in the run folder.") var overwrite = false
     @Flag(help: "No progress line.") var quiet = false
 
     @Option(help: "Network: mlp, gru or lstm.") var network: NetworkKind?
-    @Option(help: "Recurrent layers per encoder.") var layers: Int?
-    @Option(help: "Recurrent state width per layer.") var hidden: Int?
+    @Option(parsing: .unconditional, help: "Recurrent layers per encoder.") var layers: Int?
+    @Option(parsing: .unconditional, help: "Recurrent state width per layer.") var hidden: Int?
     @Option(help: "Hidden widths of the MLP heads, comma separated (e.g. 64,64; 'none' for a linear head).") var headHidden: String?
     @Option(help: "Activation of the heads: relu, tanh, elu.") var activation: Activation?
     @Option(help: "Encoder inputs: observation,lastAction,lastReward (any subset).") var context: String?
 
     @Option(help: "Trained steps per window, or 'full' for whole episodes.") var sequenceLength: String?
-    @Option(help: "Burn-in slots at the start of each window (no loss, no gradient).") var burnIn: Int?
+    @Option(parsing: .unconditional, help: "Burn-in slots at the start of each window (no loss, no gradient).") var burnIn: Int?
     @Option(help: "Initial state of a window: zero, stored, stored+burnIn.") var initialState: InitialStateMode?
     @Flag(inversion: .prefixedNo, help: "Random window lengths: L with the nominal probability, else uniform in [1, L-1].") var randomLength: Bool?
-    @Option(help: "Probability of the nominal length with --random-length.") var nominalLengthProbability: Float?
+    @Option(parsing: .unconditional, help: "Probability of the nominal length with --random-length.") var nominalLengthProbability: Float?
     @Flag(inversion: .prefixedNo, help: "Windows start at the first step of an episode.") var startAtEpisodeStart: Bool?
     @Flag(inversion: .prefixedNo, help: "Target networks also see the step before the first trained one.") var includeFirstStepInTargets: Bool?
     @Flag(inversion: .prefixedNo, help: "Losses only at the last step of each window.") var maskNonFinal: Bool?
-    @Option(help: "Truncated BPTT: cut the state gradient every k steps (0: off).") var truncation: Int?
+    @Option(parsing: .unconditional, help: "Truncated BPTT: cut the state gradient every k steps (0: off).") var truncation: Int?
 
-    @Option(help: "Windows (or transitions) per batch.") var batchSize: Int?
-    @Option(help: "Replay capacity in steps.") var replayCapacity: Int?
-    @Option(help: "Discount.") var gamma: Float?
-    @Option(help: "Polyak rate of the targets.") var tau: Float?
-    @Option(help: "Actor learning rate.") var actorLr: Float?
-    @Option(help: "Critic learning rate.") var criticLr: Float?
-    @Option(help: "Learning rate of the recurrent encoders (default: as their network).") var encoderLr: Float?
-    @Option(help: "SAC temperature learning rate.") var temperatureLr: Float?
-    @Option(help: "SAC initial temperature.") var initialTemperature: Float?
+    @Option(parsing: .unconditional, help: "Windows (or transitions) per batch.") var batchSize: Int?
+    @Option(parsing: .unconditional, help: "Replay capacity in steps.") var replayCapacity: Int?
+    @Option(parsing: .unconditional, help: "Discount.") var gamma: Float?
+    @Option(parsing: .unconditional, help: "Polyak rate of the targets.") var tau: Float?
+    @Option(parsing: .unconditional, help: "Actor learning rate.") var actorLr: Float?
+    @Option(parsing: .unconditional, help: "Critic learning rate.") var criticLr: Float?
+    @Option(parsing: .unconditional, help: "Learning rate of the recurrent encoders (default: as their network).") var encoderLr: Float?
+    @Option(parsing: .unconditional, help: "SAC temperature learning rate.") var temperatureLr: Float?
+    @Option(parsing: .unconditional, help: "SAC initial temperature.") var initialTemperature: Float?
     @Flag(help: "Keep the SAC temperature fixed.") var fixedTemperature = false
-    @Option(help: "SAC target entropy (default -action dimensions; 0.98 log n for n discrete actions).") var targetEntropy: Float?
-    @Option(help: "Number of critics (the target takes their minimum).") var critics: Int?
-    @Option(help: "Environment steps per critic update.") var criticInterval: Int?
-    @Option(help: "Critic updates per actor update (TD3 default 2).") var actorInterval: Int?
-    @Option(help: "Critic updates per target update (SAC).") var targetInterval: Int?
-    @Option(help: "Clip each network's gradient norm (0: off).") var maxGradNorm: Float?
-    @Option(help: "TD3 target smoothing noise.") var policyNoise: Float?
-    @Option(help: "TD3 target noise clip.") var noiseClip: Float?
-    @Option(help: "TD3 exploration noise.") var explorationNoise: Float?
+    @Option(parsing: .unconditional, help: "SAC target entropy (default -action dimensions; 0.98 log n for n discrete actions).") var targetEntropy: Float?
+    @Option(parsing: .unconditional, help: "Number of critics (the target takes their minimum).") var critics: Int?
+    @Option(parsing: .unconditional, help: "Environment steps per critic update.") var criticInterval: Int?
+    @Option(parsing: .unconditional, help: "Critic updates per actor update (TD3 default 2).") var actorInterval: Int?
+    @Option(parsing: .unconditional, help: "Critic updates per target update (SAC).") var targetInterval: Int?
+    @Option(parsing: .unconditional, help: "Clip each network's gradient norm (0: off).") var maxGradNorm: Float?
+    @Option(parsing: .unconditional, help: "TD3 target smoothing noise.") var policyNoise: Float?
+    @Option(parsing: .unconditional, help: "TD3 target noise clip.") var noiseClip: Float?
+    @Option(parsing: .unconditional, help: "TD3 exploration noise.") var explorationNoise: Float?
 
-    @Option(help: "Random-action steps before updates start.") var warmup: Int?
-    @Option(help: "Evaluate every this many steps.") var evalInterval: Int?
-    @Option(help: "Deterministic evaluation episodes.") var evalEpisodes: Int?
-    @Option(help: "Memory task: probes per evaluation.") var probes: Int?
+    @Option(parsing: .unconditional, help: "Random-action steps before updates start.") var warmup: Int?
+    @Option(parsing: .unconditional, help: "Evaluate every this many steps.") var evalInterval: Int?
+    @Option(parsing: .unconditional, help: "Deterministic evaluation episodes.") var evalEpisodes: Int?
+    @Option(parsing: .unconditional, help: "Memory task: probes per evaluation.") var probes: Int?
 
     @OptionGroup(title: "PPO options") var ppoOptions: PPOOptions
 
@@ -117,15 +117,37 @@ struct Train: ParsableCommand {
     }
 
     /// The whole configuration: the config file's (or the defaults of the algorithm and
-    /// environment), then the options given.
+    /// environment), then the options given; an option given that does not apply to the run is an
+    /// error (`OptionScope` decides).
     func resolvedRunConfiguration() throws -> RunConfiguration {
         let base = try config.map { try ConfigurationFile.load(path: $0, algorithm: algorithm?.rawValue) }
+        let resolved: RunConfiguration
         switch base {
-        case .ppo(let c)?: return .ppo(try resolvedPPOConfiguration(base: c))
-        case .offPolicy(let c)?: return .offPolicy(try resolvedConfiguration(base: c))
-        case nil: return algorithm == .ppo ? .ppo(try resolvedPPOConfiguration(base: nil)) : .offPolicy(try resolvedConfiguration(base: nil))
+        case .ppo(let c)?: resolved = .ppo(try resolvedPPOConfiguration(base: c))
+        case .offPolicy(let c)?: resolved = .offPolicy(try resolvedConfiguration(base: c))
+        case nil: resolved = algorithm == .ppo ? .ppo(try resolvedPPOConfiguration(base: nil)) : .offPolicy(try resolvedConfiguration(base: nil))
         }
+        let isPPO = resolved.algorithm == "ppo"
+        let given = runOptionsGiven.compactMap { flag -> (key: String, name: String)? in
+            guard let keys = Train.optionKeys[flag], let key = isPPO ? keys.ppo : keys.offPolicy else { return nil }
+            return (key, flag)
+        }
+        try OptionScope.check(resolved, given: given)
+        return resolved
     }
+
+    /// The configuration-file keys of the options whose scope `OptionScope` limits (off-policy, PPO).
+    static let optionKeys: [String: (offPolicy: String?, ppo: String?)] = [
+        "--policy-noise": ("agent.policyNoise", nil), "--noise-clip": ("agent.noiseClip", nil),
+        "--exploration-noise": ("agent.explorationNoise", nil), "--fixed-temperature": ("agent.learnTemperature", nil),
+        "--target-entropy": ("agent.targetEntropy", nil), "--temperature-lr": ("agent.temperatureLearningRate", nil),
+        "--initial-temperature": ("agent.initialTemperature", nil), "--target-interval": ("agent.targetUpdateInterval", nil),
+        "--encoder-lr": ("agent.encoderLearningRate", nil), "--burn-in": ("agent.sampler.burnIn", nil),
+        "--initial-state": ("agent.sampler.initialState", nil), "--probes": ("probes", nil),
+        "--truncation": ("agent.truncation", "ppo.truncation"), "--layers": ("agent.recurrentLayers", "ppo.recurrentLayers"),
+        "--hidden": ("agent.hiddenSize", "ppo.hiddenSize"), "--refresh": (nil, "ppo.refreshStates"),
+        "--refresh-interval": (nil, "ppo.refreshInterval"), "--initial-log-std": (nil, "ppo.initialLogStd"),
+    ]
 
     /// The off-policy configuration: `base` (or the defaults for the algorithm and environment), then the options given.
     func resolvedConfiguration(base: TrainingConfiguration?) throws -> TrainingConfiguration {
@@ -222,19 +244,27 @@ struct Train: ParsableCommand {
         case .ppo(let c): seed = c.seed
         }
         let path = runDir ?? "runs/\(configuration.algorithm)-\(configuration.environment)-seed\(seed)"
-        let folder = try RunFolder(path: path, overwrite: overwrite)
+        // The trainer is built first (environments, the memory check, networks): a run that cannot
+        // start leaves no folder behind.
         let session: any TrainingSession
+        switch configuration {
+        case .offPolicy(let c): session = try asUsageError { try Trainer(configuration: c) }
+        case .ppo(let c): session = try asUsageError { try PPOTrainer(configuration: c) }
+        }
+        let folder = try RunFolder(path: path, overwrite: overwrite)
         switch configuration {
         case .offPolicy(let c):
             try folder.writeConfiguration(c)
-            session = try Trainer(configuration: c)
             let a = c.agent
             print("training \(a.algorithm.rawValue) (\(a.network.rawValue)) on \(c.environment) for \(c.steps) steps, seed \(c.seed); run folder \(folder.url.path)")
         case .ppo(let c):
             try folder.writeConfiguration(c)
-            session = try PPOTrainer(configuration: c)
             let p = c.ppo
             print("training ppo (\(p.network.rawValue)\(p.sharedEncoder ? ", shared encoder" : "")\(p.refreshStates ? ", refreshing states" : "")) on \(c.environment) for \(c.steps) steps with \(p.environments) copies, seed \(c.seed); run folder \(folder.url.path)")
+            let perRollout = p.environments * p.rolloutSteps
+            if c.steps % perRollout != 0 {
+                print("note: PPO trains on whole rollouts of \(perRollout) steps (\(p.environments) copies x \(p.rolloutSteps)), so it runs \((c.steps + perRollout - 1) / perRollout * perRollout) steps")
+            }
         }
         try folder.startMetrics(columns: session.metricsColumns)
         try train(session, folder: folder)
@@ -271,6 +301,8 @@ struct Train: ParsableCommand {
         guard session.step < session.totalSteps else {
             throw ValidationError("the run in \(path) already reached its \(session.totalSteps) steps (its last checkpoint is at step \(session.step)); pass --steps with a larger budget to train on")
         }
+        // Everything is checked before anything is changed: the metrics the checkpoint had written first.
+        _ = try folder.readMetrics(columns: session.metricsColumns, rows: session.loop.rows)
         switch configuration {
         case .offPolicy(let c): try folder.writeConfiguration(c)
         case .ppo(let c): try folder.writeConfiguration(c)
@@ -298,7 +330,11 @@ struct Train: ParsableCommand {
         var last: MetricsRow?
         do {
             try session.run(onRow: { row in
-                try folder.append(row)
+                do {
+                    try folder.append(row)
+                } catch let error as FileWriteError {
+                    throw WriteStopped(error: error)
+                }
                 display.row(row)
                 last = row
             }, afterStep: { _ in
@@ -311,9 +347,33 @@ struct Train: ParsableCommand {
                     while nextCheckpoint <= session.step { nextCheckpoint += interval }
                 }
             }, onProgress: display.progress)
+        } catch let stop as WriteStopped {
+            // The run cannot write its metrics (a full disk): keep what it learned in a checkpoint
+            // if one fits, and say where things are.
+            display.finish()
+            var message = "error: \(stop.error)\nTraining stopped at step \(session.step). "
+            do {
+                try checkpoint()
+                message += "A checkpoint of this step is in \(folder.checkpointsURL.path); "
+            } catch {
+                message += "No checkpoint of this step fits either (\(error)); "
+                message += lastCheckpoint.map { "the last good checkpoint (step \($0)) is kept in \(folder.checkpointsURL.path); " } ?? "there is no earlier checkpoint; "
+            }
+            message += "metrics.csv holds every row written before. Free some space, then continue with `rrl train --resume \(folder.url.path)`."
+            FileHandle.standardError.write(Data((message + "\n").utf8))
+            throw ExitCode.failure
+        } catch let error as FileWriteError {
+            // A checkpoint that cannot be written: the previous one stays in place.
+            display.finish()
+            var message = "error: \(error)\nTraining stopped at step \(session.step)."
+            if let lastCheckpoint {
+                message += " The last good checkpoint (step \(lastCheckpoint)) is kept in \(folder.checkpointsURL.path); continue with `rrl train --resume \(folder.url.path)` once it can be written."
+            }
+            FileHandle.standardError.write(Data((message + "\n").utf8))
+            throw ExitCode.failure
         } catch let stop as Interrupted {
             display.finish()
-            let name = stop.signal == SIGINT ? "interrupted (Ctrl-C)" : "stopped by SIGTERM"
+            let name = stop.signal == SIGINT ? "interrupted (Ctrl-C)" : stop.signal == SIGHUP ? "stopped by SIGHUP (terminal closed)" : "stopped by SIGTERM"
             let weights = session.exportedWeights()
             try folder.writeWeights(weights.tensors, metadata: weights.metadata)
             print("\(name) at step \(stop.step); checkpoint written to \(folder.checkpointsURL.path) and the current weights to \(folder.weightsURL.path); continue with `rrl train --resume \(folder.url.path)`")
@@ -345,13 +405,18 @@ struct Train: ParsableCommand {
     }
 }
 
+/// Training stopped because a metrics row could not be written.
+struct WriteStopped: Error {
+    let error: FileWriteError
+}
+
 /// Training stopped by a signal, after its checkpoint was written.
 struct Interrupted: Error {
     let signal: Int32
     let step: Int
 }
 
-/// SIGINT and SIGTERM set a flag that the training loop reads after each step (so the checkpoint
+/// SIGINT, SIGTERM and SIGHUP set a flag that the training loop reads after each step (so the checkpoint
 /// is taken between steps, never in the middle of one).
 enum InterruptSignals {
     nonisolated(unsafe) static var flag: Int32 = 0
@@ -362,11 +427,13 @@ enum InterruptSignals {
         flag = 0
         signal(SIGINT) { InterruptSignals.flag = $0 }
         signal(SIGTERM) { InterruptSignals.flag = $0 }
+        signal(SIGHUP) { InterruptSignals.flag = $0 }
     }
 
     static func restore() {
         signal(SIGINT, SIG_DFL)
         signal(SIGTERM, SIG_DFL)
+        signal(SIGHUP, SIG_DFL)
     }
 }
 

@@ -4,28 +4,28 @@ import RecurrentRL
 
 /// Options that only apply to `rrl train ppo`.
 struct PPOOptions: ParsableArguments {
-    @Option(help: "Environment copies stepped in lockstep (default 8).") var envs: Int?
-    @Option(help: "Steps per copy per rollout (default 32).") var rolloutSteps: Int?
-    @Option(help: "Steps per minibatch, a multiple of the chunk length (default 256).") var minibatchSize: Int?
-    @Option(help: "Chunk length L: rollout rows are cut into chunks of L steps that start from stored states (default 32).") var chunkLength: Int?
-    @Option(help: "Passes over each rollout (default 20).") var epochs: Int?
-    @Option(help: "Learning rate (default 1e-3).") var lr: Float?
+    @Option(parsing: .unconditional, help: "Environment copies stepped in lockstep (default 8).") var envs: Int?
+    @Option(parsing: .unconditional, help: "Steps per copy per rollout (default 32).") var rolloutSteps: Int?
+    @Option(parsing: .unconditional, help: "Steps per minibatch, a multiple of the chunk length (default 256).") var minibatchSize: Int?
+    @Option(parsing: .unconditional, help: "Chunk length L: rollout rows are cut into chunks of L steps that start from stored states (default 32).") var chunkLength: Int?
+    @Option(parsing: .unconditional, help: "Passes over each rollout (default 20).") var epochs: Int?
+    @Option(parsing: .unconditional, help: "Learning rate (default 1e-3).") var lr: Float?
     @Flag(inversion: .prefixedNo, help: "Anneal the learning rate linearly to 0 (default on).") var annealLr: Bool?
-    @Option(help: "PPO clip range (default 0.2).") var clipRange: Float?
+    @Option(parsing: .unconditional, help: "PPO clip range (default 0.2).") var clipRange: Float?
     @Flag(inversion: .prefixedNo, help: "Anneal the clip range linearly to 0 (default on).") var annealClip: Bool?
-    @Option(help: "Clip value predictions to within this distance of the collected values (0: off, the default).") var valueClip: Float?
-    @Option(help: "GAE lambda (default 0.8).") var gaeLambda: Float?
-    @Option(help: "Entropy bonus coefficient (default 0).") var entropyCoef: Float?
-    @Option(help: "Value loss coefficient (default 0.5).") var valueCoef: Float?
+    @Option(parsing: .unconditional, help: "Clip value predictions to within this distance of the collected values (0: off, the default).") var valueClip: Float?
+    @Option(parsing: .unconditional, help: "GAE lambda (default 0.8).") var gaeLambda: Float?
+    @Option(parsing: .unconditional, help: "Entropy bonus coefficient (default 0).") var entropyCoef: Float?
+    @Option(parsing: .unconditional, help: "Value loss coefficient (default 0.5).") var valueCoef: Float?
     @Flag(inversion: .prefixedNo, help: "Normalise advantages per minibatch (default on).") var normalizeAdvantages: Bool?
     @Flag(inversion: .prefixedNo, help: "Running normalisation of observations (default on; saved with the weights).") var normalizeObservations: Bool?
     @Flag(inversion: .prefixedNo, help: "Scale rewards by the running deviation of the discounted return (default on).") var normalizeRewards: Bool?
-    @Option(help: "KL early stopping: stop the epochs when the approximate KL exceeds 1.5 x this (0: off, the default).") var targetKl: Float?
-    @Option(help: "Hard KL limit: undo the last step and stop when the approximate KL exceeds it (0: off, the default).") var klHardLimit: Float?
+    @Option(parsing: .unconditional, help: "KL early stopping: stop the epochs when the approximate KL exceeds 1.5 x this (0: off, the default).") var targetKl: Float?
+    @Option(parsing: .unconditional, help: "Hard KL limit: undo the last step and stop when the approximate KL exceeds it (0: off, the default).") var klHardLimit: Float?
     @Flag(inversion: .prefixedNo, help: "Hidden-state refreshing: re-run the recurrent networks over the rollout at each epoch start (default off, as sb3-contrib).") var refresh: Bool?
-    @Option(help: "With --refresh: also refresh every k minibatches (0: epoch starts only).") var refreshInterval: Int?
+    @Option(parsing: .unconditional, help: "With --refresh: also refresh every k minibatches (0: epoch starts only).") var refreshInterval: Int?
     @Flag(help: "One recurrent encoder shared by actor and critic.") var sharedEncoder = false
-    @Option(help: "Initial log standard deviation of the Gaussian policy (continuous actions; default 0).") var initialLogStd: Float?
+    @Option(parsing: .unconditional, help: "Initial log standard deviation of the Gaussian policy (continuous actions; default 0).") var initialLogStd: Float?
 
     /// The options that were given (by flag name).
     var given: [String] {

@@ -1,0 +1,110 @@
+import Agents
+import Environments
+import Foundation
+import NeuralNetworks
+import Replay
+
+/// A rough count of the memory a run will use at its largest, checked against the machine's before
+/// anything large is allocated, so that a run too large for the machine is a clear error at start-up
+/// rather than a crash, or a swap storm, hours later.
+///
+/// The counts are upper estimates in Float32 (4 bytes): parameters with their gradients and two
+/// Adam moments (targets counted too), the activations a training batch keeps for its backward
+/// pass (forward values and gradients), and the replay (at capacity) or the rollout.
+public struct MemoryEstimate: CustomStringConvertible {
+    /// What takes memory, its bytes, and the options that set its size.
+    public var parts: [(what: String, bytes: Double, options: String)] = []
+
+    public var total: Double { parts.reduce(0) { $0 + $1.bytes } }
+
+    /// The memory this machine has, in bytes.
+    public static var machineMemory: Double { Double(ProcessInfo.processInfo.physicalMemory) }
+
+    public var description: String {
+        parts.map { "\($0.what) \(MemoryEstimate.format($0.bytes))" }.joined(separator: ", ")
+    }
+
+    static func format(_ bytes: Double) -> String {
+        if bytes >= 1e12 { return String(format: "%.1f TB", bytes / 1e12) }
+        if bytes >= 1e9 { return String(format: "%.1f GB", bytes / 1e9) }
+        return String(format: "%.0f MB", max(bytes / 1e6, 1))
+    }
+
+    /// Throws when the run would need more than `fraction` of the machine's memory.
+    public func check(fraction: Double = 0.8, machine: Double = MemoryEstimate.machineMemory) throws {
+        guard total > fraction * machine else { return }
+        let largest = parts.max { $0.bytes < $1.bytes }!
+        throw ConfigurationError("this run would need about \(MemoryEstimate.format(total)) of memory (\(description)); this machine has \(MemoryEstimate.format(machine)). Lower \(largest.options)")
+    }
+
+    /// Floats of one recurrent-plus-head network: its parameters, and the activations one row (one
+    /// time step of one sequence) keeps for backward.
+    static func network(input: Int, cell: CellKind?, hidden: Int, layers: Int, heads: [Int], extra: Int, output: Int) -> (parameters: Double, perRow: Double) {
+        var parameters = 0.0, perRow = Double(input)
+        var width = Double(input)
+        if let cell {
+            let gates = cell == .lstm ? 4.0 : 3.0, h = Double(hidden)
+            for _ in 0..<layers {
+                parameters += gates * h * (width + h + 2)
+                perRow += h * (gates + 4)
+                width = h
+            }
+        }
+        width += Double(extra)
+        for w in heads + [output] {
+            parameters += (width + 1) * Double(w)
+            perRow += 2 * Double(w)
+            width = Double(w)
+        }
+        return (parameters, perRow)
+    }
+
+    static func width(_ space: Space) -> Int {
+        if case .discrete(let n) = space { return n }
+        return space.width
+    }
+
+    /// An off-policy run (SAC, TD3) on an environment with these spaces.
+    public static func offPolicy(_ c: TrainingConfiguration, observationWidth: Int, actionSpace: Space) -> MemoryEstimate {
+        let a = c.agent, A = width(actionSpace)
+        var discrete = false
+        if case .discrete = actionSpace { discrete = true }
+        let context = observationWidth + A + 1
+        let actor = network(input: context, cell: a.network.cell, hidden: a.hiddenSize, layers: a.recurrentLayers, heads: a.headHiddenSizes,
+                            extra: 0, output: discrete ? A : 2 * A)
+        let critic = network(input: context, cell: a.network.cell, hidden: a.hiddenSize, layers: a.recurrentLayers, heads: a.headHiddenSizes,
+                             extra: discrete ? 0 : A, output: discrete ? A : 1)
+        let critics = Double(a.criticCount)
+        // Trained networks: value, gradient, two moments; targets: value only.
+        let parameters = 4 * (actor.parameters + critics * critic.parameters) + actor.parameters + critics * critic.parameters
+        let rows = Double(a.batchSize) * Double(a.sampler.sequenceLength + 1)
+        let activations = rows * 2 * (actor.perRow + 2 * critics * critic.perRow)
+        let stateWidth = a.network == .mlp ? 0.0 : Double(a.hiddenSize * a.recurrentLayers * (a.network == .lstm ? 2 : 1))
+        let stored = a.sampler.initialState.usesStoredStates ? stateWidth * (1 + critics) : 0
+        let replay = Double(a.replayCapacity) * (4 * (2 * Double(observationWidth) + Double(actionSpace.width) + 1 + stored) + 11)
+        return MemoryEstimate(parts: [
+            ("replay at capacity", replay, "--replay-capacity"),
+            ("networks", 4 * parameters, "--hidden, --layers or --head-hidden"),
+            ("training batch", 4 * activations, "--batch-size, --sequence-length or --hidden"),
+        ])
+    }
+
+    /// A PPO run with `copies` environment copies on these spaces.
+    public static func ppo(_ c: PPOTrainingConfiguration, observationWidth: Int, actionSpace: Space) -> MemoryEstimate {
+        let p = c.ppo, A = width(actionSpace)
+        let context = observationWidth + A + 1
+        let net = network(input: context, cell: p.network.cell, hidden: p.hiddenSize, layers: p.recurrentLayers, heads: p.headHiddenSizes,
+                          extra: 0, output: 2 * A)
+        let parameters = 2 * 4 * net.parameters
+        let stateWidth = p.network == .mlp ? 0.0 : Double(p.hiddenSize * p.recurrentLayers * (p.network == .lstm ? 2 : 1))
+        let rolloutRows = Double(p.environments) * Double(p.rolloutSteps + 1)
+        let rollout = rolloutRows * (Double(context + A) + 2 * stateWidth + 12)
+        // A minibatch's chunks keep activations for backward; a refresh runs over the whole rollout.
+        let activations = 2 * net.perRow * max(Double(p.minibatchSize), p.refreshStates ? rolloutRows : 0) * 2
+        return MemoryEstimate(parts: [
+            ("rollout", 4 * rollout, "--envs or --rollout-steps"),
+            ("networks", 4 * parameters, "--hidden, --layers or --head-hidden"),
+            ("training minibatch", 4 * activations, "--minibatch-size or --hidden"),
+        ])
+    }
+}
