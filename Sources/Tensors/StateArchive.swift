@@ -19,8 +19,33 @@ public final class StateArchive {
 
     public init() {}
 
-    /// The format tag written into (and required of) every checkpoint.
-    public static let format = "rrl-checkpoint-1"
+    /// The format tag written into every checkpoint. Version 2 adds a CRC-32C of the header
+    /// (`header_crc32c`); version 1 files (data checksum only) are still read.
+    public static let format = "rrl-checkpoint-2"
+    static let readableFormats: Set<String> = ["rrl-checkpoint-1", "rrl-checkpoint-2"]
+
+    /// The header's checksum field as it is written before the checksum is known: the CRC-32C
+    /// covers the 8 length bytes and the header with these eight zeros, then replaces them (hex).
+    static let headerChecksumKey = Array("\"header_crc32c\":\"".utf8)
+    static let headerChecksumPlaceholder = "00000000"
+
+    /// The CRC-32C of a header (with its 8 length bytes), its checksum digits read as zeros.
+    static func headerChecksum(length: Data, header: Data, digitsAt offset: Int) -> UInt32 {
+        var copy = length + header
+        for i in 0..<8 { copy[8 + offset + i] = UInt8(ascii: "0") }
+        return crc32c(copy)
+    }
+
+    /// Where the checksum's digits start in `header`, if it has one.
+    static func headerChecksumDigits(in header: Data) -> Int? {
+        let key = headerChecksumKey
+        let bytes = [UInt8](header)
+        guard bytes.count >= key.count + 8 else { return nil }
+        for i in 0...(bytes.count - key.count - 8) where bytes[i] == key[0] && Array(bytes[i..<(i + key.count)]) == key {
+            return i + key.count
+        }
+        return nil
+    }
 
     /// Stores `count` floats.
     public func put(_ name: String, floats: UnsafePointer<Float>, count: Int) {
@@ -56,12 +81,17 @@ public final class StateArchive {
         meta["format"] = StateArchive.format
         meta["crc32c"] = String(crc32c(body))
         meta["data_bytes"] = String(body.count)
+        meta["header_crc32c"] = StateArchive.headerChecksumPlaceholder
         header["__metadata__"] = meta
         var headerData = try! JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
         while headerData.count % 8 != 0 { headerData.append(0x20) }
-        var out = Data(capacity: 8 + headerData.count + body.count)
         var length = UInt64(headerData.count).littleEndian
-        withUnsafeBytes(of: &length) { out.append(contentsOf: $0) }
+        let lengthData = withUnsafeBytes(of: &length) { Data($0) }
+        let digits = StateArchive.headerChecksumDigits(in: headerData)!
+        let checksum = StateArchive.headerChecksum(length: lengthData, header: headerData, digitsAt: digits)
+        headerData.replaceSubrange(digits..<(digits + 8), with: Array(String(format: "%08x", checksum).utf8))
+        var out = Data(capacity: 8 + headerData.count + body.count)
+        out.append(lengthData)
         out.append(headerData)
         out.append(body)
         return out
@@ -94,11 +124,20 @@ public final class StateArchiveReader {
             throw fail("its header says \(headerLength) bytes but only \(data.count - 8) follow (the file was cut off)")
         }
         let start = 8 + Int(headerLength)
-        guard let json = try? JSONSerialization.jsonObject(with: data.subdata(in: 8..<start)) as? [String: Any],
+        let headerData = data.subdata(in: 8..<start)
+        if let digits = StateArchive.headerChecksumDigits(in: headerData) {
+            let text = String(decoding: headerData.subdata(in: digits..<(digits + 8)), as: UTF8.self)
+            let computed = StateArchive.headerChecksum(length: data.prefix(8), header: headerData, digitsAt: digits)
+            guard UInt32(text, radix: 16) == computed else { throw fail("the checksum of its header does not match (the file is damaged)") }
+        }
+        guard let json = try? JSONSerialization.jsonObject(with: headerData) as? [String: Any],
               let meta = json["__metadata__"] as? [String: String]
         else { throw fail("its header is not valid JSON with metadata (the file is damaged or is not a checkpoint)") }
-        guard meta["format"] == StateArchive.format else {
+        guard let format = meta["format"], StateArchive.readableFormats.contains(format) else {
             throw fail("format '\(meta["format"] ?? "none")', expected '\(StateArchive.format)' (not an rrl checkpoint, or from another version)")
+        }
+        if format != "rrl-checkpoint-1" && meta["header_crc32c"] == nil {
+            throw fail("its header has lost its checksum (the file is damaged)")
         }
         let body = data.subdata(in: start..<data.count)
         guard let declared = meta["data_bytes"].flatMap(Int.init), let checksum = meta["crc32c"].flatMap(UInt32.init) else {

@@ -35,6 +35,13 @@ func configurationJSON<C: Encodable>(_ configuration: C) -> String {
     return String(decoding: try! encoder.encode(configuration), as: UTF8.self)
 }
 
+/// The step budget of the run that wrote a checkpoint.
+func savedConfigurationSteps(_ archive: StateArchiveReader) -> Int? {
+    guard let text = archive.metadata["configuration"],
+          let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { return nil }
+    return (object["steps"] as? NSNumber)?.intValue
+}
+
 /// Refuses a checkpoint written by a run with another configuration (the step budget may differ).
 func checkConfiguration<C: Codable & Equatable>(_ archive: StateArchiveReader, matches configuration: C, ignoringSteps set: (inout C) -> Void) throws {
     guard let text = archive.metadata["configuration"], var saved = try? JSONDecoder().decode(C.self, from: Data(text.utf8)) else {
@@ -108,7 +115,10 @@ extension Trainer: TrainingSession {
 }
 
 extension PPOTrainer: TrainingSession {
-    public var resumeCaveat: String? { pythonResumeCaveat(environments) }
+    public var resumeCaveat: String? {
+        let notes = [pythonResumeCaveat(environments), scheduleNote].compactMap { $0 }
+        return notes.isEmpty ? nil : notes.joined(separator: "\nnote: ")
+    }
     public var totalSteps: Int { configuration.steps }
     public var checkpointInterval: Int { configuration.checkpointInterval ?? 25_000 }
     public var metricsColumns: [String] { MetricsRow.ppoColumns }
@@ -124,6 +134,8 @@ extension PPOTrainer: TrainingSession {
     struct State: Codable {
         var step: Int, updates: Int, episodes: Int, statistics: PPOStatistics, recentReturns: [Double], discountedReturns: [Double]
         var evaluations: Int, loop: LoopState
+        /// The annealing schedule's start (absent in checkpoints of earlier versions: (0, 1)).
+        var scheduleStep: Int?, scheduleRemaining: Float?
     }
 
     /// Taken between updates (a rollout boundary): the rollout buffer is rewritten by the next
@@ -139,7 +151,8 @@ extension PPOTrainer: TrainingSession {
         }
         archive.put(prefix + "state", value: State(step: step, updates: updates, episodes: episodes, statistics: statistics,
                                                    recentReturns: recentReturns, discountedReturns: discountedReturns,
-                                                   evaluations: evaluation.count, loop: loop))
+                                                   evaluations: evaluation.count, loop: loop,
+                                                   scheduleStep: schedule.step, scheduleRemaining: schedule.remaining))
     }
 
     public func restore(from archive: StateArchiveReader, prefix: String) throws {
@@ -158,6 +171,18 @@ extension PPOTrainer: TrainingSession {
         recentReturns.removeAll(keepingCapacity: true)
         recentReturns += s.recentReturns
         discountedReturns = s.discountedReturns; evaluation.count = s.evaluations; loop = s.loop
+        schedule = (s.scheduleStep ?? 0, s.scheduleRemaining ?? 1)
+        if let savedSteps = savedConfigurationSteps(archive), savedSteps != configuration.steps {
+            // A new budget: the schedule goes on from where it stood at this step, to 0 at the new end.
+            let stood = schedule.remaining * (1 - Float(step - schedule.step) / Float(max(savedSteps - schedule.step, 1)))
+            schedule = (step, max(stood, 0))
+            let p = configuration.ppo
+            if schedule.remaining <= 0 && p.annealLearningRate {
+                scheduleNote = "the learning rate had annealed to 0 by step \(step) (the end of the earlier budget of \(savedSteps) steps) and a new budget continues the schedule from where it stands, so the extra steps collect and evaluate but do not change the policy; train longer from the start (a larger --steps), or with --no-anneal-lr"
+            } else {
+                scheduleNote = "a new budget continues the learning-rate and clip-range schedule from where it stood at step \(step) (\(String(format: "%.3f", schedule.remaining)) of the initial values), linearly to 0 at step \(configuration.steps)"
+            }
+        }
         if environments.restoreStartsNewEpisodes {
             // Python copies start new episodes: per-copy state starts over as after any reset.
             for t in [actorState, criticState, previousActions, previousRewards] { t.zero() }
@@ -234,9 +259,12 @@ public final class CheckpointStore {
             return try StateArchiveReader(url: newest.url)
         } catch {
             var message = "\(error)"
-            if all.count >= 2 {
-                let previous = all[all.count - 2]
-                message += ". The previous checkpoint (step \(previous.step)) is \((try? StateArchiveReader(url: previous.url)) != nil ? "intact" : "damaged too"): delete or move \(newest.url.path) and resume again to continue from step \(previous.step)"
+            if let previous = all.dropLast().last {
+                if (try? StateArchiveReader(url: previous.url)) != nil {
+                    message += ". The previous checkpoint (step \(previous.step)) is intact: move \(newest.url.path) out of \(directory.path) and resume again to continue from step \(previous.step)"
+                } else {
+                    message += ". The previous checkpoint (step \(previous.step)) is damaged too, so the run cannot be resumed: start it again (the metrics and weights in the run folder are kept until you do)"
+                }
             } else {
                 message += ". There is no earlier checkpoint: start the run again"
             }

@@ -15,6 +15,9 @@ public struct MemoryEstimate: CustomStringConvertible {
     /// What takes memory, its bytes, and the options that set its size.
     public var parts: [(what: String, bytes: Double, options: String)] = []
 
+    /// What makes the run large when it is not an option (a huge action space).
+    public var note: String?
+
     public var total: Double { parts.reduce(0) { $0 + $1.bytes } }
 
     /// The memory this machine has, in bytes.
@@ -34,7 +37,9 @@ public struct MemoryEstimate: CustomStringConvertible {
     public func check(fraction: Double = 0.8, machine: Double = MemoryEstimate.machineMemory) throws {
         guard total > fraction * machine else { return }
         let largest = parts.max { $0.bytes < $1.bytes }!
-        throw ConfigurationError("this run would need about \(MemoryEstimate.format(total)) of memory (\(description)); this machine has \(MemoryEstimate.format(machine)). Lower \(largest.options)")
+        var advice = "Lower \(largest.options)"
+        if let note { advice = note + "; or lower " + largest.options }
+        throw ConfigurationError("this run would need about \(MemoryEstimate.format(total)) of memory (\(description)); this machine has \(MemoryEstimate.format(machine)). \(advice)")
     }
 
     /// Floats of one recurrent-plus-head network: its parameters, and the activations one row (one
@@ -66,6 +71,21 @@ public struct MemoryEstimate: CustomStringConvertible {
 
     /// An off-policy run (SAC, TD3) on an environment with these spaces.
     public static func offPolicy(_ c: TrainingConfiguration, observationWidth: Int, actionSpace: Space) -> MemoryEstimate {
+        var estimate = offPolicyParts(c, observationWidth: observationWidth, actionSpace: actionSpace)
+        estimate.note = spaceNote(observationWidth: observationWidth, actionSpace: actionSpace)
+        return estimate
+    }
+
+    /// What to say when the spaces themselves are very wide.
+    static func spaceNote(observationWidth: Int, actionSpace: Space) -> String? {
+        if case .discrete(let n) = actionSpace, n > 10_000 {
+            return "The action space has \(n) discrete actions, one network output each: give the environment fewer actions (e.g. several smaller choices)"
+        }
+        if observationWidth > 100_000 { return "Observations have \(observationWidth) values: reduce them (e.g. downsample or encode them) before training" }
+        return nil
+    }
+
+    static func offPolicyParts(_ c: TrainingConfiguration, observationWidth: Int, actionSpace: Space) -> MemoryEstimate {
         let a = c.agent, A = width(actionSpace)
         var discrete = false
         if case .discrete = actionSpace { discrete = true }
@@ -105,6 +125,6 @@ public struct MemoryEstimate: CustomStringConvertible {
             ("rollout", 4 * rollout, "--envs or --rollout-steps"),
             ("networks", 4 * parameters, "--hidden, --layers or --head-hidden"),
             ("training minibatch", 4 * activations, "--minibatch-size or --hidden"),
-        ])
+        ], note: spaceNote(observationWidth: observationWidth, actionSpace: actionSpace))
     }
 }

@@ -69,6 +69,13 @@ public final class PPOTrainer {
 
     public internal(set) var step = 0
     public internal(set) var updates = 0
+    /// Where the linear annealing of the learning rate and clip range starts: at `step` it has
+    /// `remaining` of its initial value left and reaches 0 at the end of the budget. A fresh run
+    /// starts at (0, 1); a resumed run whose budget changed starts again from where the schedule stood,
+    /// so raising `--steps` continues the schedule without a jump and stretches it to the new end.
+    public internal(set) var schedule = (step: 0, remaining: Float(1))
+    /// What a resume with a new budget did to the schedule (printed by `rrl train`).
+    public internal(set) var scheduleNote: String?
     public internal(set) var episodes = 0
     public internal(set) var statistics = PPOStatistics()
     var recentReturns: [Double] = []
@@ -82,6 +89,7 @@ public final class PPOTrainer {
         environments = try VectorEnvironment(name: configuration.environment, count: N, modules: configuration.environmentModules ?? [])
         evaluation = try PeriodicEvaluation(environment: configuration.environment, episodes: configuration.evaluationEpisodes,
                                             seed: configuration.seed, modules: configuration.environmentModules ?? [])
+        try requireBoundedActions(environments)
         try MemoryEstimate.ppo(configuration, observationWidth: environments.observationWidth, actionSpace: environments.actionSpace).check()
         var seeds = RandomGenerator(seed: configuration.seed)
         agent = try PPOAgent(configuration: p, observationSpace: environments.observationSpace, actionSpace: environments.actionSpace,
@@ -140,6 +148,9 @@ public final class PPOTrainer {
             buffer.criticStates.data.advanced(by: t * N * Sc).update(from: criticState.data, count: N * Sc)
             agent.act(context: context, actorState: actorState, criticState: criticState, actions: buffer.action(t, 0),
                       logProbabilities: buffer.logProbabilities.data + t * N, values: buffer.values.data + t * N)
+            for j in 0..<(N * A) where !buffer.action(t, 0)[j].isFinite {
+                throw TrainingError("the policy's action became non-finite (\(buffer.action(t, 0)[j])) at step \(step): its outputs overflowed, so its parameters have grown too large; lower the learning rate (--lr) or keep gradient clipping on (--max-grad-norm)")
+            }
             for n in 0..<N {
                 Trainer.environmentAction(buffer.action(t, n), space: environments.actionSpace,
                                           into: environmentActions.data + n * environments.actionSpace.width)
@@ -221,7 +232,7 @@ public final class PPOTrainer {
     /// One rollout and one PPO update.
     public func advance() throws {
         try collect()
-        let remaining = 1 - Float(step) / Float(configuration.steps)
+        let remaining = schedule.remaining * (1 - Float(step - schedule.step) / Float(configuration.steps - schedule.step))
         statistics = agent.update(buffer, progressRemaining: remaining)
         updates += 1
         if let name = agent.firstNonFiniteParameter() {

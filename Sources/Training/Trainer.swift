@@ -12,6 +12,14 @@ public struct TrainingError: Error, CustomStringConvertible {
     public var description: String { message }
 }
 
+/// Every agent maps its actions in [-1, 1] onto the action space's bounds, so a Box action space
+/// needs finite ones.
+func requireBoundedActions(_ environments: VectorEnvironment) throws {
+    if case .box(let low, let high) = environments.actionSpace, !(low + high).allSatisfy(\.isFinite) {
+        throw ConfigurationError("\(environments.name) has an action space with infinite bounds (\(environments.actionSpace)); the agents map actions in [-1, 1] onto the bounds, so they need finite ones: give the environment bounded actions (Python: gymnasium.wrappers.RescaleAction or ClipAction)")
+    }
+}
+
 /// One row of the metrics log.
 public struct MetricsRow: Equatable, Sendable {
     /// The columns of an off-policy (SAC, TD3) run.
@@ -96,6 +104,7 @@ public final class Trainer {
         environments = try VectorEnvironment(name: configuration.environment, count: 1, modules: modules)
         evaluation = try PeriodicEvaluation(environment: configuration.environment, episodes: configuration.evaluationEpisodes,
                                             seed: configuration.seed, modules: modules)
+        try requireBoundedActions(environments)
         try MemoryEstimate.offPolicy(configuration, observationWidth: environments.observationWidth,
                                      actionSpace: environments.actionSpace).check()
         var seeds = RandomGenerator(seed: configuration.seed)
@@ -134,6 +143,14 @@ public final class Trainer {
     }
 
     /// Maps a normalised action ([-1, 1] per dimension, or an index) to the environment's space.
+    /// The non-finite guard's check of what the actor chose: a NaN or infinite action means the actor's
+    /// output overflowed (its parameters grew too large), which is the agent's fault, not the environment's.
+    func checkFiniteActions(_ actions: UnsafePointer<Float>, count: Int, step: Int) throws {
+        for j in 0..<count where !actions[j].isFinite {
+            throw TrainingError("the actor's action became non-finite (\(actions[j])) at step \(step): its outputs overflowed, so its parameters have grown too large; lower the learning rates (--actor-lr, --lr) or clip gradients (--max-grad-norm)")
+        }
+    }
+
     static func environmentAction(_ a: UnsafePointer<Float>, space: Space, into out: UnsafeMutablePointer<Float>) {
         switch space {
         case .box(let low, let high):
@@ -156,6 +173,7 @@ public final class Trainer {
             agent.advanceCriticStates(context: actContext, state: criticState)
         }
         agent.act(context: actContext, state: actorState, deterministic: false, actions: action)
+        try checkFiniteActions(action, count: a, step: step)
         if step < configuration.warmupSteps {
             switch environments.actionSpace {
             case .discrete(let n): action[0] = Float(rng.integer(below: n))

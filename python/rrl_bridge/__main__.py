@@ -79,16 +79,23 @@ def space_spec(space, role):
             raise BridgeError(f"the action space {space} (MultiBinary) is not supported: rrl's agents take one Box or one Discrete action")
         else:
             low, high = np.zeros(int(np.prod(shape))), np.ones(int(np.prod(shape)))
+        if low.size == 0:
+            raise BridgeError(f"the {role} space {space} has no values (shape {shape}); rrl needs at least one")
         spec = {"type": "box", "low": [json_float(x) for x in low], "high": [json_float(x) for x in high]}
-        if len(shape) == 1:
-            def copy(x, out):
-                out[:] = x
-        else:
-            def copy(x, out):
-                out[:] = np.asarray(x, dtype=np.float32).ravel()
+        if role == "action" and len(shape) != 1:
+            # rrl sends the values flat; they are reshaped to the space's shape before env.step.
+            spec["shape"] = list(shape)
+
+        def copy(x, out, shape=shape, space=space):
+            a = np.asarray(x, dtype=np.float32)
+            if a.shape != shape:
+                raise BridgeError(f"the environment returned an observation of shape {a.shape}, but its observation space {space} has shape {shape}; fix the environment or its observation_space")
+            out[:] = a.ravel()
         return spec, int(low.size), copy
     if isinstance(space, S.Discrete):
         n, start = int(space.n), int(space.start)
+        if n < 1:
+            raise BridgeError(f"the {role} space {space} has no values; rrl needs at least one")
         if role == "action":
             # rrl sends 0..n-1; the bridge adds the space's start.
             return {"type": "discrete", "n": n, "start": start}, 1, None
@@ -150,6 +157,7 @@ class Server:
         act_spec, self.a, _ = space_spec(env.action_space, "action")
         self.discrete_action = act_spec["type"] == "discrete"
         self.action_nvec, self.action_start = act_spec.get("multi_discrete"), act_spec.get("start", 0)
+        self.action_shape = tuple(act_spec["shape"]) if "shape" in act_spec else None
         self.n = count
         self.obs = np.zeros((count, self.w), dtype=np.float32)
         # Step replies: rows are sent as bytes; a plain Box observation (its float32 values are the
@@ -179,6 +187,8 @@ class Server:
             actions = [int(x) + start for x in struct.unpack(self.action_format, payload)]
         else:
             actions = np.frombuffer(payload, dtype=np.float32).reshape(self.n, self.a)
+            if self.action_shape is not None:
+                actions = [a.reshape(self.action_shape) for a in actions]
         n, w, encode, row, f32 = self.n, self.w, self.encode, self.row, F32
         observations, finals, rewards, flags = [b""] * n, [self.zero_row] * n, [0.0] * n, bytearray(n)
         for i, env in enumerate(self.envs):

@@ -44,3 +44,57 @@ class TextObservation(gym.Env):
 for name, kwargs in [("Raise", {"fault": "raise"}), ("Crash", {"fault": "crash"}), ("Hang", {"fault": "hang"}), ("Print", {"fault": "print"})]:
     gym.register(f"rrl-testing/{name}-v0", entry_point=Faulty, kwargs=kwargs)
 gym.register("rrl-testing/TextObservation-v0", entry_point=TextObservation)
+
+
+class MatrixAction(gym.Env):
+    """A Box(2, 2) action: the observation echoes the action it was given, flattened row by row, so a
+    test can see that the bridge hands env.step an array of the space's shape."""
+    observation_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (2, 2), np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(4, np.float32), {}
+
+    def step(self, action):
+        if np.shape(action) != (2, 2):
+            raise ValueError(f"expected an action of shape (2, 2), got {np.shape(action)}")
+        return np.asarray(action, np.float32).ravel(), 0.0, False, False, {}
+
+
+class WrongShape(gym.Env):
+    """Declares Box(4) observations but returns a scalar."""
+    observation_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.float32(0.5), {}
+
+    def step(self, action):
+        return np.float32(0.5), 0.0, False, False, {}
+
+
+class Shaped(gym.Env):
+    """Spaces given as arguments: empty observations, unbounded actions, huge Discrete actions."""
+
+    def __init__(self, observation_space, action_space):
+        self.observation_space, self.action_space = observation_space, action_space
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        return self.observation_space.sample(), 0.0, False, False, {}
+
+
+gym.register("rrl-testing/MatrixAction-v0", entry_point=MatrixAction, max_episode_steps=20)
+gym.register("rrl-testing/WrongShape-v0", entry_point=WrongShape, max_episode_steps=20)
+gym.register("rrl-testing/EmptyObservation-v0", entry_point=Shaped, max_episode_steps=20,
+             kwargs={"observation_space": gym.spaces.Box(-1.0, 1.0, (0,), np.float32), "action_space": gym.spaces.Discrete(2)})
+gym.register("rrl-testing/UnboundedAction-v0", entry_point=Shaped, max_episode_steps=20,
+             kwargs={"observation_space": gym.spaces.Box(-1.0, 1.0, (3,), np.float32),
+                     "action_space": gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)})
+gym.register("rrl-testing/HugeDiscreteAction-v0", entry_point=Shaped, max_episode_steps=20,
+             kwargs={"observation_space": gym.spaces.Box(-1.0, 1.0, (3,), np.float32), "action_space": gym.spaces.Discrete(10 ** 7)})
