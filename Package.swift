@@ -60,6 +60,8 @@ let package = Package(
         .testTarget(name: "EnvironmentsTests", dependencies: ["Environments", "Tensors"], resources: [.copy("Fixtures")]),
         .testTarget(name: "TrainingTests", dependencies: ["Replay", "Agents", "Training", "Environments", "NeuralNetworks", "Tensors", "TestSupport", "AllocationCounter"]),
         .testTarget(name: "ReportsTests", dependencies: ["Reports"]),
+        // The fault-injection suite: runs the rrl binary on bad inputs, damaged files, kill -9 and a full disk.
+        .testTarget(name: "CLITests", exclude: ["Corpus"]),
         .testTarget(
             name: "NeuralNetworksTests",
             dependencies: ["NeuralNetworks", "Tensors", "AllocationCounter", "TestSupport"],

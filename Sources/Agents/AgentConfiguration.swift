@@ -99,6 +99,12 @@ public struct AgentConfiguration: Codable, Equatable, Sendable {
                           ("target update interval", targetUpdateInterval)] where v < 1 {
             try fail("\(name) must be at least 1 (got \(v))")
         }
+        try checkFinite([("gamma", gamma), ("tau", tau), ("initial temperature", initialTemperature), ("target entropy", targetEntropy ?? 0),
+                         ("max gradient norm", maxGradientNorm), ("policy noise", policyNoise), ("noise clip", noiseClip),
+                         ("exploration noise", explorationNoise)])
+        for (name, v) in [("policy noise", policyNoise), ("noise clip", noiseClip), ("exploration noise", explorationNoise)] where v < 0 {
+            try fail("\(name) must be 0 or more (got \(v))")
+        }
         if maxGradientNorm < 0 { try fail("max gradient norm must be 0 (off) or positive (got \(maxGradientNorm))") }
         if truncation < 0 { try fail("truncation must be 0 (off) or positive (got \(truncation))") }
         if network == .mlp {

@@ -76,9 +76,6 @@ public struct PPOConfiguration: Codable, Equatable, Sendable {
         if environments < 1 { try fail("environments must be at least 1 (got \(environments))") }
         if rolloutSteps < 1 { try fail("rollout steps must be at least 1 (got \(rolloutSteps))") }
         if chunkLength < 1 { try fail("chunk length must be at least 1 (got \(chunkLength))") }
-        if minibatchSize < chunkLength || minibatchSize % chunkLength != 0 {
-            try fail("minibatch size (\(minibatchSize) steps) must be a positive multiple of the chunk length (\(chunkLength)); try \(max(1, minibatchSize / chunkLength) * chunkLength)")
-        }
         if epochs < 1 { try fail("epochs must be at least 1 (got \(epochs))") }
         try checkUpperBound("recurrent layers", recurrentLayers, SizeLimit.layers)
         try checkUpperBound("hidden size", hiddenSize, SizeLimit.width)
@@ -89,6 +86,13 @@ public struct PPOConfiguration: Codable, Equatable, Sendable {
         try checkUpperBound("chunk length", chunkLength, SizeLimit.sequence)
         try checkUpperBound("minibatch size", minibatchSize, SizeLimit.batch)
         try checkUpperBound("epochs", epochs, SizeLimit.epochs)
+        if minibatchSize < chunkLength || minibatchSize % chunkLength != 0 {
+            try fail("minibatch size (\(minibatchSize) steps) must be a positive multiple of the chunk length (\(chunkLength)); try \(max(1, minibatchSize / chunkLength) * chunkLength)")
+        }
+        try checkFinite([("learning rate", learningRate), ("clip range", clipRange), ("value clip range", valueClipRange), ("gamma", gamma),
+                         ("GAE lambda", gaeLambda), ("entropy coefficient", entropyCoefficient), ("value coefficient", valueCoefficient),
+                         ("max gradient norm", maxGradientNorm), ("target KL", targetKL), ("KL hard limit", klHardLimit),
+                         ("initial log std", initialLogStd), ("Adam epsilon", adamEpsilon)])
         if !(learningRate > 0) { try fail("learning rate must be positive (got \(learningRate))") }
         if !(clipRange > 0) { try fail("clip range must be positive (got \(clipRange))") }
         if !(valueClipRange >= 0) { try fail("value clip range must be 0 (off) or positive (got \(valueClipRange))") }

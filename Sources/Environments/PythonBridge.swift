@@ -183,6 +183,7 @@ public final class PythonBridge {
         signal(SIGPIPE, SIG_IGN)
         var environment = ProcessInfo.processInfo.environment
         environment["PYTHONPATH"] = folder + (environment["PYTHONPATH"].map { ":" + $0 } ?? "")
+        PythonBridge.removeStaleLogs()
         let stderrURL = FileManager.default.temporaryDirectory.appendingPathComponent("rrl-bridge-\(getpid())-\(UUID().uuidString).log")
         do {
             let child = try ChildProcess(arguments: [options.python, "-u", "-m", "rrl_bridge"], environment: environment, stderrPath: stderrURL.path)
@@ -296,6 +297,18 @@ public final class PythonBridge {
         _ = process.waitForExit()
         process.closePipes()
         try? FileManager.default.removeItem(at: stderrURL)
+    }
+}
+
+extension PythonBridge {
+    /// Removes the error logs (`rrl-bridge-PID-*.log` in the temporary folder) of rrl processes that
+    /// are gone (killed before they could remove them).
+    static func removeStaleLogs() {
+        let folder = FileManager.default.temporaryDirectory
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? [] where name.hasPrefix("rrl-bridge-") && name.hasSuffix(".log") {
+            guard let pid = Int32(name.dropFirst("rrl-bridge-".count).prefix { $0.isNumber }), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+            try? FileManager.default.removeItem(at: folder.appendingPathComponent(name))
+        }
     }
 }
 

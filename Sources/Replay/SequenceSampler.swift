@@ -55,6 +55,13 @@ public func checkUpperBound(_ name: String, _ value: Int, _ limit: Int) throws {
     if value > limit { throw ConfigurationError("\(name) must be at most \(limit) (got \(value))") }
 }
 
+/// Throws when a real-valued option is NaN or infinite (every option must be a finite number).
+public func checkFinite(_ values: [(name: String, value: Float)]) throws {
+    for (name, value) in values where !value.isFinite {
+        throw ConfigurationError("\(name) must be a finite number (got \(value))")
+    }
+}
+
 /// The largest sizes accepted (shared by every configuration).
 public enum SizeLimit {
     public static let layers = 64, width = 16_384, listLength = 64, batch = 1 << 24, sequence = 1 << 20

@@ -59,6 +59,10 @@ public enum ConfigurationFile {
             let hint = FileManager.default.fileExists(atPath: inside) ? "; did you mean \(inside)?" : ""
             throw ConfigurationError("config file \(path) is a folder, not a JSON file\(hint)")
         }
+        let kind = (try? FileManager.default.attributesOfItem(atPath: path)[.type]) as? FileAttributeType
+        guard kind == .typeRegular || kind == .typeSymbolicLink else {
+            throw ConfigurationError("config file \(path) is not a regular file; give the path of a JSON file (a run's config.json will do)")
+        }
         let data: Data
         do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
             throw ConfigurationError("cannot read config file \(path): \((error as NSError).localizedFailureReason ?? "unreadable"); check its permissions")
@@ -142,7 +146,7 @@ public enum ConfigurationFile {
     /// What a key holds, read off the configuration's stored properties (so that no option can be
     /// missing from the checks).
     indirect enum Kind {
-        case whole, number, flag, list, name([String]), object([String: Kind]), other
+        case whole, number, flag, list, strings, name([String]), object([String: Kind]), other
     }
 
     static func kind(of value: Any) -> Kind {
@@ -152,6 +156,7 @@ public enum ConfigurationFile {
             // An unset optional: its wrapped type tells the kind.
             if let child = mirror.children.first { v = child.value } else {
                 let t = "\(type(of: value))"
+                if t.contains("Array<String>") { return .strings }
                 if t.contains("Float") || t.contains("Double") { return .number }
                 if t.contains("Int") { return .whole }
                 return .other
@@ -162,6 +167,7 @@ public enum ConfigurationFile {
         case is Int, is UInt64: return .whole
         case is Float, is Double: return .number
         case is [Int], is [Float]: return .list
+        case is [String]: return .strings
         default: break
         }
         if let e = v as? any CaseIterable, let all = type(of: e).allCases as? [any RawRepresentable] {
@@ -230,8 +236,15 @@ public enum ConfigurationFile {
                     guard let number, !isFlag, number.doubleValue == number.doubleValue.rounded() else {
                         throw fail("'\(full)' must be a whole number (got \(describe(value)))")
                     }
+                    guard abs(number.doubleValue) < 9e18 else { throw fail("'\(full)' is too large (got \(describe(value)))") }
+                    if key == "seed" && number.doubleValue < 0 { throw fail("'\(full)' must be 0 or more (got \(describe(value)))") }
+                case .strings:
+                    guard let list = value as? [Any], list.allSatisfy({ $0 is String }) else {
+                        throw fail("'\(full)' must be a list of strings (got \(describe(value)))")
+                    }
                 case .number:
-                    guard number != nil, !isFlag else { throw fail("'\(full)' must be a number (got \(describe(value)))") }
+                    guard let number, !isFlag else { throw fail("'\(full)' must be a number (got \(describe(value)))") }
+                    guard abs(number.doubleValue) <= Double(Float.greatestFiniteMagnitude) else { throw fail("'\(full)' is too large for a 32-bit float (got \(describe(value)))") }
                 case .flag:
                     guard isFlag else { throw fail("'\(full)' must be true or false (got \(describe(value)))") }
                 case .list:

@@ -29,17 +29,6 @@ public final class RunFolder {
     private var lock: Int32 = -1
     public private(set) var tensorBoard: TensorBoardWriter?
 
-    /// The names of the files rrl writes at a run folder's top level.
-    static let ownNames: Set<String> = ["config.json", "metrics.csv", "weights.safetensors", "checkpoints", ".rrl-lock"]
-
-    /// Whether `name` (in the run folder) is a file rrl wrote: its own names, its event files, and
-    /// the temporary files of its atomic writes.
-    static func isOwn(_ name: String) -> Bool {
-        if ownNames.contains(name) { return true }
-        if name.hasPrefix("events.out.tfevents."), name.hasSuffix(TensorBoardWriter.suffix) { return true }
-        return ownNames.contains { name.hasPrefix(".\($0).tmp-") }
-    }
-
     /// Creates the folder, or takes over an existing one by the rules above.
     public init(path: String, overwrite: Bool) throws {
         guard !path.trimmingCharacters(in: .whitespaces).isEmpty else {
@@ -54,7 +43,9 @@ public final class RunFolder {
             }
             let names = ((try? fm.contentsOfDirectory(atPath: url.path)) ?? []).sorted()
             if !names.isEmpty {
-                guard RunFolder.isRun(url) || names.allSatisfy(RunFolder.isOwn) else {
+                // Left by an rrl run that stopped before writing its configuration: its lock, temporary files.
+                let leftovers = names.allSatisfy { $0 == ".rrl-lock" || ($0.hasPrefix(".") && $0.contains(".tmp-")) }
+                guard RunFolder.isRun(url) || leftovers else {
                     let shown = names.prefix(4).joined(separator: ", ") + (names.count > 4 ? ", ... (\(names.count) entries)" : "")
                     throw TrainingError("run folder '\(path)' is not empty and holds no rrl run (it has \(shown)); rrl writes a run only into a new or empty folder, or over an earlier rrl run: choose another --run-dir (e.g. a subfolder)")
                 }
@@ -162,7 +153,8 @@ public final class RunFolder {
         do { text = try String(contentsOf: metricsURL, encoding: .utf8) } catch {
             throw TrainingError("cannot read \(metricsURL.path) (\((error as NSError).localizedFailureReason ?? "unreadable")); a resumed run needs the metrics its checkpoint had written")
         }
-        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        if lines.last == "" { lines.removeLast() }
         guard let header = lines.first, header == columns.joined(separator: ",") else {
             throw TrainingError("\(metricsURL.path) does not have the header of this run's metrics; was the file replaced? Restore it, or start a new run with --config \(configurationURL.path)")
         }

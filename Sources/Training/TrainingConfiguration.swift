@@ -78,6 +78,12 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         try checkUpperBound("probes", probes, SizeLimit.episodes)
         try checkUpperBound("probe length", probeLength, SizeLimit.sequence)
         if probes < 0 || probeLength < 1 { try fail("probes must be 0 or more and probe length at least 1") }
+        if warmupSteps >= steps {
+            try fail("the warm-up (\(warmupSteps) random steps) covers the whole run (\(steps) steps), so nothing would be learned; lower --warmup or raise --steps")
+        }
+        if agent.criticUpdateInterval > steps - warmupSteps {
+            try fail("with a critic update every \(agent.criticUpdateInterval) steps after \(warmupSteps) warm-up steps, a run of \(steps) steps would make no update; lower --critic-interval or raise --steps")
+        }
         if let k = checkpointInterval, k < 0 { try fail("checkpoint interval must be 0 (only at the end) or positive (got \(k))") }
         // A Python environment is checked when its bridge starts.
         if !environment.hasPrefix("gym:") { _ = try EnvironmentRegistry.make(environment) }

@@ -134,6 +134,7 @@ struct List: ParsableCommand {
     @Option(help: "With --python: a module to import first (it registers environments), e.g. popgym; repeatable.") var envModule: [String] = []
 
     func run() throws {
+        if let env, !python { _ = try asUsageError { try EnvironmentRegistry.make(env) } }
         if python {
             let ids = try PythonBridge.list(options: .init(modules: envModule))
             print("\(ids.count) Python environments (train with `rrl train ALGORITHM --env gym:ID\(envModule.map { " --env-module \($0)" }.joined())`):")
@@ -153,7 +154,6 @@ struct List: ParsableCommand {
         print("  sac   soft actor-critic (continuous actions: tanh-Gaussian; discrete actions: categorical), MLP/GRU/LSTM, sequence replay")
         print("  td3   twin delayed DDPG (continuous actions), MLP/GRU/LSTM, sequence replay")
         print("  ppo   PPO-Clip (categorical or Gaussian), MLP/GRU/LSTM, rollouts cut into chunks from stored states")
-        if let env { _ = try asUsageError { try EnvironmentRegistry.make(env) } }
         var sac = TrainingConfiguration.defaults(algorithm: .sac, environment: env ?? "memory")
         var td3 = TrainingConfiguration.defaults(algorithm: .td3, environment: env ?? "memory")
         var ppo = PPOTrainingConfiguration.defaults(environment: env ?? "cartpole-position")

@@ -46,11 +46,11 @@ struct Train: ParsableCommand {
     @Option(help: "Network: mlp, gru or lstm.") var network: NetworkKind?
     @Option(parsing: .unconditional, help: "Recurrent layers per encoder.") var layers: Int?
     @Option(parsing: .unconditional, help: "Recurrent state width per layer.") var hidden: Int?
-    @Option(help: "Hidden widths of the MLP heads, comma separated (e.g. 64,64; 'none' for a linear head).") var headHidden: String?
+    @Option(parsing: .unconditional, help: "Hidden widths of the MLP heads, comma separated (e.g. 64,64; 'none' for a linear head).") var headHidden: String?
     @Option(help: "Activation of the heads: relu, tanh, elu.") var activation: Activation?
-    @Option(help: "Encoder inputs: observation,lastAction,lastReward (any subset).") var context: String?
+    @Option(parsing: .unconditional, help: "Encoder inputs: observation,lastAction,lastReward (any subset).") var context: String?
 
-    @Option(help: "Trained steps per window, or 'full' for whole episodes.") var sequenceLength: String?
+    @Option(parsing: .unconditional, help: "Trained steps per window, or 'full' for whole episodes.") var sequenceLength: String?
     @Option(parsing: .unconditional, help: "Burn-in slots at the start of each window (no loss, no gradient).") var burnIn: Int?
     @Option(help: "Initial state of a window: zero, stored, stored+burnIn.") var initialState: InitialStateMode?
     @Flag(inversion: .prefixedNo, help: "Random window lengths: L with the nominal probability, else uniform in [1, L-1].") var randomLength: Bool?
@@ -298,6 +298,14 @@ struct Train: ParsableCommand {
             throw ValidationError("\(path) has no checkpoint to resume from (\(folder.checkpointsURL.path) is empty); start the run again")
         }
         try session.restore(from: archive, prefix: "")
+        if session.step >= session.totalSteps && !FileManager.default.fileExists(atPath: folder.weightsURL.path) {
+            // Stopped after its last checkpoint but before its weights were written: finish that.
+            _ = try folder.readMetrics(columns: session.metricsColumns, rows: session.loop.rows)
+            let weights = session.exportedWeights()
+            try folder.writeWeights(weights.tensors, metadata: weights.metadata)
+            print("the run in \(path) had already reached its \(session.totalSteps) steps; wrote its weights to \(folder.weightsURL.path)")
+            return
+        }
         guard session.step < session.totalSteps else {
             throw ValidationError("the run in \(path) already reached its \(session.totalSteps) steps (its last checkpoint is at step \(session.step)); pass --steps with a larger budget to train on")
         }
