@@ -74,9 +74,7 @@ public struct AgentConfiguration: Codable, Equatable, Sendable {
     public func validate() throws {
         func fail(_ m: String) throws { throw ConfigurationError(m) }
         try sampler.validate()
-        if recurrentLayers < 1 { try fail("recurrent layers must be at least 1 (got \(recurrentLayers))") }
-        if hiddenSize < 1 { try fail("hidden size must be at least 1 (got \(hiddenSize))") }
-        if headHiddenSizes.contains(where: { $0 < 1 }) { try fail("head hidden sizes must be positive (got \(headHiddenSizes))") }
+        try validateNetworkSizes(recurrentLayers: recurrentLayers, hiddenSize: hiddenSize, headHiddenSizes: headHiddenSizes)
         if batchSize < 1 { try fail("batch size must be at least 1 (got \(batchSize))") }
         if replayCapacity < 1 { try fail("replay capacity must be at least 1 (got \(replayCapacity))") }
         if !(gamma >= 0 && gamma <= 1) { try fail("gamma must be in [0, 1] (got \(gamma))") }
@@ -88,10 +86,6 @@ public struct AgentConfiguration: Codable, Equatable, Sendable {
         if let e = encoderLearningRate, !(e > 0 && e.isFinite) { try fail("encoder learning rate must be positive (got \(e))") }
         if !(initialTemperature > 0) { try fail("initial temperature must be positive (got \(initialTemperature))") }
         if criticCount < 1 { try fail("critic count must be at least 1 (got \(criticCount))") }
-        try checkUpperBound("recurrent layers", recurrentLayers, SizeLimit.layers)
-        try checkUpperBound("hidden size", hiddenSize, SizeLimit.width)
-        try checkUpperBound("the number of head layers", headHiddenSizes.count, SizeLimit.listLength)
-        for width in headHiddenSizes { try checkUpperBound("head hidden size", width, SizeLimit.width) }
         try checkUpperBound("batch size", batchSize, SizeLimit.batch)
         try checkUpperBound("replay capacity", replayCapacity, SizeLimit.replay)
         try checkUpperBound("critic count", criticCount, SizeLimit.critics)
@@ -113,4 +107,15 @@ public struct AgentConfiguration: Codable, Equatable, Sendable {
             }
         }
     }
+}
+
+/// The sizes every recurrent-encoder-plus-head network shares: at least 1, at most the library's bounds.
+func validateNetworkSizes(recurrentLayers: Int, hiddenSize: Int, headHiddenSizes: [Int]) throws {
+    if recurrentLayers < 1 { throw ConfigurationError("recurrent layers must be at least 1 (got \(recurrentLayers))") }
+    if hiddenSize < 1 { throw ConfigurationError("hidden size must be at least 1 (got \(hiddenSize))") }
+    if headHiddenSizes.contains(where: { $0 < 1 }) { throw ConfigurationError("head hidden sizes must be positive (got \(headHiddenSizes))") }
+    try checkUpperBound("recurrent layers", recurrentLayers, SizeLimit.layers)
+    try checkUpperBound("hidden size", hiddenSize, SizeLimit.width)
+    try checkUpperBound("the number of head layers", headHiddenSizes.count, SizeLimit.listLength)
+    for width in headHiddenSizes { try checkUpperBound("head hidden size", width, SizeLimit.width) }
 }

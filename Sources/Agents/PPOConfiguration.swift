@@ -69,18 +69,12 @@ public struct PPOConfiguration: Codable, Equatable, Sendable {
 
     public func validate() throws {
         func fail(_ m: String) throws { throw ConfigurationError(m) }
-        if recurrentLayers < 1 { try fail("recurrent layers must be at least 1 (got \(recurrentLayers))") }
-        if hiddenSize < 1 { try fail("hidden size must be at least 1 (got \(hiddenSize))") }
-        if headHiddenSizes.contains(where: { $0 < 1 }) { try fail("head hidden sizes must be positive (got \(headHiddenSizes))") }
+        try validateNetworkSizes(recurrentLayers: recurrentLayers, hiddenSize: hiddenSize, headHiddenSizes: headHiddenSizes)
         if sharedEncoder && network == .mlp { try fail("a shared encoder needs a recurrent network (gru or lstm)") }
         if environments < 1 { try fail("environments must be at least 1 (got \(environments))") }
         if rolloutSteps < 1 { try fail("rollout steps must be at least 1 (got \(rolloutSteps))") }
         if chunkLength < 1 { try fail("chunk length must be at least 1 (got \(chunkLength))") }
         if epochs < 1 { try fail("epochs must be at least 1 (got \(epochs))") }
-        try checkUpperBound("recurrent layers", recurrentLayers, SizeLimit.layers)
-        try checkUpperBound("hidden size", hiddenSize, SizeLimit.width)
-        try checkUpperBound("the number of head layers", headHiddenSizes.count, SizeLimit.listLength)
-        for width in headHiddenSizes { try checkUpperBound("head hidden size", width, SizeLimit.width) }
         try checkUpperBound("environment copies", environments, SizeLimit.copies)
         try checkUpperBound("rollout steps", rolloutSteps, SizeLimit.sequence)
         try checkUpperBound("chunk length", chunkLength, SizeLimit.sequence)

@@ -45,16 +45,7 @@ public func writeAtomically(_ data: Data, to url: URL, role: String) throws {
     let temporary = directory.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
     let fd = open(temporary.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
     guard fd >= 0 else { throw failure(errno) }
-    var code: Int32 = 0
-    data.withUnsafeBytes { raw in
-        var offset = 0
-        while offset < raw.count {
-            let n = Foundation.write(fd, raw.baseAddress! + offset, raw.count - offset)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { code = n < 0 ? errno : ENOSPC; return }
-            offset += n
-        }
-    }
+    var code = data.withUnsafeBytes { writeAll(fd, $0) }
     if code == 0 && fsync(fd) != 0 { code = errno }
     if close(fd) != 0 && code == 0 { code = errno }
     if code == 0 && rename(temporary.path, url.path) != 0 { code = errno }
@@ -65,6 +56,18 @@ public func writeAtomically(_ data: Data, to url: URL, role: String) throws {
     // Make the rename itself durable.
     let dfd = open(directory.path, O_RDONLY | O_CLOEXEC)
     if dfd >= 0 { fsync(dfd); close(dfd) }
+}
+
+/// Writes every byte to `fd` (retrying short writes); returns 0, or the `errno` of the failure.
+public func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int32 {
+    var offset = 0
+    while offset < bytes.count {
+        let n = Foundation.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { return n < 0 ? errno : ENOSPC }
+        offset += n
+    }
+    return 0
 }
 
 /// Removes the temporary files that interrupted atomic writes left in `directory`

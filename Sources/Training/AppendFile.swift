@@ -26,13 +26,7 @@ final class AppendFile {
     deinit { close(fd) }
 
     func append(_ bytes: UnsafeRawBufferPointer) throws {
-        var offset = 0, code: Int32 = 0
-        while offset < bytes.count {
-            let n = Foundation.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { code = n < 0 ? errno : ENOSPC; break }
-            offset += n
-        }
+        var code = writeAll(fd, bytes)
         if code == 0 && fsync(fd) != 0 { code = errno }
         guard code == 0 else {
             // Cut the partial record off, so the file still ends at a record boundary.

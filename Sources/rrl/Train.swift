@@ -373,12 +373,7 @@ struct Train: ParsableCommand {
         } catch let error as FileWriteError {
             // A checkpoint that cannot be written: the previous one stays in place.
             display.finish()
-            var message = "error: \(error)\nTraining stopped at step \(session.step)."
-            if let lastCheckpoint {
-                message += " The last good checkpoint (step \(lastCheckpoint)) is kept in \(folder.checkpointsURL.path); continue with `rrl train --resume \(folder.url.path)` once it can be written."
-            }
-            FileHandle.standardError.write(Data((message + "\n").utf8))
-            throw ExitCode.failure
+            try stopWithError("\(error)\nTraining stopped at step \(session.step).", lastCheckpoint: lastCheckpoint, folder: folder)
         } catch let stop as Interrupted {
             display.finish()
             let name = stop.signal == SIGINT ? "interrupted (Ctrl-C)" : stop.signal == SIGHUP ? "stopped by SIGHUP (terminal closed)" : "stopped by SIGTERM"
@@ -388,16 +383,10 @@ struct Train: ParsableCommand {
             throw ExitCode(128 + stop.signal)
         } catch let error as TrainingError {
             display.finish()
-            var message = "error: \(error.message)"
-            if let lastCheckpoint {
-                message += "\nThe last good checkpoint (step \(lastCheckpoint)) is kept in \(folder.checkpointsURL.path); metrics up to the failure are in \(folder.metricsURL.path)."
-            }
-            FileHandle.standardError.write(Data((message + "\n").utf8))
-            throw ExitCode.failure
+            try stopWithError(error.message, lastCheckpoint: lastCheckpoint, folder: folder)
         } catch let error as EnvironmentError {
             display.finish()
-            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
-            throw ExitCode.failure
+            try stopWithError("\(error)", lastCheckpoint: lastCheckpoint, folder: folder)
         }
         display.finish()
         if lastCheckpoint != session.step { try checkpoint() }
@@ -411,6 +400,16 @@ struct Train: ParsableCommand {
         }
         print("wrote \(folder.configurationURL.path), \(folder.metricsURL.path), TensorBoard events, \(folder.checkpointsURL.path)/, \(folder.weightsURL.path)")
     }
+}
+
+/// Prints a run's failure with where its last good checkpoint and metrics are, and exits with 1.
+func stopWithError(_ message: String, lastCheckpoint: Int?, folder: RunFolder) throws -> Never {
+    var text = "error: \(message)"
+    if let lastCheckpoint {
+        text += "\nThe last good checkpoint (step \(lastCheckpoint)) is kept in \(folder.checkpointsURL.path); metrics up to the failure are in \(folder.metricsURL.path); continue with `rrl train --resume \(folder.url.path)` once the cause is fixed."
+    }
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+    throw ExitCode.failure
 }
 
 /// Training stopped because a metrics row could not be written.
