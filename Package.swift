@@ -52,6 +52,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // A user's own partially observable environment, registered by name and learned by recurrent SAC.
+        .executableTarget(name: "LightSwitchExample", dependencies: ["RecurrentRL"], path: "Examples/LightSwitch"),
         // Test support: counts heap allocations so tests can prove a training step allocates nothing.
         .target(name: "AllocationCounter", path: "Tests/AllocationCounter"),
         // Test support: finite-difference gradient checks shared by the test targets.
@@ -59,6 +61,7 @@ let package = Package(
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "CKernels"]),
         .testTarget(name: "EnvironmentsTests", dependencies: ["Environments", "Tensors"], resources: [.copy("Fixtures")]),
         .testTarget(name: "TrainingTests", dependencies: ["Replay", "Agents", "Training", "Environments", "NeuralNetworks", "Tensors", "TestSupport", "AllocationCounter"]),
+        .testTarget(name: "ReplayTests", dependencies: ["Replay", "Tensors"]),
         .testTarget(name: "ReportsTests", dependencies: ["Reports"]),
         // The fault-injection suite: runs the rrl binary on bad inputs, damaged files, kill -9 and a full disk.
         .testTarget(name: "CLITests", exclude: ["Corpus"]),

@@ -111,3 +111,21 @@ public struct EnvironmentError: Error, CustomStringConvertible, Equatable {
     }
     public var description: String { "environment '\(environment)': \(message)" }
 }
+
+/// An environment with a text view of its state, for `rrl evaluate --render` (goal-cycle).
+public protocol TextRendering {
+    /// The current state as lines of text.
+    func render() -> String
+    /// What an action (in the environment's space) does, in a few words.
+    func describe(action: UnsafePointer<Float>) -> String
+}
+
+/// A task that measures memory directly, apart from its return: a probe is a fresh episode of a
+/// given length after which the agent's last action is right or wrong (the memory task: the count of
+/// ones among the last bits). Training reports the fraction right as `probe_accuracy`.
+public protocol MemoryProbing {
+    /// A fresh environment for one probe of `length` steps.
+    func makeProbe(length: Int) -> any Environment & MemoryProbing
+    /// Whether `action` (taken after the probe's last observation) is the right answer.
+    func isCorrect(action: UnsafePointer<Float>) -> Bool
+}

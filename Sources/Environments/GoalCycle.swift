@@ -129,3 +129,9 @@ public final class GoalCycle: Environment {
         return lines.joined(separator: "\n")
     }
 }
+
+extension GoalCycle: TextRendering {
+    public func describe(action: UnsafePointer<Float>) -> String {
+        ["turn left", "turn right", "forward"][min(max(Int(action[0]), 0), 2)]
+    }
+}

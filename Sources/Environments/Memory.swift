@@ -58,3 +58,12 @@ public final class MemoryTask: Environment {
         return StepResult(reward: r, terminated: false, truncated: elapsedSteps >= maxEpisodeSteps)
     }
 }
+
+extension MemoryTask: MemoryProbing {
+    public func makeProbe(length: Int) -> any Environment & MemoryProbing {
+        MemoryTask(horizon: horizon, maxEpisodeSteps: length + 1)
+    }
+
+    /// Right when the action, read as count / 10 and rounded, names the count.
+    public func isCorrect(action: UnsafePointer<Float>) -> Bool { Int((10 * action[0]).rounded()) == count }
+}

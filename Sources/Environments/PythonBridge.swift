@@ -20,6 +20,9 @@ public final class PythonBridge {
         /// The folder that holds `rrl_bridge/` (default: `$RRL_BRIDGE_PATH`, else `python/` in the
         /// current folder or above the executable's).
         public var packagePath: String? = nil
+        /// `gym.make`'s keyword arguments, as text: each value is read as JSON when it is valid JSON
+        /// (numbers, true/false, lists), else passed as a string.
+        public var keywordArguments: [String: String] = [:]
         public init(modules: [String] = [], timeout: Double = 60) {
             self.modules = modules
             self.timeout = timeout
@@ -55,7 +58,11 @@ public final class PythonBridge {
         (process, stderrURL) = try PythonBridge.start(options, name: environment)
         input = process.input
         output = process.output
-        let request = try JSONSerialization.data(withJSONObject: ["env": environment, "count": count, "modules": options.modules] as [String: Any])
+        var kwargs: [String: Any] = [:]
+        for (key, text) in options.keywordArguments {
+            kwargs[key] = (try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed])) ?? text
+        }
+        let request = try JSONSerialization.data(withJSONObject: ["env": environment, "count": count, "modules": options.modules, "kwargs": kwargs] as [String: Any])
         let answer: [String: Any]
         do {
             try send(PythonBridge.make, [UInt8](request))

@@ -1,35 +1,189 @@
+import Foundation
 import Tensors
 
-/// The built-in environments by name.
+/// Options for making an environment, as `key=value` text (from `--env-option` or a configuration
+/// file's `environmentOptions`). A maker reads them with `int`, `float` or `string`; `EnvironmentRegistry`
+/// refuses keys the environment does not declare, and a value that does not parse or is out of range
+/// is an error that names it.
+public struct EnvironmentOptions: Sendable {
+    public let environment: String
+    public let values: [String: String]
+
+    public init(environment: String, values: [String: String] = [:]) {
+        self.environment = environment
+        self.values = values
+    }
+
+    func fail(_ key: String, _ what: String) -> EnvironmentError {
+        EnvironmentError(environment: environment, message: "option \(key)=\(values[key] ?? "") \(what)")
+    }
+
+    /// A whole number in `range` (the default when the option is not given).
+    public func int(_ key: String, default value: Int, in range: ClosedRange<Int>) throws -> Int {
+        guard let text = values[key] else { return value }
+        guard let v = Int(text) else { throw fail(key, "is not a whole number") }
+        guard range.contains(v) else { throw fail(key, "must be in \(range.lowerBound)...\(range.upperBound)") }
+        return v
+    }
+
+    /// A finite number in `range`.
+    public func float(_ key: String, default value: Float, in range: ClosedRange<Float>) throws -> Float {
+        guard let text = values[key] else { return value }
+        guard let v = Float(text), v.isFinite else { throw fail(key, "is not a finite number") }
+        guard range.contains(v) else { throw fail(key, "must be in \(range.lowerBound)...\(range.upperBound)") }
+        return v
+    }
+
+    /// A string option.
+    public func string(_ key: String, default value: String) -> String { values[key] ?? value }
+}
+
+/// The environments by name: the built-in ones, and any a library user registers.
+///
+/// ```swift
+/// EnvironmentRegistry.register("light-switch", summary: "remember which light was on",
+///                              options: ["delay": "steps between cue and choice (default 5)"]) { options in
+///     LightSwitch(delay: try options.int("delay", default: 5, in: 1...100))
+/// }
+/// // then: OffPolicyConfiguration.defaults(algorithm: .sac, environment: "light-switch"), or
+/// // `--env light-switch --env-option delay=8` in a program that registered it
+/// ```
 public enum EnvironmentRegistry {
-    /// A built-in environment: its name, a one-line description, and how to make one.
+    /// An environment: its name, a one-line description, its options (name: meaning), and how to
+    /// make one from its options.
     public struct Entry: Sendable {
         public let name: String
         public let summary: String
-        public let make: @Sendable () -> any Environment
+        public let options: [String: String]
+        public let make: @Sendable (EnvironmentOptions) throws -> any Environment
+
+        public init(name: String, summary: String, options: [String: String] = [:],
+                    make: @escaping @Sendable (EnvironmentOptions) throws -> any Environment) {
+            self.name = name
+            self.summary = summary
+            self.options = options
+            self.make = make
+        }
     }
 
-    /// Every built-in environment, in the order `rrl list` shows them.
-    public static let entries: [Entry] = [
-        Entry(name: "memory", summary: "count the ones among the last 10 bits shown (needs memory; 2000 steps)") { MemoryTask() },
-        Entry(name: "pendulum", summary: "Gymnasium Pendulum-v1: swing up and balance (200 steps)") { Pendulum(view: .full) },
-        Entry(name: "pendulum-position", summary: "Pendulum showing only cos θ and sin θ (velocity hidden)") { Pendulum(view: .position) },
-        Entry(name: "pendulum-velocity", summary: "Pendulum showing only θ̇ (angle hidden)") { Pendulum(view: .velocity) },
-        Entry(name: "cartpole", summary: "Gymnasium CartPole-v1: balance a pole on a cart (500 steps)") { CartPole(view: .full) },
-        Entry(name: "cartpole-position", summary: "CartPole showing only x and θ (velocities hidden)") { CartPole(view: .position) },
-        Entry(name: "cartpole-velocity", summary: "CartPole showing only ẋ and θ̇ (positions hidden)") { CartPole(view: .velocity) },
-        Entry(name: "repeat-previous", summary: "POPGym-style: name the suit of the card dealt 4 steps ago (52 steps)") { RepeatPrevious() },
-        Entry(name: "count-recall", summary: "POPGym-style: how many cards of the queried rank were dealt so far (52 steps)") { CountRecall() },
-        Entry(name: "goal-cycle", summary: "gridworld, 5x5 egocentric view: visit 3 look-alike goals in a hidden cyclic order (200 steps)") { GoalCycle() },
+    static let steps = "episode length limit"
+
+    /// The built-in environments, in the order `rrl list` shows them.
+    public static let builtIn: [Entry] = [
+        Entry(name: "memory", summary: "count the ones among the last 10 bits shown (needs memory; 2000 steps)",
+              options: ["horizon": "how many of the last bits to count (default 10)", "steps": steps + " (default 2000)"]) {
+            MemoryTask(horizon: try $0.int("horizon", default: 10, in: 1...1000), maxEpisodeSteps: try $0.int("steps", default: 2000, in: 1...10_000_000))
+        },
+        Entry(name: "pendulum", summary: "Gymnasium Pendulum-v1: swing up and balance (200 steps)", options: ["steps": steps + " (default 200)"]) {
+            Pendulum(view: .full, maxEpisodeSteps: try $0.int("steps", default: 200, in: 1...10_000_000))
+        },
+        Entry(name: "pendulum-position", summary: "Pendulum showing only cos θ and sin θ (velocity hidden)", options: ["steps": steps + " (default 200)"]) {
+            Pendulum(view: .position, maxEpisodeSteps: try $0.int("steps", default: 200, in: 1...10_000_000))
+        },
+        Entry(name: "pendulum-velocity", summary: "Pendulum showing only θ̇ (angle hidden)", options: ["steps": steps + " (default 200)"]) {
+            Pendulum(view: .velocity, maxEpisodeSteps: try $0.int("steps", default: 200, in: 1...10_000_000))
+        },
+        Entry(name: "cartpole", summary: "Gymnasium CartPole-v1: balance a pole on a cart (500 steps)", options: ["steps": steps + " (default 500)"]) {
+            CartPole(view: .full, maxEpisodeSteps: try $0.int("steps", default: 500, in: 1...10_000_000))
+        },
+        Entry(name: "cartpole-position", summary: "CartPole showing only x and θ (velocities hidden)", options: ["steps": steps + " (default 500)"]) {
+            CartPole(view: .position, maxEpisodeSteps: try $0.int("steps", default: 500, in: 1...10_000_000))
+        },
+        Entry(name: "cartpole-velocity", summary: "CartPole showing only ẋ and θ̇ (positions hidden)", options: ["steps": steps + " (default 500)"]) {
+            CartPole(view: .velocity, maxEpisodeSteps: try $0.int("steps", default: 500, in: 1...10_000_000))
+        },
+        Entry(name: "repeat-previous", summary: "POPGym-style: name the suit of the card dealt 4 steps ago (52 steps)",
+              options: ["lag": "how many cards back to name (default 4)", "decks": "decks in the shoe (default 1)"]) {
+            RepeatPrevious(lag: try $0.int("lag", default: 4, in: 1...51), decks: try $0.int("decks", default: 1, in: 1...100))
+        },
+        Entry(name: "count-recall", summary: "POPGym-style: how many cards of the queried rank were dealt so far (52 steps)",
+              options: ["decks": "decks in the shoe (default 1)"]) {
+            CountRecall(decks: try $0.int("decks", default: 1, in: 1...100))
+        },
+        Entry(name: "goal-cycle", summary: "gridworld, 5x5 egocentric view: visit 3 look-alike goals in a hidden cyclic order (200 steps)",
+              options: ["size": "the grid's side (default 5)", "goals": "goals in the cycle (default 3)", "view": "the odd side of the egocentric view (default 5)",
+                        "penalty": "reward for a wrong goal, negated (default 0.25)", "steps": steps + " (default 200)"]) { o in
+            let size = try o.int("size", default: 5, in: 3...64)
+            let view = try o.int("view", default: 5, in: 1...63)
+            guard view % 2 == 1 else { throw o.fail("view", "must be odd") }
+            return GoalCycle(size: size, goals: try o.int("goals", default: 3, in: 2...(size * size - 2)), view: view,
+                             penalty: try o.float("penalty", default: 0.25, in: 0...1000), maxEpisodeSteps: try o.int("steps", default: 200, in: 1...10_000_000))
+        },
     ]
+
+    nonisolated(unsafe) static var registered: [Entry] = []
+    static let lock = NSLock()
+
+    /// Every environment: the built-in ones, then those registered, in order.
+    public static var entries: [Entry] {
+        lock.lock()
+        defer { lock.unlock() }
+        return builtIn + registered
+    }
 
     public static var names: [String] { entries.map(\.name) }
 
-    /// A new environment, or an error naming the valid choices (and the closest one).
-    public static func make(_ name: String) throws -> any Environment {
-        if let entry = entries.first(where: { $0.name == name }) { return entry.make() }
-        let nearest = names.min { editDistance($0, name) < editDistance($1, name) }!
-        throw EnvironmentError(environment: name, message: "unknown environment; did you mean '\(nearest)'? Available: \(names.joined(separator: ", "))")
+    /// Registers an environment under `name` (replacing an earlier registration of that name; a
+    /// built-in name or a `gym:` one cannot be taken). Register it before a run is made or resumed:
+    /// runs refer to environments by name.
+    public static func register(_ name: String, summary: String = "", options: [String: String] = [:],
+                                make: @escaping @Sendable (EnvironmentOptions) throws -> any Environment) throws {
+        guard !name.isEmpty, !name.hasPrefix("gym:"), !builtIn.contains(where: { $0.name == name }) else {
+            throw EnvironmentError(environment: name, message: "cannot register under this name: it is empty, starts with gym:, or is a built-in environment's")
+        }
+        lock.lock()
+        defer { lock.unlock() }
+        registered.removeAll { $0.name == name }
+        registered.append(Entry(name: name, summary: summary, options: options, make: make))
+    }
+
+    /// A new environment with `options`, or an error naming the valid choices (the closest one first)
+    /// or the options this environment has.
+    public static func make(_ name: String, options: [String: String] = [:]) throws -> any Environment {
+        guard let entry = entries.first(where: { $0.name == name }) else {
+            let all = names
+            let nearest = all.min { editDistance($0, name) < editDistance($1, name) }!
+            throw EnvironmentError(environment: name, message: "unknown environment; did you mean '\(nearest)'? Available: \(all.joined(separator: ", "))")
+        }
+        for key in options.keys.sorted() where entry.options[key] == nil {
+            let known = entry.options.keys.sorted()
+            throw EnvironmentError(environment: name, message: "unknown option '\(key)'; " + (known.isEmpty ? "this environment has no options" : "its options are " + known.map { "\($0) (\(entry.options[$0]!))" }.joined(separator: ", ")))
+        }
+        return try entry.make(EnvironmentOptions(environment: name, values: options))
+    }
+}
+
+/// Which environment a run uses: a registered name (built-in or a library user's) or `gym:ID` (a
+/// Python environment through the bridge), its options, and the Python modules a `gym:` one needs.
+public struct EnvironmentSpec: Equatable, Sendable {
+    public var name: String
+    /// `key=value` options: the environment's own (see `EnvironmentRegistry`), or `gym.make`'s keyword
+    /// arguments for a Python one (values parsed as JSON where they can be, else strings).
+    public var options: [String: String]
+    public var modules: [String]
+
+    public init(_ name: String, options: [String: String] = [:], modules: [String] = []) {
+        self.name = name
+        self.options = options
+        self.modules = modules
+    }
+
+    public var isPython: Bool { name.hasPrefix("gym:") }
+
+    /// A new copy of a registered environment (a Python one is made by `makeVector`).
+    public func make() throws -> any Environment {
+        guard !isPython else { throw EnvironmentError(environment: name, message: "a Python environment runs in a bridge; make it with makeVector(count:)") }
+        return try EnvironmentRegistry.make(name, options: options)
+    }
+
+    /// `count` copies stepped together: built-in or registered ones, or a bridge serving a Python one.
+    public func makeVector(count: Int) throws -> VectorEnvironment {
+        try VectorEnvironment(spec: self, count: count)
+    }
+
+    /// Checks the name and the options (a Python environment is checked when its bridge starts).
+    public func validate() throws {
+        if !isPython { _ = try make() }
     }
 }
 

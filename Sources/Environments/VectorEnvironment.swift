@@ -87,14 +87,21 @@ public final class VectorEnvironment {
     /// `count` new copies of a registered environment, or of a Python one (`gym:ID`, served by a
     /// bridge that imports `modules` first).
     public convenience init(name: String, count: Int, modules: [String] = []) throws {
+        try self.init(spec: EnvironmentSpec(name, modules: modules), count: count)
+    }
+
+    /// `count` new copies of the environment `spec` names, with its options.
+    public convenience init(spec: EnvironmentSpec, count: Int) throws {
         precondition(count >= 1, "a vector environment needs at least one copy")
-        if name.hasPrefix("gym:") {
+        if spec.isPython {
             guard count <= VectorEnvironment.maxPythonCopies else {
-                throw EnvironmentError(environment: name, message: "\(count) copies in one Python process is more than the \(VectorEnvironment.maxPythonCopies) the bridge serves; use fewer copies (--envs)")
+                throw EnvironmentError(environment: spec.name, message: "\(count) copies in one Python process is more than the \(VectorEnvironment.maxPythonCopies) the bridge serves; use fewer copies (--envs)")
             }
-            self.init(bridge: try PythonBridge(environment: String(name.dropFirst(4)), count: count, options: .init(modules: modules)))
+            var options = PythonBridge.Options(modules: spec.modules)
+            options.keywordArguments = spec.options
+            self.init(bridge: try PythonBridge(environment: String(spec.name.dropFirst(4)), count: count, options: options))
         } else {
-            self.init(try (0..<count).map { _ in try EnvironmentRegistry.make(name) })
+            self.init(try (0..<count).map { _ in try spec.make() })
         }
     }
 

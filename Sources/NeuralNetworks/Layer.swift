@@ -23,8 +23,10 @@ extension Layer {
         backward(outputGradient, needsInputGradient: true, needsParameterGradients: true)
     }
 
+    /// (Two arguments, not a default for the requirement's third: a default there would let a layer
+    /// without its own `backward` compile, and call itself forever.)
     @discardableResult
-    public func backward(_ outputGradient: Tensor, needsInputGradient: Bool, needsParameterGradients: Bool = true) -> Tensor {
+    public func backward(_ outputGradient: Tensor, needsInputGradient: Bool) -> Tensor {
         backward(outputGradient, needsInputGradient: needsInputGradient, needsParameterGradients: true)
     }
 }

@@ -55,7 +55,7 @@ func checkConfiguration<C: Codable & Equatable>(_ archive: StateArchiveReader, m
     }
 }
 
-extension Trainer: TrainingSession {
+extension OffPolicyTrainer: TrainingSession {
     public var resumeCaveat: String? { pythonResumeCaveat(environments) }
     public var totalSteps: Int { configuration.steps }
     public var checkpointInterval: Int { configuration.checkpointInterval ?? 25_000 }

@@ -7,7 +7,7 @@ import Tensors
 
 /// A run's whole configuration, off-policy or PPO.
 public enum RunConfiguration: Equatable {
-    case offPolicy(TrainingConfiguration)
+    case offPolicy(OffPolicyConfiguration)
     case ppo(PPOTrainingConfiguration)
 
     public var algorithm: String {
@@ -102,7 +102,11 @@ public enum ConfigurationFile {
             environment = chosen == "ppo" ? "cartpole-position" : "memory"
         }
         if !environment.hasPrefix("gym:") {
-            do { _ = try EnvironmentRegistry.make(environment) } catch { throw fail("\(error)") }
+            // The environment's options are checked with the rest (validate); its name first.
+            guard EnvironmentRegistry.names.contains(environment) else {
+                do { _ = try EnvironmentRegistry.make(environment) } catch { throw fail("\(error)") }
+                throw fail("unknown environment '\(environment)'")
+            }
         }
 
         if chosen == "ppo" {
@@ -115,8 +119,8 @@ public enum ConfigurationFile {
             return .ppo(c)
         }
         object["algorithm"] = nil
-        let defaults = TrainingConfiguration.defaults(algorithm: chosen == "td3" ? .td3 : .sac, environment: environment)
-        let c: TrainingConfiguration = try merge(object, over: defaults, schema: offPolicySchema, other: (ppoSchema, "ppo"), fail: fail)
+        let defaults = OffPolicyConfiguration.defaults(algorithm: chosen == "td3" ? .td3 : .sac, environment: environment)
+        let c: OffPolicyConfiguration = try merge(object, over: defaults, schema: offPolicySchema, other: (ppoSchema, "ppo"), fail: fail)
         do {
             try c.validate()
             try OptionScope.check(.offPolicy(c), given: changedKeys(object, from: defaults).map { ($0, "'\($0)'") })
@@ -146,7 +150,7 @@ public enum ConfigurationFile {
     /// What a key holds, read off the configuration's stored properties (so that no option can be
     /// missing from the checks).
     indirect enum Kind {
-        case whole, number, flag, list, strings, name([String]), object([String: Kind]), other
+        case whole, number, flag, list, strings, stringMap, name([String]), object([String: Kind]), other
     }
 
     static func kind(of value: Any) -> Kind {
@@ -157,6 +161,7 @@ public enum ConfigurationFile {
             if let child = mirror.children.first { v = child.value } else {
                 let t = "\(type(of: value))"
                 if t.contains("Array<String>") { return .strings }
+                if t.contains("Dictionary<String, String>") { return .stringMap }
                 if t.contains("Float") || t.contains("Double") { return .number }
                 if t.contains("Int") { return .whole }
                 return .other
@@ -168,6 +173,7 @@ public enum ConfigurationFile {
         case is Float, is Double: return .number
         case is [Int], is [Float]: return .list
         case is [String]: return .strings
+        case is [String: String]: return .stringMap
         default: break
         }
         if let e = v as? any CaseIterable, let all = type(of: e).allCases as? [any RawRepresentable] {
@@ -188,7 +194,7 @@ public enum ConfigurationFile {
         return fields
     }
 
-    static let offPolicySchema = schema(TrainingConfiguration())
+    static let offPolicySchema = schema(OffPolicyConfiguration())
     static let ppoSchema = schema(PPOTrainingConfiguration())
 
     static func isBool(_ value: Any) -> Bool { (value as? NSNumber).map { String(cString: $0.objCType) == "c" } ?? (value is Bool) }
@@ -238,6 +244,10 @@ public enum ConfigurationFile {
                     }
                     guard abs(number.doubleValue) < 9e18 else { throw fail("'\(full)' is too large (got \(describe(value)))") }
                     if key == "seed" && number.doubleValue < 0 { throw fail("'\(full)' must be 0 or more (got \(describe(value)))") }
+                case .stringMap:
+                    guard let map = value as? [String: Any], map.values.allSatisfy({ $0 is String }) else {
+                        throw fail("'\(full)' must be an object of strings, such as {\"horizon\": \"6\"} (got \(describe(value)))")
+                    }
                 case .strings:
                     guard let list = value as? [Any], list.allSatisfy({ $0 is String }) else {
                         throw fail("'\(full)' must be a list of strings (got \(describe(value)))")

@@ -73,7 +73,7 @@ func evaluateSideBySide(_ actor: any RecurrentActor, environments: [any Environm
     while alive.contains(true) {
         episodes.act(actor, deterministic: deterministic)
         for (e, env) in environments.enumerated() where alive[e] {
-            Trainer.environmentAction(episodes.action(e), space: space, into: envAction.data)
+            OffPolicyTrainer.environmentAction(episodes.action(e), space: space, into: envAction.data)
             let r = env.step(action: envAction.data, observation: episodes.observation(e))
             actor.prepare(observation: episodes.observation(e))
             result.returns[e] += Double(r.reward)
@@ -98,7 +98,7 @@ func evaluateVector(_ actor: any RecurrentActor, _ vector: VectorEnvironment, se
     for e in 0..<E { actor.prepare(observation: episodes.observation(e)) }
     while alive.contains(true) {
         episodes.act(actor, deterministic: deterministic)
-        for e in 0..<E { Trainer.environmentAction(episodes.action(e), space: space, into: envActions.data + e * space.width) }
+        for e in 0..<E { OffPolicyTrainer.environmentAction(episodes.action(e), space: space, into: envActions.data + e * space.width) }
         try vector.step(envActions.data)
         vector.drainFinishedEpisodes { _, _ in }
         for e in 0..<E where alive[e] {
@@ -125,13 +125,13 @@ final class PeriodicEvaluation {
     /// Evaluations done so far.
     var count = 0
 
-    init(environment: String, episodes: Int, seed: UInt64, modules: [String] = []) throws {
-        if environment.hasPrefix("gym:") {
-            vector = try VectorEnvironment(name: environment, count: episodes, modules: modules)
+    init(spec: EnvironmentSpec, episodes: Int, seed: UInt64) throws {
+        if spec.isPython {
+            vector = try spec.makeVector(count: episodes)
             environments = []
         } else {
             vector = nil
-            environments = try (0..<episodes).map { _ in try EnvironmentRegistry.make(environment) }
+            environments = try (0..<episodes).map { _ in try spec.make() }
         }
         self.seed = seed
     }

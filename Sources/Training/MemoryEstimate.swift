@@ -70,7 +70,7 @@ public struct MemoryEstimate: CustomStringConvertible {
     }
 
     /// An off-policy run (SAC, TD3) on an environment with these spaces.
-    public static func offPolicy(_ c: TrainingConfiguration, observationWidth: Int, actionSpace: Space) -> MemoryEstimate {
+    public static func offPolicy(_ c: OffPolicyConfiguration, observationWidth: Int, actionSpace: Space) -> MemoryEstimate {
         var estimate = offPolicyParts(c, observationWidth: observationWidth, actionSpace: actionSpace)
         estimate.note = spaceNote(observationWidth: observationWidth, actionSpace: actionSpace)
         return estimate
@@ -85,7 +85,7 @@ public struct MemoryEstimate: CustomStringConvertible {
         return nil
     }
 
-    static func offPolicyParts(_ c: TrainingConfiguration, observationWidth: Int, actionSpace: Space) -> MemoryEstimate {
+    static func offPolicyParts(_ c: OffPolicyConfiguration, observationWidth: Int, actionSpace: Space) -> MemoryEstimate {
         let a = c.agent, A = width(actionSpace)
         var discrete = false
         if case .discrete = actionSpace { discrete = true }

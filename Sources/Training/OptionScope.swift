@@ -15,7 +15,7 @@ public enum OptionScope {
         let applies: @Sendable (RunConfiguration) -> Bool
     }
 
-    static func offPolicy(_ c: RunConfiguration) -> TrainingConfiguration? {
+    static func offPolicy(_ c: RunConfiguration) -> OffPolicyConfiguration? {
         if case .offPolicy(let o) = c { return o }
         return nil
     }
@@ -29,11 +29,17 @@ public enum OptionScope {
         Rule(key: key, appliesTo: appliesTo, applies: applies)
     }
 
-    /// Whether a built-in environment has continuous actions (a Python one is checked when it starts).
-    static func hasContinuousActions(_ environment: String) -> Bool {
-        guard !environment.hasPrefix("gym:"), let env = try? EnvironmentRegistry.make(environment) else { return true }
+    /// Whether an environment has continuous actions (a Python one is checked when it starts).
+    static func hasContinuousActions(_ spec: EnvironmentSpec) -> Bool {
+        guard !spec.isPython, let env = try? spec.make() else { return true }
         if case .discrete = env.actionSpace { return false }
         return true
+    }
+
+    /// Whether an environment offers memory probes (the memory task does).
+    static func offersProbes(_ spec: EnvironmentSpec) -> Bool {
+        guard !spec.isPython, let env = try? spec.make() else { return false }
+        return env is MemoryProbing
     }
 
     public static let rules: [Rule] = {
@@ -50,7 +56,7 @@ public enum OptionScope {
             })
         }
         for key in ["probes", "probeLength"] {
-            rules.append(rule(key, "the memory task (--env memory)") { offPolicy($0)?.environment == "memory" })
+            rules.append(rule(key, "environments with memory probes (--env memory)") { offPolicy($0).map { offersProbes($0.environmentSpec) } ?? false })
         }
         for key in ["truncation", "recurrentLayers", "hiddenSize", "refreshStates", "refreshInterval"] {
             rules.append(rule("ppo.\(key)", "recurrent networks (--network gru or lstm; an MLP's widths are --head-hidden)") {
@@ -58,7 +64,7 @@ public enum OptionScope {
             })
         }
         rules.append(rule("ppo.refreshInterval", "runs that refresh states (--refresh)") { ppo($0)?.ppo.refreshStates ?? false })
-        rules.append(rule("ppo.initialLogStd", "continuous actions (a Gaussian policy)") { ppo($0).map { hasContinuousActions($0.environment) } ?? false })
+        rules.append(rule("ppo.initialLogStd", "continuous actions (a Gaussian policy)") { ppo($0).map { hasContinuousActions($0.environmentSpec) } ?? false })
         return rules
     }()
 

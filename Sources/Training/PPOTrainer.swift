@@ -21,9 +21,16 @@ public struct PPOTrainingConfiguration: Codable, Equatable, Sendable {
     public var checkpointInterval: Int? = nil
     /// Python modules the bridge imports before making a `gym:` environment (they register it).
     public var environmentModules: [String]? = nil
+    /// The environment's options (`--env-option KEY=VALUE`), e.g. the memory task's horizon.
+    public var environmentOptions: [String: String]? = nil
     public var ppo = PPOConfiguration()
 
     public init() {}
+
+    /// The environment with its options and modules.
+    public var environmentSpec: EnvironmentSpec {
+        EnvironmentSpec(environment, options: environmentOptions ?? [:], modules: environmentModules ?? [])
+    }
 
     public func validate() throws {
         func fail(_ m: String) throws { throw ConfigurationError(m) }
@@ -35,7 +42,7 @@ public struct PPOTrainingConfiguration: Codable, Equatable, Sendable {
         try checkUpperBound("evaluation episodes", evaluationEpisodes, SizeLimit.episodes)
         if let k = checkpointInterval, k < 0 { try fail("checkpoint interval must be 0 (only at the end) or positive (got \(k))") }
         // A Python environment is checked when its bridge starts.
-        if !environment.hasPrefix("gym:") { _ = try EnvironmentRegistry.make(environment) }
+        try environmentSpec.validate()
         if environmentModules != nil && !environment.hasPrefix("gym:") { try fail("environment modules apply only to Python environments (gym:ID)") }
         try ppo.validate()
     }
@@ -86,9 +93,8 @@ public final class PPOTrainer {
         self.configuration = configuration
         loop = LoopState(nextRow: configuration.evaluationInterval)
         let p = configuration.ppo, N = p.environments
-        environments = try VectorEnvironment(name: configuration.environment, count: N, modules: configuration.environmentModules ?? [])
-        evaluation = try PeriodicEvaluation(environment: configuration.environment, episodes: configuration.evaluationEpisodes,
-                                            seed: configuration.seed, modules: configuration.environmentModules ?? [])
+        environments = try configuration.environmentSpec.makeVector(count: N)
+        evaluation = try PeriodicEvaluation(spec: configuration.environmentSpec, episodes: configuration.evaluationEpisodes, seed: configuration.seed)
         try requireBoundedActions(environments)
         try MemoryEstimate.ppo(configuration, observationWidth: environments.observationWidth, actionSpace: environments.actionSpace).check()
         var seeds = RandomGenerator(seed: configuration.seed)
@@ -152,7 +158,7 @@ public final class PPOTrainer {
                 throw TrainingError("the policy's action became non-finite (\(buffer.action(t, 0)[j])) at step \(step): its outputs overflowed, so its parameters have grown too large; lower the learning rate (--lr) or keep gradient clipping on (--max-grad-norm)")
             }
             for n in 0..<N {
-                Trainer.environmentAction(buffer.action(t, n), space: environments.actionSpace,
+                OffPolicyTrainer.environmentAction(buffer.action(t, n), space: environments.actionSpace,
                                           into: environmentActions.data + n * environments.actionSpace.width)
             }
             try environments.step(environmentActions.data)

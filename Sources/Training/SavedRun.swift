@@ -11,8 +11,8 @@ public final class SavedRun {
     public let environment: String
     public let algorithm: String
     public let actor: any RecurrentActor
-    /// Python modules a `gym:` environment needs.
-    var modules: [String] = []
+    /// The environment with its options and Python modules.
+    public let spec: EnvironmentSpec
 
     public init(path: String) throws {
         url = URL(fileURLWithPath: path, isDirectory: true)
@@ -48,8 +48,8 @@ public final class SavedRun {
         if (top["algorithm"] as? String) == "ppo" {
             let c = try decode(PPOTrainingConfiguration.self)
             try c.validate()
-            modules = c.environmentModules ?? []
-            let spaces = try SavedRun.spaces(of: c.environment, modules: modules)
+            spec = c.environmentSpec
+            let spaces = try SavedRun.spaces(of: spec)
             let agent = try PPOAgent(configuration: c.ppo, observationSpace: spaces.0, actionSpace: spaces.1, seed: c.seed)
             let normalizers = agent.normalizerParameters()
             let file = try SafeTensors.read(weightsURL)
@@ -60,10 +60,10 @@ public final class SavedRun {
             algorithm = "ppo"
             actor = agent
         } else {
-            let c = try decode(TrainingConfiguration.self)
+            let c = try decode(OffPolicyConfiguration.self)
             try c.validate()
-            modules = c.environmentModules ?? []
-            let spaces = try SavedRun.spaces(of: c.environment, modules: modules)
+            spec = c.environmentSpec
+            let spaces = try SavedRun.spaces(of: spec)
             let agent = try OffPolicyAgent(configuration: c.agent, observationSpace: spaces.0, actionSpace: spaces.1, seed: c.seed)
             parameters = agent.namedParameters()
             try SafeTensors.load(weightsURL, into: parameters)
@@ -76,29 +76,24 @@ public final class SavedRun {
         }
     }
 
-    /// The observation and action spaces of a registered environment, or of a Python one (asked of
-    /// a one-copy bridge).
-    static func spaces(of environment: String, modules: [String]) throws -> (Space, Space) {
-        if environment.hasPrefix("gym:") {
-            let bridge = try PythonBridge(environment: String(environment.dropFirst(4)), count: 1, options: .init(modules: modules))
-            return (bridge.observationSpace, bridge.actionSpace)
-        }
-        let env = try EnvironmentRegistry.make(environment)
-        return (env.observationSpace, env.actionSpace)
+    /// The observation and action spaces of an environment (a Python one asked of a one-copy bridge).
+    static func spaces(of spec: EnvironmentSpec) throws -> (Space, Space) {
+        let vector = try spec.makeVector(count: 1)
+        return (vector.observationSpace, vector.actionSpace)
     }
 
     /// Returns of `episodes` episodes run side by side (environment e reset with the e-th seed drawn
     /// from `seed`), with deterministic or sampled actions.
     public func evaluate(episodes: Int, seed: UInt64, stochastic: Bool) throws -> (returns: [Double], mean: Double, std: Double) {
         guard episodes >= 1 else { throw TrainingError("--episodes must be at least 1 (got \(episodes))") }
-        if environment.hasPrefix("gym:") {
+        if spec.isPython {
             var seeds = RandomGenerator(seed: seed)
-            let vector = try VectorEnvironment(name: environment, count: episodes, modules: modules)
+            let vector = try spec.makeVector(count: episodes)
             let result = try evaluateVector(actor, vector, seed: seeds.next(), deterministic: !stochastic)
             let (mean, std) = result.summary
             return (result.returns, mean, std)
         }
-        let envs = try (0..<episodes).map { _ in try EnvironmentRegistry.make(environment) }
+        let envs = try (0..<episodes).map { _ in try spec.make() }
         var seeds = RandomGenerator(seed: seed)
         let result = evaluateSideBySide(actor, environments: envs, seeds: &seeds, deterministic: !stochastic)
         let (mean, std) = result.summary
@@ -108,26 +103,25 @@ public final class SavedRun {
     /// One episode step by step as text (environments with a text view, such as goal-cycle).
     public func renderEpisode(seed: UInt64, stochastic: Bool, maxSteps: Int = 50) throws -> String {
         guard maxSteps >= 1 else { throw TrainingError("--render-steps must be at least 1 (got \(maxSteps))") }
-        let env = try EnvironmentRegistry.make(environment)
-        guard let grid = env as? GoalCycle else {
-            throw TrainingError("environment '\(environment)' has no text view; --render works for goal-cycle")
+        let env = try spec.isPython ? nil : spec.make()
+        guard let env, let view = env as? TextRendering else {
+            throw TrainingError("environment '\(environment)' has no text view; --render works for environments with one, such as goal-cycle")
         }
         var seeds = RandomGenerator(seed: seed)
         let episodes = SideBySideEpisodes(count: 1, observationWidth: env.observationSpace.width, actor: actor)
         let envAction = Tensor(Shape(d0: env.actionSpace.width))
         env.reset(seed: seeds.next(), observation: episodes.observation(0))
         actor.prepare(observation: episodes.observation(0))
-        var text = "step 0\n" + grid.render() + "\n"
+        var text = "step 0\n" + view.render() + "\n"
         var total = 0.0
         for t in 1...min(maxSteps, env.maxEpisodeSteps) {
             episodes.act(actor, deterministic: !stochastic)
-            Trainer.environmentAction(episodes.action(0), space: env.actionSpace, into: envAction.data)
+            OffPolicyTrainer.environmentAction(episodes.action(0), space: env.actionSpace, into: envAction.data)
             let r = env.step(action: envAction.data, observation: episodes.observation(0))
             actor.prepare(observation: episodes.observation(0))
             episodes.record(0, reward: actor.prepare(reward: r.reward))
             total += Double(r.reward)
-            let name = ["turn left", "turn right", "forward"][Int(envAction.data[0])]
-            text += "step \(t): \(name), reward \(r.reward), return \(String(format: "%.2f", total))\n" + grid.render() + "\n"
+            text += "step \(t): \(view.describe(action: envAction.data)), reward \(r.reward), return \(String(format: "%.2f", total))\n" + view.render() + "\n"
             if r.done { break }
         }
         return text

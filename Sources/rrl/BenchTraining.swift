@@ -15,12 +15,12 @@ struct TrainingBenchOptions: ParsableArguments {
 
 /// Trains `configuration` in this process and reports process CPU seconds (one thread), against
 /// RLtools' figure for the same workload measured on this machine kind (C++, OpenBLAS, one thread).
-func benchTraining(name: String, configuration: TrainingConfiguration, referenceSecondsPerStep: Double,
+func benchTraining(name: String, configuration: OffPolicyConfiguration, referenceSecondsPerStep: Double,
                    referenceNote: String, options: TrainingBenchOptions) throws {
     var c = configuration
     c.seed = options.seed
     if let steps = options.steps { c.steps = steps }
-    let trainer = try Trainer(configuration: c)
+    let trainer = try OffPolicyTrainer(configuration: c)
     let cpu0 = Clock.processCPU, wall0 = Clock.now
     let rows = try trainer.run()
     let cpu = Clock.processCPU - cpu0, wall = Clock.now - wall0
@@ -74,7 +74,7 @@ struct BenchMemory: ParsableCommand {
         abstract: "memory, recurrent SAC (GRU 16, windows of 50, batch 4), with 10 evaluation episodes of 2000 steps every 1000 steps: CPU per step against RLtools (2.9 ms).")
     @OptionGroup var options: TrainingBenchOptions
     func run() throws {
-        var c = TrainingConfiguration.memoryDefault
+        var c = OffPolicyConfiguration.memoryDefault
         c.steps = 20_000
         try benchTraining(name: "bench memory", configuration: c, referenceSecondsPerStep: 2.9e-3,
                           referenceNote: "2.9 ms per step", options: options)

@@ -146,16 +146,19 @@ struct List: ParsableCommand {
         }
         print(column("environment", 19) + column("observation", 24) + column("action", 22) + "description")
         for entry in EnvironmentRegistry.entries {
-            let env = entry.make()
+            let env = try EnvironmentRegistry.make(entry.name)
             print(column(entry.name, 19) + column("\(env.observationSpace)", 24) + column("\(env.actionSpace)", 22) + entry.summary)
+            if !entry.options.isEmpty {
+                print(String(repeating: " ", count: 19) + "options (--env-option KEY=VALUE): " + entry.options.keys.sorted().map { "\($0): \(entry.options[$0]!)" }.joined(separator: "; "))
+            }
         }
         print("")
         print("algorithms:")
         print("  sac   soft actor-critic (continuous actions: tanh-Gaussian; discrete actions: categorical), MLP/GRU/LSTM, sequence replay")
         print("  td3   twin delayed DDPG (continuous actions), MLP/GRU/LSTM, sequence replay")
         print("  ppo   PPO-Clip (categorical or Gaussian), MLP/GRU/LSTM, rollouts cut into chunks from stored states")
-        var sac = TrainingConfiguration.defaults(algorithm: .sac, environment: env ?? "memory")
-        var td3 = TrainingConfiguration.defaults(algorithm: .td3, environment: env ?? "memory")
+        var sac = OffPolicyConfiguration.defaults(algorithm: .sac, environment: env ?? "memory")
+        var td3 = OffPolicyConfiguration.defaults(algorithm: .td3, environment: env ?? "memory")
         var ppo = PPOTrainingConfiguration.defaults(environment: env ?? "cartpole-position")
         sac.checkpointInterval = 25_000
         td3.checkpointInterval = 25_000

@@ -37,6 +37,7 @@ struct Train: ParsableCommand {
     @Option(parsing: .unconditional, help: "Write a checkpoint every this many steps (default 25000; 0: only at the end and on Ctrl-C/SIGTERM).") var checkpointInterval: Int?
     @Option(help: "Environment (see `rrl list`; default memory, cartpole-position for ppo). Python environments: gym:ID (see `rrl list --python`).") var env: String?
     @Option(help: "A Python module to import before making a gym:ID environment (it registers it), e.g. popgym; repeatable.") var envModule: [String] = []
+    @Option(help: "An option of the environment, KEY=VALUE (e.g. horizon=6 for memory; `rrl list` shows each environment's; for gym:ID, a keyword argument of gym.make); repeatable.") var envOption: [String] = []
     @Option(parsing: .unconditional, help: "Environment steps.") var steps: Int?
     @Option(parsing: .unconditional, help: "Random seed (default 0).") var seed: UInt64?
     @Option(help: "Run folder (default runs/ALGORITHM-ENV-seedS).") var runDir: String?
@@ -91,7 +92,7 @@ struct Train: ParsableCommand {
     var runOptionsGiven: [String] {
         let given: [(String, Bool)] = [
             ("ALGORITHM", algorithm != nil), ("--config", config != nil), ("--env", env != nil), ("--seed", seed != nil),
-            ("--run-dir", runDir != nil), ("--overwrite", overwrite), ("--env-module", !envModule.isEmpty), ("--network", network != nil), ("--layers", layers != nil),
+            ("--run-dir", runDir != nil), ("--overwrite", overwrite), ("--env-module", !envModule.isEmpty), ("--env-option", !envOption.isEmpty), ("--network", network != nil), ("--layers", layers != nil),
             ("--hidden", hidden != nil), ("--head-hidden", headHidden != nil), ("--activation", activation != nil),
             ("--context", context != nil), ("--truncation", truncation != nil), ("--gamma", gamma != nil),
             ("--max-grad-norm", maxGradNorm != nil), ("--eval-interval", evalInterval != nil), ("--eval-episodes", evalEpisodes != nil),
@@ -150,15 +151,16 @@ struct Train: ParsableCommand {
     ]
 
     /// The off-policy configuration: `base` (or the defaults for the algorithm and environment), then the options given.
-    func resolvedConfiguration(base: TrainingConfiguration?) throws -> TrainingConfiguration {
+    func resolvedConfiguration(base: OffPolicyConfiguration?) throws -> OffPolicyConfiguration {
         let ppoGiven = ppoOptions.given
         if !ppoGiven.isEmpty {
             throw ConfigurationError("\(ppoGiven.joined(separator: ", ")) \(ppoGiven.count == 1 ? "applies" : "apply") only to ppo; remove \(ppoGiven.count == 1 ? "it" : "them"), or train with `rrl train ppo`")
         }
-        var c = base ?? TrainingConfiguration.defaults(algorithm: algorithm == .td3 ? .td3 : .sac, environment: env ?? "memory")
+        var c = base ?? OffPolicyConfiguration.defaults(algorithm: algorithm == .td3 ? .td3 : .sac, environment: env ?? "memory")
         if let env { c.environment = env }
         if !envModule.isEmpty { c.environmentModules = envModule }
-        if !c.environment.hasPrefix("gym:") { _ = try EnvironmentRegistry.make(c.environment) }
+        if !envOption.isEmpty { c.environmentOptions = try parsedEnvironmentOptions() }
+        try c.environmentSpec.validate()
         if let seed { c.seed = seed }
         if let checkpointInterval { c.checkpointInterval = checkpointInterval }
         if c.checkpointInterval == nil { c.checkpointInterval = 25_000 }
@@ -238,36 +240,17 @@ struct Train: ParsableCommand {
     func run() throws {
         if let resume { return try runResumed(resume) }
         let configuration = try asUsageError(resolvedRunConfiguration)
-        let seed: UInt64
-        switch configuration {
-        case .offPolicy(let c): seed = c.seed
-        case .ppo(let c): seed = c.seed
-        }
-        let path = runDir ?? "runs/\(configuration.algorithm)-\(configuration.environment)-seed\(seed)"
-        // The trainer is built first (environments, the memory check, networks): a run that cannot
-        // start leaves no folder behind.
-        let session: any TrainingSession
-        switch configuration {
-        case .offPolicy(let c): session = try asUsageError { try Trainer(configuration: c) }
-        case .ppo(let c): session = try asUsageError { try PPOTrainer(configuration: c) }
-        }
-        let folder = try RunFolder(path: path, overwrite: overwrite)
+        let path = runDir ?? "runs/\(configuration.algorithm)-\(configuration.environment)-seed\(configuration.seed)"
+        let run = try asUsageError { try TrainingRun(configuration: configuration, path: path, overwrite: overwrite) }
         switch configuration {
         case .offPolicy(let c):
-            try folder.writeConfiguration(c)
             let a = c.agent
-            print("training \(a.algorithm.rawValue) (\(a.network.rawValue)) on \(c.environment) for \(c.steps) steps, seed \(c.seed); run folder \(folder.url.path)")
+            print("training \(a.algorithm.rawValue) (\(a.network.rawValue)) on \(c.environment) for \(c.steps) steps, seed \(c.seed); run folder \(run.folder.url.path)")
         case .ppo(let c):
-            try folder.writeConfiguration(c)
             let p = c.ppo
-            print("training ppo (\(p.network.rawValue)\(p.sharedEncoder ? ", shared encoder" : "")\(p.refreshStates ? ", refreshing states" : "")) on \(c.environment) for \(c.steps) steps with \(p.environments) copies, seed \(c.seed); run folder \(folder.url.path)")
-            let perRollout = p.environments * p.rolloutSteps
-            if c.steps % perRollout != 0 {
-                print("note: PPO trains on whole rollouts of \(perRollout) steps (\(p.environments) copies x \(p.rolloutSteps)), so it runs \((c.steps + perRollout - 1) / perRollout * perRollout) steps")
-            }
+            print("training ppo (\(p.network.rawValue)\(p.sharedEncoder ? ", shared encoder" : "")\(p.refreshStates ? ", refreshing states" : "")) on \(c.environment) for \(c.steps) steps with \(p.environments) copies, seed \(c.seed); run folder \(run.folder.url.path)")
         }
-        try folder.startMetrics(columns: session.metricsColumns)
-        try train(session, folder: folder)
+        try train(run)
     }
 
     /// `--resume DIR`: the run's own configuration, its last checkpoint, its metrics up to that point.
@@ -276,171 +259,61 @@ struct Train: ParsableCommand {
         if !other.isEmpty {
             throw ValidationError("--resume continues a run with its own configuration (\(path)/config.json); \(other.joined(separator: ", ")) cannot be given with it (only --steps, --checkpoint-interval and --quiet can). To change the configuration, start a new run with --config \(path)/config.json")
         }
-        let folder = try RunFolder(resuming: path)
-        var configuration = try asUsageError { try ConfigurationFile.load(path: folder.configurationURL.path) }
-        let session: any TrainingSession
-        switch configuration {
-        case .offPolicy(var c):
-            if let steps { c.steps = steps }
-            if let checkpointInterval { c.checkpointInterval = checkpointInterval }
-            try asUsageError { try c.validate() }
-            configuration = .offPolicy(c)
-            session = try Trainer(configuration: c)
-        case .ppo(var c):
-            if let steps { c.steps = steps }
-            if let checkpointInterval { c.checkpointInterval = checkpointInterval }
-            try asUsageError { try c.validate() }
-            configuration = .ppo(c)
-            session = try PPOTrainer(configuration: c)
-        }
-        let store = CheckpointStore(directory: folder.checkpointsURL)
-        guard let archive = try store.latest() else {
-            throw ValidationError("\(path) has no checkpoint to resume from (\(folder.checkpointsURL.path) is empty); start the run again")
-        }
-        try session.restore(from: archive, prefix: "")
-        if session.step >= session.totalSteps && !FileManager.default.fileExists(atPath: folder.weightsURL.path) {
-            // Stopped after its last checkpoint but before its weights were written: finish that.
-            _ = try folder.readMetrics(columns: session.metricsColumns, rows: session.loop.rows)
-            let weights = session.exportedWeights()
-            try folder.writeWeights(weights.tensors, metadata: weights.metadata)
-            print("the run in \(path) had already reached its \(session.totalSteps) steps; wrote its weights to \(folder.weightsURL.path)")
+        let run = try asUsageError { try TrainingRun(resuming: path, steps: steps, checkpointInterval: checkpointInterval) }
+        let session = run.session
+        if session.step >= session.totalSteps {
+            try run.train(handleSignals: false)
+            print("the run in \(path) had already reached its \(session.totalSteps) steps; wrote its weights to \(run.folder.weightsURL.path)")
             return
         }
-        guard session.step < session.totalSteps else {
-            throw ValidationError("the run in \(path) already reached its \(session.totalSteps) steps (its last checkpoint is at step \(session.step)); pass --steps with a larger budget to train on")
-        }
-        // Everything is checked before anything is changed: the metrics the checkpoint had written first.
-        _ = try folder.readMetrics(columns: session.metricsColumns, rows: session.loop.rows)
-        switch configuration {
-        case .offPolicy(let c): try folder.writeConfiguration(c)
-        case .ppo(let c): try folder.writeConfiguration(c)
-        }
-        try folder.resumeMetrics(columns: session.metricsColumns, keepingRows: session.loop.rows)
-        print("resuming \(configuration.algorithm) on \(configuration.environment) in \(folder.url.path) from step \(session.step) of \(session.totalSteps) (checkpoint \(archive.path))")
-        try train(session, folder: folder)
+        print("resuming \(run.configuration.algorithm) on \(run.configuration.environment) in \(run.folder.url.path) from step \(session.step) of \(session.totalSteps) (checkpoint \(run.resumedFrom ?? "?"))")
+        try train(run)
     }
 
-    /// Trains to the end with checkpoints (every interval, at the end, and on SIGINT/SIGTERM), then
-    /// writes the weights and prints a summary.
-    func train(_ session: any TrainingSession, folder: RunFolder) throws {
-        let store = CheckpointStore(directory: folder.checkpointsURL)
-        if let caveat = session.resumeCaveat { print("note: \(caveat)") }
-        let interval = session.checkpointInterval
-        var nextCheckpoint = interval > 0 ? (session.step / interval + 1) * interval : Int.max
-        var lastCheckpoint = store.list().last?.step
-        func checkpoint() throws {
-            try store.write(session)
-            lastCheckpoint = session.step
-        }
-        InterruptSignals.install()
-        defer { InterruptSignals.restore() }
+    /// Trains to the end (the library's `TrainingRun`), printing progress, then a summary.
+    func train(_ run: TrainingRun) throws {
+        for note in run.notes { print("note: \(note)") }
         let display = ProgressDisplay(quiet: quiet)
-        var last: MetricsRow?
+        let outcome: TrainingRun.Outcome
         do {
-            try session.run(onRow: { row in
-                do {
-                    try folder.append(row)
-                } catch let error as FileWriteError {
-                    throw WriteStopped(error: error)
-                }
-                display.row(row)
-                last = row
-            }, afterStep: { _ in
-                if let signal = InterruptSignals.received {
-                    try checkpoint()
-                    throw Interrupted(signal: signal, step: session.step)
-                }
-                if session.step >= nextCheckpoint {
-                    try checkpoint()
-                    while nextCheckpoint <= session.step { nextCheckpoint += interval }
-                }
-            }, onProgress: display.progress)
-        } catch let stop as WriteStopped {
-            // The run cannot write its metrics (a full disk): keep what it learned in a checkpoint
-            // if one fits, and say where things are.
+            outcome = try run.train(onRow: display.row, onProgress: display.progress)
+        } catch let failure as RunFailure {
             display.finish()
-            var message = "error: \(stop.error)\nTraining stopped at step \(session.step). "
-            do {
-                try checkpoint()
-                message += "A checkpoint of this step is in \(folder.checkpointsURL.path); "
-            } catch {
-                message += "No checkpoint of this step fits either (\(error)); "
-                message += lastCheckpoint.map { "the last good checkpoint (step \($0)) is kept in \(folder.checkpointsURL.path); " } ?? "there is no earlier checkpoint; "
-            }
-            message += "metrics.csv holds every row written before. Free some space, then continue with `rrl train --resume \(folder.url.path)`."
-            FileHandle.standardError.write(Data((message + "\n").utf8))
+            FileHandle.standardError.write(Data("error: \(failure)\n".utf8))
             throw ExitCode.failure
-        } catch let error as FileWriteError {
-            // A checkpoint that cannot be written: the previous one stays in place.
-            display.finish()
-            try stopWithError("\(error)\nTraining stopped at step \(session.step).", lastCheckpoint: lastCheckpoint, folder: folder)
-        } catch let stop as Interrupted {
-            display.finish()
-            let name = stop.signal == SIGINT ? "interrupted (Ctrl-C)" : stop.signal == SIGHUP ? "stopped by SIGHUP (terminal closed)" : "stopped by SIGTERM"
-            let weights = session.exportedWeights()
-            try folder.writeWeights(weights.tensors, metadata: weights.metadata)
-            print("\(name) at step \(stop.step); checkpoint written to \(folder.checkpointsURL.path) and the current weights to \(folder.weightsURL.path); continue with `rrl train --resume \(folder.url.path)`")
-            throw ExitCode(128 + stop.signal)
-        } catch let error as TrainingError {
-            display.finish()
-            try stopWithError(error.message, lastCheckpoint: lastCheckpoint, folder: folder)
-        } catch let error as EnvironmentError {
-            display.finish()
-            try stopWithError("\(error)", lastCheckpoint: lastCheckpoint, folder: folder)
         }
         display.finish()
-        if lastCheckpoint != session.step { try checkpoint() }
-        let weights = session.exportedWeights()
-        try folder.writeWeights(weights.tensors, metadata: weights.metadata)
-        if let last {
-            var summary = "final evaluation return \(String(format: "%.2f", last["eval_return_mean"] ?? .nan)) ± \(String(format: "%.2f", last["eval_return_std"] ?? .nan))"
-            if let p = last["probe_accuracy"], !p.isNaN { summary += ", probe accuracy \(String(format: "%.2f", p))" }
-            summary += " after \(session.step) steps in \(formatDuration(last["wall_seconds"] ?? 0))"
-            print(summary)
+        let folder = run.folder
+        switch outcome {
+        case .interrupted(let signal, let step):
+            let name = signal == SIGINT ? "interrupted (Ctrl-C)" : signal == SIGHUP ? "stopped by SIGHUP (terminal closed)" : "stopped by SIGTERM"
+            print("\(name) at step \(step); checkpoint written to \(folder.checkpointsURL.path) and the current weights to \(folder.weightsURL.path); continue with `rrl train --resume \(folder.url.path)`")
+            throw ExitCode(128 + signal)
+        case .finished(let last):
+            if let last {
+                var summary = "final evaluation return \(String(format: "%.2f", last["eval_return_mean"] ?? .nan)) ± \(String(format: "%.2f", last["eval_return_std"] ?? .nan))"
+                if let p = last["probe_accuracy"], !p.isNaN { summary += ", probe accuracy \(String(format: "%.2f", p))" }
+                summary += " after \(run.session.step) steps in \(formatDuration(last["wall_seconds"] ?? 0))"
+                print(summary)
+            }
+            print("wrote \(folder.configurationURL.path), \(folder.metricsURL.path), TensorBoard events, \(folder.checkpointsURL.path)/, \(folder.weightsURL.path)")
         }
-        print("wrote \(folder.configurationURL.path), \(folder.metricsURL.path), TensorBoard events, \(folder.checkpointsURL.path)/, \(folder.weightsURL.path)")
     }
 }
 
-/// Prints a run's failure with where its last good checkpoint and metrics are, and exits with 1.
-func stopWithError(_ message: String, lastCheckpoint: Int?, folder: RunFolder) throws -> Never {
-    var text = "error: \(message)"
-    if let lastCheckpoint {
-        text += "\nThe last good checkpoint (step \(lastCheckpoint)) is kept in \(folder.checkpointsURL.path); metrics up to the failure are in \(folder.metricsURL.path); continue with `rrl train --resume \(folder.url.path)` once the cause is fixed."
-    }
-    FileHandle.standardError.write(Data((text + "\n").utf8))
-    throw ExitCode.failure
-}
-
-/// Training stopped because a metrics row could not be written.
-struct WriteStopped: Error {
-    let error: FileWriteError
-}
-
-/// Training stopped by a signal, after its checkpoint was written.
-struct Interrupted: Error {
-    let signal: Int32
-    let step: Int
-}
-
-/// SIGINT, SIGTERM and SIGHUP set a flag that the training loop reads after each step (so the checkpoint
-/// is taken between steps, never in the middle of one).
-enum InterruptSignals {
-    nonisolated(unsafe) static var flag: Int32 = 0
-
-    static var received: Int32? { flag == 0 ? nil : flag }
-
-    static func install() {
-        flag = 0
-        signal(SIGINT) { InterruptSignals.flag = $0 }
-        signal(SIGTERM) { InterruptSignals.flag = $0 }
-        signal(SIGHUP) { InterruptSignals.flag = $0 }
-    }
-
-    static func restore() {
-        signal(SIGINT, SIG_DFL)
-        signal(SIGTERM, SIG_DFL)
-        signal(SIGHUP, SIG_DFL)
+extension Train {
+    /// `--env-option KEY=VALUE` options as a dictionary.
+    func parsedEnvironmentOptions() throws -> [String: String] {
+        var options: [String: String] = [:]
+        for text in envOption {
+            guard let equals = text.firstIndex(of: "="), equals != text.startIndex else {
+                throw ConfigurationError("--env-option expects KEY=VALUE (e.g. horizon=6); got '\(text)'")
+            }
+            let key = String(text[..<equals])
+            if options[key] != nil { throw ConfigurationError("--env-option \(key) is given twice") }
+            options[key] = String(text[text.index(after: equals)...])
+        }
+        return options
     }
 }
 
@@ -497,10 +370,11 @@ func formatDuration(_ seconds: Double) -> String {
 
 /// The episode length limit of a run's environment (for `--sequence-length full`): a built-in
 /// environment's, or the time limit a Python one registers (asked of a one-copy bridge).
-func episodeLimit(of c: TrainingConfiguration) throws -> Int {
-    guard c.environment.hasPrefix("gym:") else { return try EnvironmentRegistry.make(c.environment).maxEpisodeSteps }
-    let bridge = try PythonBridge(environment: String(c.environment.dropFirst(4)), count: 1,
-                                  options: .init(modules: c.environmentModules ?? []))
+func episodeLimit(of c: OffPolicyConfiguration) throws -> Int {
+    guard c.environmentSpec.isPython else { return try c.environmentSpec.make().maxEpisodeSteps }
+    var options = PythonBridge.Options(modules: c.environmentModules ?? [])
+    options.keywordArguments = c.environmentOptions ?? [:]
+    let bridge = try PythonBridge(environment: String(c.environment.dropFirst(4)), count: 1, options: options)
     guard bridge.maxEpisodeSteps > 0 else {
         throw ConfigurationError("\(c.environment) registers no time limit, so 'full' sequences have no length; give --sequence-length N")
     }

@@ -78,7 +78,8 @@ extension Train {
         var c = base ?? PPOTrainingConfiguration.defaults(environment: env ?? "cartpole-position")
         if let env { c.environment = env }
         if !envModule.isEmpty { c.environmentModules = envModule }
-        if !c.environment.hasPrefix("gym:") { _ = try EnvironmentRegistry.make(c.environment) }
+        if !envOption.isEmpty { c.environmentOptions = try parsedEnvironmentOptions() }
+        try c.environmentSpec.validate()
         if let seed { c.seed = seed }
         if let checkpointInterval { c.checkpointInterval = checkpointInterval }
         if c.checkpointInterval == nil { c.checkpointInterval = 25_000 }

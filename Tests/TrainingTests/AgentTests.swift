@@ -169,12 +169,12 @@ final class AgentTests: XCTestCase {
     /// With stored states, the replay holds exactly the actor and critic states that entered each
     /// step during collection: re-running the networks over the episode gives the same states.
     func testStoredStatesAreThoseRecordedAtCollection() throws {
-        var configuration = TrainingConfiguration.memoryDefault
+        var configuration = OffPolicyConfiguration.memoryDefault
         configuration.agent.sampler.initialState = .stored
         configuration.agent.context = ContextInputs(observation: true, lastAction: true, lastReward: true)
         configuration.warmupSteps = 1000  // no updates: the weights stay those of collection
         configuration.evaluationEpisodes = 1
-        let trainer = try Trainer(configuration: configuration)
+        let trainer = try OffPolicyTrainer(configuration: configuration)
         let T = 120
         for _ in 0..<T { try trainer.advance() }
         let agent = trainer.agent, replay = trainer.replay
@@ -208,7 +208,7 @@ final class AgentTests: XCTestCase {
     /// The same seed gives the same metrics, row for row (timing columns aside); another seed does not.
     func testSameSeedSameMetrics() throws {
         func run(seed: UInt64) throws -> [MetricsRow] {
-            var c = TrainingConfiguration.memoryDefault
+            var c = OffPolicyConfiguration.memoryDefault
             c.steps = 400
             c.warmupSteps = 100
             c.evaluationInterval = 100
@@ -216,7 +216,7 @@ final class AgentTests: XCTestCase {
             c.probes = 5
             c.seed = seed
             c.agent.sampler.sequenceLength = 10
-            return try Trainer(configuration: c).run()
+            return try OffPolicyTrainer(configuration: c).run()
         }
         func strip(_ rows: [MetricsRow]) -> [[String: Double]] {
             rows.map { $0.values.filter { !MetricsRow.timingColumns.contains($0.key) && !$0.value.isNaN } }
@@ -229,9 +229,9 @@ final class AgentTests: XCTestCase {
 
     /// Every algorithm, network and switch combination runs end to end and logs finite losses.
     func testEveryVariantTrains() throws {
-        var variants: [(String, TrainingConfiguration)] = []
-        func add(_ label: String, algorithm: OffPolicyAlgorithm = .sac, env: String = "memory", _ configure: (inout TrainingConfiguration) -> Void) {
-            var c = TrainingConfiguration.defaults(algorithm: algorithm, environment: env)
+        var variants: [(String, OffPolicyConfiguration)] = []
+        func add(_ label: String, algorithm: OffPolicyAlgorithm = .sac, env: String = "memory", _ configure: (inout OffPolicyConfiguration) -> Void) {
+            var c = OffPolicyConfiguration.defaults(algorithm: algorithm, environment: env)
             c.steps = 240
             c.warmupSteps = 80
             c.evaluationInterval = 120
@@ -256,7 +256,7 @@ final class AgentTests: XCTestCase {
         }
         add("cartpole MLP discrete", env: "cartpole") { _ in }
         for (label, c) in variants {
-            let rows = try Trainer(configuration: c).run()
+            let rows = try OffPolicyTrainer(configuration: c).run()
             XCTAssertEqual(rows.count, 2, label)
             for key in ["critic_loss", "actor_loss", "eval_return_mean"] {
                 XCTAssertTrue(rows.last?[key]?.isFinite ?? false, "\(label): \(key) = \(String(describing: rows.last?[key]))")
@@ -273,7 +273,7 @@ final class AgentTests: XCTestCase {
         XCTAssertThrowsError(try OffPolicyAgent(configuration: c, observationSpace: .box(low: [0], high: [1]), actionSpace: .discrete(2), seed: 0)) {
             XCTAssertTrue("\($0)".contains("TD3 needs continuous actions"), "\($0)")
         }
-        var t = TrainingConfiguration()
+        var t = OffPolicyConfiguration()
         t.environment = "pendulm"
         XCTAssertThrowsError(try t.validate()) { XCTAssertTrue("\($0)".contains("did you mean 'pendulum'"), "\($0)") }
     }

@@ -63,7 +63,7 @@ final class CheckpointTests: XCTestCase {
     /// run, the replay holds states, the temperature learns): stopped at step 350 and resumed, the
     /// metrics (every non-timing column) and the final weights equal those of a run that never stopped.
     func testRecurrentSACResumesExactly() throws {
-        var c = TrainingConfiguration.defaults(algorithm: .sac, environment: "pendulum-velocity")
+        var c = OffPolicyConfiguration.defaults(algorithm: .sac, environment: "pendulum-velocity")
         c.steps = 700
         c.warmupSteps = 100
         c.evaluationInterval = 150
@@ -77,7 +77,7 @@ final class CheckpointTests: XCTestCase {
         c.agent.sampler.initialState = .storedBurnIn
         c.agent.context = ContextInputs(observation: true, lastAction: true, lastReward: true)
         c.agent.replayCapacity = 330  // whole episodes are evicted before the stop
-        let (reference, resumed, a, b) = try uninterruptedAndResumed({ try Trainer(configuration: c) }, stopAt: 350)
+        let (reference, resumed, a, b) = try uninterruptedAndResumed({ try OffPolicyTrainer(configuration: c) }, stopAt: 350)
         assertSameRows(reference, resumed, columns: MetricsRow.columns)
         assertSameWeights(a, b)
     }
@@ -86,7 +86,7 @@ final class CheckpointTests: XCTestCase {
     /// the memory task (with its probe), with a replay small enough to wrap around before the stop
     /// (its ring is saved oldest first and restored from index 0).
     func testTD3ResumesExactly() throws {
-        var c = TrainingConfiguration.defaults(algorithm: .td3, environment: "memory")
+        var c = OffPolicyConfiguration.defaults(algorithm: .td3, environment: "memory")
         c.steps = 500
         c.warmupSteps = 100
         c.evaluationInterval = 100
@@ -96,7 +96,7 @@ final class CheckpointTests: XCTestCase {
         c.agent.hiddenSize = 6
         c.agent.sampler.sequenceLength = 10
         c.agent.replayCapacity = 150
-        let (reference, resumed, a, b) = try uninterruptedAndResumed({ try Trainer(configuration: c) }, stopAt: 233)
+        let (reference, resumed, a, b) = try uninterruptedAndResumed({ try OffPolicyTrainer(configuration: c) }, stopAt: 233)
         assertSameRows(reference, resumed, columns: MetricsRow.columns)
         assertSameWeights(a, b)
     }
@@ -213,10 +213,10 @@ final class NonFiniteGuardTests: XCTestCase {
     /// A parameter that turns NaN stops training at once with a message naming the step and the
     /// parameter group; the checkpoint written before stays loadable.
     func testANonFiniteParameterStopsTrainingNamingItsGroup() throws {
-        var c = TrainingConfiguration.defaults(algorithm: .sac, environment: "pendulum")
+        var c = OffPolicyConfiguration.defaults(algorithm: .sac, environment: "pendulum")
         c.warmupSteps = 20
         c.agent.batchSize = 8
-        let trainer = try Trainer(configuration: c)
+        let trainer = try OffPolicyTrainer(configuration: c)
         for _ in 0..<30 { try trainer.advance() }
         trainer.agent.actor.head.parameters[2].value.data[3] = .infinity
         XCTAssertThrowsError(try trainer.advance()) { error in

@@ -19,7 +19,7 @@ final class ConfigurationFileTests: XCTestCase {
     /// A run folder's config.json reads back as the same configuration (every option), for both kinds.
     func testARunsOwnConfigurationReadsBackUnchanged() throws {
         // SAC: its target entropy is set, and an option of another algorithm would be refused.
-        var s = TrainingConfiguration.defaults(algorithm: .sac, environment: "pendulum-velocity")
+        var s = OffPolicyConfiguration.defaults(algorithm: .sac, environment: "pendulum-velocity")
         s.agent.encoderLearningRate = 3e-5
         s.agent.targetEntropy = -0.5
         s.agent.network = .gru
@@ -27,6 +27,7 @@ final class ConfigurationFileTests: XCTestCase {
         s.agent.sampler.initialState = .storedBurnIn
         s.agent.sampler.burnIn = 4
         s.checkpointInterval = 5000
+        s.environmentOptions = ["steps": "150"]
         var p = PPOTrainingConfiguration.defaults(environment: "goal-cycle")
         p.ppo.network = .gru
         p.ppo.refreshStates = true
@@ -35,8 +36,9 @@ final class ConfigurationFileTests: XCTestCase {
         XCTAssertEqual(try ConfigurationFile.parse(encoder.encode(s), source: "s"), .offPolicy(s))
         XCTAssertEqual(try ConfigurationFile.parse(encoder.encode(p), source: "p"), .ppo(p))
         // Every key a configuration can write is in the schema the checks use.
+        // (A free-form map such as environmentOptions is one key: its entries are values, not options.)
         func keys(_ value: Any, _ path: String = "") -> Set<String> {
-            if let object = value as? [String: Any] {
+            if let object = value as? [String: Any], path != "environmentOptions." {
                 return Set(object.flatMap { k, v in [path + k] + keys(v, path + k + ".") })
             }
             return []
@@ -51,7 +53,7 @@ final class ConfigurationFileTests: XCTestCase {
         XCTAssertTrue(written.contains("agent.encoderLearningRate"))
         XCTAssertTrue(written.isSubset(of: schemaKeys(ConfigurationFile.offPolicySchema)), "\(written.subtracting(schemaKeys(ConfigurationFile.offPolicySchema)))")
         let writtenPPO = keys(try JSONSerialization.jsonObject(with: encoder.encode(p)))
-        XCTAssertEqual(writtenPPO.union(["checkpointInterval", "environmentModules"]), schemaKeys(ConfigurationFile.ppoSchema), "unset optional keys aside")
+        XCTAssertEqual(writtenPPO.union(["checkpointInterval", "environmentModules", "environmentOptions"]), schemaKeys(ConfigurationFile.ppoSchema), "unset optional keys aside")
     }
 
     /// A partial file takes the algorithm's and environment's defaults for what it leaves out.
@@ -63,7 +65,7 @@ final class ConfigurationFileTests: XCTestCase {
         expected.ppo.epochs = 3
         XCTAssertEqual(c, .ppo(expected))
         let d = try parse(#"{"environment": "pendulum", "agent": {"batchSize": 64}}"#, algorithm: "td3")
-        var off = TrainingConfiguration.defaults(algorithm: .td3, environment: "pendulum")
+        var off = OffPolicyConfiguration.defaults(algorithm: .td3, environment: "pendulum")
         off.agent.batchSize = 64
         XCTAssertEqual(d, .offPolicy(off))
     }

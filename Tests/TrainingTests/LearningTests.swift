@@ -41,7 +41,7 @@ final class LearningTests: XCTestCase {
         let ceiling = memorylessCeiling()
         XCTAssertLessThan(ceiling, -1500, "the memoryless ceiling of memory (H = 10) is about -1880")
         func train(_ network: NetworkKind, seed: UInt64) throws -> (eval: Double, probe: Double) {
-            var c = TrainingConfiguration.memoryDefault
+            var c = OffPolicyConfiguration.memoryDefault
             c.steps = 6000
             c.evaluationInterval = 6000
             c.evaluationEpisodes = 4
@@ -51,7 +51,7 @@ final class LearningTests: XCTestCase {
                 c.agent.sampler.sequenceLength = 1
                 c.agent.sampler.randomSequenceLength = false
             }
-            let row = try XCTUnwrap(try Trainer(configuration: c).run().last)
+            let row = try XCTUnwrap(try OffPolicyTrainer(configuration: c).run().last)
             return (row["eval_return_mean"]!, row["probe_accuracy"]!)
         }
         for seed: UInt64 in [1, 2] {

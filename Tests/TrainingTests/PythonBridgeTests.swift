@@ -142,11 +142,11 @@ final class PythonBridgeTests: XCTestCase {
     /// bridge: after 6,000 steps its deterministic return is far above a random policy's (about
     /// -1,200 to -1,500 on this task; measured, the untrained agent's first evaluation here is below -1,000).
     func testSACLearnsPendulumThroughTheBridge() throws {
-        var c = TrainingConfiguration.defaults(algorithm: .sac, environment: "gym:Pendulum-v1")
+        var c = OffPolicyConfiguration.defaults(algorithm: .sac, environment: "gym:Pendulum-v1")
         c.steps = 6000
         c.evaluationInterval = 1000
         c.evaluationEpisodes = 5
-        let trainer = try Trainer(configuration: c)
+        let trainer = try OffPolicyTrainer(configuration: c)
         let rows = try trainer.run()
         let first = try XCTUnwrap(rows.first?["eval_return_mean"]), final = try XCTUnwrap(rows.last?["eval_return_mean"])
         XCTAssertLessThan(first, -1000, "after 1,000 steps of random warm-up")
@@ -155,11 +155,11 @@ final class PythonBridgeTests: XCTestCase {
 
     /// A Python exception while an off-policy agent trains reaches the caller with its message.
     func testPythonErrorsStopOffPolicyTraining() throws {
-        var c = TrainingConfiguration.defaults(algorithm: .sac, environment: "gym:rrl-testing/Raise-v0")
+        var c = OffPolicyConfiguration.defaults(algorithm: .sac, environment: "gym:rrl-testing/Raise-v0")
         c.environmentModules = ["rrl_bridge.testing"]
         c.steps = 100
         c.warmupSteps = 10
-        XCTAssertThrowsError(try Trainer(configuration: c).run()) { error in
+        XCTAssertThrowsError(try OffPolicyTrainer(configuration: c).run()) { error in
             XCTAssertTrue("\(error)".contains("Python raised: ValueError: the pole fell off the cart"), "\(error)")
         }
     }
@@ -200,8 +200,8 @@ final class PythonBridgeTests: XCTestCase {
     /// episode. The replay's episode in progress at the checkpoint ends there (cut, as a truncation),
     /// the acting state starts over, and resuming twice from the same checkpoint gives the same run.
     func testPythonRunsResumeWithNewEpisodes() throws {
-        func make() throws -> Trainer {
-            var c = TrainingConfiguration.defaults(algorithm: .sac, environment: "gym:Pendulum-v1")
+        func make() throws -> OffPolicyTrainer {
+            var c = OffPolicyConfiguration.defaults(algorithm: .sac, environment: "gym:Pendulum-v1")
             c.steps = 1800
             c.warmupSteps = 500
             c.evaluationInterval = 600
@@ -213,7 +213,7 @@ final class PythonBridgeTests: XCTestCase {
             c.agent.sampler.sequenceLength = 16
             c.agent.sampler.burnIn = 4
             c.agent.sampler.initialState = .storedBurnIn
-            return try Trainer(configuration: c)
+            return try OffPolicyTrainer(configuration: c)
         }
         let first = try stoppedAndResumedTwice(make, stopAt: { $0.step == 1050 },  // 50 steps into an episode of 200
                                                weights: { $0.agent.namedParameters().map { $0.parameter.value.array } }) { resumed in

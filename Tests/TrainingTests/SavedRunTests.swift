@@ -30,14 +30,14 @@ final class SavedRunTests: XCTestCase {
         try ppoFolder.writeWeights(ppo.namedTensors(), metadata: ppo.normalizerMetadata())
 
         // SAC (recurrent, full context).
-        var s = TrainingConfiguration.memoryDefault
+        var s = OffPolicyConfiguration.memoryDefault
         s.environment = "pendulum-velocity"
         s.steps = 300
         s.warmupSteps = 100
         s.evaluationEpisodes = 1
         s.agent.sampler.sequenceLength = 8
         s.agent.context = ContextInputs(observation: true, lastAction: true, lastReward: true)
-        let sac = try Trainer(configuration: s)
+        let sac = try OffPolicyTrainer(configuration: s)
         try sac.run()
         let sacPath = temporaryFolder()
         let sacFolder = try RunFolder(path: sacPath, overwrite: false)

@@ -28,7 +28,7 @@ final class TrainingAllocationTests: XCTestCase {
     /// recent returns and of the replay's episodes grew on episode ends.)
     func testOffPolicyStepsAllocateNothing() throws {
         for algorithm in [OffPolicyAlgorithm.sac, .td3] {
-            var c = TrainingConfiguration.defaults(algorithm: algorithm, environment: "pendulum-velocity")
+            var c = OffPolicyConfiguration.defaults(algorithm: algorithm, environment: "pendulum-velocity")
             c.steps = 2000
             c.warmupSteps = 100
             c.agent.network = algorithm == .sac ? .gru : .lstm
@@ -39,7 +39,7 @@ final class TrainingAllocationTests: XCTestCase {
             c.agent.sampler.burnIn = 8
             c.agent.sampler.initialState = algorithm == .sac ? .storedBurnIn : .zero
             c.agent.context = ContextInputs(observation: true, lastAction: true, lastReward: true)
-            let trainer = try Trainer(configuration: c)
+            let trainer = try OffPolicyTrainer(configuration: c)
             for _ in 0..<500 { try trainer.advance() }
             let episodes = trainer.episodes
             let allocations = try countAllocations { for _ in 0..<300 { try trainer.advance() } }

@@ -3,7 +3,7 @@ import Environments
 import Replay
 
 /// Every option of an off-policy training run (written, resolved, into the run folder).
-public struct TrainingConfiguration: Codable, Equatable, Sendable {
+public struct OffPolicyConfiguration: Codable, Equatable, Sendable {
     public var environment = "memory"
     /// Environment steps to train for.
     public var steps = 100_000
@@ -22,14 +22,16 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     public var checkpointInterval: Int? = nil
     /// Python modules the bridge imports before making a `gym:` environment (they register it).
     public var environmentModules: [String]? = nil
+    /// The environment's options (`--env-option KEY=VALUE`), e.g. the memory task's horizon.
+    public var environmentOptions: [String: String]? = nil
     public var agent = AgentConfiguration()
 
     public init() {}
 
     /// The memory configuration: recurrent SAC, window 50, batch 4, GRU 16, actor lr 1e-4,
     /// critic lr 1e-3, gamma 0, random lengths with nominal probability 0.5.
-    public static var memoryDefault: TrainingConfiguration {
-        var c = TrainingConfiguration()
+    public static var memoryDefault: OffPolicyConfiguration {
+        var c = OffPolicyConfiguration()
         c.environment = "memory"
         c.steps = 100_000
         c.agent.network = .gru
@@ -45,8 +47,8 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     }
 
     /// Defaults for `rrl train ALGORITHM --env NAME` before the user's options apply.
-    public static func defaults(algorithm: OffPolicyAlgorithm, environment: String) -> TrainingConfiguration {
-        var c = environment == "memory" ? memoryDefault : TrainingConfiguration()
+    public static func defaults(algorithm: OffPolicyAlgorithm, environment: String) -> OffPolicyConfiguration {
+        var c = environment == "memory" ? memoryDefault : OffPolicyConfiguration()
         c.environment = environment
         c.agent.algorithm = algorithm
         if environment != "memory" {
@@ -65,6 +67,11 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
             c.agent.actorUpdateInterval = 2
         }
         return c
+    }
+
+    /// The environment with its options and modules.
+    public var environmentSpec: EnvironmentSpec {
+        EnvironmentSpec(environment, options: environmentOptions ?? [:], modules: environmentModules ?? [])
     }
 
     public func validate() throws {
@@ -86,8 +93,14 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         }
         if let k = checkpointInterval, k < 0 { try fail("checkpoint interval must be 0 (only at the end) or positive (got \(k))") }
         // A Python environment is checked when its bridge starts.
-        if !environment.hasPrefix("gym:") { _ = try EnvironmentRegistry.make(environment) }
+        try environmentSpec.validate()
         if environmentModules != nil && !environment.hasPrefix("gym:") { try fail("environment modules apply only to Python environments (gym:ID)") }
         try agent.validate()
     }
 }
+
+/// Earlier names, kept so that code written against them still compiles.
+@available(*, deprecated, renamed: "OffPolicyConfiguration")
+public typealias TrainingConfiguration = OffPolicyConfiguration
+@available(*, deprecated, renamed: "OffPolicyTrainer")
+public typealias Trainer = OffPolicyTrainer

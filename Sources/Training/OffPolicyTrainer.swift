@@ -66,8 +66,8 @@ public struct Progress: Sendable {
 
 /// The off-policy training loop: collect a step (random during warm-up), store it, update every
 /// `criticUpdateInterval` steps, evaluate every `evaluationInterval` steps.
-public final class Trainer {
-    public let configuration: TrainingConfiguration
+public final class OffPolicyTrainer {
+    public let configuration: OffPolicyConfiguration
     /// The training environment: one copy, built-in or served by a Python bridge (`gym:ID`); it
     /// checks actions, observations and rewards, and resets a copy whose episode ended.
     public let environments: VectorEnvironment
@@ -96,14 +96,12 @@ public final class Trainer {
     var recentReturns: [Double] = []
     public internal(set) var loop: LoopState
 
-    public init(configuration: TrainingConfiguration) throws {
+    public init(configuration: OffPolicyConfiguration) throws {
         try configuration.validate()
         self.configuration = configuration
         loop = LoopState(nextRow: configuration.evaluationInterval)
-        let modules = configuration.environmentModules ?? []
-        environments = try VectorEnvironment(name: configuration.environment, count: 1, modules: modules)
-        evaluation = try PeriodicEvaluation(environment: configuration.environment, episodes: configuration.evaluationEpisodes,
-                                            seed: configuration.seed, modules: modules)
+        environments = try configuration.environmentSpec.makeVector(count: 1)
+        evaluation = try PeriodicEvaluation(spec: configuration.environmentSpec, episodes: configuration.evaluationEpisodes, seed: configuration.seed)
         try requireBoundedActions(environments)
         try MemoryEstimate.offPolicy(configuration, observationWidth: environments.observationWidth,
                                      actionSpace: environments.actionSpace).check()
@@ -132,7 +130,7 @@ public final class Trainer {
         recordedCriticState.resize(criticState.shape)
         try environments.reset(seed: seeds.next())
         observation.update(from: environments.observation(0), count: o)
-        recentReturns.reserveCapacity(Trainer.recentEpisodes + 1)
+        recentReturns.reserveCapacity(OffPolicyTrainer.recentEpisodes + 1)
     }
 
     /// Episodes averaged into `train_return_mean`.
@@ -180,7 +178,7 @@ public final class Trainer {
             case .box: for j in 0..<a { action[j] = rng.uniform(-1, 1) }
             }
         }
-        Trainer.environmentAction(action, space: environments.actionSpace, into: environmentAction)
+        OffPolicyTrainer.environmentAction(action, space: environments.actionSpace, into: environmentAction)
         // The copy checks the action and what comes back, and resets itself when the episode ends
         // (its row then holds the next episode's first observation; the last one is kept apart).
         try environments.step(environmentAction)
@@ -195,7 +193,7 @@ public final class Trainer {
         if done {
             episodes += 1
             recentReturns.append(episodeReturn)
-            if recentReturns.count > Trainer.recentEpisodes { recentReturns.removeFirst() }
+            if recentReturns.count > OffPolicyTrainer.recentEpisodes { recentReturns.removeFirst() }
             startEpisode()
         } else {
             observation.update(from: nextObservation, count: o)
@@ -241,10 +239,10 @@ public final class Trainer {
     /// Memory task: the fraction of fresh `probeLength`-bit sequences after which the actor's
     /// deterministic action a has round(10 a) equal to the count of ones among the last H bits.
     public func probeAccuracy() -> Double? {
-        guard let memory = environments.copies.first as? MemoryTask, configuration.probes > 0 else { return nil }
+        guard let task = environments.copies.first as? MemoryProbing, configuration.probes > 0 else { return nil }
         let P = configuration.probes
-        let envs = (0..<P).map { _ in MemoryTask(horizon: memory.horizon, maxEpisodeSteps: configuration.probeLength + 1) }
-        let episodes = SideBySideEpisodes(count: P, observationWidth: 1, actor: agent)
+        let envs = (0..<P).map { _ in task.makeProbe(length: configuration.probeLength) }
+        let episodes = SideBySideEpisodes(count: P, observationWidth: environments.observationWidth, actor: agent)
         var seeds = RandomGenerator(seed: configuration.seed &+ 0x5151_7A7A &* UInt64(evaluation.count + 1))
         for (e, env) in envs.enumerated() { env.reset(seed: seeds.next(), observation: episodes.observation(e)) }
         var correct = 0
@@ -252,7 +250,7 @@ public final class Trainer {
             episodes.act(agent, deterministic: true)
             for (e, env) in envs.enumerated() {
                 if t == configuration.probeLength - 1 {
-                    if Int((10 * episodes.action(e)[0]).rounded()) == env.count { correct += 1 }
+                    if env.isCorrect(action: episodes.action(e)) { correct += 1 }
                 } else {
                     let r = env.step(action: episodes.action(e), observation: episodes.observation(e))
                     episodes.record(e, reward: r.reward)
