@@ -6,50 +6,72 @@ extension EpisodeReplay: Checkpointable {
         var terminated: [UInt8], truncated: [UInt8], firstSteps: [UInt8], episodeIDs: [Int]
     }
 
-    /// Saves the kept steps, oldest first, with their positions relative to the oldest (restored
-    /// with the oldest at ring index 0: every access goes through the ring's modular arithmetic, so
-    /// sampling after a restore draws the same windows).
+    /// Where ring `c` is kept in a checkpoint: under `prefix` itself for a one-copy replay (the layout
+    /// of earlier versions), else under `prefix` + `ring<c>.`.
+    func ringPrefix(_ prefix: String, _ c: Int) -> String { copies == 1 ? prefix : prefix + "ring\(c)." }
+
+    /// Saves each ring's kept steps, oldest first, with their positions relative to the oldest
+    /// (restored with the oldest at the ring's first slot: every access goes through the ring's
+    /// modular arithmetic, so sampling after a restore draws the same windows).
     public func save(to archive: StateArchive, prefix: String) throws {
-        let n = count, o = layout.observationWidth, a = layout.actionWidth
-        func gather(_ name: String, _ p: UnsafeMutablePointer<Float>, _ width: Int) {
-            let buffer = UnsafeMutablePointer<Float>.allocate(capacity: max(1, n * width))
-            defer { buffer.deallocate() }
-            for k in 0..<n { (buffer + k * width).update(from: p + index(k) * width, count: width) }
-            archive.put(prefix + name, floats: buffer, count: n * width)
+        let o = layout.observationWidth, a = layout.actionWidth
+        for c in 0..<copies {
+            let ring = rings[c], n = ring.count, prefix = ringPrefix(prefix, c)
+            func at(_ k: Int) -> Int { position(ring.start, plus: k, in: c) }
+            func gather(_ name: String, _ p: UnsafeMutablePointer<Float>, _ width: Int) {
+                let buffer = UnsafeMutablePointer<Float>.allocate(capacity: max(1, n * width))
+                defer { buffer.deallocate() }
+                for k in 0..<n { (buffer + k * width).update(from: p + at(k) * width, count: width) }
+                archive.put(prefix + name, floats: buffer, count: n * width)
+            }
+            gather("observations", observations, o)
+            gather("next_observations", nextObservations, o)
+            gather("actions", actions, a)
+            gather("rewards", rewards, 1)
+            gather("actor_states", actorStates, layout.actorStateWidth)
+            gather("critic_states", criticStates, layout.criticStateWidth)
+            func bytes(_ p: UnsafeMutablePointer<Bool>) -> [UInt8] { (0..<n).map { p[at($0)] ? 1 : 0 } }
+            archive.put(prefix + "state", value: State(
+                capacity: ringCapacity, count: n, totalSteps: totalSteps,
+                episodeStarts: ring.episodeStarts.map { ($0 - ring.start + ringCapacity) % ringCapacity }, episodeID: episodeID,
+                episodeOpen: ring.episodeOpen, terminated: bytes(terminatedFlags), truncated: bytes(truncatedFlags),
+                firstSteps: bytes(firstStepFlags), episodeIDs: (0..<n).map { episodeIDs[at($0)] }))
         }
-        gather("observations", observations, o)
-        gather("next_observations", nextObservations, o)
-        gather("actions", actions, a)
-        gather("rewards", rewards, 1)
-        gather("actor_states", actorStates, layout.actorStateWidth)
-        gather("critic_states", criticStates, layout.criticStateWidth)
-        func bytes(_ p: UnsafeMutablePointer<Bool>) -> [UInt8] { (0..<n).map { p[index($0)] ? 1 : 0 } }
-        archive.put(prefix + "state", value: State(
-            capacity: capacity, count: n, totalSteps: totalSteps,
-            episodeStarts: episodeStarts.map { ($0 - start + capacity) % capacity }, episodeID: episodeID, episodeOpen: episodeOpen,
-            terminated: bytes(terminatedFlags), truncated: bytes(truncatedFlags), firstSteps: bytes(firstStepFlags),
-            episodeIDs: (0..<n).map { episodeIDs[index($0)] }))
     }
 
     public func restore(from archive: StateArchiveReader, prefix: String) throws {
-        let s = try archive.value(prefix + "state", as: State.self)
-        let n = s.count, o = layout.observationWidth, a = layout.actionWidth
-        guard s.capacity == capacity, n <= capacity, s.terminated.count == n, s.truncated.count == n, s.firstSteps.count == n,
-              s.episodeIDs.count == n
-        else { throw StateArchiveError("checkpoint \(archive.path): a replay of capacity \(s.capacity), this run has \(capacity)") }
-        try archive.floats(prefix + "observations", into: observations, count: n * o)
-        try archive.floats(prefix + "next_observations", into: nextObservations, count: n * o)
-        try archive.floats(prefix + "actions", into: actions, count: n * a)
-        try archive.floats(prefix + "rewards", into: rewards, count: n)
-        try archive.floats(prefix + "actor_states", into: actorStates, count: n * layout.actorStateWidth)
-        try archive.floats(prefix + "critic_states", into: criticStates, count: n * layout.criticStateWidth)
-        for i in 0..<capacity {
-            terminatedFlags[i] = i < n && s.terminated[i] != 0
-            truncatedFlags[i] = i < n && s.truncated[i] != 0
-            firstStepFlags[i] = i < n && s.firstSteps[i] != 0
-            episodeIDs[i] = i < n ? s.episodeIDs[i] : -1
+        let o = layout.observationWidth, a = layout.actionWidth
+        count = 0
+        episodeCount = 0
+        for c in 0..<copies {
+            let prefix = ringPrefix(prefix, c), base = rings[c].base
+            let s = try archive.value(prefix + "state", as: State.self)
+            let n = s.count
+            guard s.capacity == ringCapacity, n <= ringCapacity, s.terminated.count == n, s.truncated.count == n, s.firstSteps.count == n,
+                  s.episodeIDs.count == n
+            else { throw StateArchiveError("checkpoint \(archive.path): a replay of \(s.capacity) steps per copy, this run has \(ringCapacity)") }
+            try archive.floats(prefix + "observations", into: observations + base * o, count: n * o)
+            try archive.floats(prefix + "next_observations", into: nextObservations + base * o, count: n * o)
+            try archive.floats(prefix + "actions", into: actions + base * a, count: n * a)
+            try archive.floats(prefix + "rewards", into: rewards + base, count: n)
+            try archive.floats(prefix + "actor_states", into: actorStates + base * layout.actorStateWidth, count: n * layout.actorStateWidth)
+            try archive.floats(prefix + "critic_states", into: criticStates + base * layout.criticStateWidth, count: n * layout.criticStateWidth)
+            for k in 0..<ringCapacity {
+                terminatedFlags[base + k] = k < n && s.terminated[k] != 0
+                truncatedFlags[base + k] = k < n && s.truncated[k] != 0
+                firstStepFlags[base + k] = k < n && s.firstSteps[k] != 0
+                episodeIDs[base + k] = k < n ? s.episodeIDs[k] : -1
+            }
+            rings[c].start = base
+            rings[c].count = n
+            rings[c].episodeStarts.removeAll(keepingCapacity: true)
+            rings[c].episodeStarts += s.episodeStarts.map { base + $0 }
+            rings[c].episodeOpen = s.episodeOpen
+            rings[c].currentEpisode = s.episodeIDs.last ?? 0
+            count += n
+            episodeCount += s.episodeStarts.count
+            totalSteps = s.totalSteps
+            episodeID = s.episodeID
         }
-        start = 0; count = n; totalSteps = s.totalSteps; episodeStarts.removeAll(keepingCapacity: true); episodeStarts += s.episodeStarts
-        episodeID = s.episodeID; episodeOpen = s.episodeOpen
     }
 }

@@ -18,19 +18,28 @@ public struct ReplayLayout: Codable, Equatable, Sendable {
     }
 }
 
-/// A ring of environment steps that evicts whole episodes.
+/// A ring of environment steps that evicts whole episodes, for one or several environment copies.
 ///
 /// Each step keeps its observation, action, reward, the next observation, the terminated and
 /// truncated flags, and optionally the actor's and critics' recurrent states *entering* the step
 /// (the states the agent had when it chose the action, as R2D2 stores them).
 ///
-/// The kept steps always form one contiguous stretch of the ring, oldest first: when a new step
-/// overwrites the first step of the oldest episode, the rest of that episode is dropped too, so a
-/// sampled window never starts in the middle of an episode whose beginning is gone. (An episode
-/// longer than the whole ring loses its oldest steps one at a time.)
+/// With `copies` environment copies stepping together, each copy has a ring of its own (an equal
+/// share of the capacity, side by side in the same storage), so every copy's episode in progress
+/// stays contiguous while the copies' steps arrive interleaved. Within a ring the kept steps always
+/// form one contiguous stretch, oldest first: when a new step overwrites the first step of the
+/// oldest episode, the rest of that episode is dropped too, so a sampled window never starts in the
+/// middle of an episode whose beginning is gone. (An episode longer than its whole ring loses its
+/// oldest steps one at a time.) Indices are storage indices, unique across rings; with one copy
+/// the replay is exactly one ring.
 public final class EpisodeReplay {
+    /// Steps kept at most, over all copies.
     public let capacity: Int
     public let layout: ReplayLayout
+    /// Environment copies (one ring each).
+    public let copies: Int
+    /// Steps kept at most per copy.
+    public let ringCapacity: Int
 
     let observations: UnsafeMutablePointer<Float>
     let nextObservations: UnsafeMutablePointer<Float>
@@ -43,25 +52,38 @@ public final class EpisodeReplay {
     let actorStates: UnsafeMutablePointer<Float>
     let criticStates: UnsafeMutablePointer<Float>
 
-    /// Ring index of the oldest kept step.
-    public internal(set) var start = 0
-    /// Number of kept steps.
+    /// One copy's ring: where it starts in storage, its oldest kept step, how many it keeps, the
+    /// first steps of its kept episodes (oldest first), and whether its last episode is still open.
+    struct Ring {
+        let base: Int
+        var start: Int
+        var count = 0
+        var episodeStarts: [Int] = []
+        var episodeOpen = false
+        /// The id of the ring's newest episode.
+        var currentEpisode = 0
+    }
+    var rings: [Ring]
+
+    /// Number of kept steps (all copies).
     public internal(set) var count = 0
     /// Steps ever added.
     public internal(set) var totalSteps = 0
-    /// Ring indices of the first steps of kept episodes, oldest first (may include the episode in
-    /// progress).
-    public internal(set) var episodeStarts: [Int] = []
+    /// Kept episodes (all copies; the ones in progress included).
+    public internal(set) var episodeCount = 0
     var episodeID = 0
-    var episodeOpen = false
 
-    public init(capacity: Int, layout: ReplayLayout) {
-        precondition(capacity > 0, "replay capacity must be positive")
+    /// `copies` rings of `capacity / copies` steps each.
+    public init(capacity: Int, layout: ReplayLayout, copies: Int = 1) {
+        precondition(capacity > 0 && copies >= 1 && capacity >= copies, "replay capacity must be positive and at least one step per copy")
         self.capacity = capacity
         self.layout = layout
+        self.copies = copies
+        ringCapacity = capacity / copies
+        rings = (0..<copies).map { Ring(base: $0 * (capacity / copies), start: $0 * (capacity / copies)) }
         // One entry per kept episode, at most one per step: reserved up to a bound so that adding
         // steps allocates nothing (beyond it, the list grows by doubling, rarely).
-        episodeStarts.reserveCapacity(min(capacity, 1 << 16))
+        for c in 0..<copies { rings[c].episodeStarts.reserveCapacity(min(capacity / copies, (1 << 16) / copies + 1)) }
         // calloc: zeroed pages are committed by the system only when first written, so a large
         // capacity costs memory as the replay fills, not up front.
         func zeroed<T>(_ count: Int, _: T.Type) -> UnsafeMutablePointer<T> {
@@ -89,21 +111,49 @@ public final class EpisodeReplay {
         free(episodeIDs)
     }
 
-    /// The ring index of the step `offset` places after the oldest kept one.
+    /// The storage index of the step `offset` places after the oldest kept one, counting the rings'
+    /// kept steps one ring after another (0..<count covers every kept step once).
     @inline(__always) public func index(_ offset: Int) -> Int {
-        let i = start + offset
-        return i >= capacity ? i - capacity : i
+        var offset = offset, c = 0
+        while c < copies - 1 && offset >= rings[c].count {
+            offset -= rings[c].count
+            c += 1
+        }
+        return position(rings[c].start, plus: offset, in: c)
     }
 
-    /// Ring index one after the newest step (where the next step goes).
-    public var writeIndex: Int { index(count) }
+    /// `i` moved `k` places forward within ring `c`.
+    @inline(__always) func position(_ i: Int, plus k: Int, in c: Int) -> Int {
+        let j = i + k, end = rings[c].base + ringCapacity
+        return j >= end ? j - ringCapacity : j
+    }
 
-    /// Stores one step. `actorState` and `criticState` must be given when the layout stores them.
-    public func add(observation: UnsafePointer<Float>, action: UnsafePointer<Float>, reward: Float,
+    /// The ring (copy) that holds storage index `i`.
+    @inline(__always) public func copy(of i: Int) -> Int { copies == 1 ? 0 : i / ringCapacity }
+
+    /// Storage index one after copy `c`'s newest step (where its next step goes).
+    public func writeIndex(copy c: Int = 0) -> Int { position(rings[c].start, plus: rings[c].count, in: c) }
+
+    /// The first step of the `k`-th kept episode, counting the rings' episodes one ring after another.
+    @inline(__always) public func episodeStart(_ k: Int) -> Int {
+        var k = k, c = 0
+        while c < copies - 1 && k >= rings[c].episodeStarts.count {
+            k -= rings[c].episodeStarts.count
+            c += 1
+        }
+        return rings[c].episodeStarts[k]
+    }
+
+    /// The first steps of every kept episode (a new array: for checks and tests, not hot loops).
+    public var episodeStarts: [Int] { rings.flatMap(\.episodeStarts) }
+
+    /// Stores one step of copy `copy`. `actorState` and `criticState` must be given when the layout
+    /// stores them.
+    public func add(copy c: Int = 0, observation: UnsafePointer<Float>, action: UnsafePointer<Float>, reward: Float,
                     nextObservation: UnsafePointer<Float>, terminated: Bool, truncated: Bool,
                     actorState: UnsafePointer<Float>? = nil, criticState: UnsafePointer<Float>? = nil) {
-        if count == capacity { evictOldest() }
-        let i = writeIndex
+        if rings[c].count == ringCapacity { evictOldest(c) }
+        let i = writeIndex(copy: c)
         let o = layout.observationWidth, a = layout.actionWidth
         (observations + i * o).update(from: observation, count: o)
         (nextObservations + i * o).update(from: nextObservation, count: o)
@@ -119,42 +169,54 @@ public final class EpisodeReplay {
             guard let criticState else { preconditionFailure("replay stores critic states: pass criticState") }
             (criticStates + i * layout.criticStateWidth).update(from: criticState, count: layout.criticStateWidth)
         }
-        firstStepFlags[i] = !episodeOpen
-        if !episodeOpen {
+        let opensEpisode = !rings[c].episodeOpen
+        firstStepFlags[i] = opensEpisode
+        if opensEpisode {
             episodeID += 1
-            episodeStarts.append(i)
+            rings[c].currentEpisode = episodeID
+            rings[c].episodeStarts.append(i)
+            episodeCount += 1
         }
-        episodeIDs[i] = episodeID
-        episodeOpen = !(terminated || truncated)
+        episodeIDs[i] = rings[c].currentEpisode
+        rings[c].episodeOpen = !(terminated || truncated)
+        rings[c].count += 1
         count += 1
         totalSteps += 1
     }
 
-    /// Ends the episode in progress at its last stored step, as a truncation (the step's next
-    /// observation is real, so targets still bootstrap from it): for an environment that starts a
-    /// new episode without the old one having ended, such as a Python one after a resume. The next
-    /// step added starts a new episode. Does nothing when no episode is open.
+    /// Ends every copy's episode in progress at its last stored step, as a truncation (the step's
+    /// next observation is real, so targets still bootstrap from it): for environments that start
+    /// new episodes without the old ones having ended, such as Python ones after a resume. The next
+    /// step a copy adds starts a new episode.
     public func cutOpenEpisode() {
-        guard episodeOpen, count > 0 else { return }
-        truncatedFlags[index(count - 1)] = true
-        episodeOpen = false
+        for c in 0..<copies where rings[c].episodeOpen && rings[c].count > 0 {
+            truncatedFlags[position(rings[c].start, plus: rings[c].count - 1, in: c)] = true
+            rings[c].episodeOpen = false
+        }
     }
 
-    /// Drops the oldest episode (or, for an episode in progress that fills the ring, its oldest step).
-    private func evictOldest() {
-        let id = episodeIDs[start]
-        let wholeEpisode = !(id == episodeID && episodeOpen)
+    /// Drops copy `c`'s oldest episode (or, for an episode in progress that fills its ring, its oldest step).
+    private func evictOldest(_ c: Int) {
+        let id = episodeIDs[rings[c].start], newest = episodeIDs[position(rings[c].start, plus: rings[c].count - 1, in: c)]
+        let wholeEpisode = !(id == newest && rings[c].episodeOpen)
         repeat {
+            let start = rings[c].start
             episodeIDs[start] = -1
             firstStepFlags[start] = false
-            start = start + 1 == capacity ? 0 : start + 1
+            rings[c].start = position(start, plus: 1, in: c)
+            rings[c].count -= 1
             count -= 1
-        } while wholeEpisode && count > 0 && episodeIDs[start] == id
-        if let first = episodeStarts.first, episodeIDs[first] == -1 { episodeStarts.removeFirst() }
+        } while wholeEpisode && rings[c].count > 0 && episodeIDs[rings[c].start] == id
+        if let first = rings[c].episodeStarts.first, episodeIDs[first] == -1 {
+            rings[c].episodeStarts.removeFirst()
+            episodeCount -= 1
+        }
         // An episode in progress that lost its first step now starts at the oldest kept step.
-        if count > 0 && !firstStepFlags[start] {
+        let start = rings[c].start
+        if rings[c].count > 0 && !firstStepFlags[start] {
             firstStepFlags[start] = true
-            episodeStarts.insert(start, at: 0)
+            rings[c].episodeStarts.insert(start, at: 0)
+            episodeCount += 1
         }
     }
 
@@ -175,15 +237,17 @@ public final class EpisodeReplay {
     public func actorState(_ i: Int) -> UnsafeMutablePointer<Float> { actorStates + i * layout.actorStateWidth }
     public func criticState(_ i: Int) -> UnsafeMutablePointer<Float> { criticStates + i * layout.criticStateWidth }
 
-    /// The ring index after `i`, or nil when `i` is the newest step.
+    /// The storage index after `i` in its copy's ring, or nil when `i` is that copy's newest step.
     @inline(__always) public func successor(_ i: Int) -> Int? {
-        let next = i + 1 == capacity ? 0 : i + 1
-        return next == writeIndex ? nil : next
+        let c = copy(of: i)
+        let next = position(i, plus: 1, in: c)
+        return next == writeIndex(copy: c) ? nil : next
     }
 
-    /// The ring index before `i` in the same episode, or nil at the episode's first kept step.
+    /// The storage index before `i` in the same episode, or nil at the episode's first kept step.
     @inline(__always) public func predecessor(_ i: Int) -> Int? {
         if firstStepFlags[i] { return nil }
-        return i == 0 ? capacity - 1 : i - 1
+        let c = copy(of: i)
+        return i == rings[c].base ? rings[c].base + ringCapacity - 1 : i - 1
     }
 }

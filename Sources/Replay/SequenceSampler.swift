@@ -158,8 +158,8 @@ public final class SequenceSampler {
     }
 
     func drawStart(_ replay: EpisodeReplay) -> Int {
-        if configuration.alwaysStartAtEpisodeStart, !replay.episodeStarts.isEmpty {
-            return replay.episodeStarts[rng.integer(below: replay.episodeStarts.count)]
+        if configuration.alwaysStartAtEpisodeStart, replay.episodeCount > 0 {
+            return replay.episodeStart(rng.integer(below: replay.episodeCount))
         }
         return replay.index(rng.integer(below: replay.count))
     }

@@ -70,6 +70,8 @@ extension OffPolicyTrainer: TrainingSession {
     struct State: Codable {
         var step: Int, episodes: Int, episodeReturn: Double, recentReturns: [Double], previousReward: Float
         var rng: RandomGenerator, samplerRNG: RandomGenerator, evaluations: Int, loop: LoopState
+        /// Every copy's (absent with one copy: the fields above are copy 0's).
+        var episodeReturns: [Double]?, previousRewards: [Float]?
     }
 
     /// Everything the next steps depend on: agent, replay, sampler, environment, acting state,
@@ -80,14 +82,16 @@ extension OffPolicyTrainer: TrainingSession {
         try agent.save(to: archive, prefix: prefix + "agent.")
         try replay.save(to: archive, prefix: prefix + "replay.")
         try environments.save(to: archive, prefix: prefix + "environment.")
-        let o = environments.observationWidth, a = agent.actionWidth
-        archive.put(prefix + "observation", floats: observation, count: o)
-        archive.put(prefix + "previous_action", floats: previousAction, count: a)
+        let N = copies, o = environments.observationWidth, a = agent.actionWidth
+        archive.put(prefix + "observation", floats: observation, count: N * o)
+        archive.put(prefix + "previous_action", floats: previousAction, count: N * a)
         archive.put(prefix + "actor_state", actorState)
         archive.put(prefix + "critic_state", criticState)
-        archive.put(prefix + "state", value: State(step: step, episodes: episodes, episodeReturn: episodeReturn, recentReturns: recentReturns,
-                                                   previousReward: previousReward, rng: rng, samplerRNG: sampler.rng,
-                                                   evaluations: evaluation.count, loop: loop))
+        let rewards = Array(UnsafeBufferPointer(start: previousReward, count: N))
+        archive.put(prefix + "state", value: State(step: step, episodes: episodes, episodeReturn: episodeReturns[0], recentReturns: recentReturns,
+                                                   previousReward: rewards[0], rng: rng, samplerRNG: sampler.rng,
+                                                   evaluations: evaluation.count, loop: loop,
+                                                   episodeReturns: N > 1 ? episodeReturns : nil, previousRewards: N > 1 ? rewards : nil))
     }
 
     public func restore(from archive: StateArchiveReader, prefix: String) throws {
@@ -96,20 +100,25 @@ extension OffPolicyTrainer: TrainingSession {
         try agent.restore(from: archive, prefix: prefix + "agent.")
         try replay.restore(from: archive, prefix: prefix + "replay.")
         try environments.restore(from: archive, prefix: prefix + "environment.")
-        let o = environments.observationWidth, a = agent.actionWidth
-        try archive.floats(prefix + "observation", into: observation, count: o)
-        try archive.floats(prefix + "previous_action", into: previousAction, count: a)
+        let N = copies, o = environments.observationWidth, a = agent.actionWidth
+        let returns = s.episodeReturns ?? [s.episodeReturn], rewards = s.previousRewards ?? [s.previousReward]
+        guard returns.count == N, rewards.count == N else {
+            throw StateArchiveError("checkpoint \(archive.path): \(returns.count) environment copies, this run has \(N)")
+        }
+        try archive.floats(prefix + "observation", into: observation, count: N * o)
+        try archive.floats(prefix + "previous_action", into: previousAction, count: N * a)
         try archive.read(prefix + "actor_state", into: actorState)
         try archive.read(prefix + "critic_state", into: criticState)
-        step = s.step; episodes = s.episodes; episodeReturn = s.episodeReturn
+        step = s.step; episodes = s.episodes; episodeReturns = returns
+        previousReward.update(from: rewards, count: N)
         recentReturns.removeAll(keepingCapacity: true)
         recentReturns += s.recentReturns
-        previousReward = s.previousReward; rng = s.rng; sampler.rng = s.samplerRNG; evaluation.count = s.evaluations; loop = s.loop
+        rng = s.rng; sampler.rng = s.samplerRNG; evaluation.count = s.evaluations; loop = s.loop
         if environments.restoreStartsNewEpisodes {
             // A Python environment starts a new episode: the stored one ends (cut, as a truncation)
             // and the acting state starts over as after any reset.
             replay.cutOpenEpisode()
-            startEpisode()
+            for n in 0..<N { startEpisode(n) }
         }
     }
 }

@@ -24,6 +24,9 @@ public struct OffPolicyConfiguration: Codable, Equatable, Sendable {
     public var environmentModules: [String]? = nil
     /// The environment's options (`--env-option KEY=VALUE`), e.g. the memory task's horizon.
     public var environmentOptions: [String: String]? = nil
+    /// Environment copies stepped together (nil: one). Steps, intervals and the update ratio count
+    /// environment steps over all copies (see `OffPolicyTrainer`).
+    public var environments: Int? = nil
     public var agent = AgentConfiguration()
 
     public init() {}
@@ -80,6 +83,11 @@ public struct OffPolicyConfiguration: Codable, Equatable, Sendable {
         if warmupSteps < 0 { try fail("warm-up steps must be 0 or more (got \(warmupSteps))") }
         if evaluationInterval < 1 { try fail("evaluation interval must be at least 1 (got \(evaluationInterval))") }
         if evaluationEpisodes < 1 { try fail("evaluation episodes must be at least 1 (got \(evaluationEpisodes))") }
+        if let n = environments {
+            if n < 1 { try fail("environment copies must be at least 1 (got \(n))") }
+            try checkUpperBound("environment copies", n, SizeLimit.copies)
+            if agent.replayCapacity < n { try fail("the replay capacity (\(agent.replayCapacity)) must hold at least one step per environment copy (\(n))") }
+        }
         try checkUpperBound("steps", steps, SizeLimit.steps)
         try checkUpperBound("evaluation episodes", evaluationEpisodes, SizeLimit.episodes)
         try checkUpperBound("probes", probes, SizeLimit.episodes)

@@ -64,12 +64,20 @@ public struct Progress: Sendable {
     public var secondsLeft: Double
 }
 
-/// The off-policy training loop: collect a step (random during warm-up), store it, update every
-/// `criticUpdateInterval` steps, evaluate every `evaluationInterval` steps.
+/// The off-policy training loop: step every environment copy once (actions for all copies in one
+/// batched pass of the actor; random during warm-up), store the steps (one replay ring per copy),
+/// make one critic update per `criticUpdateInterval` environment steps counted over all copies, and
+/// evaluate every `evaluationInterval` environment steps.
+///
+/// Steps count environment steps: with N copies one pass of the loop adds N. The update ratio is
+/// per environment step, so N copies with the default interval of 1 make N updates per pass and
+/// the same number of updates per collected step as one copy (the returns at equal steps compare);
+/// `--critic-interval N` makes one update per pass instead (N times fewer updates per step, as
+/// CleanMARL's `num_updates` counts them), which is faster in wall-clock time.
 public final class OffPolicyTrainer {
     public let configuration: OffPolicyConfiguration
-    /// The training environment: one copy, built-in or served by a Python bridge (`gym:ID`); it
-    /// checks actions, observations and rewards, and resets a copy whose episode ended.
+    /// The training environments: N copies stepped together, built-in or served by a Python bridge
+    /// (`gym:ID`); they check actions, observations and rewards, and reset a copy whose episode ended.
     public let environments: VectorEnvironment
     public let agent: OffPolicyAgent
     public let replay: EpisodeReplay
@@ -77,13 +85,13 @@ public final class OffPolicyTrainer {
     let evaluation: PeriodicEvaluation
     var rng: RandomGenerator
 
-    // Acting buffers for the training environment.
+    // Acting buffers for the N copies, one row each.
     let observation: UnsafeMutablePointer<Float>
     let nextObservation: UnsafeMutablePointer<Float>
     let action: UnsafeMutablePointer<Float>
     let environmentAction: UnsafeMutablePointer<Float>
     let previousAction: UnsafeMutablePointer<Float>
-    var previousReward: Float = 0
+    let previousReward: UnsafeMutablePointer<Float>
     let actContext = Tensor([0])
     let actorState = Tensor([0])
     let criticState = Tensor([0])
@@ -92,15 +100,17 @@ public final class OffPolicyTrainer {
 
     public internal(set) var step = 0
     public internal(set) var episodes = 0
-    var episodeReturn: Double = 0
+    var episodeReturns: [Double]
     var recentReturns: [Double] = []
+    /// Environment copies stepped together.
+    public var copies: Int { environments.count }
     public internal(set) var loop: LoopState
 
     public init(configuration: OffPolicyConfiguration) throws {
         try configuration.validate()
         self.configuration = configuration
         loop = LoopState(nextRow: configuration.evaluationInterval)
-        environments = try configuration.environmentSpec.makeVector(count: 1)
+        environments = try configuration.environmentSpec.makeVector(count: configuration.environments ?? 1)
         evaluation = try PeriodicEvaluation(spec: configuration.environmentSpec, episodes: configuration.evaluationEpisodes, seed: configuration.seed)
         try requireBoundedActions(environments)
         try MemoryEstimate.offPolicy(configuration, observationWidth: environments.observationWidth,
@@ -108,36 +118,38 @@ public final class OffPolicyTrainer {
         var seeds = RandomGenerator(seed: configuration.seed)
         agent = try OffPolicyAgent(configuration: configuration.agent, observationSpace: environments.observationSpace,
                                    actionSpace: environments.actionSpace, seed: seeds.next())
-        replay = EpisodeReplay(capacity: configuration.agent.replayCapacity, layout: agent.replayLayout)
+        replay = EpisodeReplay(capacity: configuration.agent.replayCapacity, layout: agent.replayLayout, copies: environments.count)
         sampler = SequenceSampler(configuration: configuration.agent.sampler, batchSize: configuration.agent.batchSize,
                                   layout: agent.replayLayout, seed: seeds.next())
         rng = seeds.split()
-        let o = environments.observationWidth, a = agent.actionWidth
+        let N = environments.count, o = environments.observationWidth, a = agent.actionWidth
         func floats(_ n: Int) -> UnsafeMutablePointer<Float> {
             let p = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
             p.initialize(repeating: 0, count: max(n, 1))
             return p
         }
-        observation = floats(o)
-        nextObservation = floats(o)
-        action = floats(a)
-        environmentAction = floats(environments.actionWidth)
-        previousAction = floats(a)
-        actContext.resize(Shape(d0: 1, d1: 1, d2: agent.contextWidth))
-        actorState.resize(Shape(d0: 1, d1: max(agent.actor.stateWidth, 1)))
-        criticState.resize(Shape(d0: 1, d1: max(agent.critics.reduce(0) { $0 + $1.stateWidth }, 1)))
+        observation = floats(N * o)
+        nextObservation = floats(N * o)
+        action = floats(N * a)
+        environmentAction = floats(N * environments.actionWidth)
+        previousAction = floats(N * a)
+        previousReward = floats(N)
+        episodeReturns = [Double](repeating: 0, count: N)
+        actContext.resize(Shape(d0: 1, d1: N, d2: agent.contextWidth))
+        actorState.resize(Shape(d0: N, d1: max(agent.actor.stateWidth, 1)))
+        criticState.resize(Shape(d0: N, d1: max(agent.critics.reduce(0) { $0 + $1.stateWidth }, 1)))
         recordedActorState.resize(actorState.shape)
         recordedCriticState.resize(criticState.shape)
         try environments.reset(seed: seeds.next())
-        observation.update(from: environments.observation(0), count: o)
-        recentReturns.reserveCapacity(OffPolicyTrainer.recentEpisodes + 1)
+        observation.update(from: environments.observation(0), count: N * o)
+        recentReturns.reserveCapacity(OffPolicyTrainer.recentEpisodes + N)
     }
 
     /// Episodes averaged into `train_return_mean`.
     static let recentEpisodes = 10
 
     deinit {
-        for p in [observation, nextObservation, action, environmentAction, previousAction] { p.deallocate() }
+        for p in [observation, nextObservation, action, environmentAction, previousAction, previousReward] { p.deallocate() }
     }
 
     /// Maps a normalised action ([-1, 1] per dimension, or an index) to the environment's space.
@@ -159,73 +171,93 @@ public final class OffPolicyTrainer {
         }
     }
 
-    /// One environment step, stored in the replay; updates when due.
+    /// One step of every copy, stored in the replay; the updates that fall due.
     public func advance() throws {
-        let o = environments.observationWidth, a = agent.actionWidth
+        let N = environments.count, o = environments.observationWidth, a = agent.actionWidth, C = agent.contextWidth
+        let Sa = actorState.shape[1], Sc = criticState.shape[1], ea = environments.actionWidth
         let storesStates = agent.configuration.sampler.initialState.usesStoredStates
-        agent.configuration.context.write(observation: observation, observationWidth: o, lastAction: previousAction, actionWidth: a,
-                                          lastReward: previousReward, into: actContext.data)
+        for n in 0..<N {
+            agent.configuration.context.write(observation: observation + n * o, observationWidth: o, lastAction: previousAction + n * a,
+                                              actionWidth: a, lastReward: previousReward[n], into: actContext.data + n * C)
+        }
         if storesStates {
             recordedActorState.copy(from: actorState)
             recordedCriticState.copy(from: criticState)
             agent.advanceCriticStates(context: actContext, state: criticState)
         }
         agent.act(context: actContext, state: actorState, deterministic: false, actions: action)
-        try checkFiniteActions(action, count: a, step: step)
-        if step < configuration.warmupSteps {
-            switch environments.actionSpace {
-            case .discrete(let n): action[0] = Float(rng.integer(below: n))
-            case .box: for j in 0..<a { action[j] = rng.uniform(-1, 1) }
+        try checkFiniteActions(action, count: N * a, step: step)
+        for n in 0..<N {
+            if step < configuration.warmupSteps {
+                switch environments.actionSpace {
+                case .discrete(let count): action[n * a] = Float(rng.integer(below: count))
+                case .box: for j in 0..<a { action[n * a + j] = rng.uniform(-1, 1) }
+                }
             }
+            OffPolicyTrainer.environmentAction(action + n * a, space: environments.actionSpace, into: environmentAction + n * ea)
         }
-        OffPolicyTrainer.environmentAction(action, space: environments.actionSpace, into: environmentAction)
-        // The copy checks the action and what comes back, and resets itself when the episode ends
+        // The copies check the actions and what comes back, and reset themselves when an episode ends
         // (its row then holds the next episode's first observation; the last one is kept apart).
         try environments.step(environmentAction)
         environments.drainFinishedEpisodes { _, _ in }
-        let reward = environments.rewards.data[0], terminated = environments.terminated[0], truncated = environments.truncated[0]
-        let done = terminated || truncated
-        nextObservation.update(from: done ? environments.finalObservation(0) : environments.observation(0), count: o)
-        replay.add(observation: observation, action: action, reward: reward, nextObservation: nextObservation,
-                   terminated: terminated, truncated: truncated,
-                   actorState: storesStates ? recordedActorState.data : nil, criticState: storesStates ? recordedCriticState.data : nil)
-        episodeReturn += Double(reward)
-        if done {
-            episodes += 1
-            recentReturns.append(episodeReturn)
-            if recentReturns.count > OffPolicyTrainer.recentEpisodes { recentReturns.removeFirst() }
-            startEpisode()
-        } else {
-            observation.update(from: nextObservation, count: o)
-            previousAction.update(from: action, count: a)
-            previousReward = reward
+        for n in 0..<N {
+            let reward = environments.rewards.data[n], terminated = environments.terminated[n], truncated = environments.truncated[n]
+            let done = terminated || truncated
+            let next = nextObservation + n * o
+            next.update(from: done ? environments.finalObservation(n) : environments.observation(n), count: o)
+            replay.add(copy: n, observation: observation + n * o, action: action + n * a, reward: reward, nextObservation: next,
+                       terminated: terminated, truncated: truncated,
+                       actorState: storesStates ? recordedActorState.data + n * Sa : nil,
+                       criticState: storesStates ? recordedCriticState.data + n * Sc : nil)
+            episodeReturns[n] += Double(reward)
+            if done {
+                episodes += 1
+                recentReturns.append(episodeReturns[n])
+                if recentReturns.count > OffPolicyTrainer.recentEpisodes { recentReturns.removeFirst() }
+                startEpisode(n)
+            } else {
+                (observation + n * o).update(from: next, count: o)
+                (previousAction + n * a).update(from: action + n * a, count: a)
+                previousReward[n] = reward
+            }
         }
-        step += 1
-        if step >= configuration.warmupSteps && step % agent.configuration.criticUpdateInterval == 0 {
-            // Gradient norms are diagnostics for the metrics log: measured only in the updates just before a row.
-            let window = agent.configuration.criticUpdateInterval * agent.configuration.actorUpdateInterval
-            let interval = configuration.evaluationInterval
-            agent.measuresGradientNorms = (interval - step % interval) % interval < window || configuration.steps - step < window
-            agent.update(sampler.sample(from: replay))
-            let s = agent.statistics
-            if let name = agent.firstNonFiniteParameter() {
-                throw TrainingError("parameter \(name) (group \(parameterGroup(name))) became non-finite at step \(step) (critic update \(agent.criticUpdates)); lower the learning rates, set --max-grad-norm, or check the rewards' scale")
-            }
-            if !s.criticLoss.isFinite || (agent.actorUpdates > 0 && !s.actorLoss.isFinite) {
-                throw TrainingError("training diverged at step \(step) (a loss of the critic or actor group): critic loss \(s.criticLoss), actor loss \(s.actorLoss); lower the learning rates, set --max-grad-norm, or check the rewards' scale")
-            }
+        let before = step
+        step += N
+        // One critic update per `criticUpdateInterval` environment steps, at the steps where it falls due.
+        let interval = agent.configuration.criticUpdateInterval
+        var due = (before / interval + 1) * interval
+        while due <= step {
+            if due >= configuration.warmupSteps { try update(atStep: due) }
+            due += interval
         }
     }
 
-    /// The acting state at an episode's start: the environment's first observation (the copy has
-    /// already reset itself), zero recurrent states, no previous action or reward.
-    func startEpisode() {
-        observation.update(from: environments.observation(0), count: environments.observationWidth)
-        actorState.zero()
-        criticState.zero()
-        previousAction.update(repeating: 0, count: agent.actionWidth)
-        previousReward = 0
-        episodeReturn = 0
+    /// One update (critic, and the actor and targets when due) as at environment step `at`.
+    func update(atStep at: Int) throws {
+        // Gradient norms are diagnostics for the metrics log: measured only in the updates just before a row.
+        let window = agent.configuration.criticUpdateInterval * agent.configuration.actorUpdateInterval
+        let interval = configuration.evaluationInterval
+        agent.measuresGradientNorms = (interval - at % interval) % interval < window || configuration.steps - at < window
+        agent.update(sampler.sample(from: replay))
+        let s = agent.statistics
+        if let name = agent.firstNonFiniteParameter() {
+            throw TrainingError("parameter \(name) (group \(parameterGroup(name))) became non-finite at step \(at) (critic update \(agent.criticUpdates)); lower the learning rates, set --max-grad-norm, or check the rewards' scale")
+        }
+        if !s.criticLoss.isFinite || (agent.actorUpdates > 0 && !s.actorLoss.isFinite) {
+            throw TrainingError("training diverged at step \(at) (a loss of the critic or actor group): critic loss \(s.criticLoss), actor loss \(s.actorLoss); lower the learning rates, set --max-grad-norm, or check the rewards' scale")
+        }
+    }
+
+    /// Copy `n`'s acting state at an episode's start: the environment's first observation (the copy
+    /// has already reset itself), zero recurrent states, no previous action or reward.
+    func startEpisode(_ n: Int) {
+        let o = environments.observationWidth, a = agent.actionWidth
+        (observation + n * o).update(from: environments.observation(n), count: o)
+        (actorState.data + n * actorState.shape[1]).update(repeating: 0, count: actorState.shape[1])
+        (criticState.data + n * criticState.shape[1]).update(repeating: 0, count: criticState.shape[1])
+        (previousAction + n * a).update(repeating: 0, count: a)
+        previousReward[n] = 0
+        episodeReturns[n] = 0
     }
 
     // MARK: Evaluation

@@ -152,7 +152,7 @@ struct Train: ParsableCommand {
 
     /// The off-policy configuration: `base` (or the defaults for the algorithm and environment), then the options given.
     func resolvedConfiguration(base: OffPolicyConfiguration?) throws -> OffPolicyConfiguration {
-        let ppoGiven = ppoOptions.given
+        let ppoGiven = ppoOptions.given.filter { $0 != "--envs" }
         if !ppoGiven.isEmpty {
             throw ConfigurationError("\(ppoGiven.joined(separator: ", ")) \(ppoGiven.count == 1 ? "applies" : "apply") only to ppo; remove \(ppoGiven.count == 1 ? "it" : "them"), or train with `rrl train ppo`")
         }
@@ -229,6 +229,7 @@ struct Train: ParsableCommand {
         if let policyNoise { c.agent.policyNoise = policyNoise }
         if let noiseClip { c.agent.noiseClip = noiseClip }
         if let explorationNoise { c.agent.explorationNoise = explorationNoise }
+        if let envs = ppoOptions.envs { c.environments = envs }
         if let warmup { c.warmupSteps = warmup }
         if let evalInterval { c.evaluationInterval = evalInterval }
         if let evalEpisodes { c.evaluationEpisodes = evalEpisodes }

@@ -4,7 +4,7 @@ import RecurrentRL
 
 /// Options that only apply to `rrl train ppo`.
 struct PPOOptions: ParsableArguments {
-    @Option(parsing: .unconditional, help: "Environment copies stepped in lockstep (default 8).") var envs: Int?
+    @Option(parsing: .unconditional, help: "Environment copies stepped in lockstep (ppo: default 8; sac/td3: default 1, actions for all copies in one pass, --critic-interval counts steps over all copies).") var envs: Int?
     @Option(parsing: .unconditional, help: "Steps per copy per rollout (default 32).") var rolloutSteps: Int?
     @Option(parsing: .unconditional, help: "Steps per minibatch, a multiple of the chunk length (default 256).") var minibatchSize: Int?
     @Option(parsing: .unconditional, help: "Chunk length L: rollout rows are cut into chunks of L steps that start from stored states (default 32).") var chunkLength: Int?

@@ -193,3 +193,84 @@ final class SamplerTests: XCTestCase {
         XCTAssertThrowsError(try c.validate())
     }
 }
+
+/// A replay for several environment copies: steps of three copies arrive interleaved, each copy's
+/// episodes stay contiguous in its own ring, eviction is per ring, sampled windows never mix copies
+/// or episodes, and a checkpoint restores every ring.
+final class MultiCopyReplayTests: XCTestCase {
+    func fill(_ replay: EpisodeReplay, steps: Int, lengths: [Int]) {
+        var t = [Int](repeating: 0, count: replay.copies)
+        for k in 0..<steps {
+            for c in 0..<replay.copies {
+                t[c] += 1
+                let done = t[c] % lengths[c] == 0
+                // observation: (copy, time in episode), action: the global step
+                replay.add(copy: c, observation: [Float(c), Float(t[c] % lengths[c])], action: [Float(k)], reward: Float(c),
+                           nextObservation: [Float(c), Float(t[c] % lengths[c] + 1)], terminated: done, truncated: false)
+            }
+        }
+    }
+
+    func testCopiesKeepTheirEpisodesApart() throws {
+        let replay = EpisodeReplay(capacity: 90, layout: ReplayLayout(observationWidth: 2, actionWidth: 1), copies: 3)
+        fill(replay, steps: 50, lengths: [7, 5, 11])
+        XCTAssertEqual(replay.ringCapacity, 30)
+        XCTAssertLessThanOrEqual(replay.count, 90)
+        // Every kept step's successor and predecessor stay in its copy.
+        for k in 0..<replay.count {
+            let i = replay.index(k), c = replay.copy(of: i)
+            XCTAssertEqual(replay.observation(i)[0], Float(c))
+            if let s = replay.successor(i) { XCTAssertEqual(replay.copy(of: s), c) }
+            if let p = replay.predecessor(i) {
+                XCTAssertEqual(replay.copy(of: p), c)
+                XCTAssertEqual(replay.episode(p), replay.episode(i))
+            }
+        }
+        // Each ring starts with a whole episode (eviction drops whole episodes) and its episode starts are first steps.
+        XCTAssertEqual(replay.episodeStarts.count, replay.episodeCount)
+        for s in replay.episodeStarts { XCTAssertTrue(replay.isFirstStep(s)) }
+        for k in 0..<replay.episodeCount { XCTAssertEqual(replay.episodeStart(k), replay.episodeStarts[k]) }
+
+        var configuration = SamplerConfiguration()
+        configuration.sequenceLength = 6
+        let sampler = SequenceSampler(configuration: configuration, batchSize: 64, layout: replay.layout, seed: 3)
+        var seen = Set<Int>()
+        for _ in 0..<20 {
+            let batch = sampler.sample(from: replay)
+            for row in 0..<64 {
+                var copy: Float?, episode: Int?
+                for slot in 0..<batch.slots {
+                    if batch.resetMask.data[slot * 64 + row] != 0 { episode = nil; copy = nil }
+                    let i = batch.stepIndices[slot * 64 + row]
+                    guard i >= 0 else { continue }
+                    let c = replay.observation(i)[0]
+                    XCTAssertTrue(copy == nil || copy == c, "a window mixed copies without a reset")
+                    copy = c
+                    if let episode { XCTAssertEqual(replay.episode(i), episode, "a window crossed episodes without a reset") }
+                    episode = replay.episode(i)
+                    seen.insert(Int(c))
+                }
+            }
+        }
+        XCTAssertEqual(seen, [0, 1, 2], "every copy's steps are drawn")
+
+        // A checkpoint restores every ring: the same windows are drawn after it.
+        let archive = StateArchive()
+        try replay.save(to: archive, prefix: "replay.")
+        let reader = try StateArchiveReader(data: archive.encode(), path: "memory")
+        let restored = EpisodeReplay(capacity: 90, layout: replay.layout, copies: 3)
+        try restored.restore(from: reader, prefix: "replay.")
+        XCTAssertEqual(restored.count, replay.count)
+        XCTAssertEqual(restored.episodeCount, replay.episodeCount)
+        let a = SequenceSampler(configuration: configuration, batchSize: 16, layout: replay.layout, seed: 9)
+        let b = SequenceSampler(configuration: configuration, batchSize: 16, layout: replay.layout, seed: 9)
+        let x = a.sample(from: replay), y = b.sample(from: restored)
+        XCTAssertEqual(x.observations.array, y.observations.array)
+        XCTAssertEqual(x.actions.array, y.actions.array)
+        XCTAssertEqual(x.resetMask.array, y.resetMask.array)
+        // Both go on alike.
+        fill(replay, steps: 13, lengths: [7, 5, 11])
+        fill(restored, steps: 13, lengths: [7, 5, 11])
+        XCTAssertEqual(restored.count, replay.count)
+    }
+}

@@ -82,6 +82,30 @@ final class CheckpointTests: XCTestCase {
         assertSameWeights(a, b)
     }
 
+    /// Three copies of pendulum-velocity stepped together (one replay ring each, stored states and
+    /// burn-in, several updates per pass): stopped between passes and resumed, the metrics and
+    /// weights equal those of a run that never stopped.
+    func testRecurrentSACOnSeveralCopiesResumesExactly() throws {
+        var c = OffPolicyConfiguration.defaults(algorithm: .sac, environment: "pendulum-velocity")
+        c.environments = 3
+        c.steps = 1500
+        c.warmupSteps = 150
+        c.evaluationInterval = 300
+        c.evaluationEpisodes = 2
+        c.agent.network = .gru
+        c.agent.hiddenSize = 8
+        c.agent.headHiddenSizes = [16]
+        c.agent.batchSize = 4
+        c.agent.sampler.sequenceLength = 12
+        c.agent.sampler.burnIn = 4
+        c.agent.sampler.initialState = .storedBurnIn
+        c.agent.context = ContextInputs(observation: true, lastAction: true, lastReward: true)
+        c.agent.replayCapacity = 990  // each copy's ring evicts whole episodes before the stop
+        let (reference, resumed, a, b) = try uninterruptedAndResumed({ try OffPolicyTrainer(configuration: c) }, stopAt: 700)
+        assertSameRows(reference, resumed, columns: MetricsRow.columns)
+        assertSameWeights(a, b)
+    }
+
     /// TD3 (target actor, delayed updates, exploration noise) with an LSTM and zero-state windows on
     /// the memory task (with its probe), with a replay small enough to wrap around before the stop
     /// (its ring is saved oldest first and restored from index 0).

@@ -39,6 +39,7 @@ final class TrainingAllocationTests: XCTestCase {
             c.agent.sampler.burnIn = 8
             c.agent.sampler.initialState = algorithm == .sac ? .storedBurnIn : .zero
             c.agent.context = ContextInputs(observation: true, lastAction: true, lastReward: true)
+            if algorithm == .td3 { c.environments = 4 }  // several copies: one batched act, one ring each
             let trainer = try OffPolicyTrainer(configuration: c)
             for _ in 0..<500 { try trainer.advance() }
             let episodes = trainer.episodes
