@@ -224,20 +224,8 @@ public final class PPOAgent {
     /// stored (an index for discrete actions, one-hot encoded here) and the previous reward.
     public func writeContext(observation: UnsafePointer<Float>, lastAction: UnsafePointer<Float>?, lastReward: Float,
                              into out: UnsafeMutablePointer<Float>) {
-        let ctx = configuration.context
-        var p = out
-        if ctx.observation { p.update(from: observation, count: observationWidth); p += observationWidth }
-        if ctx.lastAction {
-            if let n = discreteActions {
-                p.update(repeating: 0, count: n)
-                if let lastAction { p[Int(lastAction[0])] = 1 }
-                p += n
-            } else {
-                if let lastAction { p.update(from: lastAction, count: actionWidth) } else { p.update(repeating: 0, count: actionWidth) }
-                p += actionWidth
-            }
-        }
-        if ctx.lastReward { p[0] = lastReward }
+        configuration.context.write(observation: observation, observationWidth: observationWidth, lastAction: lastAction,
+                                    actionWidth: actionWidth, oneHotOver: discreteActions, lastReward: lastReward, into: out)
     }
 
     // MARK: Acting

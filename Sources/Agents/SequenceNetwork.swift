@@ -44,9 +44,27 @@ public struct ContextInputs: Codable, Equatable, Sendable {
     @inline(__always)
     public func write(observation obs: UnsafePointer<Float>, observationWidth o: Int, lastAction act: UnsafePointer<Float>,
                       actionWidth a: Int, lastReward r: Float, into out: UnsafeMutablePointer<Float>) {
+        write(observation: obs, observationWidth: o, lastAction: act, actionWidth: a, oneHotOver: nil, lastReward: r, into: out)
+    }
+
+    /// Writes one step's context: the previous action as its floats, or (`oneHotOver: n`, a discrete
+    /// action stored as its index) as a one-hot vector of n floats; nil (no previous action, the
+    /// episode's first step) writes zeros. The one context writer of every agent.
+    @inline(__always)
+    public func write(observation obs: UnsafePointer<Float>, observationWidth o: Int, lastAction act: UnsafePointer<Float>?,
+                      actionWidth a: Int, oneHotOver n: Int?, lastReward r: Float, into out: UnsafeMutablePointer<Float>) {
         var p = out
         if observation { p.update(from: obs, count: o); p += o }
-        if lastAction { p.update(from: act, count: a); p += a }
+        if lastAction {
+            if let n {
+                p.update(repeating: 0, count: n)
+                if let act { p[Int(act[0])] = 1 }
+                p += n
+            } else {
+                if let act { p.update(from: act, count: a) } else { p.update(repeating: 0, count: a) }
+                p += a
+            }
+        }
         if lastReward { p[0] = r }
     }
 }
