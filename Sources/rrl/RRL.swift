@@ -52,15 +52,6 @@ struct RRL: ParsableCommand {
     }
 }
 
-/// Subcommands whose machinery lands in later milestones say so plainly and exit non-zero,
-/// rather than pretending to work.
-struct NotYetAvailable: Error, CustomStringConvertible {
-    let command: String
-    var description: String {
-        "`rrl \(command)` is not available in this build yet: it comes with a later milestone."
-    }
-}
-
 struct Evaluate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Evaluate a trained run: mean ± standard deviation of the return over N episodes.",
