@@ -81,7 +81,6 @@ public final class OffPolicyAgent {
     let nextProbabilities = Tensor([0])
     let noise = Tensor([0])
     /// Zeros standing for the previous action at an episode's first step.
-    lazy var zeroActionTensor = Tensor(Shape(d0: max(actionWidth, 1)))
     let targetMin = Tensor([0])
     let targets = Tensor([0])
     let qGradient = Tensor([0])
@@ -113,7 +112,8 @@ public final class OffPolicyAgent {
             }
         }
         let c = configuration
-        let contextWidth = c.context.width(observation: observationWidth, action: actionWidth)
+        // A discrete previous action enters the context one-hot (its index has no order).
+        let contextWidth = c.context.width(observation: observationWidth, action: discreteActions ?? actionWidth)
         self.contextWidth = contextWidth
         let discreteActions = self.discreteActions
         var rng = RandomGenerator(seed: seed)
@@ -263,8 +263,8 @@ public final class OffPolicyAgent {
         let ctx = configuration.context
         for k in 0..<(S * B) {
             ctx.write(observation: batch.observations.data + k * o, observationWidth: o,
-                      lastAction: batch.previousActions.data + k * a, actionWidth: a,
-                      lastReward: batch.previousRewards.data[k], into: context.data + k * C)
+                      lastAction: batch.hasPreviousAction.data[k] != 0 ? batch.previousActions.data + k * a : nil, actionWidth: a,
+                      oneHotOver: discreteActions, lastReward: batch.previousRewards.data[k], into: context.data + k * C)
         }
     }
 
@@ -562,7 +562,7 @@ extension OffPolicyAgent: RecurrentActor {
     public func prepare(reward: Float) -> Float { reward }
     public func writeContext(observation: UnsafePointer<Float>, lastAction: UnsafePointer<Float>?, lastReward: Float,
                              into out: UnsafeMutablePointer<Float>) {
-        configuration.context.write(observation: observation, observationWidth: observationWidth, lastAction: lastAction ?? UnsafePointer(zeroActionTensor.data),
-                                    actionWidth: actionWidth, lastReward: lastReward, into: out)
+        configuration.context.write(observation: observation, observationWidth: observationWidth, lastAction: lastAction,
+                                    actionWidth: actionWidth, oneHotOver: discreteActions, lastReward: lastReward, into: out)
     }
 }

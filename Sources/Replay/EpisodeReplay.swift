@@ -144,6 +144,9 @@ public final class EpisodeReplay {
         return rings[c].episodeStarts[k]
     }
 
+    /// Whether copy `c`'s last episode is still open (its next step continues it).
+    public func isEpisodeOpen(copy c: Int) -> Bool { rings[c].episodeOpen }
+
     /// The first steps of every kept episode (a new array: for checks and tests, not hot loops).
     public var episodeStarts: [Int] { rings.flatMap(\.episodeStarts) }
 

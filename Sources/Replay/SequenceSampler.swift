@@ -91,6 +91,9 @@ public final class SequenceBatch {
     /// episode's first step): the context inputs of RESeL.
     public let previousActions = Tensor([0])
     public let previousRewards = Tensor([0])
+    /// `[slots, batch]`: 1 where the slot's step has a previous action in its episode (0 at an
+    /// episode's first step, whose previous action is "none", not a zero action or index 0).
+    public let hasPreviousAction = Tensor([0])
     public let rewards = Tensor([0])
     /// 1 where the step ended its episode in a terminal state (no bootstrapping).
     public let terminated = Tensor([0])
@@ -109,7 +112,7 @@ public final class SequenceBatch {
     public let targetInitialCriticState = Tensor([0])
     /// Every tensor a new sample starts by clearing (listed once, so sampling allocates nothing).
     private(set) lazy var clearedBySampling: [Tensor] = [
-        observations, actions, previousActions, previousRewards, rewards, terminated, resetMask, validMask, finalStepMask,
+        observations, actions, previousActions, hasPreviousAction, previousRewards, rewards, terminated, resetMask, validMask, finalStepMask,
         initialActorState, initialCriticState, targetInitialCriticState,
     ]
     /// The replay ring index of the step at each slot (`slot * batch + row`), -1 at bootstrap and padding slots.
@@ -122,7 +125,7 @@ public final class SequenceBatch {
         observations.resize(Shape(d0: s, d1: b, d2: layout.observationWidth))
         actions.resize(Shape(d0: s, d1: b, d2: layout.actionWidth))
         previousActions.resize(Shape(d0: s, d1: b, d2: layout.actionWidth))
-        for t in [previousRewards, rewards, terminated, resetMask, validMask, finalStepMask] { t.resize(Shape(d0: s, d1: b)) }
+        for t in [previousRewards, hasPreviousAction, rewards, terminated, resetMask, validMask, finalStepMask] { t.resize(Shape(d0: s, d1: b)) }
         initialActorState.resize(Shape(d0: b, d1: layout.actorStateWidth))
         initialCriticState.resize(Shape(d0: b, d1: layout.criticStateWidth))
         targetInitialCriticState.resize(Shape(d0: b, d1: layout.criticStateWidth))
@@ -201,6 +204,7 @@ public final class SequenceSampler {
                     (batch.actions.data + k * a).update(from: replay.action(i), count: a)
                     if let p = replay.predecessor(i) {
                         (batch.previousActions.data + k * a).update(from: replay.action(p), count: a)
+                        batch.hasPreviousAction.data[k] = 1
                         batch.previousRewards.data[k] = replay.reward(p)
                     }
                     batch.rewards.data[k] = replay.reward(i)
@@ -221,6 +225,7 @@ public final class SequenceSampler {
                 let k = (slot + n) * B + row
                 (batch.observations.data + k * o).update(from: replay.nextObservation(i), count: o)
                 (batch.previousActions.data + k * a).update(from: replay.action(i), count: a)
+                batch.hasPreviousAction.data[k] = 1
                 batch.previousRewards.data[k] = replay.reward(i)
                 slot += n + 1
                 firstWindow = false

@@ -126,8 +126,9 @@ public final class OffPolicyTrainer {
         let Sa = actorState.shape[1], Sc = criticState.shape[1], ea = environments.actionWidth
         let storesStates = agent.configuration.sampler.initialState.usesStoredStates
         for n in 0..<N {
-            agent.configuration.context.write(observation: observation + n * o, observationWidth: o, lastAction: previousAction + n * a,
-                                              actionWidth: a, lastReward: previousReward[n], into: actContext.data + n * C)
+            // At an episode's first step there is no previous action (nil: zeros, not index 0).
+            agent.writeContext(observation: observation + n * o, lastAction: replay.isEpisodeOpen(copy: n) ? previousAction + n * a : nil,
+                               lastReward: previousReward[n], into: actContext.data + n * C)
         }
         if storesStates {
             recordedActorState.copy(from: actorState)

@@ -166,6 +166,40 @@ final class AgentTests: XCTestCase {
         }
     }
 
+    /// A discrete previous action enters the context one-hot (its index has no order), and "no
+    /// previous action" at an episode's first step is all zeros, not action 0: in replayed windows,
+    /// in acting, and in the trainer.
+    func testADiscretePreviousActionIsOneHot() throws {
+        var configuration = AgentConfiguration()
+        configuration.network = .gru
+        configuration.batchSize = 1
+        configuration.sampler.sequenceLength = 4
+        configuration.sampler.alwaysStartAtEpisodeStart = true
+        configuration.context = ContextInputs(observation: true, lastAction: true, lastReward: true)
+        let agent = try OffPolicyAgent(configuration: configuration, observationSpace: .box(low: [-1], high: [1]),
+                                       actionSpace: .discrete(3), seed: 3)
+        XCTAssertEqual(agent.contextWidth, 1 + 3 + 1)
+        let replay = EpisodeReplay(capacity: 10, layout: agent.replayLayout)
+        for (t, a) in [0, 2, 1, 2].enumerated() {
+            replay.add(observation: [Float(t) / 10], action: [Float(a)], reward: Float(t), nextObservation: [Float(t + 1) / 10],
+                       terminated: t == 3, truncated: false)
+        }
+        let sampler = SequenceSampler(configuration: configuration.sampler, batchSize: 1, layout: agent.replayLayout, seed: 1)
+        let batch = sampler.sample(from: replay)
+        agent.buildContext(batch)
+        func slot(_ s: Int) -> [Float] { Array(UnsafeBufferPointer(start: agent.context.data + s * 5, count: 5)) }
+        XCTAssertEqual(slot(0), [0, 0, 0, 0, 0], "the first step: no previous action, no previous reward")
+        XCTAssertEqual(slot(1), [0.1, 1, 0, 0, 0], "previous action 0 is one-hot [1, 0, 0]")
+        XCTAssertEqual(slot(2), [0.2, 0, 0, 1, 1])
+        XCTAssertEqual(slot(3), [0.3, 0, 1, 0, 2])
+        XCTAssertEqual(slot(4), [0.4, 0, 0, 1, 3], "the bootstrap slot sees the last action")
+        var out = [Float](repeating: 9, count: 5)
+        agent.writeContext(observation: [0.5], lastAction: nil, lastReward: 0, into: &out)
+        XCTAssertEqual(out, [0.5, 0, 0, 0, 0])
+        agent.writeContext(observation: [0.5], lastAction: [1], lastReward: -1, into: &out)
+        XCTAssertEqual(out, [0.5, 0, 1, 0, -1])
+    }
+
     /// With stored states, the replay holds exactly the actor and critic states that entered each
     /// step during collection: re-running the networks over the episode gives the same states.
     func testStoredStatesAreThoseRecordedAtCollection() throws {
