@@ -59,14 +59,14 @@ final class CheckpointTests: XCTestCase {
         for (x, y) in zip(wa, wb) { XCTAssertEqual(x.parameter.value.array, y.parameter.value.array, x.name, file: file, line: line) }
     }
 
-    /// Recurrent SAC with stored states and burn-in on pendulum-velocity (episodes end inside the
-    /// run, the replay holds states, the temperature learns): stopped at step 350 and resumed, the
-    /// metrics (every non-timing column) and the final weights equal those of a run that never stopped.
-    func testRecurrentSACResumesExactly() throws {
+    /// Recurrent SAC with stored states, burn-in and the full context on pendulum-velocity (episodes
+    /// end inside the run, the replay holds states, the temperature learns), on `copies` copies.
+    func recurrentSAC(copies: Int, steps: Int, replayCapacity: Int) -> OffPolicyConfiguration {
         var c = OffPolicyConfiguration.defaults(algorithm: .sac, environment: "pendulum-velocity")
-        c.steps = 700
-        c.warmupSteps = 100
-        c.evaluationInterval = 150
+        if copies > 1 { c.environments = copies }
+        c.steps = steps
+        c.warmupSteps = 100 * copies
+        c.evaluationInterval = 150 * copies
         c.evaluationEpisodes = 2
         c.agent.network = .gru
         c.agent.hiddenSize = 8
@@ -76,32 +76,24 @@ final class CheckpointTests: XCTestCase {
         c.agent.sampler.burnIn = 4
         c.agent.sampler.initialState = .storedBurnIn
         c.agent.context = ContextInputs(observation: true, lastAction: true, lastReward: true)
-        c.agent.replayCapacity = 330  // whole episodes are evicted before the stop
+        c.agent.replayCapacity = replayCapacity
+        return c
+    }
+
+    /// One copy, stopped at step 350 and resumed: the metrics (every non-timing column) and the final
+    /// weights equal those of a run that never stopped; whole episodes are evicted before the stop.
+    func testRecurrentSACResumesExactly() throws {
+        let c = recurrentSAC(copies: 1, steps: 700, replayCapacity: 330)
         let (reference, resumed, a, b) = try uninterruptedAndResumed({ try OffPolicyTrainer(configuration: c) }, stopAt: 350)
         assertSameRows(reference, resumed, columns: MetricsRow.columns)
         assertSameWeights(a, b)
     }
 
-    /// Three copies of pendulum-velocity stepped together (one replay ring each, stored states and
-    /// burn-in, several updates per pass): stopped between passes and resumed, the metrics and
-    /// weights equal those of a run that never stopped.
+    /// Three copies stepped together (one replay ring each, several updates per pass), stopped
+    /// between passes and resumed: the same; each copy's ring evicts whole episodes before the stop.
     func testRecurrentSACOnSeveralCopiesResumesExactly() throws {
-        var c = OffPolicyConfiguration.defaults(algorithm: .sac, environment: "pendulum-velocity")
-        c.environments = 3
-        c.steps = 1500
-        c.warmupSteps = 150
-        c.evaluationInterval = 300
-        c.evaluationEpisodes = 2
-        c.agent.network = .gru
-        c.agent.hiddenSize = 8
-        c.agent.headHiddenSizes = [16]
-        c.agent.batchSize = 4
-        c.agent.sampler.sequenceLength = 12
-        c.agent.sampler.burnIn = 4
-        c.agent.sampler.initialState = .storedBurnIn
-        c.agent.context = ContextInputs(observation: true, lastAction: true, lastReward: true)
-        c.agent.replayCapacity = 990  // each copy's ring evicts whole episodes before the stop
-        let (reference, resumed, a, b) = try uninterruptedAndResumed({ try OffPolicyTrainer(configuration: c) }, stopAt: 700)
+        let c = recurrentSAC(copies: 3, steps: 1500, replayCapacity: 990)
+        let (reference, resumed, a, b) = try uninterruptedAndResumed({ try OffPolicyTrainer(configuration: c) }, stopAt: 1100)
         assertSameRows(reference, resumed, columns: MetricsRow.columns)
         assertSameWeights(a, b)
     }
