@@ -68,30 +68,25 @@ public enum EnvironmentRegistry {
 
     static let steps = "episode length limit"
 
+    /// An environment whose only option is its episode length limit (`steps`, default `limit`).
+    static func limited(_ name: String, _ summary: String, _ limit: Int, make: @escaping @Sendable (Int) -> any Environment) -> Entry {
+        Entry(name: name, summary: summary, options: ["steps": steps + " (default \(limit))"]) {
+            make(try $0.int("steps", default: limit, in: 1...10_000_000))
+        }
+    }
+
     /// The built-in environments, in the order `rrl list` shows them.
     public static let builtIn: [Entry] = [
         Entry(name: "memory", summary: "count the ones among the last 10 bits shown (needs memory; 2000 steps)",
               options: ["horizon": "how many of the last bits to count (default 10)", "steps": steps + " (default 2000)"]) {
             MemoryTask(horizon: try $0.int("horizon", default: 10, in: 1...1000), maxEpisodeSteps: try $0.int("steps", default: 2000, in: 1...10_000_000))
         },
-        Entry(name: "pendulum", summary: "Gymnasium Pendulum-v1: swing up and balance (200 steps)", options: ["steps": steps + " (default 200)"]) {
-            Pendulum(view: .full, maxEpisodeSteps: try $0.int("steps", default: 200, in: 1...10_000_000))
-        },
-        Entry(name: "pendulum-position", summary: "Pendulum showing only cos θ and sin θ (velocity hidden)", options: ["steps": steps + " (default 200)"]) {
-            Pendulum(view: .position, maxEpisodeSteps: try $0.int("steps", default: 200, in: 1...10_000_000))
-        },
-        Entry(name: "pendulum-velocity", summary: "Pendulum showing only θ̇ (angle hidden)", options: ["steps": steps + " (default 200)"]) {
-            Pendulum(view: .velocity, maxEpisodeSteps: try $0.int("steps", default: 200, in: 1...10_000_000))
-        },
-        Entry(name: "cartpole", summary: "Gymnasium CartPole-v1: balance a pole on a cart (500 steps)", options: ["steps": steps + " (default 500)"]) {
-            CartPole(view: .full, maxEpisodeSteps: try $0.int("steps", default: 500, in: 1...10_000_000))
-        },
-        Entry(name: "cartpole-position", summary: "CartPole showing only x and θ (velocities hidden)", options: ["steps": steps + " (default 500)"]) {
-            CartPole(view: .position, maxEpisodeSteps: try $0.int("steps", default: 500, in: 1...10_000_000))
-        },
-        Entry(name: "cartpole-velocity", summary: "CartPole showing only ẋ and θ̇ (positions hidden)", options: ["steps": steps + " (default 500)"]) {
-            CartPole(view: .velocity, maxEpisodeSteps: try $0.int("steps", default: 500, in: 1...10_000_000))
-        },
+        limited("pendulum", "Gymnasium Pendulum-v1: swing up and balance (200 steps)", 200) { Pendulum(view: .full, maxEpisodeSteps: $0) },
+        limited("pendulum-position", "Pendulum showing only cos θ and sin θ (velocity hidden)", 200) { Pendulum(view: .position, maxEpisodeSteps: $0) },
+        limited("pendulum-velocity", "Pendulum showing only θ̇ (angle hidden)", 200) { Pendulum(view: .velocity, maxEpisodeSteps: $0) },
+        limited("cartpole", "Gymnasium CartPole-v1: balance a pole on a cart (500 steps)", 500) { CartPole(view: .full, maxEpisodeSteps: $0) },
+        limited("cartpole-position", "CartPole showing only x and θ (velocities hidden)", 500) { CartPole(view: .position, maxEpisodeSteps: $0) },
+        limited("cartpole-velocity", "CartPole showing only ẋ and θ̇ (positions hidden)", 500) { CartPole(view: .velocity, maxEpisodeSteps: $0) },
         Entry(name: "repeat-previous", summary: "POPGym-style: name the suit of the card dealt 4 steps ago (52 steps)",
               options: ["lag": "how many cards back to name (default 4)", "decks": "decks in the shoe (default 1)"]) {
             RepeatPrevious(lag: try $0.int("lag", default: 4, in: 1...51), decks: try $0.int("decks", default: 1, in: 1...100))
@@ -174,6 +169,13 @@ public struct EnvironmentSpec: Equatable, Sendable {
     public func make() throws -> any Environment {
         guard !isPython else { throw EnvironmentError(environment: name, message: "a Python environment runs in a bridge; make it with makeVector(count:)") }
         return try EnvironmentRegistry.make(name, options: options)
+    }
+
+    /// How a bridge makes a Python one: its modules and `gym.make`'s keyword arguments.
+    public var bridgeOptions: PythonBridge.Options {
+        var options = PythonBridge.Options(modules: modules)
+        options.keywordArguments = self.options
+        return options
     }
 
     /// `count` copies stepped together: built-in or registered ones, or a bridge serving a Python one.

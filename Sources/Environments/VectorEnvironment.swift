@@ -97,9 +97,7 @@ public final class VectorEnvironment {
             guard count <= VectorEnvironment.maxPythonCopies else {
                 throw EnvironmentError(environment: spec.name, message: "\(count) copies in one Python process is more than the \(VectorEnvironment.maxPythonCopies) the bridge serves; use fewer copies (--envs)")
             }
-            var options = PythonBridge.Options(modules: spec.modules)
-            options.keywordArguments = spec.options
-            self.init(bridge: try PythonBridge(environment: String(spec.name.dropFirst(4)), count: count, options: options))
+            self.init(bridge: try PythonBridge(environment: String(spec.name.dropFirst(4)), count: count, options: spec.bridgeOptions))
         } else {
             self.init(try (0..<count).map { _ in try spec.make() })
         }

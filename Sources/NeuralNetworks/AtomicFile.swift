@@ -16,8 +16,6 @@ public struct FileWriteError: Error, CustomStringConvertible, Equatable {
         self.code = code
     }
 
-    public var isDiskFull: Bool { code == ENOSPC || code == EDQUOT }
-
     public var description: String {
         var text = "cannot write the \(role) \(path): \(reason)"
         switch code {
@@ -70,17 +68,18 @@ public func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int32 {
     return 0
 }
 
-/// Removes the temporary files that interrupted atomic writes left in `directory`
-/// (`.NAME.tmp-PID-N`), except those of processes still running. Returns how many were removed.
+/// Removes the temporary files that interrupted atomic writes of `writeAtomically` left in
+/// `directory` (`.NAME.tmp-PID-N`) for files named as `isOwn` accepts, except those of processes
+/// still running. Returns how many were removed.
 @discardableResult
-public func removeStaleTemporaryFiles(in directory: URL) -> Int {
+public func removeStaleTemporaryFiles(in directory: URL, of isOwn: (String) -> Bool) -> Int {
     let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
     var removed = 0
     for name in names where name.hasPrefix(".") {
-        guard let range = name.range(of: ".tmp-") else { continue }
-        let pidText = name[range.upperBound...].prefix { $0.isNumber }
-        if let pid = Int32(pidText), pid != getpid(), kill(pid, 0) == 0 { continue }  // a live writer
-        if let pid = Int32(pidText), pid == getpid() { continue }
+        guard let range = name.range(of: ".tmp-"), isOwn(String(name[name.index(after: name.startIndex)..<range.lowerBound])) else { continue }
+        if let pid = Int32(name[range.upperBound...].prefix { $0.isNumber }), pid == getpid() || kill(pid, 0) == 0 || errno == EPERM {
+            continue  // a writer that is still running
+        }
         if (try? FileManager.default.removeItem(at: directory.appendingPathComponent(name))) != nil { removed += 1 }
     }
     return removed

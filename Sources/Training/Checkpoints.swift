@@ -35,24 +35,20 @@ func configurationJSON<C: Encodable>(_ configuration: C) -> String {
     return String(decoding: try! encoder.encode(configuration), as: UTF8.self)
 }
 
-/// The step budget of the run that wrote a checkpoint.
-func savedConfigurationSteps(_ archive: StateArchiveReader) -> Int? {
-    guard let text = archive.metadata["configuration"],
-          let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { return nil }
-    return (object["steps"] as? NSNumber)?.intValue
-}
-
-/// Refuses a checkpoint written by a run with another configuration (the step budget may differ).
-func checkConfiguration<C: Codable & Equatable>(_ archive: StateArchiveReader, matches configuration: C, ignoringSteps set: (inout C) -> Void) throws {
-    guard let text = archive.metadata["configuration"], var saved = try? JSONDecoder().decode(C.self, from: Data(text.utf8)) else {
+/// Refuses a checkpoint written by a run with another configuration (the step budget may differ);
+/// returns the configuration that wrote it.
+@discardableResult
+func checkConfiguration<C: Codable & Equatable>(_ archive: StateArchiveReader, matches configuration: C, ignoringSteps set: (inout C) -> Void) throws -> C {
+    guard let text = archive.metadata["configuration"], let saved = try? JSONDecoder().decode(C.self, from: Data(text.utf8)) else {
         throw StateArchiveError("checkpoint \(archive.path) does not say which configuration wrote it")
     }
-    var mine = configuration
-    set(&saved)
+    var theirs = saved, mine = configuration
+    set(&theirs)
     set(&mine)
-    if saved != mine {
+    if theirs != mine {
         throw StateArchiveError("checkpoint \(archive.path) was written by a run with another configuration than this run's config.json; resume with the run folder that wrote it")
     }
+    return saved
 }
 
 extension OffPolicyTrainer: TrainingSession {
@@ -165,7 +161,7 @@ extension PPOTrainer: TrainingSession {
     }
 
     public func restore(from archive: StateArchiveReader, prefix: String) throws {
-        try checkConfiguration(archive, matches: configuration) { $0.steps = 0; $0.checkpointInterval = nil }
+        let saved = try checkConfiguration(archive, matches: configuration) { $0.steps = 0; $0.checkpointInterval = nil }
         let s = try archive.value(prefix + "state", as: State.self)
         guard s.discountedReturns.count == environments.count else {
             throw StateArchiveError("checkpoint \(archive.path): \(s.discountedReturns.count) environment copies, this run has \(environments.count)")
@@ -181,10 +177,10 @@ extension PPOTrainer: TrainingSession {
         recentReturns += s.recentReturns
         discountedReturns = s.discountedReturns; evaluation.count = s.evaluations; loop = s.loop
         schedule = (s.scheduleStep ?? 0, s.scheduleRemaining ?? 1)
-        if let savedSteps = savedConfigurationSteps(archive), savedSteps != configuration.steps {
+        if saved.steps != configuration.steps {
             // A new budget: the schedule goes on from where it stood at this step, to 0 at the new end.
-            let stood = schedule.remaining * (1 - Float(step - schedule.step) / Float(max(savedSteps - schedule.step, 1)))
-            schedule = (step, max(stood, 0))
+            let savedSteps = saved.steps
+            schedule = (step, scheduleRemaining(atStep: step, budget: savedSteps))
             let p = configuration.ppo
             if schedule.remaining <= 0 && p.annealLearningRate {
                 scheduleNote = "the learning rate had annealed to 0 by step \(step) (the end of the earlier budget of \(savedSteps) steps) and a new budget continues the schedule from where it stands, so the extra steps collect and evaluate but do not change the policy; train longer from the start (a larger --steps), or with --no-anneal-lr"

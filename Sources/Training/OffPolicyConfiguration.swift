@@ -2,6 +2,23 @@ import Agents
 import Environments
 import Replay
 
+/// A run configuration's environment: its name, options and Python modules, as one `EnvironmentSpec`.
+public protocol EnvironmentConfiguring {
+    var environment: String { get }
+    var environmentOptions: [String: String]? { get }
+    var environmentModules: [String]? { get }
+}
+
+extension EnvironmentConfiguring {
+    /// The environment with its options and modules.
+    public var environmentSpec: EnvironmentSpec {
+        EnvironmentSpec(environment, options: environmentOptions ?? [:], modules: environmentModules ?? [])
+    }
+}
+
+extension OffPolicyConfiguration: EnvironmentConfiguring {}
+extension PPOTrainingConfiguration: EnvironmentConfiguring {}
+
 /// Every option of an off-policy training run (written, resolved, into the run folder).
 public struct OffPolicyConfiguration: Codable, Equatable, Sendable {
     public var environment = "memory"
@@ -70,11 +87,6 @@ public struct OffPolicyConfiguration: Codable, Equatable, Sendable {
             c.agent.actorUpdateInterval = 2
         }
         return c
-    }
-
-    /// The environment with its options and modules.
-    public var environmentSpec: EnvironmentSpec {
-        EnvironmentSpec(environment, options: environmentOptions ?? [:], modules: environmentModules ?? [])
     }
 
     public func validate() throws {

@@ -13,6 +13,15 @@ func requireBoundedActions(_ environments: VectorEnvironment) throws {
     }
 }
 
+/// The non-finite guard's check of what an actor chose (every trainer's): a NaN or infinite action
+/// means the actor's output overflowed (its parameters grew too large), which is the agent's fault,
+/// not the environment's.
+func checkFiniteActions(_ actions: UnsafePointer<Float>, count: Int, step: Int) throws {
+    for j in 0..<count where !actions[j].isFinite {
+        throw TrainingError("the actor's action became non-finite (\(actions[j])) at step \(step): its outputs overflowed, so its parameters have grown too large; lower the learning rates (--actor-lr, --lr) or clip gradients (--max-grad-norm)")
+    }
+}
+
 /// The off-policy training loop: step every environment copy once (actions for all copies in one
 /// batched pass of the actor; random during warm-up), store the steps (one replay ring per copy),
 /// make one critic update per `criticUpdateInterval` environment steps counted over all copies, and
@@ -102,14 +111,6 @@ public final class OffPolicyTrainer {
     }
 
     /// Maps a normalised action ([-1, 1] per dimension, or an index) to the environment's space.
-    /// The non-finite guard's check of what the actor chose: a NaN or infinite action means the actor's
-    /// output overflowed (its parameters grew too large), which is the agent's fault, not the environment's.
-    func checkFiniteActions(_ actions: UnsafePointer<Float>, count: Int, step: Int) throws {
-        for j in 0..<count where !actions[j].isFinite {
-            throw TrainingError("the actor's action became non-finite (\(actions[j])) at step \(step): its outputs overflowed, so its parameters have grown too large; lower the learning rates (--actor-lr, --lr) or clip gradients (--max-grad-norm)")
-        }
-    }
-
     static func environmentAction(_ a: UnsafePointer<Float>, space: Space, into out: UnsafeMutablePointer<Float>) {
         switch space {
         case .box(let low, let high):
@@ -218,8 +219,8 @@ public final class OffPolicyTrainer {
         evaluation.next(agent)
     }
 
-    /// Memory task: the fraction of fresh `probeLength`-bit sequences after which the actor's
-    /// deterministic action a has round(10 a) equal to the count of ones among the last H bits.
+    /// For an environment with memory probes (`MemoryProbing`, the memory task): the fraction of
+    /// fresh probes of `probeLength` steps after which the actor's deterministic action is right.
     public func probeAccuracy() -> Double? {
         guard let task = environments.copies.first as? MemoryProbing, configuration.probes > 0 else { return nil }
         let P = configuration.probes

@@ -27,11 +27,6 @@ public struct PPOTrainingConfiguration: Codable, Equatable, Sendable {
 
     public init() {}
 
-    /// The environment with its options and modules.
-    public var environmentSpec: EnvironmentSpec {
-        EnvironmentSpec(environment, options: environmentOptions ?? [:], modules: environmentModules ?? [])
-    }
-
     public func validate() throws {
         func fail(_ m: String) throws { throw ConfigurationError(m) }
         if algorithm != "ppo" { try fail("a PPO configuration must say algorithm 'ppo' (got '\(algorithm)')") }
@@ -154,9 +149,7 @@ public final class PPOTrainer {
             buffer.criticStates.data.advanced(by: t * N * Sc).update(from: criticState.data, count: N * Sc)
             agent.act(context: context, actorState: actorState, criticState: criticState, actions: buffer.action(t, 0),
                       logProbabilities: buffer.logProbabilities.data + t * N, values: buffer.values.data + t * N)
-            for j in 0..<(N * A) where !buffer.action(t, 0)[j].isFinite {
-                throw TrainingError("the policy's action became non-finite (\(buffer.action(t, 0)[j])) at step \(step): its outputs overflowed, so its parameters have grown too large; lower the learning rate (--lr) or keep gradient clipping on (--max-grad-norm)")
-            }
+            try checkFiniteActions(buffer.action(t, 0), count: N * A, step: step)
             for n in 0..<N {
                 OffPolicyTrainer.environmentAction(buffer.action(t, n), space: environments.actionSpace,
                                           into: environmentActions.data + n * environments.actionSpace.width)
@@ -235,11 +228,16 @@ public final class PPOTrainer {
         buffer.computeAdvantagesAndReturns(gamma: agent.configuration.gamma, lambda: agent.configuration.gaeLambda)
     }
 
+    /// The fraction of the initial learning rate and clip range left at `step`, with the schedule
+    /// reaching 0 at `budget` (never below 0: PPO may run past its budget to finish a rollout).
+    func scheduleRemaining(atStep step: Int, budget: Int) -> Float {
+        max(schedule.remaining * (1 - Float(step - schedule.step) / Float(max(budget - schedule.step, 1))), 0)
+    }
+
     /// One rollout and one PPO update.
     public func advance() throws {
         try collect()
-        let remaining = schedule.remaining * (1 - Float(step - schedule.step) / Float(configuration.steps - schedule.step))
-        statistics = agent.update(buffer, progressRemaining: remaining)
+        statistics = agent.update(buffer, progressRemaining: scheduleRemaining(atStep: step, budget: configuration.steps))
         updates += 1
         if let name = agent.firstNonFiniteParameter() {
             throw TrainingError("parameter \(name) (group \(parameterGroup(name))) became non-finite at step \(step) (update \(updates)); lower the learning rate or keep gradient clipping on")

@@ -73,8 +73,7 @@ public final class RunFolder {
             throw TrainingError("'\(path)' is not a run folder (it has no config.json); pass the folder that `rrl train` wrote")
         }
         try takeLock()
-        removeStaleTemporaryFiles(in: url)
-        removeStaleTemporaryFiles(in: checkpointsURL)
+        removeTemporaryFiles()
     }
 
     deinit {
@@ -122,9 +121,15 @@ public final class RunFolder {
     private func removeOwnFiles() {
         let fm = FileManager.default
         for checkpoint in CheckpointStore(directory: checkpointsURL).list() { try? fm.removeItem(at: checkpoint.url) }
-        removeStaleTemporaryFiles(in: checkpointsURL)
-        removeStaleTemporaryFiles(in: url)
+        removeTemporaryFiles()
         removeEventFiles()
+    }
+
+    /// Removes the temporary files of rrl's interrupted writes: checkpoints, config.json,
+    /// metrics.csv and the weights (nothing else, whatever its name).
+    func removeTemporaryFiles() {
+        removeStaleTemporaryFiles(in: checkpointsURL) { $0.hasPrefix("step-") && $0.hasSuffix(".ckpt") }
+        removeStaleTemporaryFiles(in: url) { ["config.json", "metrics.csv", "weights.safetensors"].contains($0) }
     }
 
     func removeEventFiles() {
@@ -185,17 +190,10 @@ public final class RunFolder {
         return rows
     }
 
-    /// Continues a stopped run's metrics: `metrics.csv` is checked first, then rewritten
-    /// (atomically) with the rows that its checkpoint had written; the rows after it are dropped (the
+    /// Continues a stopped run's metrics: `metrics.csv` is rewritten (atomically) with `rows` (those its
+    /// checkpoint had written, as `readMetrics` checked them); the rows after them are dropped (the
     /// resumed run writes them again), and the TensorBoard events are written anew from the kept rows.
-    @discardableResult
-    public func resumeMetrics(columns: [String], keepingRows count: Int) throws -> [MetricsRow] {
-        let kept = try readMetrics(columns: columns, rows: count)
-        try resumeMetrics(columns: columns, keeping: kept)
-        return kept
-    }
-
-    private func resumeMetrics(columns: [String], keeping rows: [MetricsRow]) throws {
+    public func resumeMetrics(columns: [String], keeping rows: [MetricsRow]) throws {
         self.columns = columns
         let text = ([columns.joined(separator: ",")] + rows.map { $0.csv(columns: columns) }).joined(separator: "\n") + "\n"
         try writeAtomically(Data(text.utf8), to: metricsURL, role: "metrics log")

@@ -65,9 +65,9 @@ public final class TrainingRun {
         if session.step >= session.totalSteps && FileManager.default.fileExists(atPath: folder.weightsURL.path) {
             throw ConfigurationError("the run in \(path) already reached its \(session.totalSteps) steps (its last checkpoint is at step \(session.step)); pass --steps with a larger budget to train on")
         }
-        _ = try folder.readMetrics(columns: session.metricsColumns, rows: session.loop.rows)
+        let kept = try folder.readMetrics(columns: session.metricsColumns, rows: session.loop.rows)
         try folder.writeConfiguration(configuration)
-        try folder.resumeMetrics(columns: session.metricsColumns, keepingRows: session.loop.rows)
+        try folder.resumeMetrics(columns: session.metricsColumns, keeping: kept)
         if let caveat = session.resumeCaveat { notes.append(caveat) }
     }
 

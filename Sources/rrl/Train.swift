@@ -373,9 +373,7 @@ func formatDuration(_ seconds: Double) -> String {
 /// environment's, or the time limit a Python one registers (asked of a one-copy bridge).
 func episodeLimit(of c: OffPolicyConfiguration) throws -> Int {
     guard c.environmentSpec.isPython else { return try c.environmentSpec.make().maxEpisodeSteps }
-    var options = PythonBridge.Options(modules: c.environmentModules ?? [])
-    options.keywordArguments = c.environmentOptions ?? [:]
-    let bridge = try PythonBridge(environment: String(c.environment.dropFirst(4)), count: 1, options: options)
+    let bridge = try PythonBridge(environment: String(c.environment.dropFirst(4)), count: 1, options: c.environmentSpec.bridgeOptions)
     guard bridge.maxEpisodeSteps > 0 else {
         throw ConfigurationError("\(c.environment) registers no time limit, so 'full' sequences have no length; give --sequence-length N")
     }
