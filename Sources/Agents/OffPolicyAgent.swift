@@ -279,28 +279,8 @@ public final class OffPolicyAgent {
     /// Runs `network`'s encoder over the current slots 0..<L of the batch, the first `burnIn` of
     /// them without activations, and returns the features of the trained slots burnIn..<L.
     func encodeCurrent(_ network: SequenceNetwork, batch: SequenceBatch, initialState: Matrix?, keepActivations: Bool) -> Tensor {
-        let L = batch.slots - 1, Bn = configuration.sampler.burnIn, B = batch.batchSize
-        // The network's own workspaces: its encoder keeps references to them until its backward.
-        let input = network.trainingInput, mask = network.trainingResetMask, startState = network.trainingStartState
-        guard let encoder = network.encoder else {
-            copySlots(context, Bn..<L, into: input)
-            return input
-        }
-        var start = initialState
-        if Bn > 0 {
-            copySlots(context, 0..<Bn, into: input)
-            copySlots(batch.resetMask, 0..<Bn, into: mask)
-            encoder.forward(input, initialState: initialState, resetMask: mask, resets: .zero, keepActivations: false)
-            startState.copy(from: encoder.finalState)
-            // A window that starts right after the burn-in starts from zeros.
-            let w = encoder.stateWidth
-            for b in 0..<B where batch.resetMask.data[Bn * B + b] != 0 { (startState.data + b * w).update(repeating: 0, count: w) }
-            start = startState.matrix
-        }
-        copySlots(context, Bn..<L, into: input)
-        copySlots(batch.resetMask, Bn..<L, into: mask)
-        if Bn > 0 { for b in 0..<B { mask.data[b] = 0 } }  // step 0 of this pass continues from the burn-in state
-        return encoder.forward(input, initialState: start, resetMask: mask, resets: .zero, keepActivations: keepActivations)
+        network.encode(window: context, resetMask: batch.resetMask, slots: 0..<(batch.slots - 1), burnIn: configuration.sampler.burnIn,
+                       initialState: initialState, keepActivations: keepActivations)
     }
 
     /// One critic update, then (every `actorUpdateInterval` critic updates) an actor and
@@ -458,11 +438,7 @@ public final class OffPolicyAgent {
 
     /// Head then encoder backward of a network whose last `encodeCurrent` kept activations.
     func backward(_ network: SequenceNetwork, outputGradient: Tensor, trainedSlots T: Int, batch B: Int) {
-        network.headBackward(outputGradient, needsFeatureGradient: network.isRecurrent, needsExtraGradient: false)
-        guard let encoder = network.encoder else { return }
-        network.featureGradient.resize(Shape(d0: T, d1: B, d2: network.featureWidth))
-        encoder.backward(outputGradient: network.featureGradient, finalStateGradient: nil, truncation: configuration.truncation,
-                         needsInputGradient: false)
+        network.backward(window: outputGradient, slots: T, batch: B, truncation: configuration.truncation)
     }
 
     func storedActorState(_ batch: SequenceBatch) -> Matrix? {

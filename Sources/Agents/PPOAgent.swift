@@ -86,11 +86,8 @@ public final class PPOAgent {
     let oneContext = Tensor([0])
     let oneState = Tensor([0])
     let recomputedActorStates = Tensor([0])
-    let snapshot: [Tensor]
-    let snapshotFirst: [Tensor]
-    let snapshotSecond: [Tensor]
-    var snapshotStepCount = 0
-    var hasSnapshot = false
+    /// The weights and Adam state before the last gradient step (for the hard KL limit).
+    let snapshot: ParameterSnapshot
     var windowOrder: [Int] = []
     /// Every chunk in order (the diagnostics evaluate the whole rollout as one batch).
     var allWindows: [Int] = []
@@ -130,9 +127,7 @@ public final class PPOAgent {
         }
         parameters = actor.parameters + (logStd.map { [$0] } ?? []) + critic.parameters
         optimizer = Adam(parameters: parameters, learningRate: c.learningRate, configuration: .init(epsilon: c.adamEpsilon))
-        snapshot = parameters.map { Tensor($0.shape) }
-        snapshotFirst = parameters.map { Tensor($0.shape) }
-        snapshotSecond = parameters.map { Tensor($0.shape) }
+        snapshot = ParameterSnapshot(of: parameters, optimizer: optimizer)
         self.rng = rng.split()
         observationStatistics = RunningMeanStd(width: observationWidth)
         returnStatistics = RunningMeanStd(width: 1)
@@ -265,16 +260,8 @@ public final class PPOAgent {
             Categorical.sample(probabilities: p, rows: B, actions: n, into: actions, rng: &rng)
             if let logProbabilities { for r in 0..<B { logProbabilities[r] = lp[r * n + Int(actions[r])] } }
         } else {
-            let A = actionWidth, s = logStd!.value.data
-            for r in 0..<B {
-                var logp: Float = 0
-                for j in 0..<A {
-                    let e: Float = deterministic ? 0 : rng.normal()
-                    actions[r * A + j] = out.data[r * A + j] + Foundation.exp(s[j]) * e
-                    logp += -0.5 * e * e - s[j] - halfLogTwoPi
-                }
-                logProbabilities?[r] = logp
-            }
+            DiagonalGaussian.sample(means: out.data, logStd: logStd!.value.data, rows: B, actionWidth: actionWidth,
+                                    deterministic: deterministic, actions: actions, logProbabilities: logProbabilities, rng: &rng)
         }
     }
 
@@ -417,8 +404,8 @@ public final class PPOAgent {
     /// Runs the actor over the gathered chunks (keeping activations when training); returns the head output `[L·R, outputs]`.
     func forwardActor(keepActivations: Bool) -> Tensor {
         let rows = chunkContext.shape[0] * chunkContext.shape[1]
-        let features = actor.encode(chunkContext, initialState: actor.isRecurrent ? chunkActorState.matrix : nil,
-                                    resetMask: chunkMask, keepActivations: keepActivations)
+        let features = actor.encode(window: chunkContext, resetMask: chunkMask, slots: 0..<chunkContext.shape[0], burnIn: 0,
+                                    initialState: actor.isRecurrent ? chunkActorState.matrix : nil, keepActivations: keepActivations)
         let out = actor.head(features: features, firstRow: 0, rows: rows, extra: nil)
         if isShared { chunkSharedFeatures.resize(features.shape); chunkSharedFeatures.copy(from: features) }
         return out
@@ -427,8 +414,8 @@ public final class PPOAgent {
     func forwardCritic(keepActivations: Bool) -> Tensor {
         let rows = chunkContext.shape[0] * chunkContext.shape[1]
         if isShared { return critic.head(features: chunkSharedFeatures, firstRow: 0, rows: rows, extra: nil) }
-        let features = critic.encode(chunkContext, initialState: critic.isRecurrent ? chunkCriticState.matrix : nil,
-                                     resetMask: chunkMask, keepActivations: keepActivations)
+        let features = critic.encode(window: chunkContext, resetMask: chunkMask, slots: 0..<chunkContext.shape[0], burnIn: 0,
+                                     initialState: critic.isRecurrent ? chunkCriticState.matrix : nil, keepActivations: keepActivations)
         return critic.head(features: features, firstRow: 0, rows: rows, extra: nil)
     }
 
@@ -444,13 +431,9 @@ public final class PPOAgent {
         } else {
             let A = actionWidth, s = logStd!.value.data
             for k in 0..<rows {
-                guard let a = actionAt(k) else { logProbabilityScratch.data[k] = 0; continue }
-                var logp: Float = 0
-                for j in 0..<A {
-                    let z = (a[j] - out.data[k * A + j]) * Foundation.exp(-s[j])
-                    logp += -0.5 * z * z - s[j] - halfLogTwoPi
-                }
-                logProbabilityScratch.data[k] = logp
+                logProbabilityScratch.data[k] = actionAt(k).map {
+                    DiagonalGaussian.logProbability(mean: out.data + k * A, logStd: s, actionWidth: A, action: $0)
+                } ?? 0
             }
         }
     }
@@ -551,8 +534,7 @@ public final class PPOAgent {
                 guard let i = index(k) else { continue }
                 let dLogp = headGradient.data[k * n]
                 let chosen = Int(buffer.actions.data[i * actionWidth])
-                var h: Float = 0
-                for j in 0..<n { h -= p[k * n + j] * lp[k * n + j] }
+                let h = Categorical.entropy(probabilities: p + k * n, logProbabilities: lp + k * n, actions: n)
                 result.entropy += Double(h)
                 let g = headGradient.data + k * n
                 for j in 0..<n {
@@ -566,30 +548,21 @@ public final class PPOAgent {
             for k in 0..<rows {
                 guard let i = index(k) else { continue }
                 let dLogp = headGradient.data[k * A]
-                let a = buffer.actions.data + i * A
-                for j in 0..<A {
-                    let inverseVariance = Foundation.exp(-2 * s[j])
-                    let diff = a[j] - out.data[k * A + j]
-                    headGradient.data[k * A + j] = dLogp * diff * inverseVariance
-                    gs[j] += dLogp * (diff * diff * inverseVariance - 1) - c.entropyCoefficient / V
-                    result.entropy += Double(s[j] + 0.5 + halfLogTwoPi)
-                }
+                // The entropy bonus -β Σ_j log std_j (+ constants) adds -β / V to each log std's gradient.
+                DiagonalGaussian.backward(mean: out.data + k * A, logStd: s, actionWidth: A, action: buffer.actions.data + i * A,
+                                          logProbabilityGradient: dLogp, meanGradient: headGradient.data + k * A, logStdGradient: gs,
+                                          logStdGradientOffset: -(c.entropyCoefficient / V))
+                for j in 0..<A { result.entropy += Double(DiagonalGaussian.entropy(logStd: s[j])) }
             }
         }
-        // Backward: heads, then encoders (BPTT within each chunk; truncated when asked).
-        actor.headBackward(headGradient, needsFeatureGradient: actor.isRecurrent, needsExtraGradient: false)
-        critic.headBackward(valueGradient, needsFeatureGradient: isShared || critic.isRecurrent, needsExtraGradient: false)
-        if let encoder = actor.encoder {
-            actor.featureGradient.resize(Shape(d0: L, d1: R, d2: actor.featureWidth))
-            if isShared {
-                let f = actor.featureGradient.data, g = critic.featureGradient.data
-                for i in 0..<actor.featureGradient.count { f[i] += g[i] }
-            }
-            encoder.backward(outputGradient: actor.featureGradient, finalStateGradient: nil, truncation: c.truncation, needsInputGradient: false)
-        }
-        if !isShared, let encoder = critic.encoder {
-            critic.featureGradient.resize(Shape(d0: L, d1: R, d2: critic.featureWidth))
-            encoder.backward(outputGradient: critic.featureGradient, finalStateGradient: nil, truncation: c.truncation, needsInputGradient: false)
+        // Backward: heads, then encoders (BPTT within each chunk; truncated when asked). A shared
+        // encoder gets the value head's feature gradient too.
+        if isShared {
+            critic.headBackward(valueGradient, needsFeatureGradient: true, needsExtraGradient: false)
+            actor.backward(window: headGradient, slots: L, batch: R, truncation: c.truncation, sharedFeatureGradient: critic.featureGradient)
+        } else {
+            actor.backward(window: headGradient, slots: L, batch: R, truncation: c.truncation)
+            critic.backward(window: valueGradient, slots: L, batch: R, truncation: c.truncation)
         }
         let scale = 1 / Double(max(valid, 1))
         result.policyLoss *= scale
@@ -598,26 +571,6 @@ public final class PPOAgent {
         result.approximateKL *= scale
         result.clipFraction *= scale
         return result
-    }
-
-    func takeSnapshot() {
-        for (i, p) in parameters.enumerated() {
-            snapshot[i].copy(from: p.value)
-            snapshotFirst[i].copy(from: optimizer.firstMoments[i])
-            snapshotSecond[i].copy(from: optimizer.secondMoments[i])
-        }
-        snapshotStepCount = optimizer.stepCount
-        hasSnapshot = true
-    }
-
-    func restoreSnapshot() {
-        guard hasSnapshot else { return }
-        for (i, p) in parameters.enumerated() {
-            p.value.copy(from: snapshot[i])
-            optimizer.firstMoments[i].copy(from: snapshotFirst[i])
-            optimizer.secondMoments[i].copy(from: snapshotSecond[i])
-        }
-        optimizer.restore(stepCount: snapshotStepCount)
     }
 
     /// The PPO update over a full rollout whose advantages and returns are computed:
@@ -637,7 +590,7 @@ public final class PPOAgent {
         if windowOrder.count != W { windowOrder = Array(0..<W) }
         var sums = MinibatchResult(), minibatches = 0, norms = 0.0
         var stop = false
-        hasSnapshot = false
+        snapshot.invalidate()
         for epoch in 0..<c.epochs {
             stats.epochs = epoch + 1
             if c.refreshStates { refresh(buffer) }
@@ -654,8 +607,7 @@ public final class PPOAgent {
                 optimizer.zeroGradients()
                 let r = lossAndGradients(buffer, windows: windows, clipRange: clip)
                 if c.klHardLimit > 0 && r.approximateKL > Double(c.klHardLimit) {
-                    restoreSnapshot()
-                    stats.restored = hasSnapshot
+                    stats.restored = snapshot.restore()
                     stop = true
                     break
                 }
@@ -669,7 +621,7 @@ public final class PPOAgent {
                 sums.approximateKL += r.approximateKL
                 sums.clipFraction += r.clipFraction
                 minibatches += 1
-                if c.klHardLimit > 0 { takeSnapshot() }
+                if c.klHardLimit > 0 { snapshot.take() }
                 let norm = c.maxGradientNorm > 0 ? clipGradientNorm(parameters, maxNorm: c.maxGradientNorm) : gradientNorm(parameters)
                 norms += Double(norm)
                 optimizer.step()

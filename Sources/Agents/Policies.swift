@@ -74,7 +74,59 @@ public enum TanhGaussian {
     }
 }
 
-/// A categorical policy over `n` actions from logits (discrete SAC).
+/// A diagonal Gaussian policy with a state-independent log standard deviation (continuous PPO):
+/// the head emits the mean per row (A floats), `logStd` holds one value per action dimension, and
+/// log π(a) = Σ_j [-z_j²/2 - log std_j - log(2π)/2] with z_j = (a_j - mean_j) / std_j.
+public enum DiagonalGaussian {
+    /// Draws actions mean + std·ε (the mean itself when `deterministic`), writing log π of each row when asked.
+    public static func sample(means: UnsafePointer<Float>, logStd s: UnsafePointer<Float>, rows: Int, actionWidth A: Int,
+                              deterministic: Bool, actions: UnsafeMutablePointer<Float>,
+                              logProbabilities: UnsafeMutablePointer<Float>?, rng: inout RandomGenerator) {
+        for r in 0..<rows {
+            var logp: Float = 0
+            for j in 0..<A {
+                let e: Float = deterministic ? 0 : rng.normal()
+                actions[r * A + j] = means[r * A + j] + Foundation.exp(s[j]) * e
+                logp += -0.5 * e * e - s[j] - halfLogTwoPi
+            }
+            logProbabilities?[r] = logp
+        }
+    }
+
+    /// log π(action) for one row.
+    @inline(__always)
+    public static func logProbability(mean: UnsafePointer<Float>, logStd s: UnsafePointer<Float>, actionWidth A: Int,
+                                      action a: UnsafePointer<Float>) -> Float {
+        var logp: Float = 0
+        for j in 0..<A {
+            let z = (a[j] - mean[j]) * Foundation.exp(-s[j])
+            logp += -0.5 * z * z - s[j] - halfLogTwoPi
+        }
+        return logp
+    }
+
+    /// The entropy of action dimension j: log std_j + 1/2 + log(2π)/2 (the policy's is their sum).
+    @inline(__always)
+    public static func entropy(logStd: Float) -> Float { logStd + 0.5 + halfLogTwoPi }
+
+    /// `dLogp` · d(log π(action))/d(mean, log std) for one row: writes the mean's gradient (A floats)
+    /// and adds to the log std's gradient, together with `logStdGradientOffset` per dimension
+    /// (an entropy bonus's gradient, for instance).
+    @inline(__always)
+    public static func backward(mean: UnsafePointer<Float>, logStd s: UnsafePointer<Float>, actionWidth A: Int,
+                                action a: UnsafePointer<Float>, logProbabilityGradient dLogp: Float,
+                                meanGradient: UnsafeMutablePointer<Float>, logStdGradient: UnsafeMutablePointer<Float>,
+                                logStdGradientOffset: Float = 0) {
+        for j in 0..<A {
+            let inverseVariance = Foundation.exp(-2 * s[j])
+            let diff = a[j] - mean[j]
+            meanGradient[j] = dLogp * diff * inverseVariance
+            logStdGradient[j] += dLogp * (diff * diff * inverseVariance - 1) + logStdGradientOffset
+        }
+    }
+}
+
+/// A categorical policy over `n` actions from logits (discrete SAC and PPO).
 public enum Categorical {
     /// Writes probabilities and log-probabilities (`rows x n`) from logits.
     public static func probabilities(logits: UnsafePointer<Float>, rows: Int, actions n: Int,
@@ -106,6 +158,14 @@ public enum Categorical {
             }
             out[r] = Float(chosen)
         }
+    }
+
+    /// The entropy -Σ_j p_j log p_j of one row.
+    @inline(__always)
+    public static func entropy(probabilities p: UnsafePointer<Float>, logProbabilities lp: UnsafePointer<Float>, actions n: Int) -> Float {
+        var h: Float = 0
+        for j in 0..<n { h -= p[j] * lp[j] }
+        return h
     }
 
     /// The most probable action per row.

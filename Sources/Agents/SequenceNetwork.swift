@@ -127,6 +127,61 @@ public final class SequenceNetwork: ParameterContainer {
         return encoder.forward(context, initialState: initialState, resetMask: resetMask, resets: .zero, keepActivations: keepActivations)
     }
 
+    /// The sequence-window pass every learner trains through. Runs the encoder over time slots
+    /// `slots` of `context` (`[time, batch, contextWidth]`, resets from `resetMask` `[time, batch]`),
+    /// starting from `initialState` (zeros when nil): the first `burnIn` of those slots only warm the
+    /// state up (no activations kept, so no gradient, R2D2's burn-in), then the rest run with
+    /// activations when `keepActivations`. Returns the features of the trained slots
+    /// `slots.lowerBound + burnIn ..< slots.upperBound`, `[trained, batch, featureWidth]`.
+    ///
+    /// A window whose first trained slot is an episode start restarts from zeros there; otherwise
+    /// the trained part continues from the burned-in state.
+    public func encode(window context: Tensor, resetMask: Tensor, slots: Range<Int>, burnIn: Int, initialState: Matrix?,
+                       keepActivations: Bool) -> Tensor {
+        let B = context.shape[1], trained = (slots.lowerBound + burnIn)..<slots.upperBound
+        // The whole tensor without burn-in: no copy needed.
+        if slots == 0..<context.shape[0] && burnIn == 0 {
+            return encode(context, initialState: initialState, resetMask: resetMask, keepActivations: keepActivations)
+        }
+        // The network's own workspaces: its encoder keeps references to them until its backward.
+        let input = trainingInput, mask = trainingResetMask, startState = trainingStartState
+        guard let encoder else {
+            copySlots(context, trained, into: input)
+            return input
+        }
+        var start = initialState
+        if burnIn > 0 {
+            let warm = slots.lowerBound..<trained.lowerBound
+            copySlots(context, warm, into: input)
+            copySlots(resetMask, warm, into: mask)
+            encoder.forward(input, initialState: initialState, resetMask: mask, resets: .zero, keepActivations: false)
+            startState.copy(from: encoder.finalState)
+            let w = encoder.stateWidth
+            for b in 0..<B where resetMask.data[trained.lowerBound * B + b] != 0 { (startState.data + b * w).update(repeating: 0, count: w) }
+            start = startState.matrix
+        }
+        copySlots(context, trained, into: input)
+        copySlots(resetMask, trained, into: mask)
+        if burnIn > 0 { for b in 0..<B { mask.data[b] = 0 } }  // the first trained slot continues from the burned-in state
+        return encoder.forward(input, initialState: start, resetMask: mask, resets: .zero, keepActivations: keepActivations)
+    }
+
+    /// Back-propagates `outputGradient` (`[trained · batch, outputs]`) through the head and, through
+    /// time, the encoder of the last window pass that kept activations (`slots` trained slots of
+    /// `batch` rows; the state's gradient cut every `truncation` steps when positive).
+    /// `sharedFeatureGradient` adds the feature gradient of another head on the same features
+    /// (PPO's critic head on a shared encoder).
+    public func backward(window outputGradient: Tensor, slots: Int, batch: Int, truncation: Int, sharedFeatureGradient: Tensor? = nil) {
+        headBackward(outputGradient, needsFeatureGradient: isRecurrent, needsExtraGradient: false)
+        guard let encoder else { return }
+        featureGradient.resize(Shape(d0: slots, d1: batch, d2: featureWidth))
+        if let shared = sharedFeatureGradient {
+            let f = featureGradient.data, g = shared.data
+            for i in 0..<featureGradient.count { f[i] += g[i] }
+        }
+        encoder.backward(outputGradient: featureGradient, finalStateGradient: nil, truncation: truncation, needsInputGradient: false)
+    }
+
     /// The head over `rows` rows of `features` starting at row `firstRow`, with `extra` (`rows x extraWidth`) appended.
     @discardableResult
     public func head(features: Tensor, firstRow: Int, rows: Int, extra: UnsafePointer<Float>?) -> Tensor {

@@ -156,3 +156,61 @@ public func copyParameters(from source: [Parameter], to target: [Parameter]) {
         t.value.data.update(from: s.value.data, count: s.value.count)
     }
 }
+
+/// A copy of some parameters' values, and optionally of their optimiser's moments and step count,
+/// that can be put back: KL rollback in PPO ("undo the last step"), and the before/after
+/// comparisons of diagnostics. Its storage is allocated once, so taking one allocates nothing.
+public final class ParameterSnapshot {
+    public let parameters: [Parameter]
+    /// The optimiser whose state is saved with the values (its parameters must be `parameters`, in order).
+    public let optimizer: Adam?
+    let values: [Tensor]
+    let firstMoments: [Tensor]
+    let secondMoments: [Tensor]
+    var stepCount = 0
+    /// A snapshot has been taken since the last `invalidate()`.
+    public private(set) var isValid = false
+
+    public init(of parameters: [Parameter], optimizer: Adam? = nil) {
+        if let optimizer { precondition(optimizer.firstMoments.count == parameters.count, "the optimiser must own exactly these parameters") }
+        self.parameters = parameters
+        self.optimizer = optimizer
+        values = parameters.map { Tensor($0.shape) }
+        firstMoments = optimizer == nil ? [] : parameters.map { Tensor($0.shape) }
+        secondMoments = optimizer == nil ? [] : parameters.map { Tensor($0.shape) }
+    }
+
+    /// Saves the current values (and optimiser state).
+    public func take() {
+        for (i, p) in parameters.enumerated() {
+            values[i].copy(from: p.value)
+            if let optimizer {
+                firstMoments[i].copy(from: optimizer.firstMoments[i])
+                secondMoments[i].copy(from: optimizer.secondMoments[i])
+            }
+        }
+        stepCount = optimizer?.stepCount ?? 0
+        isValid = true
+    }
+
+    /// Puts the saved values (and optimiser state) back; returns false, changing nothing, when no snapshot was taken.
+    @discardableResult
+    public func restore() -> Bool {
+        guard isValid else { return false }
+        for (i, p) in parameters.enumerated() {
+            p.value.copy(from: values[i])
+            if let optimizer {
+                optimizer.firstMoments[i].copy(from: firstMoments[i])
+                optimizer.secondMoments[i].copy(from: secondMoments[i])
+            }
+        }
+        optimizer?.restore(stepCount: stepCount)
+        return true
+    }
+
+    /// Forgets the snapshot (a later `restore()` does nothing until the next `take()`).
+    public func invalidate() { isValid = false }
+
+    /// The saved value of parameter `index`.
+    public func value(_ index: Int) -> Tensor { values[index] }
+}
