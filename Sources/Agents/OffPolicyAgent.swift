@@ -70,31 +70,19 @@ public final class OffPolicyAgent {
     /// Measure gradient norms in the next updates (diagnostics; clipping measures them anyway).
     public var measuresGradientNorms = true
 
+    /// The algorithm's half of the update: SAC, discrete SAC or TD3.
+    public let objective: OffPolicyObjective
+
     // Workspaces (allocated on first use, reused).
     let context = Tensor([0])
     let contextPart = Tensor([0])
     let maskPart = Tensor([0])
     let lossMask = Tensor([0])
-    let nextParameters = Tensor([0])
-    let nextActions = Tensor([0])
-    let nextLogProbabilities = Tensor([0])
-    let nextProbabilities = Tensor([0])
-    let noise = Tensor([0])
-    /// Zeros standing for the previous action at an episode's first step.
     let targetMin = Tensor([0])
     let targets = Tensor([0])
     let qGradient = Tensor([0])
-    let qValues: [Tensor]
-    let policyParameters = Tensor([0])
-    let policyActions = Tensor([0])
-    let policyLogProbabilities = Tensor([0])
-    let policyProbabilities = Tensor([0])
-    let actionGradient = Tensor([0])
-    let logProbabilityGradient = Tensor([0])
     let parameterGradient = Tensor([0])
     let weights = Tensor([0])
-    let actingParameters = Tensor([0])
-    let actingScratch = Tensor([0])
 
     public init(configuration: AgentConfiguration, observationSpace: Space, actionSpace: Space, seed: UInt64) throws {
         try configuration.validate()
@@ -118,7 +106,14 @@ public final class OffPolicyAgent {
         let discreteActions = self.discreteActions
         var rng = RandomGenerator(seed: seed)
         let A = actionWidth
-        let actorOutputs = discreteActions ?? (c.algorithm == .sac ? 2 * A : A)
+        if let n = discreteActions {
+            objective = DiscreteSoftActorCriticObjective(actions: n)
+        } else if c.algorithm == .sac {
+            objective = SoftActorCriticObjective(actionWidth: A)
+        } else {
+            objective = TD3Objective(actionWidth: A, explorationNoise: c.explorationNoise, policyNoise: c.policyNoise, noiseClip: c.noiseClip)
+        }
+        let actorOutputs = objective.policyOutputs
         let actorOutputActivation: Activation = c.algorithm == .td3 ? .tanh : .identity
         func makeActor(_ rng: inout RandomGenerator) -> SequenceNetwork {
             SequenceNetwork(contextWidth: contextWidth, extraWidth: 0, cell: c.network.cell, hiddenSize: c.hiddenSize,
@@ -171,7 +166,6 @@ public final class OffPolicyAgent {
         actorOptimizer = Adam(groups: groups([actor], learningRate: c.actorLearningRate, name: "actor"))
         criticOptimizer = Adam(groups: groups(critics, learningRate: c.criticLearningRate, name: "critic"))
         temperatureOptimizer = Adam(parameters: [logTemperature], learningRate: c.temperatureLearningRate)
-        qValues = (0..<c.criticCount).map { _ in Tensor([0]) }
     }
 
     public var temperature: Float { Foundation.exp(logTemperature.value.data[0]) }
@@ -205,37 +199,11 @@ public final class OffPolicyAgent {
     /// One step of `E` parallel episodes: `context` is `[1, E, contextWidth]`, `state` `[E, actor.stateWidth]`
     /// (updated in place). Writes `E x actionWidth` normalised actions (discrete: indices).
     public func act(context: Tensor, state: Tensor, deterministic: Bool, actions: UnsafeMutablePointer<Float>) {
-        let E = context.shape[1], A = actionWidth
+        let E = context.shape[1]
         let features = actor.encode(context, initialState: actor.isRecurrent ? state.matrix : nil, resetMask: nil, keepActivations: false)
         if let encoder = actor.encoder { state.data.update(from: encoder.finalState.data, count: E * encoder.stateWidth) }
         let out = actor.head(features: features, firstRow: 0, rows: E, extra: nil)
-        if let n = discreteActions {
-            if deterministic {
-                Categorical.mode(logits: out.data, rows: E, actions: n, into: actions)
-            } else {
-                actingScratch.resize(Shape(d0: 2 * E * n))
-                Categorical.probabilities(logits: out.data, rows: E, actions: n, probabilities: actingScratch.data,
-                                          logProbabilities: actingScratch.data + E * n)
-                Categorical.sample(probabilities: actingScratch.data, rows: E, actions: n, into: actions, rng: &rng)
-            }
-            return
-        }
-        switch configuration.algorithm {
-        case .sac:
-            if deterministic {
-                TanhGaussian.mode(parameters: out.data, rows: E, actionWidth: A, actions: actions)
-            } else {
-                actingScratch.resize(Shape(d0: E * A + E))
-                TanhGaussian.sample(parameters: out.data, rows: E, actionWidth: A, noise: actingScratch.data, actions: actions,
-                                    logProbabilities: actingScratch.data + E * A, rng: &rng)
-            }
-        case .td3:
-            for i in 0..<(E * A) {
-                var a = out.data[i]
-                if !deterministic { a += configuration.explorationNoise * rng.normal() }
-                actions[i] = min(max(a, -1), 1)
-            }
-        }
+        objective.act(policyOutput: out, rows: E, deterministic: deterministic, actions: actions, rng: &rng)
     }
 
     /// Advances the critics' states by one step (for storing them in the replay): `state` is
@@ -352,30 +320,11 @@ public final class OffPolicyAgent {
         let alpha = c.algorithm == .sac ? temperature : 0
         let nextRow = (Bn + 1) * B  // first row of the next view of the trained slots
 
-        // Next actions at slots Bn+1...L from the current actor (TD3: the target actor).
+        // a' at slots Bn+1...L from the current actor (TD3: the target actor).
         let policy = actorTarget ?? actor
         let actorFeatures = policy.encode(context, initialState: storedActorState(batch), resetMask: batch.resetMask, keepActivations: false)
         let out = policy.head(features: actorFeatures, firstRow: nextRow, rows: rows, extra: nil)
-        if let n = discreteActions {
-            nextProbabilities.resize(Shape(d0: rows, d1: n))
-            nextLogProbabilities.resize(Shape(d0: rows, d1: n))
-            Categorical.probabilities(logits: out.data, rows: rows, actions: n, probabilities: nextProbabilities.data,
-                                      logProbabilities: nextLogProbabilities.data)
-        } else {
-            nextActions.resize(Shape(d0: rows, d1: A))
-            nextLogProbabilities.resize(Shape(d0: rows))
-            noise.resize(Shape(d0: rows, d1: A))
-            if c.algorithm == .sac {
-                TanhGaussian.sample(parameters: out.data, rows: rows, actionWidth: A, noise: noise.data, actions: nextActions.data,
-                                    logProbabilities: nextLogProbabilities.data, rng: &rng)
-            } else {
-                for i in 0..<(rows * A) {
-                    let e = min(max(c.policyNoise * rng.normal(), -c.noiseClip), c.noiseClip)
-                    nextActions.data[i] = min(max(out.data[i] + e, -1), 1)
-                }
-                nextLogProbabilities.zero()
-            }
-        }
+        let nextActions = objective.drawNextActions(policyOutput: out, rows: rows, rng: &rng)
 
         // Target critics: the minimum over critics at each next slot.
         let width = discreteActions ?? 1
@@ -394,27 +343,18 @@ public final class OffPolicyAgent {
                                          resetMask: maskPart, keepActivations: false)
                 firstRow = Bn * B
             }
-            let q = target.head(features: features, firstRow: firstRow, rows: rows, extra: discreteActions == nil ? nextActions.data : nil)
+            let q = target.head(features: features, firstRow: firstRow, rows: rows, extra: nextActions)
             if i == 0 { targetMin.copy(from: q) } else { for j in 0..<(rows * width) { targetMin.data[j] = min(targetMin.data[j], q.data[j]) } }
         }
         // y = r + γ (1 - terminated) V(next).
         targets.resize(Shape(d0: rows, d1: 1))
         for r in 0..<rows {
-            var v: Float
-            if let n = discreteActions {
-                v = 0
-                for j in 0..<n {
-                    let p = nextProbabilities.data[r * n + j]
-                    v += p * (targetMin.data[r * n + j] - alpha * nextLogProbabilities.data[r * n + j])
-                }
-            } else {
-                v = targetMin.data[r] - alpha * nextLogProbabilities.data[r]
-            }
+            let v = objective.nextValue(row: r, minimumQ: targetMin.data + r * width, temperature: alpha)
             let k = Bn * B + r
             targets.data[r] = batch.rewards.data[k] + c.gamma * (1 - batch.terminated.data[k]) * v
         }
 
-        // Online critics: masked squared error, back-propagated through time.
+        // Online critics: masked squared error of Q(h_t, a_t), back-propagated through time.
         criticOptimizer.zeroGradients()
         var loss: Double = 0, meanQ: Double = 0
         for (i, critic) in critics.enumerated() {
@@ -448,87 +388,39 @@ public final class OffPolicyAgent {
     /// The actor's loss and the policy entropy; fills the actor's gradients (the critics only pass
     /// dQ/da through, their gradients stay untouched).
     func actorLossAndGradients(_ batch: SequenceBatch, rows: Int) -> (loss: Double, entropy: Double) {
-        let c = configuration, L = batch.slots - 1, Bn = c.sampler.burnIn, B = batch.batchSize, A = actionWidth
-        let alpha = c.algorithm == .sac ? temperature : 0
+        let c = configuration, L = batch.slots - 1, Bn = c.sampler.burnIn, B = batch.batchSize
         actorOptimizer.zeroGradients()
         let features = encodeCurrent(actor, batch: batch, initialState: storedActorState(batch), keepActivations: true)
         let out = actor.head(features: features, firstRow: 0, rows: rows, extra: nil)
-        // Critic features at the trained slots (no gradient into the critics' encoders).
-        let useCritics = c.algorithm == .td3 ? 1 : critics.count
-        var loss: Double = 0, entropy: Double = 0
         parameterGradient.resize(out.shape)
-
-        if let n = discreteActions {
-            policyProbabilities.resize(Shape(d0: rows, d1: n))
-            policyLogProbabilities.resize(Shape(d0: rows, d1: n))
-            Categorical.probabilities(logits: out.data, rows: rows, actions: n, probabilities: policyProbabilities.data,
-                                      logProbabilities: policyLogProbabilities.data)
-            targetMin.resize(Shape(d0: rows, d1: n))
-            for i in 0..<useCritics {
-                let f = encodeCurrent(critics[i], batch: batch, initialState: criticStateColumns(batch.initialCriticState, critic: i),
-                                      keepActivations: false)
-                let q = critics[i].head(features: f, firstRow: 0, rows: rows, extra: nil)
-                if i == 0 { targetMin.copy(from: q) } else { for j in 0..<(rows * n) { targetMin.data[j] = min(targetMin.data[j], q.data[j]) } }
-            }
-            // L = Σ_a π_a (α log π_a - Q_a);  dL/dlogit_k = π_k (f_k - Σ_a π_a f_a).
-            for r in 0..<rows {
-                let p = policyProbabilities.data + r * n, lp = policyLogProbabilities.data + r * n, q = targetMin.data + r * n
-                let g = parameterGradient.data + r * n
-                var mean: Float = 0, h: Float = 0
-                for j in 0..<n { mean += p[j] * (alpha * lp[j] - q[j]); h -= p[j] * lp[j] }
-                let w = weights.data[r]
-                for j in 0..<n { g[j] = w * p[j] * ((alpha * lp[j] - q[j]) - mean) }
-                loss += Double(w * mean)
-                entropy += Double(w * h)
-            }
-        } else {
-            policyActions.resize(Shape(d0: rows, d1: A))
-            policyLogProbabilities.resize(Shape(d0: rows))
-            if c.algorithm == .sac {
-                noise.resize(Shape(d0: rows, d1: A))
-                TanhGaussian.sample(parameters: out.data, rows: rows, actionWidth: A, noise: noise.data, actions: policyActions.data,
-                                    logProbabilities: policyLogProbabilities.data, rng: &rng)
-            } else {
-                policyActions.copy(from: out)
-            }
-            // Q_i(h_t, a) per critic; the gradient goes to the smallest per row.
-            for i in 0..<useCritics {
-                let f = encodeCurrent(critics[i], batch: batch, initialState: criticStateColumns(batch.initialCriticState, critic: i),
-                                      keepActivations: false)
-                qValues[i].copy(from: critics[i].head(features: f, firstRow: 0, rows: rows, extra: policyActions.data))
-            }
-            actionGradient.resize(Shape(d0: rows, d1: A))
-            actionGradient.zero()
-            logProbabilityGradient.resize(Shape(d0: rows))
-            for i in 0..<useCritics {
-                qGradient.resize(Shape(d0: rows, d1: 1))
-                for r in 0..<rows {
-                    var smallest = 0
-                    for k in 1..<useCritics where qValues[k].data[r] < qValues[smallest].data[r] { smallest = k }
-                    qGradient.data[r] = smallest == i ? -weights.data[r] : 0
-                }
-                // Each critic's head still holds its activations for the policy actions.
-                critics[i].headBackward(qGradient, needsFeatureGradient: false, needsExtraGradient: true, needsParameterGradients: false)
-                for j in 0..<(rows * A) { actionGradient.data[j] += critics[i].extraGradient.data[j] }
-            }
-            for r in 0..<rows {
-                var qmin = qValues[0].data[r]
-                for k in 1..<useCritics { qmin = min(qmin, qValues[k].data[r]) }
-                let w = weights.data[r]
-                loss += Double(w) * Double(alpha * policyLogProbabilities.data[r] - qmin)
-                entropy -= Double(w * policyLogProbabilities.data[r])
-                logProbabilityGradient.data[r] = alpha * w
-            }
-            if c.algorithm == .sac {
-                TanhGaussian.backward(parameters: out.data, rows: rows, actionWidth: A, noise: noise.data, actions: policyActions.data,
-                                      actionGradient: actionGradient.data, logProbabilityGradient: logProbabilityGradient.data,
-                                      into: parameterGradient.data)
-            } else {
-                parameterGradient.copy(from: actionGradient)
-            }
-        }
+        let (loss, entropy) = objective.actorLoss(policyOutput: out, rows: rows, weights: weights.data,
+                                                  temperature: c.algorithm == .sac ? temperature : 0,
+                                                  critics: CriticsAtTrainedSlots(agent: self, batch: batch, rows: rows),
+                                                  gradient: parameterGradient, rng: &rng)
         backward(actor, outputGradient: parameterGradient, trainedSlots: L - Bn, batch: B)
         return (loss, entropy)
+    }
+}
+
+/// The online critics over the current batch's trained slots, without gradient into their encoders.
+struct CriticsAtTrainedSlots: CriticView {
+    unowned let agent: OffPolicyAgent
+    let batch: SequenceBatch
+    let rows: Int
+
+    var count: Int { agent.critics.count }
+
+    func q(_ i: Int, actions: UnsafePointer<Float>?) -> Tensor {
+        let critic = agent.critics[i]
+        let f = agent.encodeCurrent(critic, batch: batch, initialState: agent.criticStateColumns(batch.initialCriticState, critic: i),
+                                    keepActivations: false)
+        return critic.head(features: f, firstRow: 0, rows: rows, extra: actions)
+    }
+
+    func actionGradient(_ i: Int, qGradient: Tensor) -> Tensor {
+        // The critic's head still holds its activations for these actions.
+        agent.critics[i].headBackward(qGradient, needsFeatureGradient: false, needsExtraGradient: true, needsParameterGradients: false)
+        return agent.critics[i].extraGradient
     }
 }
 
