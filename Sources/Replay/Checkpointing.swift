@@ -14,7 +14,7 @@ extension EpisodeReplay: Checkpointable {
     /// (restored with the oldest at the ring's first slot: every access goes through the ring's
     /// modular arithmetic, so sampling after a restore draws the same windows).
     public func save(to archive: StateArchive, prefix: String) throws {
-        let o = layout.observationWidth, a = layout.actionWidth
+        let o = layout.observationFloats, a = layout.actionFloats
         for c in 0..<copies {
             let ring = rings[c], n = ring.count, prefix = ringPrefix(prefix, c)
             func at(_ k: Int) -> Int { position(ring.start, plus: k, in: c) }
@@ -27,9 +27,15 @@ extension EpisodeReplay: Checkpointable {
             gather("observations", observations, o)
             gather("next_observations", nextObservations, o)
             gather("actions", actions, a)
-            gather("rewards", rewards, 1)
-            gather("actor_states", actorStates, layout.actorStateWidth)
+            gather("rewards", rewards, layout.agents)
+            gather("actor_states", actorStates, layout.actorStateFloats)
             gather("critic_states", criticStates, layout.criticStateWidth)
+            // Columns of later versions are written only when used, so a single-agent checkpoint
+            // keeps the earlier layout.
+            if layout.globalStateWidth > 0 {
+                gather("global_states", globalStates, layout.globalStateWidth)
+                gather("next_global_states", nextGlobalStates, layout.globalStateWidth)
+            }
             func bytes(_ p: UnsafeMutablePointer<Bool>) -> [UInt8] { (0..<n).map { p[at($0)] ? 1 : 0 } }
             archive.put(prefix + "state", value: State(
                 capacity: ringCapacity, count: n, totalSteps: totalSteps,
@@ -40,7 +46,7 @@ extension EpisodeReplay: Checkpointable {
     }
 
     public func restore(from archive: StateArchiveReader, prefix: String) throws {
-        let o = layout.observationWidth, a = layout.actionWidth
+        let o = layout.observationFloats, a = layout.actionFloats, g = layout.globalStateWidth
         count = 0
         episodeCount = 0
         for c in 0..<copies {
@@ -53,9 +59,16 @@ extension EpisodeReplay: Checkpointable {
             try archive.floats(prefix + "observations", into: observations + base * o, count: n * o)
             try archive.floats(prefix + "next_observations", into: nextObservations + base * o, count: n * o)
             try archive.floats(prefix + "actions", into: actions + base * a, count: n * a)
-            try archive.floats(prefix + "rewards", into: rewards + base, count: n)
-            try archive.floats(prefix + "actor_states", into: actorStates + base * layout.actorStateWidth, count: n * layout.actorStateWidth)
+            try archive.floats(prefix + "rewards", into: rewards + base * layout.agents, count: n * layout.agents)
+            try archive.floats(prefix + "actor_states", into: actorStates + base * layout.actorStateFloats, count: n * layout.actorStateFloats)
             try archive.floats(prefix + "critic_states", into: criticStates + base * layout.criticStateWidth, count: n * layout.criticStateWidth)
+            if g > 0 {
+                guard archive.contains(prefix + "global_states") else {
+                    throw StateArchiveError("checkpoint \(archive.path): its replay has no global states, which this run stores; it was written by a run without them")
+                }
+                try archive.floats(prefix + "global_states", into: globalStates + base * g, count: n * g)
+                try archive.floats(prefix + "next_global_states", into: nextGlobalStates + base * g, count: n * g)
+            }
             for k in 0..<ringCapacity {
                 terminatedFlags[base + k] = k < n && s.terminated[k] != 0
                 truncatedFlags[base + k] = k < n && s.truncated[k] != 0

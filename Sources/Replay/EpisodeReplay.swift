@@ -1,28 +1,78 @@
 import Foundation
 import Tensors
 
-/// What one replay step holds, in floats.
+/// What one replay step holds: its columns and their widths in floats.
+///
+/// Per-agent columns (observation, next observation, action, reward, actor state) hold `agents`
+/// blocks per step, agent-inner (`[step, agent, feature]`): one step's blocks for all agents are
+/// contiguous, so a batch of windows reads as `[time, batch · agents, feature]`, the rows a shared
+/// actor network with an agent id takes. Per-step columns (flags, critic states, global state)
+/// hold one block per step. A single-agent layout (`agents` 1) is the layout of earlier versions.
 public struct ReplayLayout: Codable, Equatable, Sendable {
+    /// Floats of one agent's observation.
     public var observationWidth: Int
+    /// Floats of one agent's action (1 for a discrete action index).
     public var actionWidth: Int
-    /// Floats of the actor's recurrent state stored per step (0: states are not stored).
+    /// Floats of one agent's actor recurrent state stored per step (0: states are not stored).
     public var actorStateWidth: Int
     /// Floats of the critics' recurrent states stored per step, all critics side by side (0: none).
     public var criticStateWidth: Int
+    /// Agents per step (1 for single-agent runs). Each has its own reward.
+    public var agents: Int
+    /// Floats of the global state per step, for centralised critics (0: none).
+    public var globalStateWidth: Int
 
-    public init(observationWidth: Int, actionWidth: Int, actorStateWidth: Int = 0, criticStateWidth: Int = 0) {
+    public init(observationWidth: Int, actionWidth: Int, actorStateWidth: Int = 0, criticStateWidth: Int = 0,
+                agents: Int = 1, globalStateWidth: Int = 0) {
         self.observationWidth = observationWidth
         self.actionWidth = actionWidth
         self.actorStateWidth = actorStateWidth
         self.criticStateWidth = criticStateWidth
+        self.agents = agents
+        self.globalStateWidth = globalStateWidth
     }
+
+    /// Floats per step of the per-agent columns, all agents together.
+    public var observationFloats: Int { agents * observationWidth }
+    public var actionFloats: Int { agents * actionWidth }
+    public var actorStateFloats: Int { agents * actorStateWidth }
+
+    /// Checks the widths (a replay built from a bad layout would misread every step).
+    public func validate() throws {
+        guard agents >= 1 else { throw ReplayLayoutError("a replay needs at least one agent per step (got \(agents))") }
+        for (name, w) in [("observation", observationWidth), ("action", actionWidth), ("actor state", actorStateWidth),
+                          ("critic state", criticStateWidth), ("global state", globalStateWidth)] where w < 0 {
+            throw ReplayLayoutError("the replay's \(name) width must be 0 or more (got \(w))")
+        }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case observationWidth, actionWidth, actorStateWidth, criticStateWidth, agents, globalStateWidth
+    }
+
+    /// Layouts written before multi-agent columns existed read as single-agent, without global state.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(observationWidth: try c.decode(Int.self, forKey: .observationWidth), actionWidth: try c.decode(Int.self, forKey: .actionWidth),
+                  actorStateWidth: try c.decode(Int.self, forKey: .actorStateWidth), criticStateWidth: try c.decode(Int.self, forKey: .criticStateWidth),
+                  agents: try c.decodeIfPresent(Int.self, forKey: .agents) ?? 1,
+                  globalStateWidth: try c.decodeIfPresent(Int.self, forKey: .globalStateWidth) ?? 0)
+    }
+}
+
+/// A replay layout that cannot work, with what is wrong.
+public struct ReplayLayoutError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }
 
 /// A ring of environment steps that evicts whole episodes, for one or several environment copies.
 ///
 /// Each step keeps its observation, action, reward, the next observation, the terminated and
 /// truncated flags, and optionally the actor's and critics' recurrent states *entering* the step
-/// (the states the agent had when it chose the action, as R2D2 stores them).
+/// (the states the agent had when it chose the action, as R2D2 stores them) and the global state
+/// before and after it; with several agents, each agent's observation, action, reward and actor
+/// state side by side (see `ReplayLayout`).
 ///
 /// With `copies` environment copies stepping together, each copy has a ring of its own (an equal
 /// share of the capacity, side by side in the same storage), so every copy's episode in progress
@@ -51,6 +101,8 @@ public final class EpisodeReplay {
     let episodeIDs: UnsafeMutablePointer<Int>
     let actorStates: UnsafeMutablePointer<Float>
     let criticStates: UnsafeMutablePointer<Float>
+    let globalStates: UnsafeMutablePointer<Float>
+    let nextGlobalStates: UnsafeMutablePointer<Float>
 
     /// One copy's ring: where it starts in storage, its oldest kept step, how many it keeps, the
     /// first steps of its kept episodes (oldest first), and whether its last episode is still open.
@@ -76,6 +128,7 @@ public final class EpisodeReplay {
     /// `copies` rings of `capacity / copies` steps each.
     public init(capacity: Int, layout: ReplayLayout, copies: Int = 1) {
         precondition(capacity > 0 && copies >= 1 && capacity >= copies, "replay capacity must be positive and at least one step per copy")
+        precondition((try? layout.validate()) != nil, "invalid replay layout \(layout)")
         self.capacity = capacity
         self.layout = layout
         self.copies = copies
@@ -92,12 +145,14 @@ public final class EpisodeReplay {
             }
             return raw.bindMemory(to: T.self, capacity: max(1, count))
         }
-        observations = zeroed(capacity * layout.observationWidth, Float.self)
-        nextObservations = zeroed(capacity * layout.observationWidth, Float.self)
-        actions = zeroed(capacity * layout.actionWidth, Float.self)
-        rewards = zeroed(capacity, Float.self)
-        actorStates = zeroed(capacity * layout.actorStateWidth, Float.self)
+        observations = zeroed(capacity * layout.observationFloats, Float.self)
+        nextObservations = zeroed(capacity * layout.observationFloats, Float.self)
+        actions = zeroed(capacity * layout.actionFloats, Float.self)
+        rewards = zeroed(capacity * layout.agents, Float.self)
+        actorStates = zeroed(capacity * layout.actorStateFloats, Float.self)
         criticStates = zeroed(capacity * layout.criticStateWidth, Float.self)
+        globalStates = zeroed(capacity * layout.globalStateWidth, Float.self)
+        nextGlobalStates = zeroed(capacity * layout.globalStateWidth, Float.self)
         terminatedFlags = zeroed(capacity, Bool.self)
         truncatedFlags = zeroed(capacity, Bool.self)
         firstStepFlags = zeroed(capacity, Bool.self)
@@ -106,7 +161,7 @@ public final class EpisodeReplay {
     }
 
     deinit {
-        for p in [observations, nextObservations, actions, rewards, actorStates, criticStates] { free(p) }
+        for p in [observations, nextObservations, actions, rewards, actorStates, criticStates, globalStates, nextGlobalStates] { free(p) }
         for p in [terminatedFlags, truncatedFlags, firstStepFlags] { free(p) }
         free(episodeIDs)
     }
@@ -151,26 +206,46 @@ public final class EpisodeReplay {
     public var episodeStarts: [Int] { rings.flatMap(\.episodeStarts) }
 
     /// Stores one step of copy `copy`. `actorState` and `criticState` must be given when the layout
-    /// stores them.
+    /// stores them. A single-agent step.
     public func add(copy c: Int = 0, observation: UnsafePointer<Float>, action: UnsafePointer<Float>, reward: Float,
                     nextObservation: UnsafePointer<Float>, terminated: Bool, truncated: Bool,
                     actorState: UnsafePointer<Float>? = nil, criticState: UnsafePointer<Float>? = nil) {
+        precondition(layout.agents == 1, "a replay of \(layout.agents) agents takes a reward per agent: use add(copy:observations:actions:rewards:...)")
+        var r = reward
+        add(copy: c, observations: observation, actions: action, rewards: &r, nextObservations: nextObservation, terminated: terminated,
+            truncated: truncated, actorStates: actorState, criticState: criticState)
+    }
+
+    /// Stores one step of copy `copy` for every agent: `observations`, `nextObservations`, `actions`,
+    /// `rewards` and `actorStates` hold the agents' blocks side by side (agent-inner). States and
+    /// global states must be given when the layout stores them. Episode-level flags.
+    public func add(copy c: Int = 0, observations observation: UnsafePointer<Float>, actions action: UnsafePointer<Float>,
+                    rewards reward: UnsafePointer<Float>, nextObservations nextObservation: UnsafePointer<Float>,
+                    terminated: Bool, truncated: Bool, actorStates actorState: UnsafePointer<Float>? = nil,
+                    criticState: UnsafePointer<Float>? = nil, globalState: UnsafePointer<Float>? = nil,
+                    nextGlobalState: UnsafePointer<Float>? = nil) {
         if rings[c].count == ringCapacity { evictOldest(c) }
         let i = writeIndex(copy: c)
-        let o = layout.observationWidth, a = layout.actionWidth
+        let o = layout.observationFloats, a = layout.actionFloats, n = layout.agents
         (observations + i * o).update(from: observation, count: o)
         (nextObservations + i * o).update(from: nextObservation, count: o)
         (actions + i * a).update(from: action, count: a)
-        rewards[i] = reward
+        (rewards + i * n).update(from: reward, count: n)
         terminatedFlags[i] = terminated
         truncatedFlags[i] = truncated
         if layout.actorStateWidth > 0 {
             guard let actorState else { preconditionFailure("replay stores actor states: pass actorState") }
-            (actorStates + i * layout.actorStateWidth).update(from: actorState, count: layout.actorStateWidth)
+            (actorStates + i * layout.actorStateFloats).update(from: actorState, count: layout.actorStateFloats)
         }
         if layout.criticStateWidth > 0 {
             guard let criticState else { preconditionFailure("replay stores critic states: pass criticState") }
             (criticStates + i * layout.criticStateWidth).update(from: criticState, count: layout.criticStateWidth)
+        }
+        if layout.globalStateWidth > 0 {
+            guard let globalState, let nextGlobalState else { preconditionFailure("replay stores global states: pass globalState and nextGlobalState") }
+            let g = layout.globalStateWidth
+            (globalStates + i * g).update(from: globalState, count: g)
+            (nextGlobalStates + i * g).update(from: nextGlobalState, count: g)
         }
         let opensEpisode = !rings[c].episodeOpen
         firstStepFlags[i] = opensEpisode
@@ -225,10 +300,14 @@ public final class EpisodeReplay {
 
     // MARK: Reading steps
 
-    public func observation(_ i: Int) -> UnsafeMutablePointer<Float> { observations + i * layout.observationWidth }
-    public func nextObservation(_ i: Int) -> UnsafeMutablePointer<Float> { nextObservations + i * layout.observationWidth }
-    public func action(_ i: Int) -> UnsafeMutablePointer<Float> { actions + i * layout.actionWidth }
-    public func reward(_ i: Int) -> Float { rewards[i] }
+    /// Step `i`'s observation (all agents' side by side).
+    public func observation(_ i: Int) -> UnsafeMutablePointer<Float> { observations + i * layout.observationFloats }
+    public func nextObservation(_ i: Int) -> UnsafeMutablePointer<Float> { nextObservations + i * layout.observationFloats }
+    public func action(_ i: Int) -> UnsafeMutablePointer<Float> { actions + i * layout.actionFloats }
+    /// The (first) agent's reward at step `i`.
+    public func reward(_ i: Int) -> Float { rewards[i * layout.agents] }
+    /// Every agent's reward at step `i`.
+    public func rewards(_ i: Int) -> UnsafeMutablePointer<Float> { rewards + i * layout.agents }
     public func terminated(_ i: Int) -> Bool { terminatedFlags[i] }
     public func truncated(_ i: Int) -> Bool { truncatedFlags[i] }
     /// The step ends its episode (terminated or truncated).
@@ -237,8 +316,12 @@ public final class EpisodeReplay {
     public func isFirstStep(_ i: Int) -> Bool { firstStepFlags[i] }
     /// An id shared by the steps of one episode.
     public func episode(_ i: Int) -> Int { episodeIDs[i] }
-    public func actorState(_ i: Int) -> UnsafeMutablePointer<Float> { actorStates + i * layout.actorStateWidth }
+    /// The actor states entering step `i` (all agents' side by side).
+    public func actorState(_ i: Int) -> UnsafeMutablePointer<Float> { actorStates + i * layout.actorStateFloats }
     public func criticState(_ i: Int) -> UnsafeMutablePointer<Float> { criticStates + i * layout.criticStateWidth }
+    /// The global state before and after step `i`.
+    public func globalState(_ i: Int) -> UnsafeMutablePointer<Float> { globalStates + i * layout.globalStateWidth }
+    public func nextGlobalState(_ i: Int) -> UnsafeMutablePointer<Float> { nextGlobalStates + i * layout.globalStateWidth }
 
     /// The storage index after `i` in its copy's ring, or nil when `i` is that copy's newest step.
     @inline(__always) public func successor(_ i: Int) -> Int? {

@@ -84,6 +84,8 @@ public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
 /// slots 0..<L and the "next" view (each step's next observation) is slots 1...L.
 public final class SequenceBatch {
     public let slots: Int, batchSize: Int
+    /// Agents per step: the per-agent tensors hold `agents` blocks per slot and row, agent-inner.
+    public let agents: Int
     public let observations = Tensor([0])
     /// Recorded actions (zeros at bootstrap and padding slots).
     public let actions = Tensor([0])
@@ -94,7 +96,11 @@ public final class SequenceBatch {
     /// `[slots, batch]`: 1 where the slot's step has a previous action in its episode (0 at an
     /// episode's first step, whose previous action is "none", not a zero action or index 0).
     public let hasPreviousAction = Tensor([0])
+    /// `[slots, batch]` (one agent) or `[slots, batch, agents]`: each agent's reward.
     public let rewards = Tensor([0])
+    /// `[slots, batch, globalStateWidth]`: the global state at each slot (the next global state at
+    /// bootstrap slots); empty without global states.
+    public let globalStates = Tensor([0])
     /// 1 where the step ended its episode in a terminal state (no bootstrapping).
     public let terminated = Tensor([0])
     /// 1 where a window starts (the recurrent state restarts).
@@ -103,7 +109,7 @@ public final class SequenceBatch {
     public let validMask = Tensor([0])
     /// 1 at the last trained step of each window.
     public let finalStepMask = Tensor([0])
-    /// `[batch, actorStateWidth]`: the stored actor state entering slot 0 (zeros when not stored).
+    /// `[batch, agents · actorStateWidth]`: the stored actor states entering slot 0 (zeros when not stored).
     public let initialActorState = Tensor([0])
     /// `[batch, criticStateWidth]`: the stored critic states entering slot 0.
     public let initialCriticState = Tensor([0])
@@ -112,21 +118,28 @@ public final class SequenceBatch {
     public let targetInitialCriticState = Tensor([0])
     /// Every tensor a new sample starts by clearing (listed once, so sampling allocates nothing).
     private(set) lazy var clearedBySampling: [Tensor] = [
-        observations, actions, previousActions, hasPreviousAction, previousRewards, rewards, terminated, resetMask, validMask, finalStepMask,
-        initialActorState, initialCriticState, targetInitialCriticState,
+        observations, actions, previousActions, hasPreviousAction, previousRewards, rewards, globalStates, terminated, resetMask, validMask,
+        finalStepMask, initialActorState, initialCriticState, targetInitialCriticState,
     ]
     /// The replay ring index of the step at each slot (`slot * batch + row`), -1 at bootstrap and padding slots.
     public internal(set) var stepIndices: [Int]
 
+    /// The replay layout the batch was shaped for.
+    public let layout: ReplayLayout
+
     init(slots: Int, batchSize: Int, layout: ReplayLayout) {
+        self.layout = layout
         self.slots = slots
         self.batchSize = batchSize
         let s = slots, b = batchSize
-        observations.resize(Shape(d0: s, d1: b, d2: layout.observationWidth))
-        actions.resize(Shape(d0: s, d1: b, d2: layout.actionWidth))
-        previousActions.resize(Shape(d0: s, d1: b, d2: layout.actionWidth))
-        for t in [previousRewards, hasPreviousAction, rewards, terminated, resetMask, validMask, finalStepMask] { t.resize(Shape(d0: s, d1: b)) }
-        initialActorState.resize(Shape(d0: b, d1: layout.actorStateWidth))
+        agents = layout.agents
+        observations.resize(Shape(d0: s, d1: b, d2: layout.observationFloats))
+        actions.resize(Shape(d0: s, d1: b, d2: layout.actionFloats))
+        previousActions.resize(Shape(d0: s, d1: b, d2: layout.actionFloats))
+        for t in [hasPreviousAction, terminated, resetMask, validMask, finalStepMask] { t.resize(Shape(d0: s, d1: b)) }
+        for t in [previousRewards, rewards] { t.resize(agents == 1 ? Shape(d0: s, d1: b) : Shape(d0: s, d1: b, d2: agents)) }
+        globalStates.resize(Shape(d0: s, d1: b, d2: layout.globalStateWidth))
+        initialActorState.resize(Shape(d0: b, d1: layout.actorStateFloats))
         initialCriticState.resize(Shape(d0: b, d1: layout.criticStateWidth))
         targetInitialCriticState.resize(Shape(d0: b, d1: layout.criticStateWidth))
         stepIndices = [Int](repeating: -1, count: s * b)
@@ -172,7 +185,8 @@ public final class SequenceSampler {
     public func sample(from replay: EpisodeReplay) -> SequenceBatch {
         precondition(replay.count > 0, "cannot sample from an empty replay")
         let c = configuration, B = batch.batchSize, L = c.sequenceLength
-        let layout = replay.layout, o = layout.observationWidth, a = layout.actionWidth
+        let layout = replay.layout, o = layout.observationFloats, a = layout.actionFloats, n = layout.agents, g = layout.globalStateWidth
+        precondition(layout == batch.layout, "the sampler was made for replay layout \(batch.layout), not \(layout)")
         for t in batch.clearedBySampling { t.zero() }
         for i in batch.stepIndices.indices { batch.stepIndices[i] = -1 }
         let stored = c.initialState.usesStoredStates
@@ -189,7 +203,8 @@ public final class SequenceSampler {
                 var i = drawStart(replay)
                 if firstWindow {
                     if layout.actorStateWidth > 0 {
-                        (batch.initialActorState.data + row * layout.actorStateWidth).update(from: replay.actorState(i), count: layout.actorStateWidth)
+                        let w = layout.actorStateFloats
+                        (batch.initialActorState.data + row * w).update(from: replay.actorState(i), count: w)
                     }
                     if layout.criticStateWidth > 0 {
                         let w = layout.criticStateWidth
@@ -197,37 +212,39 @@ public final class SequenceSampler {
                         (batch.targetInitialCriticState.data + row * w).update(from: replay.criticState(i), count: w)
                     }
                 }
-                var n = 0
+                var m = 0
                 while true {
-                    let s = slot + n, k = s * B + row
+                    let s = slot + m, k = s * B + row
                     (batch.observations.data + k * o).update(from: replay.observation(i), count: o)
                     (batch.actions.data + k * a).update(from: replay.action(i), count: a)
                     if let p = replay.predecessor(i) {
                         (batch.previousActions.data + k * a).update(from: replay.action(p), count: a)
                         batch.hasPreviousAction.data[k] = 1
-                        batch.previousRewards.data[k] = replay.reward(p)
+                        (batch.previousRewards.data + k * n).update(from: replay.rewards(p), count: n)
                     }
-                    batch.rewards.data[k] = replay.reward(i)
+                    (batch.rewards.data + k * n).update(from: replay.rewards(i), count: n)
+                    if g > 0 { (batch.globalStates.data + k * g).update(from: replay.globalState(i), count: g) }
                     batch.terminated.data[k] = replay.terminated(i) ? 1 : 0
                     batch.validMask.data[k] = s >= c.burnIn ? 1 : 0
                     batch.stepIndices[k] = i
-                    if firstWindow && n == 1 && layout.criticStateWidth > 0 {
+                    if firstWindow && m == 1 && layout.criticStateWidth > 0 {
                         let w = layout.criticStateWidth
                         (batch.targetInitialCriticState.data + row * w).update(from: replay.criticState(i), count: w)
                     }
-                    n += 1
-                    guard n < steps, !replay.endsEpisode(i), let next = replay.successor(i) else { break }
+                    m += 1
+                    guard m < steps, !replay.endsEpisode(i), let next = replay.successor(i) else { break }
                     i = next
                 }
-                let last = (slot + n - 1) * B + row
+                let last = (slot + m - 1) * B + row
                 batch.finalStepMask.data[last] = batch.validMask.data[last]
                 // The bootstrap slot: the last step's next observation, with that step as its context.
-                let k = (slot + n) * B + row
+                let k = (slot + m) * B + row
                 (batch.observations.data + k * o).update(from: replay.nextObservation(i), count: o)
                 (batch.previousActions.data + k * a).update(from: replay.action(i), count: a)
                 batch.hasPreviousAction.data[k] = 1
-                batch.previousRewards.data[k] = replay.reward(i)
-                slot += n + 1
+                (batch.previousRewards.data + k * n).update(from: replay.rewards(i), count: n)
+                if g > 0 { (batch.globalStates.data + k * g).update(from: replay.nextGlobalState(i), count: g) }
+                slot += m + 1
                 firstWindow = false
             }
             if slot < L + 1 { batch.resetMask.data[slot * B + row] = 1 }  // padding starts clean

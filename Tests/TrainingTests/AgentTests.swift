@@ -156,7 +156,8 @@ final class AgentTests: XCTestCase {
             let rows = agent.prepare(batch)
             _ = agent.criticLossAndGradients(batch, rows: rows)
             // Row 0 of the trained slots is the step (slot 0) of batch row 0.
-            let next = agent.targetMin.data[0] - agent.temperature * agent.nextLogProbabilities.data[0]
+            let sac = try XCTUnwrap(agent.objective as? SoftActorCriticObjective)
+            let next = agent.targetMin.data[0] - agent.temperature * sac.nextLogProbabilities.data[0]
             XCTAssertNotEqual(next, 0)
             if terminated {
                 XCTAssertEqual(agent.targets.data[0], 2.5, "terminated: no bootstrap")
