@@ -60,6 +60,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Tensors", "Environments"], path: "Tests/TestSupport"),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "CKernels"]),
         .testTarget(name: "EnvironmentsTests", dependencies: ["Environments", "Tensors"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "AgentsTests", dependencies: ["Agents", "Replay", "Environments", "NeuralNetworks", "Tensors", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Replay", "Agents", "Training", "Environments", "NeuralNetworks", "Tensors", "TestSupport", "AllocationCounter"]),
         .testTarget(name: "ReplayTests", dependencies: ["Replay", "Tensors"]),
         .testTarget(name: "ReportsTests", dependencies: ["Reports"]),

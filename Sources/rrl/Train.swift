@@ -203,6 +203,11 @@ struct Train: ParsableCommand {
             }
         }
         if let burnIn { c.agent.sampler.burnIn = burnIn }
+        if sequenceLength != nil, burnIn == nil, c.agent.sampler.burnIn > 0, c.agent.sampler.burnIn >= c.agent.sampler.sequenceLength {
+            let L = c.agent.sampler.sequenceLength, B = c.agent.sampler.burnIn
+            throw ConfigurationError("--sequence-length \(L) leaves no trained slot after the recurrent recipe's burn-in of \(B) slots: "
+                + "also pass --burn-in with fewer than \(L) slots (for example --burn-in \(L / 3)), or a longer --sequence-length")
+        }
         if let initialState { c.agent.sampler.initialState = initialState }
         if let randomLength { c.agent.sampler.randomSequenceLength = randomLength }
         if let nominalLengthProbability { c.agent.sampler.nominalLengthProbability = nominalLengthProbability }

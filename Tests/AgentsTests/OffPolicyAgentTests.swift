@@ -3,7 +3,6 @@ import Environments
 import NeuralNetworks
 import Replay
 import Tensors
-@testable import Training
 import TestSupport
 import XCTest
 
@@ -31,7 +30,8 @@ func makeRandomReplay(layout: ReplayLayout, episodes: [Int], actions: Space, see
     return replay
 }
 
-final class AgentTests: XCTestCase {
+/// The off-policy agent alone: its losses' gradients, its targets, its context.
+final class OffPolicyAgentTests: XCTestCase {
     struct Case {
         var label: String
         var algorithm: OffPolicyAlgorithm
@@ -96,7 +96,7 @@ final class AgentTests: XCTestCase {
     /// The critic loss's gradient, through heads, burn-in, resets, stored states and BPTT, agrees
     /// with finite differences for every critic parameter tensor.
     func testCriticGradientsMatchFiniteDifferences() throws {
-        for c in AgentTests.cases {
+        for c in OffPolicyAgentTests.cases {
             let (agent, replay, sampler) = try makeAgent(c)
             let batch = sampler.sample(from: replay)
             let rows = agent.prepare(batch)
@@ -120,7 +120,7 @@ final class AgentTests: XCTestCase {
     /// The actor loss's gradient (reparameterised tanh-Gaussian, categorical, or deterministic
     /// TD3 policy, through the critics' heads and the actor's BPTT) agrees with finite differences.
     func testActorGradientsMatchFiniteDifferences() throws {
-        for c in AgentTests.cases {
+        for c in OffPolicyAgentTests.cases {
             let (agent, replay, sampler) = try makeAgent(c)
             let batch = sampler.sample(from: replay)
             let rows = agent.prepare(batch)
@@ -199,117 +199,5 @@ final class AgentTests: XCTestCase {
         XCTAssertEqual(out, [0.5, 0, 0, 0, 0])
         agent.writeContext(observation: [0.5], lastAction: [1], lastReward: -1, into: &out)
         XCTAssertEqual(out, [0.5, 0, 1, 0, -1])
-    }
-
-    /// With stored states, the replay holds exactly the actor and critic states that entered each
-    /// step during collection: re-running the networks over the episode gives the same states.
-    func testStoredStatesAreThoseRecordedAtCollection() throws {
-        var configuration = OffPolicyConfiguration.memoryDefault
-        configuration.agent.sampler.initialState = .stored
-        configuration.agent.context = ContextInputs(observation: true, lastAction: true, lastReward: true)
-        configuration.warmupSteps = 1000  // no updates: the weights stay those of collection
-        configuration.evaluationEpisodes = 1
-        let trainer = try OffPolicyTrainer(configuration: configuration)
-        let T = 120
-        for _ in 0..<T { try trainer.advance() }
-        let agent = trainer.agent, replay = trainer.replay
-        XCTAssertEqual(replay.count, T)
-        let C = agent.contextWidth
-        let context = Tensor(Shape(d0: T, d1: 1, d2: C))
-        for t in 0..<T {
-            let i = replay.index(t), p = replay.predecessor(i)
-            let previousAction: [Float] = p.map { [replay.action($0)[0]] } ?? [0]
-            agent.configuration.context.write(observation: replay.observation(i), observationWidth: 1, lastAction: previousAction,
-                                              actionWidth: 1, lastReward: p.map { replay.reward($0) } ?? 0, into: context.data + t * C)
-        }
-        let networks: [(SequenceNetwork, (Int) -> UnsafeMutablePointer<Float>, Int)] =
-            [(agent.actor, replay.actorState, 0)] + agent.critics.enumerated().map { (i, c) in (c, replay.criticState, i * c.stateWidth) }
-        for (network, stored, column) in networks {
-            let encoder = try XCTUnwrap(network.encoder)
-            encoder.forward(context, initialState: nil, resetMask: nil, resets: .zero, keepActivations: false)
-            let H = encoder.stateWidth
-            var worst: Float = 0
-            for t in 0..<T {
-                let recorded = stored(replay.index(t)) + column
-                for j in 0..<H {
-                    let expected: Float = t == 0 ? 0 : encoder.output.data[(t - 1) * H + j]
-                    worst = max(worst, abs(recorded[j] - expected))
-                }
-            }
-            XCTAssertLessThan(worst, 1e-5, "stored states differ from the states that entered each step")
-        }
-    }
-
-    /// The same seed gives the same metrics, row for row (timing columns aside); another seed does not.
-    func testSameSeedSameMetrics() throws {
-        func run(seed: UInt64) throws -> [MetricsRow] {
-            var c = OffPolicyConfiguration.memoryDefault
-            c.steps = 400
-            c.warmupSteps = 100
-            c.evaluationInterval = 100
-            c.evaluationEpisodes = 2
-            c.probes = 5
-            c.seed = seed
-            c.agent.sampler.sequenceLength = 10
-            return try OffPolicyTrainer(configuration: c).run()
-        }
-        func strip(_ rows: [MetricsRow]) -> [[String: Double]] {
-            rows.map { $0.values.filter { !MetricsRow.timingColumns.contains($0.key) && !$0.value.isNaN } }
-        }
-        let a = try run(seed: 4), b = try run(seed: 4), other = try run(seed: 5)
-        XCTAssertEqual(a.count, 4)
-        XCTAssertEqual(strip(a), strip(b))
-        XCTAssertNotEqual(strip(a), strip(other))
-    }
-
-    /// Every algorithm, network and switch combination runs end to end and logs finite losses.
-    func testEveryVariantTrains() throws {
-        var variants: [(String, OffPolicyConfiguration)] = []
-        func add(_ label: String, algorithm: OffPolicyAlgorithm = .sac, env: String = "memory", _ configure: (inout OffPolicyConfiguration) -> Void) {
-            var c = OffPolicyConfiguration.defaults(algorithm: algorithm, environment: env)
-            c.steps = 240
-            c.warmupSteps = 80
-            c.evaluationInterval = 120
-            c.evaluationEpisodes = 2
-            c.probes = 3
-            configure(&c)
-            variants.append((label, c))
-        }
-        add("memory GRU stored+burnIn") { $0.agent.sampler.initialState = .storedBurnIn; $0.agent.sampler.burnIn = 10 }
-        add("memory LSTM x2 full context", algorithm: .td3) {
-            $0.agent.network = .lstm; $0.agent.recurrentLayers = 2
-            $0.agent.context = ContextInputs(observation: true, lastAction: true, lastReward: true)
-        }
-        add("pendulum MLP", env: "pendulum") { _ in }
-        add("pendulum TD3 MLP", algorithm: .td3, env: "pendulum") { _ in }
-        add("pendulum-velocity GRU, whole episodes", env: "pendulum-velocity") {
-            $0.agent.network = .gru; $0.agent.sampler.sequenceLength = 200; $0.agent.sampler.alwaysStartAtEpisodeStart = true
-            $0.agent.batchSize = 2; $0.agent.encoderLearningRate = 1e-5; $0.agent.maxGradientNorm = 1
-        }
-        add("cartpole-velocity discrete GRU", env: "cartpole-velocity") {
-            $0.agent.network = .gru; $0.agent.sampler.sequenceLength = 16; $0.agent.batchSize = 8; $0.agent.sampler.maskNonFinal = true
-        }
-        add("cartpole MLP discrete", env: "cartpole") { _ in }
-        for (label, c) in variants {
-            let rows = try OffPolicyTrainer(configuration: c).run()
-            XCTAssertEqual(rows.count, 2, label)
-            for key in ["critic_loss", "actor_loss", "eval_return_mean"] {
-                XCTAssertTrue(rows.last?[key]?.isFinite ?? false, "\(label): \(key) = \(String(describing: rows.last?[key]))")
-            }
-        }
-    }
-
-    func testConfigurationErrorsAreClear() {
-        var c = AgentConfiguration()
-        c.network = .mlp
-        XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".contains("MLP agent has no recurrent state"), "\($0)") }
-        c = AgentConfiguration()
-        c.algorithm = .td3
-        XCTAssertThrowsError(try OffPolicyAgent(configuration: c, observationSpace: .box(low: [0], high: [1]), actionSpace: .discrete(2), seed: 0)) {
-            XCTAssertTrue("\($0)".contains("TD3 needs continuous actions"), "\($0)")
-        }
-        var t = OffPolicyConfiguration()
-        t.environment = "pendulm"
-        XCTAssertThrowsError(try t.validate()) { XCTAssertTrue("\($0)".contains("did you mean 'pendulum'"), "\($0)") }
     }
 }
