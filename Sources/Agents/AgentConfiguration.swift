@@ -76,6 +76,9 @@ public struct AgentConfiguration: Codable, Equatable, Sendable {
         try sampler.validate()
         try validateNetworkSizes(recurrentLayers: recurrentLayers, hiddenSize: hiddenSize, headHiddenSizes: headHiddenSizes)
         if batchSize < 1 { try fail("batch size must be at least 1 (got \(batchSize))") }
+        if context.agentID {
+            try fail("the agent id in the context is for networks shared by several agents; this algorithm trains one agent: drop 'agentID' from the context")
+        }
         if replayCapacity < 1 { try fail("replay capacity must be at least 1 (got \(replayCapacity))") }
         if !(gamma >= 0 && gamma <= 1) { try fail("gamma must be in [0, 1] (got \(gamma))") }
         if !(tau > 0 && tau <= 1) { try fail("tau must be in (0, 1] (got \(tau))") }

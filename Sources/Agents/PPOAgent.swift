@@ -536,12 +536,10 @@ public final class PPOAgent {
                 let chosen = Int(buffer.actions.data[i * actionWidth])
                 let h = Categorical.entropy(probabilities: p + k * n, logProbabilities: lp + k * n, actions: n)
                 result.entropy += Double(h)
-                let g = headGradient.data + k * n
-                for j in 0..<n {
-                    let pj = p[k * n + j]
-                    // d(-β H)/d logit_j = β p_j (log p_j + H), averaged over valid rows.
-                    g[j] = dLogp * ((j == chosen ? 1 : 0) - pj) + c.entropyCoefficient / V * pj * (lp[k * n + j] + h)
-                }
+                // The entropy bonus -β H, averaged over valid rows.
+                Categorical.backward(probabilities: p + k * n, logProbabilities: lp + k * n, actions: n, chosen: chosen,
+                                     logProbabilityGradient: dLogp, entropy: h, entropyScale: c.entropyCoefficient / V,
+                                     into: headGradient.data + k * n)
             }
         } else {
             let A = actionWidth, s = logStd!.value.data, gs = logStd!.gradient.data

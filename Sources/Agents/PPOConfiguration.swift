@@ -72,6 +72,9 @@ public struct PPOConfiguration: Codable, Equatable, Sendable {
         try validateNetworkSizes(recurrentLayers: recurrentLayers, hiddenSize: hiddenSize, headHiddenSizes: headHiddenSizes)
         if sharedEncoder && network == .mlp { try fail("a shared encoder needs a recurrent network (gru or lstm)") }
         if environments < 1 { try fail("environments must be at least 1 (got \(environments))") }
+        if context.agentID {
+            try fail("the agent id in the context is for networks shared by several agents; this algorithm trains one agent: drop 'agentID' from the context")
+        }
         if rolloutSteps < 1 { try fail("rollout steps must be at least 1 (got \(rolloutSteps))") }
         if chunkLength < 1 { try fail("chunk length must be at least 1 (got \(chunkLength))") }
         if epochs < 1 { try fail("epochs must be at least 1 (got \(epochs))") }

@@ -168,6 +168,16 @@ public enum Categorical {
         return h
     }
 
+    /// d/d(logits) of one row's `dLogp` · log π(chosen) - `entropyScale` · H, where H is the row's
+    /// entropy (`entropy`, as `entropy(probabilities:logProbabilities:actions:)` gives it):
+    /// dLogp (1[j = chosen] - p_j) + entropyScale · p_j (log p_j + H).
+    @inline(__always)
+    public static func backward(probabilities p: UnsafePointer<Float>, logProbabilities lp: UnsafePointer<Float>, actions n: Int,
+                                chosen: Int, logProbabilityGradient dLogp: Float, entropy h: Float, entropyScale: Float,
+                                into g: UnsafeMutablePointer<Float>) {
+        for j in 0..<n { g[j] = dLogp * ((j == chosen ? 1 : 0) - p[j]) + entropyScale * p[j] * (lp[j] + h) }
+    }
+
     /// The most probable action per row.
     public static func mode(logits: UnsafePointer<Float>, rows: Int, actions n: Int, into out: UnsafeMutablePointer<Float>) {
         for r in 0..<rows {

@@ -3,27 +3,52 @@ import NeuralNetworks
 import Tensors
 
 /// What a recurrent encoder sees at each step (RESeL's context): the observation, and optionally
-/// the previous action and reward of the episode (zeros at its first step).
+/// the previous action and reward of the episode (zeros at its first step), and, for a network
+/// shared by several agents, the agent's id one-hot.
 public struct ContextInputs: Codable, Equatable, Sendable {
     public var observation = true
     public var lastAction = false
     public var lastReward = false
+    /// The agent's index one-hot over the agents (for one network shared by all agents).
+    public var agentID = false
 
-    public init(observation: Bool = true, lastAction: Bool = false, lastReward: Bool = false) {
+    public init(observation: Bool = true, lastAction: Bool = false, lastReward: Bool = false, agentID: Bool = false) {
         self.observation = observation
         self.lastAction = lastAction
         self.lastReward = lastReward
+        self.agentID = agentID
+    }
+
+    enum CodingKeys: String, CodingKey { case observation, lastAction, lastReward, agentID }
+
+    /// Configurations written before the agent id existed read without it.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        observation = try c.decode(Bool.self, forKey: .observation)
+        lastAction = try c.decode(Bool.self, forKey: .lastAction)
+        lastReward = try c.decode(Bool.self, forKey: .lastReward)
+        agentID = try c.decodeIfPresent(Bool.self, forKey: .agentID) ?? false
+    }
+
+    /// The agent id is written only when used, so single-agent configuration files keep their form.
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(observation, forKey: .observation)
+        try c.encode(lastAction, forKey: .lastAction)
+        try c.encode(lastReward, forKey: .lastReward)
+        if agentID { try c.encode(agentID, forKey: .agentID) }
     }
 
     /// Parses `observation,lastAction,lastReward` (any subset, comma separated).
     public init(parsing text: String) throws {
         observation = false
-        let valid = ["observation", "lastAction", "lastReward"]
+        let valid = ["observation", "lastAction", "lastReward", "agentID"]
         for part in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
             switch part {
             case "observation": observation = true
             case "lastAction": lastAction = true
             case "lastReward": lastReward = true
+            case "agentID": agentID = true
             default:
                 throw ConfigurationError("unknown context input '\(part)'; valid inputs are \(valid.joined(separator: ", ")) (comma separated)")
             }
@@ -32,12 +57,14 @@ public struct ContextInputs: Codable, Equatable, Sendable {
     }
 
     public var description: String {
-        [observation ? "observation" : nil, lastAction ? "lastAction" : nil, lastReward ? "lastReward" : nil]
+        [observation ? "observation" : nil, lastAction ? "lastAction" : nil, lastReward ? "lastReward" : nil, agentID ? "agentID" : nil]
             .compactMap { $0 }.joined(separator: ",")
     }
 
-    public func width(observation o: Int, action a: Int) -> Int {
-        (observation ? o : 0) + (lastAction ? a : 0) + (lastReward ? 1 : 0)
+    /// Floats of one step's context: `o` observation floats, `a` previous-action floats (n for a
+    /// one-hot discrete action), and one per agent for the id.
+    public func width(observation o: Int, action a: Int, agents: Int = 1) -> Int {
+        (observation ? o : 0) + (agentID ? agents : 0) + (lastAction ? a : 0) + (lastReward ? 1 : 0)
     }
 
     /// Writes one step's context (`width` floats).
@@ -47,14 +74,22 @@ public struct ContextInputs: Codable, Equatable, Sendable {
         write(observation: obs, observationWidth: o, lastAction: act, actionWidth: a, oneHotOver: nil, lastReward: r, into: out)
     }
 
-    /// Writes one step's context: the previous action as its floats, or (`oneHotOver: n`, a discrete
-    /// action stored as its index) as a one-hot vector of n floats; nil (no previous action, the
-    /// episode's first step) writes zeros. The one context writer of every agent.
+    /// Writes one step's context, in the order observation, agent id, previous action, previous
+    /// reward: the previous action as its floats, or (`oneHotOver: n`, a discrete action stored as
+    /// its index) as a one-hot vector of n floats; nil (no previous action, the episode's first
+    /// step) writes zeros. With `agentID`, agent `agent` of `agents` one-hot. The one context
+    /// writer of every agent.
     @inline(__always)
     public func write(observation obs: UnsafePointer<Float>, observationWidth o: Int, lastAction act: UnsafePointer<Float>?,
-                      actionWidth a: Int, oneHotOver n: Int?, lastReward r: Float, into out: UnsafeMutablePointer<Float>) {
+                      actionWidth a: Int, oneHotOver n: Int?, lastReward r: Float, agent: Int = 0, agents: Int = 1,
+                      into out: UnsafeMutablePointer<Float>) {
         var p = out
         if observation { p.update(from: obs, count: o); p += o }
+        if agentID {
+            p.update(repeating: 0, count: agents)
+            p[agent] = 1
+            p += agents
+        }
         if lastAction {
             if let n {
                 p.update(repeating: 0, count: n)

@@ -115,3 +115,31 @@ final class PolicyTests: XCTestCase {
         XCTAssertEqual(parameters.map(\.value.array), moved)
     }
 }
+
+/// The one context writer: observation, agent id, previous action (one-hot when discrete), previous reward.
+final class ContextInputsTests: XCTestCase {
+    func testTheContextHoldsTheAgentIDOneHot() throws {
+        let c = try ContextInputs(parsing: "observation,agentID,lastAction,lastReward")
+        XCTAssertEqual(c.width(observation: 2, action: 3, agents: 4), 2 + 4 + 3 + 1)
+        var out = [Float](repeating: 9, count: 10)
+        c.write(observation: [0.5, -0.5], observationWidth: 2, lastAction: [2], actionWidth: 1, oneHotOver: 3, lastReward: 0.25,
+                agent: 1, agents: 4, into: &out)
+        XCTAssertEqual(out, [0.5, -0.5, 0, 1, 0, 0, 0, 0, 1, 0.25])
+        c.write(observation: [0.5, -0.5], observationWidth: 2, lastAction: nil, actionWidth: 1, oneHotOver: 3, lastReward: 0,
+                agent: 3, agents: 4, into: &out)
+        XCTAssertEqual(out, [0.5, -0.5, 0, 0, 0, 1, 0, 0, 0, 0])
+        XCTAssertEqual(c.description, "observation,lastAction,lastReward,agentID")
+    }
+
+    /// Configurations written before the agent id existed decode without it, and a single-agent
+    /// context encodes exactly as before (no new key).
+    func testEarlierContextsDecodeAndEncodeUnchanged() throws {
+        let old = #"{"lastAction":true,"lastReward":false,"observation":true}"#
+        let decoded = try JSONDecoder().decode(ContextInputs.self, from: Data(old.utf8))
+        XCTAssertEqual(decoded, ContextInputs(observation: true, lastAction: true))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        XCTAssertEqual(String(decoding: try encoder.encode(decoded), as: UTF8.self), old)
+        XCTAssertThrowsError(try { var a = AgentConfiguration(); a.context.agentID = true; try a.validate() }())
+    }
+}
