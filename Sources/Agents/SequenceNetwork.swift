@@ -30,15 +30,6 @@ public struct ContextInputs: Codable, Equatable, Sendable {
         agentID = try c.decodeIfPresent(Bool.self, forKey: .agentID) ?? false
     }
 
-    /// The agent id is written only when used, so single-agent configuration files keep their form.
-    public func encode(to encoder: Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(observation, forKey: .observation)
-        try c.encode(lastAction, forKey: .lastAction)
-        try c.encode(lastReward, forKey: .lastReward)
-        if agentID { try c.encode(agentID, forKey: .agentID) }
-    }
-
     /// Parses `observation,lastAction,lastReward` (any subset, comma separated).
     public init(parsing text: String) throws {
         observation = false

@@ -139,3 +139,17 @@ extension VectorEnvironment: Checkpointable {
     /// keeps per copy (recurrent states, previous actions and rewards) as at an episode start.
     public var restoreStartsNewEpisodes: Bool { bridge != nil }
 }
+
+extension TeamRecall {
+    struct State: Codable { var rng: RandomGenerator; var cue: [Int]; var t: Int }
+
+    public func save(to archive: StateArchive, prefix: String) throws {
+        archive.put(prefix + "state", value: State(rng: rng, cue: cue, t: t))
+    }
+
+    public func restore(from archive: StateArchiveReader, prefix: String) throws {
+        let s = try archive.value(prefix + "state", as: State.self)
+        guard s.cue.count == agents else { throw StateArchiveError("checkpoint \(archive.path): team-recall with \(s.cue.count) agents, this run has \(agents)") }
+        rng = s.rng; cue = s.cue; t = s.t
+    }
+}

@@ -55,7 +55,10 @@ public enum EnvironmentRegistry {
         public let name: String
         public let summary: String
         public let options: [String: String]
+        /// Makes a single-agent environment (for a multi-agent one: an error that says so).
         public let make: @Sendable (EnvironmentOptions) throws -> any Environment
+        /// Makes a multi-agent environment (nil for single-agent ones, which multi-agent training adapts as one agent).
+        public let makeMultiAgent: (@Sendable (EnvironmentOptions) throws -> any MultiAgentEnvironment)?
 
         public init(name: String, summary: String, options: [String: String] = [:],
                     make: @escaping @Sendable (EnvironmentOptions) throws -> any Environment) {
@@ -63,7 +66,23 @@ public enum EnvironmentRegistry {
             self.summary = summary
             self.options = options
             self.make = make
+            makeMultiAgent = nil
         }
+
+        /// A multi-agent environment.
+        public init(name: String, summary: String, options: [String: String] = [:],
+                    makeMultiAgent: @escaping @Sendable (EnvironmentOptions) throws -> any MultiAgentEnvironment) {
+            self.name = name
+            self.summary = summary
+            self.options = options
+            self.makeMultiAgent = makeMultiAgent
+            make = { options in
+                let env = try makeMultiAgent(options)
+                throw EnvironmentError(environment: name, message: "has \(env.agents) agents; train it with a multi-agent algorithm (masac)")
+            }
+        }
+
+        public var isMultiAgent: Bool { makeMultiAgent != nil }
     }
 
     static let steps = "episode length limit"
@@ -104,6 +123,14 @@ public enum EnvironmentRegistry {
             return GoalCycle(size: size, goals: try o.int("goals", default: 3, in: 2...(size * size - 2)), view: view,
                              penalty: try o.float("penalty", default: 0.25, in: 0...1000), maxEpisodeSteps: try o.int("steps", default: 200, in: 1...10_000_000))
         },
+        Entry(name: "team-recall", summary: "multi-agent memory: each agent names the private cue it saw before a delay (memoryless best 1/cues)",
+              options: ["agents": "agents in the team (default 2)", "cues": "cue values (default 4)", "delay": "blank steps between cue and recall (default 5)",
+                        "reward": "team (every agent gets the fraction right, default) or own (1 for naming one's own cue)"]) { o in
+            let reward = o.string("reward", default: "team")
+            guard reward == "team" || reward == "own" else { throw o.fail("reward", "must be team or own") }
+            return TeamRecall(agents: try o.int("agents", default: 2, in: 1...64), cues: try o.int("cues", default: 4, in: 2...64),
+                              delay: try o.int("delay", default: 5, in: 0...10_000), teamReward: reward == "team")
+        },
     ]
 
     nonisolated(unsafe) static var registered: [Entry] = []
@@ -132,6 +159,13 @@ public enum EnvironmentRegistry {
         registered.append(Entry(name: name, summary: summary, options: options, make: make))
     }
 
+    static func checkOptions(_ entry: Entry, _ options: [String: String]) throws {
+        for key in options.keys.sorted() where entry.options[key] == nil {
+            let known = entry.options.keys.sorted()
+            throw EnvironmentError(environment: entry.name, message: "unknown option '\(key)'; " + (known.isEmpty ? "this environment has no options" : "its options are " + known.map { "\($0) (\(entry.options[$0]!))" }.joined(separator: ", ")))
+        }
+    }
+
     /// A new environment with `options`, or an error naming the valid choices (the closest one first)
     /// or the options this environment has.
     public static func make(_ name: String, options: [String: String] = [:]) throws -> any Environment {
@@ -140,11 +174,17 @@ public enum EnvironmentRegistry {
             let nearest = all.min { editDistance($0, name) < editDistance($1, name) }!
             throw EnvironmentError(environment: name, message: "unknown environment; did you mean '\(nearest)'? Available: \(all.joined(separator: ", "))")
         }
-        for key in options.keys.sorted() where entry.options[key] == nil {
-            let known = entry.options.keys.sorted()
-            throw EnvironmentError(environment: name, message: "unknown option '\(key)'; " + (known.isEmpty ? "this environment has no options" : "its options are " + known.map { "\($0) (\(entry.options[$0]!))" }.joined(separator: ", ")))
-        }
+        try checkOptions(entry, options)
         return try entry.make(EnvironmentOptions(environment: name, values: options))
+    }
+
+    /// A new multi-agent environment: a multi-agent entry's, or a single-agent one adapted as one agent.
+    public static func makeMultiAgent(_ name: String, options: [String: String] = [:]) throws -> any MultiAgentEnvironment {
+        if let entry = entries.first(where: { $0.name == name }), let maker = entry.makeMultiAgent {
+            try checkOptions(entry, options)
+            return try maker(EnvironmentOptions(environment: name, values: options))
+        }
+        return SingleAgentAdapter(try make(name, options: options))  // make names the valid choices of an unknown name
     }
 }
 
@@ -170,6 +210,15 @@ public struct EnvironmentSpec: Equatable, Sendable {
         guard !isPython else { throw EnvironmentError(environment: name, message: "a Python environment runs in a bridge; make it with makeVector(count:)") }
         return try EnvironmentRegistry.make(name, options: options)
     }
+
+    /// A new multi-agent environment (a single-agent one adapted as one agent).
+    public func makeMultiAgent() throws -> any MultiAgentEnvironment {
+        guard !isPython else { throw EnvironmentError(environment: name, message: "Python multi-agent environments are not served by the bridge yet") }
+        return try EnvironmentRegistry.makeMultiAgent(name, options: options)
+    }
+
+    /// Whether the name is a registered multi-agent environment.
+    public var isMultiAgent: Bool { EnvironmentRegistry.entries.first { $0.name == name }?.isMultiAgent ?? false }
 
     /// How a bridge makes a Python one: its modules and `gym.make`'s keyword arguments.
     public var bridgeOptions: PythonBridge.Options {
@@ -238,6 +287,79 @@ public enum EnvironmentChecker {
             var actionsA = RandomGenerator(seed: 1000 &+ UInt64(e)), actionsB = actionsA
             let first = try episode(seed: episodeSeed, actions: &actionsA)
             let second = try episode(seed: episodeSeed, actions: &actionsB)
+            guard first == second else { throw fail("the same seed and actions gave different episodes: reset(seed:) must fix the randomness") }
+        }
+    }
+}
+
+extension EnvironmentChecker {
+    /// The same contract for a multi-agent environment, per agent: observations of the right width,
+    /// finite and inside the space; finite rewards; a finite global state; action masks of 0s and
+    /// 1s leaving every active agent an action; truncation exactly at `maxEpisodeSteps` unless
+    /// terminated earlier; the same seed and actions giving the same episode.
+    public static func check(_ env: any MultiAgentEnvironment, episodes: Int = 3, seed: UInt64 = 0) throws {
+        let N = env.agents, o = env.observationSpace.width, a = env.actionSpace.width, g = env.globalStateWidth
+        func fail(_ message: String) -> EnvironmentError { EnvironmentError(environment: env.name, message: message) }
+        guard N >= 1 else { throw fail("a multi-agent environment needs at least one agent") }
+        guard o > 0, a > 0 else { throw fail("observation and action spaces must be non-empty") }
+        guard env.maxEpisodeSteps > 0 else { throw fail("maxEpisodeSteps must be positive") }
+        let n: Int
+        if case .discrete(let count) = env.actionSpace { n = count } else { n = 0 }
+        var observations = [Float](repeating: 0, count: N * o + 1), actions = [Float](repeating: 0, count: N * a)
+        var rewards = [Float](repeating: 0, count: N + 1), active = [Bool](repeating: true, count: N)
+        var state = [Float](repeating: 0, count: g + 1), mask = [Float](repeating: 1, count: max(N * n, 1))
+
+        func verify(step t: Int) throws {
+            guard observations[N * o] == 12345, state[g] == 12345 else { throw fail("step \(t) wrote past the observations or the global state") }
+            for i in 0..<N {
+                try observations.withUnsafeBufferPointer { p in
+                    let row = p.baseAddress! + i * o
+                    for j in 0..<o where !row[j].isFinite { throw fail("step \(t): agent \(i) observation[\(j)] is \(row[j])") }
+                    guard env.observationSpace.contains(row) else { throw fail("step \(t): agent \(i) observation is outside \(env.observationSpace)") }
+                }
+            }
+            env.globalState(into: &state)
+            for j in 0..<g where !state[j].isFinite { throw fail("step \(t): global state[\(j)] is \(state[j])") }
+            if n > 0 {
+                env.availableActions(into: &mask)
+                for i in 0..<N {
+                    let row = mask[(i * n)..<(i * n + n)]
+                    guard row.allSatisfy({ $0 == 0 || $0 == 1 }) else { throw fail("step \(t): agent \(i) action mask holds values other than 0 and 1") }
+                    guard !active[i] || row.contains(1) else { throw fail("step \(t): active agent \(i) has no available action") }
+                }
+            }
+        }
+
+        func episode(seed: UInt64, rng: inout RandomGenerator) throws -> [Float] {
+            var trace: [Float] = []
+            observations[N * o] = 12345
+            state[g] = 12345
+            for i in 0..<N { active[i] = true }
+            env.reset(seed: seed, observations: &observations)
+            try verify(step: 0)
+            trace += observations[0..<(N * o)]
+            for t in 1...env.maxEpisodeSteps {
+                for i in 0..<N {
+                    actions.withUnsafeMutableBufferPointer { p in env.actionSpace.sample(into: p.baseAddress! + i * a, using: &rng) }
+                    if n > 0 && mask[i * n + Int(actions[i])] == 0 { actions[i] = Float(mask[(i * n)..<(i * n + n)].firstIndex(of: 1)! - i * n) }
+                }
+                rewards[N] = 12345
+                let result = env.step(actions: actions, observations: &observations, rewards: &rewards, active: &active)
+                guard rewards[N] == 12345 else { throw fail("step \(t) wrote past the rewards") }
+                try verify(step: t)
+                for i in 0..<N where !rewards[i].isFinite { throw fail("step \(t): agent \(i) reward is \(rewards[i])") }
+                trace += observations[0..<(N * o)] + rewards[0..<N] + state[0..<g]
+                if result.terminated && result.truncated { throw fail("step \(t) is both terminated and truncated") }
+                if result.truncated && t != env.maxEpisodeSteps { throw fail("step \(t) truncated before the limit \(env.maxEpisodeSteps)") }
+                if result.done { return trace }
+            }
+            throw fail("episode ran past maxEpisodeSteps = \(env.maxEpisodeSteps) without ending")
+        }
+
+        for e in 0..<episodes {
+            var a = RandomGenerator(seed: 1000 &+ UInt64(e)), b = a
+            let first = try episode(seed: seed &+ UInt64(e), rng: &a)
+            let second = try episode(seed: seed &+ UInt64(e), rng: &b)
             guard first == second else { throw fail("the same seed and actions gave different episodes: reset(seed:) must fix the randomness") }
         }
     }

