@@ -8,6 +8,28 @@ public enum OffPolicyAlgorithm: String, Codable, CaseIterable, Sendable {
     case sac
     /// Twin delayed DDPG: deterministic policy, target smoothing, delayed actor updates.
     case td3
+    /// Multi-agent SAC: one decentralised (recurrent) actor shared by the agents, centralised
+    /// critics per agent, a temperature per agent; with one agent, exactly SAC.
+    case masac
+
+    /// SAC or MASAC (a stochastic policy with a learned temperature).
+    public var isSoft: Bool { self != .td3 }
+}
+
+/// What a multi-agent critic sees besides the agent's id and the actions.
+public enum CriticInput: String, Codable, CaseIterable, Sendable {
+    /// The environment's global state (when it has one).
+    case globalState
+    /// Every agent's observation side by side.
+    case jointObservation
+}
+
+/// Where the other agents' actions come from when a multi-agent actor is updated.
+public enum OtherAgentsActions: String, Codable, CaseIterable, Sendable {
+    /// As recorded in the replay.
+    case replay
+    /// Drawn from the other agents' current policies.
+    case currentPolicy
 }
 
 /// The network type of actor and critics.
@@ -67,6 +89,10 @@ public struct AgentConfiguration: Codable, Equatable, Sendable {
     public var policyNoise: Float = 0.2
     public var noiseClip: Float = 0.5
     public var explorationNoise: Float = 0.1
+    /// MASAC: the centralised critics see the global state (nil: when the environment has one) or the joint observation.
+    public var criticInput: CriticInput? = nil
+    /// MASAC: the other agents' actions in the actor update (nil: from the replay).
+    public var otherAgentsActions: OtherAgentsActions? = nil
 
     public init() {}
 
@@ -76,7 +102,7 @@ public struct AgentConfiguration: Codable, Equatable, Sendable {
         try sampler.validate()
         try validateNetworkSizes(recurrentLayers: recurrentLayers, hiddenSize: hiddenSize, headHiddenSizes: headHiddenSizes)
         if batchSize < 1 { try fail("batch size must be at least 1 (got \(batchSize))") }
-        if context.agentID {
+        if context.agentID && algorithm != .masac {
             try fail("the agent id in the context is for networks shared by several agents; this algorithm trains one agent: drop 'agentID' from the context")
         }
         if replayCapacity < 1 { try fail("replay capacity must be at least 1 (got \(replayCapacity))") }

@@ -34,8 +34,25 @@ public struct UpdateStatistics: Equatable, Codable, Sendable {
 ///
 /// The mask is `validMask`, or `finalStepMask` with `maskNonFinal`. Burn-in slots run without
 /// gradient and warm the state from zeros or the stored state.
+///
+/// Several agents (MASAC): one actor shared by all agents (rows agent-inner, `[time, batch ·
+/// agents, feature]`, each agent's id one-hot in its context), and centralised critics Q_k(s, a_k,
+/// a_-k) per agent k: they see the global state (or the joint observation) with the agent's id,
+/// and take the agent's own action with the others' (continuous), or give Q for each of the agent's
+/// actions with the others' one-hot (discrete). Each agent has its own reward and temperature; the
+/// targets draw every agent's a' from the current actor; the actor update moves only the agent's
+/// own action, the others' coming from the replay or the current actor (`otherAgentsActions`).
+/// With one agent every step is single-agent SAC's, to the bit.
 public final class OffPolicyAgent {
     public let configuration: AgentConfiguration
+    /// Agents per environment step (1: single-agent SAC and TD3).
+    public let agents: Int
+    /// Floats of the global state the critics see (0: they see the joint observation).
+    public let globalStateWidth: Int
+    /// Floats of one step's critic input (the actor's context when both are the same).
+    public let criticContextWidth: Int
+    /// The critics read the actor's context (one agent, nothing central to add).
+    let sharesContext: Bool
     public let observationWidth: Int
     /// Floats per action (1 for discrete actions, which are stored as an index).
     public let actionWidth: Int
@@ -47,7 +64,8 @@ public final class OffPolicyAgent {
     public let actorTarget: SequenceNetwork?
     public let critics: [SequenceNetwork]
     public let criticTargets: [SequenceNetwork]
-    public let logTemperature = Parameter([1])
+    /// log α per agent.
+    public let logTemperature: Parameter
     public let targetEntropy: Float
 
     let actorOptimizer: Adam
@@ -75,6 +93,19 @@ public final class OffPolicyAgent {
 
     // Workspaces (allocated on first use, reused).
     let context = Tensor([0])
+    let criticContext = Tensor([0])
+    /// `[slots, batch · agents]`: the batch's reset mask for every agent's row (several agents).
+    let agentResetMask = Tensor([0])
+    /// Critic head extras assembled from several agents' actions: recorded, next, policy.
+    let recordedExtra = Tensor([0]), nextExtra = Tensor([0]), policyExtra = Tensor([0])
+    /// Discrete a' (several agents: the others' actions in the target critics' input), and the
+    /// others' actions drawn from the current actor for the actor update.
+    let sampledNext = Tensor([0]), currentActions = Tensor([0]), currentProbabilities = Tensor([0])
+    /// d Q / d(own action) of several agents' critics (the first columns of the head's extra gradient).
+    let ownActionGradient = Tensor([0])
+    /// Per agent: α (0 for TD3) and Σ weight · entropy of the last actor update.
+    let temperatureValues: Tensor
+    let agentEntropies: UnsafeMutablePointer<Double>
     let contextPart = Tensor([0])
     let maskPart = Tensor([0])
     let lossMask = Tensor([0])
@@ -84,9 +115,19 @@ public final class OffPolicyAgent {
     let parameterGradient = Tensor([0])
     let weights = Tensor([0])
 
-    public init(configuration: AgentConfiguration, observationSpace: Space, actionSpace: Space, seed: UInt64) throws {
+    /// An agent for `agents` agents per step (1: SAC or TD3; more: MASAC) whose environment has a
+    /// global state of `globalStateWidth` floats (0: none).
+    public init(configuration: AgentConfiguration, observationSpace: Space, actionSpace: Space, seed: UInt64,
+                agents: Int = 1, globalStateWidth: Int = 0) throws {
         try configuration.validate()
+        guard agents >= 1 else { throw ConfigurationError("an agent needs at least one agent per step (got \(agents))") }
+        if agents > 1 && configuration.algorithm != .masac {
+            throw ConfigurationError("this environment has \(agents) agents; \(configuration.algorithm.rawValue) trains one: use masac")
+        }
         self.configuration = configuration
+        self.agents = agents
+        let usesGlobalState = globalStateWidth > 0 && configuration.criticInput != .jointObservation
+        self.globalStateWidth = usesGlobalState ? globalStateWidth : 0
         observationWidth = observationSpace.width
         switch actionSpace {
         case .box(let low, _):
@@ -101,14 +142,23 @@ public final class OffPolicyAgent {
         }
         let c = configuration
         // A discrete previous action enters the context one-hot (its index has no order).
-        let contextWidth = c.context.width(observation: observationWidth, action: discreteActions ?? actionWidth)
+        let contextWidth = c.context.width(observation: observationWidth, action: discreteActions ?? actionWidth, agents: agents)
         self.contextWidth = contextWidth
+        // Critics: the central input (global state or joint observation), the agent's id, the previous
+        // joint action and the agent's previous reward; with one agent and nothing central, the actor's context.
+        sharesContext = agents == 1 && !usesGlobalState && !c.context.agentID
+        let central = usesGlobalState ? globalStateWidth : agents * observationWidth
+        let criticContextWidth = sharesContext ? contextWidth
+            : central + (agents > 1 ? agents : 0) + (c.context.lastAction ? agents * (discreteActions ?? actionWidth) : 0) + (c.context.lastReward ? 1 : 0)
+        self.criticContextWidth = criticContextWidth
+        // Continuous: the agent's own action then the others'; discrete: the others' one-hot.
+        let criticExtraWidth = discreteActions == nil ? agents * actionWidth : (agents - 1) * (discreteActions ?? 0)
         let discreteActions = self.discreteActions
         var rng = RandomGenerator(seed: seed)
         let A = actionWidth
         if let n = discreteActions {
             objective = DiscreteSoftActorCriticObjective(actions: n)
-        } else if c.algorithm == .sac {
+        } else if c.algorithm.isSoft {
             objective = SoftActorCriticObjective(actionWidth: A)
         } else {
             objective = TD3Objective(actionWidth: A, explorationNoise: c.explorationNoise, policyNoise: c.policyNoise, noiseClip: c.noiseClip)
@@ -122,7 +172,7 @@ public final class OffPolicyAgent {
         }
         func makeCritic(_ rng: inout RandomGenerator) -> SequenceNetwork {
             // Discrete: Q for every action from the features; continuous: Q(features, action).
-            SequenceNetwork(contextWidth: contextWidth, extraWidth: discreteActions == nil ? A : 0, cell: c.network.cell,
+            SequenceNetwork(contextWidth: criticContextWidth, extraWidth: criticExtraWidth, cell: c.network.cell,
                             hiddenSize: c.hiddenSize, layers: c.recurrentLayers, headHiddenSizes: c.headHiddenSizes,
                             outputSize: discreteActions ?? 1, activation: c.activation, using: &rng)
         }
@@ -138,7 +188,11 @@ public final class OffPolicyAgent {
             actorTarget = nil
         }
         self.rng = rng.split()
-        logTemperature.value.data[0] = Foundation.log(c.initialTemperature)
+        logTemperature = Parameter([agents])
+        logTemperature.value.fill(Foundation.log(c.initialTemperature))
+        temperatureValues = Tensor([agents])
+        agentEntropies = .allocate(capacity: agents)
+        agentEntropies.initialize(repeating: 0, count: agents)
         if let given = c.targetEntropy {
             targetEntropy = given
         } else if let n = discreteActions {
@@ -168,13 +222,22 @@ public final class OffPolicyAgent {
         temperatureOptimizer = Adam(parameters: [logTemperature], learningRate: c.temperatureLearningRate)
     }
 
+    deinit { agentEntropies.deallocate() }
+
+    /// The (first agent's) temperature α.
     public var temperature: Float { Foundation.exp(logTemperature.value.data[0]) }
+
+    /// Fills `temperatureValues` with each agent's α (0 for TD3).
+    func currentTemperatures() -> AgentTemperatures {
+        for k in 0..<agents { temperatureValues.data[k] = configuration.algorithm.isSoft ? Foundation.exp(logTemperature.value.data[k]) : 0 }
+        return AgentTemperatures(count: agents, values: temperatureValues.data, entropies: agentEntropies)
+    }
 
     /// Named parameters for a weights file: `actor.*`, `critic0.*`, ..., `log_temperature`.
     public func namedParameters() -> [NamedParameter] {
         var all = actor.namedParameters(prefix: "actor.")
         for (i, c) in critics.enumerated() { all += c.namedParameters(prefix: "critic\(i).") }
-        if configuration.algorithm == .sac { all.append(("log_temperature", logTemperature)) }
+        if configuration.algorithm.isSoft { all.append(("log_temperature", logTemperature)) }
         return all
     }
 
@@ -191,7 +254,7 @@ public final class OffPolicyAgent {
         let stored = configuration.sampler.initialState.usesStoredStates
         return ReplayLayout(observationWidth: observationWidth, actionWidth: actionWidth,
                             actorStateWidth: stored ? actor.stateWidth : 0,
-                            criticStateWidth: stored ? critics.reduce(0) { $0 + $1.stateWidth } : 0)
+                            criticStateWidth: stored ? agents * criticStateWidth : 0, agents: agents, globalStateWidth: globalStateWidth)
     }
 
     // MARK: Acting
@@ -206,11 +269,15 @@ public final class OffPolicyAgent {
         objective.act(policyOutput: out, rows: E, deterministic: deterministic, actions: actions, rng: &rng)
     }
 
-    /// Advances the critics' states by one step (for storing them in the replay): `state` is
-    /// `[E, total critic state width]`, critic i's columns side by side.
+    /// Floats of one row's critic states, all critics side by side.
+    public var criticStateWidth: Int { critics.reduce(0) { $0 + $1.stateWidth } }
+
+    /// Advances the critics' states by one step (for storing them in the replay): `context` is the
+    /// critics' input `[1, E, criticContextWidth]` (the actor's context when they share it), `state`
+    /// `[E, criticStateWidth]`, critic i's columns side by side.
     public func advanceCriticStates(context: Tensor, state: Tensor) {
         let E = context.shape[1]
-        let total = critics.reduce(0) { $0 + $1.stateWidth }
+        let total = criticStateWidth
         var column = 0
         for critic in critics {
             guard let encoder = critic.encoder else { continue }
@@ -224,31 +291,125 @@ public final class OffPolicyAgent {
 
     // MARK: Updates
 
-    /// Builds the encoders' inputs for every slot of the batch.
+    /// Builds the encoders' inputs for every slot of the batch: the actor's (one row per agent) and,
+    /// unless they share it, the critics'.
     func buildContext(_ batch: SequenceBatch) {
-        let S = batch.slots, B = batch.batchSize, o = observationWidth, a = actionWidth, C = contextWidth
-        context.resize(Shape(d0: S, d1: B, d2: C))
+        let S = batch.slots, B = batch.batchSize, N = agents, o = observationWidth, a = actionWidth, C = contextWidth
+        context.resize(Shape(d0: S, d1: B * N, d2: C))
         let ctx = configuration.context
         for k in 0..<(S * B) {
-            ctx.write(observation: batch.observations.data + k * o, observationWidth: o,
-                      lastAction: batch.hasPreviousAction.data[k] != 0 ? batch.previousActions.data + k * a : nil, actionWidth: a,
-                      oneHotOver: discreteActions, lastReward: batch.previousRewards.data[k], into: context.data + k * C)
+            let has = batch.hasPreviousAction.data[k] != 0
+            for j in 0..<N {
+                let r = k * N + j
+                ctx.write(observation: batch.observations.data + r * o, observationWidth: o,
+                          lastAction: has ? batch.previousActions.data + r * a : nil, actionWidth: a,
+                          oneHotOver: discreteActions, lastReward: batch.previousRewards.data[r], agent: j, agents: N, into: context.data + r * C)
+            }
+        }
+        if N > 1 {
+            agentResetMask.resize(Shape(d0: S, d1: B * N))
+            for k in 0..<(S * B) { for j in 0..<N { agentResetMask.data[k * N + j] = batch.resetMask.data[k] } }
+        }
+        guard !sharesContext else { return }
+        let Cc = criticContextWidth, g = globalStateWidth
+        criticContext.resize(Shape(d0: S, d1: B * N, d2: Cc))
+        for k in 0..<(S * B) {
+            let has = batch.hasPreviousAction.data[k] != 0
+            for j in 0..<N {
+                writeCriticContext(observations: batch.observations.data + k * N * o, globalState: batch.globalStates.data + k * g,
+                                   previousActions: has ? batch.previousActions.data + k * N * a : nil,
+                                   previousReward: batch.previousRewards.data[k * N + j], agent: j, into: criticContext.data + (k * N + j) * Cc)
+            }
         }
     }
 
-    /// Critic i's columns of a `[batch, total critic state width]` tensor.
-    func criticStateColumns(_ states: Tensor, critic i: Int) -> Matrix? {
-        guard critics[i].isRecurrent, configuration.sampler.initialState.usesStoredStates else { return nil }
-        let total = states.shape[1]
-        let column = critics[0..<i].reduce(0) { $0 + $1.stateWidth }
-        return Matrix(states.data + column, rows: states.shape[0], columns: critics[i].stateWidth, stride: total)
+    /// Writes agent `agent`'s critic input for one step: the global state (or every agent's
+    /// observation), the agent's id one-hot (several agents), every agent's previous action (one-hot
+    /// when discrete; zeros when nil, at an episode's first step) and the agent's previous reward,
+    /// as the context options say.
+    public func writeCriticContext(observations: UnsafePointer<Float>, globalState: UnsafePointer<Float>?, previousActions: UnsafePointer<Float>?,
+                                   previousReward: Float, agent: Int, into out: UnsafeMutablePointer<Float>) {
+        let N = agents, ctx = configuration.context
+        var p = out
+        if globalStateWidth > 0, let globalState {
+            p.update(from: globalState, count: globalStateWidth)
+            p += globalStateWidth
+        } else {
+            p.update(from: observations, count: N * observationWidth)
+            p += N * observationWidth
+        }
+        if N > 1 {
+            p.update(repeating: 0, count: N)
+            p[agent] = 1
+            p += N
+        }
+        if ctx.lastAction {
+            let w = discreteActions ?? actionWidth
+            p.update(repeating: 0, count: N * w)
+            if let previousActions {
+                for j in 0..<N {
+                    if discreteActions != nil { p[j * w + Int(previousActions[j])] = 1 } else {
+                        (p + j * w).update(from: previousActions + j * actionWidth, count: actionWidth)
+                    }
+                }
+            }
+            p += N * w
+        }
+        if ctx.lastReward { p[0] = previousReward }
     }
 
-    /// Runs `network`'s encoder over the current slots 0..<L of the batch, the first `burnIn` of
-    /// them without activations, and returns the features of the trained slots burnIn..<L.
+    /// The critics' input over the batch (the actor's context when they share it) and the reset mask of its rows.
+    var criticInput: Tensor { sharesContext ? context : criticContext }
+    func rowResetMask(_ batch: SequenceBatch) -> Tensor { agents == 1 ? batch.resetMask : agentResetMask }
+
+    /// The critics' head extra for `rows` agent-inner rows from every agent's actions `actions` (rows ×
+    /// actionWidth, in order) with each row's own action taken from `own` (default: `actions`):
+    /// continuous [own, others...], discrete the others one-hot. With one agent no copy is made.
+    func criticExtra(_ actions: UnsafePointer<Float>, own: UnsafePointer<Float>? = nil, rows: Int, into out: Tensor) -> UnsafePointer<Float>? {
+        let N = agents, a = actionWidth
+        if N == 1 { return discreteActions == nil ? (own ?? actions) : nil }
+        if let n = discreteActions {
+            let w = (N - 1) * n
+            out.resize(Shape(d0: rows, d1: w))
+            out.zero()
+            for r in 0..<rows {
+                let k = r % N, group = r - k
+                var slot = 0
+                for j in 0..<N where j != k {
+                    out.data[r * w + slot * n + Int(actions[group + j])] = 1
+                    slot += 1
+                }
+            }
+        } else {
+            let w = N * a
+            out.resize(Shape(d0: rows, d1: w))
+            for r in 0..<rows {
+                let k = r % N, group = r - k, dst = out.data + r * w
+                dst.update(from: (own ?? actions) + r * a, count: a)
+                var slot = 1
+                for j in 0..<N where j != k {
+                    (dst + slot * a).update(from: actions + (group + j) * a, count: a)
+                    slot += 1
+                }
+            }
+        }
+        return UnsafePointer(out.data)
+    }
+
+    /// Critic i's columns of a `[batch, agents · criticStateWidth]` tensor, one row per agent.
+    func criticStateColumns(_ states: Tensor, critic i: Int) -> Matrix? {
+        guard critics[i].isRecurrent, configuration.sampler.initialState.usesStoredStates else { return nil }
+        let total = criticStateWidth
+        let column = critics[0..<i].reduce(0) { $0 + $1.stateWidth }
+        return Matrix(states.data + column, rows: states.shape[0] * agents, columns: critics[i].stateWidth, stride: total)
+    }
+
+    /// Runs `network`'s encoder over the current slots 0..<L of the batch (the actor's context, or the
+    /// critics' input for a critic), the first `burnIn` of them without activations, and returns the
+    /// features of the trained slots burnIn..<L.
     func encodeCurrent(_ network: SequenceNetwork, batch: SequenceBatch, initialState: Matrix?, keepActivations: Bool) -> Tensor {
-        network.encode(window: context, resetMask: batch.resetMask, slots: 0..<(batch.slots - 1), burnIn: configuration.sampler.burnIn,
-                       initialState: initialState, keepActivations: keepActivations)
+        network.encode(window: network === actor ? context : criticInput, resetMask: rowResetMask(batch), slots: 0..<(batch.slots - 1),
+                       burnIn: configuration.sampler.burnIn, initialState: initialState, keepActivations: keepActivations)
     }
 
     /// One critic update, then (every `actorUpdateInterval` critic updates) an actor and
@@ -278,34 +439,42 @@ public final class OffPolicyAgent {
             }
             actorOptimizer.step()
             statistics.actorLoss = Float(actorLoss)
-            if c.algorithm == .sac {
+            if c.algorithm.isSoft {
                 statistics.entropy = Float(entropy)
                 if c.learnTemperature {
-                    // d/d(log α) of -log α (log π + H*) averaged: -(E[log π] + H*) = entropy - H*.
-                    logTemperature.gradient.data[0] = Float(entropy) - targetEntropy
+                    // d/d(log α_k) of -log α_k (log π + H*) averaged over agent k's rows: entropy_k - H*
+                    // (each agent's rows carry 1/agents of the weights).
+                    for k in 0..<agents { logTemperature.gradient.data[k] = Float(Double(agents) * agentEntropies[k]) - targetEntropy }
                     temperatureOptimizer.step()
                 }
-                statistics.temperature = temperature
+                if agents == 1 {
+                    statistics.temperature = temperature
+                } else {
+                    var sum: Float = 0
+                    for k in 0..<agents { sum += Foundation.exp(logTemperature.value.data[k]) }
+                    statistics.temperature = sum / Float(agents)
+                }
             }
             actorUpdates += 1
             if configuration.algorithm == .td3 { updateTargets() }
         }
-        if configuration.algorithm == .sac && criticUpdates % configuration.targetUpdateInterval == 0 { updateTargets() }
+        if configuration.algorithm.isSoft && criticUpdates % configuration.targetUpdateInterval == 0 { updateTargets() }
     }
 
-    /// Builds the context inputs and the loss weights (mask / number of masked steps) of a batch;
-    /// returns the number of trained rows, (L - burnIn) · batch.
+    /// Builds the context inputs and the loss weights (mask / number of masked rows) of a batch;
+    /// returns the number of trained rows, (L - burnIn) · batch · agents.
     func prepare(_ batch: SequenceBatch) -> Int {
         buildContext(batch)
-        let L = batch.slots - 1, Bn = configuration.sampler.burnIn, B = batch.batchSize
+        let L = batch.slots - 1, Bn = configuration.sampler.burnIn, B = batch.batchSize, N = agents
         copySlots(batch.lossMask(maskNonFinal: configuration.sampler.maskNonFinal), Bn..<L, into: lossMask)
-        let rows = (L - Bn) * B
-        lossMask.resize(Shape(d0: rows))
+        let steps = (L - Bn) * B
+        lossMask.resize(Shape(d0: steps))
         var active: Float = 0
-        for r in 0..<rows { active += lossMask.data[r] }
+        for r in 0..<steps { active += lossMask.data[r] }
+        let rows = steps * N
         weights.resize(Shape(d0: rows))
-        let scale: Float = active > 0 ? 1 / active : 0
-        for r in 0..<rows { weights.data[r] = lossMask.data[r] * scale }
+        let scale: Float = active > 0 ? 1 / (Float(N) * active) : 0
+        for r in 0..<rows { weights.data[r] = lossMask.data[r / N] * scale }
         return rows
     }
 
@@ -316,15 +485,23 @@ public final class OffPolicyAgent {
 
     /// The critics' loss (summed over critics) and mean Q; fills the critics' gradients.
     func criticLossAndGradients(_ batch: SequenceBatch, rows: Int) -> (loss: Double, meanQ: Double) {
-        let c = configuration, L = batch.slots - 1, Bn = c.sampler.burnIn, B = batch.batchSize, A = actionWidth
-        let alpha = c.algorithm == .sac ? temperature : 0
-        let nextRow = (Bn + 1) * B  // first row of the next view of the trained slots
+        let c = configuration, L = batch.slots - 1, Bn = c.sampler.burnIn, N = agents, RB = batch.batchSize * N, A = actionWidth
+        let temperatures = currentTemperatures()
+        let nextRow = (Bn + 1) * RB  // first row of the next view of the trained slots
+        let resetMask = rowResetMask(batch), input = criticInput
 
-        // a' at slots Bn+1...L from the current actor (TD3: the target actor).
+        // a' at slots Bn+1...L from the current actor (TD3: the target actor), for every agent.
         let policy = actorTarget ?? actor
-        let actorFeatures = policy.encode(context, initialState: storedActorState(batch), resetMask: batch.resetMask, keepActivations: false)
+        let actorFeatures = policy.encode(context, initialState: storedActorState(batch), resetMask: resetMask, keepActivations: false)
         let out = policy.head(features: actorFeatures, firstRow: nextRow, rows: rows, extra: nil)
-        let nextActions = objective.drawNextActions(policyOutput: out, rows: rows, rng: &rng)
+        var nextActions = objective.drawNextActions(policyOutput: out, rows: rows, rng: &rng)
+        if N > 1, let n = discreteActions, let discrete = objective as? DiscreteSoftActorCriticObjective {
+            // The other agents' a' enter the target critics' input as actions drawn from their policies.
+            sampledNext.resize(Shape(d0: rows))
+            Categorical.sample(probabilities: discrete.nextProbabilities.data, rows: rows, actions: n, into: sampledNext.data, rng: &rng)
+            nextActions = UnsafePointer(sampledNext.data)
+        }
+        let nextInput = nextActions.flatMap { criticExtra($0, rows: rows, into: nextExtra) }
 
         // Target critics: the minimum over critics at each next slot.
         let width = discreteActions ?? 1
@@ -333,35 +510,36 @@ public final class OffPolicyAgent {
             let features: Tensor
             let firstRow: Int
             if c.sampler.includeFirstStepInTargets || !target.isRecurrent {
-                features = target.encode(context, initialState: criticStateColumns(batch.initialCriticState, critic: i),
-                                         resetMask: batch.resetMask, keepActivations: false)
+                features = target.encode(input, initialState: criticStateColumns(batch.initialCriticState, critic: i),
+                                         resetMask: resetMask, keepActivations: false)
                 firstRow = nextRow
             } else {
-                copySlots(context, 1..<(L + 1), into: contextPart)
-                copySlots(batch.resetMask, 1..<(L + 1), into: maskPart)
+                copySlots(input, 1..<(L + 1), into: contextPart)
+                copySlots(resetMask, 1..<(L + 1), into: maskPart)
                 features = target.encode(contextPart, initialState: criticStateColumns(batch.targetInitialCriticState, critic: i),
                                          resetMask: maskPart, keepActivations: false)
-                firstRow = Bn * B
+                firstRow = Bn * RB
             }
-            let q = target.head(features: features, firstRow: firstRow, rows: rows, extra: nextActions)
+            let q = target.head(features: features, firstRow: firstRow, rows: rows, extra: nextInput)
             if i == 0 { targetMin.copy(from: q) } else { for j in 0..<(rows * width) { targetMin.data[j] = min(targetMin.data[j], q.data[j]) } }
         }
-        // y = r + γ (1 - terminated) V(next).
+        // y = r + γ (1 - terminated) V(next), each agent with its own reward and temperature.
         targets.resize(Shape(d0: rows, d1: 1))
         for r in 0..<rows {
-            let v = objective.nextValue(row: r, minimumQ: targetMin.data + r * width, temperature: alpha)
-            let k = Bn * B + r
-            targets.data[r] = batch.rewards.data[k] + c.gamma * (1 - batch.terminated.data[k]) * v
+            let v = objective.nextValue(row: r, minimumQ: targetMin.data + r * width, temperature: temperatures.values[temperatures.agent(ofRow: r)])
+            let k = Bn * RB + r
+            targets.data[r] = batch.rewards.data[k] + c.gamma * (1 - batch.terminated.data[k / N]) * v
         }
 
         // Online critics: masked squared error of Q(h_t, a_t), back-propagated through time.
         criticOptimizer.zeroGradients()
         var loss: Double = 0, meanQ: Double = 0
+        let recorded = batch.actions.data + Bn * RB * A
+        let recordedInput = criticExtra(recorded, rows: rows, into: recordedExtra)
         for (i, critic) in critics.enumerated() {
             let features = encodeCurrent(critic, batch: batch, initialState: criticStateColumns(batch.initialCriticState, critic: i),
                                          keepActivations: true)
-            let recorded = batch.actions.data + Bn * B * A
-            let q = critic.head(features: features, firstRow: 0, rows: rows, extra: discreteActions == nil ? recorded : nil)
+            let q = critic.head(features: features, firstRow: 0, rows: rows, extra: recordedInput)
             qGradient.resize(Shape(d0: rows, d1: width))
             qGradient.zero()
             for r in 0..<rows where weights.data[r] != 0 {
@@ -371,7 +549,7 @@ public final class OffPolicyAgent {
                 meanQ += Double(weights.data[r] * q.data[j]) / Double(critics.count)
                 qGradient.data[j] = 2 * weights.data[r] * d
             }
-            backward(critic, outputGradient: qGradient, trainedSlots: L - Bn, batch: B)
+            backward(critic, outputGradient: qGradient, trainedSlots: L - Bn, batch: RB)
         }
         return (loss, meanQ)
     }
@@ -381,32 +559,50 @@ public final class OffPolicyAgent {
         network.backward(window: outputGradient, slots: T, batch: B, truncation: configuration.truncation)
     }
 
+    /// The stored actor states entering each window, one row per agent.
     func storedActorState(_ batch: SequenceBatch) -> Matrix? {
-        actor.isRecurrent && configuration.sampler.initialState.usesStoredStates ? batch.initialActorState.matrix : nil
+        guard actor.isRecurrent && configuration.sampler.initialState.usesStoredStates else { return nil }
+        return Matrix(batch.initialActorState.data, rows: batch.batchSize * agents, columns: actor.stateWidth, stride: actor.stateWidth)
     }
 
     /// The actor's loss and the policy entropy; fills the actor's gradients (the critics only pass
     /// dQ/da through, their gradients stay untouched).
     func actorLossAndGradients(_ batch: SequenceBatch, rows: Int) -> (loss: Double, entropy: Double) {
-        let c = configuration, L = batch.slots - 1, Bn = c.sampler.burnIn, B = batch.batchSize
+        let c = configuration, L = batch.slots - 1, Bn = c.sampler.burnIn, RB = batch.batchSize * agents
         actorOptimizer.zeroGradients()
         let features = encodeCurrent(actor, batch: batch, initialState: storedActorState(batch), keepActivations: true)
         let out = actor.head(features: features, firstRow: 0, rows: rows, extra: nil)
         parameterGradient.resize(out.shape)
-        let (loss, entropy) = objective.actorLoss(policyOutput: out, rows: rows, weights: weights.data,
-                                                  temperature: c.algorithm == .sac ? temperature : 0,
-                                                  critics: CriticsAtTrainedSlots(agent: self, batch: batch, rows: rows),
+        // The other agents' actions: recorded, or (several agents, `currentPolicy`) drawn from the current actor.
+        var others = UnsafePointer(batch.actions.data + Bn * RB * actionWidth)
+        if agents > 1 && c.otherAgentsActions == .currentPolicy {
+            currentActions.resize(Shape(d0: rows, d1: actionWidth))
+            if let n = discreteActions {
+                currentProbabilities.resize(Shape(d0: 2 * rows * n))
+                Categorical.probabilities(logits: out.data, rows: rows, actions: n, probabilities: currentProbabilities.data,
+                                          logProbabilities: currentProbabilities.data + rows * n)
+                Categorical.sample(probabilities: currentProbabilities.data, rows: rows, actions: n, into: currentActions.data, rng: &rng)
+            } else {
+                objective.act(policyOutput: out, rows: rows, deterministic: false, actions: currentActions.data, rng: &rng)
+            }
+            others = UnsafePointer(currentActions.data)
+        }
+        let (loss, entropy) = objective.actorLoss(policyOutput: out, rows: rows, weights: weights.data, agents: currentTemperatures(),
+                                                  critics: CriticsAtTrainedSlots(agent: self, batch: batch, rows: rows, others: others),
                                                   gradient: parameterGradient, rng: &rng)
-        backward(actor, outputGradient: parameterGradient, trainedSlots: L - Bn, batch: B)
+        backward(actor, outputGradient: parameterGradient, trainedSlots: L - Bn, batch: RB)
         return (loss, entropy)
     }
 }
 
 /// The online critics over the current batch's trained slots, without gradient into their encoders.
+/// With several agents each row's critic input holds the row's own action (the one the actor moves)
+/// and the other agents' actions from `others`.
 struct CriticsAtTrainedSlots: CriticView {
     unowned let agent: OffPolicyAgent
     let batch: SequenceBatch
     let rows: Int
+    let others: UnsafePointer<Float>
 
     var count: Int { agent.critics.count }
 
@@ -414,13 +610,20 @@ struct CriticsAtTrainedSlots: CriticView {
         let critic = agent.critics[i]
         let f = agent.encodeCurrent(critic, batch: batch, initialState: agent.criticStateColumns(batch.initialCriticState, critic: i),
                                     keepActivations: false)
-        return critic.head(features: f, firstRow: 0, rows: rows, extra: actions)
+        let extra = agent.agents == 1 ? actions : agent.criticExtra(others, own: actions, rows: rows, into: agent.policyExtra)
+        return critic.head(features: f, firstRow: 0, rows: rows, extra: extra)
     }
 
     func actionGradient(_ i: Int, qGradient: Tensor) -> Tensor {
         // The critic's head still holds its activations for these actions.
-        agent.critics[i].headBackward(qGradient, needsFeatureGradient: false, needsExtraGradient: true, needsParameterGradients: false)
-        return agent.critics[i].extraGradient
+        let critic = agent.critics[i]
+        critic.headBackward(qGradient, needsFeatureGradient: false, needsExtraGradient: true, needsParameterGradients: false)
+        guard agent.agents > 1 else { return critic.extraGradient }
+        // Only the row's own action (the first columns) belongs to the actor being trained.
+        let A = agent.actionWidth, w = critic.extraWidth, g = agent.ownActionGradient
+        g.resize(Shape(d0: rows, d1: A))
+        for r in 0..<rows { (g.data + r * A).update(from: critic.extraGradient.data + r * w, count: A) }
+        return g
     }
 }
 
@@ -428,9 +631,10 @@ extension OffPolicyAgent: RecurrentActor {
     public var actorStateWidth: Int { actor.stateWidth }
     public func prepare(observation: UnsafeMutablePointer<Float>) {}
     public func prepare(reward: Float) -> Float { reward }
-    public func writeContext(observation: UnsafePointer<Float>, lastAction: UnsafePointer<Float>?, lastReward: Float,
+    public func writeContext(observation: UnsafePointer<Float>, lastAction: UnsafePointer<Float>?, lastReward: Float, agent: Int,
                              into out: UnsafeMutablePointer<Float>) {
         configuration.context.write(observation: observation, observationWidth: observationWidth, lastAction: lastAction,
-                                    actionWidth: actionWidth, oneHotOver: discreteActions, lastReward: lastReward, into: out)
+                                    actionWidth: actionWidth, oneHotOver: discreteActions, lastReward: lastReward, agent: agent,
+                                    agents: agents, into: out)
     }
 }

@@ -15,6 +15,21 @@ public protocol CriticView {
     func actionGradient(_ i: Int, qGradient: Tensor) -> Tensor
 }
 
+/// The agents of a batch whose rows are agent-inner (row r belongs to agent r % count): each
+/// agent's temperature α (in), and each agent's Σ weight · entropy over its rows (out).
+public struct AgentTemperatures {
+    public let count: Int
+    public let values: UnsafePointer<Float>
+    public let entropies: UnsafeMutablePointer<Double>
+    public init(count: Int, values: UnsafePointer<Float>, entropies: UnsafeMutablePointer<Double>) {
+        self.count = count
+        self.values = values
+        self.entropies = entropies
+    }
+    /// The agent of row r.
+    @inline(__always) public func agent(ofRow r: Int) -> Int { count == 1 ? 0 : r % count }
+}
+
 /// The part of an off-policy actor-critic that depends on the algorithm and the action space;
 /// `OffPolicyAgent` does the rest (networks, windows, the critics' regression, targets, schedules).
 ///
@@ -29,11 +44,13 @@ public protocol OffPolicyObjective: AnyObject {
     /// Draws a' at `rows` bootstrap rows from the (target) actor's output. Returns the actions the
     /// target critics take as input, or nil when the critics give Q for every discrete action.
     func drawNextActions(policyOutput: Tensor, rows: Int, rng: inout RandomGenerator) -> UnsafePointer<Float>?
-    /// V at bootstrap row r from the target critics' minimum there (1 or n floats) and temperature α.
+    /// V at bootstrap row r from the target critics' minimum there (1 or n floats) and the row's temperature α.
     func nextValue(row r: Int, minimumQ: UnsafePointer<Float>, temperature alpha: Float) -> Float
     /// The actor's loss Σ_rows weight · ℓ(row) and the policy's entropy Σ_rows weight · H(row) at the
-    /// trained rows; writes d(loss)/d(head output) into `gradient` (`rows x policyOutputs`).
-    func actorLoss(policyOutput: Tensor, rows: Int, weights: UnsafePointer<Float>, temperature alpha: Float, critics: CriticView,
+    /// trained rows; writes d(loss)/d(head output) into `gradient` (`rows x policyOutputs`). Rows are
+    /// agent-inner over `agents.count` agents, each with its own temperature; `agents.entropies`
+    /// receives each agent's rows' Σ weight · H.
+    func actorLoss(policyOutput: Tensor, rows: Int, weights: UnsafePointer<Float>, agents: AgentTemperatures, critics: CriticView,
                    gradient: Tensor, rng: inout RandomGenerator) -> (loss: Double, entropy: Double)
 }
 
@@ -75,7 +92,7 @@ public final class SoftActorCriticObjective: OffPolicyObjective {
         minimumQ[0] - alpha * nextLogProbabilities.data[r]
     }
 
-    public func actorLoss(policyOutput out: Tensor, rows: Int, weights: UnsafePointer<Float>, temperature alpha: Float,
+    public func actorLoss(policyOutput out: Tensor, rows: Int, weights: UnsafePointer<Float>, agents: AgentTemperatures,
                           critics: CriticView, gradient: Tensor, rng: inout RandomGenerator) -> (loss: Double, entropy: Double) {
         let A = actionWidth
         actions.resize(Shape(d0: rows, d1: A))
@@ -86,10 +103,12 @@ public final class SoftActorCriticObjective: OffPolicyObjective {
         minimum.evaluate(critics, count: critics.count, actions: actions.data, rows: rows, actionWidth: A, weights: weights)
         var loss: Double = 0, entropy: Double = 0
         logProbabilityGradient.resize(Shape(d0: rows))
+        for k in 0..<agents.count { agents.entropies[k] = 0 }
         for r in 0..<rows {
-            let w = weights[r], logp = logProbabilities.data[r]
+            let w = weights[r], logp = logProbabilities.data[r], agent = agents.agent(ofRow: r), alpha = agents.values[agent]
             loss += Double(w) * Double(alpha * logp - minimum.values.data[r])
             entropy -= Double(w * logp)
+            agents.entropies[agent] -= Double(w * logp)
             logProbabilityGradient.data[r] = alpha * w
         }
         TanhGaussian.backward(parameters: out.data, rows: rows, actionWidth: A, noise: noise.data, actions: actions.data,
@@ -138,7 +157,7 @@ public final class DiscreteSoftActorCriticObjective: OffPolicyObjective {
         return v
     }
 
-    public func actorLoss(policyOutput out: Tensor, rows: Int, weights: UnsafePointer<Float>, temperature alpha: Float,
+    public func actorLoss(policyOutput out: Tensor, rows: Int, weights: UnsafePointer<Float>, agents: AgentTemperatures,
                           critics: CriticView, gradient: Tensor, rng: inout RandomGenerator) -> (loss: Double, entropy: Double) {
         let n = actions
         probabilities.resize(Shape(d0: rows, d1: n))
@@ -152,9 +171,11 @@ public final class DiscreteSoftActorCriticObjective: OffPolicyObjective {
         }
         // ℓ = Σ_a π_a f_a with f_a = α log π_a - Q_a;  dℓ/dlogit_k = π_k (f_k - Σ_a π_a f_a).
         var loss: Double = 0, entropy: Double = 0
+        for k in 0..<agents.count { agents.entropies[k] = 0 }
         for r in 0..<rows {
             let p = probabilities.data + r * n, lp = logProbabilities.data + r * n, q = minimumQ.data + r * n
             let g = gradient.data + r * n
+            let agent = agents.agent(ofRow: r), alpha = agents.values[agent]
             var mean: Float = 0
             for j in 0..<n { mean += p[j] * (alpha * lp[j] - q[j]) }
             let h = Categorical.entropy(probabilities: p, logProbabilities: lp, actions: n)
@@ -162,6 +183,7 @@ public final class DiscreteSoftActorCriticObjective: OffPolicyObjective {
             for j in 0..<n { g[j] = w * p[j] * ((alpha * lp[j] - q[j]) - mean) }
             loss += Double(w * mean)
             entropy += Double(w * h)
+            agents.entropies[agent] += Double(w * h)
         }
         return (loss, entropy)
     }
@@ -204,7 +226,7 @@ public final class TD3Objective: OffPolicyObjective {
 
     public func nextValue(row r: Int, minimumQ: UnsafePointer<Float>, temperature alpha: Float) -> Float { minimumQ[0] }
 
-    public func actorLoss(policyOutput out: Tensor, rows: Int, weights: UnsafePointer<Float>, temperature alpha: Float,
+    public func actorLoss(policyOutput out: Tensor, rows: Int, weights: UnsafePointer<Float>, agents: AgentTemperatures,
                           critics: CriticView, gradient: Tensor, rng: inout RandomGenerator) -> (loss: Double, entropy: Double) {
         minimum.evaluate(critics, count: 1, actions: out.data, rows: rows, actionWidth: actionWidth, weights: weights)
         var loss: Double = 0

@@ -217,7 +217,10 @@ public final class PPOAgent {
 
     /// Writes one step's encoder input from a (normalised) observation, the previous action as
     /// stored (an index for discrete actions, one-hot encoded here) and the previous reward.
-    public func writeContext(observation: UnsafePointer<Float>, lastAction: UnsafePointer<Float>?, lastReward: Float,
+    /// PPO trains one agent (`agent` is 0).
+    public var agents: Int { 1 }
+
+    public func writeContext(observation: UnsafePointer<Float>, lastAction: UnsafePointer<Float>?, lastReward: Float, agent: Int,
                              into out: UnsafeMutablePointer<Float>) {
         configuration.context.write(observation: observation, observationWidth: observationWidth, lastAction: lastAction,
                                     actionWidth: actionWidth, oneHotOver: discreteActions, lastReward: lastReward, into: out)

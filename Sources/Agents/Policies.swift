@@ -201,9 +201,20 @@ public protocol RecurrentActor: AnyObject {
     func prepare(observation: UnsafeMutablePointer<Float>)
     /// The reward as the agent's context sees it (normalised or not).
     func prepare(reward: Float) -> Float
-    /// Writes one step's encoder input from a prepared observation and the previous action and reward.
-    func writeContext(observation: UnsafePointer<Float>, lastAction: UnsafePointer<Float>?, lastReward: Float,
+    /// Writes one step's encoder input for agent `agent` (0 for single-agent actors) from a prepared
+    /// observation and the previous action and reward.
+    func writeContext(observation: UnsafePointer<Float>, lastAction: UnsafePointer<Float>?, lastReward: Float, agent: Int,
                       into out: UnsafeMutablePointer<Float>)
+    /// Agents acting per episode step (rows of `act` are agent-inner).
+    var agents: Int { get }
     /// Actions for `context.shape[1]` episodes (`context` is `[1, episodes, contextWidth]`), advancing `state`.
     func act(context: Tensor, state: Tensor, deterministic: Bool, actions: UnsafeMutablePointer<Float>)
+}
+
+extension RecurrentActor {
+    /// A single-agent step's encoder input.
+    public func writeContext(observation: UnsafePointer<Float>, lastAction: UnsafePointer<Float>?, lastReward: Float,
+                             into out: UnsafeMutablePointer<Float>) {
+        writeContext(observation: observation, lastAction: lastAction, lastReward: lastReward, agent: 0, into: out)
+    }
 }

@@ -159,6 +159,7 @@ public enum ConfigurationFile {
         if mirror.displayStyle == .optional {
             // An unset optional: its wrapped type tells the kind.
             if let child = mirror.children.first { v = child.value } else {
+                if let names = (value as? any OptionalNamedCases)?.caseNames { return .name(names) }
                 let t = "\(type(of: value))"
                 if t.contains("Array<String>") { return .strings }
                 if t.contains("Dictionary<String, String>") { return .stringMap }
@@ -293,4 +294,10 @@ public enum ConfigurationFile {
             throw fail("cannot be read as a configuration: \(error)")
         }
     }
+}
+
+/// An optional whose wrapped type is an enum of names (so an unset one still tells its choices).
+protocol OptionalNamedCases { var caseNames: [String] { get } }
+extension Optional: OptionalNamedCases where Wrapped: CaseIterable & RawRepresentable, Wrapped.RawValue == String {
+    var caseNames: [String] { Wrapped.allCases.map(\.rawValue) }
 }
