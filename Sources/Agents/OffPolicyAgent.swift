@@ -52,7 +52,7 @@ public final class OffPolicyAgent {
     /// Floats of one step's critic input (the actor's context when both are the same).
     public let criticContextWidth: Int
     /// The critics read the actor's context (one agent, nothing central to add).
-    let sharesContext: Bool
+    public let sharesContext: Bool
     public let observationWidth: Int
     /// Floats per action (1 for discrete actions, which are stored as an index).
     public let actionWidth: Int

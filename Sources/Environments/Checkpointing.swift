@@ -153,3 +153,39 @@ extension TeamRecall {
         rng = s.rng; cue = s.cue; t = s.t
     }
 }
+
+extension MultiAgentVectorEnvironment {
+    struct State: Codable {
+        var active: [Bool], terminated: [Bool], truncated: [Bool], episodeStarts: [Bool], running: [Bool]
+        var episodeReturns: [Double], episodeLengths: [Int], finishedReturns: [Double], finishedLengths: [Int], totalSteps: Int
+    }
+
+    /// Saves the copies and the step's rows and flags (every copy must be checkpointable).
+    public func save(to archive: StateArchive, prefix: String) throws {
+        for (i, env) in copies.enumerated() { try env.save(to: archive, prefix: prefix + "copy\(i).") }
+        for (name, tensor) in [("observations", observations), ("final_observations", finalObservations), ("global_states", globalStates),
+                               ("final_global_states", finalGlobalStates), ("rewards", rewards)] {
+            archive.put(prefix + name, tensor)
+        }
+        archive.put(prefix + "state", value: State(active: active, terminated: terminated, truncated: truncated, episodeStarts: episodeStarts,
+                                                   running: running, episodeReturns: episodeReturns, episodeLengths: episodeLengths,
+                                                   finishedReturns: finished.map(\.return), finishedLengths: finished.map(\.length),
+                                                   totalSteps: totalSteps))
+    }
+
+    public func restore(from archive: StateArchiveReader, prefix: String) throws {
+        let s = try archive.value(prefix + "state", as: State.self)
+        guard s.terminated.count == count, s.active.count == count * agents else {
+            throw StateArchiveError("checkpoint \(archive.path): \(s.terminated.count) environment copies of \(s.active.count / max(s.terminated.count, 1)) agents, this run has \(count) of \(agents)")
+        }
+        for (i, env) in copies.enumerated() { try env.restore(from: archive, prefix: prefix + "copy\(i).") }
+        for (name, tensor) in [("observations", observations), ("final_observations", finalObservations), ("global_states", globalStates),
+                               ("final_global_states", finalGlobalStates), ("rewards", rewards)] {
+            try archive.read(prefix + name, into: tensor)
+        }
+        active = s.active; terminated = s.terminated; truncated = s.truncated; episodeStarts = s.episodeStarts; running = s.running
+        episodeReturns = s.episodeReturns; episodeLengths = s.episodeLengths
+        finished = zip(s.finishedReturns, s.finishedLengths).map { (return: $0, length: $1) }
+        totalSteps = s.totalSteps
+    }
+}

@@ -234,7 +234,7 @@ public struct EnvironmentSpec: Equatable, Sendable {
 
     /// Checks the name and the options (a Python environment is checked when its bridge starts).
     public func validate() throws {
-        if !isPython { _ = try make() }
+        if !isPython { _ = try makeMultiAgent() }
     }
 }
 

@@ -23,7 +23,7 @@ public protocol TrainingSession: AnyObject, Checkpointable {
     func exportedWeights() -> (tensors: [NamedParameter], metadata: [String: String])
 }
 
-func pythonResumeCaveat(_ environments: VectorEnvironment) -> String? {
+func pythonResumeCaveat(_ environments: any EnvironmentCopies) -> String? {
     guard environments.restoreStartsNewEpisodes else { return nil }
     return "\(environments.name) runs in Python, whose state a checkpoint cannot hold: a resumed run starts new episodes (those in progress are cut)"
 }
@@ -78,16 +78,17 @@ extension OffPolicyTrainer: TrainingSession {
         try agent.save(to: archive, prefix: prefix + "agent.")
         try replay.save(to: archive, prefix: prefix + "replay.")
         try environments.save(to: archive, prefix: prefix + "environment.")
-        let N = copies, o = environments.observationWidth, a = agent.actionWidth
-        archive.put(prefix + "observation", floats: observation, count: N * o)
-        archive.put(prefix + "previous_action", floats: previousAction, count: N * a)
+        let N = copies, R = N * agents, o = environments.observationWidth, a = agent.actionWidth, g = environments.globalStateWidth
+        archive.put(prefix + "observation", floats: observation, count: R * o)
+        archive.put(prefix + "previous_action", floats: previousAction, count: R * a)
+        if g > 0 { archive.put(prefix + "global_state", floats: globalState, count: N * g) }
         archive.put(prefix + "actor_state", actorState)
         archive.put(prefix + "critic_state", criticState)
-        let rewards = Array(UnsafeBufferPointer(start: previousReward, count: N))
+        let rewards = Array(UnsafeBufferPointer(start: previousReward, count: R))
         archive.put(prefix + "state", value: State(step: step, episodes: episodes, episodeReturn: episodeReturns[0], recentReturns: recentReturns,
                                                    previousReward: rewards[0], rng: rng, samplerRNG: sampler.rng,
                                                    evaluations: evaluation.count, loop: loop,
-                                                   episodeReturns: N > 1 ? episodeReturns : nil, previousRewards: N > 1 ? rewards : nil))
+                                                   episodeReturns: R > 1 ? episodeReturns : nil, previousRewards: R > 1 ? rewards : nil))
     }
 
     public func restore(from archive: StateArchiveReader, prefix: String) throws {
@@ -96,17 +97,18 @@ extension OffPolicyTrainer: TrainingSession {
         try agent.restore(from: archive, prefix: prefix + "agent.")
         try replay.restore(from: archive, prefix: prefix + "replay.")
         try environments.restore(from: archive, prefix: prefix + "environment.")
-        let N = copies, o = environments.observationWidth, a = agent.actionWidth
+        let N = copies, R = N * agents, o = environments.observationWidth, a = agent.actionWidth, g = environments.globalStateWidth
         let returns = s.episodeReturns ?? [s.episodeReturn], rewards = s.previousRewards ?? [s.previousReward]
-        guard returns.count == N, rewards.count == N else {
-            throw StateArchiveError("checkpoint \(archive.path): \(returns.count) environment copies, this run has \(N)")
+        guard returns.count == N, rewards.count == R else {
+            throw StateArchiveError("checkpoint \(archive.path): \(returns.count) environment copies with \(rewards.count / max(returns.count, 1)) agents each, this run has \(N) with \(agents)")
         }
-        try archive.floats(prefix + "observation", into: observation, count: N * o)
-        try archive.floats(prefix + "previous_action", into: previousAction, count: N * a)
+        try archive.floats(prefix + "observation", into: observation, count: R * o)
+        try archive.floats(prefix + "previous_action", into: previousAction, count: R * a)
+        if g > 0 { try archive.floats(prefix + "global_state", into: globalState, count: N * g) }
         try archive.read(prefix + "actor_state", into: actorState)
         try archive.read(prefix + "critic_state", into: criticState)
         step = s.step; episodes = s.episodes; episodeReturns = returns
-        previousReward.update(from: rewards, count: N)
+        previousReward.update(from: rewards, count: R)
         recentReturns.removeAll(keepingCapacity: true)
         recentReturns += s.recentReturns
         rng = s.rng; sampler.rng = s.samplerRNG; evaluation.count = s.evaluations; loop = s.loop

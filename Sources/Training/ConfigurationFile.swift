@@ -84,8 +84,8 @@ public enum ConfigurationFile {
         var named: String?
         for (key, value) in [("algorithm", object["algorithm"]), ("agent.algorithm", agentAlgorithm)] {
             guard let value else { continue }
-            guard let text = value as? String, ["sac", "td3", "ppo"].contains(text) else {
-                throw fail("'\(key)' must be one of sac, td3, ppo (got \(describe(value)))")
+            guard let text = value as? String, ["sac", "td3", "masac", "ppo"].contains(text) else {
+                throw fail("'\(key)' must be one of sac, td3, masac, ppo (got \(describe(value)))")
             }
             if let named, named != text { throw fail("'algorithm' says \(named) but 'agent.algorithm' says \(text)") }
             named = text
@@ -99,7 +99,7 @@ public enum ConfigurationFile {
             guard let text = value as? String else { throw fail("'environment' must be a string (got \(describe(value)))") }
             environment = text
         } else {
-            environment = chosen == "ppo" ? "cartpole-position" : "memory"
+            environment = chosen == "ppo" ? "cartpole-position" : chosen == "masac" ? "team-recall" : "memory"
         }
         if !environment.hasPrefix("gym:") {
             // The environment's options are checked with the rest (validate); its name first.
@@ -119,7 +119,7 @@ public enum ConfigurationFile {
             return .ppo(c)
         }
         object["algorithm"] = nil
-        let defaults = OffPolicyConfiguration.defaults(algorithm: chosen == "td3" ? .td3 : .sac, environment: environment)
+        let defaults = OffPolicyConfiguration.defaults(algorithm: OffPolicyAlgorithm(rawValue: chosen) ?? .sac, environment: environment)
         let c: OffPolicyConfiguration = try merge(object, over: defaults, schema: offPolicySchema, other: (ppoSchema, "ppo"), fail: fail)
         do {
             try c.validate()

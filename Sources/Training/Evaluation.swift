@@ -3,44 +3,60 @@ import Environments
 import Foundation
 import Tensors
 
-/// Buffers for `count` episodes run side by side by one actor: each episode's observation,
-/// previous action and reward (its context), and the actor's recurrent state.
+/// Buffers for `count` episodes run side by side by one actor, with `actor.agents` agents each:
+/// each agent's observation, previous action and reward (its context), and the actor's recurrent
+/// state, one row per episode and agent (agent-inner).
 final class SideBySideEpisodes {
-    let count: Int, observationWidth: Int, actionWidth: Int
+    let count: Int, agents: Int, observationWidth: Int, actionWidth: Int
     let observations: Tensor, context: Tensor, state: Tensor, actions: Tensor, previousActions: Tensor, previousRewards: Tensor
     var started: [Bool]
 
     init(count: Int, observationWidth: Int, actor: any RecurrentActor) {
         self.count = count
+        agents = actor.agents
         self.observationWidth = observationWidth
         actionWidth = actor.actionWidth
-        observations = Tensor(Shape(d0: count, d1: observationWidth))
-        context = Tensor(Shape(d0: 1, d1: count, d2: actor.contextWidth))
-        state = Tensor(Shape(d0: count, d1: max(actor.actorStateWidth, 1)))
-        actions = Tensor(Shape(d0: count, d1: actor.actionWidth))
-        previousActions = Tensor(Shape(d0: count, d1: actor.actionWidth))
-        previousRewards = Tensor(Shape(d0: count))
+        let rows = count * agents
+        observations = Tensor(Shape(d0: rows, d1: observationWidth))
+        context = Tensor(Shape(d0: 1, d1: rows, d2: actor.contextWidth))
+        state = Tensor(Shape(d0: rows, d1: max(actor.actorStateWidth, 1)))
+        actions = Tensor(Shape(d0: rows, d1: actor.actionWidth))
+        previousActions = Tensor(Shape(d0: rows, d1: actor.actionWidth))
+        previousRewards = Tensor(Shape(d0: rows))
         started = [Bool](repeating: true, count: count)
     }
 
-    func observation(_ e: Int) -> UnsafeMutablePointer<Float> { observations.data + e * observationWidth }
-    func action(_ e: Int) -> UnsafeMutablePointer<Float> { actions.data + e * actionWidth }
+    /// Episode e's observation (all its agents', side by side).
+    func observation(_ e: Int) -> UnsafeMutablePointer<Float> { observations.data + e * agents * observationWidth }
+    /// Episode e's action (all its agents').
+    func action(_ e: Int) -> UnsafeMutablePointer<Float> { actions.data + e * agents * actionWidth }
 
-    /// One action per episode (deterministic or sampled), the recurrent state carried. Observations
-    /// must already be prepared (`actor.prepare(observation:)`).
+    /// One action per episode and agent (deterministic or sampled), the recurrent state carried.
+    /// Observations must already be prepared (`actor.prepare(observation:)`).
     func act(_ actor: any RecurrentActor, deterministic: Bool) {
         let C = actor.contextWidth
         for e in 0..<count {
-            actor.writeContext(observation: observation(e), lastAction: started[e] ? nil : previousActions.data + e * actionWidth,
-                               lastReward: previousRewards.data[e], into: context.data + e * C)
+            for k in 0..<agents {
+                let r = e * agents + k
+                actor.writeContext(observation: observations.data + r * observationWidth,
+                                   lastAction: started[e] ? nil : previousActions.data + r * actionWidth,
+                                   lastReward: previousRewards.data[r], agent: k, into: context.data + r * C)
+            }
         }
         actor.act(context: context, state: state, deterministic: deterministic, actions: actions.data)
     }
 
-    /// Remembers episode e's action and reward as the context of its next step.
+    /// Remembers episode e's action and reward as the context of its next step (one agent).
     func record(_ e: Int, reward: Float) {
         (previousActions.data + e * actionWidth).update(from: action(e), count: actionWidth)
         previousRewards.data[e] = reward
+        started[e] = false
+    }
+
+    /// Remembers episode e's agents' actions and rewards (prepared) as the context of their next step.
+    func record(_ e: Int, rewards: UnsafePointer<Float>, prepare: (Float) -> Float) {
+        (previousActions.data + e * agents * actionWidth).update(from: action(e), count: agents * actionWidth)
+        for k in 0..<agents { previousRewards.data[e * agents + k] = prepare(rewards[k]) }
         started[e] = false
     }
 }
@@ -60,25 +76,37 @@ struct EvaluationResult {
 
 func evaluateSideBySide(_ actor: any RecurrentActor, environments: [any Environment], seeds: inout RandomGenerator,
                         deterministic: Bool) -> EvaluationResult {
-    let E = environments.count
-    let space = environments[0].actionSpace
-    let episodes = SideBySideEpisodes(count: E, observationWidth: environments[0].observationSpace.width, actor: actor)
-    let envAction = Tensor(Shape(d0: space.width))
+    evaluateSideBySide(actor, environments: environments.map { SingleAgentAdapter($0) }, seeds: &seeds, deterministic: deterministic)
+}
+
+/// The same for multi-agent environments: an episode's return is the mean over its agents of their returns.
+func evaluateSideBySide(_ actor: any RecurrentActor, environments: [any MultiAgentEnvironment], seeds: inout RandomGenerator,
+                        deterministic: Bool) -> EvaluationResult {
+    let E = environments.count, N = actor.agents
+    let space = environments[0].actionSpace, o = environments[0].observationSpace.width, a = actor.actionWidth
+    let episodes = SideBySideEpisodes(count: E, observationWidth: o, actor: actor)
+    let envActions = Tensor(Shape(d0: N, d1: space.width)), rewards = Tensor(Shape(d0: N))
+    var active = [Bool](repeating: true, count: N)
     var result = EvaluationResult(returns: [Double](repeating: 0, count: E), lengths: [Int](repeating: 0, count: E))
     var alive = [Bool](repeating: true, count: E)
+    func prepareObservations(_ e: Int) { for k in 0..<N { actor.prepare(observation: episodes.observation(e) + k * o) } }
     for (e, env) in environments.enumerated() {
-        env.reset(seed: seeds.next(), observation: episodes.observation(e))
-        actor.prepare(observation: episodes.observation(e))
+        env.reset(seed: seeds.next(), observations: episodes.observation(e))
+        prepareObservations(e)
     }
     while alive.contains(true) {
         episodes.act(actor, deterministic: deterministic)
         for (e, env) in environments.enumerated() where alive[e] {
-            OffPolicyTrainer.environmentAction(episodes.action(e), space: space, into: envAction.data)
-            let r = env.step(action: envAction.data, observation: episodes.observation(e))
-            actor.prepare(observation: episodes.observation(e))
-            result.returns[e] += Double(r.reward)
+            for k in 0..<N {
+                OffPolicyTrainer.environmentAction(episodes.action(e) + k * a, space: space, into: envActions.data + k * space.width)
+            }
+            let r = env.step(actions: envActions.data, observations: episodes.observation(e), rewards: rewards.data, active: &active)
+            prepareObservations(e)
+            var sum = Double(rewards.data[0])
+            for k in 1..<max(N, 1) { sum += Double(rewards.data[k]) }
+            result.returns[e] += sum / Double(N)
             result.lengths[e] += 1
-            episodes.record(e, reward: actor.prepare(reward: r.reward))
+            episodes.record(e, rewards: rewards.data, prepare: actor.prepare(reward:))
             if r.done { alive[e] = false }
         }
     }
@@ -118,7 +146,7 @@ func evaluateVector(_ actor: any RecurrentActor, _ vector: VectorEnvironment, se
 /// k-th evaluation's episodes seeded from the run's seed and k (so a run's evaluations are
 /// reproducible and differ from one another).
 final class PeriodicEvaluation {
-    let environments: [any Environment]
+    let environments: [any MultiAgentEnvironment]
     /// Python environments: one bridge serving every evaluation episode.
     let vector: VectorEnvironment?
     let seed: UInt64
@@ -131,7 +159,7 @@ final class PeriodicEvaluation {
             environments = []
         } else {
             vector = nil
-            environments = try (0..<episodes).map { _ in try spec.make() }
+            environments = try (0..<episodes).map { _ in try spec.makeMultiAgent() }
         }
         self.seed = seed
     }

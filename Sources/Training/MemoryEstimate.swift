@@ -70,8 +70,9 @@ public struct MemoryEstimate: CustomStringConvertible {
     }
 
     /// An off-policy run (SAC, TD3) on an environment with these spaces.
-    public static func offPolicy(_ c: OffPolicyConfiguration, observationWidth: Int, actionSpace: Space) -> MemoryEstimate {
-        var estimate = offPolicyParts(c, observationWidth: observationWidth, actionSpace: actionSpace)
+    public static func offPolicy(_ c: OffPolicyConfiguration, observationWidth: Int, actionSpace: Space, agents: Int = 1,
+                                 globalStateWidth: Int = 0) -> MemoryEstimate {
+        var estimate = offPolicyParts(c, observationWidth: observationWidth, actionSpace: actionSpace, agents: agents, globalStateWidth: globalStateWidth)
         estimate.note = spaceNote(observationWidth: observationWidth, actionSpace: actionSpace)
         return estimate
     }
@@ -85,23 +86,27 @@ public struct MemoryEstimate: CustomStringConvertible {
         return nil
     }
 
-    static func offPolicyParts(_ c: OffPolicyConfiguration, observationWidth: Int, actionSpace: Space) -> MemoryEstimate {
-        let a = c.agent, A = width(actionSpace)
+    /// Several agents: one actor row per agent, critics over the joint input, per-agent replay columns.
+    static func offPolicyParts(_ c: OffPolicyConfiguration, observationWidth: Int, actionSpace: Space, agents: Int = 1,
+                               globalStateWidth: Int = 0) -> MemoryEstimate {
+        let a = c.agent, A = width(actionSpace), M = agents, id = M > 1 ? M : 0
         var discrete = false
         if case .discrete = actionSpace { discrete = true }
-        let context = observationWidth + A + 1
+        let context = observationWidth + A + 1 + id
+        let criticContext = M == 1 ? context : M * observationWidth + globalStateWidth + id + M * A + 1
         let actor = network(input: context, cell: a.network.cell, hidden: a.hiddenSize, layers: a.recurrentLayers, heads: a.headHiddenSizes,
                             extra: 0, output: discrete ? A : 2 * A)
-        let critic = network(input: context, cell: a.network.cell, hidden: a.hiddenSize, layers: a.recurrentLayers, heads: a.headHiddenSizes,
-                             extra: discrete ? 0 : A, output: discrete ? A : 1)
+        let critic = network(input: criticContext, cell: a.network.cell, hidden: a.hiddenSize, layers: a.recurrentLayers, heads: a.headHiddenSizes,
+                             extra: discrete ? (M - 1) * A : M * A, output: discrete ? A : 1)
         let critics = Double(a.criticCount)
         // Trained networks: value, gradient, two moments; targets: value only.
         let parameters = 4 * (actor.parameters + critics * critic.parameters) + actor.parameters + critics * critic.parameters
-        let rows = Double(a.batchSize) * Double(a.sampler.sequenceLength + 1)
+        let rows = Double(a.batchSize) * Double(a.sampler.sequenceLength + 1) * Double(M)
         let activations = rows * 2 * (actor.perRow + 2 * critics * critic.perRow)
         let stateWidth = a.network == .mlp ? 0.0 : Double(a.hiddenSize * a.recurrentLayers * (a.network == .lstm ? 2 : 1))
         let stored = a.sampler.initialState.usesStoredStates ? stateWidth * (1 + critics) : 0
-        let replay = Double(a.replayCapacity) * (4 * (2 * Double(observationWidth) + Double(actionSpace.width) + 1 + stored) + 11)
+        let perStep = Double(M) * (2 * Double(observationWidth) + Double(actionSpace.width) + 1 + stored) + 2 * Double(globalStateWidth)
+        let replay = Double(a.replayCapacity) * (4 * perStep + 11)
         return MemoryEstimate(parts: [
             ("replay at capacity", replay, "--replay-capacity"),
             ("networks", 4 * parameters, "--hidden, --layers or --head-hidden"),

@@ -44,6 +44,9 @@ public struct OffPolicyConfiguration: Codable, Equatable, Sendable {
     /// Environment copies stepped together (nil: one). Steps, intervals and the update ratio count
     /// environment steps over all copies (see `OffPolicyTrainer`).
     public var environments: Int? = nil
+    /// Multi-agent copies: reset each copy when its episode ends (nil, the default), or hold finished
+    /// copies until all have ended and reset them together.
+    public var resetMode: MultiAgentVectorEnvironment.ResetMode? = nil
     public var agent = AgentConfiguration()
 
     public init() {}
@@ -86,6 +89,23 @@ public struct OffPolicyConfiguration: Codable, Equatable, Sendable {
         if algorithm == .td3 {
             c.agent.actorUpdateInterval = 2
         }
+        if algorithm == .masac {
+            // Decentralised recurrent actors sharing one GRU with the agent's id, trained on whole
+            // episodes from their stored starts; centralised critics.
+            c.agent.network = .gru
+            c.agent.hiddenSize = 32
+            c.agent.headHiddenSizes = [64]
+            c.agent.context = ContextInputs(observation: true, agentID: true)
+            c.agent.batchSize = 32
+            c.agent.actorLearningRate = 1e-3
+            c.agent.criticLearningRate = 1e-3
+            c.agent.gamma = 0.99
+            c.agent.sampler = SamplerConfiguration()
+            c.agent.sampler.sequenceLength = 25
+            c.agent.sampler.alwaysStartAtEpisodeStart = true
+            c.steps = 50_000
+            c.evaluationInterval = 2_500
+        }
         return c
     }
 
@@ -114,6 +134,13 @@ public struct OffPolicyConfiguration: Codable, Equatable, Sendable {
         if let k = checkpointInterval, k < 0 { try fail("checkpoint interval must be 0 (only at the end) or positive (got \(k))") }
         // A Python environment is checked when its bridge starts.
         try environmentSpec.validate()
+        if environmentSpec.isMultiAgent && agent.algorithm != .masac {
+            let agents = (try? environmentSpec.makeMultiAgent().agents) ?? 2
+            try fail("\(environment) has \(agents) agents; \(agent.algorithm.rawValue) trains one: use masac (rrl train masac --env \(environment))")
+        }
+        if resetMode != nil && !environmentSpec.isMultiAgent {
+            try fail("the reset mode applies to multi-agent environments; \(environment) has one agent: remove it")
+        }
         if environmentModules != nil && !environment.hasPrefix("gym:") { try fail("environment modules apply only to Python environments (gym:ID)") }
         try agent.validate()
     }

@@ -7,7 +7,7 @@ import Tensors
 
 /// Every agent maps its actions in [-1, 1] onto the action space's bounds, so a Box action space
 /// needs finite ones.
-func requireBoundedActions(_ environments: VectorEnvironment) throws {
+func requireBoundedActions(_ environments: any EnvironmentCopies) throws {
     if case .box(let low, let high) = environments.actionSpace, !(low + high).allSatisfy(\.isFinite) {
         throw ConfigurationError("\(environments.name) has an action space with infinite bounds (\(environments.actionSpace)); the agents map actions in [-1, 1] onto the bounds, so they need finite ones: give the environment bounded actions (Python: gymnasium.wrappers.RescaleAction or ClipAction)")
     }
@@ -32,19 +32,36 @@ func checkFiniteActions(_ actions: UnsafePointer<Float>, count: Int, step: Int) 
 /// the same number of updates per collected step as one copy (the returns at equal steps compare);
 /// `--critic-interval N` makes one update per pass instead (N times fewer updates per step, as
 /// CleanMARL's `num_updates` counts them), which is faster in wall-clock time.
+///
+/// Multi-agent environments (MASAC) are collected the same way with one actor row per copy and
+/// agent (agent-inner), each agent's step stored side by side in its copy's ring. A copy that ended
+/// and waits for the others (`resetMode` `.resetTogether`) is not stepped, stores nothing, and its
+/// recurrent states stay as they were; every copy whose episode starts acts first from zero states.
 public final class OffPolicyTrainer {
     public let configuration: OffPolicyConfiguration
     /// The training environments: N copies stepped together, built-in or served by a Python bridge
-    /// (`gym:ID`); they check actions, observations and rewards, and reset a copy whose episode ended.
-    public let environments: VectorEnvironment
+    /// (`gym:ID`), single- or multi-agent; they check actions, observations and rewards, and reset a
+    /// copy whose episode ended.
+    public let environments: any EnvironmentCopies
     public let agent: OffPolicyAgent
     public let replay: EpisodeReplay
     public let sampler: SequenceSampler
     let evaluation: PeriodicEvaluation
     var rng: RandomGenerator
 
-    // Acting buffers for the N copies, one row each.
+    /// Agents per copy.
+    public let agents: Int
+
+    // Acting buffers for the N copies, one row per copy and agent (the global state: one per copy).
     let observation: UnsafeMutablePointer<Float>
+    let globalState: UnsafeMutablePointer<Float>
+    let nextGlobalState: UnsafeMutablePointer<Float>
+    /// The critics' acting input, when it is not the actor's context.
+    let actCriticContext = Tensor([0])
+    /// The states of copies that wait for the others (kept as they were while the actor acts).
+    let heldActorState = Tensor([0])
+    let heldCriticState = Tensor([0])
+    var wasRunning: [Bool]
     let nextObservation: UnsafeMutablePointer<Float>
     let action: UnsafeMutablePointer<Float>
     let environmentAction: UnsafeMutablePointer<Float>
@@ -68,38 +85,52 @@ public final class OffPolicyTrainer {
         try configuration.validate()
         self.configuration = configuration
         loop = LoopState(nextRow: configuration.evaluationInterval)
-        environments = try configuration.environmentSpec.makeVector(count: configuration.environments ?? 1)
+        let spec = configuration.environmentSpec, copies = configuration.environments ?? 1
+        if spec.isMultiAgent {
+            environments = try MultiAgentVectorEnvironment(spec: spec, count: copies, mode: configuration.resetMode ?? .resetEachCopy)
+        } else {
+            environments = try spec.makeVector(count: copies)
+        }
         evaluation = try PeriodicEvaluation(spec: configuration.environmentSpec, episodes: configuration.evaluationEpisodes, seed: configuration.seed)
         try requireBoundedActions(environments)
-        try MemoryEstimate.offPolicy(configuration, observationWidth: environments.observationWidth,
-                                     actionSpace: environments.actionSpace).check()
+        try MemoryEstimate.offPolicy(configuration, observationWidth: environments.observationWidth, actionSpace: environments.actionSpace,
+                                     agents: environments.agents, globalStateWidth: environments.globalStateWidth).check()
         var seeds = RandomGenerator(seed: configuration.seed)
         agent = try OffPolicyAgent(configuration: configuration.agent, observationSpace: environments.observationSpace,
-                                   actionSpace: environments.actionSpace, seed: seeds.next())
+                                   actionSpace: environments.actionSpace, seed: seeds.next(), agents: environments.agents,
+                                   globalStateWidth: environments.globalStateWidth)
+        agents = environments.agents
         replay = EpisodeReplay(capacity: configuration.agent.replayCapacity, layout: agent.replayLayout, copies: environments.count)
         sampler = SequenceSampler(configuration: configuration.agent.sampler, batchSize: configuration.agent.batchSize,
                                   layout: agent.replayLayout, seed: seeds.next())
         rng = seeds.split()
-        let N = environments.count, o = environments.observationWidth, a = agent.actionWidth
+        let N = environments.count, R = N * agents, o = environments.observationWidth, a = agent.actionWidth, g = environments.globalStateWidth
         func floats(_ n: Int) -> UnsafeMutablePointer<Float> {
             let p = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
             p.initialize(repeating: 0, count: max(n, 1))
             return p
         }
-        observation = floats(N * o)
-        nextObservation = floats(N * o)
-        action = floats(N * a)
-        environmentAction = floats(N * environments.actionWidth)
-        previousAction = floats(N * a)
-        previousReward = floats(N)
+        observation = floats(R * o)
+        nextObservation = floats(R * o)
+        globalState = floats(N * g)
+        nextGlobalState = floats(N * g)
+        action = floats(R * a)
+        environmentAction = floats(R * environments.actionWidth)
+        previousAction = floats(R * a)
+        previousReward = floats(R)
         episodeReturns = [Double](repeating: 0, count: N)
-        actContext.resize(Shape(d0: 1, d1: N, d2: agent.contextWidth))
-        actorState.resize(Shape(d0: N, d1: max(agent.actor.stateWidth, 1)))
-        criticState.resize(Shape(d0: N, d1: max(agent.critics.reduce(0) { $0 + $1.stateWidth }, 1)))
+        wasRunning = [Bool](repeating: true, count: N)
+        actContext.resize(Shape(d0: 1, d1: R, d2: agent.contextWidth))
+        actCriticContext.resize(Shape(d0: 1, d1: R, d2: agent.criticContextWidth))
+        actorState.resize(Shape(d0: R, d1: max(agent.actor.stateWidth, 1)))
+        criticState.resize(Shape(d0: R, d1: max(agent.criticStateWidth, 1)))
         recordedActorState.resize(actorState.shape)
         recordedCriticState.resize(criticState.shape)
+        heldActorState.resize(actorState.shape)
+        heldCriticState.resize(criticState.shape)
         try environments.reset(seed: seeds.next())
-        observation.update(from: environments.observation(0), count: N * o)
+        observation.update(from: environments.observation(0), count: R * o)
+        for n in 0..<N { (globalState + n * g).update(from: environments.globalState(n), count: g) }
         recentReturns.reserveCapacity(OffPolicyTrainer.recentEpisodes + N)
     }
 
@@ -107,7 +138,7 @@ public final class OffPolicyTrainer {
     static let recentEpisodes = 10
 
     deinit {
-        for p in [observation, nextObservation, action, environmentAction, previousAction, previousReward] { p.deallocate() }
+        for p in [observation, nextObservation, globalState, nextGlobalState, action, environmentAction, previousAction, previousReward] { p.deallocate() }
     }
 
     /// Maps a normalised action ([-1, 1] per dimension, or an index) to the environment's space.
@@ -123,57 +154,86 @@ public final class OffPolicyTrainer {
 
     /// One step of every copy, stored in the replay; the updates that fall due.
     public func advance() throws {
-        let N = environments.count, o = environments.observationWidth, a = agent.actionWidth, C = agent.contextWidth
-        let Sa = actorState.shape[1], Sc = criticState.shape[1], ea = environments.actionWidth
+        let N = environments.count, M = agents, o = environments.observationWidth, a = agent.actionWidth, C = agent.contextWidth
+        let g = environments.globalStateWidth, Sa = actorState.shape[1], Sc = criticState.shape[1], ea = environments.actionWidth
         let storesStates = agent.configuration.sampler.initialState.usesStoredStates
         for n in 0..<N {
             // At an episode's first step there is no previous action (nil: zeros, not index 0).
-            agent.writeContext(observation: observation + n * o, lastAction: replay.isEpisodeOpen(copy: n) ? previousAction + n * a : nil,
-                               lastReward: previousReward[n], into: actContext.data + n * C)
+            let open = replay.isEpisodeOpen(copy: n)
+            for k in 0..<M {
+                let r = n * M + k
+                agent.writeContext(observation: observation + r * o, lastAction: open ? previousAction + r * a : nil,
+                                   lastReward: previousReward[r], agent: k, into: actContext.data + r * C)
+            }
+            wasRunning[n] = environments.isRunning(n)
+        }
+        let holding = wasRunning.contains(false)
+        if holding {
+            heldActorState.copy(from: actorState)
+            heldCriticState.copy(from: criticState)
         }
         if storesStates {
             recordedActorState.copy(from: actorState)
             recordedCriticState.copy(from: criticState)
-            agent.advanceCriticStates(context: actContext, state: criticState)
+            agent.advanceCriticStates(context: criticActingContext(), state: criticState)
         }
         agent.act(context: actContext, state: actorState, deterministic: false, actions: action)
-        try checkFiniteActions(action, count: N * a, step: step)
-        for n in 0..<N {
+        if holding {
+            // A copy that waits for the others keeps its states (its episode is over; nothing of it moves).
+            for n in 0..<N where !wasRunning[n] {
+                (actorState.data + n * M * Sa).update(from: heldActorState.data + n * M * Sa, count: M * Sa)
+                (criticState.data + n * M * Sc).update(from: heldCriticState.data + n * M * Sc, count: M * Sc)
+            }
+        }
+        try checkFiniteActions(action, count: N * M * a, step: step)
+        for r in 0..<(N * M) {
             if step < configuration.warmupSteps {
                 switch environments.actionSpace {
-                case .discrete(let count): action[n * a] = Float(rng.integer(below: count))
-                case .box: for j in 0..<a { action[n * a + j] = rng.uniform(-1, 1) }
+                case .discrete(let count): action[r * a] = Float(rng.integer(below: count))
+                case .box: for j in 0..<a { action[r * a + j] = rng.uniform(-1, 1) }
                 }
             }
-            OffPolicyTrainer.environmentAction(action + n * a, space: environments.actionSpace, into: environmentAction + n * ea)
+            OffPolicyTrainer.environmentAction(action + r * a, space: environments.actionSpace, into: environmentAction + r * ea)
         }
         // The copies check the actions and what comes back, and reset themselves when an episode ends
         // (its row then holds the next episode's first observation; the last one is kept apart).
         try environments.step(environmentAction)
         environments.drainFinishedEpisodes { _, _ in }
+        var stepped = 0
         for n in 0..<N {
-            let reward = environments.rewards.data[n], terminated = environments.terminated[n], truncated = environments.truncated[n]
-            let done = terminated || truncated
-            let next = nextObservation + n * o
-            next.update(from: done ? environments.finalObservation(n) : environments.observation(n), count: o)
-            replay.add(copy: n, observation: observation + n * o, action: action + n * a, reward: reward, nextObservation: next,
-                       terminated: terminated, truncated: truncated,
-                       actorState: storesStates ? recordedActorState.data + n * Sa : nil,
-                       criticState: storesStates ? recordedCriticState.data + n * Sc : nil)
-            episodeReturns[n] += Double(reward)
-            if done {
-                episodes += 1
-                recentReturns.append(episodeReturns[n])
-                if recentReturns.count > OffPolicyTrainer.recentEpisodes { recentReturns.removeFirst() }
-                startEpisode(n)
-            } else {
-                (observation + n * o).update(from: next, count: o)
-                (previousAction + n * a).update(from: action + n * a, count: a)
-                previousReward[n] = reward
+            if wasRunning[n] {
+                stepped += 1
+                let terminated = environments.terminated[n], truncated = environments.truncated[n]
+                let done = terminated || truncated
+                let rewards = environments.rewards.data + n * M
+                let next = nextObservation + n * M * o, nextGlobal = nextGlobalState + n * g
+                next.update(from: done ? environments.finalObservation(n) : environments.observation(n), count: M * o)
+                nextGlobal.update(from: done ? environments.finalGlobalState(n) : environments.globalState(n), count: g)
+                replay.add(copy: n, observations: observation + n * M * o, actions: action + n * M * a, rewards: rewards,
+                           nextObservations: next, terminated: terminated, truncated: truncated,
+                           actorStates: storesStates ? recordedActorState.data + n * M * Sa : nil,
+                           criticState: storesStates ? recordedCriticState.data + n * M * Sc : nil,
+                           globalState: g > 0 ? globalState + n * g : nil, nextGlobalState: g > 0 ? nextGlobal : nil)
+                // An episode's return: the mean over agents of their returns.
+                var sum = Double(rewards[0])
+                for k in 1..<max(M, 1) { sum += Double(rewards[k]) }
+                episodeReturns[n] += sum / Double(M)
+                if done {
+                    episodes += 1
+                    recentReturns.append(episodeReturns[n])
+                    if recentReturns.count > OffPolicyTrainer.recentEpisodes { recentReturns.removeFirst() }
+                } else {
+                    (observation + n * M * o).update(from: next, count: M * o)
+                    (globalState + n * g).update(from: nextGlobal, count: g)
+                    (previousAction + n * M * a).update(from: action + n * M * a, count: M * a)
+                    (previousReward + n * M).update(from: rewards, count: M)
+                }
             }
+            // Every copy whose new episode starts (alone, or all together) acts first from zero states.
+            if environments.episodeStarts[n] { startEpisode(n) }
         }
         let before = step
-        step += N
+        step += stepped
         // One critic update per `criticUpdateInterval` environment steps, at the steps where it falls due.
         let interval = agent.configuration.criticUpdateInterval
         var due = (before / interval + 1) * interval
@@ -181,6 +241,23 @@ public final class OffPolicyTrainer {
             if due >= configuration.warmupSteps { try update(atStep: due) }
             due += interval
         }
+    }
+
+    /// The critics' acting input: the actor's context when they share it, else the critics' own
+    /// (for advancing their stored states).
+    func criticActingContext() -> Tensor {
+        guard !agent.sharesContext else { return actContext }
+        let N = environments.count, M = agents, o = environments.observationWidth, a = agent.actionWidth
+        let g = environments.globalStateWidth, Cc = agent.criticContextWidth
+        for n in 0..<N {
+            let open = replay.isEpisodeOpen(copy: n)
+            for k in 0..<M {
+                agent.writeCriticContext(observations: observation + n * M * o, globalState: globalState + n * g,
+                                         previousActions: open ? previousAction + n * M * a : nil, previousReward: previousReward[n * M + k],
+                                         agent: k, into: actCriticContext.data + (n * M + k) * Cc)
+            }
+        }
+        return actCriticContext
     }
 
     /// One update (critic, and the actor and targets when due) as at environment step `at`.
@@ -199,15 +276,17 @@ public final class OffPolicyTrainer {
         }
     }
 
-    /// Copy `n`'s acting state at an episode's start: the environment's first observation (the copy
-    /// has already reset itself), zero recurrent states, no previous action or reward.
+    /// Copy `n`'s acting state at an episode's start: the environment's first observations (the copy
+    /// has already reset itself), zero recurrent states for every agent, no previous action or reward.
     func startEpisode(_ n: Int) {
-        let o = environments.observationWidth, a = agent.actionWidth
-        (observation + n * o).update(from: environments.observation(n), count: o)
-        (actorState.data + n * actorState.shape[1]).update(repeating: 0, count: actorState.shape[1])
-        (criticState.data + n * criticState.shape[1]).update(repeating: 0, count: criticState.shape[1])
-        (previousAction + n * a).update(repeating: 0, count: a)
-        previousReward[n] = 0
+        let M = agents, o = environments.observationWidth, a = agent.actionWidth, g = environments.globalStateWidth
+        let Sa = actorState.shape[1], Sc = criticState.shape[1]
+        (observation + n * M * o).update(from: environments.observation(n), count: M * o)
+        (globalState + n * g).update(from: environments.globalState(n), count: g)
+        (actorState.data + n * M * Sa).update(repeating: 0, count: M * Sa)
+        (criticState.data + n * M * Sc).update(repeating: 0, count: M * Sc)
+        (previousAction + n * M * a).update(repeating: 0, count: M * a)
+        (previousReward + n * M).update(repeating: 0, count: M)
         episodeReturns[n] = 0
     }
 
@@ -222,7 +301,7 @@ public final class OffPolicyTrainer {
     /// For an environment with memory probes (`MemoryProbing`, the memory task): the fraction of
     /// fresh probes of `probeLength` steps after which the actor's deterministic action is right.
     public func probeAccuracy() -> Double? {
-        guard let task = environments.copies.first as? MemoryProbing, configuration.probes > 0 else { return nil }
+        guard let task = environments.firstSingleAgentCopy as? MemoryProbing, configuration.probes > 0 else { return nil }
         let P = configuration.probes
         let envs = (0..<P).map { _ in task.makeProbe(length: configuration.probeLength) }
         let episodes = SideBySideEpisodes(count: P, observationWidth: environments.observationWidth, actor: agent)

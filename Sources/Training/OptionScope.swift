@@ -31,7 +31,7 @@ public enum OptionScope {
 
     /// Whether an environment has continuous actions (a Python one is checked when it starts).
     static func hasContinuousActions(_ spec: EnvironmentSpec) -> Bool {
-        guard !spec.isPython, let env = try? spec.make() else { return true }
+        guard !spec.isPython, let env = try? spec.makeMultiAgent() else { return true }
         if case .discrete = env.actionSpace { return false }
         return true
     }
@@ -48,7 +48,10 @@ public enum OptionScope {
             rules.append(rule("agent.\(key)", "td3") { offPolicy($0)?.agent.algorithm == .td3 })
         }
         for key in ["learnTemperature", "targetEntropy", "temperatureLearningRate", "initialTemperature", "targetUpdateInterval"] {
-            rules.append(rule("agent.\(key)", "sac") { offPolicy($0)?.agent.algorithm == .sac })
+            rules.append(rule("agent.\(key)", "sac and masac") { offPolicy($0)?.agent.algorithm.isSoft ?? false })
+        }
+        for key in ["agent.criticInput", "agent.otherAgentsActions", "resetMode"] {
+            rules.append(rule(key, "masac") { offPolicy($0)?.agent.algorithm == .masac })
         }
         for key in ["encoderLearningRate", "truncation", "recurrentLayers", "sampler.burnIn", "sampler.initialState", "hiddenSize"] {
             rules.append(rule("agent.\(key)", "recurrent networks (--network gru or lstm; an MLP's widths are --head-hidden)") {

@@ -63,8 +63,15 @@ public final class SavedRun {
             let c = try decode(OffPolicyConfiguration.self)
             try c.validate()
             spec = c.environmentSpec
-            let spaces = try SavedRun.spaces(of: spec)
-            let agent = try OffPolicyAgent(configuration: c.agent, observationSpace: spaces.0, actionSpace: spaces.1, seed: c.seed)
+            let agent: OffPolicyAgent
+            if spec.isMultiAgent {
+                let env = try spec.makeMultiAgent()
+                agent = try OffPolicyAgent(configuration: c.agent, observationSpace: env.observationSpace, actionSpace: env.actionSpace, seed: c.seed,
+                                           agents: env.agents, globalStateWidth: env.globalStateWidth)
+            } else {
+                let spaces = try SavedRun.spaces(of: spec)
+                agent = try OffPolicyAgent(configuration: c.agent, observationSpace: spaces.0, actionSpace: spaces.1, seed: c.seed)
+            }
             parameters = agent.namedParameters()
             try SafeTensors.load(weightsURL, into: parameters)
             environment = c.environment
@@ -93,7 +100,7 @@ public final class SavedRun {
             let (mean, std) = result.summary
             return (result.returns, mean, std)
         }
-        let envs = try (0..<episodes).map { _ in try spec.make() }
+        let envs = try (0..<episodes).map { _ in try spec.makeMultiAgent() }
         var seeds = RandomGenerator(seed: seed)
         let result = evaluateSideBySide(actor, environments: envs, seeds: &seeds, deterministic: !stochastic)
         let (mean, std) = result.summary

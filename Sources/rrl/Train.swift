@@ -6,8 +6,11 @@ extension OffPolicyAlgorithm: ExpressibleByArgument {}
 
 /// The algorithms `rrl train` runs.
 enum TrainAlgorithm: String, CaseIterable, ExpressibleByArgument {
-    case sac, td3, ppo
+    case sac, td3, masac, ppo
 }
+extension CriticInput: ExpressibleByArgument {}
+extension OtherAgentsActions: ExpressibleByArgument {}
+extension MultiAgentVectorEnvironment.ResetMode: ExpressibleByArgument {}
 extension NetworkKind: ExpressibleByArgument {}
 extension InitialStateMode: ExpressibleByArgument {}
 extension Activation: ExpressibleByArgument {}
@@ -30,7 +33,7 @@ struct Train: ParsableCommand {
         """
     )
 
-    @Argument(help: "Algorithm: sac (continuous or discrete actions; the default), td3, or ppo (recurrent PPO).") var algorithm: TrainAlgorithm?
+    @Argument(help: "Algorithm: sac (continuous or discrete actions; the default), td3, masac (multi-agent SAC; default environment team-recall), or ppo (recurrent PPO).") var algorithm: TrainAlgorithm?
 
     @Option(help: "A JSON configuration file (a run's config.json, or any subset of it); command-line options override it.") var config: String?
     @Option(help: "Continue the run in this folder from its last checkpoint (only --steps, --checkpoint-interval and --quiet may be given too).") var resume: String?
@@ -49,7 +52,7 @@ struct Train: ParsableCommand {
     @Option(parsing: .unconditional, help: "Recurrent state width per layer.") var hidden: Int?
     @Option(parsing: .unconditional, help: "Hidden widths of the MLP heads, comma separated (e.g. 64,64; 'none' for a linear head).") var headHidden: String?
     @Option(help: "Activation of the heads: relu, tanh, elu.") var activation: Activation?
-    @Option(parsing: .unconditional, help: "Encoder inputs: observation,lastAction,lastReward (any subset).") var context: String?
+    @Option(parsing: .unconditional, help: "Encoder inputs: observation,lastAction,lastReward (any subset; masac adds agentID).") var context: String?
 
     @Option(parsing: .unconditional, help: "Trained steps per window, or 'full' for whole episodes.") var sequenceLength: String?
     @Option(parsing: .unconditional, help: "Burn-in slots at the start of each window (no loss, no gradient).") var burnIn: Int?
@@ -80,6 +83,10 @@ struct Train: ParsableCommand {
     @Option(parsing: .unconditional, help: "TD3 target smoothing noise.") var policyNoise: Float?
     @Option(parsing: .unconditional, help: "TD3 target noise clip.") var noiseClip: Float?
     @Option(parsing: .unconditional, help: "TD3 exploration noise.") var explorationNoise: Float?
+
+    @Option(help: "MASAC: what the centralised critics see: globalState (when the environment has one; the default) or jointObservation.") var criticInput: CriticInput?
+    @Option(help: "MASAC: the other agents' actions in the actor update: replay (the default) or currentPolicy.") var otherActions: OtherAgentsActions?
+    @Option(help: "MASAC with --envs: resetEachCopy (a copy restarts when its episode ends; the default) or resetTogether (finished copies wait, masked, until all have ended).") var resetMode: MultiAgentVectorEnvironment.ResetMode?
 
     @Option(parsing: .unconditional, help: "Random-action steps before updates start.") var warmup: Int?
     @Option(parsing: .unconditional, help: "Evaluate every this many steps.") var evalInterval: Int?
@@ -113,6 +120,7 @@ struct Train: ParsableCommand {
             ("--critic-interval", criticInterval != nil), ("--actor-interval", actorInterval != nil),
             ("--target-interval", targetInterval != nil), ("--policy-noise", policyNoise != nil), ("--noise-clip", noiseClip != nil),
             ("--exploration-noise", explorationNoise != nil), ("--warmup", warmup != nil), ("--probes", probes != nil),
+            ("--critic-input", criticInput != nil), ("--other-actions", otherActions != nil), ("--reset-mode", resetMode != nil),
         ]
         return given.filter(\.1).map(\.0)
     }
@@ -148,6 +156,7 @@ struct Train: ParsableCommand {
         "--truncation": ("agent.truncation", "ppo.truncation"), "--layers": ("agent.recurrentLayers", "ppo.recurrentLayers"),
         "--hidden": ("agent.hiddenSize", "ppo.hiddenSize"), "--refresh": (nil, "ppo.refreshStates"),
         "--refresh-interval": (nil, "ppo.refreshInterval"), "--initial-log-std": (nil, "ppo.initialLogStd"),
+        "--critic-input": ("agent.criticInput", nil), "--other-actions": ("agent.otherAgentsActions", nil), "--reset-mode": ("resetMode", nil),
     ]
 
     /// The off-policy configuration: `base` (or the defaults for the algorithm and environment), then the options given.
@@ -156,7 +165,8 @@ struct Train: ParsableCommand {
         if !ppoGiven.isEmpty {
             throw ConfigurationError("\(ppoGiven.joined(separator: ", ")) \(ppoGiven.count == 1 ? "applies" : "apply") only to ppo; remove \(ppoGiven.count == 1 ? "it" : "them"), or train with `rrl train ppo`")
         }
-        var c = base ?? OffPolicyConfiguration.defaults(algorithm: algorithm == .td3 ? .td3 : .sac, environment: env ?? "memory")
+        let offPolicyAlgorithm: OffPolicyAlgorithm = algorithm == .td3 ? .td3 : algorithm == .masac ? .masac : .sac
+        var c = base ?? OffPolicyConfiguration.defaults(algorithm: offPolicyAlgorithm, environment: env ?? (algorithm == .masac ? "team-recall" : "memory"))
         if let env { c.environment = env }
         if !envModule.isEmpty { c.environmentModules = envModule }
         if !envOption.isEmpty { c.environmentOptions = try parsedEnvironmentOptions() }
@@ -215,6 +225,9 @@ struct Train: ParsableCommand {
         if let includeFirstStepInTargets { c.agent.sampler.includeFirstStepInTargets = includeFirstStepInTargets }
         if let maskNonFinal { c.agent.sampler.maskNonFinal = maskNonFinal }
         if let truncation { c.agent.truncation = truncation }
+        if let criticInput { c.agent.criticInput = criticInput }
+        if let otherActions { c.agent.otherAgentsActions = otherActions }
+        if let resetMode { c.resetMode = resetMode }
         if let batchSize { c.agent.batchSize = batchSize }
         if let replayCapacity { c.agent.replayCapacity = replayCapacity }
         if let gamma { c.agent.gamma = gamma }
@@ -377,7 +390,7 @@ func formatDuration(_ seconds: Double) -> String {
 /// The episode length limit of a run's environment (for `--sequence-length full`): a built-in
 /// environment's, or the time limit a Python one registers (asked of a one-copy bridge).
 func episodeLimit(of c: OffPolicyConfiguration) throws -> Int {
-    guard c.environmentSpec.isPython else { return try c.environmentSpec.make().maxEpisodeSteps }
+    guard c.environmentSpec.isPython else { return try c.environmentSpec.makeMultiAgent().maxEpisodeSteps }
     let bridge = try PythonBridge(environment: String(c.environment.dropFirst(4)), count: 1, options: c.environmentSpec.bridgeOptions)
     guard bridge.maxEpisodeSteps > 0 else {
         throw ConfigurationError("\(c.environment) registers no time limit, so 'full' sequences have no length; give --sequence-length N")
