@@ -50,7 +50,7 @@ public protocol OffPolicyObjective: AnyObject {
     /// trained rows; writes d(loss)/d(head output) into `gradient` (`rows x policyOutputs`). Rows are
     /// agent-inner over `agents.count` agents, each with its own temperature; `agents.entropies`
     /// receives each agent's rows' Σ weight · H.
-    func actorLoss(policyOutput: Tensor, rows: Int, weights: UnsafePointer<Float>, agents: AgentTemperatures, critics: CriticView,
+    func actorLoss<Critics: CriticView>(policyOutput: Tensor, rows: Int, weights: UnsafePointer<Float>, agents: AgentTemperatures, critics: Critics,
                    gradient: Tensor, rng: inout RandomGenerator) -> (loss: Double, entropy: Double)
 }
 
@@ -92,8 +92,8 @@ public final class SoftActorCriticObjective: OffPolicyObjective {
         minimumQ[0] - alpha * nextLogProbabilities.data[r]
     }
 
-    public func actorLoss(policyOutput out: Tensor, rows: Int, weights: UnsafePointer<Float>, agents: AgentTemperatures,
-                          critics: CriticView, gradient: Tensor, rng: inout RandomGenerator) -> (loss: Double, entropy: Double) {
+    public func actorLoss<Critics: CriticView>(policyOutput out: Tensor, rows: Int, weights: UnsafePointer<Float>, agents: AgentTemperatures,
+                          critics: Critics, gradient: Tensor, rng: inout RandomGenerator) -> (loss: Double, entropy: Double) {
         let A = actionWidth
         actions.resize(Shape(d0: rows, d1: A))
         logProbabilities.resize(Shape(d0: rows))
@@ -157,8 +157,8 @@ public final class DiscreteSoftActorCriticObjective: OffPolicyObjective {
         return v
     }
 
-    public func actorLoss(policyOutput out: Tensor, rows: Int, weights: UnsafePointer<Float>, agents: AgentTemperatures,
-                          critics: CriticView, gradient: Tensor, rng: inout RandomGenerator) -> (loss: Double, entropy: Double) {
+    public func actorLoss<Critics: CriticView>(policyOutput out: Tensor, rows: Int, weights: UnsafePointer<Float>, agents: AgentTemperatures,
+                          critics: Critics, gradient: Tensor, rng: inout RandomGenerator) -> (loss: Double, entropy: Double) {
         let n = actions
         probabilities.resize(Shape(d0: rows, d1: n))
         logProbabilities.resize(Shape(d0: rows, d1: n))
@@ -226,8 +226,8 @@ public final class TD3Objective: OffPolicyObjective {
 
     public func nextValue(row r: Int, minimumQ: UnsafePointer<Float>, temperature alpha: Float) -> Float { minimumQ[0] }
 
-    public func actorLoss(policyOutput out: Tensor, rows: Int, weights: UnsafePointer<Float>, agents: AgentTemperatures,
-                          critics: CriticView, gradient: Tensor, rng: inout RandomGenerator) -> (loss: Double, entropy: Double) {
+    public func actorLoss<Critics: CriticView>(policyOutput out: Tensor, rows: Int, weights: UnsafePointer<Float>, agents: AgentTemperatures,
+                          critics: Critics, gradient: Tensor, rng: inout RandomGenerator) -> (loss: Double, entropy: Double) {
         minimum.evaluate(critics, count: 1, actions: out.data, rows: rows, actionWidth: actionWidth, weights: weights)
         var loss: Double = 0
         for r in 0..<rows { loss += Double(weights[r]) * Double(-minimum.values.data[r]) }
@@ -243,7 +243,7 @@ final class ContinuousCriticMinimum {
     let values = Tensor([0]), actionGradient = Tensor([0]), qGradient = Tensor([0])
     var perCritic: [Tensor] = []
 
-    func evaluate(_ critics: CriticView, count: Int, actions: UnsafePointer<Float>, rows: Int, actionWidth A: Int,
+    func evaluate<Critics: CriticView>(_ critics: Critics, count: Int, actions: UnsafePointer<Float>, rows: Int, actionWidth A: Int,
                   weights: UnsafePointer<Float>) {
         while perCritic.count < count { perCritic.append(Tensor([0])) }
         for i in 0..<count { perCritic[i].copy(from: critics.q(i, actions: actions)) }

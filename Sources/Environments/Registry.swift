@@ -150,13 +150,7 @@ public enum EnvironmentRegistry {
     /// runs refer to environments by name.
     public static func register(_ name: String, summary: String = "", options: [String: String] = [:],
                                 make: @escaping @Sendable (EnvironmentOptions) throws -> any Environment) throws {
-        guard !name.isEmpty, !name.hasPrefix("gym:"), !builtIn.contains(where: { $0.name == name }) else {
-            throw EnvironmentError(environment: name, message: "cannot register under this name: it is empty, starts with gym:, or is a built-in environment's")
-        }
-        lock.lock()
-        defer { lock.unlock() }
-        registered.removeAll { $0.name == name }
-        registered.append(Entry(name: name, summary: summary, options: options, make: make))
+        try insert(Entry(name: name, summary: summary, options: options, make: make))
     }
 
     static func checkOptions(_ entry: Entry, _ options: [String: String]) throws {
@@ -164,6 +158,23 @@ public enum EnvironmentRegistry {
             let known = entry.options.keys.sorted()
             throw EnvironmentError(environment: entry.name, message: "unknown option '\(key)'; " + (known.isEmpty ? "this environment has no options" : "its options are " + known.map { "\($0) (\(entry.options[$0]!))" }.joined(separator: ", ")))
         }
+    }
+
+    /// Registers a multi-agent environment under `name` (trained with masac), as `register` does.
+    public static func register(_ name: String, summary: String = "", options: [String: String] = [:],
+                                makeMultiAgent: @escaping @Sendable (EnvironmentOptions) throws -> any MultiAgentEnvironment) throws {
+        try insert(Entry(name: name, summary: summary, options: options, makeMultiAgent: makeMultiAgent))
+    }
+
+    static func insert(_ entry: Entry) throws {
+        let name = entry.name
+        guard !name.isEmpty, !name.hasPrefix("gym:"), !builtIn.contains(where: { $0.name == name }) else {
+            throw EnvironmentError(environment: name, message: "cannot register under this name: it is empty, starts with gym:, or is a built-in environment's")
+        }
+        lock.lock()
+        defer { lock.unlock() }
+        registered.removeAll { $0.name == name }
+        registered.append(entry)
     }
 
     /// A new environment with `options`, or an error naming the valid choices (the closest one first)

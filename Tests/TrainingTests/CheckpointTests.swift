@@ -98,6 +98,26 @@ final class CheckpointTests: XCTestCase {
         assertSameWeights(a, b)
     }
 
+    /// MASAC on team-recall with two copies, stored states and the global state, stopped and resumed:
+    /// the same metrics and weights as a run that never stopped.
+    func testMASACResumesExactly() throws {
+        var c = OffPolicyConfiguration.defaults(algorithm: .masac, environment: "team-recall")
+        c.environments = 2
+        c.steps = 900
+        c.warmupSteps = 100
+        c.evaluationInterval = 200
+        c.evaluationEpisodes = 2
+        c.agent.hiddenSize = 8
+        c.agent.headHiddenSizes = [16]
+        c.agent.batchSize = 4
+        c.agent.sampler.sequenceLength = 7
+        c.agent.sampler.initialState = .stored
+        c.agent.replayCapacity = 400
+        let (reference, resumed, a, b) = try uninterruptedAndResumed({ try OffPolicyTrainer(configuration: c) }, stopAt: 451)
+        assertSameRows(reference, resumed, columns: MetricsRow.columns)
+        assertSameWeights(a, b)
+    }
+
     /// TD3 (target actor, delayed updates, exploration noise) with an LSTM and zero-state windows on
     /// the memory task (with its probe), with a replay small enough to wrap around before the stop
     /// (its ring is saved oldest first and restored from index 0).

@@ -49,6 +49,29 @@ final class TrainingAllocationTests: XCTestCase {
         }
     }
 
+    /// MASAC on team-recall with three copies reset together (waiting copies held), stored states and
+    /// the global state in recurrent critics, discrete and continuous others' actions from the current
+    /// policy: 300 steps after the first updates allocate nothing.
+    func testMASACStepsAllocateNothing() throws {
+        var c = OffPolicyConfiguration.defaults(algorithm: .masac, environment: "team-recall")
+        c.environmentOptions = ["agents": "3"]
+        c.environments = 3
+        c.resetMode = .resetTogether
+        c.warmupSteps = 100
+        c.agent.hiddenSize = 8
+        c.agent.batchSize = 4
+        c.agent.sampler.sequenceLength = 7
+        c.agent.sampler.initialState = .stored
+        c.agent.otherAgentsActions = .currentPolicy
+        c.agent.context = ContextInputs(observation: true, lastAction: true, lastReward: true, agentID: true)
+        let trainer = try OffPolicyTrainer(configuration: c)
+        for _ in 0..<300 { try trainer.advance() }
+        let episodes = trainer.episodes
+        let allocations = try countAllocations { for _ in 0..<300 { try trainer.advance() } }
+        XCTAssertGreaterThan(trainer.episodes, episodes, "episodes ended inside the counted steps")
+        XCTAssertEqual(allocations, 0, "masac: 300 steps after warm-up allocated \(allocations) times")
+    }
+
     /// Recurrent PPO (LSTM, refreshed states, normalised observations): after a first rollout and
     /// update, collecting another rollout and updating on it allocate nothing.
     func testPPORolloutAndUpdateAllocateNothing() throws {

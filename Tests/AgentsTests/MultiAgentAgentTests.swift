@@ -1,0 +1,210 @@
+@testable import Agents
+import Environments
+import NeuralNetworks
+import Replay
+import Tensors
+import TestSupport
+import XCTest
+
+/// A multi-agent replay of random episodes (some terminated): every agent's observation, action,
+/// reward and stored state, and a global state.
+func makeRandomMultiAgentReplay(layout: ReplayLayout, episodes: [Int], actions: Space, seed: UInt64) -> EpisodeReplay {
+    var rng = RandomGenerator(seed: seed)
+    let replay = EpisodeReplay(capacity: 10_000, layout: layout)
+    let N = layout.agents
+    func normals(_ n: Int, _ scale: Float = 1) -> [Float] { (0..<n).map { _ in scale * rng.normal() } }
+    for (e, length) in episodes.enumerated() {
+        for t in 0..<length {
+            var action = [Float](repeating: 0, count: layout.actionFloats)
+            for k in 0..<N {
+                switch actions {
+                case .discrete(let n): action[k] = Float(rng.integer(below: n))
+                case .box: for j in 0..<layout.actionWidth { action[k * layout.actionWidth + j] = rng.uniform(-1, 1) }
+                }
+            }
+            let last = t == length - 1
+            replay.add(observations: normals(layout.observationFloats), actions: action, rewards: normals(N),
+                       nextObservations: normals(layout.observationFloats), terminated: last && e % 2 == 0, truncated: last && e % 2 == 1,
+                       actorStates: normals(max(layout.actorStateFloats, 1), 0.5), criticState: normals(max(layout.criticStateWidth, 1), 0.5),
+                       globalState: normals(max(layout.globalStateWidth, 1)), nextGlobalState: normals(max(layout.globalStateWidth, 1)))
+        }
+    }
+    return replay
+}
+
+/// MASAC's losses: their gradients against finite differences, and what its critics see.
+final class MultiAgentAgentTests: XCTestCase {
+    struct Case {
+        var label: String
+        var network: NetworkKind
+        var actions: Space
+        var globalState = 0
+        var checksEncoders = true
+        var configure: (inout AgentConfiguration) -> Void = { _ in }
+    }
+
+    static let cases: [Case] = [
+        Case(label: "MASAC discrete GRU, global state, stored states, full context", network: .gru, actions: .discrete(3), globalState: 5) {
+            $0.sampler.initialState = .stored
+            $0.context = ContextInputs(observation: true, lastAction: true, lastReward: true, agentID: true)
+        },
+        Case(label: "MASAC continuous GRU, joint observation, targets from slot 1", network: .gru, actions: .box(low: [-1, -1], high: [1, 1])) {
+            $0.sampler.includeFirstStepInTargets = false
+            $0.context = ContextInputs(observation: true, agentID: true)
+        },
+        Case(label: "MASAC continuous LSTM, global state, final steps only", network: .lstm, actions: .box(low: [-1], high: [1]), globalState: 4) {
+            $0.sampler.maskNonFinal = true
+            $0.sampler.initialState = .stored
+            $0.context = ContextInputs(observation: true, lastAction: true, agentID: true)
+        },
+        Case(label: "MASAC discrete MLP", network: .mlp, actions: .discrete(4)) {
+            $0.sampler.sequenceLength = 1
+            $0.context = ContextInputs(observation: true, agentID: true)
+        },
+        Case(label: "MASAC continuous GRU, stored+burnIn (heads only)", network: .gru, actions: .box(low: [-1], high: [1]), globalState: 3,
+             checksEncoders: false) {
+            $0.sampler.initialState = .storedBurnIn
+            $0.sampler.burnIn = 2
+            $0.context = ContextInputs(observation: true, agentID: true)
+        },
+    ]
+
+    func makeAgent(_ c: Case, agents: Int = 3, seed: UInt64 = 1) throws -> (OffPolicyAgent, EpisodeReplay, SequenceSampler) {
+        var configuration = AgentConfiguration()
+        configuration.algorithm = .masac
+        configuration.network = c.network
+        configuration.hiddenSize = 5
+        configuration.headHiddenSizes = [6]
+        configuration.activation = .tanh  // smooth, for finite differences
+        configuration.batchSize = 3
+        configuration.sampler.sequenceLength = 6
+        configuration.gamma = 0.9
+        configuration.initialTemperature = 0.7
+        c.configure(&configuration)
+        let agent = try OffPolicyAgent(configuration: configuration, observationSpace: .box(low: [-5, -5], high: [5, 5]),
+                                       actionSpace: c.actions, seed: seed, agents: agents, globalStateWidth: c.globalState)
+        // Different temperatures per agent, so that a row given another agent's would show.
+        for k in 0..<agents { agent.logTemperature.value.data[k] = Float(k) * 0.3 - 0.4 }
+        let replay = makeRandomMultiAgentReplay(layout: agent.replayLayout, episodes: [4, 9, 2, 12, 6], actions: c.actions, seed: seed + 10)
+        let sampler = SequenceSampler(configuration: configuration.sampler, batchSize: 3, layout: agent.replayLayout, seed: seed + 20)
+        return (agent, replay, sampler)
+    }
+
+    /// The critics' loss over every agent's rows (centralised input, own and others' actions, per-agent
+    /// rewards and temperatures) has the gradient of finite differences.
+    func testCriticGradientsMatchFiniteDifferences() throws {
+        for c in MultiAgentAgentTests.cases {
+            let (agent, replay, sampler) = try makeAgent(c)
+            let batch = sampler.sample(from: replay)
+            let rows = agent.prepare(batch)
+            XCTAssertEqual(rows, 3 * 3 * (agent.configuration.sampler.sequenceLength - agent.configuration.sampler.burnIn), c.label)
+            let noise = agent.rng
+            agent.rng = noise
+            _ = agent.criticLossAndGradients(batch, rows: rows)
+            var rng = RandomGenerator(seed: 5)
+            for (i, critic) in agent.critics.enumerated() {
+                let parameters = critic.namedParameters(prefix: "critic\(i).")
+                let gradients = parameters.map(\.parameter.gradient.array)
+                for ((name, p), analytic) in zip(parameters, gradients) where c.checksEncoders || !name.contains(".encoder.") {
+                    GradientChecker(maxEntries: 10).check("\(c.label): \(name)", values: p.value.data, analytic: analytic, rng: &rng) {
+                        agent.rng = noise
+                        return agent.criticLossAndGradients(batch, rows: rows).loss
+                    }
+                }
+            }
+        }
+    }
+
+    /// The actor's loss (each row moving only its own agent's action, the others' from the replay)
+    /// has the gradient of finite differences; so has the temperature's, per agent.
+    func testActorGradientsMatchFiniteDifferences() throws {
+        for c in MultiAgentAgentTests.cases {
+            let (agent, replay, sampler) = try makeAgent(c)
+            let batch = sampler.sample(from: replay)
+            let rows = agent.prepare(batch)
+            let noise = agent.rng
+            agent.rng = noise
+            _ = agent.actorLossAndGradients(batch, rows: rows)
+            let parameters = agent.actor.namedParameters(prefix: "actor.")
+            let gradients = parameters.map(\.parameter.gradient.array)
+            var rng = RandomGenerator(seed: 6)
+            for ((name, p), analytic) in zip(parameters, gradients) where c.checksEncoders || !name.contains(".encoder.") {
+                GradientChecker(maxEntries: 10).check("\(c.label): \(name)", values: p.value.data, analytic: analytic, rng: &rng) {
+                    agent.rng = noise
+                    return agent.actorLossAndGradients(batch, rows: rows).loss
+                }
+            }
+            // Each agent's entropy is the mean over its own rows: the per-agent sums, scaled by the
+            // agents, average to the whole batch's entropy.
+            agent.rng = noise
+            let (_, entropy) = agent.actorLossAndGradients(batch, rows: rows)
+            let perAgent = (0..<3).map { agent.agentEntropies[$0] }
+            XCTAssertEqual(perAgent.reduce(0, +), entropy, accuracy: 1e-9 + abs(entropy) * 1e-9, c.label)
+        }
+    }
+
+    /// Agent k's centralised critic sees the joint action: changing another agent's recorded action
+    /// changes agent k's Q, and changing the global state changes it too.
+    func testTheCentralisedCriticSeesTheJointActionAndTheGlobalState() throws {
+        for c in [MultiAgentAgentTests.cases[0], MultiAgentAgentTests.cases[2]] {
+            let (agent, replay, sampler) = try makeAgent(c)
+            let batch = sampler.sample(from: replay)
+            let rows = agent.prepare(batch)
+            func q() -> [Float] {
+                let critic = agent.critics[0]
+                let f = agent.encodeCurrent(critic, batch: batch, initialState: agent.criticStateColumns(batch.initialCriticState, critic: 0),
+                                            keepActivations: false)
+                let recorded = batch.actions.data + agent.configuration.sampler.burnIn * batch.batchSize * 3 * agent.actionWidth
+                let extra = agent.criticExtra(recorded, rows: rows, into: agent.recordedExtra)
+                return critic.head(features: f, firstRow: 0, rows: rows, extra: extra).array
+            }
+            let before = q()
+            // Agent 2's action at batch row 0, first trained slot: agent 0's Q there must move.
+            let slot = agent.configuration.sampler.burnIn, k = slot * batch.batchSize * 3 + 2
+            let width = agent.discreteActions ?? 1
+            switch c.actions {
+            case .discrete(let n): batch.actions.data[k] = Float((Int(batch.actions.data[k]) + 1) % n)
+            case .box: batch.actions.data[k * agent.actionWidth] = -batch.actions.data[k * agent.actionWidth] + 0.5
+            }
+            let after = q()
+            let row0 = slot * 0 + 0  // trained row of (slot, batch row 0, agent 0)
+            XCTAssertNotEqual(Array(before[(row0 * width)..<(row0 * width + width)]), Array(after[(row0 * width)..<(row0 * width + width)]), c.label)
+            // Agent 2's own Q at that step moves too in the continuous case (its own action); agent 1's
+            // Q at another batch row does not.
+            let other = (1 * 3 + 1) * width
+            XCTAssertEqual(Array(before[other..<(other + width)]), Array(after[other..<(other + width)]), c.label)
+            // The global state.
+            batch.globalStates.data[slot * batch.batchSize * agent.globalStateWidth] += 1
+            _ = agent.prepare(batch)
+            let moved = q()
+            XCTAssertNotEqual(Array(after[0..<width]), Array(moved[0..<width]), "\(c.label): the global state enters the critic")
+        }
+    }
+
+    /// With one agent, MASAC's agent is SAC's: the same parameters from the same seed, and the same
+    /// losses and gradients on the same batch.
+    func testOneAgentMASACIsSAC() throws {
+        for actions in [Space.box(low: [-1], high: [1]), .discrete(3)] {
+            var configuration = AgentConfiguration()
+            configuration.network = .gru
+            configuration.hiddenSize = 5
+            configuration.batchSize = 3
+            configuration.sampler.sequenceLength = 5
+            configuration.sampler.initialState = .stored
+            configuration.context = ContextInputs(observation: true, lastAction: true, lastReward: true)
+            let sac = try OffPolicyAgent(configuration: configuration, observationSpace: .box(low: [-5, -5], high: [5, 5]), actionSpace: actions, seed: 3)
+            configuration.algorithm = .masac
+            let masac = try OffPolicyAgent(configuration: configuration, observationSpace: .box(low: [-5, -5], high: [5, 5]), actionSpace: actions, seed: 3)
+            let replay = makeRandomMultiAgentReplay(layout: sac.replayLayout, episodes: [5, 7, 3], actions: actions, seed: 8)
+            XCTAssertEqual(sac.replayLayout, masac.replayLayout)
+            let sampler = SequenceSampler(configuration: configuration.sampler, batchSize: 3, layout: sac.replayLayout, seed: 4)
+            let batch = sampler.sample(from: replay)
+            for _ in 0..<3 {
+                sac.update(batch)
+                masac.update(batch)
+                XCTAssertEqual(sac.statistics, masac.statistics)
+            }
+            XCTAssertEqual(sac.namedParameters().map(\.parameter.value.array), masac.namedParameters().map(\.parameter.value.array))
+        }
+    }
+}

@@ -1,0 +1,168 @@
+import Agents
+import Environments
+import Foundation
+import Replay
+import Tensors
+@testable import Training
+import XCTest
+
+/// Two agents whose episodes last 2 to 6 steps (drawn at reset), for collection tests.
+final class RandomLengthTeam: MultiAgentEnvironment {
+    var rng = RandomGenerator(seed: 0)
+    var length = 0, t = 0
+    var name: String { "test-random-length-team" }
+    var agents: Int { 2 }
+    var observationSpace: Space { .box(low: [0, 0], high: [10, 1]) }
+    var actionSpace: Space { .discrete(2) }
+    var globalStateWidth: Int { 1 }
+    var maxEpisodeSteps: Int { 6 }
+    func observe(_ o: UnsafeMutablePointer<Float>) { o[0] = Float(t); o[1] = 0; o[2] = Float(t); o[3] = 1 }
+    func reset(seed: UInt64?, observations: UnsafeMutablePointer<Float>) {
+        if let seed { rng = RandomGenerator(seed: seed) }
+        length = 2 + rng.integer(below: 5)
+        t = 0
+        observe(observations)
+    }
+    func step(actions: UnsafePointer<Float>, observations: UnsafeMutablePointer<Float>, rewards: UnsafeMutablePointer<Float>,
+              active: UnsafeMutablePointer<Bool>) -> MultiAgentStepResult {
+        t += 1
+        observe(observations)
+        rewards[0] = actions[0]; rewards[1] = 1 - actions[1]
+        active[0] = true; active[1] = true
+        return MultiAgentStepResult(terminated: t == length && t < 6, truncated: t == 6)
+    }
+    func globalState(into state: UnsafeMutablePointer<Float>) { state[0] = Float(length) }
+    struct State: Codable { var rng: RandomGenerator, length: Int, t: Int }
+    func save(to archive: StateArchive, prefix: String) throws { archive.put(prefix + "state", value: State(rng: rng, length: length, t: t)) }
+    func restore(from archive: StateArchiveReader, prefix: String) throws {
+        let s = try archive.value(prefix + "state", as: State.self)
+        rng = s.rng; length = s.length; t = s.t
+    }
+}
+
+/// MASAC collection and training: one agent is SAC, the recurrent states entering an episode are the
+/// initial ones, a copy that waits changes nothing, same seed same run.
+final class MASACTests: XCTestCase {
+    override class func setUp() {
+        super.setUp()
+        try? EnvironmentRegistry.register("test-random-length-team", summary: "two agents, episodes of 2-6 steps") { _ in RandomLengthTeam() }
+    }
+
+    func teamRecall(steps: Int = 600, seed: UInt64 = 0) -> OffPolicyConfiguration {
+        var c = OffPolicyConfiguration.defaults(algorithm: .masac, environment: "team-recall")
+        c.steps = steps
+        c.seed = seed
+        c.warmupSteps = 100
+        c.evaluationInterval = 200
+        c.evaluationEpisodes = 3
+        c.agent.hiddenSize = 8
+        c.agent.headHiddenSizes = [16]
+        c.agent.batchSize = 4
+        c.agent.sampler.sequenceLength = 7
+        c.agent.sampler.initialState = .stored
+        return c
+    }
+
+    /// MASAC on a single-agent environment is SAC: every metric of the same run is the same.
+    func testOneAgentMASACRunIsSAC() throws {
+        var c = OffPolicyConfiguration.defaults(algorithm: .sac, environment: "pendulum-velocity")
+        c.steps = 500
+        c.warmupSteps = 100
+        c.evaluationInterval = 250
+        c.evaluationEpisodes = 2
+        c.agent.network = .gru
+        c.agent.hiddenSize = 8
+        c.agent.headHiddenSizes = [16]
+        c.agent.batchSize = 4
+        c.agent.sampler.sequenceLength = 10
+        c.agent.sampler.burnIn = 3
+        c.agent.sampler.initialState = .storedBurnIn
+        c.agent.context = ContextInputs(observation: true, lastAction: true, lastReward: true)
+        let sac = try OffPolicyTrainer(configuration: c).run()
+        c.agent.algorithm = .masac
+        let masac = try OffPolicyTrainer(configuration: c).run()
+        XCTAssertEqual(sac.count, 2)
+        for (x, y) in zip(sac, masac) {
+            for column in MetricsRow.columns where !MetricsRow.timingColumns.contains(column) {
+                let u = x[column] ?? .nan, v = y[column] ?? .nan
+                XCTAssertTrue(u == v || (u.isNaN && v.isNaN), "\(column): sac \(u), masac \(v)")
+            }
+        }
+    }
+
+    /// The recurrent state entering the first step of every episode is the initial (zero) one, for
+    /// every agent and copy: the stored states at episode starts are zeros, and later ones are not
+    /// (the classic off-by-one between the done flag and the reset would store the last state of the
+    /// previous episode at the start of the next).
+    func testTheStateEnteringAnEpisodeIsTheInitialOne() throws {
+        for mode in [MultiAgentVectorEnvironment.ResetMode.resetEachCopy, .resetTogether] {
+            var c = teamRecall()
+            c.environment = "test-random-length-team"
+            c.environments = 3
+            c.resetMode = mode
+            let trainer = try OffPolicyTrainer(configuration: c)
+            for _ in 0..<150 { try trainer.advance() }
+            let replay = trainer.replay, w = replay.layout.actorStateFloats
+            var starts = 0, laterNonZero = 0
+            for offset in 0..<replay.count {
+                let i = replay.index(offset)
+                let state = UnsafeBufferPointer(start: replay.actorState(i), count: w)
+                if replay.isFirstStep(i) {
+                    XCTAssertEqual(state.map { abs($0) }.max(), 0, "\(mode): an episode's first step starts from zeros")
+                    starts += 1
+                } else if state.contains(where: { $0 != 0 }) {
+                    laterNonZero += 1
+                }
+            }
+            XCTAssertGreaterThan(starts, 20)
+            XCTAssertGreaterThan(laterNonZero, 20, "the check is not vacuous")
+        }
+    }
+
+    /// With copies reset together, a copy that ended waits: while it does, its recurrent states, its
+    /// acting inputs and its replay ring do not change; when all have ended, every copy restarts
+    /// from zero states.
+    func testACopyThatWaitsChangesNothing() throws {
+        var c = teamRecall()
+        c.environment = "test-random-length-team"
+        c.environments = 3
+        c.resetMode = .resetTogether
+        let trainer = try OffPolicyTrainer(configuration: c)
+        let env = try XCTUnwrap(trainer.environments as? MultiAgentVectorEnvironment)
+        let M = 2, Sa = trainer.actorState.shape[1]
+        var waits = 0
+        for _ in 0..<300 {
+            let waiting = (0..<3).filter { !env.running[$0] }
+            let before = waiting.map { n in
+                (Array(UnsafeBufferPointer(start: trainer.actorState.data + n * M * Sa, count: M * Sa)),
+                 Array(UnsafeBufferPointer(start: trainer.observation + n * M * 2, count: M * 2)),
+                 trainer.replay.writeIndex(copy: n))
+            }
+            let stepBefore = trainer.step, running = 3 - waiting.count
+            try trainer.advance()
+            XCTAssertEqual(trainer.step - stepBefore, running, "only running copies count as steps")
+            for (n, old) in zip(waiting, before) where !env.episodeStarts[n] {
+                waits += 1
+                XCTAssertEqual(Array(UnsafeBufferPointer(start: trainer.actorState.data + n * M * Sa, count: M * Sa)), old.0)
+                XCTAssertEqual(Array(UnsafeBufferPointer(start: trainer.observation + n * M * 2, count: M * 2)), old.1)
+                XCTAssertEqual(trainer.replay.writeIndex(copy: n), old.2, "a waiting copy stores nothing")
+            }
+            if env.episodeStarts.allSatisfy({ $0 }) {
+                XCTAssertEqual(trainer.actorState.array.map { abs($0) }.max(), 0, "all restart from zeros")
+            }
+        }
+        XCTAssertGreaterThan(waits, 30, "copies did wait")
+    }
+
+    /// Same seed, same metrics; another seed differs.
+    func testSameSeedSameMetrics() throws {
+        func rows(_ seed: UInt64) throws -> [[Double]] {
+            try OffPolicyTrainer(configuration: teamRecall(steps: 400, seed: seed)).run().map { row in
+                MetricsRow.columns.filter { !MetricsRow.timingColumns.contains($0) }.map { row[$0] ?? .nan }
+            }
+        }
+        let a = try rows(3), b = try rows(3), d = try rows(4)
+        XCTAssertEqual(a.description, b.description)
+        XCTAssertNotEqual(a.description, d.description)
+    }
+}
