@@ -103,6 +103,9 @@ public final class OffPolicyAgent {
     let sampledNext = Tensor([0]), currentActions = Tensor([0]), currentProbabilities = Tensor([0])
     /// d Q / d(own action) of several agents' critics (the first columns of the head's extra gradient).
     let ownActionGradient = Tensor([0])
+    /// Staleness measurement: the episodes' pasts followed by the windows, and the heads' outputs.
+    let stalenessContext = Tensor([0]), stalenessCriticContext = Tensor([0]), stalenessMask = Tensor([0])
+    let stalenessUsed = Tensor([0]), stalenessRecomputed = Tensor([0])
     /// Per agent: α (0 for TD3) and Σ weight · entropy of the last actor update.
     let temperatureValues: Tensor
     let agentEntropies: UnsafeMutablePointer<Double>

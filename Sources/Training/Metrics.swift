@@ -12,7 +12,9 @@ public struct MetricsRow: Equatable, Sendable {
     /// The columns of an off-policy (SAC, TD3) run.
     public static let columns = ["step", "episodes", "train_return_mean", "eval_return_mean", "eval_return_std", "probe_accuracy",
                                  "critic_loss", "actor_loss", "temperature", "entropy", "mean_q",
-                                 "critic_grad_norm", "actor_grad_norm", "encoder_grad_norm", "wall_seconds", "steps_per_second"]
+                                 "critic_grad_norm", "actor_grad_norm", "encoder_grad_norm",
+                                 "staleness_q_first", "staleness_q_last", "staleness_policy_first", "staleness_policy_last",
+                                 "wall_seconds", "steps_per_second"]
     /// The columns of a PPO run: per-update statistics of the last update before the row, among them
     /// the approximate KL to the collecting policy with stale (collected) and refreshed states.
     public static let ppoColumns = ["step", "episodes", "updates", "train_return_mean", "eval_return_mean", "eval_return_std",

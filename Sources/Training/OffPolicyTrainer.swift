@@ -322,6 +322,18 @@ public final class OffPolicyTrainer {
         return Double(correct) / Double(P)
     }
 
+    /// A sampler of its own for the staleness measurement, so that measuring draws nothing from training's.
+    lazy var stalenessSampler = SequenceSampler(configuration: configuration.agent.sampler, batchSize: configuration.agent.batchSize,
+                                                layout: agent.replayLayout, seed: 0)
+
+    /// The hidden-state staleness (`Staleness`) of a batch drawn for the purpose (the k-th measurement
+    /// from the run's seed and k), or nil for an MLP actor or an empty replay.
+    public func measureStaleness() -> Staleness? {
+        guard agent.actor.isRecurrent, replay.count > 0 else { return nil }
+        stalenessSampler.rng = RandomGenerator(seed: configuration.seed &+ 0x57A1_E5E5 &* UInt64(evaluation.count + 1))
+        return agent.staleness(stalenessSampler.sample(from: replay), replay: replay)
+    }
+
     /// The metrics of the current state (with a fresh evaluation and probe).
     public func measure(wallSeconds: Double, stepsPerSecond: Double) -> MetricsRow {
         var row = MetricsRow()
@@ -341,6 +353,12 @@ public final class OffPolicyTrainer {
         row["critic_grad_norm"] = Double(s.criticGradientNorm)
         row["actor_grad_norm"] = Double(s.actorGradientNorm)
         row["encoder_grad_norm"] = Double(s.encoderGradientNorm)
+        if let staleness = measureStaleness() {
+            row["staleness_q_first"] = Double(staleness.qFirst)
+            row["staleness_q_last"] = Double(staleness.qLast)
+            row["staleness_policy_first"] = Double(staleness.policyFirst)
+            row["staleness_policy_last"] = Double(staleness.policyLast)
+        }
         row["wall_seconds"] = wallSeconds
         row["steps_per_second"] = stepsPerSecond
         return row

@@ -154,6 +154,42 @@ final class MASACTests: XCTestCase {
         XCTAssertGreaterThan(waits, 30, "copies did wait")
     }
 
+    /// The staleness measure is zero (to rounding) when the weights have not changed since
+    /// collection and windows start from their stored states; it is not when windows start from
+    /// zeros in the middle of episodes; and measuring changes nothing in training.
+    func testStalenessIsZeroForStoredStatesOfUnchangedWeights() throws {
+        for (mode, expectZero) in [(InitialStateMode.stored, true), (.storedBurnIn, true), (.zero, false)] {
+            var c = teamRecall(steps: 2000)
+            c.warmupSteps = 1000  // no update: the weights are those of collection
+            c.agent.sampler.alwaysStartAtEpisodeStart = false
+            c.agent.sampler.sequenceLength = 4
+            c.agent.sampler.initialState = mode
+            if mode == .storedBurnIn { c.agent.sampler.burnIn = 2 }
+            c.agent.context = ContextInputs(observation: true, lastAction: true, agentID: true)
+            let trainer = try OffPolicyTrainer(configuration: c)
+            for _ in 0..<300 { try trainer.advance() }
+            let s = try XCTUnwrap(trainer.measureStaleness())
+            let values = [s.qFirst, s.qLast, s.policyFirst, s.policyLast]
+            XCTAssertTrue(values.allSatisfy(\.isFinite), "\(mode): \(values)")
+            if expectZero {
+                XCTAssertLessThan(values.max()!, 1e-5, "\(mode): \(values)")
+            } else {
+                XCTAssertGreaterThan(s.policyFirst, 1e-6, "\(mode): zero starts mid-episode are stale: \(values)")
+                XCTAssertGreaterThan(s.qFirst, 1e-2, "\(mode): \(values)")
+            }
+        }
+        // Measuring draws nothing from training: two runs, one measuring every 100 steps, stay identical.
+        var c = teamRecall(steps: 500)
+        c.evaluationInterval = 500
+        let a = try OffPolicyTrainer(configuration: c), b = try OffPolicyTrainer(configuration: c)
+        for t in 0..<500 {
+            try a.advance()
+            try b.advance()
+            if t % 100 == 99 { _ = b.measureStaleness() }
+        }
+        XCTAssertEqual(a.agent.namedParameters().map(\.parameter.value.array), b.agent.namedParameters().map(\.parameter.value.array))
+    }
+
     /// Same seed, same metrics; another seed differs.
     func testSameSeedSameMetrics() throws {
         func rows(_ seed: UInt64) throws -> [[Double]] {
