@@ -11,8 +11,9 @@ steps=${1:-8000}
 shift || true
 seeds=${*:-0 1 2}
 out=${OUT_DIR:-runs/masac-strategies}
-swift build -c release --product rrl > /dev/null
-rrl=.build/release/rrl
+# RRL=path uses that binary (for example a copy, while the package is rebuilt); else this package's.
+rrl=${RRL:-.build/release/rrl}
+[ -n "${RRL:-}" ] || swift build -c release --product rrl > /dev/null
 common=(train masac --env team-recall --env-option delay=5 --steps "$steps" --eval-interval $((steps / 8)) --eval-episodes 20 --quiet --overwrite)
 declare -A strategy=(
   [zero-per-transition]="--sequence-length 1 --initial-state zero --no-start-at-episode-start"
