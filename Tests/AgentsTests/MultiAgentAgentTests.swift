@@ -96,47 +96,20 @@ final class MultiAgentAgentTests: XCTestCase {
         for c in MultiAgentAgentTests.cases {
             let (agent, replay, sampler) = try makeAgent(c)
             let batch = sampler.sample(from: replay)
-            let rows = agent.prepare(batch)
-            XCTAssertEqual(rows, 3 * 3 * (agent.configuration.sampler.sequenceLength - agent.configuration.sampler.burnIn), c.label)
-            let noise = agent.rng
-            agent.rng = noise
-            _ = agent.criticLossAndGradients(batch, rows: rows)
-            var rng = RandomGenerator(seed: 5)
-            for (i, critic) in agent.critics.enumerated() {
-                let parameters = critic.namedParameters(prefix: "critic\(i).")
-                let gradients = parameters.map(\.parameter.gradient.array)
-                for ((name, p), analytic) in zip(parameters, gradients) where c.checksEncoders || !name.contains(".encoder.") {
-                    GradientChecker(maxEntries: 10).check("\(c.label): \(name)", values: p.value.data, analytic: analytic, rng: &rng) {
-                        agent.rng = noise
-                        return agent.criticLossAndGradients(batch, rows: rows).loss
-                    }
-                }
-            }
+            XCTAssertEqual(agent.prepare(batch), 3 * 3 * (agent.configuration.sampler.sequenceLength - agent.configuration.sampler.burnIn), c.label)
+            checkLossGradients(agent, batch: batch, actor: false, label: c.label, checksEncoders: c.checksEncoders, maxEntries: 10)
         }
     }
 
     /// The actor's loss (each row moving only its own agent's action, the others' from the replay)
-    /// has the gradient of finite differences; so has the temperature's, per agent.
+    /// has the gradient of finite differences; each agent's entropy is the mean over its own rows.
     func testActorGradientsMatchFiniteDifferences() throws {
         for c in MultiAgentAgentTests.cases {
             let (agent, replay, sampler) = try makeAgent(c)
             let batch = sampler.sample(from: replay)
+            checkLossGradients(agent, batch: batch, actor: true, label: c.label, checksEncoders: c.checksEncoders, maxEntries: 10)
+            // The per-agent sums, scaled by the agents, average to the whole batch's entropy.
             let rows = agent.prepare(batch)
-            let noise = agent.rng
-            agent.rng = noise
-            _ = agent.actorLossAndGradients(batch, rows: rows)
-            let parameters = agent.actor.namedParameters(prefix: "actor.")
-            let gradients = parameters.map(\.parameter.gradient.array)
-            var rng = RandomGenerator(seed: 6)
-            for ((name, p), analytic) in zip(parameters, gradients) where c.checksEncoders || !name.contains(".encoder.") {
-                GradientChecker(maxEntries: 10).check("\(c.label): \(name)", values: p.value.data, analytic: analytic, rng: &rng) {
-                    agent.rng = noise
-                    return agent.actorLossAndGradients(batch, rows: rows).loss
-                }
-            }
-            // Each agent's entropy is the mean over its own rows: the per-agent sums, scaled by the
-            // agents, average to the whole batch's entropy.
-            agent.rng = noise
             let (_, entropy) = agent.actorLossAndGradients(batch, rows: rows)
             let perAgent = (0..<3).map { agent.agentEntropies[$0] }
             XCTAssertEqual(perAgent.reduce(0, +), entropy, accuracy: 1e-9 + abs(entropy) * 1e-9, c.label)

@@ -98,22 +98,7 @@ final class OffPolicyAgentTests: XCTestCase {
     func testCriticGradientsMatchFiniteDifferences() throws {
         for c in OffPolicyAgentTests.cases {
             let (agent, replay, sampler) = try makeAgent(c)
-            let batch = sampler.sample(from: replay)
-            let rows = agent.prepare(batch)
-            let noise = agent.rng
-            _ = agent.criticLossAndGradients(batch, rows: rows)
-            // Every analytic gradient is read before any check re-runs the loss.
-            let parameters = agent.critics.enumerated().flatMap { $0.element.namedParameters(prefix: "critic\($0.offset).") }
-            let gradients = parameters.map(\.parameter.gradient.array)
-            var rng = RandomGenerator(seed: 5)
-            for ((name, p), analytic) in zip(parameters, gradients) where c.checksEncoders || !name.contains(".encoder.") {
-                do {
-                    GradientChecker(maxEntries: 12).check("\(c.label): \(name)", values: p.value.data, analytic: analytic, rng: &rng) {
-                        agent.rng = noise
-                        return agent.criticLossAndGradients(batch, rows: rows).loss
-                    }
-                }
-            }
+            checkLossGradients(agent, batch: sampler.sample(from: replay), actor: false, label: c.label, checksEncoders: c.checksEncoders)
         }
     }
 
@@ -122,20 +107,7 @@ final class OffPolicyAgentTests: XCTestCase {
     func testActorGradientsMatchFiniteDifferences() throws {
         for c in OffPolicyAgentTests.cases {
             let (agent, replay, sampler) = try makeAgent(c)
-            let batch = sampler.sample(from: replay)
-            let rows = agent.prepare(batch)
-            let noise = agent.rng
-            agent.rng = noise
-            _ = agent.actorLossAndGradients(batch, rows: rows)
-            let parameters = agent.actor.namedParameters(prefix: "actor.")
-            let gradients = parameters.map(\.parameter.gradient.array)
-            var rng = RandomGenerator(seed: 6)
-            for ((name, p), analytic) in zip(parameters, gradients) where c.checksEncoders || !name.contains(".encoder.") {
-                GradientChecker(maxEntries: 12).check("\(c.label): \(name)", values: p.value.data, analytic: analytic, rng: &rng) {
-                    agent.rng = noise
-                    return agent.actorLossAndGradients(batch, rows: rows).loss
-                }
-            }
+            checkLossGradients(agent, batch: sampler.sample(from: replay), actor: true, label: c.label, checksEncoders: c.checksEncoders)
         }
     }
 
