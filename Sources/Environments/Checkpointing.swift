@@ -189,3 +189,22 @@ extension MultiAgentVectorEnvironment {
         totalSteps = s.totalSteps
     }
 }
+
+extension Foraging {
+    struct State: Codable { var rng: RandomGenerator; var field: [Int]; var rows: [Int]; var columns: [Int]; var levels: [Int]; var step: Int; var foodSpawned: Float }
+
+    public func save(to archive: StateArchive, prefix: String) throws {
+        archive.put(prefix + "state", value: State(rng: rng, field: field, rows: positions.map(\.row), columns: positions.map(\.column),
+                                                   levels: levels, step: step, foodSpawned: foodSpawned))
+    }
+
+    public func restore(from archive: StateArchiveReader, prefix: String) throws {
+        let s = try archive.value(prefix + "state", as: State.self)
+        guard s.field.count == size * size, s.levels.count == players, s.rows.count == players, s.columns.count == players else {
+            throw StateArchiveError("checkpoint \(archive.path): a foraging field or team of other sizes than this run's (\(size) x \(size), \(players) players)")
+        }
+        rng = s.rng
+        setState(field: s.field, positions: zip(s.rows, s.columns).map { (row: $0, column: $1) }, levels: s.levels, step: s.step)
+        foodSpawned = s.foodSpawned
+    }
+}

@@ -131,6 +131,16 @@ public enum EnvironmentRegistry {
             return TeamRecall(agents: try o.int("agents", default: 2, in: 1...64), cues: try o.int("cues", default: 4, in: 2...64),
                               delay: try o.int("delay", default: 5, in: 0...10_000), teamReward: reward == "team")
         },
+        Entry(name: "foraging", summary: "level-based foraging (lbforaging 2.0.0): load foods whose level needs the players' summed levels (50 steps)",
+              options: ["size": "the field's side (default 8)", "players": "players (default 2)", "foods": "foods (default 2)",
+                        "sight": "cells seen around each player (default: the whole field; 2 for the -2s variants)",
+                        "coop": "1: every food needs all players (default 0)", "penalty": "cost of a failed load (default 0)",
+                        "steps": steps + " (default 50)"]) { o in
+            let size = try o.int("size", default: 8, in: 3...64)
+            return Foraging(size: size, players: try o.int("players", default: 2, in: 1...16), foods: try o.int("foods", default: 2, in: 1...32),
+                            sight: try o.int("sight", default: size, in: 1...64), coop: try o.int("coop", default: 0, in: 0...1) == 1,
+                            penalty: try o.float("penalty", default: 0, in: 0...100), maxEpisodeSteps: try o.int("steps", default: 50, in: 1...10_000_000))
+        },
     ]
 
     nonisolated(unsafe) static var registered: [Entry] = []
