@@ -17,6 +17,8 @@ public protocol EnvironmentCopies: AnyObject, Checkpointable {
     var actionWidth: Int { get }
     /// Floats of a copy's global state (0: none).
     var globalStateWidth: Int { get }
+    /// How the agents' rewards make a copy's return.
+    var teamReturn: TeamReturn { get }
     /// `[count, agents]`: the last step's rewards.
     var rewards: Tensor { get }
     var terminated: [Bool] { get }
@@ -46,6 +48,7 @@ public protocol EnvironmentCopies: AnyObject, Checkpointable {
 
 extension VectorEnvironment: EnvironmentCopies {
     public var agents: Int { 1 }
+    public var teamReturn: TeamReturn { .sum }
     public var globalStateWidth: Int { 0 }
     public var firstSingleAgentCopy: (any Environment)? { copies.first }
     public func globalState(_ i: Int) -> UnsafeMutablePointer<Float> { finalObservations.data }

@@ -15,6 +15,21 @@ public struct MultiAgentStepResult: Equatable, Sendable {
     public var done: Bool { terminated || truncated }
 }
 
+/// How the agents' rewards make the team's return (what training and evaluation report).
+public enum TeamReturn: String, Codable, Sendable {
+    /// The sum of the agents' rewards (foraging: the agents' shares of the food add up to 1).
+    case sum
+    /// Their mean (environments whose agents all receive one common reward).
+    case mean
+
+    /// The team's value of `agents` rewards.
+    @inline(__always) public func of(_ rewards: UnsafePointer<Float>, agents: Int) -> Double {
+        var sum = Double(rewards[0])
+        for k in 1..<max(agents, 1) { sum += Double(rewards[k]) }
+        return self == .mean ? sum / Double(agents) : sum
+    }
+}
+
 /// A cooperative or mixed environment of `agents` agents acting together, PettingZoo-parallel
 /// style: every agent has its own observation, action and reward each step; the episode ends for
 /// all at once (terminated or truncated, kept apart); an agent may finish earlier (it is then
@@ -42,6 +57,8 @@ public protocol MultiAgentEnvironment: AnyObject {
     var maxEpisodeSteps: Int { get }
     /// Whether `availableActions` restricts the discrete actions (otherwise every action is valid).
     var hasActionMasks: Bool { get }
+    /// How the agents' rewards make the team's return (default: their sum).
+    var teamReturn: TeamReturn { get }
     /// Starts an episode and writes every agent's first observation.
     func reset(seed: UInt64?, observations: UnsafeMutablePointer<Float>)
     /// Applies every agent's action; writes the next observations, the rewards, and which agents
@@ -60,6 +77,7 @@ public protocol MultiAgentEnvironment: AnyObject {
 extension MultiAgentEnvironment {
     public var globalStateWidth: Int { 0 }
     public var hasActionMasks: Bool { false }
+    public var teamReturn: TeamReturn { .sum }
     public func globalState(into state: UnsafeMutablePointer<Float>) {}
     public func availableActions(into mask: UnsafeMutablePointer<Float>) {
         guard case .discrete(let n) = actionSpace else { return }

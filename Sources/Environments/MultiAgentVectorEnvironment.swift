@@ -24,6 +24,8 @@ public final class MultiAgentVectorEnvironment {
     public let name: String
     public let observationSpace: Space, actionSpace: Space
     public let observationWidth: Int, actionWidth: Int, globalStateWidth: Int
+    /// How the agents' rewards make a copy's return.
+    public let teamReturn: TeamReturn
     /// `[N, agents, observationWidth]`: what each agent acts on next.
     public let observations: Tensor
     /// `[N, agents, observationWidth]`: the last observations of an episode that ended at the last step.
@@ -41,7 +43,7 @@ public final class MultiAgentVectorEnvironment {
     public internal(set) var episodeStarts: [Bool]
     /// False for a copy that ended and waits for the others (`.resetTogether` only).
     public internal(set) var running: [Bool]
-    /// Mean over agents of each copy's running return, and the episode's length.
+    /// Each copy's running team return (`teamReturn`), and the episode's length.
     public internal(set) var episodeReturns: [Double]
     public internal(set) var episodeLengths: [Int]
     var finished: [(return: Double, length: Int)] = []
@@ -61,6 +63,7 @@ public final class MultiAgentVectorEnvironment {
         observationWidth = observationSpace.width
         actionWidth = actionSpace.width
         globalStateWidth = first.globalStateWidth
+        teamReturn = first.teamReturn
         let n = count
         observations = Tensor(Shape(d0: n, d1: agents, d2: observationWidth))
         finalObservations = Tensor(Shape(d0: n, d1: agents, d2: observationWidth))
@@ -129,15 +132,13 @@ public final class MultiAgentVectorEnvironment {
             episodeLengths[i] += 1
             totalSteps += 1
             try check(i, step: episodeLengths[i], what: "observation", in: observation(i))
-            var mean = 0.0
             for k in 0..<agents {
                 let r = rewards.data[i * agents + k]
                 guard r.isFinite else {
                     throw EnvironmentError(environment: name, message: "copy \(i), agent \(k), episode step \(episodeLengths[i]): reward is \(r); fix the environment's reward")
                 }
-                mean += Double(r)
             }
-            episodeReturns[i] += mean / Double(agents)
+            episodeReturns[i] += teamReturn.of(rewards.data + i * agents, agents: agents)
             terminated[i] = result.terminated
             truncated[i] = result.truncated && !result.terminated
             guard result.done else { continue }
@@ -154,7 +155,7 @@ public final class MultiAgentVectorEnvironment {
         }
     }
 
-    /// Hands over the episodes that finished since the last call (mean return over agents, length).
+    /// Hands over the episodes that finished since the last call (team return, length).
     public func drainFinishedEpisodes(_ body: (_ return: Double, _ length: Int) -> Void) {
         for episode in finished { body(episode.return, episode.length) }
         finished.removeAll(keepingCapacity: true)

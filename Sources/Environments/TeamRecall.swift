@@ -7,7 +7,7 @@ import Tensors
 ///
 /// Rewards come at the recall step only. `team` (the default): every agent receives the fraction
 /// of agents that named their cue, a common reward; `own`: each agent receives 1 when it named its
-/// own cue. Either way the mean over agents of their returns is the fraction right, in [0, 1]: a
+/// own cue. Either way the team's return is the mean over agents of their returns, the fraction right, in [0, 1]: a
 /// team without memory can only guess, so its best expected return is 1 / `cues`, and a team that
 /// remembers reaches 1.
 ///
@@ -35,6 +35,7 @@ public final class TeamRecall: MultiAgentEnvironment {
     public var actionSpace: Space { .discrete(cues) }
     public var globalStateWidth: Int { agents * cues + 1 }
     public var maxEpisodeSteps: Int { delay + 2 }
+    public var teamReturn: TeamReturn { .mean }
     /// The recall step's index within the episode.
     var recallStep: Int { delay + 1 }
 

@@ -79,7 +79,7 @@ func evaluateSideBySide(_ actor: any RecurrentActor, environments: [any Environm
     evaluateSideBySide(actor, environments: environments.map { SingleAgentAdapter($0) }, seeds: &seeds, deterministic: deterministic)
 }
 
-/// The same for multi-agent environments: an episode's return is the mean over its agents of their returns.
+/// The same for multi-agent environments: an episode's return is the team's (`teamReturn`).
 func evaluateSideBySide(_ actor: any RecurrentActor, environments: [any MultiAgentEnvironment], seeds: inout RandomGenerator,
                         deterministic: Bool) -> EvaluationResult {
     let E = environments.count, N = actor.agents
@@ -102,9 +102,7 @@ func evaluateSideBySide(_ actor: any RecurrentActor, environments: [any MultiAge
             }
             let r = env.step(actions: envActions.data, observations: episodes.observation(e), rewards: rewards.data, active: &active)
             prepareObservations(e)
-            var sum = Double(rewards.data[0])
-            for k in 1..<max(N, 1) { sum += Double(rewards.data[k]) }
-            result.returns[e] += sum / Double(N)
+            result.returns[e] += env.teamReturn.of(rewards.data, agents: N)
             result.lengths[e] += 1
             episodes.record(e, rewards: rewards.data, prepare: actor.prepare(reward:))
             if r.done { alive[e] = false }

@@ -214,10 +214,7 @@ public final class OffPolicyTrainer {
                            actorStates: storesStates ? recordedActorState.data + n * M * Sa : nil,
                            criticState: storesStates ? recordedCriticState.data + n * M * Sc : nil,
                            globalState: g > 0 ? globalState + n * g : nil, nextGlobalState: g > 0 ? nextGlobal : nil)
-                // An episode's return: the mean over agents of their returns.
-                var sum = Double(rewards[0])
-                for k in 1..<max(M, 1) { sum += Double(rewards[k]) }
-                episodeReturns[n] += sum / Double(M)
+                episodeReturns[n] += environments.teamReturn.of(rewards, agents: M)
                 if done {
                     episodes += 1
                     recentReturns.append(episodeReturns[n])
