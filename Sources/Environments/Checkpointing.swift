@@ -208,3 +208,20 @@ extension Foraging {
         foodSpawned = s.foodSpawned
     }
 }
+
+extension Spread {
+    struct State: Codable { var rng: RandomGenerator; var positions: [Double]; var velocities: [Double]; var landmarks: [Double]; var step: Int }
+
+    public func save(to archive: StateArchive, prefix: String) throws {
+        archive.put(prefix + "state", value: State(rng: rng, positions: positions, velocities: velocities, landmarks: landmarks, step: step))
+    }
+
+    public func restore(from archive: StateArchiveReader, prefix: String) throws {
+        let s = try archive.value(prefix + "state", as: State.self)
+        guard s.positions.count == 2 * agents, s.velocities.count == 2 * agents, s.landmarks.count == 2 * agents else {
+            throw StateArchiveError("checkpoint \(archive.path): spread with \(s.positions.count / 2) agents, this run has \(agents)")
+        }
+        rng = s.rng
+        setState(positions: s.positions, velocities: s.velocities, landmarks: s.landmarks, step: s.step)
+    }
+}

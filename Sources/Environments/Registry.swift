@@ -141,6 +141,16 @@ public enum EnvironmentRegistry {
                             sight: try o.int("sight", default: size, in: 1...64), coop: try o.int("coop", default: 0, in: 0...1) == 1,
                             penalty: try o.float("penalty", default: 0, in: 0...100), maxEpisodeSteps: try o.int("steps", default: 50, in: 1...10_000_000))
         },
+        Entry(name: "spread", summary: "MPE simple_spread_v3 (mpe2 1.1.1): agents cover landmarks without colliding (25 steps)",
+              options: ["agents": "agents and landmarks (default 3)", "continuous": "1: continuous actions in [0, 1]^5 (default 0: 5 discrete)",
+                        "local": "weight of the collision penalty against the shared distance reward (default 0.5)",
+                        "radius": "partially observable: landmarks and agents farther away read as (0, 0) (default: all seen)",
+                        "steps": steps + " (default 25)"]) { o in
+            let radius = try o.float("radius", default: 0, in: 0...100)
+            return Spread(agents: try o.int("agents", default: 3, in: 1...32), continuous: try o.int("continuous", default: 0, in: 0...1) == 1,
+                          localRatio: Double(try o.float("local", default: 0.5, in: 0...1)), maxEpisodeSteps: try o.int("steps", default: 25, in: 1...10_000_000),
+                          radius: o.values["radius"] == nil ? nil : Double(radius))
+        },
     ]
 
     nonisolated(unsafe) static var registered: [Entry] = []
