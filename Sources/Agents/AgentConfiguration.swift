@@ -89,6 +89,9 @@ public struct AgentConfiguration: Codable, Equatable, Sendable {
     public var policyNoise: Float = 0.2
     public var noiseClip: Float = 0.5
     public var explorationNoise: Float = 0.1
+    /// Refreshed stored states: every this many critic updates, rewrite the replay's stored states
+    /// with the current networks (nil or 0: never; applies to runs with stored states).
+    public var refreshStoredStatesInterval: Int? = nil
     /// MASAC: the centralised critics see the global state (nil: when the environment has one) or the joint observation.
     public var criticInput: CriticInput? = nil
     /// MASAC: the other agents' actions in the actor update (nil: from the replay).
@@ -102,6 +105,7 @@ public struct AgentConfiguration: Codable, Equatable, Sendable {
         try sampler.validate()
         try validateNetworkSizes(recurrentLayers: recurrentLayers, hiddenSize: hiddenSize, headHiddenSizes: headHiddenSizes)
         if batchSize < 1 { try fail("batch size must be at least 1 (got \(batchSize))") }
+        if let k = refreshStoredStatesInterval, k < 0 { try fail("the stored-state refresh interval must be 0 (off) or positive (got \(k))") }
         if context.agentID && algorithm != .masac {
             try fail("the agent id in the context is for networks shared by several agents; this algorithm trains one agent: drop 'agentID' from the context")
         }

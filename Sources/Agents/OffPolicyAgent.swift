@@ -106,6 +106,8 @@ public final class OffPolicyAgent {
     /// Staleness measurement: the episodes' pasts followed by the windows, and the heads' outputs.
     let stalenessContext = Tensor([0]), stalenessCriticContext = Tensor([0]), stalenessMask = Tensor([0])
     let stalenessUsed = Tensor([0]), stalenessRecomputed = Tensor([0])
+    /// Refreshing the replay's stored states: one step of every kept episode, and the states.
+    let refreshContext = Tensor([0]), refreshCriticContext = Tensor([0]), refreshActorState = Tensor([0]), refreshCriticState = Tensor([0])
     /// Per agent: α (0 for TD3) and Σ weight · entropy of the last actor update.
     let temperatureValues: Tensor
     let agentEntropies: UnsafeMutablePointer<Double>

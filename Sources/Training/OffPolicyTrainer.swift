@@ -264,6 +264,9 @@ public final class OffPolicyTrainer {
         let interval = configuration.evaluationInterval
         agent.measuresGradientNorms = (interval - at % interval) % interval < window || configuration.steps - at < window
         agent.update(sampler.sample(from: replay))
+        if let k = agent.configuration.refreshStoredStatesInterval, k > 0, agent.criticUpdates % k == 0 {
+            agent.refreshStoredStates(in: replay)
+        }
         let s = agent.statistics
         if let name = agent.firstNonFiniteParameter() {
             throw TrainingError("parameter \(name) (group \(parameterGroup(name))) became non-finite at step \(at) (critic update \(agent.criticUpdates)); lower the learning rates, set --max-grad-norm, or check the rewards' scale")

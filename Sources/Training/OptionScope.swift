@@ -58,6 +58,9 @@ public enum OptionScope {
                 offPolicy($0).map { $0.agent.network != .mlp } ?? false
             })
         }
+        rules.append(rule("agent.refreshStoredStatesInterval", "runs with stored states (--initial-state stored or stored+burnIn)") {
+            offPolicy($0).map { $0.agent.sampler.initialState.usesStoredStates && $0.agent.network != .mlp } ?? false
+        })
         for key in ["probes", "probeLength"] {
             rules.append(rule(key, "environments with memory probes (--env memory)") { offPolicy($0).map { offersProbes($0.environmentSpec) } ?? false })
         }

@@ -84,6 +84,7 @@ struct Train: ParsableCommand {
     @Option(parsing: .unconditional, help: "TD3 target noise clip.") var noiseClip: Float?
     @Option(parsing: .unconditional, help: "TD3 exploration noise.") var explorationNoise: Float?
 
+    @Option(parsing: .unconditional, help: "Refreshed stored states: rewrite the replay's stored states with the current networks every k critic updates (0: never).") var refreshStored: Int?
     @Option(help: "MASAC: what the centralised critics see: globalState (when the environment has one; the default) or jointObservation.") var criticInput: CriticInput?
     @Option(help: "MASAC: the other agents' actions in the actor update: replay (the default) or currentPolicy.") var otherActions: OtherAgentsActions?
     @Option(help: "MASAC with --envs: resetEachCopy (a copy restarts when its episode ends; the default) or resetTogether (finished copies wait, masked, until all have ended).") var resetMode: MultiAgentVectorEnvironment.ResetMode?
@@ -121,6 +122,7 @@ struct Train: ParsableCommand {
             ("--target-interval", targetInterval != nil), ("--policy-noise", policyNoise != nil), ("--noise-clip", noiseClip != nil),
             ("--exploration-noise", explorationNoise != nil), ("--warmup", warmup != nil), ("--probes", probes != nil),
             ("--critic-input", criticInput != nil), ("--other-actions", otherActions != nil), ("--reset-mode", resetMode != nil),
+            ("--refresh-stored", refreshStored != nil),
         ]
         return given.filter(\.1).map(\.0)
     }
@@ -156,7 +158,7 @@ struct Train: ParsableCommand {
         "--truncation": ("agent.truncation", "ppo.truncation"), "--layers": ("agent.recurrentLayers", "ppo.recurrentLayers"),
         "--hidden": ("agent.hiddenSize", "ppo.hiddenSize"), "--refresh": (nil, "ppo.refreshStates"),
         "--refresh-interval": (nil, "ppo.refreshInterval"), "--initial-log-std": (nil, "ppo.initialLogStd"),
-        "--critic-input": ("agent.criticInput", nil), "--other-actions": ("agent.otherAgentsActions", nil), "--reset-mode": ("resetMode", nil),
+        "--refresh-stored": ("agent.refreshStoredStatesInterval", nil), "--critic-input": ("agent.criticInput", nil), "--other-actions": ("agent.otherAgentsActions", nil), "--reset-mode": ("resetMode", nil),
     ]
 
     /// The off-policy configuration: `base` (or the defaults for the algorithm and environment), then the options given.
@@ -225,6 +227,7 @@ struct Train: ParsableCommand {
         if let includeFirstStepInTargets { c.agent.sampler.includeFirstStepInTargets = includeFirstStepInTargets }
         if let maskNonFinal { c.agent.sampler.maskNonFinal = maskNonFinal }
         if let truncation { c.agent.truncation = truncation }
+        if let refreshStored { c.agent.refreshStoredStatesInterval = refreshStored }
         if let criticInput { c.agent.criticInput = criticInput }
         if let otherActions { c.agent.otherAgentsActions = otherActions }
         if let resetMode { c.resetMode = resetMode }

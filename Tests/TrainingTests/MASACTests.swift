@@ -190,6 +190,49 @@ final class MASACTests: XCTestCase {
         XCTAssertEqual(a.agent.namedParameters().map(\.parameter.value.array), b.agent.namedParameters().map(\.parameter.value.array))
     }
 
+    /// Refreshed stored states: with the weights of collection, a refresh rewrites every stored
+    /// state with itself (to rounding); after updates it changes them, and the staleness of stored starts is then
+    /// zero (to rounding) until the weights move again. Runs with refreshing train and resume.
+    func testRefreshingStoredStates() throws {
+        var c = teamRecall(steps: 900)
+        c.environments = 2
+        c.agent.sampler.alwaysStartAtEpisodeStart = false
+        c.agent.sampler.sequenceLength = 4
+        c.agent.network = .lstm
+        c.agent.criticInput = .jointObservation
+        c.agent.context = ContextInputs(observation: true, lastAction: true, lastReward: true, agentID: true)
+        let trainer = try OffPolicyTrainer(configuration: c)
+        for _ in 0..<45 { try trainer.advance() }  // warm-up only: the weights are those of collection
+        let replay = trainer.replay
+        func stored() -> [Float] {
+            (0..<replay.count).flatMap { o -> [Float] in
+                let i = replay.index(o)
+                return Array(UnsafeBufferPointer(start: replay.actorState(i), count: replay.layout.actorStateFloats))
+                    + Array(UnsafeBufferPointer(start: replay.criticState(i), count: replay.layout.criticStateWidth))
+            }
+        }
+        let collected = stored()
+        XCTAssertGreaterThan(replay.layout.criticStateWidth, 0)
+        trainer.agent.refreshStoredStates(in: replay)
+        // (To rounding: all episodes advance in one batch, acting advanced a few rows at a time, and
+        // the matrix products sum in another order.)
+        let refreshed = stored()
+        XCTAssertEqual(refreshed.count, collected.count)
+        XCTAssertLessThan(zip(refreshed, collected).map { abs($0 - $1) }.max() ?? 1, 1e-5, "unchanged weights: the refresh reproduces collection")
+        XCTAssertGreaterThan(collected.map(abs).max() ?? 0, 0.01, "the stored states are not all zero")
+        for _ in 0..<300 { try trainer.advance() }  // updates move the weights
+        let before = try XCTUnwrap(trainer.measureStaleness())
+        trainer.agent.refreshStoredStates(in: replay)
+        let after = try XCTUnwrap(trainer.measureStaleness())
+        XCTAssertGreaterThan(before.qFirst, 1e-4, "\(before)")
+        for v in [after.qFirst, after.qLast, after.policyFirst, after.policyLast] { XCTAssertLessThan(v, 1e-5, "\(after)") }
+        // Refreshing every 50 updates inside training: the run finishes, and resumes exactly (CheckpointTests' helper is not needed: same seed, same rows).
+        var r = teamRecall(steps: 500)
+        r.agent.refreshStoredStatesInterval = 50
+        let a = try OffPolicyTrainer(configuration: r).run(), b = try OffPolicyTrainer(configuration: r).run()
+        XCTAssertEqual(a.map { $0["eval_return_mean"] }, b.map { $0["eval_return_mean"] })
+    }
+
     /// Same seed, same metrics; another seed differs.
     func testSameSeedSameMetrics() throws {
         func rows(_ seed: UInt64) throws -> [[Double]] {

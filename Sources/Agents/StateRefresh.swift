@@ -1,0 +1,61 @@
+import NeuralNetworks
+import Replay
+import Tensors
+
+extension OffPolicyAgent {
+    /// Refreshed stored states: rewrites every stored actor and critic state in `replay` with the
+    /// state the current networks have entering that step, running them over each kept episode
+    /// from its first kept step (from zeros; an episode whose beginning was evicted starts at its
+    /// oldest kept step). All episodes advance side by side, one step at a time, as in acting; no
+    /// random numbers are used. After a refresh the stored states are the recomputed ones, so the
+    /// staleness of stored starts is zero until the weights move again.
+    public func refreshStoredStates(in replay: EpisodeReplay) {
+        let layout = replay.layout
+        guard layout.actorStateWidth > 0 || layout.criticStateWidth > 0 else { return }
+        let starts = replay.episodeStarts
+        let E = starts.count, N = agents, R = E * N, o = observationWidth, a = actionWidth
+        let C = contextWidth, Cc = criticContextWidth, Sa = actor.stateWidth, Sc = criticStateWidth
+        guard E > 0 else { return }
+        refreshContext.resize(Shape(d0: 1, d1: R, d2: C))
+        refreshCriticContext.resize(Shape(d0: 1, d1: R, d2: Cc))
+        refreshActorState.resize(Shape(d0: R, d1: max(Sa, 1)))
+        refreshCriticState.resize(Shape(d0: R, d1: max(Sc, 1)))
+        refreshActorState.zero()
+        refreshCriticState.zero()
+        var current: [Int?] = starts, previous: [Int?] = Array(repeating: nil, count: E)
+        let ctx = configuration.context
+        while current.contains(where: { $0 != nil }) {
+            for e in 0..<E {
+                for k in 0..<N {
+                    let r = e * N + k
+                    guard let i = current[e] else {
+                        (refreshContext.data + r * C).update(repeating: 0, count: C)
+                        (refreshCriticContext.data + r * Cc).update(repeating: 0, count: Cc)
+                        continue
+                    }
+                    // The state entering step i, as stored at collection.
+                    if layout.actorStateWidth > 0 { (replay.actorState(i) + k * Sa).update(from: refreshActorState.data + r * Sa, count: Sa) }
+                    if layout.criticStateWidth > 0 { (replay.criticState(i) + k * Sc).update(from: refreshCriticState.data + r * Sc, count: Sc) }
+                    let p = previous[e]
+                    ctx.write(observation: replay.observation(i) + k * o, observationWidth: o, lastAction: p.map { UnsafePointer(replay.action($0) + k * a) },
+                              actionWidth: a, oneHotOver: discreteActions, lastReward: p.map { replay.rewards($0)[k] } ?? 0, agent: k, agents: N,
+                              into: refreshContext.data + r * C)
+                    if !sharesContext {
+                        writeCriticContext(observations: replay.observation(i), globalState: replay.globalState(i),
+                                           previousActions: p.map { UnsafePointer(replay.action($0)) }, previousReward: p.map { replay.rewards($0)[k] } ?? 0,
+                                           agent: k, into: refreshCriticContext.data + r * Cc)
+                    }
+                }
+            }
+            if let encoder = actor.encoder {
+                encoder.forward(refreshContext, initialState: refreshActorState.matrix, resetMask: nil, resets: .zero, keepActivations: false)
+                refreshActorState.data.update(from: encoder.finalState.data, count: R * Sa)
+            }
+            if Sc > 0 { advanceCriticStates(context: sharesContext ? refreshContext : refreshCriticContext, state: refreshCriticState) }
+            for e in 0..<E {
+                previous[e] = current[e]
+                current[e] = current[e].flatMap { replay.endsEpisode($0) ? nil : replay.successor($0) }
+            }
+        }
+    }
+}
