@@ -256,3 +256,29 @@ public final class Foraging: MultiAgentEnvironment {
         for i in 0..<players { for a in 0..<6 { mask[i * 6 + a] = valid[i][a] ? 1 : 0 } }
     }
 }
+
+extension Foraging: TextRendering {
+    /// The field: `.` empty, a food's level as `*N`, a player as its letter and level (`A1`, `B2`, ...).
+    public func render() -> String {
+        var lines: [String] = []
+        for r in 0..<size {
+            var line = ""
+            for c in 0..<size {
+                if let j = positions.firstIndex(where: { $0.row == r && $0.column == c }) {
+                    line += String(UnicodeScalar(UInt8(65 + j % 26))) + "\(levels[j])"
+                } else if food(r, c) > 0 {
+                    line += "*\(food(r, c))"
+                } else {
+                    line += " ."
+                }
+                line += " "
+            }
+            lines.append(line)
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    public func describe(action: UnsafePointer<Float>) -> String {
+        ["none", "north", "south", "west", "east", "load"][min(max(Int(action[0]), 0), 5)]
+    }
+}

@@ -107,28 +107,37 @@ public final class SavedRun {
         return (result.returns, mean, std)
     }
 
-    /// One episode step by step as text (environments with a text view, such as goal-cycle).
+    /// One episode step by step as text (environments with a text view: goal-cycle, foraging; with
+    /// several agents each agent's action is named, A first).
     public func renderEpisode(seed: UInt64, stochastic: Bool, maxSteps: Int = 50) throws -> String {
         guard maxSteps >= 1 else { throw TrainingError("--render-steps must be at least 1 (got \(maxSteps))") }
-        let env = try spec.isPython ? nil : spec.make()
-        guard let env, let view = env as? TextRendering else {
-            throw TrainingError("environment '\(environment)' has no text view; --render works for environments with one, such as goal-cycle")
+        let env = try spec.isPython ? nil : spec.makeMultiAgent()
+        let view = ((env as? SingleAgentAdapter)?.environment as? TextRendering) ?? (env as? TextRendering)
+        guard let env, let view else {
+            throw TrainingError("environment '\(environment)' has no text view; --render works for environments with one, such as goal-cycle and foraging")
         }
+        let N = env.agents, o = env.observationSpace.width, space = env.actionSpace, a = actor.actionWidth
         var seeds = RandomGenerator(seed: seed)
-        let episodes = SideBySideEpisodes(count: 1, observationWidth: env.observationSpace.width, actor: actor)
-        let envAction = Tensor(Shape(d0: env.actionSpace.width))
-        env.reset(seed: seeds.next(), observation: episodes.observation(0))
-        actor.prepare(observation: episodes.observation(0))
+        let episodes = SideBySideEpisodes(count: 1, observationWidth: o, actor: actor)
+        let envActions = Tensor(Shape(d0: N, d1: space.width)), rewards = Tensor(Shape(d0: N))
+        var active = [Bool](repeating: true, count: N)
+        env.reset(seed: seeds.next(), observations: episodes.observation(0))
+        for k in 0..<N { actor.prepare(observation: episodes.observation(0) + k * o) }
         var text = "step 0\n" + view.render() + "\n"
         var total = 0.0
         for t in 1...min(maxSteps, env.maxEpisodeSteps) {
             episodes.act(actor, deterministic: !stochastic)
-            OffPolicyTrainer.environmentAction(episodes.action(0), space: env.actionSpace, into: envAction.data)
-            let r = env.step(action: envAction.data, observation: episodes.observation(0))
-            actor.prepare(observation: episodes.observation(0))
-            episodes.record(0, reward: actor.prepare(reward: r.reward))
-            total += Double(r.reward)
-            text += "step \(t): \(view.describe(action: envAction.data)), reward \(r.reward), return \(String(format: "%.2f", total))\n" + view.render() + "\n"
+            for k in 0..<N {
+                OffPolicyTrainer.environmentAction(episodes.action(0) + k * a, space: space, into: envActions.data + k * space.width)
+            }
+            let r = env.step(actions: envActions.data, observations: episodes.observation(0), rewards: rewards.data, active: &active)
+            for k in 0..<N { actor.prepare(observation: episodes.observation(0) + k * o) }
+            episodes.record(0, rewards: rewards.data, prepare: actor.prepare(reward:))
+            let gained = env.teamReturn.of(rewards.data, agents: N)
+            total += gained
+            let actions = (0..<N).map { k in view.describe(action: envActions.data + k * space.width) }
+            let named = N == 1 ? actions[0] : actions.enumerated().map { "\(String(UnicodeScalar(UInt8(65 + $0.offset % 26)))) \($0.element)" }.joined(separator: ", ")
+            text += "step \(t): \(named), reward \(N == 1 ? "\(rewards.data[0])" : String(format: "%.3f", gained)), return \(String(format: "%.2f", total))\n" + view.render() + "\n"
             if r.done { break }
         }
         return text
