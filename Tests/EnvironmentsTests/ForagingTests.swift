@@ -48,6 +48,16 @@ final class ForagingTests: XCTestCase {
         XCTAssertGreaterThan(ends, 5)
     }
 
+    /// The text view shows foods with their levels and players with their letters and levels.
+    func testTextView() {
+        let env = Foraging(size: 3, players: 2, foods: 1)
+        var field = [Int](repeating: 0, count: 9)
+        field[4] = 3
+        env.setState(field: field, positions: [(row: 0, column: 1), (row: 2, column: 2)], levels: [1, 2], step: 0)
+        XCTAssertEqual(env.render(), " . A1  . \n . *3  . \n .  . B2 ")
+        XCTAssertEqual(env.describe(action: [5]), "load")
+    }
+
     /// The spawn keeps the package's rules: players on distinct free cells with levels in range,
     /// foods never on the border nor near each other, coop foods at the sum of the levels, and the
     /// normaliser is the levels spawned; every food loaded earns the team 1 in all.
