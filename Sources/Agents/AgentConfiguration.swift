@@ -22,6 +22,9 @@ public enum CriticInput: String, Codable, CaseIterable, Sendable {
     case globalState
     /// Every agent's observation side by side.
     case jointObservation
+    /// Only the agent's own context and action: independent learners (independent SAC with shared
+    /// weights), the baseline that centralised critics are measured against.
+    case independent
 }
 
 /// Where the other agents' actions come from when a multi-agent actor is updated.

@@ -49,7 +49,7 @@ extension OffPolicyAgent {
     /// continuous [own, others...], discrete the others one-hot. With one agent no copy is made.
     func criticExtra(_ actions: UnsafePointer<Float>, own: UnsafePointer<Float>? = nil, rows: Int, into out: Tensor) -> UnsafePointer<Float>? {
         let N = agents, a = actionWidth
-        if N == 1 { return discreteActions == nil ? (own ?? actions) : nil }
+        if N == 1 || independentCritics { return discreteActions == nil ? (own ?? actions) : nil }
         if let n = discreteActions {
             let w = (N - 1) * n
             out.resize(Shape(d0: rows, d1: w))

@@ -51,8 +51,10 @@ public final class OffPolicyAgent {
     public let globalStateWidth: Int
     /// Floats of one step's critic input (the actor's context when both are the same).
     public let criticContextWidth: Int
-    /// The critics read the actor's context (one agent, nothing central to add).
+    /// The critics read the actor's context (one agent with nothing central to add, or independent critics).
     public let sharesContext: Bool
+    /// Each agent's critic sees only its own context and action (independent learners sharing weights).
+    public let independentCritics: Bool
     public let observationWidth: Int
     /// Floats per action (1 for discrete actions, which are stored as an index).
     public let actionWidth: Int
@@ -131,7 +133,8 @@ public final class OffPolicyAgent {
         }
         self.configuration = configuration
         self.agents = agents
-        let usesGlobalState = globalStateWidth > 0 && configuration.criticInput != .jointObservation
+        let independent = configuration.criticInput == .independent
+        let usesGlobalState = globalStateWidth > 0 && configuration.criticInput != .jointObservation && !independent
         self.globalStateWidth = usesGlobalState ? globalStateWidth : 0
         observationWidth = observationSpace.width
         switch actionSpace {
@@ -151,13 +154,15 @@ public final class OffPolicyAgent {
         self.contextWidth = contextWidth
         // Critics: the central input (global state or joint observation), the agent's id, the previous
         // joint action and the agent's previous reward; with one agent and nothing central, the actor's context.
-        sharesContext = agents == 1 && !usesGlobalState && !c.context.agentID
+        sharesContext = (agents == 1 && !usesGlobalState && !c.context.agentID) || independent
+        independentCritics = independent
         let central = usesGlobalState ? globalStateWidth : agents * observationWidth
         let criticContextWidth = sharesContext ? contextWidth
             : central + (agents > 1 ? agents : 0) + (c.context.lastAction ? agents * (discreteActions ?? actionWidth) : 0) + (c.context.lastReward ? 1 : 0)
         self.criticContextWidth = criticContextWidth
         // Continuous: the agent's own action then the others'; discrete: the others' one-hot.
-        let criticExtraWidth = discreteActions == nil ? agents * actionWidth : (agents - 1) * (discreteActions ?? 0)
+        let others = independent ? 1 : agents
+        let criticExtraWidth = discreteActions == nil ? others * actionWidth : (others - 1) * (discreteActions ?? 0)
         let discreteActions = self.discreteActions
         var rng = RandomGenerator(seed: seed)
         let A = actionWidth
@@ -427,7 +432,7 @@ public final class OffPolicyAgent {
         let actorFeatures = policy.encode(context, initialState: storedActorState(batch), resetMask: resetMask, keepActivations: false)
         let out = policy.head(features: actorFeatures, firstRow: nextRow, rows: rows, extra: nil)
         var nextActions = objective.drawNextActions(policyOutput: out, rows: rows, rng: &rng)
-        if N > 1, let n = discreteActions, let discrete = objective as? DiscreteSoftActorCriticObjective {
+        if N > 1, !independentCritics, let n = discreteActions, let discrete = objective as? DiscreteSoftActorCriticObjective {
             // The other agents' a' enter the target critics' input as actions drawn from their policies.
             sampledNext.resize(Shape(d0: rows))
             Categorical.sample(probabilities: discrete.nextProbabilities.data, rows: rows, actions: n, into: sampledNext.data, rng: &rng)

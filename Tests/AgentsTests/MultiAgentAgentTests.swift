@@ -61,6 +61,15 @@ final class MultiAgentAgentTests: XCTestCase {
             $0.sampler.sequenceLength = 1
             $0.context = ContextInputs(observation: true, agentID: true)
         },
+        Case(label: "MASAC independent critics, continuous GRU", network: .gru, actions: .box(low: [-1], high: [1]), globalState: 3) {
+            $0.criticInput = .independent
+            $0.context = ContextInputs(observation: true, lastAction: true, agentID: true)
+        },
+        Case(label: "MASAC independent critics, discrete LSTM", network: .lstm, actions: .discrete(3)) {
+            $0.criticInput = .independent
+            $0.sampler.initialState = .stored
+            $0.context = ContextInputs(observation: true, agentID: true)
+        },
         Case(label: "MASAC continuous GRU, stored+burnIn (heads only)", network: .gru, actions: .box(low: [-1], high: [1]), globalState: 3,
              checksEncoders: false) {
             $0.sampler.initialState = .storedBurnIn
@@ -152,6 +161,17 @@ final class MultiAgentAgentTests: XCTestCase {
             let moved = q()
             XCTAssertNotEqual(Array(after[0..<width]), Array(moved[0..<width]), "\(c.label): the global state enters the critic")
         }
+    }
+
+    /// Independent critics see only their own agent: its context and its action, nothing of the others.
+    func testIndependentCriticsSeeOnlyTheirOwnAgent() throws {
+        let c = MultiAgentAgentTests.cases.first { $0.label.hasPrefix("MASAC independent critics, continuous") }!
+        let (agent, _, _) = try makeAgent(c)
+        XCTAssertTrue(agent.sharesContext)
+        XCTAssertEqual(agent.globalStateWidth, 0)
+        XCTAssertEqual(agent.critics[0].contextWidth, agent.contextWidth)
+        XCTAssertEqual(agent.critics[0].extraWidth, agent.actionWidth)
+        XCTAssertEqual(agent.replayLayout.globalStateWidth, 0)
     }
 
     /// With one agent, MASAC's agent is SAC's: the same parameters from the same seed, and the same
