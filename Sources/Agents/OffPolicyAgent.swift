@@ -307,13 +307,15 @@ public final class OffPolicyAgent {
         let S = batch.slots, B = batch.batchSize, N = agents, o = observationWidth, a = actionWidth, C = contextWidth
         context.resize(Shape(d0: S, d1: B * N, d2: C))
         let ctx = configuration.context
+        // Pointers read once (each read of a tensor's storage is checked for exclusive access).
+        let observations = batch.observations.data, previousActions = batch.previousActions.data
+        let previousRewards = batch.previousRewards.data, hasPrevious = batch.hasPreviousAction.data, out = context.data
         for k in 0..<(S * B) {
-            let has = batch.hasPreviousAction.data[k] != 0
+            let has = hasPrevious[k] != 0
             for j in 0..<N {
                 let r = k * N + j
-                ctx.write(observation: batch.observations.data + r * o, observationWidth: o,
-                          lastAction: has ? batch.previousActions.data + r * a : nil, actionWidth: a,
-                          oneHotOver: discreteActions, lastReward: batch.previousRewards.data[r], agent: j, agents: N, into: context.data + r * C)
+                ctx.write(observation: observations + r * o, observationWidth: o, lastAction: has ? previousActions + r * a : nil, actionWidth: a,
+                          oneHotOver: discreteActions, lastReward: previousRewards[r], agent: j, agents: N, into: out + r * C)
             }
         }
         if N > 1 {

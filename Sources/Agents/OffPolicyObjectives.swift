@@ -104,12 +104,13 @@ public final class SoftActorCriticObjective: OffPolicyObjective {
         var loss: Double = 0, entropy: Double = 0
         logProbabilityGradient.resize(Shape(d0: rows))
         for k in 0..<agents.count { agents.entropies[k] = 0 }
+        let lp = logProbabilities.data, qmin = minimum.values.data, lpg = logProbabilityGradient.data
         for r in 0..<rows {
-            let w = weights[r], logp = logProbabilities.data[r], agent = agents.agent(ofRow: r), alpha = agents.values[agent]
-            loss += Double(w) * Double(alpha * logp - minimum.values.data[r])
+            let w = weights[r], logp = lp[r], agent = agents.agent(ofRow: r), alpha = agents.values[agent]
+            loss += Double(w) * Double(alpha * logp - qmin[r])
             entropy -= Double(w * logp)
             agents.entropies[agent] -= Double(w * logp)
-            logProbabilityGradient.data[r] = alpha * w
+            lpg[r] = alpha * w
         }
         TanhGaussian.backward(parameters: out.data, rows: rows, actionWidth: A, noise: noise.data, actions: actions.data,
                               actionGradient: minimum.actionGradient.data, logProbabilityGradient: logProbabilityGradient.data,
@@ -242,28 +243,40 @@ public final class TD3Objective: OffPolicyObjective {
 final class ContinuousCriticMinimum {
     let values = Tensor([0]), actionGradient = Tensor([0]), qGradient = Tensor([0])
     var perCritic: [Tensor] = []
+    /// Their storage pointers (the list is kept, so that filling it allocates nothing).
+    var storage: [UnsafeMutablePointer<Float>] = []
 
     func evaluate<Critics: CriticView>(_ critics: Critics, count: Int, actions: UnsafePointer<Float>, rows: Int, actionWidth A: Int,
                   weights: UnsafePointer<Float>) {
-        while perCritic.count < count { perCritic.append(Tensor([0])) }
+        while self.perCritic.count < count {
+            self.perCritic.append(Tensor([0]))
+            storage.append(self.perCritic[0].data)
+        }
+        // A local copy of the list: reading a class's `var` property in the loops below would check
+        // exclusive access dynamically at every read.
+        let perCritic = self.perCritic
         for i in 0..<count { perCritic[i].copy(from: critics.q(i, actions: actions)) }
         actionGradient.resize(Shape(d0: rows, d1: A))
         actionGradient.zero()
         qGradient.resize(Shape(d0: rows, d1: 1))
+        // Storage pointers read once (each read of a tensor's storage is checked for exclusive access).
+        for i in 0..<count { storage[i] = perCritic[i].data }
+        let q = storage, qg = qGradient.data, ag = actionGradient.data
         for i in 0..<count {
             for r in 0..<rows {
                 var smallest = 0
-                for k in 1..<count where perCritic[k].data[r] < perCritic[smallest].data[r] { smallest = k }
-                qGradient.data[r] = smallest == i ? -weights[r] : 0
+                for k in 1..<count where q[k][r] < q[smallest][r] { smallest = k }
+                qg[r] = smallest == i ? -weights[r] : 0
             }
-            let g = critics.actionGradient(i, qGradient: qGradient)
-            for j in 0..<(rows * A) { actionGradient.data[j] += g.data[j] }
+            let g = critics.actionGradient(i, qGradient: qGradient).data
+            for j in 0..<(rows * A) { ag[j] += g[j] }
         }
         values.resize(Shape(d0: rows))
+        let v = values.data
         for r in 0..<rows {
-            var qmin = perCritic[0].data[r]
-            for k in 1..<count { qmin = min(qmin, perCritic[k].data[r]) }
-            values.data[r] = qmin
+            var qmin = q[0][r]
+            for k in 1..<count { qmin = min(qmin, q[k][r]) }
+            v[r] = qmin
         }
     }
 }
