@@ -153,6 +153,7 @@ struct List: ParsableCommand {
         print("algorithms:")
         print("  sac   soft actor-critic (continuous actions: tanh-Gaussian; discrete actions: categorical), MLP/GRU/LSTM, sequence replay")
         print("  td3   twin delayed DDPG (continuous actions), MLP/GRU/LSTM, sequence replay")
+        print("  masac multi-agent SAC: one recurrent actor shared by the agents (agent id in the context), centralised or independent critics per agent; every sac option")
         print("  ppo   PPO-Clip (categorical or Gaussian), MLP/GRU/LSTM, rollouts cut into chunks from stored states")
         var sac = OffPolicyConfiguration.defaults(algorithm: .sac, environment: env ?? "memory")
         var td3 = OffPolicyConfiguration.defaults(algorithm: .td3, environment: env ?? "memory")
