@@ -197,9 +197,32 @@ public enum EnvironmentRegistry {
         registered.append(entry)
     }
 
+    /// A named variant: a name that stands for an entry with options. lbforaging's names, such as
+    /// `foraging-2s-8x8-2p-2f-coop` (sight 2, an 8 x 8 field, 2 players, 2 foods, cooperative), are
+    /// `foraging` with those options; options given as well override the name's.
+    public static func resolve(_ name: String, options: [String: String] = [:]) -> (name: String, options: [String: String]) {
+        let parts = name.split(separator: "-").map(String.init)
+        guard parts.first == "foraging", parts.count >= 4 else { return (name, options) }
+        var rest = Array(parts.dropFirst()), values: [String: String] = [:]
+        if let sight = rest.first, sight.hasSuffix("s"), let n = Int(sight.dropLast()) { values["sight"] = "\(n)"; rest.removeFirst() }
+        if rest.last == "coop" { values["coop"] = "1"; rest.removeLast() }
+        guard rest.count == 3, rest[1].hasSuffix("p"), rest[2].hasSuffix("f"),
+              let players = Int(rest[1].dropLast()), let foods = Int(rest[2].dropLast()) else { return (name, options) }
+        let sides = rest[0].split(separator: "x").map(String.init)
+        guard sides.count == 2, sides[0] == sides[1], let size = Int(sides[0]) else { return (name, options) }
+        values["size"] = "\(size)"
+        values["players"] = "\(players)"
+        values["foods"] = "\(foods)"
+        return ("foraging", values.merging(options) { $1 })
+    }
+
+    /// Whether `name` is a registered environment or a named variant of one.
+    public static func isKnown(_ name: String) -> Bool { names.contains(resolve(name).name) }
+
     /// A new environment with `options`, or an error naming the valid choices (the closest one first)
     /// or the options this environment has.
     public static func make(_ name: String, options: [String: String] = [:]) throws -> any Environment {
+        let (name, options) = resolve(name, options: options)
         guard let entry = entries.first(where: { $0.name == name }) else {
             let all = names
             let nearest = all.min { editDistance($0, name) < editDistance($1, name) }!
@@ -211,6 +234,7 @@ public enum EnvironmentRegistry {
 
     /// A new multi-agent environment: a multi-agent entry's, or a single-agent one adapted as one agent.
     public static func makeMultiAgent(_ name: String, options: [String: String] = [:]) throws -> any MultiAgentEnvironment {
+        let (name, options) = resolve(name, options: options)
         if let entry = entries.first(where: { $0.name == name }), let maker = entry.makeMultiAgent {
             try checkOptions(entry, options)
             return try maker(EnvironmentOptions(environment: name, values: options))
@@ -249,7 +273,10 @@ public struct EnvironmentSpec: Equatable, Sendable {
     }
 
     /// Whether the name is a registered multi-agent environment.
-    public var isMultiAgent: Bool { EnvironmentRegistry.entries.first { $0.name == name }?.isMultiAgent ?? false }
+    public var isMultiAgent: Bool {
+        let resolved = EnvironmentRegistry.resolve(name).name
+        return EnvironmentRegistry.entries.first { $0.name == resolved }?.isMultiAgent ?? false
+    }
 
     /// How a bridge makes a Python one: its modules and `gym.make`'s keyword arguments.
     public var bridgeOptions: PythonBridge.Options {

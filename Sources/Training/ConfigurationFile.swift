@@ -103,7 +103,7 @@ public enum ConfigurationFile {
         }
         if !environment.hasPrefix("gym:") {
             // The environment's options are checked with the rest (validate); its name first.
-            guard EnvironmentRegistry.names.contains(environment) else {
+            guard EnvironmentRegistry.isKnown(environment) else {
                 do { _ = try EnvironmentRegistry.make(environment) } catch { throw fail("\(error)") }
                 throw fail("unknown environment '\(environment)'")
             }

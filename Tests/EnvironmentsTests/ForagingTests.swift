@@ -48,6 +48,24 @@ final class ForagingTests: XCTestCase {
         XCTAssertGreaterThan(ends, 5)
     }
 
+    /// lbforaging's names are variants of `foraging`: sight, size, players, foods and coop from the
+    /// name, options given as well override them; other names are left alone.
+    func testNamedVariants() throws {
+        let (name, options) = EnvironmentRegistry.resolve("foraging-2s-8x8-2p-2f-coop")
+        XCTAssertEqual(name, "foraging")
+        XCTAssertEqual(options, ["sight": "2", "size": "8", "players": "2", "foods": "2", "coop": "1"])
+        XCTAssertEqual(EnvironmentRegistry.resolve("foraging-10x10-3p-3f", options: ["foods": "4"]).options,
+                       ["size": "10", "players": "3", "foods": "4"])
+        let env = try XCTUnwrap(EnvironmentRegistry.makeMultiAgent("foraging-2s-8x8-3p-2f-coop") as? Foraging)
+        XCTAssertEqual([env.sight, env.size, env.players, env.foods], [2, 8, 3, 2])
+        XCTAssertTrue(env.coop)
+        XCTAssertTrue(EnvironmentSpec("foraging-5x5-2p-1f").isMultiAgent)
+        XCTAssertTrue(EnvironmentRegistry.isKnown("foraging-5x5-2p-1f"))
+        XCTAssertEqual(EnvironmentRegistry.resolve("foraging-8x7-2p-2f").name, "foraging-8x7-2p-2f", "a non-square field is not a variant")
+        XCTAssertFalse(EnvironmentRegistry.isKnown("foraging-8x7-2p-2f"))
+        XCTAssertEqual(EnvironmentRegistry.resolve("pendulum").name, "pendulum")
+    }
+
     /// The text view shows foods with their levels and players with their letters and levels.
     func testTextView() {
         let env = Foraging(size: 3, players: 2, foods: 1)
