@@ -9,7 +9,7 @@ extension OffPolicyAgent {
     /// observation), the agent's id one-hot (several agents), every agent's previous action (one-hot
     /// when discrete; zeros when nil, at an episode's first step) and the agent's previous reward,
     /// as the context options say.
-    public func writeCriticContext(observations: UnsafePointer<Float>, globalState: UnsafePointer<Float>?, previousActions: UnsafePointer<Float>?,
+    func writeCriticContext(observations: UnsafePointer<Float>, globalState: UnsafePointer<Float>?, previousActions: UnsafePointer<Float>?,
                                    previousReward: Float, agent: Int, into out: UnsafeMutablePointer<Float>) {
         let N = agents, ctx = configuration.context
         var p = out
@@ -38,6 +38,29 @@ extension OffPolicyAgent {
             p += N * w
         }
         if ctx.lastReward { p[0] = previousReward }
+    }
+
+    /// Writes one step's encoder inputs for every agent, the one place that does it (replayed
+    /// windows, acting, refreshing and measuring staleness all come here): the actor's, `agents` rows
+    /// of `contextWidth` floats at `actor`, and the critics', rows of `criticContextWidth` at `critic`
+    /// (nil: not wanted, or the critics share the actor's). `observations`, `previousActions` and
+    /// `previousRewards` hold every agent's, side by side; nil previous actions mean the episode's
+    /// first step, nil previous rewards zeros.
+    @inline(__always)
+    public func writeStepContexts(observations: UnsafePointer<Float>, globalState: UnsafePointer<Float>?, previousActions: UnsafePointer<Float>?,
+                                  previousRewards: UnsafePointer<Float>?, actor: UnsafeMutablePointer<Float>?, critic: UnsafeMutablePointer<Float>?) {
+        let N = agents, o = observationWidth, a = actionWidth, ctx = configuration.context
+        for k in 0..<N {
+            let reward = previousRewards?[k] ?? 0
+            if let actor {
+                ctx.write(observation: observations + k * o, observationWidth: o, lastAction: previousActions.map { $0 + k * a }, actionWidth: a,
+                          oneHotOver: discreteActions, lastReward: reward, agent: k, agents: N, into: actor + k * contextWidth)
+            }
+            if let critic, !sharesContext {
+                writeCriticContext(observations: observations, globalState: globalState, previousActions: previousActions,
+                                   previousReward: reward, agent: k, into: critic + k * criticContextWidth)
+            }
+        }
     }
 
     /// The critics' input over the batch (the actor's context when they share it) and the reset mask of its rows.

@@ -304,34 +304,22 @@ public final class OffPolicyAgent {
     /// Builds the encoders' inputs for every slot of the batch: the actor's (one row per agent) and,
     /// unless they share it, the critics'.
     func buildContext(_ batch: SequenceBatch) {
-        let S = batch.slots, B = batch.batchSize, N = agents, o = observationWidth, a = actionWidth, C = contextWidth
+        let S = batch.slots, B = batch.batchSize, N = agents, o = observationWidth, a = actionWidth, g = globalStateWidth
+        let C = contextWidth, Cc = criticContextWidth
         context.resize(Shape(d0: S, d1: B * N, d2: C))
-        let ctx = configuration.context
+        if !sharesContext { criticContext.resize(Shape(d0: S, d1: B * N, d2: Cc)) }
         // Pointers read once (each read of a tensor's storage is checked for exclusive access).
-        let observations = batch.observations.data, previousActions = batch.previousActions.data
-        let previousRewards = batch.previousRewards.data, hasPrevious = batch.hasPreviousAction.data, out = context.data
+        let observations = batch.observations.data, previousActions = batch.previousActions.data, globalStates = batch.globalStates.data
+        let previousRewards = batch.previousRewards.data, hasPrevious = batch.hasPreviousAction.data
+        let actorOut = context.data, criticOut = sharesContext ? nil : criticContext.data
         for k in 0..<(S * B) {
-            let has = hasPrevious[k] != 0
-            for j in 0..<N {
-                let r = k * N + j
-                ctx.write(observation: observations + r * o, observationWidth: o, lastAction: has ? previousActions + r * a : nil, actionWidth: a,
-                          oneHotOver: discreteActions, lastReward: previousRewards[r], agent: j, agents: N, into: out + r * C)
-            }
+            writeStepContexts(observations: observations + k * N * o, globalState: globalStates + k * g,
+                              previousActions: hasPrevious[k] != 0 ? previousActions + k * N * a : nil, previousRewards: previousRewards + k * N,
+                              actor: actorOut + k * N * C, critic: criticOut.map { $0 + k * N * Cc })
         }
         if N > 1 {
             agentResetMask.resize(Shape(d0: S, d1: B * N))
             for k in 0..<(S * B) { for j in 0..<N { agentResetMask.data[k * N + j] = batch.resetMask.data[k] } }
-        }
-        guard !sharesContext else { return }
-        let Cc = criticContextWidth, g = globalStateWidth
-        criticContext.resize(Shape(d0: S, d1: B * N, d2: Cc))
-        for k in 0..<(S * B) {
-            let has = batch.hasPreviousAction.data[k] != 0
-            for j in 0..<N {
-                writeCriticContext(observations: batch.observations.data + k * N * o, globalState: batch.globalStates.data + k * g,
-                                   previousActions: has ? batch.previousActions.data + k * N * a : nil,
-                                   previousReward: batch.previousRewards.data[k * N + j], agent: j, into: criticContext.data + (k * N + j) * Cc)
-            }
         }
     }
 

@@ -35,7 +35,7 @@ extension OffPolicyAgent {
         guard actor.isRecurrent else { return nil }
         let rows = prepare(batch)
         let B = batch.batchSize, N = agents, R = B * N, L = batch.slots - 1, Bn = configuration.sampler.burnIn
-        let o = observationWidth, a = actionWidth
+        let a = actionWidth
         // Each batch row's first window: its past in the episode and its last trained slot.
         var pasts: [[Int]] = [], lastSlot: [Int] = []
         for b in 0..<B {
@@ -54,33 +54,32 @@ extension OffPolicyAgent {
             lastSlot.append(last)
         }
         let P = pasts.map(\.count).max() ?? 0
-        // The past (right-aligned, starting from zeros) followed by the window, for actor and critic.
-        func build(_ input: Tensor, width C: Int, into out: Tensor, mask: Tensor, write: (Int, Int, Int?, Int, UnsafeMutablePointer<Float>) -> Void) {
-            out.resize(Shape(d0: P + L, d1: R, d2: C))
-            out.zero()
-            mask.resize(Shape(d0: P + L, d1: R))
-            mask.zero()
-            for b in 0..<B {
-                let past = pasts[b]
-                for (j, step) in past.enumerated() {
-                    let slot = P - past.count + j
-                    for k in 0..<N { write(step, k, replay.predecessor(step), k, out.data + (slot * R + b * N + k) * C) }
-                }
-                for k in 0..<N { mask.data[(P - past.count) * R + b * N + k] = 1 }
-                for s in 0..<L {
-                    for k in 0..<N {
-                        let r = b * N + k
-                        (out.data + ((P + s) * R + r) * C).update(from: input.data + (s * R + r) * C, count: C)
-                        if s > 0 && batch.resetMask.data[s * B + b] != 0 { mask.data[(P + s) * R + r] = 1 }
-                    }
-                }
+        // The past (right-aligned, starting from zeros) followed by the window, for the actor and
+        // (unless they share its input) the critics.
+        let C = contextWidth, Cc = criticContextWidth
+        stalenessContext.resize(Shape(d0: P + L, d1: R, d2: C))
+        stalenessContext.zero()
+        stalenessCriticContext.resize(Shape(d0: P + L, d1: R, d2: Cc))
+        stalenessCriticContext.zero()
+        stalenessMask.resize(Shape(d0: P + L, d1: R))
+        stalenessMask.zero()
+        let actorPast = stalenessContext.data, criticPast = stalenessCriticContext.data, mask = stalenessMask.data
+        for b in 0..<B {
+            let past = pasts[b], first = P - past.count
+            for (j, step) in past.enumerated() {
+                let row = (first + j) * R + b * N, previous = replay.predecessor(step)
+                writeStepContexts(observations: replay.observation(step), globalState: replay.globalState(step),
+                                  previousActions: previous.map { UnsafePointer(replay.action($0)) },
+                                  previousRewards: previous.map { UnsafePointer(replay.rewards($0)) },
+                                  actor: actorPast + row * C, critic: criticPast + row * Cc)
             }
-        }
-        let ctx = configuration.context
-        build(context, width: contextWidth, into: stalenessContext, mask: stalenessMask) { step, k, previous, agent, out in
-            ctx.write(observation: replay.observation(step) + k * o, observationWidth: o, lastAction: previous.map { replay.action($0) + k * a },
-                      actionWidth: a, oneHotOver: discreteActions, lastReward: previous.map { replay.rewards($0)[k] } ?? 0,
-                      agent: agent, agents: N, into: out)
+            for k in 0..<N { mask[first * R + b * N + k] = 1 }
+            for s in 0..<L {
+                let row = b * N, to = (P + s) * R + row, from = s * R + row
+                (actorPast + to * C).update(from: context.data + from * C, count: N * C)
+                if !sharesContext { (criticPast + to * Cc).update(from: criticContext.data + from * Cc, count: N * Cc) }
+                if s > 0 && batch.resetMask.data[s * B + b] != 0 { for k in 0..<N { mask[to + k] = 1 } }
+            }
         }
         // Rows of the trained view: first trained slot and each row's last one.
         func trainedRow(_ s: Int, _ r: Int) -> Int { (s - Bn) * R + r }
@@ -126,13 +125,6 @@ extension OffPolicyAgent {
         // Q of the first critic at the recorded actions.
         let critic = critics[0]
         if critic.isRecurrent {
-            if !sharesContext {
-                build(criticContext, width: criticContextWidth, into: stalenessCriticContext, mask: stalenessMask) { step, k, previous, agent, out in
-                    writeCriticContext(observations: replay.observation(step), globalState: replay.globalState(step),
-                                       previousActions: previous.map { UnsafePointer(replay.action($0)) },
-                                       previousReward: previous.map { replay.rewards($0)[k] } ?? 0, agent: agent, into: out)
-                }
-            }
             let recorded = batch.actions.data + Bn * R * a
             let extra = criticExtra(recorded, rows: rows, into: recordedExtra)
             let usedFeatures = encodeCurrent(critic, batch: batch, initialState: criticStateColumns(batch.initialCriticState, critic: 0),

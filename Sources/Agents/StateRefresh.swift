@@ -13,7 +13,7 @@ extension OffPolicyAgent {
         let layout = replay.layout
         guard layout.actorStateWidth > 0 || layout.criticStateWidth > 0 else { return }
         let starts = replay.episodeStarts
-        let E = starts.count, N = agents, R = E * N, o = observationWidth, a = actionWidth
+        let E = starts.count, N = agents, R = E * N
         let C = contextWidth, Cc = criticContextWidth, Sa = actor.stateWidth, Sc = criticStateWidth
         guard E > 0 else { return }
         refreshContext.resize(Shape(d0: 1, d1: R, d2: C))
@@ -23,29 +23,22 @@ extension OffPolicyAgent {
         refreshActorState.zero()
         refreshCriticState.zero()
         var current: [Int?] = starts, previous: [Int?] = Array(repeating: nil, count: E)
-        let ctx = configuration.context
         while current.contains(where: { $0 != nil }) {
             for e in 0..<E {
-                for k in 0..<N {
-                    let r = e * N + k
-                    guard let i = current[e] else {
-                        (refreshContext.data + r * C).update(repeating: 0, count: C)
-                        (refreshCriticContext.data + r * Cc).update(repeating: 0, count: Cc)
-                        continue
-                    }
-                    // The state entering step i, as stored at collection.
-                    if layout.actorStateWidth > 0 { (replay.actorState(i) + k * Sa).update(from: refreshActorState.data + r * Sa, count: Sa) }
-                    if layout.criticStateWidth > 0 { (replay.criticState(i) + k * Sc).update(from: refreshCriticState.data + r * Sc, count: Sc) }
-                    let p = previous[e]
-                    ctx.write(observation: replay.observation(i) + k * o, observationWidth: o, lastAction: p.map { UnsafePointer(replay.action($0) + k * a) },
-                              actionWidth: a, oneHotOver: discreteActions, lastReward: p.map { replay.rewards($0)[k] } ?? 0, agent: k, agents: N,
-                              into: refreshContext.data + r * C)
-                    if !sharesContext {
-                        writeCriticContext(observations: replay.observation(i), globalState: replay.globalState(i),
-                                           previousActions: p.map { UnsafePointer(replay.action($0)) }, previousReward: p.map { replay.rewards($0)[k] } ?? 0,
-                                           agent: k, into: refreshCriticContext.data + r * Cc)
-                    }
+                let row = e * N
+                guard let i = current[e] else {
+                    // A finished episode's rows are not read.
+                    (refreshContext.data + row * C).update(repeating: 0, count: N * C)
+                    (refreshCriticContext.data + row * Cc).update(repeating: 0, count: N * Cc)
+                    continue
                 }
+                // The states entering step i, as stored at collection.
+                if layout.actorStateWidth > 0 { replay.actorState(i).update(from: refreshActorState.data + row * Sa, count: N * Sa) }
+                if layout.criticStateWidth > 0 { replay.criticState(i).update(from: refreshCriticState.data + row * Sc, count: N * Sc) }
+                let p = previous[e]
+                writeStepContexts(observations: replay.observation(i), globalState: replay.globalState(i),
+                                  previousActions: p.map { UnsafePointer(replay.action($0)) }, previousRewards: p.map { UnsafePointer(replay.rewards($0)) },
+                                  actor: refreshContext.data + row * C, critic: refreshCriticContext.data + row * Cc)
             }
             if let encoder = actor.encoder {
                 encoder.forward(refreshContext, initialState: refreshActorState.matrix, resetMask: nil, resets: .zero, keepActivations: false)

@@ -9,6 +9,8 @@ import Tensors
 final class SideBySideEpisodes {
     let count: Int, agents: Int, observationWidth: Int, actionWidth: Int
     let observations: Tensor, context: Tensor, state: Tensor, actions: Tensor, previousActions: Tensor, previousRewards: Tensor
+    let environmentActions: Tensor, stepRewards: Tensor
+    var active: [Bool]
     var started: [Bool]
 
     init(count: Int, observationWidth: Int, actor: any RecurrentActor) {
@@ -23,6 +25,10 @@ final class SideBySideEpisodes {
         actions = Tensor(Shape(d0: rows, d1: actor.actionWidth))
         previousActions = Tensor(Shape(d0: rows, d1: actor.actionWidth))
         previousRewards = Tensor(Shape(d0: rows))
+        // One step's actions in the environment's space (as wide as the actor's: a box's dimensions, or one index).
+        environmentActions = Tensor(Shape(d0: agents, d1: actor.actionWidth))
+        stepRewards = Tensor(Shape(d0: agents))
+        active = [Bool](repeating: true, count: agents)
         started = [Bool](repeating: true, count: count)
     }
 
@@ -51,6 +57,20 @@ final class SideBySideEpisodes {
         (previousActions.data + e * actionWidth).update(from: action(e), count: actionWidth)
         previousRewards.data[e] = reward
         started[e] = false
+    }
+
+    /// Steps episode e's environment with its agents' last actions (mapped onto the action space),
+    /// prepares the new observations, and remembers the actions and rewards as the next step's
+    /// context. Returns the step's result and the team's reward (`teamReturn`).
+    func step(_ e: Int, in env: any MultiAgentEnvironment, actor: any RecurrentActor) -> (result: MultiAgentStepResult, teamReward: Double) {
+        let space = env.actionSpace, a = actionWidth
+        for k in 0..<agents { OffPolicyTrainer.environmentAction(action(e) + k * a, space: space, into: environmentActions.data + k * a) }
+        let result = active.withUnsafeMutableBufferPointer {
+            env.step(actions: environmentActions.data, observations: observation(e), rewards: stepRewards.data, active: $0.baseAddress!)
+        }
+        for k in 0..<agents { actor.prepare(observation: observation(e) + k * observationWidth) }
+        record(e, rewards: stepRewards.data, prepare: actor.prepare(reward:))
+        return (result, env.teamReturn.of(stepRewards.data, agents: agents))
     }
 
     /// Remembers episode e's agents' actions and rewards (prepared) as the context of their next step.
@@ -82,29 +102,20 @@ func evaluateSideBySide(_ actor: any RecurrentActor, environments: [any Environm
 /// The same for multi-agent environments: an episode's return is the team's (`teamReturn`).
 func evaluateSideBySide(_ actor: any RecurrentActor, environments: [any MultiAgentEnvironment], seeds: inout RandomGenerator,
                         deterministic: Bool) -> EvaluationResult {
-    let E = environments.count, N = actor.agents
-    let space = environments[0].actionSpace, o = environments[0].observationSpace.width, a = actor.actionWidth
+    let E = environments.count, N = actor.agents, o = environments[0].observationSpace.width
     let episodes = SideBySideEpisodes(count: E, observationWidth: o, actor: actor)
-    let envActions = Tensor(Shape(d0: N, d1: space.width)), rewards = Tensor(Shape(d0: N))
-    var active = [Bool](repeating: true, count: N)
     var result = EvaluationResult(returns: [Double](repeating: 0, count: E), lengths: [Int](repeating: 0, count: E))
     var alive = [Bool](repeating: true, count: E)
-    func prepareObservations(_ e: Int) { for k in 0..<N { actor.prepare(observation: episodes.observation(e) + k * o) } }
     for (e, env) in environments.enumerated() {
         env.reset(seed: seeds.next(), observations: episodes.observation(e))
-        prepareObservations(e)
+        for k in 0..<N { actor.prepare(observation: episodes.observation(e) + k * o) }
     }
     while alive.contains(true) {
         episodes.act(actor, deterministic: deterministic)
         for (e, env) in environments.enumerated() where alive[e] {
-            for k in 0..<N {
-                OffPolicyTrainer.environmentAction(episodes.action(e) + k * a, space: space, into: envActions.data + k * space.width)
-            }
-            let r = env.step(actions: envActions.data, observations: episodes.observation(e), rewards: rewards.data, active: &active)
-            prepareObservations(e)
-            result.returns[e] += env.teamReturn.of(rewards.data, agents: N)
+            let (r, reward) = episodes.step(e, in: env, actor: actor)
+            result.returns[e] += reward
             result.lengths[e] += 1
-            episodes.record(e, rewards: rewards.data, prepare: actor.prepare(reward:))
             if r.done { alive[e] = false }
         }
     }

@@ -157,14 +157,14 @@ public final class OffPolicyTrainer {
         let N = environments.count, M = agents, o = environments.observationWidth, a = agent.actionWidth, C = agent.contextWidth
         let g = environments.globalStateWidth, Sa = actorState.shape[1], Sc = criticState.shape[1], ea = environments.actionWidth
         let storesStates = agent.configuration.sampler.initialState.usesStoredStates
+        // The actor's inputs, and the critics' when their states are stored (they advance with the actor's).
+        let Cc = agent.criticContextWidth, criticInput = storesStates ? actCriticContext.data : nil
         for n in 0..<N {
             // At an episode's first step there is no previous action (nil: zeros, not index 0).
-            let open = replay.isEpisodeOpen(copy: n)
-            for k in 0..<M {
-                let r = n * M + k
-                agent.writeContext(observation: observation + r * o, lastAction: open ? previousAction + r * a : nil,
-                                   lastReward: previousReward[r], agent: k, into: actContext.data + r * C)
-            }
+            agent.writeStepContexts(observations: observation + n * M * o, globalState: globalState + n * g,
+                                    previousActions: replay.isEpisodeOpen(copy: n) ? previousAction + n * M * a : nil,
+                                    previousRewards: previousReward + n * M, actor: actContext.data + n * M * C,
+                                    critic: criticInput.map { $0 + n * M * Cc })
             wasRunning[n] = environments.isRunning(n)
         }
         let holding = wasRunning.contains(false)
@@ -175,7 +175,7 @@ public final class OffPolicyTrainer {
         if storesStates {
             recordedActorState.copy(from: actorState)
             recordedCriticState.copy(from: criticState)
-            agent.advanceCriticStates(context: criticActingContext(), state: criticState)
+            agent.advanceCriticStates(context: agent.sharesContext ? actContext : actCriticContext, state: criticState)
         }
         agent.act(context: actContext, state: actorState, deterministic: false, actions: action)
         if holding {
@@ -238,23 +238,6 @@ public final class OffPolicyTrainer {
             if due >= configuration.warmupSteps { try update(atStep: due) }
             due += interval
         }
-    }
-
-    /// The critics' acting input: the actor's context when they share it, else the critics' own
-    /// (for advancing their stored states).
-    func criticActingContext() -> Tensor {
-        guard !agent.sharesContext else { return actContext }
-        let N = environments.count, M = agents, o = environments.observationWidth, a = agent.actionWidth
-        let g = environments.globalStateWidth, Cc = agent.criticContextWidth
-        for n in 0..<N {
-            let open = replay.isEpisodeOpen(copy: n)
-            for k in 0..<M {
-                agent.writeCriticContext(observations: observation + n * M * o, globalState: globalState + n * g,
-                                         previousActions: open ? previousAction + n * M * a : nil, previousReward: previousReward[n * M + k],
-                                         agent: k, into: actCriticContext.data + (n * M + k) * Cc)
-            }
-        }
-        return actCriticContext
     }
 
     /// One update (critic, and the actor and targets when due) as at environment step `at`.

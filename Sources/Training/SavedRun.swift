@@ -116,28 +116,20 @@ public final class SavedRun {
         guard let env, let view else {
             throw TrainingError("environment '\(environment)' has no text view; --render works for environments with one, such as goal-cycle and foraging")
         }
-        let N = env.agents, o = env.observationSpace.width, space = env.actionSpace, a = actor.actionWidth
+        let N = env.agents, o = env.observationSpace.width, w = env.actionSpace.width
         var seeds = RandomGenerator(seed: seed)
         let episodes = SideBySideEpisodes(count: 1, observationWidth: o, actor: actor)
-        let envActions = Tensor(Shape(d0: N, d1: space.width)), rewards = Tensor(Shape(d0: N))
-        var active = [Bool](repeating: true, count: N)
         env.reset(seed: seeds.next(), observations: episodes.observation(0))
         for k in 0..<N { actor.prepare(observation: episodes.observation(0) + k * o) }
         var text = "step 0\n" + view.render() + "\n"
         var total = 0.0
         for t in 1...min(maxSteps, env.maxEpisodeSteps) {
             episodes.act(actor, deterministic: !stochastic)
-            for k in 0..<N {
-                OffPolicyTrainer.environmentAction(episodes.action(0) + k * a, space: space, into: envActions.data + k * space.width)
-            }
-            let r = env.step(actions: envActions.data, observations: episodes.observation(0), rewards: rewards.data, active: &active)
-            for k in 0..<N { actor.prepare(observation: episodes.observation(0) + k * o) }
-            episodes.record(0, rewards: rewards.data, prepare: actor.prepare(reward:))
-            let gained = env.teamReturn.of(rewards.data, agents: N)
+            let (r, gained) = episodes.step(0, in: env, actor: actor)
             total += gained
-            let actions = (0..<N).map { k in view.describe(action: envActions.data + k * space.width) }
+            let actions = (0..<N).map { k in view.describe(action: episodes.environmentActions.data + k * w) }
             let named = N == 1 ? actions[0] : actions.enumerated().map { "\(String(UnicodeScalar(UInt8(65 + $0.offset % 26)))) \($0.element)" }.joined(separator: ", ")
-            text += "step \(t): \(named), reward \(N == 1 ? "\(rewards.data[0])" : String(format: "%.3f", gained)), return \(String(format: "%.2f", total))\n" + view.render() + "\n"
+            text += "step \(t): \(named), reward \(N == 1 ? "\(episodes.stepRewards.data[0])" : String(format: "%.3f", gained)), return \(String(format: "%.2f", total))\n" + view.render() + "\n"
             if r.done { break }
         }
         return text
