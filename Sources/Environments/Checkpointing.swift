@@ -128,8 +128,7 @@ extension VectorEnvironment: Checkpointable {
         if bridge != nil {
             // The episodes in progress are lost with the Python process: every copy starts a new one,
             // seeded from the run's seed and the step count (so resuming twice gives the same run).
-            var seeds = RandomGenerator(seed: (s.resetSeed ?? 0) &+ 0x2545_F491_4F6C_DD1D &* UInt64(totalSteps + 1))
-            try reset(seed: seeds.next())
+            try reset(seed: resumedEpisodesSeed(s.resetSeed, totalSteps: totalSteps))
         }
         resetSeed = s.resetSeed
     }
@@ -158,6 +157,7 @@ extension MultiAgentVectorEnvironment {
     struct State: Codable {
         var active: [Bool], terminated: [Bool], truncated: [Bool], episodeStarts: [Bool], running: [Bool]
         var episodeReturns: [Double], episodeLengths: [Int], finishedReturns: [Double], finishedLengths: [Int], totalSteps: Int
+        var resetSeed: UInt64?
     }
 
     /// Saves the copies and the step's rows and flags (every copy must be checkpointable).
@@ -170,9 +170,11 @@ extension MultiAgentVectorEnvironment {
         archive.put(prefix + "state", value: State(active: active, terminated: terminated, truncated: truncated, episodeStarts: episodeStarts,
                                                    running: running, episodeReturns: episodeReturns, episodeLengths: episodeLengths,
                                                    finishedReturns: finished.map(\.return), finishedLengths: finished.map(\.length),
-                                                   totalSteps: totalSteps))
+                                                   totalSteps: totalSteps, resetSeed: resetSeed))
     }
 
+    /// Restores the copies and the step's rows and flags; Python copies, whose state the checkpoint
+    /// cannot hold, start new episodes instead, as `VectorEnvironment`'s do.
     public func restore(from archive: StateArchiveReader, prefix: String) throws {
         let s = try archive.value(prefix + "state", as: State.self)
         guard s.terminated.count == count, s.active.count == count * agents else {
@@ -187,6 +189,10 @@ extension MultiAgentVectorEnvironment {
         episodeReturns = s.episodeReturns; episodeLengths = s.episodeLengths
         finished = zip(s.finishedReturns, s.finishedLengths).map { (return: $0, length: $1) }
         totalSteps = s.totalSteps
+        if restoreStartsNewEpisodes {
+            try reset(seed: resumedEpisodesSeed(s.resetSeed, totalSteps: totalSteps))
+        }
+        resetSeed = s.resetSeed
     }
 }
 
@@ -224,4 +230,11 @@ extension Spread {
         rng = s.rng
         setState(positions: s.positions, velocities: s.velocities, landmarks: s.landmarks, step: s.step)
     }
+}
+
+/// The seed of the new episodes that Python copies start when a run resumes: from the run's seed and
+/// the step count, so that resuming twice gives the same run.
+func resumedEpisodesSeed(_ resetSeed: UInt64?, totalSteps: Int) -> UInt64 {
+    var seeds = RandomGenerator(seed: (resetSeed ?? 0) &+ 0x2545_F491_4F6C_DD1D &* UInt64(totalSteps + 1))
+    return seeds.next()
 }

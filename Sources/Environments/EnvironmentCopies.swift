@@ -57,7 +57,7 @@ extension VectorEnvironment: EnvironmentCopies {
 }
 
 extension MultiAgentVectorEnvironment: EnvironmentCopies {
-    public var restoreStartsNewEpisodes: Bool { false }
+    public var restoreStartsNewEpisodes: Bool { copies.first is PythonMultiAgentEnvironment }
     public var firstSingleAgentCopy: (any Environment)? { (copies.first as? SingleAgentAdapter)?.environment }
     public func isRunning(_ i: Int) -> Bool { running[i] }
 }

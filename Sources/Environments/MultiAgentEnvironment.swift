@@ -59,12 +59,13 @@ public protocol MultiAgentEnvironment: AnyObject {
     var hasActionMasks: Bool { get }
     /// How the agents' rewards make the team's return (default: their sum).
     var teamReturn: TeamReturn { get }
-    /// Starts an episode and writes every agent's first observation.
-    func reset(seed: UInt64?, observations: UnsafeMutablePointer<Float>)
+    /// Starts an episode and writes every agent's first observation. (Built-in environments never
+    /// throw; one served by a Python process throws what went wrong there.)
+    func reset(seed: UInt64?, observations: UnsafeMutablePointer<Float>) throws
     /// Applies every agent's action; writes the next observations, the rewards, and which agents
     /// are still active (an agent that finished stays inactive until the episode ends).
     func step(actions: UnsafePointer<Float>, observations: UnsafeMutablePointer<Float>, rewards: UnsafeMutablePointer<Float>,
-              active: UnsafeMutablePointer<Bool>) -> MultiAgentStepResult
+              active: UnsafeMutablePointer<Bool>) throws -> MultiAgentStepResult
     /// Writes the current global state (`globalStateWidth` floats).
     func globalState(into state: UnsafeMutablePointer<Float>)
     /// Writes 1 for each action each agent may take now, 0 otherwise (`[agents, n]`).

@@ -49,6 +49,8 @@ public final class MultiAgentVectorEnvironment {
     var finished: [(return: Double, length: Int)] = []
     /// Environment steps taken, summed over the copies that were stepped.
     public internal(set) var totalSteps = 0
+    /// The seed of the last seeded reset (resuming Python copies seeds their new episodes from it).
+    var resetSeed: UInt64?
 
     public init(_ copies: [any MultiAgentEnvironment], mode: ResetMode = .resetEachCopy) {
         precondition(!copies.isEmpty, "a vector environment needs at least one copy")
@@ -80,10 +82,18 @@ public final class MultiAgentVectorEnvironment {
     }
 
     /// `count` new copies of the environment `spec` names (a single-agent one adapted as one agent).
+    /// `count` new copies of the environment `spec` names (a single-agent one adapted as one agent;
+    /// a Python one served by a bridge process per copy).
     public convenience init(spec: EnvironmentSpec, count: Int, mode: ResetMode = .resetEachCopy) throws {
         precondition(count >= 1, "a vector environment needs at least one copy")
+        if spec.isPython && count > MultiAgentVectorEnvironment.maxPythonCopies {
+            throw EnvironmentError(environment: spec.name, message: "\(count) copies of a Python multi-agent environment (one process each) is more than the \(MultiAgentVectorEnvironment.maxPythonCopies) rrl starts; use fewer copies (--envs)")
+        }
         self.init(try (0..<count).map { _ in try spec.makeMultiAgent() }, mode: mode)
     }
+
+    /// The most copies of a Python multi-agent environment (one bridge process each).
+    public static let maxPythonCopies = 64
 
     /// Copy i's observations (all agents).
     public func observation(_ i: Int) -> UnsafeMutablePointer<Float> { observations.data + i * agents * observationWidth }
@@ -93,11 +103,12 @@ public final class MultiAgentVectorEnvironment {
 
     /// Resets every copy (copy i with `seed + i`, or continuing its stream).
     public func reset(seed: UInt64?) throws {
+        if let seed { resetSeed = seed }
         for i in 0..<count { try resetCopy(i, seed: seed.map { $0 &+ UInt64(i) }) }
     }
 
     func resetCopy(_ i: Int, seed: UInt64?) throws {
-        copies[i].reset(seed: seed, observations: observation(i))
+        try copies[i].reset(seed: seed, observations: observation(i))
         copies[i].globalState(into: globalState(i))
         try check(i, step: 0, what: "observation after reset", in: observation(i))
         for k in 0..<agents { active[i * agents + k] = true }
@@ -125,8 +136,8 @@ public final class MultiAgentVectorEnvironment {
                 continue
             }
             let env = copies[i], obs = observation(i), r = rewards.data + i * agents, offset = i * agents
-            let result = active.withUnsafeMutableBufferPointer {
-                env.step(actions: actions + offset * a, observations: obs, rewards: r, active: $0.baseAddress! + offset)
+            let result = try active.withUnsafeMutableBufferPointer {
+                try env.step(actions: actions + offset * a, observations: obs, rewards: r, active: $0.baseAddress! + offset)
             }
             copies[i].globalState(into: globalState(i))
             episodeLengths[i] += 1

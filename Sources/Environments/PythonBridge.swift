@@ -30,7 +30,17 @@ public final class PythonBridge {
     }
 
     public let environment: String
+    /// How messages name the environment: `gym:ID`, or a multi-agent bridge's own name (`pz:MODULE`, `gym:ID`).
+    public let displayName: String
     public let count: Int
+    /// Agents per copy (1 unless the bridge serves a multi-agent environment).
+    public private(set) var agents = 1
+    /// Floats of the global state a multi-agent environment reports (0: none).
+    public private(set) var globalStateWidth = 0
+    /// Whether a multi-agent environment sends action masks with its observations.
+    public private(set) var hasActionMasks = false
+    /// Whether this bridge serves one copy of a multi-agent environment (see `PythonMultiAgentEnvironment`).
+    public let multiAgent: Bool
     public private(set) var observationSpace: Space = .discrete(1)
     public private(set) var actionSpace: Space = .discrete(1)
     public private(set) var observationWidth = 0
@@ -49,11 +59,21 @@ public final class PythonBridge {
 
     static let make: UInt8 = 1, resetCode: UInt8 = 2, stepCode: UInt8 = 3, listCode: UInt8 = 4, closeCode: UInt8 = 5
 
-    /// Starts the child and makes `count` copies of `environment` (a Gymnasium id such as `CartPole-v1`).
-    public init(environment: String, count: Int, options: Options = Options()) throws {
+    static func displayName(_ name: String) -> String {
+        name.hasPrefix("pz:") || name.hasPrefix("gym:") ? name : "gym:" + name
+    }
+
+    /// Starts the child and makes `count` copies of `environment` (a Gymnasium id such as
+    /// `CartPole-v1`). With `multiAgent`, one copy of a multi-agent environment named with its prefix
+    /// (`pz:MODULE` for PettingZoo's parallel API, `gym:ID` for one whose spaces are per-agent Tuples,
+    /// or any other `gym:ID` as one agent).
+    public init(environment: String, count: Int, multiAgent: Bool = false, options: Options = Options()) throws {
         precondition(count >= 1, "the bridge needs at least one copy")
+        precondition(!multiAgent || count == 1, "a multi-agent bridge serves one copy")
         self.environment = environment
+        self.displayName = PythonBridge.displayName(environment)
         self.count = count
+        self.multiAgent = multiAgent
         self.options = options
         (process, stderrURL) = try PythonBridge.start(options, name: environment)
         input = process.input
@@ -62,23 +82,27 @@ public final class PythonBridge {
         for (key, text) in options.keywordArguments {
             kwargs[key] = (try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed])) ?? text
         }
-        let request = try JSONSerialization.data(withJSONObject: ["env": environment, "count": count, "modules": options.modules, "kwargs": kwargs] as [String: Any])
+        let request = try JSONSerialization.data(withJSONObject: ["env": environment, "count": count, "modules": options.modules, "kwargs": kwargs, "multi_agent": multiAgent] as [String: Any])
         let answer: [String: Any]
         do {
             try send(PythonBridge.make, [UInt8](request))
             let data = try receive(timeout: options.timeout)
             guard let object = try? JSONSerialization.jsonObject(with: Data(data)) as? [String: Any] else {
-                throw EnvironmentError(environment: "gym:" + environment, message: "the bridge answered something that is not a description of the environment")
+                throw EnvironmentError(environment: displayName, message: "the bridge answered something that is not a description of the environment")
             }
             answer = object
         } catch {
             shutDown()
             throw error
         }
-        guard let protocolVersion = answer["protocol"] as? Int, protocolVersion == 1, (answer["agents"] as? Int) == 1 else {
+        guard let protocolVersion = answer["protocol"] as? Int, protocolVersion == 1, let agentCount = answer["agents"] as? Int,
+              multiAgent ? agentCount >= 1 : agentCount == 1 else {
             shutDown()
-            throw EnvironmentError(environment: "gym:" + environment, message: "the bridge speaks protocol \(answer["protocol"] ?? "?") with \(answer["agents"] ?? "?") agents; this rrl speaks protocol 1 with one agent")
+            throw EnvironmentError(environment: displayName, message: "the bridge speaks protocol \(answer["protocol"] ?? "?") with \(answer["agents"] ?? "?") agents; this rrl speaks protocol 1 with \(multiAgent ? "one or more agents" : "one agent")")
         }
+        agents = agentCount
+        globalStateWidth = answer["global_state_width"] as? Int ?? 0
+        hasActionMasks = answer["action_masks"] as? Bool ?? false
         func space(_ value: Any?) -> Space? {
             guard let spec = value as? [String: Any], let type = spec["type"] as? String else { return nil }
             if type == "discrete", let n = spec["n"] as? Int { return .discrete(n) }
@@ -94,7 +118,7 @@ public final class PythonBridge {
         }
         guard let o = space(answer["observation"]), let a = space(answer["action"]) else {
             shutDown()
-            throw EnvironmentError(environment: "gym:" + environment, message: "the bridge described spaces this rrl cannot read: \(answer)")
+            throw EnvironmentError(environment: displayName, message: "the bridge described spaces this rrl cannot read: \(answer)")
         }
         observationSpace = o
         actionSpace = a
@@ -117,6 +141,8 @@ public final class PythonBridge {
 
     private init(listing options: Options) throws {
         environment = "(list)"
+        displayName = "(list)"
+        multiAgent = false
         count = 0
         self.options = options
         (process, stderrURL) = try PythonBridge.start(options, name: "(list)")
@@ -144,7 +170,7 @@ public final class PythonBridge {
         let size = try receiveInPlace(timeout: options.timeout)
         let w = count * observationWidth
         guard size == 8 * w + 5 * count else {
-            throw EnvironmentError(environment: "gym:" + environment, message: "the bridge's step reply has \(size) bytes, expected \(8 * w + 5 * count)")
+            throw EnvironmentError(environment: displayName, message: "the bridge's step reply has \(size) bytes, expected \(8 * w + 5 * count)")
         }
         try copy(size, 0, into: observations, count: w, what: "step")
         try copy(size, 4 * w, into: finalObservations, count: w, what: "step")
@@ -155,7 +181,7 @@ public final class PythonBridge {
     /// Copies `count` floats from the reply's payload (of `size` bytes) at `offset`.
     func copy(_ size: Int, _ offset: Int, into destination: UnsafeMutablePointer<Float>, count: Int, what: String) throws {
         guard size >= offset + 4 * count else {
-            throw EnvironmentError(environment: "gym:" + environment, message: "the bridge's \(what) reply is too short (\(size) bytes)")
+            throw EnvironmentError(environment: displayName, message: "the bridge's \(what) reply is too short (\(size) bytes)")
         }
         reply.withUnsafeBytes { raw in
             UnsafeMutableRawPointer(destination).copyMemory(from: raw.baseAddress! + 5 + offset, byteCount: 4 * count)
@@ -184,7 +210,7 @@ public final class PythonBridge {
 
     static func start(_ options: Options, name: String) throws -> (ChildProcess, URL) {
         guard let folder = packageFolder(options) else {
-            throw EnvironmentError(environment: "gym:" + name, message: "cannot find the Python package rrl_bridge (python/rrl_bridge in the repository); run from the repository, or set RRL_BRIDGE_PATH to the folder that holds rrl_bridge/")
+            throw EnvironmentError(environment: PythonBridge.displayName(name), message: "cannot find the Python package rrl_bridge (python/rrl_bridge in the repository); run from the repository, or set RRL_BRIDGE_PATH to the folder that holds rrl_bridge/")
         }
         // A write to a child that died must be an error, not a SIGPIPE that kills rrl.
         signal(SIGPIPE, SIG_IGN)
@@ -196,7 +222,7 @@ public final class PythonBridge {
             let child = try ChildProcess(arguments: [options.python, "-u", "-m", "rrl_bridge"], environment: environment, stderrPath: stderrURL.path)
             return (child, stderrURL)
         } catch {
-            throw EnvironmentError(environment: "gym:" + name, message: "cannot start \(options.python): \(error); install Python 3 with numpy and gymnasium")
+            throw EnvironmentError(environment: PythonBridge.displayName(name), message: "cannot start \(options.python): \(error); install Python 3 with numpy and gymnasium")
         }
     }
 
@@ -210,7 +236,7 @@ public final class PythonBridge {
         var message = what
         let tail = stderrTail()
         if !tail.isEmpty { message += "; its stderr ends with:\n" + tail }
-        return EnvironmentError(environment: "gym:" + environment, message: message)
+        return EnvironmentError(environment: displayName, message: message)
     }
 
     func died() -> EnvironmentError {
@@ -222,7 +248,7 @@ public final class PythonBridge {
     }
 
     func send(_ opcode: UInt8, _ payload: UnsafeRawBufferPointer) throws {
-        guard !closed else { throw EnvironmentError(environment: "gym:" + environment, message: "the Python bridge is closed") }
+        guard !closed else { throw EnvironmentError(environment: displayName, message: "the Python bridge is closed") }
         let length = UInt32(payload.count + 1)
         outgoing.removeAll(keepingCapacity: true)
         for k in 0..<4 { outgoing.append(UInt8(truncatingIfNeeded: length >> (8 * UInt32(k)))) }
@@ -286,7 +312,7 @@ public final class PythonBridge {
         try fill(4 + length, deadline: deadline)
         guard reply.count == 4 + length else { throw failure("the Python bridge sent more than one reply") }
         if status != 0 {
-            throw EnvironmentError(environment: "gym:" + environment, message: "Python raised: " + String(decoding: reply[5...], as: UTF8.self))
+            throw EnvironmentError(environment: displayName, message: "Python raised: " + String(decoding: reply[5...], as: UTF8.self))
         }
         return length - 1
     }

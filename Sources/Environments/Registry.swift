@@ -243,8 +243,9 @@ public enum EnvironmentRegistry {
     }
 }
 
-/// Which environment a run uses: a registered name (built-in or a library user's) or `gym:ID` (a
-/// Python environment through the bridge), its options, and the Python modules a `gym:` one needs.
+/// Which environment a run uses: a registered name (built-in or a library user's), `gym:ID` (a
+/// Gymnasium environment through the bridge) or `pz:MODULE` (a PettingZoo parallel one, multi-agent),
+/// its options, and the Python modules a Python one needs.
 public struct EnvironmentSpec: Equatable, Sendable {
     public var name: String
     /// `key=value` options: the environment's own (see `EnvironmentRegistry`), or `gym.make`'s keyword
@@ -258,7 +259,10 @@ public struct EnvironmentSpec: Equatable, Sendable {
         self.modules = modules
     }
 
-    public var isPython: Bool { name.hasPrefix("gym:") }
+    /// Served by a Python bridge: `gym:ID` or `pz:MODULE`.
+    public var isPython: Bool { name.hasPrefix("gym:") || name.hasPrefix("pz:") }
+    /// A PettingZoo parallel environment (`pz:MODULE`): multi-agent by its name.
+    public var isPettingZoo: Bool { name.hasPrefix("pz:") }
 
     /// A new copy of a registered environment (a Python one is made by `makeVector`).
     public func make() throws -> any Environment {
@@ -266,14 +270,17 @@ public struct EnvironmentSpec: Equatable, Sendable {
         return try EnvironmentRegistry.make(name, options: options)
     }
 
-    /// A new multi-agent environment (a single-agent one adapted as one agent).
+    /// A new multi-agent environment (a single-agent one adapted as one agent; a Python one served
+    /// by a bridge process of its own).
     public func makeMultiAgent() throws -> any MultiAgentEnvironment {
-        guard !isPython else { throw EnvironmentError(environment: name, message: "Python multi-agent environments are not served by the bridge yet") }
+        if isPython { return try PythonMultiAgentEnvironment(spec: self) }
         return try EnvironmentRegistry.makeMultiAgent(name, options: options)
     }
 
-    /// Whether the name is a registered multi-agent environment.
+    /// Whether the name is a registered multi-agent environment or a PettingZoo one (a `gym:` one is
+    /// known to be multi-agent only once its bridge describes it).
     public var isMultiAgent: Bool {
+        if isPettingZoo { return true }
         let resolved = EnvironmentRegistry.resolve(name).name
         return EnvironmentRegistry.entries.first { $0.name == resolved }?.isMultiAgent ?? false
     }
@@ -287,7 +294,10 @@ public struct EnvironmentSpec: Equatable, Sendable {
 
     /// `count` copies stepped together: built-in or registered ones, or a bridge serving a Python one.
     public func makeVector(count: Int) throws -> VectorEnvironment {
-        try VectorEnvironment(spec: self, count: count)
+        if isPettingZoo {
+            throw EnvironmentError(environment: name, message: "a PettingZoo environment has several agents; train it with masac (rrl train masac --env \(name))")
+        }
+        return try VectorEnvironment(spec: self, count: count)
     }
 
     /// Checks the name and the options (a Python environment is checked when its bridge starts).
@@ -393,7 +403,7 @@ extension EnvironmentChecker {
             observations[N * o] = 12345
             state[g] = 12345
             for i in 0..<N { active[i] = true }
-            env.reset(seed: seed, observations: &observations)
+            try env.reset(seed: seed, observations: &observations)
             try verify(step: 0)
             trace += observations[0..<(N * o)]
             for t in 1...env.maxEpisodeSteps {
@@ -402,7 +412,7 @@ extension EnvironmentChecker {
                     if n > 0 && mask[i * n + Int(actions[i])] == 0 { actions[i] = Float(mask[(i * n)..<(i * n + n)].firstIndex(of: 1)! - i * n) }
                 }
                 rewards[N] = 12345
-                let result = env.step(actions: actions, observations: &observations, rewards: &rewards, active: &active)
+                let result = try env.step(actions: actions, observations: &observations, rewards: &rewards, active: &active)
                 guard rewards[N] == 12345 else { throw fail("step \(t) wrote past the rewards") }
                 try verify(step: t)
                 for i in 0..<N where !rewards[i].isFinite { throw fail("step \(t): agent \(i) reward is \(rewards[i])") }

@@ -101,7 +101,7 @@ public enum ConfigurationFile {
         } else {
             environment = chosen == "ppo" ? "cartpole-position" : chosen == "masac" ? "team-recall" : "memory"
         }
-        if !environment.hasPrefix("gym:") {
+        if !EnvironmentSpec(environment).isPython {
             // The environment's options are checked with the rest (validate); its name first.
             guard EnvironmentRegistry.isKnown(environment) else {
                 do { _ = try EnvironmentRegistry.make(environment) } catch { throw fail("\(error)") }

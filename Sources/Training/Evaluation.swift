@@ -62,11 +62,11 @@ final class SideBySideEpisodes {
     /// Steps episode e's environment with its agents' last actions (mapped onto the action space),
     /// prepares the new observations, and remembers the actions and rewards as the next step's
     /// context. Returns the step's result and the team's reward (`teamReturn`).
-    func step(_ e: Int, in env: any MultiAgentEnvironment, actor: any RecurrentActor) -> (result: MultiAgentStepResult, teamReward: Double) {
+    func step(_ e: Int, in env: any MultiAgentEnvironment, actor: any RecurrentActor) throws -> (result: MultiAgentStepResult, teamReward: Double) {
         let space = env.actionSpace, a = actionWidth
         for k in 0..<agents { OffPolicyTrainer.environmentAction(action(e) + k * a, space: space, into: environmentActions.data + k * a) }
-        let result = active.withUnsafeMutableBufferPointer {
-            env.step(actions: environmentActions.data, observations: observation(e), rewards: stepRewards.data, active: $0.baseAddress!)
+        let result = try active.withUnsafeMutableBufferPointer {
+            try env.step(actions: environmentActions.data, observations: observation(e), rewards: stepRewards.data, active: $0.baseAddress!)
         }
         for k in 0..<agents { actor.prepare(observation: observation(e) + k * observationWidth) }
         record(e, rewards: stepRewards.data, prepare: actor.prepare(reward:))
@@ -96,31 +96,44 @@ struct EvaluationResult {
 
 func evaluateSideBySide(_ actor: any RecurrentActor, environments: [any Environment], seeds: inout RandomGenerator,
                         deterministic: Bool) -> EvaluationResult {
-    evaluateSideBySide(actor, environments: environments.map { SingleAgentAdapter($0) }, seeds: &seeds, deterministic: deterministic)
+    // Built-in environments never throw.
+    try! evaluateSideBySide(actor, environments: environments.map { SingleAgentAdapter($0) }, seeds: &seeds, deterministic: deterministic)
 }
 
-/// The same for multi-agent environments: an episode's return is the team's (`teamReturn`).
-func evaluateSideBySide(_ actor: any RecurrentActor, environments: [any MultiAgentEnvironment], seeds: inout RandomGenerator,
-                        deterministic: Bool) -> EvaluationResult {
-    let E = environments.count, N = actor.agents, o = environments[0].observationSpace.width
-    let episodes = SideBySideEpisodes(count: E, observationWidth: o, actor: actor)
-    var result = EvaluationResult(returns: [Double](repeating: 0, count: E), lengths: [Int](repeating: 0, count: E))
-    var alive = [Bool](repeating: true, count: E)
-    for (e, env) in environments.enumerated() {
-        env.reset(seed: seeds.next(), observations: episodes.observation(e))
-        for k in 0..<N { actor.prepare(observation: episodes.observation(e) + k * o) }
-    }
-    while alive.contains(true) {
-        episodes.act(actor, deterministic: deterministic)
-        for (e, env) in environments.enumerated() where alive[e] {
-            let (r, reward) = episodes.step(e, in: env, actor: actor)
-            result.returns[e] += reward
-            result.lengths[e] += 1
-            if r.done { alive[e] = false }
+/// The same for multi-agent environments: an episode's return is the team's (`teamReturn`). With
+/// `episodes` above the environments' count, the episodes run in rounds of that many (Python
+/// environments, one process each, are few); episode e is still reset with the e-th seed.
+func evaluateSideBySide(_ actor: any RecurrentActor, environments: [any MultiAgentEnvironment], episodes total: Int? = nil,
+                        seeds: inout RandomGenerator, deterministic: Bool) throws -> EvaluationResult {
+    var result = EvaluationResult(returns: [], lengths: [])
+    let total = total ?? environments.count
+    while result.returns.count < total {
+        let round = Array(environments.prefix(total - result.returns.count))
+        let E = round.count, N = actor.agents, o = round[0].observationSpace.width
+        let episodes = SideBySideEpisodes(count: E, observationWidth: o, actor: actor)
+        var returns = [Double](repeating: 0, count: E), lengths = [Int](repeating: 0, count: E)
+        var alive = [Bool](repeating: true, count: E)
+        for (e, env) in round.enumerated() {
+            try env.reset(seed: seeds.next(), observations: episodes.observation(e))
+            for k in 0..<N { actor.prepare(observation: episodes.observation(e) + k * o) }
         }
+        while alive.contains(true) {
+            episodes.act(actor, deterministic: deterministic)
+            for (e, env) in round.enumerated() where alive[e] {
+                let (r, reward) = try episodes.step(e, in: env, actor: actor)
+                returns[e] += reward
+                lengths[e] += 1
+                if r.done { alive[e] = false }
+            }
+        }
+        result.returns += returns
+        result.lengths += lengths
     }
     return result
 }
+
+/// How many Python multi-agent environments (one process each) an evaluation runs side by side.
+let pythonEvaluationCopies = 4
 
 /// The first episode of every copy of a vector environment (copy i reset with `seed + i`), all copies
 /// stepped in lockstep until each has finished one episode.
@@ -156,20 +169,25 @@ func evaluateVector(_ actor: any RecurrentActor, _ vector: VectorEnvironment, se
 /// reproducible and differ from one another).
 final class PeriodicEvaluation {
     let environments: [any MultiAgentEnvironment]
-    /// Python environments: one bridge serving every evaluation episode.
+    /// Single-agent Python environments: one bridge serving every evaluation episode.
     let vector: VectorEnvironment?
+    let episodes: Int
     let seed: UInt64
     /// Evaluations done so far.
     var count = 0
 
-    init(spec: EnvironmentSpec, episodes: Int, seed: UInt64) throws {
-        if spec.isPython {
+    /// `multiAgent`: a Python environment is served as a multi-agent one (masac), a few processes
+    /// running the episodes in rounds.
+    init(spec: EnvironmentSpec, episodes: Int, seed: UInt64, multiAgent: Bool = false) throws {
+        if spec.isPython && !multiAgent {
             vector = try spec.makeVector(count: episodes)
             environments = []
         } else {
             vector = nil
-            environments = try (0..<episodes).map { _ in try spec.makeMultiAgent() }
+            let copies = spec.isPython ? min(episodes, pythonEvaluationCopies) : episodes
+            environments = try (0..<copies).map { _ in try spec.makeMultiAgent() }
         }
+        self.episodes = episodes
         self.seed = seed
     }
 
@@ -182,7 +200,7 @@ final class PeriodicEvaluation {
             // An evaluation that fails (the bridge died) reports NaN; training stops at its next step with the bridge's error.
             return (try? evaluateVector(actor, vector, seed: seeds.next(), deterministic: true).summary) ?? (.nan, .nan)
         }
-        return evaluateSideBySide(actor, environments: environments, seeds: &seeds, deterministic: true).summary
+        return (try? evaluateSideBySide(actor, environments: environments, episodes: episodes, seeds: &seeds, deterministic: true).summary) ?? (.nan, .nan)
     }
 }
 

@@ -135,14 +135,21 @@ public struct OffPolicyConfiguration: Codable, Equatable, Sendable {
         // A Python environment is checked when its bridge starts.
         try environmentSpec.validate()
         if environmentSpec.isMultiAgent && agent.algorithm != .masac {
-            let agents = (try? environmentSpec.makeMultiAgent().agents) ?? 2
+            let agents = environmentSpec.isPython ? "several" : "\((try? environmentSpec.makeMultiAgent().agents) ?? 2)"
             try fail("\(environment) has \(agents) agents; \(agent.algorithm.rawValue) trains one: use masac (rrl train masac --env \(environment))")
         }
-        if resetMode != nil && !environmentSpec.isMultiAgent {
+        if resetMode != nil && !isMultiAgent {
             try fail("the reset mode applies to multi-agent environments; \(environment) has one agent: remove it")
         }
-        if environmentModules != nil && !environment.hasPrefix("gym:") { try fail("environment modules apply only to Python environments (gym:ID)") }
+        if environmentModules != nil && !environmentSpec.isPython { try fail("environment modules apply only to Python environments (gym:ID, pz:MODULE)") }
         try agent.validate()
+    }
+
+    /// Whether the run's environment is served as a multi-agent one: a registered multi-agent or
+    /// PettingZoo environment, or a Python (`gym:`) one under masac (whose bridge then says how many
+    /// agents it has; a single-agent one is one agent).
+    public var isMultiAgent: Bool {
+        environmentSpec.isMultiAgent || (environmentSpec.isPython && agent.algorithm == .masac)
     }
 }
 

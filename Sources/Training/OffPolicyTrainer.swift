@@ -86,12 +86,13 @@ public final class OffPolicyTrainer {
         self.configuration = configuration
         loop = LoopState(nextRow: configuration.evaluationInterval)
         let spec = configuration.environmentSpec, copies = configuration.environments ?? 1
-        if spec.isMultiAgent {
+        if configuration.isMultiAgent {
             environments = try MultiAgentVectorEnvironment(spec: spec, count: copies, mode: configuration.resetMode ?? .resetEachCopy)
         } else {
             environments = try spec.makeVector(count: copies)
         }
-        evaluation = try PeriodicEvaluation(spec: configuration.environmentSpec, episodes: configuration.evaluationEpisodes, seed: configuration.seed)
+        evaluation = try PeriodicEvaluation(spec: configuration.environmentSpec, episodes: configuration.evaluationEpisodes, seed: configuration.seed,
+                                            multiAgent: configuration.isMultiAgent)
         try requireBoundedActions(environments)
         try MemoryEstimate.offPolicy(configuration, observationWidth: environments.observationWidth, actionSpace: environments.actionSpace,
                                      agents: environments.agents, globalStateWidth: environments.globalStateWidth).check()

@@ -38,7 +38,7 @@ public struct PPOTrainingConfiguration: Codable, Equatable, Sendable {
         if let k = checkpointInterval, k < 0 { try fail("checkpoint interval must be 0 (only at the end) or positive (got \(k))") }
         // A Python environment is checked when its bridge starts.
         try environmentSpec.validate()
-        if environmentModules != nil && !environment.hasPrefix("gym:") { try fail("environment modules apply only to Python environments (gym:ID)") }
+        if environmentModules != nil && !environmentSpec.isPython { try fail("environment modules apply only to Python environments (gym:ID, pz:MODULE)") }
         try ppo.validate()
     }
 }

@@ -13,6 +13,8 @@ public final class SavedRun {
     public let actor: any RecurrentActor
     /// The environment with its options and Python modules.
     public let spec: EnvironmentSpec
+    /// Whether the run's environment is served as a multi-agent one (masac).
+    public let multiAgent: Bool
 
     public init(path: String) throws {
         url = URL(fileURLWithPath: path, isDirectory: true)
@@ -49,6 +51,7 @@ public final class SavedRun {
             let c = try decode(PPOTrainingConfiguration.self)
             try c.validate()
             spec = c.environmentSpec
+            multiAgent = false
             let spaces = try SavedRun.spaces(of: spec)
             let agent = try PPOAgent(configuration: c.ppo, observationSpace: spaces.0, actionSpace: spaces.1, seed: c.seed)
             let normalizers = agent.normalizerParameters()
@@ -63,8 +66,9 @@ public final class SavedRun {
             let c = try decode(OffPolicyConfiguration.self)
             try c.validate()
             spec = c.environmentSpec
+            multiAgent = c.isMultiAgent
             let agent: OffPolicyAgent
-            if spec.isMultiAgent {
+            if multiAgent {
                 let env = try spec.makeMultiAgent()
                 agent = try OffPolicyAgent(configuration: c.agent, observationSpace: env.observationSpace, actionSpace: env.actionSpace, seed: c.seed,
                                            agents: env.agents, globalStateWidth: env.globalStateWidth)
@@ -93,16 +97,16 @@ public final class SavedRun {
     /// from `seed`), with deterministic or sampled actions.
     public func evaluate(episodes: Int, seed: UInt64, stochastic: Bool) throws -> (returns: [Double], mean: Double, std: Double) {
         guard episodes >= 1 else { throw TrainingError("--episodes must be at least 1 (got \(episodes))") }
-        if spec.isPython {
+        if spec.isPython && !multiAgent {
             var seeds = RandomGenerator(seed: seed)
             let vector = try spec.makeVector(count: episodes)
             let result = try evaluateVector(actor, vector, seed: seeds.next(), deterministic: !stochastic)
             let (mean, std) = result.summary
             return (result.returns, mean, std)
         }
-        let envs = try (0..<episodes).map { _ in try spec.makeMultiAgent() }
+        let envs = try (0..<(spec.isPython ? min(episodes, pythonEvaluationCopies) : episodes)).map { _ in try spec.makeMultiAgent() }
         var seeds = RandomGenerator(seed: seed)
-        let result = evaluateSideBySide(actor, environments: envs, seeds: &seeds, deterministic: !stochastic)
+        let result = try evaluateSideBySide(actor, environments: envs, episodes: episodes, seeds: &seeds, deterministic: !stochastic)
         let (mean, std) = result.summary
         return (result.returns, mean, std)
     }
@@ -119,13 +123,13 @@ public final class SavedRun {
         let N = env.agents, o = env.observationSpace.width, w = env.actionSpace.width
         var seeds = RandomGenerator(seed: seed)
         let episodes = SideBySideEpisodes(count: 1, observationWidth: o, actor: actor)
-        env.reset(seed: seeds.next(), observations: episodes.observation(0))
+        try env.reset(seed: seeds.next(), observations: episodes.observation(0))
         for k in 0..<N { actor.prepare(observation: episodes.observation(0) + k * o) }
         var text = "step 0\n" + view.render() + "\n"
         var total = 0.0
         for t in 1...min(maxSteps, env.maxEpisodeSteps) {
             episodes.act(actor, deterministic: !stochastic)
-            let (r, gained) = episodes.step(0, in: env, actor: actor)
+            let (r, gained) = try episodes.step(0, in: env, actor: actor)
             total += gained
             let actions = (0..<N).map { k in view.describe(action: episodes.environmentActions.data + k * w) }
             let named = N == 1 ? actions[0] : actions.enumerated().map { "\(String(UnicodeScalar(UInt8(65 + $0.offset % 26)))) \($0.element)" }.joined(separator: ", ")

@@ -38,9 +38,9 @@ struct Train: ParsableCommand {
     @Option(help: "A JSON configuration file (a run's config.json, or any subset of it); command-line options override it.") var config: String?
     @Option(help: "Continue the run in this folder from its last checkpoint (only --steps, --checkpoint-interval and --quiet may be given too).") var resume: String?
     @Option(parsing: .unconditional, help: "Write a checkpoint every this many steps (default 25000; 0: only at the end and on Ctrl-C/SIGTERM).") var checkpointInterval: Int?
-    @Option(help: "Environment (see `rrl list`; default memory, cartpole-position for ppo). Python environments: gym:ID (see `rrl list --python`).") var env: String?
+    @Option(help: "Environment (see `rrl list`; default memory, cartpole-position for ppo). Python environments: gym:ID (see `rrl list --python`); PettingZoo parallel ones (masac): pz:MODULE, e.g. pz:mpe2.simple_spread_v3.") var env: String?
     @Option(help: "A Python module to import before making a gym:ID environment (it registers it), e.g. popgym; repeatable.") var envModule: [String] = []
-    @Option(help: "An option of the environment, KEY=VALUE (e.g. horizon=6 for memory; `rrl list` shows each environment's; for gym:ID, a keyword argument of gym.make); repeatable.") var envOption: [String] = []
+    @Option(help: "An option of the environment, KEY=VALUE (e.g. horizon=6 for memory; `rrl list` shows each environment's; for gym:ID and pz:MODULE, a keyword argument of gym.make or parallel_env); repeatable.") var envOption: [String] = []
     @Option(parsing: .unconditional, help: "Environment steps.") var steps: Int?
     @Option(parsing: .unconditional, help: "Random seed (default 0).") var seed: UInt64?
     @Option(help: "Run folder (default runs/ALGORITHM-ENV-seedS).") var runDir: String?
@@ -394,7 +394,8 @@ func formatDuration(_ seconds: Double) -> String {
 /// environment's, or the time limit a Python one registers (asked of a one-copy bridge).
 func episodeLimit(of c: OffPolicyConfiguration) throws -> Int {
     guard c.environmentSpec.isPython else { return try c.environmentSpec.makeMultiAgent().maxEpisodeSteps }
-    let bridge = try PythonBridge(environment: String(c.environment.dropFirst(4)), count: 1, options: c.environmentSpec.bridgeOptions)
+    let bridge = c.isMultiAgent ? try PythonBridge(environment: c.environment, count: 1, multiAgent: true, options: c.environmentSpec.bridgeOptions)
+                                : try PythonBridge(environment: String(c.environment.dropFirst(4)), count: 1, options: c.environmentSpec.bridgeOptions)
     guard bridge.maxEpisodeSteps > 0 else {
         throw ConfigurationError("\(c.environment) registers no time limit, so 'full' sequences have no length; give --sequence-length N")
     }

@@ -106,12 +106,12 @@ final class MultiAgentEnvironmentTests: XCTestCase {
         XCTAssertEqual(b.agents, 1)
         var oa: Float = 0, ob: Float = 0, r: Float = 0, active = false
         a.reset(seed: 3, observation: &oa)
-        b.reset(seed: 3, observations: &ob)
+        try b.reset(seed: 3, observations: &ob)
         XCTAssertEqual(oa, ob)
         for t in 0..<200 {
             let u: Float = Float(t % 5) - 2
             let x = a.step(action: [u], observation: &oa)
-            let y = b.step(actions: [u], observations: &ob, rewards: &r, active: &active)
+            let y = try b.step(actions: [u], observations: &ob, rewards: &r, active: &active)
             XCTAssertEqual(oa, ob)
             XCTAssertEqual(x.reward, r)
             XCTAssertEqual(x.terminated, y.terminated)

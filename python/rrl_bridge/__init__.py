@@ -26,11 +26,19 @@ key order). Actions: Box -> floats; Discrete(n) -> one float holding the index 0
 adds the space's start); MultiDiscrete(nvec) -> one Discrete over all combinations, index k being
 numpy.unravel_index(k, nvec) (first entry slowest; at most 65,536 combinations). Other spaces are
 refused with a message saying which and why.
-Per-agent environments (PettingZoo's parallel API) will set "agents" above 1 and send each copy's
-agents one after another in every array; a reader that checks "protocol" and "agents" stays valid.
+Multi-agent environments (MAKE with "multi_agent": true and "count": 1; see multiagent.py): "env"
+is `pz:MODULE` (PettingZoo's parallel API, made by MODULE.parallel_env(**kwargs)) or `gym:ID` (a
+Gymnasium environment whose spaces are Tuples, one entry per agent; any other as one agent). With
+M agents, observation width w (the widest agent's; narrower ones padded with zeros), global state
+width g (PettingZoo's state(), 0 without one) and n action-mask entries per agent (0 without masks):
+
+    MAKE       -> JSON {..., "agents": M, "global_state_width": g, "action_masks": bool, "agent_names": [...]}
+    RESET (2): u8 has_seed | u64 seed  -> f32[M * w] observations | f32[g] state | f32[M * n] masks
+    STEP  (3): f32[M * a] actions      -> the same three, then f32[M] rewards | u8[M] active |
+               u8 flags (bit 0 terminated, bit 1 truncated); the copy is never reset by itself.
 
 Only the standard library and numpy are used here; the environments need their own packages
-(`pip install gymnasium popgym`).
+(`pip install gymnasium popgym`, `pip install mpe2 lbforaging`).
 """
 
 PROTOCOL = 1
