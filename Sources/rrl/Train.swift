@@ -213,6 +213,10 @@ struct Train: ParsableCommand {
             } else {
                 throw ConfigurationError("--sequence-length expects a number of steps or 'full'; got '\(sequenceLength)'")
             }
+        } else if base == nil && algorithm == .masac && c.agent.network != .mlp, let limit = try? episodeLimit(of: c) {
+            // MASAC's default strategy is whole episodes: windows as long as the environment's
+            // episodes with the options given (25 when a Python environment registers no limit).
+            c.agent.sampler.sequenceLength = limit
         }
         if let burnIn { c.agent.sampler.burnIn = burnIn }
         if sequenceLength != nil, burnIn == nil, c.agent.sampler.burnIn > 0, c.agent.sampler.burnIn >= c.agent.sampler.sequenceLength {
