@@ -99,6 +99,8 @@ public struct AgentConfiguration: Codable, Equatable, Sendable {
     public var criticInput: CriticInput? = nil
     /// MASAC: the other agents' actions in the actor update (nil: from the replay).
     public var otherAgentsActions: OtherAgentsActions? = nil
+    /// MASAC: one actor network per agent (true) instead of one shared by all agents (nil or false).
+    public var actorPerAgent: Bool? = nil
 
     public init() {}
 
@@ -111,6 +113,9 @@ public struct AgentConfiguration: Codable, Equatable, Sendable {
         if let k = refreshStoredStatesInterval, k < 0 { try fail("the stored-state refresh interval must be 0 (off) or positive (got \(k))") }
         if context.agentID && algorithm != .masac {
             try fail("the agent id in the context is for networks shared by several agents; this algorithm trains one agent: drop 'agentID' from the context")
+        }
+        if actorPerAgent == true && algorithm != .masac {
+            try fail("one actor per agent is for several agents (masac); this algorithm trains one agent: remove --actor-per-agent")
         }
         if replayCapacity < 1 { try fail("replay capacity must be at least 1 (got \(replayCapacity))") }
         if !(gamma >= 0 && gamma <= 1) { try fail("gamma must be in [0, 1] (got \(gamma))") }

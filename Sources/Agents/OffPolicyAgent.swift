@@ -62,8 +62,9 @@ public final class OffPolicyAgent {
     public let discreteActions: Int?
     public let contextWidth: Int
 
-    public let actor: SequenceNetwork
-    public let actorTarget: SequenceNetwork?
+    /// One actor network shared by the agents, or one per agent (`actorPerAgent`).
+    public let actor: ActorNetworks
+    public let actorTarget: ActorNetworks?
     public let critics: [SequenceNetwork]
     public let criticTargets: [SequenceNetwork]
     /// log α per agent.
@@ -186,12 +187,13 @@ public final class OffPolicyAgent {
                             hiddenSize: c.hiddenSize, layers: c.recurrentLayers, headHiddenSizes: c.headHiddenSizes,
                             outputSize: discreteActions ?? 1, activation: c.activation, using: &rng)
         }
-        actor = makeActor(&rng)
+        let perAgent = c.actorPerAgent == true
+        actor = ActorNetworks(agents: agents, perAgent: perAgent) { makeActor(&rng) }
         critics = (0..<c.criticCount).map { _ in makeCritic(&rng) }
         criticTargets = (0..<c.criticCount).map { _ in makeCritic(&rng) }
         for (t, s) in zip(criticTargets, critics) { copyParameters(from: s.parameters, to: t.parameters) }
         if c.algorithm == .td3 {
-            let target = makeActor(&rng)
+            let target = ActorNetworks(agents: agents, perAgent: perAgent) { makeActor(&rng) }
             copyParameters(from: actor.parameters, to: target.parameters)
             actorTarget = target
         } else {
@@ -227,7 +229,7 @@ public final class OffPolicyAgent {
             }
             return g
         }
-        actorOptimizer = Adam(groups: groups([actor], learningRate: c.actorLearningRate, name: "actor"))
+        actorOptimizer = Adam(groups: groups(actor.networks, learningRate: c.actorLearningRate, name: "actor"))
         criticOptimizer = Adam(groups: groups(critics, learningRate: c.criticLearningRate, name: "critic"))
         temperatureOptimizer = Adam(parameters: [logTemperature], learningRate: c.temperatureLearningRate)
     }
@@ -274,8 +276,8 @@ public final class OffPolicyAgent {
     public func act(context: Tensor, state: Tensor, deterministic: Bool, actions: UnsafeMutablePointer<Float>) {
         let E = context.shape[1]
         let features = actor.encode(context, initialState: actor.isRecurrent ? state.matrix : nil, resetMask: nil, keepActivations: false)
-        if let encoder = actor.encoder { state.data.update(from: encoder.finalState.data, count: E * encoder.stateWidth) }
-        let out = actor.head(features: features, firstRow: 0, rows: E, extra: nil)
+        if let final = actor.finalState { state.data.update(from: final, count: E * actor.stateWidth) }
+        let out = actor.head(features: features, firstRow: 0, rows: E)
         objective.act(policyOutput: out, rows: E, deterministic: deterministic, actions: actions, rng: &rng)
     }
 
@@ -335,8 +337,14 @@ public final class OffPolicyAgent {
     /// critics' input for a critic), the first `burnIn` of them without activations, and returns the
     /// features of the trained slots burnIn..<L.
     func encodeCurrent(_ network: SequenceNetwork, batch: SequenceBatch, initialState: Matrix?, keepActivations: Bool) -> Tensor {
-        network.encode(window: network === actor ? context : criticInput, resetMask: rowResetMask(batch), slots: 0..<(batch.slots - 1),
+        network.encode(window: criticInput, resetMask: rowResetMask(batch), slots: 0..<(batch.slots - 1),
                        burnIn: configuration.sampler.burnIn, initialState: initialState, keepActivations: keepActivations)
+    }
+
+    /// The same for the actor over its context, from the stored states when the sampler uses them.
+    func encodeCurrentActor(_ batch: SequenceBatch, keepActivations: Bool) -> Tensor {
+        actor.encode(window: context, resetMask: rowResetMask(batch), slots: 0..<(batch.slots - 1),
+                     burnIn: configuration.sampler.burnIn, initialState: storedActorState(batch), keepActivations: keepActivations)
     }
 
     /// One critic update, then (every `actorUpdateInterval` critic updates) an actor and
@@ -420,7 +428,7 @@ public final class OffPolicyAgent {
         // a' at slots Bn+1...L from the current actor (TD3: the target actor), for every agent.
         let policy = actorTarget ?? actor
         let actorFeatures = policy.encode(context, initialState: storedActorState(batch), resetMask: resetMask, keepActivations: false)
-        let out = policy.head(features: actorFeatures, firstRow: nextRow, rows: rows, extra: nil)
+        let out = policy.head(features: actorFeatures, firstRow: nextRow, rows: rows)
         var nextActions = objective.drawNextActions(policyOutput: out, rows: rows, rng: &rng)
         if N > 1, !independentCritics, let n = discreteActions, let discrete = objective as? DiscreteSoftActorCriticObjective {
             // The other agents' a' enter the target critics' input as actions drawn from their policies.
@@ -497,8 +505,8 @@ public final class OffPolicyAgent {
     func actorLossAndGradients(_ batch: SequenceBatch, rows: Int) -> (loss: Double, entropy: Double) {
         let c = configuration, L = batch.slots - 1, Bn = c.sampler.burnIn, RB = batch.batchSize * agents
         actorOptimizer.zeroGradients()
-        let features = encodeCurrent(actor, batch: batch, initialState: storedActorState(batch), keepActivations: true)
-        let out = actor.head(features: features, firstRow: 0, rows: rows, extra: nil)
+        let features = encodeCurrentActor(batch, keepActivations: true)
+        let out = actor.head(features: features, firstRow: 0, rows: rows)
         parameterGradient.resize(out.shape)
         // The other agents' actions: recorded, or (several agents, `currentPolicy`) drawn from the current actor.
         var others = UnsafePointer(batch.actions.data + Bn * RB * actionWidth)
@@ -517,7 +525,7 @@ public final class OffPolicyAgent {
         let (loss, entropy) = objective.actorLoss(policyOutput: out, rows: rows, weights: weights.data, agents: currentTemperatures(),
                                                   critics: CriticsAtTrainedSlots(agent: self, batch: batch, rows: rows, others: others),
                                                   gradient: parameterGradient, rng: &rng)
-        backward(actor, outputGradient: parameterGradient, trainedSlots: L - Bn, batch: RB)
+        actor.backward(window: parameterGradient, slots: L - Bn, batch: RB, truncation: c.truncation)
         return (loss, entropy)
     }
 }

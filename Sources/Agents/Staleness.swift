@@ -86,10 +86,10 @@ extension OffPolicyAgent {
         var result = Staleness()
 
         // Policy: the head on the used features and on the recomputed ones.
-        let used = encodeCurrent(actor, batch: batch, initialState: storedActorState(batch), keepActivations: false)
-        stalenessUsed.copy(from: actor.head(features: used, firstRow: 0, rows: rows, extra: nil))
+        let used = encodeCurrentActor(batch, keepActivations: false)
+        stalenessUsed.copy(from: actor.head(features: used, firstRow: 0, rows: rows))
         let recomputed = actor.encode(stalenessContext, initialState: nil, resetMask: stalenessMask, keepActivations: false)
-        stalenessRecomputed.copy(from: actor.head(features: recomputed, firstRow: (P + Bn) * R, rows: rows, extra: nil))
+        stalenessRecomputed.copy(from: actor.head(features: recomputed, firstRow: (P + Bn) * R, rows: rows))
         let outputs = stalenessUsed.shape[1]
         func policyGap(_ row: Int) -> Double {
             let u = stalenessUsed.data + row * outputs, v = stalenessRecomputed.data + row * outputs

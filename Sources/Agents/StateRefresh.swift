@@ -40,9 +40,9 @@ extension OffPolicyAgent {
                                   previousActions: p.map { UnsafePointer(replay.action($0)) }, previousRewards: p.map { UnsafePointer(replay.rewards($0)) },
                                   actor: refreshContext.data + row * C, critic: refreshCriticContext.data + row * Cc)
             }
-            if let encoder = actor.encoder {
-                encoder.forward(refreshContext, initialState: refreshActorState.matrix, resetMask: nil, resets: .zero, keepActivations: false)
-                refreshActorState.data.update(from: encoder.finalState.data, count: R * Sa)
+            if actor.isRecurrent {
+                _ = actor.encode(refreshContext, initialState: refreshActorState.matrix, resetMask: nil, keepActivations: false)
+                refreshActorState.data.update(from: actor.finalState!, count: R * Sa)
             }
             if Sc > 0 { advanceCriticStates(context: sharesContext ? refreshContext : refreshCriticContext, state: refreshCriticState) }
             for e in 0..<E {

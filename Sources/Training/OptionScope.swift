@@ -50,7 +50,7 @@ public enum OptionScope {
         for key in ["learnTemperature", "targetEntropy", "temperatureLearningRate", "initialTemperature", "targetUpdateInterval"] {
             rules.append(rule("agent.\(key)", "sac and masac") { offPolicy($0)?.agent.algorithm.isSoft ?? false })
         }
-        for key in ["agent.criticInput", "agent.otherAgentsActions", "resetMode"] {
+        for key in ["agent.criticInput", "agent.otherAgentsActions", "agent.actorPerAgent", "resetMode"] {
             rules.append(rule(key, "masac") { offPolicy($0)?.agent.algorithm == .masac })
         }
         for key in ["encoderLearningRate", "truncation", "recurrentLayers", "sampler.burnIn", "sampler.initialState", "hiddenSize"] {

@@ -87,6 +87,7 @@ struct Train: ParsableCommand {
     @Option(parsing: .unconditional, help: "Refreshed stored states: rewrite the replay's stored states with the current networks every k critic updates (0: never).") var refreshStored: Int?
     @Option(help: "MASAC: what the critics see: globalState (when the environment has one; the default), jointObservation, or independent (each agent's own context and action: independent learners).") var criticInput: CriticInput?
     @Option(help: "MASAC: the other agents' actions in the actor update: replay (the default) or currentPolicy.") var otherActions: OtherAgentsActions?
+    @Flag(help: "MASAC: one actor network per agent (agents that differ) instead of one shared by all agents with their ids.") var actorPerAgent = false
     @Option(help: "MASAC with --envs: resetEachCopy (a copy restarts when its episode ends; the default) or resetTogether (finished copies wait, masked, until all have ended).") var resetMode: MultiAgentVectorEnvironment.ResetMode?
 
     @Option(parsing: .unconditional, help: "Random-action steps before updates start.") var warmup: Int?
@@ -122,7 +123,7 @@ struct Train: ParsableCommand {
             ("--target-interval", targetInterval != nil), ("--policy-noise", policyNoise != nil), ("--noise-clip", noiseClip != nil),
             ("--exploration-noise", explorationNoise != nil), ("--warmup", warmup != nil), ("--probes", probes != nil),
             ("--critic-input", criticInput != nil), ("--other-actions", otherActions != nil), ("--reset-mode", resetMode != nil),
-            ("--refresh-stored", refreshStored != nil),
+            ("--refresh-stored", refreshStored != nil), ("--actor-per-agent", actorPerAgent),
         ]
         return given.filter(\.1).map(\.0)
     }
@@ -158,7 +159,7 @@ struct Train: ParsableCommand {
         "--truncation": ("agent.truncation", "ppo.truncation"), "--layers": ("agent.recurrentLayers", "ppo.recurrentLayers"),
         "--hidden": ("agent.hiddenSize", "ppo.hiddenSize"), "--refresh": (nil, "ppo.refreshStates"),
         "--refresh-interval": (nil, "ppo.refreshInterval"), "--initial-log-std": (nil, "ppo.initialLogStd"),
-        "--refresh-stored": ("agent.refreshStoredStatesInterval", nil), "--critic-input": ("agent.criticInput", nil), "--other-actions": ("agent.otherAgentsActions", nil), "--reset-mode": ("resetMode", nil),
+        "--refresh-stored": ("agent.refreshStoredStatesInterval", nil), "--critic-input": ("agent.criticInput", nil), "--other-actions": ("agent.otherAgentsActions", nil), "--actor-per-agent": ("agent.actorPerAgent", nil), "--reset-mode": ("resetMode", nil),
     ]
 
     /// The off-policy configuration: `base` (or the defaults for the algorithm and environment), then the options given.
@@ -233,6 +234,7 @@ struct Train: ParsableCommand {
         if let truncation { c.agent.truncation = truncation }
         if let refreshStored { c.agent.refreshStoredStatesInterval = refreshStored }
         if let criticInput { c.agent.criticInput = criticInput }
+        if actorPerAgent { c.agent.actorPerAgent = true }
         if let otherActions { c.agent.otherAgentsActions = otherActions }
         if let resetMode { c.resetMode = resetMode }
         if let batchSize { c.agent.batchSize = batchSize }

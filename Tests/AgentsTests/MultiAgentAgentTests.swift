@@ -76,6 +76,21 @@ final class MultiAgentAgentTests: XCTestCase {
             $0.sampler.burnIn = 2
             $0.context = ContextInputs(observation: true, agentID: true)
         },
+        Case(label: "MASAC one actor per agent, discrete GRU, stored states, current-policy others", network: .gru, actions: .discrete(3),
+             globalState: 4) {
+            $0.actorPerAgent = true
+            $0.sampler.initialState = .stored
+            $0.otherAgentsActions = .currentPolicy
+            $0.context = ContextInputs(observation: true, lastAction: true)
+        },
+        Case(label: "MASAC one actor per agent, continuous LSTM, targets from slot 1", network: .lstm, actions: .box(low: [-1, -1], high: [1, 1])) {
+            $0.actorPerAgent = true
+            $0.sampler.includeFirstStepInTargets = false
+        },
+        Case(label: "MASAC one actor per agent, discrete MLP", network: .mlp, actions: .discrete(4)) {
+            $0.actorPerAgent = true
+            $0.sampler.sequenceLength = 1
+        },
     ]
 
     func makeAgent(_ c: Case, agents: Int = 3, seed: UInt64 = 1) throws -> (OffPolicyAgent, EpisodeReplay, SequenceSampler) {
@@ -97,6 +112,52 @@ final class MultiAgentAgentTests: XCTestCase {
         let replay = makeRandomMultiAgentReplay(layout: agent.replayLayout, episodes: [4, 9, 2, 12, 6], actions: c.actions, seed: seed + 10)
         let sampler = SequenceSampler(configuration: configuration.sampler, batchSize: 3, layout: agent.replayLayout, seed: seed + 20)
         return (agent, replay, sampler)
+    }
+
+    /// One actor per agent: agent k's rows go through network k alone, exactly as that network run
+    /// by itself on those rows (actions, states and the window pass), and no other network's weights
+    /// change them.
+    func testOneActorPerAgentRunsEachAgentThroughItsOwnNetwork() throws {
+        for network in [NetworkKind.gru, .lstm, .mlp] {
+            var c = Self.cases[network == .mlp ? 9 : 7]
+            c.network = network
+            if network == .lstm { c.configure = { $0.actorPerAgent = true; $0.sampler.initialState = .stored } }
+            let (agent, replay, sampler) = try makeAgent(c)
+            XCTAssertEqual(agent.actor.networks.count, 3)
+            XCTAssertEqual(Set(agent.namedParameters().map(\.name).filter { $0.hasPrefix("actor.") }.map { $0.split(separator: ".")[1] }),
+                           ["agent0", "agent1", "agent2"])
+            let batch = sampler.sample(from: replay)
+            let rows = agent.prepare(batch)
+            let combined = agent.encodeCurrentActor(batch, keepActivations: false)
+            let out = agent.actor.head(features: combined, firstRow: 0, rows: rows).array
+            let R = batch.batchSize * 3, L = batch.slots - 1, C = agent.contextWidth, P = out.count / rows
+            for k in 0..<3 {
+                // Network k alone on agent k's rows of the window.
+                let alone = agent.actor.networks[k]
+                let context = Tensor(Shape(d0: L + 1, d1: batch.batchSize, d2: C)), mask = Tensor(Shape(d0: L + 1, d1: batch.batchSize))
+                for s in 0..<(L + 1) {
+                    for b in 0..<batch.batchSize {
+                        (context.data + (s * batch.batchSize + b) * C).update(from: agent.context.data + ((s * R) + b * 3 + k) * C, count: C)
+                        mask.data[s * batch.batchSize + b] = agent.rowResetMask(batch).data[s * R + b * 3 + k]
+                    }
+                }
+                let state = agent.storedActorState(batch).map {
+                    Matrix($0.base + k * $0.stride, rows: batch.batchSize, columns: $0.columns, stride: 3 * $0.stride)
+                }
+                let features = alone.encode(window: context, resetMask: mask, slots: 0..<L, burnIn: 0, initialState: state, keepActivations: false)
+                let own = alone.head(features: features, firstRow: 0, rows: rows / 3, extra: nil).array
+                for j in 0..<(rows / 3) {
+                    XCTAssertEqual(Array(out[((j * 3 + k) * P)..<((j * 3 + k + 1) * P)]), Array(own[(j * P)..<((j + 1) * P)]), "\(network) agent \(k) row \(j)")
+                }
+            }
+            // Changing agent 1's network changes only agent 1's rows.
+            for p in agent.actor.networks[1].parameters { for i in 0..<p.value.count { p.value.data[i] += 0.25 } }
+            let changed = agent.actor.head(features: agent.encodeCurrentActor(batch, keepActivations: false), firstRow: 0, rows: rows).array
+            for r in 0..<rows {
+                let same = Array(out[(r * P)..<((r + 1) * P)]) == Array(changed[(r * P)..<((r + 1) * P)])
+                XCTAssertEqual(same, r % 3 != 1, "\(network) row \(r)")
+            }
+        }
     }
 
     /// The critics' loss over every agent's rows (centralised input, own and others' actions, per-agent

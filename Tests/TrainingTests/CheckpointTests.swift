@@ -254,7 +254,7 @@ final class NonFiniteGuardTests: XCTestCase {
         c.agent.batchSize = 8
         let trainer = try OffPolicyTrainer(configuration: c)
         for _ in 0..<30 { try trainer.advance() }
-        trainer.agent.actor.head.parameters[2].value.data[3] = .infinity
+        trainer.agent.actor.networks[0].head.parameters[2].value.data[3] = .infinity
         XCTAssertThrowsError(try trainer.advance()) { error in
             let message = "\(error)"
             XCTAssertTrue(message.contains("parameter actor.head.") && message.contains("(group actor head)"), message)

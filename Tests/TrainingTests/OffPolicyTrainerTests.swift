@@ -32,7 +32,7 @@ final class OffPolicyTrainerTests: XCTestCase {
                                               actionWidth: 1, lastReward: p.map { replay.reward($0) } ?? 0, into: context.data + t * C)
         }
         let networks: [(SequenceNetwork, (Int) -> UnsafeMutablePointer<Float>, Int)] =
-            [(agent.actor, replay.actorState, 0)] + agent.critics.enumerated().map { (i, c) in (c, replay.criticState, i * c.stateWidth) }
+            [(agent.actor.networks[0], replay.actorState, 0)] + agent.critics.enumerated().map { (i, c) in (c, replay.criticState, i * c.stateWidth) }
         for (network, stored, column) in networks {
             let encoder = try XCTUnwrap(network.encoder)
             encoder.forward(context, initialState: nil, resetMask: nil, resets: .zero, keepActivations: false)
