@@ -2,7 +2,8 @@
 # MASAC with centralised critics (the global state and the joint action) against independent SAC
 # learners (each critic sees its own agent only) on spread, 3 agents, same budget, over seeds.
 # Usage: scripts/spread-centralised.sh [STEPS] [SEEDS...]   (defaults: 20000 steps, seeds 0 1 2)
-# RRL=path uses that binary; OUT_DIR the runs' folder.
+# RRL=path uses that binary; OUT_DIR the runs' folder; OPTIONS more options for every run (for example
+# OPTIONS="--envs 8 --critic-interval 8": eight copies and one update per eight steps, the longer budget's setting).
 set -euo pipefail
 steps=${1:-20000}
 shift || true
@@ -12,8 +13,9 @@ rrl=${RRL:-.build/release/rrl}
 [ -n "${RRL:-}" ] || swift build -c release --product rrl > /dev/null
 for seed in $seeds; do
   for critics in globalState independent; do
+    # shellcheck disable=SC2086
     $rrl train masac --env spread --critic-input $critics --steps "$steps" --eval-interval $((steps / 8)) --eval-episodes 20 \
-      --seed "$seed" --run-dir "$out/$critics-seed$seed" --overwrite --quiet > /dev/null
+      ${OPTIONS:-} --seed "$seed" --run-dir "$out/$critics-seed$seed" --overwrite --quiet > /dev/null
   done
 done
 printf "%-14s %s\n" critics "final evaluation return per seed (mean); the return is the sum over the 3 agents"
