@@ -51,9 +51,14 @@ final class TrainingAllocationTests: XCTestCase {
 
     /// MASAC on team-recall with three copies reset together (waiting copies held), stored states and
     /// the global state in recurrent critics, discrete and continuous others' actions from the current
-    /// policy: 300 steps after the first updates allocate nothing.
+    /// policy, one shared actor or one per agent: 300 steps after the first updates allocate nothing.
     func testMASACStepsAllocateNothing() throws {
+        for perAgent in [false, true] { try checkMASACStepsAllocateNothing(actorPerAgent: perAgent) }
+    }
+
+    func checkMASACStepsAllocateNothing(actorPerAgent: Bool) throws {
         var c = OffPolicyConfiguration.defaults(algorithm: .masac, environment: "team-recall")
+        c.agent.actorPerAgent = actorPerAgent
         c.environmentOptions = ["agents": "3"]
         c.environments = 3
         c.resetMode = .resetTogether
@@ -69,7 +74,7 @@ final class TrainingAllocationTests: XCTestCase {
         let episodes = trainer.episodes
         let allocations = try countAllocations { for _ in 0..<300 { try trainer.advance() } }
         XCTAssertGreaterThan(trainer.episodes, episodes, "episodes ended inside the counted steps")
-        XCTAssertEqual(allocations, 0, "masac: 300 steps after warm-up allocated \(allocations) times")
+        XCTAssertEqual(allocations, 0, "masac (one actor per agent: \(actorPerAgent)): 300 steps after warm-up allocated \(allocations) times")
     }
 
     /// Recurrent PPO (LSTM, refreshed states, normalised observations): after a first rollout and
