@@ -60,6 +60,9 @@ public final class OffPolicyAgent {
     public let actionWidth: Int
     /// n for discrete actions, nil for continuous ones.
     public let discreteActions: Int?
+    /// n when the environment masks unavailable discrete actions (stored in the replay and applied to
+    /// the policy in acting, in the targets and in the actor update), else 0.
+    public let actionMaskWidth: Int
     public let contextWidth: Int
 
     /// One actor network shared by the agents, or one per agent (`actorPerAgent`).
@@ -126,7 +129,7 @@ public final class OffPolicyAgent {
     /// An agent for `agents` agents per step (1: SAC or TD3; more: MASAC) whose environment has a
     /// global state of `globalStateWidth` floats (0: none).
     public init(configuration: AgentConfiguration, observationSpace: Space, actionSpace: Space, seed: UInt64,
-                agents: Int = 1, globalStateWidth: Int = 0) throws {
+                agents: Int = 1, globalStateWidth: Int = 0, actionMaskWidth: Int = 0) throws {
         try configuration.validate()
         guard agents >= 1 else { throw ConfigurationError("an agent needs at least one agent per step (got \(agents))") }
         if agents > 1 && configuration.algorithm != .masac {
@@ -149,6 +152,10 @@ public final class OffPolicyAgent {
                 throw ConfigurationError("TD3 needs continuous actions; this environment has \(n) discrete actions: use sac")
             }
         }
+        guard actionMaskWidth == 0 || actionMaskWidth == discreteActions else {
+            throw ConfigurationError("action masks of \(actionMaskWidth) entries need \(actionMaskWidth) discrete actions; this action space is \(actionSpace)")
+        }
+        self.actionMaskWidth = actionMaskWidth
         let c = configuration
         // A discrete previous action enters the context one-hot (its index has no order).
         let contextWidth = c.context.width(observation: observationWidth, action: discreteActions ?? actionWidth, agents: agents)
@@ -266,18 +273,20 @@ public final class OffPolicyAgent {
         let stored = configuration.sampler.initialState.usesStoredStates
         return ReplayLayout(observationWidth: observationWidth, actionWidth: actionWidth,
                             actorStateWidth: stored ? actor.stateWidth : 0,
-                            criticStateWidth: stored ? agents * criticStateWidth : 0, agents: agents, globalStateWidth: globalStateWidth)
+                            criticStateWidth: stored ? agents * criticStateWidth : 0, agents: agents, globalStateWidth: globalStateWidth,
+                            actionMaskWidth: actionMaskWidth)
     }
 
     // MARK: Acting
 
     /// One step of `E` parallel episodes: `context` is `[1, E, contextWidth]`, `state` `[E, actor.stateWidth]`
     /// (updated in place). Writes `E x actionWidth` normalised actions (discrete: indices).
-    public func act(context: Tensor, state: Tensor, deterministic: Bool, actions: UnsafeMutablePointer<Float>) {
+    public func act(context: Tensor, state: Tensor, deterministic: Bool, actionMasks: UnsafePointer<Float>?, actions: UnsafeMutablePointer<Float>) {
         let E = context.shape[1]
         let features = actor.encode(context, initialState: actor.isRecurrent ? state.matrix : nil, resetMask: nil, keepActivations: false)
         if let final = actor.finalState { state.data.update(from: final, count: E * actor.stateWidth) }
         let out = actor.head(features: features, firstRow: 0, rows: E)
+        if let actionMasks, let n = discreteActions { Categorical.mask(logits: out.data, rows: E, actions: n, mask: actionMasks) }
         objective.act(policyOutput: out, rows: E, deterministic: deterministic, actions: actions, rng: &rng)
     }
 
@@ -429,6 +438,7 @@ public final class OffPolicyAgent {
         let policy = actorTarget ?? actor
         let actorFeatures = policy.encode(context, initialState: storedActorState(batch), resetMask: resetMask, keepActivations: false)
         let out = policy.head(features: actorFeatures, firstRow: nextRow, rows: rows)
+        maskPolicy(out, rows: rows, batch: batch, firstRow: nextRow)
         var nextActions = objective.drawNextActions(policyOutput: out, rows: rows, rng: &rng)
         if N > 1, !independentCritics, let n = discreteActions, let discrete = objective as? DiscreteSoftActorCriticObjective {
             // The other agents' a' enter the target critics' input as actions drawn from their policies.
@@ -494,6 +504,14 @@ public final class OffPolicyAgent {
         network.backward(window: outputGradient, slots: T, batch: B, truncation: configuration.truncation)
     }
 
+    /// Rules out the unavailable actions (stored masks) of `rows` policy outputs, the first at row
+    /// `firstRow` of the batch's `[slots · batch · agents]` rows.
+    func maskPolicy(_ out: Tensor, rows: Int, batch: SequenceBatch, firstRow: Int) {
+        guard actionMaskWidth > 0 else { return }
+        let n = actionMaskWidth
+        Categorical.mask(logits: out.data, rows: rows, actions: n, mask: batch.actionMasks.data + firstRow * n)
+    }
+
     /// The stored actor states entering each window, one row per agent.
     func storedActorState(_ batch: SequenceBatch) -> Matrix? {
         guard actor.isRecurrent && configuration.sampler.initialState.usesStoredStates else { return nil }
@@ -507,6 +525,7 @@ public final class OffPolicyAgent {
         actorOptimizer.zeroGradients()
         let features = encodeCurrentActor(batch, keepActivations: true)
         let out = actor.head(features: features, firstRow: 0, rows: rows)
+        maskPolicy(out, rows: rows, batch: batch, firstRow: Bn * RB)
         parameterGradient.resize(out.shape)
         // The other agents' actions: recorded, or (several agents, `currentPolicy`) drawn from the current actor.
         var others = UnsafePointer(batch.actions.data + Bn * RB * actionWidth)

@@ -279,7 +279,8 @@ public final class PPOAgent {
     }
 
     /// Deterministic (mode) or sampled actions for evaluation; advances the actor's state.
-    public func act(context: Tensor, state: Tensor, deterministic: Bool, actions: UnsafeMutablePointer<Float>) {
+    public func act(context: Tensor, state: Tensor, deterministic: Bool, actionMasks: UnsafePointer<Float>?, actions: UnsafeMutablePointer<Float>) {
+        precondition(actionMasks == nil, "PPO does not take action masks")
         chooseActions(actorStep(context, state: state), rows: context.shape[1], deterministic: deterministic, actions: actions,
                       logProbabilities: nil)
     }

@@ -151,13 +151,25 @@ public enum Categorical {
         for r in 0..<rows {
             let u = rng.uniform()
             var c: Float = 0
+            // Past the rounded total: the last action with a positive probability (never a masked one).
             var chosen = n - 1
+            while chosen > 0 && probabilities[r * n + chosen] == 0 { chosen -= 1 }
             for j in 0..<n {
                 c += probabilities[r * n + j]
                 if u < c { chosen = j; break }
             }
             out[r] = Float(chosen)
         }
+    }
+
+    /// The logit of an action a row may not take, after `mask`: its probability is exactly 0 (and its
+    /// log-probability finite, so 0 · log π stays 0 in every sum over actions).
+    public static let maskedLogit: Float = -1e9
+
+    /// Sets the logits of unavailable actions (`mask` 0, `[rows, n]`) to `maskedLogit`.
+    @inline(__always)
+    public static func mask(logits: UnsafeMutablePointer<Float>, rows: Int, actions n: Int, mask: UnsafePointer<Float>) {
+        for j in 0..<(rows * n) where mask[j] == 0 { logits[j] = maskedLogit }
     }
 
     /// The entropy -Σ_j p_j log p_j of one row.
@@ -207,11 +219,17 @@ public protocol RecurrentActor: AnyObject {
                       into out: UnsafeMutablePointer<Float>)
     /// Agents acting per episode step (rows of `act` are agent-inner).
     var agents: Int { get }
-    /// Actions for `context.shape[1]` episodes (`context` is `[1, episodes, contextWidth]`), advancing `state`.
-    func act(context: Tensor, state: Tensor, deterministic: Bool, actions: UnsafeMutablePointer<Float>)
+    /// Actions for `context.shape[1]` episodes (`context` is `[1, episodes, contextWidth]`), advancing
+    /// `state`; `actionMasks` (`[episodes, n]`, discrete actions) rules out the actions marked 0.
+    func act(context: Tensor, state: Tensor, deterministic: Bool, actionMasks: UnsafePointer<Float>?, actions: UnsafeMutablePointer<Float>)
 }
 
 extension RecurrentActor {
+    /// Actions with every action available.
+    public func act(context: Tensor, state: Tensor, deterministic: Bool, actions: UnsafeMutablePointer<Float>) {
+        act(context: context, state: state, deterministic: deterministic, actionMasks: nil, actions: actions)
+    }
+
     /// A single-agent step's encoder input.
     public func writeContext(observation: UnsafePointer<Float>, lastAction: UnsafePointer<Float>?, lastReward: Float,
                              into out: UnsafeMutablePointer<Float>) {

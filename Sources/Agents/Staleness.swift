@@ -90,6 +90,8 @@ extension OffPolicyAgent {
         stalenessUsed.copy(from: actor.head(features: used, firstRow: 0, rows: rows))
         let recomputed = actor.encode(stalenessContext, initialState: nil, resetMask: stalenessMask, keepActivations: false)
         stalenessRecomputed.copy(from: actor.head(features: recomputed, firstRow: (P + Bn) * R, rows: rows))
+        maskPolicy(stalenessUsed, rows: rows, batch: batch, firstRow: Bn * R)
+        maskPolicy(stalenessRecomputed, rows: rows, batch: batch, firstRow: Bn * R)
         let outputs = stalenessUsed.shape[1]
         func policyGap(_ row: Int) -> Double {
             let u = stalenessUsed.data + row * outputs, v = stalenessRecomputed.data + row * outputs

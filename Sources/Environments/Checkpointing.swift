@@ -185,6 +185,8 @@ extension MultiAgentVectorEnvironment {
                                ("final_global_states", finalGlobalStates), ("rewards", rewards)] {
             try archive.read(prefix + name, into: tensor)
         }
+        // The masks follow from the restored copies (the final ones are read only in the step that ends an episode).
+        if actionMaskWidth > 0 { for i in 0..<count { copies[i].availableActions(into: actionMask(i)) } }
         active = s.active; terminated = s.terminated; truncated = s.truncated; episodeStarts = s.episodeStarts; running = s.running
         episodeReturns = s.episodeReturns; episodeLengths = s.episodeLengths
         finished = zip(s.finishedReturns, s.finishedLengths).map { (return: $0, length: $1) }

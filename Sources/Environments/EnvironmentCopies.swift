@@ -17,6 +17,8 @@ public protocol EnvironmentCopies: AnyObject, Checkpointable {
     var actionWidth: Int { get }
     /// Floats of a copy's global state (0: none).
     var globalStateWidth: Int { get }
+    /// Actions per agent in the copies' action masks (0: every action is always available).
+    var actionMaskWidth: Int { get }
     /// How the agents' rewards make a copy's return.
     var teamReturn: TeamReturn { get }
     /// `[count, agents]`: the last step's rewards.
@@ -38,6 +40,10 @@ public protocol EnvironmentCopies: AnyObject, Checkpointable {
     func finalObservation(_ i: Int) -> UnsafeMutablePointer<Float>
     func globalState(_ i: Int) -> UnsafeMutablePointer<Float>
     func finalGlobalState(_ i: Int) -> UnsafeMutablePointer<Float>
+    /// Copy i's action masks (`[agents, actionMaskWidth]`, 1 for an available action) for its current
+    /// observations, and for the last ones of an episode that ended at the last step.
+    func actionMask(_ i: Int) -> UnsafeMutablePointer<Float>
+    func finalActionMask(_ i: Int) -> UnsafeMutablePointer<Float>
     /// False for a copy that ended and waits for the others (it was not stepped and stores nothing).
     func isRunning(_ i: Int) -> Bool
     func reset(seed: UInt64?) throws
@@ -50,9 +56,13 @@ extension VectorEnvironment: EnvironmentCopies {
     public var agents: Int { 1 }
     public var teamReturn: TeamReturn { .sum }
     public var globalStateWidth: Int { 0 }
+    public var actionMaskWidth: Int { 0 }
     public var firstSingleAgentCopy: (any Environment)? { copies.first }
+    // Zero-width rows (never read): any valid pointer serves.
     public func globalState(_ i: Int) -> UnsafeMutablePointer<Float> { finalObservations.data }
     public func finalGlobalState(_ i: Int) -> UnsafeMutablePointer<Float> { finalObservations.data }
+    public func actionMask(_ i: Int) -> UnsafeMutablePointer<Float> { finalObservations.data }
+    public func finalActionMask(_ i: Int) -> UnsafeMutablePointer<Float> { finalObservations.data }
     public func isRunning(_ i: Int) -> Bool { true }
 }
 

@@ -35,6 +35,13 @@ public final class MultiAgentVectorEnvironment {
     public let finalGlobalStates: Tensor
     /// `[N, agents]`: the last step's rewards.
     public let rewards: Tensor
+    /// Actions per agent in the action masks: the discrete action count when the environment has
+    /// masks (`hasActionMasks`), else 0.
+    public let actionMaskWidth: Int
+    /// `[N, agents, actionMaskWidth]`: the actions each agent may take now, and at the last
+    /// observations of an episode that ended at the last step.
+    public let actionMasks: Tensor
+    public let finalActionMasks: Tensor
     /// `[N, agents]`: whether each agent is still active in its episode.
     public internal(set) var active: [Bool]
     public internal(set) var terminated: [Bool]
@@ -72,6 +79,9 @@ public final class MultiAgentVectorEnvironment {
         globalStates = Tensor(Shape(d0: n, d1: max(globalStateWidth, 0)))
         finalGlobalStates = Tensor(Shape(d0: n, d1: max(globalStateWidth, 0)))
         rewards = Tensor(Shape(d0: n, d1: agents))
+        if case .discrete(let count) = actionSpace, first.hasActionMasks { actionMaskWidth = count } else { actionMaskWidth = 0 }
+        actionMasks = Tensor(Shape(d0: n, d1: agents, d2: actionMaskWidth))
+        finalActionMasks = Tensor(Shape(d0: n, d1: agents, d2: actionMaskWidth))
         active = [Bool](repeating: true, count: n * agents)
         terminated = [Bool](repeating: false, count: n)
         truncated = terminated
@@ -100,6 +110,8 @@ public final class MultiAgentVectorEnvironment {
     public func finalObservation(_ i: Int) -> UnsafeMutablePointer<Float> { finalObservations.data + i * agents * observationWidth }
     public func globalState(_ i: Int) -> UnsafeMutablePointer<Float> { globalStates.data + i * globalStateWidth }
     public func finalGlobalState(_ i: Int) -> UnsafeMutablePointer<Float> { finalGlobalStates.data + i * globalStateWidth }
+    public func actionMask(_ i: Int) -> UnsafeMutablePointer<Float> { actionMasks.data + i * agents * actionMaskWidth }
+    public func finalActionMask(_ i: Int) -> UnsafeMutablePointer<Float> { finalActionMasks.data + i * agents * actionMaskWidth }
 
     /// Resets every copy (copy i with `seed + i`, or continuing its stream).
     public func reset(seed: UInt64?) throws {
@@ -110,6 +122,7 @@ public final class MultiAgentVectorEnvironment {
     func resetCopy(_ i: Int, seed: UInt64?) throws {
         try copies[i].reset(seed: seed, observations: observation(i))
         copies[i].globalState(into: globalState(i))
+        if actionMaskWidth > 0 { copies[i].availableActions(into: actionMask(i)) }
         try check(i, step: 0, what: "observation after reset", in: observation(i))
         for k in 0..<agents { active[i * agents + k] = true }
         episodeStarts[i] = true
@@ -140,6 +153,7 @@ public final class MultiAgentVectorEnvironment {
                 try env.step(actions: actions + offset * a, observations: obs, rewards: r, active: $0.baseAddress! + offset)
             }
             copies[i].globalState(into: globalState(i))
+            if actionMaskWidth > 0 { copies[i].availableActions(into: actionMask(i)) }
             episodeLengths[i] += 1
             totalSteps += 1
             try check(i, step: episodeLengths[i], what: "observation", in: observation(i))
@@ -156,6 +170,7 @@ public final class MultiAgentVectorEnvironment {
             finished.append((episodeReturns[i], episodeLengths[i]))
             finalObservation(i).update(from: observation(i), count: agents * observationWidth)
             finalGlobalState(i).update(from: globalState(i), count: globalStateWidth)
+            finalActionMask(i).update(from: actionMask(i), count: agents * actionMaskWidth)
             switch mode {
             case .resetEachCopy: try resetCopy(i, seed: nil)
             case .resetTogether: running[i] = false

@@ -36,6 +36,10 @@ extension EpisodeReplay: Checkpointable {
                 gather("global_states", globalStates, layout.globalStateWidth)
                 gather("next_global_states", nextGlobalStates, layout.globalStateWidth)
             }
+            if layout.actionMaskWidth > 0 {
+                gather("action_masks", actionMasks, layout.actionMaskFloats)
+                gather("next_action_masks", nextActionMasks, layout.actionMaskFloats)
+            }
             func bytes(_ p: UnsafeMutablePointer<Bool>) -> [UInt8] { (0..<n).map { p[at($0)] ? 1 : 0 } }
             archive.put(prefix + "state", value: State(
                 capacity: ringCapacity, count: n, totalSteps: totalSteps,
@@ -68,6 +72,14 @@ extension EpisodeReplay: Checkpointable {
                 }
                 try archive.floats(prefix + "global_states", into: globalStates + base * g, count: n * g)
                 try archive.floats(prefix + "next_global_states", into: nextGlobalStates + base * g, count: n * g)
+            }
+            let m = layout.actionMaskFloats
+            if m > 0 {
+                guard archive.contains(prefix + "action_masks") else {
+                    throw StateArchiveError("checkpoint \(archive.path): its replay has no action masks, which this run stores; it was written by a version of rrl that did not use them: train again, or resume with that version")
+                }
+                try archive.floats(prefix + "action_masks", into: actionMasks + base * m, count: n * m)
+                try archive.floats(prefix + "next_action_masks", into: nextActionMasks + base * m, count: n * m)
             }
             for k in 0..<ringCapacity {
                 terminatedFlags[base + k] = k < n && s.terminated[k] != 0

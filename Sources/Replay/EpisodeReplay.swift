@@ -21,33 +21,37 @@ public struct ReplayLayout: Codable, Equatable, Sendable {
     public var agents: Int
     /// Floats of the global state per step, for centralised critics (0: none).
     public var globalStateWidth: Int
+    /// Actions per agent in the stored action masks (0: none stored; every action available).
+    public var actionMaskWidth: Int
 
     public init(observationWidth: Int, actionWidth: Int, actorStateWidth: Int = 0, criticStateWidth: Int = 0,
-                agents: Int = 1, globalStateWidth: Int = 0) {
+                agents: Int = 1, globalStateWidth: Int = 0, actionMaskWidth: Int = 0) {
         self.observationWidth = observationWidth
         self.actionWidth = actionWidth
         self.actorStateWidth = actorStateWidth
         self.criticStateWidth = criticStateWidth
         self.agents = agents
         self.globalStateWidth = globalStateWidth
+        self.actionMaskWidth = actionMaskWidth
     }
 
     /// Floats per step of the per-agent columns, all agents together.
     public var observationFloats: Int { agents * observationWidth }
     public var actionFloats: Int { agents * actionWidth }
     public var actorStateFloats: Int { agents * actorStateWidth }
+    public var actionMaskFloats: Int { agents * actionMaskWidth }
 
     /// Checks the widths (a replay built from a bad layout would misread every step).
     public func validate() throws {
         guard agents >= 1 else { throw ReplayLayoutError("a replay needs at least one agent per step (got \(agents))") }
         for (name, w) in [("observation", observationWidth), ("action", actionWidth), ("actor state", actorStateWidth),
-                          ("critic state", criticStateWidth), ("global state", globalStateWidth)] where w < 0 {
+                          ("critic state", criticStateWidth), ("global state", globalStateWidth), ("action mask", actionMaskWidth)] where w < 0 {
             throw ReplayLayoutError("the replay's \(name) width must be 0 or more (got \(w))")
         }
     }
 
     enum CodingKeys: String, CodingKey {
-        case observationWidth, actionWidth, actorStateWidth, criticStateWidth, agents, globalStateWidth
+        case observationWidth, actionWidth, actorStateWidth, criticStateWidth, agents, globalStateWidth, actionMaskWidth
     }
 
     /// Layouts written before multi-agent columns existed read as single-agent, without global state.
@@ -56,7 +60,8 @@ public struct ReplayLayout: Codable, Equatable, Sendable {
         self.init(observationWidth: try c.decode(Int.self, forKey: .observationWidth), actionWidth: try c.decode(Int.self, forKey: .actionWidth),
                   actorStateWidth: try c.decode(Int.self, forKey: .actorStateWidth), criticStateWidth: try c.decode(Int.self, forKey: .criticStateWidth),
                   agents: try c.decodeIfPresent(Int.self, forKey: .agents) ?? 1,
-                  globalStateWidth: try c.decodeIfPresent(Int.self, forKey: .globalStateWidth) ?? 0)
+                  globalStateWidth: try c.decodeIfPresent(Int.self, forKey: .globalStateWidth) ?? 0,
+                  actionMaskWidth: try c.decodeIfPresent(Int.self, forKey: .actionMaskWidth) ?? 0)
     }
 }
 
@@ -103,6 +108,8 @@ public final class EpisodeReplay {
     let criticStates: UnsafeMutablePointer<Float>
     let globalStates: UnsafeMutablePointer<Float>
     let nextGlobalStates: UnsafeMutablePointer<Float>
+    let actionMasks: UnsafeMutablePointer<Float>
+    let nextActionMasks: UnsafeMutablePointer<Float>
 
     /// One copy's ring: where it starts in storage, its oldest kept step, how many it keeps, the
     /// first steps of its kept episodes (oldest first), and whether its last episode is still open.
@@ -153,6 +160,8 @@ public final class EpisodeReplay {
         criticStates = zeroed(capacity * layout.criticStateWidth, Float.self)
         globalStates = zeroed(capacity * layout.globalStateWidth, Float.self)
         nextGlobalStates = zeroed(capacity * layout.globalStateWidth, Float.self)
+        actionMasks = zeroed(capacity * layout.actionMaskFloats, Float.self)
+        nextActionMasks = zeroed(capacity * layout.actionMaskFloats, Float.self)
         terminatedFlags = zeroed(capacity, Bool.self)
         truncatedFlags = zeroed(capacity, Bool.self)
         firstStepFlags = zeroed(capacity, Bool.self)
@@ -161,7 +170,8 @@ public final class EpisodeReplay {
     }
 
     deinit {
-        for p in [observations, nextObservations, actions, rewards, actorStates, criticStates, globalStates, nextGlobalStates] { free(p) }
+        for p in [observations, nextObservations, actions, rewards, actorStates, criticStates, globalStates, nextGlobalStates,
+                  actionMasks, nextActionMasks] { free(p) }
         for p in [terminatedFlags, truncatedFlags, firstStepFlags] { free(p) }
         free(episodeIDs)
     }
@@ -223,7 +233,8 @@ public final class EpisodeReplay {
                     rewards reward: UnsafePointer<Float>, nextObservations nextObservation: UnsafePointer<Float>,
                     terminated: Bool, truncated: Bool, actorStates actorState: UnsafePointer<Float>? = nil,
                     criticState: UnsafePointer<Float>? = nil, globalState: UnsafePointer<Float>? = nil,
-                    nextGlobalState: UnsafePointer<Float>? = nil) {
+                    nextGlobalState: UnsafePointer<Float>? = nil, actionMask: UnsafePointer<Float>? = nil,
+                    nextActionMask: UnsafePointer<Float>? = nil) {
         if rings[c].count == ringCapacity { evictOldest(c) }
         let i = writeIndex(copy: c)
         let o = layout.observationFloats, a = layout.actionFloats, n = layout.agents
@@ -246,6 +257,12 @@ public final class EpisodeReplay {
             let g = layout.globalStateWidth
             (globalStates + i * g).update(from: globalState, count: g)
             (nextGlobalStates + i * g).update(from: nextGlobalState, count: g)
+        }
+        if layout.actionMaskWidth > 0 {
+            guard let actionMask, let nextActionMask else { preconditionFailure("replay stores action masks: pass actionMask and nextActionMask") }
+            let m = layout.actionMaskFloats
+            (actionMasks + i * m).update(from: actionMask, count: m)
+            (nextActionMasks + i * m).update(from: nextActionMask, count: m)
         }
         let opensEpisode = !rings[c].episodeOpen
         firstStepFlags[i] = opensEpisode
@@ -322,6 +339,9 @@ public final class EpisodeReplay {
     /// The global state before and after step `i`.
     public func globalState(_ i: Int) -> UnsafeMutablePointer<Float> { globalStates + i * layout.globalStateWidth }
     public func nextGlobalState(_ i: Int) -> UnsafeMutablePointer<Float> { nextGlobalStates + i * layout.globalStateWidth }
+    /// Every agent's action mask at step i's observation (`[agents, actionMaskWidth]`), and at its next one.
+    public func actionMask(_ i: Int) -> UnsafeMutablePointer<Float> { actionMasks + i * layout.actionMaskFloats }
+    public func nextActionMask(_ i: Int) -> UnsafeMutablePointer<Float> { nextActionMasks + i * layout.actionMaskFloats }
 
     /// The storage index after `i` in its copy's ring, or nil when `i` is that copy's newest step.
     @inline(__always) public func successor(_ i: Int) -> Int? {

@@ -101,6 +101,9 @@ public final class SequenceBatch {
     /// `[slots, batch, globalStateWidth]`: the global state at each slot (the next global state at
     /// bootstrap slots); empty without global states.
     public let globalStates = Tensor([0])
+    /// `[slots, batch, agents · actionMaskWidth]`: every agent's action mask at each slot (the next
+    /// observation's at bootstrap slots); empty without stored masks.
+    public let actionMasks = Tensor([0])
     /// 1 where the step ended its episode in a terminal state (no bootstrapping).
     public let terminated = Tensor([0])
     /// 1 where a window starts (the recurrent state restarts).
@@ -118,7 +121,7 @@ public final class SequenceBatch {
     public let targetInitialCriticState = Tensor([0])
     /// Every tensor a new sample starts by clearing (listed once, so sampling allocates nothing).
     private(set) lazy var clearedBySampling: [Tensor] = [
-        observations, actions, previousActions, hasPreviousAction, previousRewards, rewards, globalStates, terminated, resetMask, validMask,
+        observations, actions, previousActions, hasPreviousAction, previousRewards, rewards, globalStates, actionMasks, terminated, resetMask, validMask,
         finalStepMask, initialActorState, initialCriticState, targetInitialCriticState,
     ]
     /// The replay ring index of the step at each slot (`slot * batch + row`), -1 at bootstrap and padding slots.
@@ -139,6 +142,7 @@ public final class SequenceBatch {
         for t in [hasPreviousAction, terminated, resetMask, validMask, finalStepMask] { t.resize(Shape(d0: s, d1: b)) }
         for t in [previousRewards, rewards] { t.resize(agents == 1 ? Shape(d0: s, d1: b) : Shape(d0: s, d1: b, d2: agents)) }
         globalStates.resize(Shape(d0: s, d1: b, d2: layout.globalStateWidth))
+        actionMasks.resize(Shape(d0: s, d1: b, d2: layout.actionMaskFloats))
         initialActorState.resize(Shape(d0: b, d1: layout.actorStateFloats))
         initialCriticState.resize(Shape(d0: b, d1: layout.criticStateWidth))
         targetInitialCriticState.resize(Shape(d0: b, d1: layout.criticStateWidth))
@@ -186,6 +190,7 @@ public final class SequenceSampler {
         precondition(replay.count > 0, "cannot sample from an empty replay")
         let c = configuration, B = batch.batchSize, L = c.sequenceLength
         let layout = replay.layout, o = layout.observationFloats, a = layout.actionFloats, n = layout.agents, g = layout.globalStateWidth
+        let am = layout.actionMaskFloats
         precondition(layout == batch.layout, "the sampler was made for replay layout \(batch.layout), not \(layout)")
         for t in batch.clearedBySampling { t.zero() }
         for i in batch.stepIndices.indices { batch.stepIndices[i] = -1 }
@@ -224,6 +229,7 @@ public final class SequenceSampler {
                     }
                     (batch.rewards.data + k * n).update(from: replay.rewards(i), count: n)
                     if g > 0 { (batch.globalStates.data + k * g).update(from: replay.globalState(i), count: g) }
+                    if am > 0 { (batch.actionMasks.data + k * am).update(from: replay.actionMask(i), count: am) }
                     batch.terminated.data[k] = replay.terminated(i) ? 1 : 0
                     batch.validMask.data[k] = s >= c.burnIn ? 1 : 0
                     batch.stepIndices[k] = i
@@ -244,6 +250,7 @@ public final class SequenceSampler {
                 batch.hasPreviousAction.data[k] = 1
                 (batch.previousRewards.data + k * n).update(from: replay.rewards(i), count: n)
                 if g > 0 { (batch.globalStates.data + k * g).update(from: replay.nextGlobalState(i), count: g) }
+                if am > 0 { (batch.actionMasks.data + k * am).update(from: replay.nextActionMask(i), count: am) }
                 slot += m + 1
                 firstWindow = false
             }

@@ -10,10 +10,13 @@ final class SideBySideEpisodes {
     let count: Int, agents: Int, observationWidth: Int, actionWidth: Int
     let observations: Tensor, context: Tensor, state: Tensor, actions: Tensor, previousActions: Tensor, previousRewards: Tensor
     let environmentActions: Tensor, stepRewards: Tensor
+    /// `[count · agents, actionMaskWidth]`: the actions each agent may take now (masked environments).
+    let actionMasks: Tensor
+    let actionMaskWidth: Int
     var active: [Bool]
     var started: [Bool]
 
-    init(count: Int, observationWidth: Int, actor: any RecurrentActor) {
+    init(count: Int, observationWidth: Int, actor: any RecurrentActor, actionMaskWidth: Int = 0) {
         self.count = count
         agents = actor.agents
         self.observationWidth = observationWidth
@@ -28,6 +31,8 @@ final class SideBySideEpisodes {
         // One step's actions in the environment's space (as wide as the actor's: a box's dimensions, or one index).
         environmentActions = Tensor(Shape(d0: agents, d1: actor.actionWidth))
         stepRewards = Tensor(Shape(d0: agents))
+        self.actionMaskWidth = actionMaskWidth
+        actionMasks = Tensor(Shape(d0: rows, d1: actionMaskWidth))
         active = [Bool](repeating: true, count: agents)
         started = [Bool](repeating: true, count: count)
     }
@@ -49,7 +54,13 @@ final class SideBySideEpisodes {
                                    lastReward: previousRewards.data[r], agent: k, into: context.data + r * C)
             }
         }
-        actor.act(context: context, state: state, deterministic: deterministic, actions: actions.data)
+        actor.act(context: context, state: state, deterministic: deterministic,
+                  actionMasks: actionMaskWidth > 0 ? UnsafePointer(actionMasks.data) : nil, actions: actions.data)
+    }
+
+    /// Reads episode e's action masks from its environment (when masked).
+    func readActionMasks(_ e: Int, from env: any MultiAgentEnvironment) {
+        if actionMaskWidth > 0 { env.availableActions(into: actionMasks.data + e * agents * actionMaskWidth) }
     }
 
     /// Remembers episode e's action and reward as the context of its next step (one agent).
@@ -69,6 +80,7 @@ final class SideBySideEpisodes {
             try env.step(actions: environmentActions.data, observations: observation(e), rewards: stepRewards.data, active: $0.baseAddress!)
         }
         for k in 0..<agents { actor.prepare(observation: observation(e) + k * observationWidth) }
+        readActionMasks(e, from: env)
         record(e, rewards: stepRewards.data, prepare: actor.prepare(reward:))
         return (result, env.teamReturn.of(stepRewards.data, agents: agents))
     }
@@ -110,12 +122,13 @@ func evaluateSideBySide(_ actor: any RecurrentActor, environments: [any MultiAge
     while result.returns.count < total {
         let round = Array(environments.prefix(total - result.returns.count))
         let E = round.count, N = actor.agents, o = round[0].observationSpace.width
-        let episodes = SideBySideEpisodes(count: E, observationWidth: o, actor: actor)
+        let episodes = SideBySideEpisodes(count: E, observationWidth: o, actor: actor, actionMaskWidth: actionMaskWidth(of: round[0]))
         var returns = [Double](repeating: 0, count: E), lengths = [Int](repeating: 0, count: E)
         var alive = [Bool](repeating: true, count: E)
         for (e, env) in round.enumerated() {
             try env.reset(seed: seeds.next(), observations: episodes.observation(e))
             for k in 0..<N { actor.prepare(observation: episodes.observation(e) + k * o) }
+            episodes.readActionMasks(e, from: env)
         }
         while alive.contains(true) {
             episodes.act(actor, deterministic: deterministic)
@@ -130,6 +143,12 @@ func evaluateSideBySide(_ actor: any RecurrentActor, environments: [any MultiAge
         result.lengths += lengths
     }
     return result
+}
+
+/// Actions per agent in an environment's action masks (0 without masks).
+func actionMaskWidth(of env: any MultiAgentEnvironment) -> Int {
+    if case .discrete(let n) = env.actionSpace, env.hasActionMasks { return n }
+    return 0
 }
 
 /// How many Python multi-agent environments (one process each) an evaluation runs side by side.

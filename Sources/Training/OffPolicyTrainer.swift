@@ -55,6 +55,8 @@ public final class OffPolicyTrainer {
     // Acting buffers for the N copies, one row per copy and agent (the global state: one per copy).
     let observation: UnsafeMutablePointer<Float>
     let globalState: UnsafeMutablePointer<Float>
+    /// `[copies, agents, actionMaskWidth]`: the action masks of the step being taken.
+    let stepActionMask: UnsafeMutablePointer<Float>
     let nextGlobalState: UnsafeMutablePointer<Float>
     /// The critics' acting input, when it is not the actor's context.
     let actCriticContext = Tensor([0])
@@ -99,7 +101,7 @@ public final class OffPolicyTrainer {
         var seeds = RandomGenerator(seed: configuration.seed)
         agent = try OffPolicyAgent(configuration: configuration.agent, observationSpace: environments.observationSpace,
                                    actionSpace: environments.actionSpace, seed: seeds.next(), agents: environments.agents,
-                                   globalStateWidth: environments.globalStateWidth)
+                                   globalStateWidth: environments.globalStateWidth, actionMaskWidth: environments.actionMaskWidth)
         agents = environments.agents
         replay = EpisodeReplay(capacity: configuration.agent.replayCapacity, layout: agent.replayLayout, copies: environments.count)
         sampler = SequenceSampler(configuration: configuration.agent.sampler, batchSize: configuration.agent.batchSize,
@@ -115,6 +117,7 @@ public final class OffPolicyTrainer {
         nextObservation = floats(R * o)
         globalState = floats(N * g)
         nextGlobalState = floats(N * g)
+        stepActionMask = floats(R * environments.actionMaskWidth)
         action = floats(R * a)
         environmentAction = floats(R * environments.actionWidth)
         previousAction = floats(R * a)
@@ -139,7 +142,8 @@ public final class OffPolicyTrainer {
     static let recentEpisodes = 10
 
     deinit {
-        for p in [observation, nextObservation, globalState, nextGlobalState, action, environmentAction, previousAction, previousReward] { p.deallocate() }
+        for p in [observation, nextObservation, globalState, nextGlobalState, stepActionMask, action, environmentAction, previousAction,
+                  previousReward] { p.deallocate() }
     }
 
     /// Maps a normalised action ([-1, 1] per dimension, or an index) to the environment's space.
@@ -178,7 +182,11 @@ public final class OffPolicyTrainer {
             recordedCriticState.copy(from: criticState)
             agent.advanceCriticStates(context: agent.sharesContext ? actContext : actCriticContext, state: criticState)
         }
-        agent.act(context: actContext, state: actorState, deterministic: false, actions: action)
+        // The actions each agent may take now (the copies' masks, for the observations acted on).
+        let m = environments.actionMaskWidth
+        if m > 0 { stepActionMask.update(from: environments.actionMask(0), count: N * M * m) }
+        agent.act(context: actContext, state: actorState, deterministic: false, actionMasks: m > 0 ? UnsafePointer(stepActionMask) : nil,
+                  actions: action)
         if holding {
             // A copy that waits for the others keeps its states (its episode is over; nothing of it moves).
             for n in 0..<N where !wasRunning[n] {
@@ -190,6 +198,15 @@ public final class OffPolicyTrainer {
         for r in 0..<(N * M) {
             if step < configuration.warmupSteps {
                 switch environments.actionSpace {
+                case .discrete(let count) where m > 0:
+                    // Uniform over the available actions.
+                    let mask = stepActionMask + r * m
+                    var k = rng.integer(below: max(Int((0..<count).reduce(Float(0)) { $0 + mask[$1] }), 1))
+                    action[r * a] = Float(count - 1)
+                    for j in 0..<count where mask[j] != 0 {
+                        if k == 0 { action[r * a] = Float(j); break }
+                        k -= 1
+                    }
                 case .discrete(let count): action[r * a] = Float(rng.integer(below: count))
                 case .box: for j in 0..<a { action[r * a + j] = rng.uniform(-1, 1) }
                 }
@@ -214,7 +231,9 @@ public final class OffPolicyTrainer {
                            nextObservations: next, terminated: terminated, truncated: truncated,
                            actorStates: storesStates ? recordedActorState.data + n * M * Sa : nil,
                            criticState: storesStates ? recordedCriticState.data + n * M * Sc : nil,
-                           globalState: g > 0 ? globalState + n * g : nil, nextGlobalState: g > 0 ? nextGlobal : nil)
+                           globalState: g > 0 ? globalState + n * g : nil, nextGlobalState: g > 0 ? nextGlobal : nil,
+                           actionMask: m > 0 ? stepActionMask + n * M * m : nil,
+                           nextActionMask: m > 0 ? (done ? environments.finalActionMask(n) : environments.actionMask(n)) : nil)
                 episodeReturns[n] += environments.teamReturn.of(rewards, agents: M)
                 if done {
                     episodes += 1

@@ -71,7 +71,7 @@ public final class SavedRun {
             if multiAgent {
                 let env = try spec.makeMultiAgent()
                 agent = try OffPolicyAgent(configuration: c.agent, observationSpace: env.observationSpace, actionSpace: env.actionSpace, seed: c.seed,
-                                           agents: env.agents, globalStateWidth: env.globalStateWidth)
+                                           agents: env.agents, globalStateWidth: env.globalStateWidth, actionMaskWidth: actionMaskWidth(of: env))
             } else {
                 let spaces = try SavedRun.spaces(of: spec)
                 agent = try OffPolicyAgent(configuration: c.agent, observationSpace: spaces.0, actionSpace: spaces.1, seed: c.seed)
@@ -122,9 +122,10 @@ public final class SavedRun {
         }
         let N = env.agents, o = env.observationSpace.width, w = env.actionSpace.width
         var seeds = RandomGenerator(seed: seed)
-        let episodes = SideBySideEpisodes(count: 1, observationWidth: o, actor: actor)
+        let episodes = SideBySideEpisodes(count: 1, observationWidth: o, actor: actor, actionMaskWidth: actionMaskWidth(of: env))
         try env.reset(seed: seeds.next(), observations: episodes.observation(0))
         for k in 0..<N { actor.prepare(observation: episodes.observation(0) + k * o) }
+        episodes.readActionMasks(0, from: env)
         var text = "step 0\n" + view.render() + "\n"
         var total = 0.0
         for t in 1...min(maxSteps, env.maxEpisodeSteps) {

@@ -22,11 +22,22 @@ func makeRandomMultiAgentReplay(layout: ReplayLayout, episodes: [Int], actions: 
                 case .box: for j in 0..<layout.actionWidth { action[k * layout.actionWidth + j] = rng.uniform(-1, 1) }
                 }
             }
+            // Masks (when stored): each action available with probability 1/2, the recorded one always, at least one per agent.
+            func masks(including recorded: [Float]?) -> [Float] {
+                let m = layout.actionMaskWidth
+                var mask = [Float](repeating: 0, count: max(N * m, 1))
+                for k in 0..<N where m > 0 {
+                    for j in 0..<m { mask[k * m + j] = rng.uniform() < 0.5 ? 1 : 0 }
+                    mask[k * m + (recorded.map { Int($0[k]) } ?? rng.integer(below: m))] = 1
+                }
+                return mask
+            }
             let last = t == length - 1
             replay.add(observations: normals(layout.observationFloats), actions: action, rewards: normals(N),
                        nextObservations: normals(layout.observationFloats), terminated: last && e % 2 == 0, truncated: last && e % 2 == 1,
                        actorStates: normals(max(layout.actorStateFloats, 1), 0.5), criticState: normals(max(layout.criticStateWidth, 1), 0.5),
-                       globalState: normals(max(layout.globalStateWidth, 1)), nextGlobalState: normals(max(layout.globalStateWidth, 1)))
+                       globalState: normals(max(layout.globalStateWidth, 1)), nextGlobalState: normals(max(layout.globalStateWidth, 1)),
+                       actionMask: masks(including: action), nextActionMask: masks(including: nil))
         }
     }
     return replay
@@ -40,6 +51,8 @@ final class MultiAgentAgentTests: XCTestCase {
         var actions: Space
         var globalState = 0
         var checksEncoders = true
+        /// Discrete actions masked (random masks stored in the replay).
+        var masked = false
         var configure: (inout AgentConfiguration) -> Void = { _ in }
     }
 
@@ -76,11 +89,11 @@ final class MultiAgentAgentTests: XCTestCase {
             $0.sampler.burnIn = 2
             $0.context = ContextInputs(observation: true, agentID: true)
         },
-        Case(label: "MASAC one actor per agent, discrete GRU, stored states, current-policy others", network: .gru, actions: .discrete(3),
-             globalState: 4) {
+        // (Other agents' actions drawn from the current policy make the loss jump wherever a draw flips
+        // under the finite-difference step, so these cases take them from the replay.)
+        Case(label: "MASAC one actor per agent, discrete GRU, stored states", network: .gru, actions: .discrete(3), globalState: 4) {
             $0.actorPerAgent = true
             $0.sampler.initialState = .stored
-            $0.otherAgentsActions = .currentPolicy
             $0.context = ContextInputs(observation: true, lastAction: true)
         },
         Case(label: "MASAC one actor per agent, continuous LSTM, targets from slot 1", network: .lstm, actions: .box(low: [-1, -1], high: [1, 1])) {
@@ -90,6 +103,10 @@ final class MultiAgentAgentTests: XCTestCase {
         Case(label: "MASAC one actor per agent, discrete MLP", network: .mlp, actions: .discrete(4)) {
             $0.actorPerAgent = true
             $0.sampler.sequenceLength = 1
+        },
+        Case(label: "MASAC discrete GRU, action masks", network: .gru, actions: .discrete(4), globalState: 3, masked: true) {
+            $0.sampler.initialState = .stored
+            $0.context = ContextInputs(observation: true, lastAction: true, agentID: true)
         },
     ]
 
@@ -106,7 +123,8 @@ final class MultiAgentAgentTests: XCTestCase {
         configuration.initialTemperature = 0.7
         c.configure(&configuration)
         let agent = try OffPolicyAgent(configuration: configuration, observationSpace: .box(low: [-5, -5], high: [5, 5]),
-                                       actionSpace: c.actions, seed: seed, agents: agents, globalStateWidth: c.globalState)
+                                       actionSpace: c.actions, seed: seed, agents: agents, globalStateWidth: c.globalState,
+                                       actionMaskWidth: { if case .discrete(let n) = c.actions, c.masked { return n } else { return 0 } }())
         // Different temperatures per agent, so that a row given another agent's would show.
         for k in 0..<agents { agent.logTemperature.value.data[k] = Float(k) * 0.3 - 0.4 }
         let replay = makeRandomMultiAgentReplay(layout: agent.replayLayout, episodes: [4, 9, 2, 12, 6], actions: c.actions, seed: seed + 10)
@@ -158,6 +176,39 @@ final class MultiAgentAgentTests: XCTestCase {
                 XCTAssertEqual(same, r % 3 != 1, "\(network) row \(r)")
             }
         }
+    }
+
+    /// Masked actions: never chosen (sampled or deterministic), no probability in the targets or the
+    /// actor's loss, so their logits get no gradient.
+    func testMaskedActionsAreNeverChosenNorLearned() throws {
+        let c = Self.cases[10]
+        XCTAssertTrue(c.masked)
+        let (agent, replay, sampler) = try makeAgent(c)
+        XCTAssertEqual(agent.replayLayout.actionMaskWidth, 4)
+        // Acting: 3 episodes of 3 agents, each row with its own mask.
+        let E = 9, C = agent.contextWidth
+        let context = Tensor(Shape(d0: 1, d1: E, d2: C)), state = Tensor(Shape(d0: E, d1: agent.actorStateWidth))
+        var rng = RandomGenerator(seed: 3)
+        var mask = [Float](repeating: 0, count: E * 4), actions = [Float](repeating: 0, count: E)
+        for trial in 0..<200 {
+            for j in 0..<(E * C) { context.data[j] = rng.normal() }
+            for r in 0..<E { for j in 0..<4 { mask[r * 4 + j] = rng.uniform() < 0.4 ? 1 : 0 }; mask[r * 4 + rng.integer(below: 4)] = 1 }
+            agent.act(context: context, state: state, deterministic: trial % 2 == 0, actionMasks: mask, actions: &actions)
+            for r in 0..<E { XCTAssertEqual(mask[r * 4 + Int(actions[r])], 1, "trial \(trial) row \(r) chose a masked action") }
+        }
+        // Updates: the actor's logit gradient is 0 at masked actions of trained rows.
+        let batch = sampler.sample(from: replay)
+        let rows = agent.prepare(batch)
+        _ = agent.actorLossAndGradients(batch, rows: rows)
+        let Bn = agent.configuration.sampler.burnIn, RB = batch.batchSize * 3
+        var masked = 0
+        for r in 0..<rows {
+            for j in 0..<4 where batch.actionMasks.data[(Bn * RB + r) * 4 + j] == 0 {
+                XCTAssertEqual(agent.parameterGradient.data[r * 4 + j], 0, "row \(r) action \(j)")
+                masked += 1
+            }
+        }
+        XCTAssertGreaterThan(masked, 10)
     }
 
     /// The critics' loss over every agent's rows (centralised input, own and others' actions, per-agent

@@ -244,4 +244,38 @@ final class MASACTests: XCTestCase {
         XCTAssertEqual(a.description, b.description)
         XCTAssertNotEqual(a.description, d.description)
     }
+
+    /// Foraging's valid-action masks reach the replay and the policy: every action taken (random in
+    /// the warm-up, then the policy's) is available under the mask stored with it, and the mask stored
+    /// as a step's next one is the mask of the episode's next step. A resumed run reads them back.
+    func testActionMasksReachTheReplayAndThePolicy() throws {
+        var c = OffPolicyConfiguration.defaults(algorithm: .masac, environment: "foraging")
+        c.steps = 700
+        c.warmupSteps = 300
+        c.evaluationInterval = 700
+        c.evaluationEpisodes = 2
+        c.environments = 2
+        c.agent.hiddenSize = 8
+        c.agent.headHiddenSizes = [16]
+        c.agent.batchSize = 4
+        c.agent.sampler.sequenceLength = 10
+        c.agent.sampler.alwaysStartAtEpisodeStart = false
+        let trainer = try OffPolicyTrainer(configuration: c)
+        XCTAssertEqual(trainer.replay.layout.actionMaskWidth, 6)
+        try trainer.run(onRow: { _ in }, afterStep: { _ in }, onProgress: { _ in })
+        let replay = trainer.replay, M = 2
+        var masked = 0
+        for j in 0..<replay.count {
+            let i = replay.index(j), mask = replay.actionMask(i), action = replay.action(i)
+            for k in 0..<M {
+                XCTAssertEqual(mask[k * 6 + Int(action[k])], 1, "step \(j) agent \(k) took an unavailable action")
+                masked += (0..<6).filter { mask[k * 6 + $0] == 0 }.count
+            }
+            if !replay.endsEpisode(i), let next = replay.successor(i) {
+                XCTAssertEqual(Array(UnsafeBufferPointer(start: replay.nextActionMask(i), count: M * 6)),
+                               Array(UnsafeBufferPointer(start: replay.actionMask(next), count: M * 6)), "step \(j)")
+            }
+        }
+        XCTAssertGreaterThan(masked, replay.count, "foraging rules out moves into walls, players and food, and loading away from food")
+    }
 }
