@@ -49,7 +49,15 @@ final class MASACTests: XCTestCase {
     }
 
     func teamRecall(steps: Int = 600, seed: UInt64 = 0) -> OffPolicyConfiguration {
-        var c = OffPolicyConfiguration.defaults(algorithm: .masac, environment: "team-recall")
+        var c = small("team-recall", steps: steps, seed: seed)
+        c.agent.sampler.sequenceLength = 7
+        c.agent.sampler.initialState = .stored
+        return c
+    }
+
+    /// A small MASAC run on `environment` (networks of 8 and 16, batch 4, a short warm-up).
+    func small(_ environment: String, steps: Int, seed: UInt64 = 0) -> OffPolicyConfiguration {
+        var c = OffPolicyConfiguration.defaults(algorithm: .masac, environment: environment)
         c.steps = steps
         c.seed = seed
         c.warmupSteps = 100
@@ -58,8 +66,6 @@ final class MASACTests: XCTestCase {
         c.agent.hiddenSize = 8
         c.agent.headHiddenSizes = [16]
         c.agent.batchSize = 4
-        c.agent.sampler.sequenceLength = 7
-        c.agent.sampler.initialState = .stored
         return c
     }
 
@@ -247,17 +253,11 @@ final class MASACTests: XCTestCase {
 
     /// Foraging's valid-action masks reach the replay and the policy: every action taken (random in
     /// the warm-up, then the policy's) is available under the mask stored with it, and the mask stored
-    /// as a step's next one is the mask of the episode's next step. A resumed run reads them back.
+    /// as a step's next one is the mask of the episode's next step.
     func testActionMasksReachTheReplayAndThePolicy() throws {
-        var c = OffPolicyConfiguration.defaults(algorithm: .masac, environment: "foraging")
-        c.steps = 700
+        var c = small("foraging", steps: 700)
         c.warmupSteps = 300
-        c.evaluationInterval = 700
-        c.evaluationEpisodes = 2
         c.environments = 2
-        c.agent.hiddenSize = 8
-        c.agent.headHiddenSizes = [16]
-        c.agent.batchSize = 4
         c.agent.sampler.sequenceLength = 10
         c.agent.sampler.alwaysStartAtEpisodeStart = false
         let trainer = try OffPolicyTrainer(configuration: c)
