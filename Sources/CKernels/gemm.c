@@ -420,6 +420,11 @@ void cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, int k, float
                  const float *b, int ldb, float beta, float *c, int ldc);
 #endif
 
+// Multiply-add flops (2 m n k) of every product computed, for the benchmarks (one thread trains).
+static unsigned long long gemm_flops = 0;
+
+unsigned long long rrl_gemm_flops(void) { return gemm_flops; }
+
 void rrl_sgemm_path(rrl_gemm_path path, int trans_a, int trans_b, long m, long n, long k, float alpha,
                     const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc) {
     if (m <= 0 || n <= 0) return;
@@ -427,6 +432,8 @@ void rrl_sgemm_path(rrl_gemm_path path, int trans_a, int trans_b, long m, long n
         scale_c(m, n, beta, c, ldc);
         return;
     }
+    // Counted once, where a path is chosen (automatic dispatch calls back with one).
+    if (path != RRL_GEMM_AUTO) gemm_flops += 2ULL * (unsigned long long)m * (unsigned long long)n * (unsigned long long)k;
     int avx2 = rrl_cpu_has_avx2_fma();
     switch (path) {
     case RRL_GEMM_NAIVE:

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CKernels
 import Foundation
 import RecurrentRL
 
@@ -7,40 +8,70 @@ struct TrainingBenchOptions: ParsableArguments {
     @Flag(help: "Print one JSON object instead of text.") var json = false
     @Option(help: "Environment steps (the reference figures are for the default).") var steps: Int?
     @Option(help: "Random seed.") var seed: UInt64 = 0
+    @Option(help: "Seconds spent measuring the FMA peak before the run.") var peakSeconds: Double = 0.5
 
     func validate() throws {
         if let steps, steps < 1 { throw ValidationError("--steps must be positive") }
+        guard peakSeconds > 0 else { throw ValidationError("--peak-seconds must be positive") }
     }
 }
 
-/// Trains `configuration` in this process and reports process CPU seconds (one thread), against
-/// RLtools' figure for the same workload measured on this machine kind (C++, OpenBLAS, one thread).
+/// What a training benchmark measured: CPU and wall seconds, and the matrix products' flops against
+/// the FMA peak measured in the same run (the one figure that compares across machines).
+struct TrainingMeasurement {
+    let cpu: Double, wall: Double, flops: Double, peak: Double
+    var gflops: Double { flops / cpu / 1e9 }
+    var fractionOfPeak: Double { gflops / peak }
+
+    /// Measures the peak, then `body`.
+    static func of(peakSeconds: Double, _ body: () throws -> Void) rethrows -> TrainingMeasurement {
+        let peak = rrl_measure_fma_peak_gflops(peakSeconds)
+        let flops0 = rrl_gemm_flops(), cpu0 = Clock.processCPU, wall0 = Clock.now
+        try body()
+        return TrainingMeasurement(cpu: Clock.processCPU - cpu0, wall: Clock.now - wall0, flops: Double(rrl_gemm_flops() - flops0), peak: peak)
+    }
+
+    var json: [String: Any] {
+        ["cpu_seconds": cpu, "wall_seconds": wall, "matrix_gflop": flops / 1e9, "matrix_gflops_per_cpu_second": gflops,
+         "fma_peak_gflops": peak, "fraction_of_fma_peak": fractionOfPeak]
+    }
+
+    var line: String {
+        String(format: "  matrix products: %.1f GFLOP, %.1f GFLOP/s per CPU second = %.1f%% of the FMA peak measured now (%.1f GFLOP/s, one thread)",
+               flops / 1e9, gflops, 100 * fractionOfPeak, peak)
+    }
+}
+
+/// Trains `configuration` in this process and reports process CPU seconds (one thread) and the
+/// matrix products' share of the FMA peak measured in the same run. RLtools' figure for the same
+/// workload was timed once on another machine of this kind: it is printed as that, without a ratio
+/// (machines of one kind differ by 2x and more; compare side by side in the same minutes instead).
 func benchTraining(name: String, configuration: OffPolicyConfiguration, referenceSecondsPerStep: Double,
                    referenceNote: String, options: TrainingBenchOptions) throws {
     var c = configuration
     c.seed = options.seed
     if let steps = options.steps { c.steps = steps }
     let trainer = try OffPolicyTrainer(configuration: c)
-    let cpu0 = Clock.processCPU, wall0 = Clock.now
-    let rows = try trainer.run()
-    let cpu = Clock.processCPU - cpu0, wall = Clock.now - wall0
-    let perStep = cpu / Double(c.steps)
+    var rows: [MetricsRow] = []
+    let m = try TrainingMeasurement.of(peakSeconds: options.peakSeconds) { rows = try trainer.run() }
+    let perStep = m.cpu / Double(c.steps)
     let reference = referenceSecondsPerStep * Double(c.steps)
     let last = rows.last
     let result: [String: Any] = [
         "benchmark": name, "environment": c.environment, "algorithm": c.agent.algorithm.rawValue, "network": c.agent.network.rawValue,
-        "steps": c.steps, "cpu_seconds": cpu, "wall_seconds": wall, "cpu_ms_per_step": perStep * 1e3,
-        "rltools_cpu_seconds": reference, "speedup_vs_rltools": reference / cpu,
+        "steps": c.steps, "cpu_ms_per_step": perStep * 1e3,
+        "rltools_cpu_seconds_on_another_machine": reference,
         "final_eval_return": last?["eval_return_mean"] ?? Double.nan,
         "final_probe_accuracy": last?["probe_accuracy"] ?? Double.nan,
-    ]
+    ].merging(m.json) { a, _ in a }
     if options.json {
         try printJSON(result)
         return
     }
     print("\(name): \(c.agent.algorithm.rawValue) (\(c.agent.network.rawValue)) on \(c.environment), \(c.steps) steps, batch \(c.agent.batchSize), evaluation every \(c.evaluationInterval) steps (\(c.evaluationEpisodes) episodes)")
-    print(String(format: "  CPU %.2f s (%.3f ms per environment step), wall %.2f s", cpu, perStep * 1e3, wall))
-    print(String(format: "  RLtools on this machine kind: %.2f s for the same steps (%@) -> %.2fx its speed", reference, referenceNote, reference / cpu))
+    print(String(format: "  CPU %.2f s (%.3f ms per environment step), wall %.2f s", m.cpu, perStep * 1e3, m.wall))
+    print(m.line)
+    print(String(format: "  (RLtools, timed once on another machine of this kind: %.2f s for the same steps, %@; not a comparison: time both here, alternately)", reference, referenceNote))
     if let last {
         var line = String(format: "  final evaluation return %.1f", last["eval_return_mean"] ?? .nan)
         if let p = last["probe_accuracy"], !p.isNaN { line += String(format: ", probe accuracy %.2f", p) }
@@ -50,7 +81,7 @@ func benchTraining(name: String, configuration: OffPolicyConfiguration, referenc
 
 struct BenchSAC: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "sac", abstract: "Pendulum, MLP SAC, batch 100, hidden 64, 20k steps: CPU seconds against RLtools (9.8 s).")
+        commandName: "sac", abstract: "Pendulum, MLP SAC, batch 100, hidden 64, 20k steps: CPU seconds and % of the FMA peak.")
     @OptionGroup var options: TrainingBenchOptions
     func run() throws {
         try benchTraining(name: "bench sac", configuration: .defaults(algorithm: .sac, environment: "pendulum"),
@@ -60,7 +91,7 @@ struct BenchSAC: ParsableCommand {
 
 struct BenchTD3: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "td3", abstract: "Pendulum, MLP TD3, batch 100, hidden 64, 20k steps: CPU seconds against RLtools (7.7 s).")
+        commandName: "td3", abstract: "Pendulum, MLP TD3, batch 100, hidden 64, 20k steps: CPU seconds and % of the FMA peak.")
     @OptionGroup var options: TrainingBenchOptions
     func run() throws {
         try benchTraining(name: "bench td3", configuration: .defaults(algorithm: .td3, environment: "pendulum"),
@@ -71,7 +102,7 @@ struct BenchTD3: ParsableCommand {
 struct BenchMemory: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "memory",
-        abstract: "memory, recurrent SAC (GRU 16, windows of 50, batch 4), with 10 evaluation episodes of 2000 steps every 1000 steps: CPU per step against RLtools (2.9 ms).")
+        abstract: "memory, recurrent SAC (GRU 16, windows of 50, batch 4), with 10 evaluation episodes of 2000 steps every 1000 steps: CPU per step and % of the FMA peak.")
     @OptionGroup var options: TrainingBenchOptions
     func run() throws {
         var c = OffPolicyConfiguration.memoryDefault
@@ -84,7 +115,7 @@ struct BenchMemory: ParsableCommand {
 struct BenchPPO: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ppo",
-        abstract: "cartpole-position, recurrent PPO with rl-zoo's RecurrentPPO settings (8 copies x 32 steps, minibatch 256, 20 epochs, LSTM 64 for actor and critic, heads of 64), 100k steps: environment steps per CPU second against sb3-contrib (190-310).")
+        abstract: "cartpole-position, recurrent PPO with rl-zoo's RecurrentPPO settings (8 copies x 32 steps, minibatch 256, 20 epochs, LSTM 64 for actor and critic, heads of 64), 100k steps: environment steps per CPU second and % of the FMA peak.")
     @OptionGroup var options: TrainingBenchOptions
     func run() throws {
         var c = PPOTrainingConfiguration()
@@ -93,26 +124,25 @@ struct BenchPPO: ParsableCommand {
         c.steps = options.steps ?? 100_000
         c.evaluationInterval = c.steps  // one evaluation, at the end (sb3's figure is training only)
         let trainer = try PPOTrainer(configuration: c)
-        let cpu0 = Clock.processCPU, wall0 = Clock.now
-        let rows = try trainer.run()
-        let cpu = Clock.processCPU - cpu0, wall = Clock.now - wall0
-        let rate = Double(trainer.step) / cpu
+        var rows: [MetricsRow] = []
+        let m = try TrainingMeasurement.of(peakSeconds: options.peakSeconds) { rows = try trainer.run() }
+        let rate = Double(trainer.step) / m.cpu
         let (low, high) = (190.0, 310.0)
         let result: [String: Any] = [
             "benchmark": "bench ppo", "environment": c.environment, "algorithm": "ppo", "network": c.ppo.network.rawValue,
-            "steps": trainer.step, "cpu_seconds": cpu, "wall_seconds": wall, "steps_per_cpu_second": rate,
-            "sb3_contrib_steps_per_second_low": low, "sb3_contrib_steps_per_second_high": high,
-            "speedup_vs_sb3_contrib_fastest": rate / high, "speedup_vs_sb3_contrib_slowest": rate / low,
+            "steps": trainer.step, "steps_per_cpu_second": rate,
+            "sb3_contrib_steps_per_second_on_another_machine_low": low, "sb3_contrib_steps_per_second_on_another_machine_high": high,
             "final_eval_return": rows.last?["eval_return_mean"] ?? Double.nan,
-        ]
+        ].merging(m.json) { a, _ in a }
         if options.json {
             try printJSON(result)
             return
         }
         let p = c.ppo
         print("bench ppo: recurrent PPO (\(p.network.rawValue) \(p.hiddenSize), actor and critic encoders) on \(c.environment), \(trainer.step) steps: \(p.environments) copies x \(p.rolloutSteps) steps per rollout, minibatch \(p.minibatchSize), \(p.epochs) epochs")
-        print(String(format: "  CPU %.2f s, wall %.2f s: %.0f environment steps per CPU second (training included; one evaluation at the end)", cpu, wall, rate))
-        print(String(format: "  sb3-contrib RecurrentPPO on this machine kind: 190-310 steps/s -> %.1fx (vs 310) to %.1fx (vs 190) its speed", rate / high, rate / low))
+        print(String(format: "  CPU %.2f s, wall %.2f s: %.0f environment steps per CPU second (training included; one evaluation at the end)", m.cpu, m.wall, rate))
+        print(m.line)
+        print("  (sb3-contrib RecurrentPPO, timed on another machine of this kind: 190-310 steps/s; not a comparison: time both here, alternately)")
         if let last = rows.last { print(String(format: "  final evaluation return %.1f", last["eval_return_mean"] ?? .nan)) }
     }
 }

@@ -44,6 +44,9 @@ void rrl_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha,
                const float *a, long lda, const float *b, long ldb,
                float beta, float *c, long ldc);
 
+/// Multiply-add flops (2 m n k per product) of the matrix products computed so far in this process.
+unsigned long long rrl_gemm_flops(void);
+
 /// Same as rrl_sgemm with a forced implementation (for tests and benchmarks).
 void rrl_sgemm_path(rrl_gemm_path path, int trans_a, int trans_b, long m, long n, long k,
                     float alpha, const float *a, long lda, const float *b, long ldb,
