@@ -22,6 +22,9 @@ public enum CriticInput: String, Codable, CaseIterable, Sendable {
     case globalState
     /// Every agent's observation side by side.
     case jointObservation
+    /// The agent's own observation, then the global state (the joint observation when there is
+    /// none): an agent-specific global state, as MAPPO's best-performing critic input.
+    case agentSpecific
     /// Only the agent's own context and action: independent learners (independent SAC with shared
     /// weights), the baseline that centralised critics are measured against.
     case independent

@@ -5,14 +5,18 @@ import Replay
 /// observation) with the agent's id, and the joint action in the head's extra input. With one agent
 /// and nothing central the critics read the actor's own context and take the action alone.
 extension OffPolicyAgent {
-    /// Writes agent `agent`'s critic input for one step: the global state (or every agent's
-    /// observation), the agent's id one-hot (several agents), every agent's previous action (one-hot
+    /// Writes agent `agent`'s critic input for one step: the agent's own observation (agent-specific
+    /// critics), the global state (or every agent's observation), the agent's id one-hot (several agents), every agent's previous action (one-hot
     /// when discrete; zeros when nil, at an episode's first step) and the agent's previous reward,
     /// as the context options say.
     func writeCriticContext(observations: UnsafePointer<Float>, globalState: UnsafePointer<Float>?, previousActions: UnsafePointer<Float>?,
                                    previousReward: Float, agent: Int, into out: UnsafeMutablePointer<Float>) {
         let N = agents, ctx = configuration.context
         var p = out
+        if agentSpecificCritics {
+            p.update(from: observations + agent * observationWidth, count: observationWidth)
+            p += observationWidth
+        }
         if globalStateWidth > 0, let globalState {
             p.update(from: globalState, count: globalStateWidth)
             p += globalStateWidth

@@ -55,6 +55,8 @@ public final class OffPolicyAgent {
     public let sharesContext: Bool
     /// Each agent's critic sees only its own context and action (independent learners sharing weights).
     public let independentCritics: Bool
+    /// Each agent's critic input starts with the agent's own observation (`agentSpecific`).
+    public let agentSpecificCritics: Bool
     public let observationWidth: Int
     /// Floats per action (1 for discrete actions, which are stored as an index).
     public let actionWidth: Int
@@ -164,7 +166,8 @@ public final class OffPolicyAgent {
         // joint action and the agent's previous reward; with one agent and nothing central, the actor's context.
         sharesContext = (agents == 1 && !usesGlobalState && !c.context.agentID) || independent
         independentCritics = independent
-        let central = usesGlobalState ? globalStateWidth : agents * observationWidth
+        agentSpecificCritics = c.criticInput == .agentSpecific && !sharesContext
+        let central = (usesGlobalState ? globalStateWidth : agents * observationWidth) + (agentSpecificCritics ? observationWidth : 0)
         let criticContextWidth = sharesContext ? contextWidth
             : central + (agents > 1 ? agents : 0) + (c.context.lastAction ? agents * (discreteActions ?? actionWidth) : 0) + (c.context.lastReward ? 1 : 0)
         self.criticContextWidth = criticContextWidth

@@ -85,7 +85,7 @@ struct Train: ParsableCommand {
     @Option(parsing: .unconditional, help: "TD3 exploration noise.") var explorationNoise: Float?
 
     @Option(parsing: .unconditional, help: "Refreshed stored states: rewrite the replay's stored states with the current networks every k critic updates (0: never).") var refreshStored: Int?
-    @Option(help: "MASAC: what the critics see: globalState (when the environment has one; the default), jointObservation, or independent (each agent's own context and action: independent learners).") var criticInput: CriticInput?
+    @Option(help: "MASAC: what the critics see: globalState (when the environment has one; the default), jointObservation, agentSpecific (the agent's own observation, then the global state), or independent (each agent's own context and action: independent learners).") var criticInput: CriticInput?
     @Option(help: "MASAC: the other agents' actions in the actor update: replay (the default) or currentPolicy.") var otherActions: OtherAgentsActions?
     @Flag(help: "MASAC: one actor network per agent (agents that differ) instead of one shared by all agents with their ids.") var actorPerAgent = false
     @Option(help: "MASAC with --envs: resetEachCopy (a copy restarts when its episode ends; the default) or resetTogether (finished copies wait, masked, until all have ended).") var resetMode: MultiAgentVectorEnvironment.ResetMode?

@@ -104,6 +104,10 @@ final class MultiAgentAgentTests: XCTestCase {
             $0.actorPerAgent = true
             $0.sampler.sequenceLength = 1
         },
+        Case(label: "MASAC agent-specific critics, continuous GRU, last action", network: .gru, actions: .box(low: [-1], high: [1]), globalState: 3) {
+            $0.criticInput = .agentSpecific
+            $0.context = ContextInputs(observation: true, lastAction: true, agentID: true)
+        },
         Case(label: "MASAC discrete GRU, action masks", network: .gru, actions: .discrete(4), globalState: 3, masked: true) {
             $0.sampler.initialState = .stored
             $0.context = ContextInputs(observation: true, lastAction: true, agentID: true)
@@ -181,7 +185,7 @@ final class MultiAgentAgentTests: XCTestCase {
     /// Masked actions: never chosen (sampled or deterministic), no probability in the targets or the
     /// actor's loss, so their logits get no gradient.
     func testMaskedActionsAreNeverChosenNorLearned() throws {
-        let c = Self.cases[10]
+        let c = Self.cases.first { $0.masked }!
         XCTAssertTrue(c.masked)
         let (agent, replay, sampler) = try makeAgent(c)
         XCTAssertEqual(agent.replayLayout.actionMaskWidth, 4)
@@ -284,6 +288,30 @@ final class MultiAgentAgentTests: XCTestCase {
         XCTAssertEqual(agent.critics[0].contextWidth, agent.contextWidth)
         XCTAssertEqual(agent.critics[0].extraWidth, agent.actionWidth)
         XCTAssertEqual(agent.replayLayout.globalStateWidth, 0)
+    }
+
+    /// Agent-specific critics: agent k's critic input is its own observation, then the global state,
+    /// its id and the previous joint action.
+    func testAgentSpecificCriticsSeeTheirOwnObservationFirst() throws {
+        let c = MultiAgentAgentTests.cases.first { $0.label.hasPrefix("MASAC agent-specific critics") }!
+        let (agent, replay, sampler) = try makeAgent(c)
+        XCTAssertFalse(agent.sharesContext)
+        XCTAssertEqual(agent.criticContextWidth, 2 + 3 + 3 + 3 * 1)
+        let batch = sampler.sample(from: replay)
+        _ = agent.prepare(batch)
+        let B = batch.batchSize, Cc = agent.criticContextWidth
+        for s in 0..<batch.slots {
+            for b in 0..<B {
+                for k in 0..<3 {
+                    let row = agent.criticContext.data + ((s * B + b) * 3 + k) * Cc
+                    let observation = batch.observations.data + ((s * B + b) * 3 + k) * 2
+                    XCTAssertEqual(Array(UnsafeBufferPointer(start: row, count: 2)), Array(UnsafeBufferPointer(start: observation, count: 2)))
+                    XCTAssertEqual(Array(UnsafeBufferPointer(start: row + 2, count: 3)),
+                                   Array(UnsafeBufferPointer(start: batch.globalStates.data + (s * B + b) * 3, count: 3)))
+                    XCTAssertEqual(Array(UnsafeBufferPointer(start: row + 5, count: 3)), (0..<3).map { $0 == k ? Float(1) : 0 })
+                }
+            }
+        }
     }
 
     /// With one agent, MASAC's agent is SAC's: the same parameters from the same seed, and the same
