@@ -75,7 +75,16 @@ public protocol MultiAgentEnvironment: AnyObject {
     func restore(from archive: StateArchiveReader, prefix: String) throws
 }
 
+/// Actions per agent in the action masks of an environment with `space` (0 unless it is discrete and masked).
+func maskWidth(of space: Space, masked: Bool) -> Int {
+    if case .discrete(let n) = space, masked { return n }
+    return 0
+}
+
 extension MultiAgentEnvironment {
+    /// Actions per agent in `availableActions`' masks: the discrete action count when the environment
+    /// has masks, else 0.
+    public var actionMaskWidth: Int { maskWidth(of: actionSpace, masked: hasActionMasks) }
     public var globalStateWidth: Int { 0 }
     public var hasActionMasks: Bool { false }
     public var teamReturn: TeamReturn { .sum }

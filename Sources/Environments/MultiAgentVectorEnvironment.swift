@@ -79,7 +79,7 @@ public final class MultiAgentVectorEnvironment {
         globalStates = Tensor(Shape(d0: n, d1: max(globalStateWidth, 0)))
         finalGlobalStates = Tensor(Shape(d0: n, d1: max(globalStateWidth, 0)))
         rewards = Tensor(Shape(d0: n, d1: agents))
-        if case .discrete(let count) = actionSpace, first.hasActionMasks { actionMaskWidth = count } else { actionMaskWidth = 0 }
+        actionMaskWidth = first.actionMaskWidth
         actionMasks = Tensor(Shape(d0: n, d1: agents, d2: actionMaskWidth))
         finalActionMasks = Tensor(Shape(d0: n, d1: agents, d2: actionMaskWidth))
         active = [Bool](repeating: true, count: n * agents)
@@ -91,7 +91,6 @@ public final class MultiAgentVectorEnvironment {
         episodeLengths = [Int](repeating: 0, count: n)
     }
 
-    /// `count` new copies of the environment `spec` names (a single-agent one adapted as one agent).
     /// `count` new copies of the environment `spec` names (a single-agent one adapted as one agent;
     /// a Python one served by a bridge process per copy).
     public convenience init(spec: EnvironmentSpec, count: Int, mode: ResetMode = .resetEachCopy) throws {

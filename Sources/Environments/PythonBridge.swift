@@ -152,12 +152,19 @@ public final class PythonBridge {
 
     /// Resets every copy (copy i with `seed + i`, or continuing its stream) and writes `[N, width]` observations.
     public func reset(seed: UInt64?, observations: UnsafeMutablePointer<Float>) throws {
-        var payload = [UInt8](repeating: 0, count: 9)
-        payload[0] = seed == nil ? 0 : 1
-        for k in 0..<8 { payload[1 + k] = UInt8(truncatingIfNeeded: (seed ?? 0) >> (8 * UInt64(k))) }
-        try send(PythonBridge.resetCode, payload)
-        let size = try receiveInPlace(timeout: options.timeout)
+        let size = try requestReset(seed: seed)
         try copy(size, 0, into: observations, count: count * observationWidth, what: "reset")
+    }
+
+    /// Sends a reset request (`u8 has_seed | u64 seed`, built on the stack) and reads the reply into
+    /// `reply`; returns its payload's size.
+    func requestReset(seed: UInt64?) throws -> Int {
+        try withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 9) { payload in
+            payload[0] = seed == nil ? 0 : 1
+            for k in 0..<8 { payload[1 + k] = UInt8(truncatingIfNeeded: (seed ?? 0) >> (8 * UInt64(k))) }
+            try send(PythonBridge.resetCode, UnsafeRawBufferPointer(payload))
+        }
+        return try receiveInPlace(timeout: options.timeout)
     }
 
     /// Steps every copy with its row of `actions`. A copy whose episode ended is reset by the bridge:

@@ -41,7 +41,7 @@ public final class PythonMultiAgentEnvironment: MultiAgentEnvironment {
         globalStateWidth = bridge.globalStateWidth
         hasActionMasks = bridge.hasActionMasks
         maxEpisodeSteps = bridge.maxEpisodeSteps
-        if case .discrete(let n) = actionSpace, hasActionMasks { maskWidth = n } else { maskWidth = 0 }
+        maskWidth = Environments.maskWidth(of: actionSpace, masked: hasActionMasks)
         state = .allocate(capacity: max(globalStateWidth, 1))
         state.initialize(repeating: 0, count: max(globalStateWidth, 1))
         masks = .allocate(capacity: max(agents * maskWidth, 1))
@@ -57,15 +57,11 @@ public final class PythonMultiAgentEnvironment: MultiAgentEnvironment {
     private var observationBytes: Int { 4 * (agents * observationWidth + globalStateWidth + agents * maskWidth) }
 
     public func reset(seed: UInt64?, observations: UnsafeMutablePointer<Float>) throws {
-        var payload = [UInt8](repeating: 0, count: 9)
-        payload[0] = seed == nil ? 0 : 1
-        for k in 0..<8 { payload[1 + k] = UInt8(truncatingIfNeeded: (seed ?? 0) >> (8 * UInt64(k))) }
-        try bridge.send(PythonBridge.resetCode, payload)
-        let size = try bridge.receiveInPlace(timeout: bridge.options.timeout)
+        let size = try bridge.requestReset(seed: seed)
         guard size == observationBytes else {
             throw EnvironmentError(environment: name, message: "the bridge's reset reply has \(size) bytes, expected \(observationBytes)")
         }
-        try readObservations(size, into: observations)
+        try readObservations(size, into: observations, what: "reset")
     }
 
     public func step(actions: UnsafePointer<Float>, observations: UnsafeMutablePointer<Float>, rewards: UnsafeMutablePointer<Float>,
@@ -76,17 +72,18 @@ public final class PythonMultiAgentEnvironment: MultiAgentEnvironment {
         guard size == expected else {
             throw EnvironmentError(environment: name, message: "the bridge's step reply has \(size) bytes, expected \(expected)")
         }
-        try readObservations(size, into: observations)
+        try readObservations(size, into: observations, what: "step")
         try bridge.copy(size, observationBytes, into: rewards, count: agents, what: "step")
         let flags = bridge.reply[5 + size - 1]
         for k in 0..<agents { active[k] = bridge.reply[5 + observationBytes + 4 * agents + k] != 0 }
         return MultiAgentStepResult(terminated: flags & 1 != 0, truncated: flags & 2 != 0)
     }
 
-    private func readObservations(_ size: Int, into observations: UnsafeMutablePointer<Float>) throws {
-        try bridge.copy(size, 0, into: observations, count: agents * observationWidth, what: "step")
-        if globalStateWidth > 0 { try bridge.copy(size, 4 * agents * observationWidth, into: state, count: globalStateWidth, what: "step") }
-        if maskWidth > 0 { try bridge.copy(size, 4 * (agents * observationWidth + globalStateWidth), into: masks, count: agents * maskWidth, what: "step") }
+    /// The observations, global state and masks at the start of a `what` reply of `size` bytes.
+    private func readObservations(_ size: Int, into observations: UnsafeMutablePointer<Float>, what: String) throws {
+        try bridge.copy(size, 0, into: observations, count: agents * observationWidth, what: what)
+        if globalStateWidth > 0 { try bridge.copy(size, 4 * agents * observationWidth, into: state, count: globalStateWidth, what: what) }
+        if maskWidth > 0 { try bridge.copy(size, 4 * (agents * observationWidth + globalStateWidth), into: masks, count: agents * maskWidth, what: what) }
     }
 
     public func globalState(into state: UnsafeMutablePointer<Float>) {

@@ -122,7 +122,7 @@ func evaluateSideBySide(_ actor: any RecurrentActor, environments: [any MultiAge
     while result.returns.count < total {
         let round = Array(environments.prefix(total - result.returns.count))
         let E = round.count, N = actor.agents, o = round[0].observationSpace.width
-        let episodes = SideBySideEpisodes(count: E, observationWidth: o, actor: actor, actionMaskWidth: actionMaskWidth(of: round[0]))
+        let episodes = SideBySideEpisodes(count: E, observationWidth: o, actor: actor, actionMaskWidth: round[0].actionMaskWidth)
         var returns = [Double](repeating: 0, count: E), lengths = [Int](repeating: 0, count: E)
         var alive = [Bool](repeating: true, count: E)
         for (e, env) in round.enumerated() {
@@ -145,14 +145,37 @@ func evaluateSideBySide(_ actor: any RecurrentActor, environments: [any MultiAge
     return result
 }
 
-/// Actions per agent in an environment's action masks (0 without masks).
-func actionMaskWidth(of env: any MultiAgentEnvironment) -> Int {
-    if case .discrete(let n) = env.actionSpace, env.hasActionMasks { return n }
-    return 0
-}
+/// The environments `episodes` evaluation episodes run in: one bridge serving them all for a
+/// single-agent Python environment; otherwise one environment per episode, or, for a Python
+/// multi-agent one (a process each), four that run the episodes in rounds.
+struct EvaluationEnvironments {
+    let environments: [any MultiAgentEnvironment]
+    let vector: VectorEnvironment?
+    let episodes: Int
 
-/// How many Python multi-agent environments (one process each) an evaluation runs side by side.
-let pythonEvaluationCopies = 4
+    /// How many Python multi-agent environments an evaluation runs side by side.
+    static let pythonCopies = 4
+
+    /// `multiAgent`: a Python environment is served as a multi-agent one (masac).
+    init(spec: EnvironmentSpec, episodes: Int, multiAgent: Bool) throws {
+        if spec.isPython && !multiAgent {
+            vector = try spec.makeVector(count: episodes)
+            environments = []
+        } else {
+            vector = nil
+            let copies = spec.isPython ? min(episodes, EvaluationEnvironments.pythonCopies) : episodes
+            environments = try (0..<copies).map { _ in try spec.makeMultiAgent() }
+        }
+        self.episodes = episodes
+    }
+
+    /// One episode each, episode e reset with the e-th seed drawn from `seeds` (a bridge's copy i with
+    /// the first drawn seed + i).
+    func run(_ actor: any RecurrentActor, seeds: inout RandomGenerator, deterministic: Bool) throws -> EvaluationResult {
+        if let vector { return try evaluateVector(actor, vector, seed: seeds.next(), deterministic: deterministic) }
+        return try evaluateSideBySide(actor, environments: environments, episodes: episodes, seeds: &seeds, deterministic: deterministic)
+    }
+}
 
 /// The first episode of every copy of a vector environment (copy i reset with `seed + i`), all copies
 /// stepped in lockstep until each has finished one episode.
@@ -187,26 +210,14 @@ func evaluateVector(_ actor: any RecurrentActor, _ vector: VectorEnvironment, se
 /// k-th evaluation's episodes seeded from the run's seed and k (so a run's evaluations are
 /// reproducible and differ from one another).
 final class PeriodicEvaluation {
-    let environments: [any MultiAgentEnvironment]
-    /// Single-agent Python environments: one bridge serving every evaluation episode.
-    let vector: VectorEnvironment?
-    let episodes: Int
+    let environments: EvaluationEnvironments
     let seed: UInt64
     /// Evaluations done so far.
     var count = 0
 
-    /// `multiAgent`: a Python environment is served as a multi-agent one (masac), a few processes
-    /// running the episodes in rounds.
+    /// `multiAgent`: a Python environment is served as a multi-agent one (masac).
     init(spec: EnvironmentSpec, episodes: Int, seed: UInt64, multiAgent: Bool = false) throws {
-        if spec.isPython && !multiAgent {
-            vector = try spec.makeVector(count: episodes)
-            environments = []
-        } else {
-            vector = nil
-            let copies = spec.isPython ? min(episodes, pythonEvaluationCopies) : episodes
-            environments = try (0..<copies).map { _ in try spec.makeMultiAgent() }
-        }
-        self.episodes = episodes
+        environments = try EvaluationEnvironments(spec: spec, episodes: episodes, multiAgent: multiAgent)
         self.seed = seed
     }
 
@@ -215,11 +226,8 @@ final class PeriodicEvaluation {
     func next(_ actor: any RecurrentActor) -> (mean: Double, std: Double) {
         var seeds = RandomGenerator(seed: seed &+ 0x9E37_79B9 &* UInt64(count + 1))
         count += 1
-        if let vector {
-            // An evaluation that fails (the bridge died) reports NaN; training stops at its next step with the bridge's error.
-            return (try? evaluateVector(actor, vector, seed: seeds.next(), deterministic: true).summary) ?? (.nan, .nan)
-        }
-        return (try? evaluateSideBySide(actor, environments: environments, episodes: episodes, seeds: &seeds, deterministic: true).summary) ?? (.nan, .nan)
+        // An evaluation that fails (a Python process died) reports NaN; training stops at its next step with the error.
+        return (try? environments.run(actor, seeds: &seeds, deterministic: true).summary) ?? (.nan, .nan)
     }
 }
 

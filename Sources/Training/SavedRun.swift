@@ -71,7 +71,7 @@ public final class SavedRun {
             if multiAgent {
                 let env = try spec.makeMultiAgent()
                 agent = try OffPolicyAgent(configuration: c.agent, observationSpace: env.observationSpace, actionSpace: env.actionSpace, seed: c.seed,
-                                           agents: env.agents, globalStateWidth: env.globalStateWidth, actionMaskWidth: actionMaskWidth(of: env))
+                                           agents: env.agents, globalStateWidth: env.globalStateWidth, actionMaskWidth: env.actionMaskWidth)
             } else {
                 let spaces = try SavedRun.spaces(of: spec)
                 agent = try OffPolicyAgent(configuration: c.agent, observationSpace: spaces.0, actionSpace: spaces.1, seed: c.seed)
@@ -97,16 +97,9 @@ public final class SavedRun {
     /// from `seed`), with deterministic or sampled actions.
     public func evaluate(episodes: Int, seed: UInt64, stochastic: Bool) throws -> (returns: [Double], mean: Double, std: Double) {
         guard episodes >= 1 else { throw TrainingError("--episodes must be at least 1 (got \(episodes))") }
-        if spec.isPython && !multiAgent {
-            var seeds = RandomGenerator(seed: seed)
-            let vector = try spec.makeVector(count: episodes)
-            let result = try evaluateVector(actor, vector, seed: seeds.next(), deterministic: !stochastic)
-            let (mean, std) = result.summary
-            return (result.returns, mean, std)
-        }
-        let envs = try (0..<(spec.isPython ? min(episodes, pythonEvaluationCopies) : episodes)).map { _ in try spec.makeMultiAgent() }
         var seeds = RandomGenerator(seed: seed)
-        let result = try evaluateSideBySide(actor, environments: envs, episodes: episodes, seeds: &seeds, deterministic: !stochastic)
+        let result = try EvaluationEnvironments(spec: spec, episodes: episodes, multiAgent: multiAgent)
+            .run(actor, seeds: &seeds, deterministic: !stochastic)
         let (mean, std) = result.summary
         return (result.returns, mean, std)
     }
@@ -122,7 +115,7 @@ public final class SavedRun {
         }
         let N = env.agents, o = env.observationSpace.width, w = env.actionSpace.width
         var seeds = RandomGenerator(seed: seed)
-        let episodes = SideBySideEpisodes(count: 1, observationWidth: o, actor: actor, actionMaskWidth: actionMaskWidth(of: env))
+        let episodes = SideBySideEpisodes(count: 1, observationWidth: o, actor: actor, actionMaskWidth: env.actionMaskWidth)
         try env.reset(seed: seeds.next(), observations: episodes.observation(0))
         for k in 0..<N { actor.prepare(observation: episodes.observation(0) + k * o) }
         episodes.readActionMasks(0, from: env)

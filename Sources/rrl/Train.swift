@@ -400,8 +400,9 @@ func formatDuration(_ seconds: Double) -> String {
 /// environment's, or the time limit a Python one registers (asked of a one-copy bridge).
 func episodeLimit(of c: OffPolicyConfiguration) throws -> Int {
     guard c.environmentSpec.isPython else { return try c.environmentSpec.makeMultiAgent().maxEpisodeSteps }
-    let bridge = c.isMultiAgent ? try PythonBridge(environment: c.environment, count: 1, multiAgent: true, options: c.environmentSpec.bridgeOptions)
-                                : try PythonBridge(environment: String(c.environment.dropFirst(4)), count: 1, options: c.environmentSpec.bridgeOptions)
+    // A multi-agent bridge takes the name with its prefix (gym: or pz:), a single-agent one the Gymnasium id.
+    let bridge = try PythonBridge(environment: c.isMultiAgent ? c.environment : String(c.environment.dropFirst(4)), count: 1,
+                                  multiAgent: c.isMultiAgent, options: c.environmentSpec.bridgeOptions)
     guard bridge.maxEpisodeSteps > 0 else {
         throw ConfigurationError("\(c.environment) registers no time limit, so 'full' sequences have no length; give --sequence-length N")
     }

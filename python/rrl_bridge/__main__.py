@@ -1,5 +1,4 @@
 """The bridge server: `python3 -m rrl_bridge` (see the package docstring for the protocol)."""
-import importlib
 import json
 import os
 import select
@@ -11,7 +10,7 @@ import numpy as np
 
 from . import PROTOCOL
 from .multiagent import MultiAgentCopy
-from .spaces import BridgeError, import_modules, space_spec
+from .spaces import BridgeError, action_decoder, import_modules, make_gym, space_spec
 
 MAKE, RESET, STEP, LIST, CLOSE = 1, 2, 3, 4, 5
 
@@ -63,22 +62,14 @@ class Server:
         name = name[4:] if name.startswith("gym:") else name
         import gymnasium as gym
         import_modules(request.get("modules", []))
-        try:
-            self.envs = [gym.make(name, **kwargs) for _ in range(count)]
-        except gym.error.Error as e:
-            known = sorted(gym.registry.keys())
-            close = [k for k in known if name.lower().split("-v")[0] in k.lower()][:8]
-            hint = f"; similar: {', '.join(close)}" if close else ""
-            raise BridgeError(f"unknown environment '{name}' ({e}){hint}; `rrl list --python` shows the {len(known)} registered ones")
+        self.envs = [make_gym(name, kwargs) for _ in range(count)]
         env = self.envs[0]
         if isinstance(env.action_space, gym.spaces.Tuple) and isinstance(env.observation_space, gym.spaces.Tuple):
             agents = len(env.action_space.spaces)
             raise BridgeError(f"{name} has {agents} agents (its spaces are Tuples, one entry per agent); train it with masac")
         obs_spec, self.w, self.encode = space_spec(env.observation_space, "observation")
         act_spec, self.a, _ = space_spec(env.action_space, "action")
-        self.discrete_action = act_spec["type"] == "discrete"
-        self.action_nvec, self.action_start = act_spec.get("multi_discrete"), act_spec.get("start", 0)
-        self.action_shape = tuple(act_spec["shape"]) if "shape" in act_spec else None
+        self.decode_actions = action_decoder(act_spec, self.a, count)
         self.n = count
         self.obs = np.zeros((count, self.w), dtype=np.float32)
         # Step replies: rows are sent as bytes; a plain Box observation (its float32 values are the
@@ -86,7 +77,7 @@ class Server:
         self.row = np.zeros(self.w, dtype=np.float32)
         self.zero_row = self.row.tobytes()
         self.plain = isinstance(env.observation_space, gym.spaces.Box)
-        self.reward_format, self.action_format = f"<{count}f", f"<{count * self.a}f"
+        self.reward_format = f"<{count}f"
         limit = env.spec.max_episode_steps if env.spec is not None else None
         return json.dumps({"protocol": PROTOCOL, "agents": 1, "observation": obs_spec, "action": act_spec,
                            "observation_width": self.w, "action_width": self.a,
@@ -94,22 +85,17 @@ class Server:
 
     def reset(self, payload):
         has_seed, seed = struct.unpack("<BQ", payload)
+        if self.multi is not None:
+            return self.multi.reset(seed if has_seed else None)
         for i, env in enumerate(self.envs):
             o, _ = env.reset(seed=(seed + i) % 2**64 if has_seed else None)
             self.encode(o, self.obs[i])
         return self.obs.tobytes()
 
     def step(self, payload):
-        if self.action_nvec is not None:
-            nvec = self.action_nvec
-            actions = [np.array(np.unravel_index(int(x), nvec), dtype=np.int64) for x in struct.unpack(self.action_format, payload)]
-        elif self.discrete_action:
-            start = self.action_start
-            actions = [int(x) + start for x in struct.unpack(self.action_format, payload)]
-        else:
-            actions = np.frombuffer(payload, dtype=np.float32).reshape(self.n, self.a)
-            if self.action_shape is not None:
-                actions = [a.reshape(self.action_shape) for a in actions]
+        if self.multi is not None:
+            return self.multi.step(payload)
+        actions = self.decode_actions(payload)
         n, w, encode, row, f32 = self.n, self.w, self.encode, self.row, F32
         observations, finals, rewards, flags = [b""] * n, [self.zero_row] * n, [0.0] * n, bytearray(n)
         for i, env in enumerate(self.envs):
@@ -164,13 +150,9 @@ def main():
             if opcode == MAKE:
                 reply = server.make(json.loads(payload))
             elif opcode == RESET:
-                if server.multi is not None:
-                    has_seed, seed = struct.unpack("<BQ", payload)
-                    reply = server.multi.reset(seed if has_seed else None)
-                else:
-                    reply = server.reset(payload)
+                reply = server.reset(payload)
             elif opcode == STEP:
-                reply = server.multi.step(payload) if server.multi is not None else server.step(payload)
+                reply = server.step(payload)
             elif opcode == LIST:
                 reply = server.list(json.loads(payload))
             elif opcode == CLOSE:

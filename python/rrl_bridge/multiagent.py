@@ -11,7 +11,7 @@ import importlib
 
 import numpy as np
 
-from .spaces import BridgeError, space_spec, import_modules
+from .spaces import BridgeError, action_decoder, import_modules, make_gym, space_spec
 
 
 def _common_action_space(spaces, name):
@@ -76,12 +76,8 @@ class MultiAgentCopy:
             action_spaces = [self.env.action_space(a) for a in self.names]
             limit = getattr(self.env.unwrapped, "max_cycles", None) or getattr(self.env.unwrapped, "max_episode_steps", None)
         else:
-            import gymnasium as gym
             import gymnasium.spaces as S
-            try:
-                self.env = gym.make(name[4:], **kwargs)
-            except gym.error.Error as e:
-                raise BridgeError(f"unknown environment '{name[4:]}' ({e}); `rrl list --python` shows the registered ones")
+            self.env = make_gym(name[4:], kwargs)
             self.pettingzoo = False
             if not (isinstance(self.env.action_space, S.Tuple) and isinstance(self.env.observation_space, S.Tuple)
                     and len(self.env.action_space.spaces) == len(self.env.observation_space.spaces)):
@@ -102,13 +98,10 @@ class MultiAgentCopy:
         if self.masked and self.act_spec["type"] != "discrete":
             raise BridgeError(f"{name}: action masks need discrete actions")
         self.n = self.act_spec.get("n", 0)
-        self.action_start = self.act_spec.get("start", 0)
-        self.action_nvec = self.act_spec.get("multi_discrete")
-        self.action_shape = tuple(self.act_spec["shape"]) if "shape" in self.act_spec else None
+        self.decode_actions = action_decoder(self.act_spec, self.a, self.agents)
         self.g = 0
         if self.pettingzoo and getattr(self.env, "state_space", None) is not None:
             try:
-                self.env.state_space
                 self.state_encode = space_spec(self.env.state_space, "observation")
                 self.g = self.state_encode[1]
             except (NotImplementedError, AttributeError, BridgeError):
@@ -156,20 +149,13 @@ class MultiAgentCopy:
         self._write_all(observations)
         return self._reply()
 
-    def _action(self, x):
-        if self.action_nvec is not None:
-            return np.array(np.unravel_index(int(x[0]), self.action_nvec), dtype=np.int64)
-        if self.act_spec["type"] == "discrete":
-            return int(x[0]) + self.action_start
-        return x.reshape(self.action_shape) if self.action_shape is not None else x
-
     def step(self, payload):
-        actions = np.frombuffer(payload, dtype=np.float32).reshape(self.agents, self.a)
+        actions = self.decode_actions(payload)
         self.rewards[:] = 0
         if self.pettingzoo:
             alive = list(self.env.agents)
             index = {a: k for k, a in enumerate(self.names)}
-            observations, rewards, terminations, truncations, _ = self.env.step({a: self._action(actions[index[a]]) for a in alive})
+            observations, rewards, terminations, truncations, _ = self.env.step({a: actions[index[a]] for a in alive})
             for a, r in rewards.items():
                 if a in index:
                     self.rewards[index[a]] = r
@@ -183,10 +169,10 @@ class MultiAgentCopy:
             terminated = ended and not truncated
         else:
             if self.single:
-                observations, reward, terminated, truncated, _ = self.env.step(self._action(actions[0]))
+                observations, reward, terminated, truncated, _ = self.env.step(actions[0])
                 self.rewards[0] = reward
             else:
-                observations, rewards, terminated, truncated, _ = self.env.step(tuple(self._action(actions[k]) for k in range(self.agents)))
+                observations, rewards, terminated, truncated, _ = self.env.step(tuple(actions))
                 rewards = np.asarray(rewards, dtype=np.float32).ravel()
                 if rewards.size == 1:
                     rewards = np.repeat(rewards, self.agents)

@@ -1,6 +1,7 @@
 """Spaces as the bridge flattens them, and the errors it reports (shared by the single- and
 multi-agent servers)."""
 import importlib
+import struct
 
 import numpy as np
 
@@ -96,3 +97,32 @@ def space_spec(space, role):
     if role == "action":
         raise BridgeError(f"the action space {space} ({kind}) is not supported: rrl's agents take one Box, one Discrete or one MultiDiscrete action")
     raise BridgeError(f"the {role} space {space} ({kind}) is not supported: the bridge flattens Box, Discrete, MultiDiscrete, MultiBinary, Tuple and Dict only (wrap the environment with gymnasium.wrappers.FlattenObservation)")
+
+
+def make_gym(name, kwargs):
+    """gym.make(name, **kwargs), or an error naming similar registered ids."""
+    import gymnasium as gym
+    try:
+        return gym.make(name, **kwargs)
+    except gym.error.Error as e:
+        known = sorted(gym.registry.keys())
+        close = [k for k in known if name.lower().split("-v")[0] in k.lower()][:8]
+        hint = f"; similar: {', '.join(close)}" if close else ""
+        raise BridgeError(f"unknown environment '{name}' ({e}){hint}; `rrl list --python` shows the {len(known)} registered ones")
+
+
+def action_decoder(spec, width, count):
+    """How `count` of rrl's flat float32 actions (`width` floats each, as bytes) become the
+    environment's: a Discrete index plus the space's start, a MultiDiscrete combination unravelled,
+    a Box row (reshaped to the space's shape when it has one). Returns a function of the bytes that
+    gives the list of actions."""
+    nvec, start = spec.get("multi_discrete"), spec.get("start", 0)
+    shape = tuple(spec["shape"]) if "shape" in spec else None
+    if spec["type"] == "discrete":
+        layout = f"<{count}f"
+        if nvec is not None:
+            return lambda payload: [np.array(np.unravel_index(int(x), nvec), dtype=np.int64) for x in struct.unpack(layout, payload)]
+        return lambda payload: [int(x) + start for x in struct.unpack(layout, payload)]
+    if shape is not None:
+        return lambda payload: [row.reshape(shape) for row in np.frombuffer(payload, dtype=np.float32).reshape(count, width)]
+    return lambda payload: np.frombuffer(payload, dtype=np.float32).reshape(count, width)
