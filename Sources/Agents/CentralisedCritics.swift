@@ -73,8 +73,11 @@ extension OffPolicyAgent {
 
     /// The critics' head extra for `rows` agent-inner rows from every agent's actions `actions` (rows ×
     /// actionWidth, in order) with each row's own action taken from `own` (default: `actions`):
-    /// continuous [own, others...], discrete the others one-hot. With one agent no copy is made.
-    func criticExtra(_ actions: UnsafePointer<Float>, own: UnsafePointer<Float>? = nil, rows: Int, into out: Tensor) -> UnsafePointer<Float>? {
+    /// continuous [own, others...], discrete the others one-hot. An agent inactive at the step
+    /// (`active`, the batch's activity for the same rows, 0) has no action: zeros in its place. With
+    /// one agent no copy is made.
+    func criticExtra(_ actions: UnsafePointer<Float>, own: UnsafePointer<Float>? = nil, active: UnsafePointer<Float>,
+                     rows: Int, into out: Tensor) -> UnsafePointer<Float>? {
         let N = agents, a = actionWidth
         if N == 1 || independentCritics { return discreteActions == nil ? (own ?? actions) : nil }
         if let n = discreteActions {
@@ -85,7 +88,7 @@ extension OffPolicyAgent {
                 let k = r % N, group = r - k
                 var slot = 0
                 for j in 0..<N where j != k {
-                    out.data[r * w + slot * n + Int(actions[group + j])] = 1
+                    if active[group + j] != 0 { out.data[r * w + slot * n + Int(actions[group + j])] = 1 }
                     slot += 1
                 }
             }
@@ -97,7 +100,11 @@ extension OffPolicyAgent {
                 dst.update(from: (own ?? actions) + r * a, count: a)
                 var slot = 1
                 for j in 0..<N where j != k {
-                    (dst + slot * a).update(from: actions + (group + j) * a, count: a)
+                    if active[group + j] != 0 {
+                        (dst + slot * a).update(from: actions + (group + j) * a, count: a)
+                    } else {
+                        (dst + slot * a).update(repeating: 0, count: a)
+                    }
                     slot += 1
                 }
             }

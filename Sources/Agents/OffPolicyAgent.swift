@@ -119,6 +119,8 @@ public final class OffPolicyAgent {
     /// Per agent: α (0 for TD3) and Σ weight · entropy of the last actor update.
     let temperatureValues: Tensor
     let agentEntropies: UnsafeMutablePointer<Double>
+    /// Per agent: the trained rows of the last batch (masked steps and early-finished agents left out).
+    let agentRows: UnsafeMutablePointer<Double>
     let contextPart = Tensor([0])
     let maskPart = Tensor([0])
     let lossMask = Tensor([0])
@@ -215,6 +217,8 @@ public final class OffPolicyAgent {
         temperatureValues = Tensor([agents])
         agentEntropies = .allocate(capacity: agents)
         agentEntropies.initialize(repeating: 0, count: agents)
+        agentRows = .allocate(capacity: agents)
+        agentRows.initialize(repeating: 0, count: agents)
         if let given = c.targetEntropy {
             targetEntropy = given
         } else if let n = discreteActions {
@@ -244,7 +248,10 @@ public final class OffPolicyAgent {
         temperatureOptimizer = Adam(parameters: [logTemperature], learningRate: c.temperatureLearningRate)
     }
 
-    deinit { agentEntropies.deallocate() }
+    deinit {
+        agentEntropies.deallocate()
+        agentRows.deallocate()
+    }
 
     /// The (first agent's) temperature α.
     public var temperature: Float { Foundation.exp(logTemperature.value.data[0]) }
@@ -390,8 +397,12 @@ public final class OffPolicyAgent {
                 statistics.entropy = Float(entropy)
                 if c.learnTemperature {
                     // d/d(log α_k) of -log α_k (log π + H*) averaged over agent k's rows: entropy_k - H*
-                    // (each agent's rows carry 1/agents of the weights).
-                    for k in 0..<agents { logTemperature.gradient.data[k] = Float(Double(agents) * agentEntropies[k]) - targetEntropy }
+                    // (agent k's rows carry agentRows[k] / Σ agentRows of the weights; none: no change).
+                    var total: Double = 0
+                    for k in 0..<agents { total += agentRows[k] }
+                    for k in 0..<agents {
+                        logTemperature.gradient.data[k] = agentRows[k] > 0 ? Float(total / agentRows[k] * agentEntropies[k]) - targetEntropy : 0
+                    }
                     temperatureOptimizer.step()
                 }
                 if agents == 1 {
@@ -416,12 +427,25 @@ public final class OffPolicyAgent {
         copySlots(batch.lossMask(maskNonFinal: configuration.sampler.maskNonFinal), Bn..<L, into: lossMask)
         let steps = (L - Bn) * B
         lossMask.resize(Shape(d0: steps))
-        var active: Float = 0
-        for r in 0..<steps { active += lossMask.data[r] }
         let rows = steps * N
         weights.resize(Shape(d0: rows))
-        let scale: Float = active > 0 ? 1 / (Float(N) * active) : 0
-        for r in 0..<rows { weights.data[r] = lossMask.data[r / N] * scale }
+        for k in 0..<N { agentRows[k] = 0 }
+        if N == 1 {
+            for r in 0..<steps { agentRows[0] += Double(lossMask.data[r]) }
+        } else {
+            // An agent that finished before its episode did has no loss at its later steps.
+            let active = batch.agentActive.data + Bn * B * N
+            for r in 0..<rows { agentRows[r % N] += Double(lossMask.data[r / N] * active[r]) }
+        }
+        var total: Double = 0
+        for k in 0..<N { total += agentRows[k] }
+        let scale: Float = total > 0 ? 1 / Float(total) : 0
+        if N == 1 {
+            for r in 0..<rows { weights.data[r] = lossMask.data[r] * scale }
+        } else {
+            let active = batch.agentActive.data + Bn * B * N
+            for r in 0..<rows { weights.data[r] = lossMask.data[r / N] * active[r] * scale }
+        }
         return rows
     }
 
@@ -449,7 +473,7 @@ public final class OffPolicyAgent {
             Categorical.sample(probabilities: discrete.nextProbabilities.data, rows: rows, actions: n, into: sampledNext.data, rng: &rng)
             nextActions = UnsafePointer(sampledNext.data)
         }
-        let nextInput = nextActions.flatMap { criticExtra($0, rows: rows, into: nextExtra) }
+        let nextInput = nextActions.flatMap { criticExtra($0, active: batch.agentActive.data + nextRow, rows: rows, into: nextExtra) }
 
         // Target critics: the minimum over critics at each next slot.
         let width = discreteActions ?? 1
@@ -476,14 +500,16 @@ public final class OffPolicyAgent {
         for r in 0..<rows {
             let v = objective.nextValue(row: r, minimumQ: targetMin.data + r * width, temperature: temperatures.values[temperatures.agent(ofRow: r)])
             let k = Bn * RB + r
-            targets.data[r] = batch.rewards.data[k] + c.gamma * (1 - batch.terminated.data[k / N]) * v
+            // An agent that finished at this step while the episode went on has no future either.
+            let finished = N > 1 ? batch.agentFinished.data[k] : 0
+            targets.data[r] = batch.rewards.data[k] + c.gamma * (1 - batch.terminated.data[k / N]) * (1 - finished) * v
         }
 
         // Online critics: masked squared error of Q(h_t, a_t), back-propagated through time.
         criticOptimizer.zeroGradients()
         var loss: Double = 0, meanQ: Double = 0
         let recorded = batch.actions.data + Bn * RB * A
-        let recordedInput = criticExtra(recorded, rows: rows, into: recordedExtra)
+        let recordedInput = criticExtra(recorded, active: batch.agentActive.data + Bn * RB, rows: rows, into: recordedExtra)
         for (i, critic) in critics.enumerated() {
             let features = encodeCurrent(critic, batch: batch, initialState: criticStateColumns(batch.initialCriticState, critic: i),
                                          keepActivations: true)
@@ -567,7 +593,7 @@ struct CriticsAtTrainedSlots: CriticView {
         let critic = agent.critics[i]
         let f = agent.encodeCurrent(critic, batch: batch, initialState: agent.criticStateColumns(batch.initialCriticState, critic: i),
                                     keepActivations: false)
-        let extra = agent.agents == 1 ? actions : agent.criticExtra(others, own: actions, rows: rows, into: agent.policyExtra)
+        let extra = agent.agents == 1 ? actions : agent.criticExtra(others, own: actions, active: batch.agentActive.data + agent.configuration.sampler.burnIn * batch.batchSize * agent.agents, rows: rows, into: agent.policyExtra)
         return critic.head(features: f, firstRow: 0, rows: rows, extra: extra)
     }
 

@@ -46,6 +46,9 @@ public protocol EnvironmentCopies: AnyObject, Checkpointable {
     func finalActionMask(_ i: Int) -> UnsafeMutablePointer<Float>
     /// False for a copy that ended and waits for the others (it was not stepped and stores nothing).
     func isRunning(_ i: Int) -> Bool
+    /// Whether agent `k` of copy `i` is still in its episode (an agent that finished early is not;
+    /// it acts again when the episode ends and the next begins).
+    func isActive(_ i: Int, agent k: Int) -> Bool
     func reset(seed: UInt64?) throws
     /// Steps every running copy with its agents' actions (`[count, agents, actionWidth]`).
     func step(_ actions: UnsafePointer<Float>) throws
@@ -64,10 +67,12 @@ extension VectorEnvironment: EnvironmentCopies {
     public func actionMask(_ i: Int) -> UnsafeMutablePointer<Float> { finalObservations.data }
     public func finalActionMask(_ i: Int) -> UnsafeMutablePointer<Float> { finalObservations.data }
     public func isRunning(_ i: Int) -> Bool { true }
+    public func isActive(_ i: Int, agent k: Int) -> Bool { true }
 }
 
 extension MultiAgentVectorEnvironment: EnvironmentCopies {
     public var restoreStartsNewEpisodes: Bool { copies.first is PythonMultiAgentEnvironment }
     public var firstSingleAgentCopy: (any Environment)? { (copies.first as? SingleAgentAdapter)?.environment }
     public func isRunning(_ i: Int) -> Bool { running[i] }
+    public func isActive(_ i: Int, agent k: Int) -> Bool { active[i * agents + k] }
 }

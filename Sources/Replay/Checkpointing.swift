@@ -40,6 +40,10 @@ extension EpisodeReplay: Checkpointable {
                 gather("action_masks", actionMasks, layout.actionMaskFloats)
                 gather("next_action_masks", nextActionMasks, layout.actionMaskFloats)
             }
+            if layout.activityFloats > 0 {
+                gather("agent_activity", agentActivity, layout.activityFloats)
+                gather("agent_finished", agentFinishedFlags, layout.activityFloats)
+            }
             func bytes(_ p: UnsafeMutablePointer<Bool>) -> [UInt8] { (0..<n).map { p[at($0)] ? 1 : 0 } }
             archive.put(prefix + "state", value: State(
                 capacity: ringCapacity, count: n, totalSteps: totalSteps,
@@ -80,6 +84,17 @@ extension EpisodeReplay: Checkpointable {
                 }
                 try archive.floats(prefix + "action_masks", into: actionMasks + base * m, count: n * m)
                 try archive.floats(prefix + "next_action_masks", into: nextActionMasks + base * m, count: n * m)
+            }
+            let f = layout.activityFloats
+            if f > 0 {
+                if archive.contains(prefix + "agent_activity") {
+                    try archive.floats(prefix + "agent_activity", into: agentActivity + base * f, count: n * f)
+                    try archive.floats(prefix + "agent_finished", into: agentFinishedFlags + base * f, count: n * f)
+                } else {
+                    // Written before agents could finish early: every agent was taken as active throughout.
+                    (agentActivity + base * f).update(repeating: 1, count: n * f)
+                    (agentFinishedFlags + base * f).update(repeating: 0, count: n * f)
+                }
             }
             for k in 0..<ringCapacity {
                 terminatedFlags[base + k] = k < n && s.terminated[k] != 0

@@ -40,6 +40,9 @@ public struct ReplayLayout: Codable, Equatable, Sendable {
     public var actionFloats: Int { agents * actionWidth }
     public var actorStateFloats: Int { agents * actorStateWidth }
     public var actionMaskFloats: Int { agents * actionMaskWidth }
+    /// Floats per step of each agent-activity column (active, finished): one per agent with several
+    /// agents, none with one (a single agent is active until its episode ends).
+    public var activityFloats: Int { agents > 1 ? agents : 0 }
 
     /// Checks the widths (a replay built from a bad layout would misread every step).
     public func validate() throws {
@@ -110,6 +113,11 @@ public final class EpisodeReplay {
     let nextGlobalStates: UnsafeMutablePointer<Float>
     let actionMasks: UnsafeMutablePointer<Float>
     let nextActionMasks: UnsafeMutablePointer<Float>
+    /// Several agents: per agent, 1 where it was active when the step was taken (an agent that
+    /// finished before its episode is inactive until the episode ends), and 1 where it finished at
+    /// the step while the episode went on (its own end: no bootstrapping for it).
+    let agentActivity: UnsafeMutablePointer<Float>
+    let agentFinishedFlags: UnsafeMutablePointer<Float>
 
     /// One copy's ring: where it starts in storage, its oldest kept step, how many it keeps, the
     /// first steps of its kept episodes (oldest first), and whether its last episode is still open.
@@ -162,6 +170,8 @@ public final class EpisodeReplay {
         nextGlobalStates = zeroed(capacity * layout.globalStateWidth, Float.self)
         actionMasks = zeroed(capacity * layout.actionMaskFloats, Float.self)
         nextActionMasks = zeroed(capacity * layout.actionMaskFloats, Float.self)
+        agentActivity = zeroed(capacity * layout.activityFloats, Float.self)
+        agentFinishedFlags = zeroed(capacity * layout.activityFloats, Float.self)
         terminatedFlags = zeroed(capacity, Bool.self)
         truncatedFlags = zeroed(capacity, Bool.self)
         firstStepFlags = zeroed(capacity, Bool.self)
@@ -171,7 +181,7 @@ public final class EpisodeReplay {
 
     deinit {
         for p in [observations, nextObservations, actions, rewards, actorStates, criticStates, globalStates, nextGlobalStates,
-                  actionMasks, nextActionMasks] { free(p) }
+                  actionMasks, nextActionMasks, agentActivity, agentFinishedFlags] { free(p) }
         for p in [terminatedFlags, truncatedFlags, firstStepFlags] { free(p) }
         free(episodeIDs)
     }
@@ -228,13 +238,16 @@ public final class EpisodeReplay {
 
     /// Stores one step of copy `copy` for every agent: `observations`, `nextObservations`, `actions`,
     /// `rewards` and `actorStates` hold the agents' blocks side by side (agent-inner). States and
-    /// global states must be given when the layout stores them. Episode-level flags.
+    /// global states must be given when the layout stores them. Episode-level flags; with several
+    /// agents, `active` (each agent acted at this step) and `finished` (each agent left the episode at
+    /// this step while it went on), one float per agent: nil means every agent active, none finished.
     public func add(copy c: Int = 0, observations observation: UnsafePointer<Float>, actions action: UnsafePointer<Float>,
                     rewards reward: UnsafePointer<Float>, nextObservations nextObservation: UnsafePointer<Float>,
                     terminated: Bool, truncated: Bool, actorStates actorState: UnsafePointer<Float>? = nil,
                     criticState: UnsafePointer<Float>? = nil, globalState: UnsafePointer<Float>? = nil,
                     nextGlobalState: UnsafePointer<Float>? = nil, actionMask: UnsafePointer<Float>? = nil,
-                    nextActionMask: UnsafePointer<Float>? = nil) {
+                    nextActionMask: UnsafePointer<Float>? = nil, active: UnsafePointer<Float>? = nil,
+                    finished: UnsafePointer<Float>? = nil) {
         if rings[c].count == ringCapacity { evictOldest(c) }
         let i = writeIndex(copy: c)
         let o = layout.observationFloats, a = layout.actionFloats, n = layout.agents
@@ -263,6 +276,11 @@ public final class EpisodeReplay {
             let m = layout.actionMaskFloats
             (actionMasks + i * m).update(from: actionMask, count: m)
             (nextActionMasks + i * m).update(from: nextActionMask, count: m)
+        }
+        let f = layout.activityFloats
+        if f > 0 {
+            if let active { (agentActivity + i * f).update(from: active, count: f) } else { (agentActivity + i * f).update(repeating: 1, count: f) }
+            if let finished { (agentFinishedFlags + i * f).update(from: finished, count: f) } else { (agentFinishedFlags + i * f).update(repeating: 0, count: f) }
         }
         let opensEpisode = !rings[c].episodeOpen
         firstStepFlags[i] = opensEpisode
@@ -342,6 +360,10 @@ public final class EpisodeReplay {
     /// Every agent's action mask at step i's observation (`[agents, actionMaskWidth]`), and at its next one.
     public func actionMask(_ i: Int) -> UnsafeMutablePointer<Float> { actionMasks + i * layout.actionMaskFloats }
     public func nextActionMask(_ i: Int) -> UnsafeMutablePointer<Float> { nextActionMasks + i * layout.actionMaskFloats }
+    /// Several agents: whether each agent was active at step `i` (1 or 0, `[agents]`), and whether
+    /// each finished there while its episode went on.
+    public func activity(_ i: Int) -> UnsafeMutablePointer<Float> { agentActivity + i * layout.activityFloats }
+    public func agentFinished(_ i: Int) -> UnsafeMutablePointer<Float> { agentFinishedFlags + i * layout.activityFloats }
 
     /// The storage index after `i` in its copy's ring, or nil when `i` is that copy's newest step.
     @inline(__always) public func successor(_ i: Int) -> Int? {

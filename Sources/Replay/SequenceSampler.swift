@@ -104,6 +104,13 @@ public final class SequenceBatch {
     /// `[slots, batch, agents · actionMaskWidth]`: every agent's action mask at each slot (the next
     /// observation's at bootstrap slots); empty without stored masks.
     public let actionMasks = Tensor([0])
+    /// Several agents, `[slots, batch, agents]`: 1 where the agent is active at the slot's
+    /// observation (acts at a step slot; at a bootstrap slot, is still in the episode after the
+    /// step), 0 for an agent that finished early, and at padding slots; empty with one agent.
+    public let agentActive = Tensor([0])
+    /// Several agents, `[slots, batch, agents]`: 1 where the agent finished at the slot's step while
+    /// its episode went on (its own terminal step); empty with one agent.
+    public let agentFinished = Tensor([0])
     /// 1 where the step ended its episode in a terminal state (no bootstrapping).
     public let terminated = Tensor([0])
     /// 1 where a window starts (the recurrent state restarts).
@@ -121,7 +128,7 @@ public final class SequenceBatch {
     public let targetInitialCriticState = Tensor([0])
     /// Every tensor a new sample starts by clearing (listed once, so sampling allocates nothing).
     private(set) lazy var clearedBySampling: [Tensor] = [
-        observations, actions, previousActions, hasPreviousAction, previousRewards, rewards, globalStates, actionMasks, terminated, resetMask, validMask,
+        observations, actions, previousActions, hasPreviousAction, previousRewards, rewards, globalStates, actionMasks, agentActive, agentFinished, terminated, resetMask, validMask,
         finalStepMask, initialActorState, initialCriticState, targetInitialCriticState,
     ]
     /// The replay ring index of the step at each slot (`slot * batch + row`), -1 at bootstrap and padding slots.
@@ -143,6 +150,7 @@ public final class SequenceBatch {
         for t in [previousRewards, rewards] { t.resize(agents == 1 ? Shape(d0: s, d1: b) : Shape(d0: s, d1: b, d2: agents)) }
         globalStates.resize(Shape(d0: s, d1: b, d2: layout.globalStateWidth))
         actionMasks.resize(Shape(d0: s, d1: b, d2: layout.actionMaskFloats))
+        for t in [agentActive, agentFinished] { t.resize(Shape(d0: s, d1: b, d2: layout.activityFloats)) }
         initialActorState.resize(Shape(d0: b, d1: layout.actorStateFloats))
         initialCriticState.resize(Shape(d0: b, d1: layout.criticStateWidth))
         targetInitialCriticState.resize(Shape(d0: b, d1: layout.criticStateWidth))
@@ -190,7 +198,7 @@ public final class SequenceSampler {
         precondition(replay.count > 0, "cannot sample from an empty replay")
         let c = configuration, B = batch.batchSize, L = c.sequenceLength
         let layout = replay.layout, o = layout.observationFloats, a = layout.actionFloats, n = layout.agents, g = layout.globalStateWidth
-        let am = layout.actionMaskFloats
+        let am = layout.actionMaskFloats, f = layout.activityFloats
         precondition(layout == batch.layout, "the sampler was made for replay layout \(batch.layout), not \(layout)")
         for t in batch.clearedBySampling { t.zero() }
         for i in batch.stepIndices.indices { batch.stepIndices[i] = -1 }
@@ -230,6 +238,10 @@ public final class SequenceSampler {
                     (batch.rewards.data + k * n).update(from: replay.rewards(i), count: n)
                     if g > 0 { (batch.globalStates.data + k * g).update(from: replay.globalState(i), count: g) }
                     if am > 0 { (batch.actionMasks.data + k * am).update(from: replay.actionMask(i), count: am) }
+                    if f > 0 {
+                        (batch.agentActive.data + k * f).update(from: replay.activity(i), count: f)
+                        (batch.agentFinished.data + k * f).update(from: replay.agentFinished(i), count: f)
+                    }
                     batch.terminated.data[k] = replay.terminated(i) ? 1 : 0
                     batch.validMask.data[k] = s >= c.burnIn ? 1 : 0
                     batch.stepIndices[k] = i
@@ -251,6 +263,11 @@ public final class SequenceSampler {
                 (batch.previousRewards.data + k * n).update(from: replay.rewards(i), count: n)
                 if g > 0 { (batch.globalStates.data + k * g).update(from: replay.nextGlobalState(i), count: g) }
                 if am > 0 { (batch.actionMasks.data + k * am).update(from: replay.nextActionMask(i), count: am) }
+                if f > 0 {
+                    // Still in the episode after the last step: active then and not finished there.
+                    let active = replay.activity(i), finished = replay.agentFinished(i)
+                    for j in 0..<f { batch.agentActive.data[k * f + j] = active[j] * (1 - finished[j]) }
+                }
                 slot += m + 1
                 firstWindow = false
             }

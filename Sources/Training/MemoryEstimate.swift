@@ -105,7 +105,9 @@ public struct MemoryEstimate: CustomStringConvertible {
         let activations = rows * 2 * (actor.perRow + 2 * critics * critic.perRow)
         let stateWidth = a.network == .mlp ? 0.0 : Double(a.hiddenSize * a.recurrentLayers * (a.network == .lstm ? 2 : 1))
         let stored = a.sampler.initialState.usesStoredStates ? stateWidth * (1 + critics) : 0
-        let perStep = Double(M) * (2 * Double(observationWidth) + Double(actionSpace.width) + 1 + stored) + 2 * Double(globalStateWidth)
+        // Several agents: each agent's activity and finished flags.
+        let activity = M > 1 ? 2.0 : 0
+        let perStep = Double(M) * (2 * Double(observationWidth) + Double(actionSpace.width) + 1 + stored + activity) + 2 * Double(globalStateWidth)
         let replay = Double(a.replayCapacity) * (4 * perStep + 11)
         return MemoryEstimate(parts: [
             ("replay at capacity", replay, "--replay-capacity"),

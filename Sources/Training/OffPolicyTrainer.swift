@@ -69,6 +69,9 @@ public final class OffPolicyTrainer {
     let environmentAction: UnsafeMutablePointer<Float>
     let previousAction: UnsafeMutablePointer<Float>
     let previousReward: UnsafeMutablePointer<Float>
+    /// Several agents, `[copies, agents]`: who acted at the step being taken, and who left the episode at it.
+    let stepActive: UnsafeMutablePointer<Float>
+    let stepFinished: UnsafeMutablePointer<Float>
     let actContext = Tensor([0])
     let actorState = Tensor([0])
     let criticState = Tensor([0])
@@ -122,6 +125,8 @@ public final class OffPolicyTrainer {
         environmentAction = floats(R * environments.actionWidth)
         previousAction = floats(R * a)
         previousReward = floats(R)
+        stepActive = floats(R)
+        stepFinished = floats(R)
         episodeReturns = [Double](repeating: 0, count: N)
         wasRunning = [Bool](repeating: true, count: N)
         actContext.resize(Shape(d0: 1, d1: R, d2: agent.contextWidth))
@@ -143,7 +148,7 @@ public final class OffPolicyTrainer {
 
     deinit {
         for p in [observation, nextObservation, globalState, nextGlobalState, stepActionMask, action, environmentAction, previousAction,
-                  previousReward] { p.deallocate() }
+                  previousReward, stepActive, stepFinished] { p.deallocate() }
     }
 
     /// Maps a normalised action ([-1, 1] per dimension, or an index) to the environment's space.
@@ -171,6 +176,7 @@ public final class OffPolicyTrainer {
                                     previousRewards: previousReward + n * M, actor: actContext.data + n * M * C,
                                     critic: criticInput.map { $0 + n * M * Cc })
             wasRunning[n] = environments.isRunning(n)
+            for k in 0..<M { stepActive[n * M + k] = environments.isActive(n, agent: k) ? 1 : 0 }
         }
         let holding = wasRunning.contains(false)
         if holding {
@@ -211,6 +217,8 @@ public final class OffPolicyTrainer {
                 case .box: for j in 0..<a { action[r * a + j] = rng.uniform(-1, 1) }
                 }
             }
+            // An agent that left the episode has no action (the environment ignores it): zeros are stored.
+            if stepActive[r] == 0 { (action + r * a).update(repeating: 0, count: a) }
             OffPolicyTrainer.environmentAction(action + r * a, space: environments.actionSpace, into: environmentAction + r * ea)
         }
         // The copies check the actions and what comes back, and reset themselves when an episode ends
@@ -227,13 +235,16 @@ public final class OffPolicyTrainer {
                 let next = nextObservation + n * M * o, nextGlobal = nextGlobalState + n * g
                 next.update(from: done ? environments.finalObservation(n) : environments.observation(n), count: M * o)
                 nextGlobal.update(from: done ? environments.finalGlobalState(n) : environments.globalState(n), count: g)
+                // An agent that left while the episode goes on has reached its own end.
+                for k in 0..<M { stepFinished[n * M + k] = !done && stepActive[n * M + k] != 0 && !environments.isActive(n, agent: k) ? 1 : 0 }
                 replay.add(copy: n, observations: observation + n * M * o, actions: action + n * M * a, rewards: rewards,
                            nextObservations: next, terminated: terminated, truncated: truncated,
                            actorStates: storesStates ? recordedActorState.data + n * M * Sa : nil,
                            criticState: storesStates ? recordedCriticState.data + n * M * Sc : nil,
                            globalState: g > 0 ? globalState + n * g : nil, nextGlobalState: g > 0 ? nextGlobal : nil,
                            actionMask: m > 0 ? stepActionMask + n * M * m : nil,
-                           nextActionMask: m > 0 ? (done ? environments.finalActionMask(n) : environments.actionMask(n)) : nil)
+                           nextActionMask: m > 0 ? (done ? environments.finalActionMask(n) : environments.actionMask(n)) : nil,
+                           active: stepActive + n * M, finished: stepFinished + n * M)
                 episodeReturns[n] += environments.teamReturn.of(rewards, agents: M)
                 if done {
                     episodes += 1

@@ -7,8 +7,10 @@ import TestSupport
 import XCTest
 
 /// A multi-agent replay of random episodes (some terminated): every agent's observation, action,
-/// reward and stored state, and a global state.
-func makeRandomMultiAgentReplay(layout: ReplayLayout, episodes: [Int], actions: Space, seed: UInt64) -> EpisodeReplay {
+/// reward and stored state, and a global state. `earlyFinish`: the last agent leaves every episode of
+/// 4 steps or more at its second step (inactive afterwards, with reward 0).
+func makeRandomMultiAgentReplay(layout: ReplayLayout, episodes: [Int], actions: Space, seed: UInt64,
+                                earlyFinish: Bool = false) -> EpisodeReplay {
     var rng = RandomGenerator(seed: seed)
     let replay = EpisodeReplay(capacity: 10_000, layout: layout)
     let N = layout.agents
@@ -33,11 +35,17 @@ func makeRandomMultiAgentReplay(layout: ReplayLayout, episodes: [Int], actions: 
                 return mask
             }
             let last = t == length - 1
-            replay.add(observations: normals(layout.observationFloats), actions: action, rewards: normals(N),
+            var active = [Float](repeating: 1, count: N), finished = [Float](repeating: 0, count: N)
+            var rewards = normals(N)
+            if earlyFinish && length >= 4 {
+                if t == 1 { finished[N - 1] = 1 }
+                if t > 1 { active[N - 1] = 0; rewards[N - 1] = 0 }
+            }
+            replay.add(observations: normals(layout.observationFloats), actions: action, rewards: rewards,
                        nextObservations: normals(layout.observationFloats), terminated: last && e % 2 == 0, truncated: last && e % 2 == 1,
                        actorStates: normals(max(layout.actorStateFloats, 1), 0.5), criticState: normals(max(layout.criticStateWidth, 1), 0.5),
                        globalState: normals(max(layout.globalStateWidth, 1)), nextGlobalState: normals(max(layout.globalStateWidth, 1)),
-                       actionMask: masks(including: action), nextActionMask: masks(including: nil))
+                       actionMask: masks(including: action), nextActionMask: masks(including: nil), active: active, finished: finished)
         }
     }
     return replay
@@ -53,6 +61,8 @@ final class MultiAgentAgentTests: XCTestCase {
         var checksEncoders = true
         /// Discrete actions masked (random masks stored in the replay).
         var masked = false
+        /// The last agent leaves most episodes early (`makeRandomMultiAgentReplay`).
+        var earlyFinish = false
         var configure: (inout AgentConfiguration) -> Void = { _ in }
     }
 
@@ -112,6 +122,15 @@ final class MultiAgentAgentTests: XCTestCase {
             $0.sampler.initialState = .stored
             $0.context = ContextInputs(observation: true, lastAction: true, agentID: true)
         },
+        Case(label: "MASAC discrete GRU, an agent finishing early, stored states", network: .gru, actions: .discrete(3), globalState: 4,
+             earlyFinish: true) {
+            $0.sampler.initialState = .stored
+            $0.context = ContextInputs(observation: true, agentID: true)
+        },
+        Case(label: "MASAC continuous LSTM, an agent finishing early, joint observation", network: .lstm, actions: .box(low: [-1, -1], high: [1, 1]),
+             earlyFinish: true) {
+            $0.context = ContextInputs(observation: true, lastAction: true, agentID: true)
+        },
     ]
 
     func makeAgent(_ c: Case, agents: Int = 3, seed: UInt64 = 1) throws -> (OffPolicyAgent, EpisodeReplay, SequenceSampler) {
@@ -131,7 +150,8 @@ final class MultiAgentAgentTests: XCTestCase {
                                        actionMaskWidth: { if case .discrete(let n) = c.actions, c.masked { return n } else { return 0 } }())
         // Different temperatures per agent, so that a row given another agent's would show.
         for k in 0..<agents { agent.logTemperature.value.data[k] = Float(k) * 0.3 - 0.4 }
-        let replay = makeRandomMultiAgentReplay(layout: agent.replayLayout, episodes: [4, 9, 2, 12, 6], actions: c.actions, seed: seed + 10)
+        let replay = makeRandomMultiAgentReplay(layout: agent.replayLayout, episodes: [4, 9, 2, 12, 6], actions: c.actions, seed: seed + 10,
+                                                earlyFinish: c.earlyFinish)
         let sampler = SequenceSampler(configuration: configuration.sampler, batchSize: 3, layout: agent.replayLayout, seed: seed + 20)
         return (agent, replay, sampler)
     }
@@ -253,7 +273,8 @@ final class MultiAgentAgentTests: XCTestCase {
                 let f = agent.encodeCurrent(critic, batch: batch, initialState: agent.criticStateColumns(batch.initialCriticState, critic: 0),
                                             keepActivations: false)
                 let recorded = batch.actions.data + agent.configuration.sampler.burnIn * batch.batchSize * 3 * agent.actionWidth
-                let extra = agent.criticExtra(recorded, rows: rows, into: agent.recordedExtra)
+                let extra = agent.criticExtra(recorded, active: batch.agentActive.data + agent.configuration.sampler.burnIn * batch.batchSize * 3,
+                                              rows: rows, into: agent.recordedExtra)
                 return critic.head(features: f, firstRow: 0, rows: rows, extra: extra).array
             }
             let before = q()
@@ -288,6 +309,64 @@ final class MultiAgentAgentTests: XCTestCase {
         XCTAssertEqual(agent.critics[0].contextWidth, agent.contextWidth)
         XCTAssertEqual(agent.critics[0].extraWidth, agent.actionWidth)
         XCTAssertEqual(agent.replayLayout.globalStateWidth, 0)
+    }
+
+    /// An agent that left its episode early (the last one, at its second step): its later rows weigh
+    /// nothing in either loss and the others' critics see no action of it there; its target at the
+    /// step it left is its reward alone. Changing what it was recorded doing after it left (its
+    /// rewards; its actions and observations where no other agent's input holds them) changes no loss
+    /// and no gradient, while the same change at a step where it was active does.
+    func testAnAgentThatFinishedEarlyHasNoLossAndNoFuture() throws {
+        for c in MultiAgentAgentTests.cases where c.earlyFinish {
+            let (agent, replay, sampler) = try makeAgent(c)
+            let N = 3, o = 2, a = agent.actionWidth, samplerStart = sampler.rng, agentStart = agent.rng
+            func run() -> (batch: SequenceBatch, rows: Int, values: [[Float]]) {
+                sampler.rng = samplerStart
+                let batch = sampler.sample(from: replay)
+                agent.rng = agentStart
+                let rows = agent.prepare(batch)
+                let (criticLoss, _) = agent.criticLossAndGradients(batch, rows: rows)
+                let (actorLoss, _) = agent.actorLossAndGradients(batch, rows: rows)
+                var values = [[Float(criticLoss), Float(actorLoss)]]
+                values += agent.critics.flatMap(\.parameters).map(\.gradient.array) + agent.actor.parameters.map(\.gradient.array)
+                return (batch, rows, values)
+            }
+            let (batch, rows, before) = run()
+            let RB = batch.batchSize * N, first = agent.configuration.sampler.burnIn * RB
+            var inactiveRows = 0, finishes = 0, total: Float = 0
+            for r in 0..<rows {
+                total += agent.weights.data[r]
+                if batch.validMask.data[(first + r) / N] != 0 && batch.agentActive.data[first + r] == 0 {
+                    inactiveRows += 1
+                    XCTAssertEqual(agent.weights.data[r], 0, "\(c.label): an inactive row weighs nothing")
+                }
+                if batch.agentFinished.data[first + r] != 0 {
+                    finishes += 1
+                    XCTAssertEqual(agent.targets.data[r], batch.rewards.data[first + r], "\(c.label): no future after the agent's own end")
+                }
+            }
+            XCTAssertEqual(total, 1, accuracy: 1e-5)
+            XCTAssertGreaterThan(inactiveRows, 3, "\(c.label): the check is not vacuous")
+            XCTAssertGreaterThan(finishes, 0, "\(c.label): the check is not vacuous")
+            // What the finished agent was recorded doing after it left.
+            let changesActions = !agent.configuration.context.lastAction, changesObservations = agent.globalStateWidth > 0
+            func perturb(whereActive active: Bool) {
+                for offset in 0..<replay.count {
+                    let i = replay.index(offset)
+                    guard (replay.activity(i)[N - 1] != 0) == active else { continue }
+                    replay.rewards(i)[N - 1] += 0.7
+                    if changesActions {
+                        if let n = agent.discreteActions { replay.action(i)[(N - 1) * a] = Float((Int(replay.action(i)[(N - 1) * a]) + 1) % n) }
+                        else { replay.action(i)[(N - 1) * a] *= -0.5 }
+                    }
+                    if changesObservations { replay.observation(i)[(N - 1) * o] += 1 }
+                }
+            }
+            perturb(whereActive: false)
+            XCTAssertEqual(run().values, before, "\(c.label): an agent's steps after it left change nothing")
+            perturb(whereActive: true)
+            XCTAssertNotEqual(run().values, before, "\(c.label): its active steps do")
+        }
     }
 
     /// Agent-specific critics: agent k's critic input is its own observation, then the global state,

@@ -24,11 +24,15 @@ final class MultiAgentReplayTests: XCTestCase {
                 let global = (0..<l.globalStateWidth).map { code(e, t, 9, $0, column: 6) }
                 let nextGlobal = (0..<l.globalStateWidth).map { code(e, t + 1, 9, $0, column: 6) }
                 let last = t == length - 1 && !(open && e == episodes - 1)
+                // In odd episodes the last agent leaves at step 1 (the episode going on).
+                let leaves = e % 2 == 1 && n > 1
+                let active = (0..<n).map { k -> Float in leaves && k == n - 1 && t > 1 ? 0 : 1 }
+                let finished = (0..<n).map { k -> Float in leaves && k == n - 1 && t == 1 ? 1 : 0 }
                 replay.add(observations: block(l.observationWidth, 1, step: t), actions: block(l.actionWidth, 2, step: t),
                            rewards: block(1, 3, step: t), nextObservations: block(l.observationWidth, 1, step: t + 1),
                            terminated: last, truncated: false, actorStates: block(l.actorStateWidth, 4, step: t),
                            criticState: (0..<l.criticStateWidth).map { code(e, t, 8, $0, column: 5) },
-                           globalState: global, nextGlobalState: nextGlobal)
+                           globalState: global, nextGlobalState: nextGlobal, active: active, finished: finished)
             }
         }
     }
@@ -73,6 +77,8 @@ final class MultiAgentReplayTests: XCTestCase {
                         for f in 0..<l.globalStateWidth {
                             XCTAssertEqual(b.globalStates.data[slot * l.globalStateWidth + f], Self.code(e, t, 9, f, column: 6))
                         }
+                        // Who is still in the episode after the step.
+                        for k in 0..<n { XCTAssertEqual(b.agentActive.data[slot * n + k], e % 2 == 1 && k == n - 1 && t > 1 ? 0 : 1) }
                         checkedBootstrap += 1
                         continue
                     }
@@ -83,6 +89,8 @@ final class MultiAgentReplayTests: XCTestCase {
                         }
                         XCTAssertEqual(b.actions.data[slot * n + k], Self.code(e, t, k, 0, column: 2))
                         XCTAssertEqual(b.rewards.data[slot * n + k], Self.code(e, t, k, 0, column: 3))
+                        XCTAssertEqual(b.agentActive.data[slot * n + k], e % 2 == 1 && k == n - 1 && t > 1 ? 0 : 1)
+                        XCTAssertEqual(b.agentFinished.data[slot * n + k], e % 2 == 1 && k == n - 1 && t == 1 ? 1 : 0)
                         if t > 0 {
                             XCTAssertEqual(b.previousActions.data[slot * n + k], Self.code(e, t - 1, k, 0, column: 2))
                             XCTAssertEqual(b.previousRewards.data[slot * n + k], Self.code(e, t - 1, k, 0, column: 3))
@@ -115,7 +123,7 @@ final class MultiAgentReplayTests: XCTestCase {
         for _ in 0..<5 {
             let x = a.sample(from: replay), y = b.sample(from: restored)
             for (p, q) in [(x.observations, y.observations), (x.actions, y.actions), (x.rewards, y.rewards), (x.globalStates, y.globalStates),
-                           (x.initialActorState, y.initialActorState)] {
+                           (x.initialActorState, y.initialActorState), (x.agentActive, y.agentActive), (x.agentFinished, y.agentFinished)] {
                 XCTAssertEqual(p.array, q.array)
             }
         }

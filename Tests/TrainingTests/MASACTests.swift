@@ -40,12 +40,43 @@ final class RandomLengthTeam: MultiAgentEnvironment {
     }
 }
 
+/// Two agents in 5-step episodes; agent 1 leaves at its second step (inactive afterwards: reward 0,
+/// action ignored). Continuous actions, rewarded for being near 0.5.
+final class EarlyFinishTeam: MultiAgentEnvironment {
+    var t = 0
+    var name: String { "test-early-finish-team" }
+    var agents: Int { 2 }
+    var observationSpace: Space { .box(low: [0, 0], high: [10, 1]) }
+    var actionSpace: Space { .box(low: [-1], high: [1]) }
+    var maxEpisodeSteps: Int { 5 }
+    func observe(_ o: UnsafeMutablePointer<Float>) { o[0] = Float(t); o[1] = 0; o[2] = Float(t); o[3] = t >= 2 ? 0 : 1 }
+    func reset(seed: UInt64?, observations: UnsafeMutablePointer<Float>) {
+        t = 0
+        observe(observations)
+    }
+    func step(actions: UnsafePointer<Float>, observations: UnsafeMutablePointer<Float>, rewards: UnsafeMutablePointer<Float>,
+              active: UnsafeMutablePointer<Bool>) -> MultiAgentStepResult {
+        precondition(t < 2 || !active[1], "agent 1 left at its second step")
+        rewards[0] = -abs(actions[0] - 0.5)
+        rewards[1] = active[1] ? -abs(actions[1] - 0.5) : 0
+        t += 1
+        active[0] = true
+        active[1] = t < 2
+        observe(observations)
+        return MultiAgentStepResult(terminated: false, truncated: t == 5)
+    }
+    func globalState(into state: UnsafeMutablePointer<Float>) {}
+    func save(to archive: StateArchive, prefix: String) throws { archive.put(prefix + "t", value: t) }
+    func restore(from archive: StateArchiveReader, prefix: String) throws { t = try archive.value(prefix + "t", as: Int.self) }
+}
+
 /// MASAC collection and training: one agent is SAC, the recurrent states entering an episode are the
 /// initial ones, a copy that waits changes nothing, same seed same run.
 final class MASACTests: XCTestCase {
     override class func setUp() {
         super.setUp()
         try? EnvironmentRegistry.register("test-random-length-team", summary: "two agents, episodes of 2-6 steps") { _ in RandomLengthTeam() }
+        try? EnvironmentRegistry.register("test-early-finish-team", summary: "two agents, one leaving at its second step") { _ in EarlyFinishTeam() }
     }
 
     func teamRecall(steps: Int = 600, seed: UInt64 = 0) -> OffPolicyConfiguration {
@@ -277,5 +308,33 @@ final class MASACTests: XCTestCase {
             }
         }
         XCTAssertGreaterThan(masked, replay.count, "foraging rules out moves into walls, players and food, and loading away from food")
+    }
+
+    /// An agent that leaves before the episode ends: the replay records it active until the step it
+    /// left (marked finished there, not at the episode's end) and inactive afterwards, with no
+    /// action; training on it runs.
+    func testAnAgentThatLeavesEarlyIsRecordedSo() throws {
+        var c = small("test-early-finish-team", steps: 400)
+        c.environments = 2
+        c.agent.sampler.sequenceLength = 5
+        let trainer = try OffPolicyTrainer(configuration: c)
+        let rows = try trainer.run(onRow: { _ in }, afterStep: { _ in }, onProgress: { _ in })
+        XCTAssertTrue(rows.allSatisfy { ($0["critic_loss"] ?? .nan).isFinite && ($0["actor_loss"] ?? .nan).isFinite })
+        let replay = trainer.replay
+        var t = [Int](repeating: 0, count: 2), checked = 0
+        for j in 0..<replay.count {
+            let i = replay.index(j), copy = replay.copy(of: i)
+            if replay.isFirstStep(i) { t[copy] = 0 }
+            let active = replay.activity(i), finished = replay.agentFinished(i)
+            XCTAssertEqual(Array(UnsafeBufferPointer(start: active, count: 2)), [1, t[copy] < 2 ? 1 : 0], "episode step \(t[copy])")
+            XCTAssertEqual(Array(UnsafeBufferPointer(start: finished, count: 2)), [0, t[copy] == 1 ? 1 : 0], "episode step \(t[copy])")
+            if t[copy] >= 2 {
+                XCTAssertEqual(replay.action(i)[1], 0, "an agent that left has no action")
+                XCTAssertEqual(replay.rewards(i)[1], 0)
+                checked += 1
+            }
+            t[copy] += 1
+        }
+        XCTAssertGreaterThan(checked, 100)
     }
 }
