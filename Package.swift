@@ -12,6 +12,8 @@ let package = Package(
         .library(name: "Agents", targets: ["Agents"]),
         .library(name: "Training", targets: ["Training"]),
         .library(name: "Reports", targets: ["Reports"]),
+        // Acting only: load a weights file and run its policy (no training code).
+        .library(name: "Inference", targets: ["Inference"]),
         .executable(name: "rrl", targets: ["rrl"]),
     ],
     traits: [
@@ -39,11 +41,12 @@ let package = Package(
         .target(name: "NeuralNetworks", dependencies: ["Tensors", "CKernels"]),
         .target(name: "Environments", dependencies: ["Tensors"]),
         .target(name: "Replay", dependencies: ["Tensors"]),
-        .target(name: "Agents", dependencies: ["Tensors", "NeuralNetworks", "Environments", "Replay"]),
-        .target(name: "Training", dependencies: ["Tensors", "NeuralNetworks", "Environments", "Replay", "Agents"]),
+        .target(name: "Inference", dependencies: ["Tensors", "NeuralNetworks"]),
+        .target(name: "Agents", dependencies: ["Tensors", "NeuralNetworks", "Environments", "Replay", "Inference"]),
+        .target(name: "Training", dependencies: ["Tensors", "NeuralNetworks", "Environments", "Replay", "Agents", "Inference"]),
         // SVG learning curves and HTML reports from run folders (Foundation only).
         .target(name: "Reports"),
-        .target(name: "RecurrentRL", dependencies: ["Tensors", "NeuralNetworks", "Environments", "Replay", "Agents", "Training", "Reports"]),
+        .target(name: "RecurrentRL", dependencies: ["Tensors", "NeuralNetworks", "Environments", "Replay", "Agents", "Training", "Reports", "Inference"]),
         .executableTarget(
             name: "rrl",
             dependencies: [
@@ -63,6 +66,7 @@ let package = Package(
         .testTarget(name: "AgentsTests", dependencies: ["Agents", "Replay", "Environments", "NeuralNetworks", "Tensors", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Replay", "Agents", "Training", "Environments", "NeuralNetworks", "Tensors", "TestSupport", "AllocationCounter"]),
         .testTarget(name: "ReplayTests", dependencies: ["Replay", "Tensors"]),
+        .testTarget(name: "InferenceTests", dependencies: ["Inference", "Agents", "Environments", "NeuralNetworks", "Tensors", "AllocationCounter"]),
         .testTarget(name: "ReportsTests", dependencies: ["Reports"]),
         // The fault-injection suite: runs the rrl binary on bad inputs, damaged files, kill -9 and a full disk.
         .testTarget(name: "CLITests", exclude: ["Corpus"]),

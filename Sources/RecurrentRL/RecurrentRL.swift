@@ -5,3 +5,4 @@
 @_exported import Agents
 @_exported import Training
 @_exported import Reports
+@_exported import Inference

@@ -59,8 +59,10 @@ extension OffPolicyTrainer: TrainingSession {
 
     public func exportedWeights() -> (tensors: [NamedParameter], metadata: [String: String]) {
         let a = configuration.agent
-        return (agent.namedParameters(), ["algorithm": a.algorithm.rawValue, "network": a.network.rawValue,
-                                          "environment": configuration.environment, "steps": "\(step)", "seed": "\(configuration.seed)"])
+        let manifest = agent.policyManifest(actionSpace: environments.actionSpace)?.metadata ?? [:]
+        return (agent.namedParameters(), manifest.merging(["algorithm": a.algorithm.rawValue, "network": a.network.rawValue,
+                                                           "environment": configuration.environment, "steps": "\(step)",
+                                                           "seed": "\(configuration.seed)"]) { $1 })
     }
 
     struct State: Codable {
@@ -132,7 +134,7 @@ extension PPOTrainer: TrainingSession {
 
     public func exportedWeights() -> (tensors: [NamedParameter], metadata: [String: String]) {
         let p = configuration.ppo
-        return (namedTensors(), normalizerMetadata().merging([
+        return (namedTensors(), normalizerMetadata().merging(agent.policyManifest(actionSpace: environments.actionSpace).metadata) { $1 }.merging([
             "algorithm": "ppo", "network": p.network.rawValue, "environment": configuration.environment,
             "steps": "\(step)", "seed": "\(configuration.seed)",
         ]) { $1 })

@@ -1,6 +1,7 @@
 import Agents
 import Environments
 import Foundation
+import Inference
 import NeuralNetworks
 import Replay
 import Tensors
@@ -154,9 +155,7 @@ public final class OffPolicyTrainer {
     /// Maps a normalised action ([-1, 1] per dimension, or an index) to the environment's space.
     static func environmentAction(_ a: UnsafePointer<Float>, space: Space, into out: UnsafeMutablePointer<Float>) {
         switch space {
-        case .box(let low, let high):
-            // Clamped again: low + (high - low) may round past high.
-            for j in 0..<low.count { out[j] = min(max(low[j] + (min(max(a[j], -1), 1) + 1) * 0.5 * (high[j] - low[j]), low[j]), high[j]) }
+        case .box(let low, let high): PolicyManifest.Actions.mapToBounds(a, low: low, high: high, into: out)
         case .discrete:
             out[0] = a[0]
         }

@@ -1,0 +1,60 @@
+import Environments
+import Inference
+import NeuralNetworks
+
+/// The manifests that make a weights file self-describing (`PolicyManifest`): what each agent's
+/// acting network is, so that the inference library, `rrl export` and other languages rebuild the
+/// policy from the file alone.
+extension PolicyManifest.Actions {
+    /// An environment's action space as a manifest states it.
+    public init(_ space: Space) {
+        switch space {
+        case .discrete(let n): self = .discrete(n)
+        case .box(let low, let high): self = .box(low: low, high: high)
+        }
+    }
+}
+
+extension PolicyManifest.Context {
+    init(_ c: ContextInputs) { self.init(observation: c.observation, agentID: c.agentID, lastAction: c.lastAction, lastReward: c.lastReward) }
+}
+
+extension PolicyManifest.Network {
+    init(_ network: SequenceNetwork, cell: CellKind?, configuration c: (hiddenSize: Int, layers: Int, head: [Int], activation: Activation),
+         outputActivation: Activation) {
+        self.init(cell: cell, hiddenSize: cell == nil ? 0 : c.hiddenSize, layers: cell == nil ? 0 : c.layers, headHiddenSizes: c.head,
+                  activation: c.activation, outputActivation: outputActivation, inputWidth: network.contextWidth,
+                  outputWidth: network.head.outputSize, parameterPrefix: "actor.")
+    }
+}
+
+extension OffPolicyAgent {
+    /// The actor's manifest for `actionSpace`, or nil for one actor network per agent (which a
+    /// manifest of one network cannot describe).
+    public func policyManifest(actionSpace: Space) -> PolicyManifest? {
+        guard actor.isShared else { return nil }
+        let c = configuration
+        let distribution: PolicyManifest.Distribution = discreteActions != nil ? .categorical : c.algorithm == .td3 ? .deterministic : .tanhGaussian
+        return PolicyManifest(algorithm: c.algorithm.rawValue,
+                              network: .init(actor.networks[0], cell: c.network.cell,
+                                             configuration: (c.hiddenSize, c.recurrentLayers, c.headHiddenSizes, c.activation),
+                                             outputActivation: c.algorithm == .td3 ? .tanh : .identity),
+                              context: .init(c.context), agents: agents, observationWidth: observationWidth, actions: .init(actionSpace),
+                              distribution: distribution)
+    }
+}
+
+extension PPOAgent {
+    /// The actor's manifest for `actionSpace`, with the normalisers' statistics.
+    public func policyManifest(actionSpace: Space) -> PolicyManifest {
+        let c = configuration
+        return PolicyManifest(algorithm: "ppo",
+                              network: .init(actor, cell: c.network.cell, configuration: (c.hiddenSize, c.recurrentLayers, c.headHiddenSizes, c.activation),
+                                             outputActivation: .identity),
+                              context: .init(c.context), agents: 1, observationWidth: observationWidth, actions: .init(actionSpace),
+                              distribution: discreteActions != nil ? .categorical : .gaussian, logStdName: logStd != nil ? "actor.log_std" : nil,
+                              observationNormalizer: c.normalizeObservations
+                                  ? .init(mean: observationStatistics.mean, variance: observationStatistics.variance) : nil,
+                              rewardNormalizer: c.normalizeRewards && c.context.lastReward ? .init(mean: nil, variance: returnStatistics.variance) : nil)
+    }
+}

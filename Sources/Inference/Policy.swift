@@ -1,0 +1,219 @@
+import Foundation
+import NeuralNetworks
+import Tensors
+
+/// A trained policy, rebuilt from its weights file alone (the manifest in its metadata), for acting
+/// only: no critics, no optimiser, no training code.
+///
+/// ```swift
+/// let policy = try Policy(contentsOf: URL(fileURLWithPath: "runs/sac-memory-seed0/weights.safetensors"))
+/// var state = policy.initialState()
+/// var start = true, reward: Float = 0
+/// while running {
+///     let action = policy.act(observation: observation, reward: reward, episodeStart: start, state: &state)
+///     (observation, reward, running) = environment.step(action)
+///     start = false
+/// }
+/// ```
+///
+/// The state a caller carries per episode (`stateWidth` floats) is the encoder's recurrent state
+/// (per layer: h for a GRU, h then c for an LSTM) followed by the previous action as the network
+/// sees it (one-hot for discrete actions; only when the policy's context uses it). `act` on a batch
+/// of rows uses caller-owned buffers and allocates nothing once its workspaces have the batch's size.
+/// See `PolicyManifest` for the exact step.
+public final class Policy {
+    public let manifest: PolicyManifest
+    public let encoder: RecurrentStack?
+    public let head: Sequential
+    /// Floats of the recurrent state per row (0 for an MLP policy).
+    public let recurrentStateWidth: Int
+    /// Floats of the previous action kept in the state (0 when the context does not use it).
+    public let previousActionWidth: Int
+    /// Floats of one row's state.
+    public var stateWidth: Int { recurrentStateWidth + previousActionWidth }
+    /// Floats of one action sent to the environment (1 for a discrete index).
+    public var actionWidth: Int { manifest.actions.width }
+    /// The random generator of sampled actions.
+    public var rng: RandomGenerator
+
+    let logStd: Tensor?
+    /// Floats of the policy's own (normalised) action per row: A, or 1 for an index.
+    let policyActionWidth: Int
+    // Workspaces, reused.
+    let context = Tensor([0])
+    let headInput = Tensor([0])
+    let policyActions = Tensor([0])
+    let noise = Tensor([0])
+    let scratch = Tensor([0])
+
+    /// Loads the policy in a weights file written by rrl (`weights.safetensors` of a run, or an export).
+    public convenience init(contentsOf url: URL, seed: UInt64 = 0) throws {
+        let file: (tensors: [String: Tensor], metadata: [String: String])
+        do { file = try SafeTensors.read(url) } catch { throw PolicyError("\(error)") }
+        let manifest = try PolicyManifest(metadata: file.metadata, path: url.path)
+        try self.init(manifest: manifest, tensors: file.tensors, path: url.path, seed: seed)
+    }
+
+    /// The policy a manifest describes, with its weights from `tensors` (by name; other tensors, such
+    /// as critics, are ignored). `path` names their file in messages.
+    public init(manifest: PolicyManifest, tensors: [String: Tensor], path: String = "<memory>", seed: UInt64 = 0) throws {
+        try manifest.validate(path: path)
+        self.manifest = manifest
+        let n = manifest.network
+        var placeholder = RandomGenerator(seed: 0)  // every value is replaced by the file's
+        encoder = n.cell.map { RecurrentStack(cell: $0, inputSize: n.inputWidth, hiddenSize: n.hiddenSize, layers: n.layers, using: &placeholder) }
+        head = Sequential.mlp(inputSize: encoder?.hiddenSize ?? n.inputWidth, hiddenSizes: n.headHiddenSizes, outputSize: n.outputWidth,
+                              activation: n.activation, outputActivation: n.outputActivation, using: &placeholder)
+        let parameters = (encoder?.namedParameters(prefix: n.parameterPrefix + "encoder.") ?? []) + head.namedParameters(prefix: n.parameterPrefix + "head.")
+        do { try SafeTensors.assign(tensors, path: path, into: parameters, strict: false) } catch { throw PolicyError("\(error)") }
+        if let bad = parameters.first(where: { !$0.parameter.value.isFinite }) {
+            throw PolicyError("\(path): parameter \(bad.name) holds NaN or infinite values (the run diverged); these weights cannot act")
+        }
+        if manifest.distribution == .gaussian, let name = manifest.logStdName {
+            guard let t = tensors[name], t.count == manifest.actions.width else {
+                throw PolicyError("\(path) lacks the tensor \(name) of \(manifest.actions.width) floats that its manifest names")
+            }
+            logStd = Tensor(copying: t)
+        } else {
+            logStd = nil
+        }
+        recurrentStateWidth = encoder?.stateWidth ?? 0
+        previousActionWidth = manifest.previousActionWidth
+        policyActionWidth = manifest.actions.count != nil ? 1 : manifest.actions.width
+        rng = RandomGenerator(seed: seed)
+    }
+
+    /// Zeros: the state of `batch` rows before anything happened (`act` with `episodeStart` also starts from it).
+    public func initialState(batch: Int = 1) -> [Float] { [Float](repeating: 0, count: batch * stateWidth) }
+
+    /// One step of `batch` rows (episodes side by side; with several agents, agent-inner rows):
+    /// `observations` `[batch, observationWidth]`, `rewards` the reward each row received for its
+    /// previous action (nil: 0; used only by policies whose context holds it), `episodeStarts` true
+    /// where a row's episode begins at this observation (nil: none), `actionMasks` `[batch, n]` (1:
+    /// available; discrete policies) or nil, `state` `[batch, stateWidth]` updated in place. Writes
+    /// `[batch, actionWidth]` environment actions (discrete: the index as a float).
+    public func act(observations: UnsafePointer<Float>, rewards: UnsafePointer<Float>?, episodeStarts: UnsafePointer<Bool>?,
+                    actionMasks: UnsafePointer<Float>? = nil, state: UnsafeMutablePointer<Float>, batch B: Int,
+                    deterministic: Bool = true, actions: UnsafeMutablePointer<Float>) {
+        let m = manifest, o = m.observationWidth, S = stateWidth, R = recurrentStateWidth, P = previousActionWidth
+        let C = m.network.inputWidth, A = policyActionWidth
+        if let episodeStarts { for b in 0..<B where episodeStarts[b] { (state + b * S).update(repeating: 0, count: S) } }
+        context.resize(Shape(d0: 1, d1: B, d2: C))
+        let ctx = m.context
+        for b in 0..<B {
+            var p = context.data + b * C
+            if ctx.observation {
+                let x = observations + b * o
+                if let n = m.observationNormalizer, let mean = n.mean {
+                    for j in 0..<o { p[j] = Float(min(max((Double(x[j]) - mean[j]) / (n.variance[j] + 1e-8).squareRoot(), -10), 10)) }
+                } else {
+                    p.update(from: x, count: o)
+                }
+                p += o
+            }
+            if ctx.agentID {
+                p.update(repeating: 0, count: m.agents)
+                p[b % m.agents] = 1
+                p += m.agents
+            }
+            if P > 0 {
+                p.update(from: state + b * S + R, count: P)
+                p += P
+            }
+            if ctx.lastReward {
+                let start = episodeStarts?[b] ?? false
+                var r = start ? 0 : (rewards?[b] ?? 0)
+                if let n = m.rewardNormalizer { r = Float(min(max(Double(r) / (n.variance[0] + 1e-8).squareRoot(), -10), 10)) }
+                p[0] = r
+            }
+        }
+        var features = context
+        if let encoder {
+            features = encoder.forward(context, initialState: Matrix(state, rows: B, columns: R, stride: S), resetMask: nil, resets: .zero,
+                                       keepActivations: false)
+            for b in 0..<B { (state + b * S).update(from: encoder.finalState.data + b * R, count: R) }
+        }
+        let F = encoder?.hiddenSize ?? C
+        headInput.resize(Shape(d0: B, d1: F))
+        headInput.data.update(from: features.data, count: B * F)
+        let out = head.forward(headInput)
+        policyActions.resize(Shape(d0: B, d1: A))
+        let a = policyActions.data
+        switch m.distribution {
+        case .tanhGaussian:
+            if deterministic {
+                TanhGaussian.mode(parameters: out.data, rows: B, actionWidth: A, actions: a)
+            } else {
+                noise.resize(Shape(d0: B, d1: A))
+                scratch.resize(Shape(d0: B))
+                TanhGaussian.sample(parameters: out.data, rows: B, actionWidth: A, noise: noise.data, actions: a, logProbabilities: scratch.data, rng: &rng)
+            }
+        case .deterministic:
+            for i in 0..<(B * A) { a[i] = min(max(out.data[i], -1), 1) }
+        case .gaussian:
+            DiagonalGaussian.sample(means: out.data, logStd: logStd!.data, rows: B, actionWidth: A, deterministic: deterministic, actions: a,
+                                    logProbabilities: nil, rng: &rng)
+        case .categorical:
+            let n = m.actions.count ?? 1
+            if let actionMasks { Categorical.mask(logits: out.data, rows: B, actions: n, mask: actionMasks) }
+            if deterministic {
+                Categorical.mode(logits: out.data, rows: B, actions: n, into: a)
+            } else {
+                scratch.resize(Shape(d0: 2 * B * n))
+                Categorical.probabilities(logits: out.data, rows: B, actions: n, probabilities: scratch.data, logProbabilities: scratch.data + B * n)
+                Categorical.sample(probabilities: scratch.data, rows: B, actions: n, into: a, rng: &rng)
+            }
+        }
+        for b in 0..<B {
+            if P > 0 {
+                let previous = state + b * S + R
+                if m.actions.count != nil {
+                    previous.update(repeating: 0, count: P)
+                    previous[Int(a[b])] = 1
+                } else {
+                    previous.update(from: a + b * A, count: A)
+                }
+            }
+            if let low = m.actions.low, let high = m.actions.high {
+                PolicyManifest.Actions.mapToBounds(a + b * A, low: low, high: high, into: actions + b * A)
+            } else {
+                actions[b] = a[b]
+            }
+        }
+    }
+
+    /// One step of one episode: the environment action for `observation`, with the reward received
+    /// for the previous action (ignored unless the policy uses it); `state` (from `initialState()`)
+    /// is carried from step to step.
+    public func act(observation: [Float], reward: Float = 0, episodeStart: Bool, state: inout [Float], actionMask: [Float]? = nil,
+                    deterministic: Bool = true) -> [Float] {
+        precondition(observation.count == manifest.observationWidth, "the policy takes observations of \(manifest.observationWidth) floats (got \(observation.count))")
+        precondition(state.count == stateWidth, "the policy's state has \(stateWidth) floats (got \(state.count)); start from initialState()")
+        var action = [Float](repeating: 0, count: actionWidth), r = reward, start = episodeStart
+        observation.withUnsafeBufferPointer { o in
+            state.withUnsafeMutableBufferPointer { s in
+                action.withUnsafeMutableBufferPointer { out in
+                    if let actionMask {
+                        actionMask.withUnsafeBufferPointer { mask in
+                            act(observations: o.baseAddress!, rewards: &r, episodeStarts: &start, actionMasks: mask.baseAddress, state: s.baseAddress!,
+                                batch: 1, deterministic: deterministic, actions: out.baseAddress!)
+                        }
+                    } else {
+                        act(observations: o.baseAddress!, rewards: &r, episodeStarts: &start, state: s.baseAddress!, batch: 1,
+                            deterministic: deterministic, actions: out.baseAddress!)
+                    }
+                }
+            }
+        }
+        return action
+    }
+}
+
+extension PolicyManifest.Actions {
+    /// A normalised continuous action (each entry in [-1, 1] after clipping) mapped onto [low, high]:
+    /// low + (clip(a, -1, 1) + 1) / 2 · (high - low), clamped again (low + (high - low) may round past high).
+    @inline(__always)
+    public static func mapToBounds(_ a: UnsafePointer<Float>, low: [Float], high: [Float], into out: UnsafeMutablePointer<Float>) {
+        for j in 0..<low.count { out[j] = min(max(low[j] + (min(max(a[j], -1), 1) + 1) * 0.5 * (high[j] - low[j]), low[j]), high[j]) }
+    }
+}

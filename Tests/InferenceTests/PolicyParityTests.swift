@@ -1,0 +1,228 @@
+import Agents
+import AllocationCounter
+import Environments
+import Foundation
+import Inference
+import NeuralNetworks
+import Tensors
+import XCTest
+
+/// A policy of every kind, as a training agent holds it: the agent (the reference: rrl's own acting
+/// path), its weights file's tensors and manifest.
+struct PolicyCase {
+    var label: String
+    var actor: any RecurrentActor
+    var parameters: [NamedParameter]
+    var manifest: PolicyManifest
+    var actionSpace: Space
+    var observationWidth: Int
+    var masked = false
+}
+
+/// Randomised weights of a new agent (every parameter perturbed, so that biases and gates matter).
+func perturb(_ parameters: [NamedParameter], seed: UInt64) {
+    var rng = RandomGenerator(seed: seed)
+    for (_, p) in parameters { for i in 0..<p.value.count { p.value.data[i] += 0.3 * rng.normal() } }
+}
+
+func offPolicyCase(_ label: String, algorithm: OffPolicyAlgorithm = .sac, network: NetworkKind, layers: Int = 1, actions: Space,
+                   context: ContextInputs, agents: Int = 1, masked: Bool = false, head: [Int] = [8], seed: UInt64) throws -> PolicyCase {
+    var c = AgentConfiguration()
+    c.algorithm = algorithm
+    c.network = network
+    c.recurrentLayers = layers
+    c.hiddenSize = 6
+    c.headHiddenSizes = head
+    c.context = context
+    if network == .mlp { c.sampler.sequenceLength = 1 }
+    let n: Int = { if case .discrete(let n) = actions { return n } else { return 0 } }()
+    let agent = try OffPolicyAgent(configuration: c, observationSpace: .box(low: [-9, -9, -9], high: [9, 9, 9]), actionSpace: actions, seed: seed,
+                                   agents: agents, actionMaskWidth: masked ? n : 0)
+    perturb(agent.namedParameters(), seed: seed + 1)
+    let manifest = try XCTUnwrap(agent.policyManifest(actionSpace: actions))
+    return PolicyCase(label: label, actor: agent, parameters: agent.namedParameters(), manifest: manifest, actionSpace: actions,
+                      observationWidth: 3, masked: masked)
+}
+
+func ppoCase(_ label: String, network: NetworkKind, actions: Space, context: ContextInputs, seed: UInt64) throws -> PolicyCase {
+    var c = PPOConfiguration()
+    c.network = network
+    c.hiddenSize = 6
+    c.headHiddenSizes = [8, 5]
+    c.activation = .tanh
+    c.context = context
+    let agent = try PPOAgent(configuration: c, observationSpace: .box(low: [-9, -9, -9], high: [9, 9, 9]), actionSpace: actions, seed: seed)
+    perturb(agent.namedParameters(), seed: seed + 1)
+    // Normalisers that matter: means and deviations away from 0 and 1.
+    agent.observationStatistics.mean = [0.5, -1, 2]
+    agent.observationStatistics.variance = [4, 0.25, 9]
+    agent.returnStatistics.variance = [2.5]
+    return PolicyCase(label: label, actor: agent, parameters: agent.namedParameters(), manifest: agent.policyManifest(actionSpace: actions),
+                      actionSpace: actions, observationWidth: 3)
+}
+
+/// The inference library against rrl's acting path, policy by policy.
+final class PolicyParityTests: XCTestCase {
+    static func cases() throws -> [PolicyCase] {
+        let box = Space.box(low: [-2, 0], high: [2, 1])
+        return [
+            try offPolicyCase("SAC GRU, previous action and reward", network: .gru, actions: box,
+                              context: ContextInputs(observation: true, lastAction: true, lastReward: true), seed: 1),
+            try offPolicyCase("SAC MLP", network: .mlp, actions: box, context: ContextInputs(), head: [8, 8], seed: 2),
+            try offPolicyCase("TD3 LSTM, 2 layers, previous action", algorithm: .td3, network: .lstm, layers: 2, actions: box,
+                              context: ContextInputs(observation: true, lastAction: true), seed: 3),
+            try offPolicyCase("discrete SAC GRU 2 layers, previous action one-hot and reward", network: .gru, layers: 2, actions: .discrete(4),
+                              context: ContextInputs(observation: true, lastAction: true, lastReward: true), seed: 4),
+            try offPolicyCase("discrete SAC LSTM", network: .lstm, actions: .discrete(3), context: ContextInputs(), seed: 5),
+            try offPolicyCase("MASAC GRU, 3 agents with ids, action masks", algorithm: .masac, network: .gru, actions: .discrete(5),
+                              context: ContextInputs(observation: true, lastAction: true, agentID: true), agents: 3, masked: true, seed: 6),
+            try ppoCase("PPO LSTM continuous, normalised observations and rewards", network: .lstm, actions: box,
+                        context: ContextInputs(observation: true, lastAction: true, lastReward: true), seed: 7),
+            try ppoCase("PPO GRU discrete", network: .gru, actions: .discrete(3), context: ContextInputs(observation: true, lastAction: true), seed: 8),
+            try ppoCase("PPO MLP continuous", network: .mlp, actions: box, context: ContextInputs(), seed: 9),
+        ]
+    }
+
+    /// Writes a case's weights file (tensors and manifest) and loads it back as a `Policy`.
+    func load(_ c: PolicyCase) throws -> Policy {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("rrl-policy-\(UUID().uuidString).safetensors")
+        defer { try? FileManager.default.removeItem(at: url) }
+        var parameters = c.parameters
+        if let ppo = c.actor as? PPOAgent { parameters += ppo.normalizerParameters() }
+        try SafeTensors.write(parameters, metadata: c.manifest.metadata, to: url)
+        return try Policy(contentsOf: url)
+    }
+
+    /// For every kind of policy, 3 environment copies side by side (times the agents) over 300 steps
+    /// with random observations, rewards, masks and episode starts (about 30 episodes per copy): the
+    /// policy loaded from the weights file alone gives the actions rrl sends to the environment and
+    /// the recurrent states rrl carries, within 1e-5.
+    func testThePolicyActsAsRRLDoes() throws {
+        for c in try Self.cases() {
+            let policy = try load(c)
+            let actor = c.actor, N = actor.agents, B = 3 * N, o = c.observationWidth, a = actor.actionWidth
+            let Sa = max(actor.actorStateWidth, 1), S = policy.stateWidth, ea = c.actionSpace.width
+            XCTAssertEqual(policy.recurrentStateWidth, actor.actorStateWidth, c.label)
+            let context = Tensor(Shape(d0: 1, d1: B, d2: actor.contextWidth)), agentState = Tensor(Shape(d0: B, d1: Sa))
+            var policyState = policy.initialState(batch: B)
+            var previous = [Float](repeating: 0, count: B * a), started = [Bool](repeating: true, count: B)
+            var observations = [Float](repeating: 0, count: B * o), rewards = [Float](repeating: 0, count: B)
+            var masks = [Float](repeating: 1, count: B * 8), chosen = [Float](repeating: 0, count: B * a)
+            var expected = [Float](repeating: 0, count: B * ea), actual = [Float](repeating: 0, count: B * ea)
+            var rng = RandomGenerator(seed: 99)
+            var worst: Float = 0, starts = 0
+            for step in 0..<300 {
+                for copy in 0..<3 where step == 0 || rng.uniform() < 0.1 {
+                    for k in 0..<N { started[copy * N + k] = true }
+                    starts += 1
+                }
+                for i in observations.indices { observations[i] = 2 * rng.normal() }
+                for i in rewards.indices { rewards[i] = rng.normal() }
+                if c.masked, case .discrete(let n) = c.actionSpace {
+                    for r in 0..<B {
+                        for j in 0..<n { masks[r * n + j] = rng.uniform() < 0.6 ? 1 : 0 }
+                        masks[r * n + rng.integer(below: n)] = 1
+                    }
+                }
+                // rrl's path: the agent's context writer and actor, then the trainers' action mapping.
+                for r in 0..<B {
+                    if started[r] { (agentState.data + r * Sa).update(repeating: 0, count: Sa) }
+                    var x = Array(observations[(r * o)..<(r * o + o)])
+                    x.withUnsafeMutableBufferPointer { actor.prepare(observation: $0.baseAddress!) }
+                    previous.withUnsafeBufferPointer { p in
+                        actor.writeContext(observation: x, lastAction: started[r] ? nil : p.baseAddress! + r * a,
+                                           lastReward: started[r] ? 0 : actor.prepare(reward: rewards[r]), agent: r % N,
+                                           into: context.data + r * actor.contextWidth)
+                    }
+                }
+                masks.withUnsafeBufferPointer { m in
+                    chosen.withUnsafeMutableBufferPointer {
+                        actor.act(context: context, state: agentState, deterministic: true, actionMasks: c.masked ? m.baseAddress : nil, actions: $0.baseAddress!)
+                    }
+                }
+                for r in 0..<B {
+                    switch c.actionSpace {
+                    case .discrete: expected[r] = chosen[r]
+                    case .box(let low, let high):
+                        chosen.withUnsafeBufferPointer { p in
+                            expected.withUnsafeMutableBufferPointer { PolicyManifest.Actions.mapToBounds(p.baseAddress! + r * a, low: low, high: high, into: $0.baseAddress! + r * ea) }
+                        }
+                    }
+                }
+                // The inference library.
+                started.withUnsafeBufferPointer { s in
+                    policy.act(observations: observations, rewards: rewards, episodeStarts: s.baseAddress, actionMasks: c.masked ? masks : nil,
+                               state: &policyState, batch: B, actions: &actual)
+                }
+                for j in 0..<(B * ea) {
+                    if case .discrete = c.actionSpace {
+                        XCTAssertEqual(actual[j], expected[j], "\(c.label), step \(step), row \(j)")
+                    } else {
+                        worst = max(worst, abs(actual[j] - expected[j]))
+                    }
+                }
+                for r in 0..<B {
+                    for j in 0..<actor.actorStateWidth { worst = max(worst, abs(policyState[r * S + j] - agentState.data[r * Sa + j])) }
+                }
+                previous = chosen
+                for r in 0..<B { started[r] = false }
+            }
+            XCTAssertLessThanOrEqual(worst, 1e-5, c.label)
+            XCTAssertGreaterThan(starts, 50, c.label)
+        }
+    }
+
+    /// After the first call has sized its workspaces, acting allocates nothing.
+    func testActingAllocatesNothing() throws {
+        for c in try Self.cases() {
+            let policy = try load(c)
+            let B = 4 * c.actor.agents
+            var state = policy.initialState(batch: B)
+            let observations = [Float](repeating: 0.5, count: B * c.observationWidth), rewards = [Float](repeating: 1, count: B)
+            var actions = [Float](repeating: 0, count: B * policy.actionWidth)
+            let starts = [Bool](repeating: false, count: B), masks = [Float](repeating: 1, count: B * 8)
+            func step() {
+                observations.withUnsafeBufferPointer { o in
+                    rewards.withUnsafeBufferPointer { r in
+                        starts.withUnsafeBufferPointer { s in
+                            masks.withUnsafeBufferPointer { m in
+                                state.withUnsafeMutableBufferPointer { st in
+                                    actions.withUnsafeMutableBufferPointer { out in
+                                        policy.act(observations: o.baseAddress!, rewards: r.baseAddress, episodeStarts: s.baseAddress,
+                                                   actionMasks: c.masked ? m.baseAddress : nil, state: st.baseAddress!, batch: B, actions: out.baseAddress!)
+                                        policy.act(observations: o.baseAddress!, rewards: r.baseAddress, episodeStarts: s.baseAddress,
+                                                   actionMasks: c.masked ? m.baseAddress : nil, state: st.baseAddress!, batch: B, deterministic: false,
+                                                   actions: out.baseAddress!)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            step()
+            rrl_allocation_counting_start()
+            for _ in 0..<3 { step() }
+            let allocations = rrl_allocation_counting_stop()
+            XCTAssertEqual(allocations, 0, "\(c.label): acting allocated \(allocations) times after warm-up")
+        }
+    }
+
+    /// A file without a manifest, with a damaged one, or with a missing tensor is refused with a
+    /// message that says what to do.
+    func testBadFilesAreRefusedWithAMessage() throws {
+        let c = try Self.cases()[0]
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("rrl-policy-\(UUID().uuidString).safetensors")
+        defer { try? FileManager.default.removeItem(at: url) }
+        try SafeTensors.write(c.parameters, metadata: [:], to: url)
+        XCTAssertThrowsError(try Policy(contentsOf: url)) { XCTAssertTrue("\($0)".contains("holds no policy manifest"), "\($0)") }
+        try SafeTensors.write(c.parameters, metadata: [PolicyManifest.metadataKey: "{\"version\": 1"], to: url)
+        XCTAssertThrowsError(try Policy(contentsOf: url)) { XCTAssertTrue("\($0)".contains("cannot be read"), "\($0)") }
+        var wrong = c.manifest
+        wrong.network.inputWidth += 1
+        try SafeTensors.write(c.parameters, metadata: wrong.metadata, to: url)
+        XCTAssertThrowsError(try Policy(contentsOf: url)) { XCTAssertTrue("\($0)".contains("its context needs"), "\($0)") }
+        try SafeTensors.write(Array(c.parameters.dropFirst()), metadata: c.manifest.metadata, to: url)
+        XCTAssertThrowsError(try Policy(contentsOf: url)) { XCTAssertTrue("\($0)".contains(c.parameters[0].name), "\($0)") }
+    }
+}
