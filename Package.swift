@@ -14,6 +14,8 @@ let package = Package(
         .library(name: "Reports", targets: ["Reports"]),
         // Acting only: load a weights file and run its policy (no training code).
         .library(name: "Inference", targets: ["Inference"]),
+        // Policies for other runtimes: ONNX, a PyTorch module, a C header.
+        .library(name: "PolicyExport", targets: ["PolicyExport"]),
         .executable(name: "rrl", targets: ["rrl"]),
     ],
     traits: [
@@ -42,6 +44,7 @@ let package = Package(
         .target(name: "Environments", dependencies: ["Tensors"]),
         .target(name: "Replay", dependencies: ["Tensors"]),
         .target(name: "Inference", dependencies: ["Tensors", "NeuralNetworks"]),
+        .target(name: "PolicyExport", dependencies: ["Inference", "NeuralNetworks", "Tensors"]),
         .target(name: "Agents", dependencies: ["Tensors", "NeuralNetworks", "Environments", "Replay", "Inference"]),
         .target(name: "Training", dependencies: ["Tensors", "NeuralNetworks", "Environments", "Replay", "Agents", "Inference"]),
         // SVG learning curves and HTML reports from run folders (Foundation only).
@@ -51,6 +54,7 @@ let package = Package(
             name: "rrl",
             dependencies: [
                 "RecurrentRL",
+                "PolicyExport",
                 "CKernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -66,7 +70,7 @@ let package = Package(
         .testTarget(name: "AgentsTests", dependencies: ["Agents", "Replay", "Environments", "NeuralNetworks", "Tensors", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Replay", "Agents", "Training", "Environments", "NeuralNetworks", "Tensors", "TestSupport", "AllocationCounter"]),
         .testTarget(name: "ReplayTests", dependencies: ["Replay", "Tensors"]),
-        .testTarget(name: "InferenceTests", dependencies: ["Inference", "Agents", "Environments", "NeuralNetworks", "Tensors", "AllocationCounter"]),
+        .testTarget(name: "InferenceTests", dependencies: ["Inference", "PolicyExport", "Agents", "Environments", "NeuralNetworks", "Tensors", "AllocationCounter"]),
         .testTarget(name: "ReportsTests", dependencies: ["Reports"]),
         // The fault-injection suite: runs the rrl binary on bad inputs, damaged files, kill -9 and a full disk.
         .testTarget(name: "CLITests", exclude: ["Corpus"]),

@@ -40,7 +40,7 @@ extension OffPolicyAgent {
                                              configuration: (c.hiddenSize, c.recurrentLayers, c.headHiddenSizes, c.activation),
                                              outputActivation: c.algorithm == .td3 ? .tanh : .identity),
                               context: .init(c.context), agents: agents, observationWidth: observationWidth, actions: .init(actionSpace),
-                              distribution: distribution)
+                              distribution: distribution, actionMasks: actionMaskWidth > 0 ? true : nil)
     }
 }
 

@@ -198,9 +198,13 @@ public final class PythonBridge {
     // MARK: The child process
 
     /// The folder holding `rrl_bridge/__main__.py`.
-    static func packageFolder(_ options: Options) -> String? {
+    static func packageFolder(_ options: Options) -> String? { pythonFolder(containing: "rrl_bridge/__main__.py", explicit: options.packagePath) }
+
+    /// The repository's `python/` folder holding `file` (searched from `explicit`, `$RRL_BRIDGE_PATH`, then
+    /// `python/` beside the working directory and its parents and beside the executable and its parents).
+    public static func pythonFolder(containing file: String, explicit: String? = nil) -> String? {
         var candidates: [String] = []
-        if let p = options.packagePath { candidates.append(p) }
+        if let p = explicit { candidates.append(p) }
         if let p = ProcessInfo.processInfo.environment["RRL_BRIDGE_PATH"] { candidates.append(p) }
         var folder = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
         for _ in 0..<4 {
@@ -212,7 +216,7 @@ public final class PythonBridge {
             candidates.append(executable.appendingPathComponent("python").path)
             executable.deleteLastPathComponent()
         }
-        return candidates.first { FileManager.default.fileExists(atPath: $0 + "/rrl_bridge/__main__.py") }
+        return candidates.first { FileManager.default.fileExists(atPath: $0 + "/" + file) }
     }
 
     static func start(_ options: Options, name: String) throws -> (ChildProcess, URL) {

@@ -83,6 +83,15 @@ public final class Policy {
         rng = RandomGenerator(seed: seed)
     }
 
+    /// The tensors a policy file holds: the actor's weights (PyTorch's names) and its log standard deviation.
+    public var namedTensors: [(name: String, tensor: Tensor)] {
+        let prefix = manifest.network.parameterPrefix
+        var list = ((encoder?.namedParameters(prefix: prefix + "encoder.") ?? []) + head.namedParameters(prefix: prefix + "head."))
+            .map { ($0.name, $0.parameter.value) }
+        if let logStd, let name = manifest.logStdName { list.append((name, logStd)) }
+        return list
+    }
+
     /// Zeros: the state of `batch` rows before anything happened (`act` with `episodeStart` also starts from it).
     public func initialState(batch: Int = 1) -> [Float] { [Float](repeating: 0, count: batch * stateWidth) }
 

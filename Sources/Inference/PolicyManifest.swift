@@ -116,10 +116,12 @@ public struct PolicyManifest: Codable, Equatable, Sendable {
     public var logStdName: String?
     public var observationNormalizer: Normalizer?
     public var rewardNormalizer: Normalizer?
+    /// The environment masks unavailable discrete actions (the exports then take an `action_mask` input).
+    public var actionMasks: Bool?
 
     public init(algorithm: String, network: Network, context: Context, agents: Int, observationWidth: Int, actions: Actions,
                 distribution: Distribution, logStdName: String? = nil, observationNormalizer: Normalizer? = nil,
-                rewardNormalizer: Normalizer? = nil) {
+                rewardNormalizer: Normalizer? = nil, actionMasks: Bool? = nil) {
         version = PolicyManifest.currentVersion
         self.algorithm = algorithm
         self.network = network
@@ -131,6 +133,7 @@ public struct PolicyManifest: Codable, Equatable, Sendable {
         self.logStdName = logStdName
         self.observationNormalizer = observationNormalizer
         self.rewardNormalizer = rewardNormalizer
+        self.actionMasks = actionMasks
     }
 
     /// Floats of the previous action in the input: one-hot over discrete actions, else the action.

@@ -1,6 +1,7 @@
 import Agents
 import Environments
 import Foundation
+import Inference
 import NeuralNetworks
 import Tensors
 
@@ -15,6 +16,10 @@ public final class SavedRun {
     public let spec: EnvironmentSpec
     /// Whether the run's environment is served as a multi-agent one (masac).
     public let multiAgent: Bool
+    /// The policy's manifest (nil for one actor network per agent, which a manifest cannot describe yet).
+    public let manifest: PolicyManifest?
+    /// The tensors a policy file holds: every weight (the policy takes its actor's) and the normalisers.
+    public let weights: [NamedParameter]
 
     public init(path: String) throws {
         url = URL(fileURLWithPath: path, isDirectory: true)
@@ -59,6 +64,8 @@ public final class SavedRun {
             try SafeTensors.assign(file.tensors, path: weightsURL.path, into: agent.namedParameters() + normalizers)
             agent.restoreNormalizers(normalizers, metadata: file.metadata)
             parameters = agent.namedParameters()
+            manifest = agent.policyManifest(actionSpace: spaces.1)
+            weights = parameters + normalizers
             environment = c.environment
             algorithm = "ppo"
             actor = agent
@@ -67,16 +74,20 @@ public final class SavedRun {
             try c.validate()
             spec = c.environmentSpec
             multiAgent = c.isMultiAgent
-            let agent: OffPolicyAgent
+            let agent: OffPolicyAgent, actionSpace: Space
             if multiAgent {
                 let env = try spec.makeMultiAgent()
                 agent = try OffPolicyAgent(configuration: c.agent, observationSpace: env.observationSpace, actionSpace: env.actionSpace, seed: c.seed,
                                            agents: env.agents, globalStateWidth: env.globalStateWidth, actionMaskWidth: env.actionMaskWidth)
+                actionSpace = env.actionSpace
             } else {
                 let spaces = try SavedRun.spaces(of: spec)
                 agent = try OffPolicyAgent(configuration: c.agent, observationSpace: spaces.0, actionSpace: spaces.1, seed: c.seed)
+                actionSpace = spaces.1
             }
             parameters = agent.namedParameters()
+            manifest = agent.policyManifest(actionSpace: actionSpace)
+            weights = parameters
             try SafeTensors.load(weightsURL, into: parameters)
             environment = c.environment
             algorithm = c.agent.algorithm.rawValue
@@ -85,6 +96,15 @@ public final class SavedRun {
         if let bad = parameters.first(where: { !$0.parameter.value.isFinite }) {
             throw TrainingError("\(weightsURL.path): parameter \(bad.name) holds NaN or infinite values (the run diverged); these weights cannot act. Train again, e.g. with smaller learning rates or --max-grad-norm")
         }
+    }
+
+    /// The run's policy for the inference library and the exports.
+    public func policy() throws -> Policy {
+        guard let manifest else {
+            throw TrainingError("\(url.path) trained one actor network per agent (--actor-per-agent), which a policy file cannot describe yet; train with one shared actor to export")
+        }
+        return try Policy(manifest: manifest, tensors: Dictionary(weights.map { ($0.name, $0.parameter.value) }) { a, _ in a },
+                          path: url.appendingPathComponent("weights.safetensors").path)
     }
 
     /// The observation and action spaces of an environment (a Python one asked of a one-copy bridge).

@@ -61,6 +61,16 @@ func ppoCase(_ label: String, network: NetworkKind, actions: Space, context: Con
                       actionSpace: actions, observationWidth: 3)
 }
 
+/// Writes a case's weights file (tensors and manifest) and loads it back as a `Policy`.
+func loadPolicy(_ c: PolicyCase) throws -> Policy {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("rrl-policy-\(UUID().uuidString).safetensors")
+    defer { try? FileManager.default.removeItem(at: url) }
+    var parameters = c.parameters
+    if let ppo = c.actor as? PPOAgent { parameters += ppo.normalizerParameters() }
+    try SafeTensors.write(parameters, metadata: c.manifest.metadata, to: url)
+    return try Policy(contentsOf: url)
+}
+
 /// The inference library against rrl's acting path, policy by policy.
 final class PolicyParityTests: XCTestCase {
     static func cases() throws -> [PolicyCase] {
@@ -83,99 +93,37 @@ final class PolicyParityTests: XCTestCase {
         ]
     }
 
-    /// Writes a case's weights file (tensors and manifest) and loads it back as a `Policy`.
-    func load(_ c: PolicyCase) throws -> Policy {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("rrl-policy-\(UUID().uuidString).safetensors")
-        defer { try? FileManager.default.removeItem(at: url) }
-        var parameters = c.parameters
-        if let ppo = c.actor as? PPOAgent { parameters += ppo.normalizerParameters() }
-        try SafeTensors.write(parameters, metadata: c.manifest.metadata, to: url)
-        return try Policy(contentsOf: url)
-    }
-
     /// For every kind of policy, 3 environment copies side by side (times the agents) over 300 steps
     /// with random observations, rewards, masks and episode starts (about 30 episodes per copy): the
     /// policy loaded from the weights file alone gives the actions rrl sends to the environment and
-    /// the recurrent states rrl carries, within 1e-5.
+    /// the recurrent states rrl carries, within 1e-5 (discrete actions exactly).
     func testThePolicyActsAsRRLDoes() throws {
         for c in try Self.cases() {
-            let policy = try load(c)
-            let actor = c.actor, N = actor.agents, B = 3 * N, o = c.observationWidth, a = actor.actionWidth
-            let Sa = max(actor.actorStateWidth, 1), S = policy.stateWidth, ea = c.actionSpace.width
-            XCTAssertEqual(policy.recurrentStateWidth, actor.actorStateWidth, c.label)
-            let context = Tensor(Shape(d0: 1, d1: B, d2: actor.contextWidth)), agentState = Tensor(Shape(d0: B, d1: Sa))
-            var policyState = policy.initialState(batch: B)
-            var previous = [Float](repeating: 0, count: B * a), started = [Bool](repeating: true, count: B)
-            var observations = [Float](repeating: 0, count: B * o), rewards = [Float](repeating: 0, count: B)
-            var masks = [Float](repeating: 1, count: B * 8), chosen = [Float](repeating: 0, count: B * a)
-            var expected = [Float](repeating: 0, count: B * ea), actual = [Float](repeating: 0, count: B * ea)
-            var rng = RandomGenerator(seed: 99)
-            var worst: Float = 0, starts = 0
-            for step in 0..<300 {
-                for copy in 0..<3 where step == 0 || rng.uniform() < 0.1 {
-                    for k in 0..<N { started[copy * N + k] = true }
-                    starts += 1
+            let policy = try loadPolicy(c)
+            XCTAssertEqual(policy.recurrentStateWidth, c.actor.actorStateWidth, c.label)
+            let rollout = Rollout(c, steps: 300, seed: 99)
+            XCTAssertGreaterThan(rollout.episodeStarts, 50, c.label)
+            let B = rollout.rows, S = policy.stateWidth, R = rollout.stateWidth, ea = rollout.actionWidth
+            var state = policy.initialState(batch: B), actions = [Float](repeating: 0, count: B * ea)
+            var got = [Float](), gotStates = [Float]()
+            for t in 0..<rollout.steps {
+                let starts = (0..<B).map { rollout.starts[t * B + $0] != 0 }
+                starts.withUnsafeBufferPointer { s in
+                    policy.act(observations: Array(rollout.observations[(t * B * rollout.observationWidth)...]), rewards: Array(rollout.rewards[(t * B)...]),
+                               episodeStarts: s.baseAddress, actionMasks: c.masked ? Array(rollout.masks[(t * B * rollout.maskWidth)...]) : nil,
+                               state: &state, batch: B, actions: &actions)
                 }
-                for i in observations.indices { observations[i] = 2 * rng.normal() }
-                for i in rewards.indices { rewards[i] = rng.normal() }
-                if c.masked, case .discrete(let n) = c.actionSpace {
-                    for r in 0..<B {
-                        for j in 0..<n { masks[r * n + j] = rng.uniform() < 0.6 ? 1 : 0 }
-                        masks[r * n + rng.integer(below: n)] = 1
-                    }
-                }
-                // rrl's path: the agent's context writer and actor, then the trainers' action mapping.
-                for r in 0..<B {
-                    if started[r] { (agentState.data + r * Sa).update(repeating: 0, count: Sa) }
-                    var x = Array(observations[(r * o)..<(r * o + o)])
-                    x.withUnsafeMutableBufferPointer { actor.prepare(observation: $0.baseAddress!) }
-                    previous.withUnsafeBufferPointer { p in
-                        actor.writeContext(observation: x, lastAction: started[r] ? nil : p.baseAddress! + r * a,
-                                           lastReward: started[r] ? 0 : actor.prepare(reward: rewards[r]), agent: r % N,
-                                           into: context.data + r * actor.contextWidth)
-                    }
-                }
-                masks.withUnsafeBufferPointer { m in
-                    chosen.withUnsafeMutableBufferPointer {
-                        actor.act(context: context, state: agentState, deterministic: true, actionMasks: c.masked ? m.baseAddress : nil, actions: $0.baseAddress!)
-                    }
-                }
-                for r in 0..<B {
-                    switch c.actionSpace {
-                    case .discrete: expected[r] = chosen[r]
-                    case .box(let low, let high):
-                        chosen.withUnsafeBufferPointer { p in
-                            expected.withUnsafeMutableBufferPointer { PolicyManifest.Actions.mapToBounds(p.baseAddress! + r * a, low: low, high: high, into: $0.baseAddress! + r * ea) }
-                        }
-                    }
-                }
-                // The inference library.
-                started.withUnsafeBufferPointer { s in
-                    policy.act(observations: observations, rewards: rewards, episodeStarts: s.baseAddress, actionMasks: c.masked ? masks : nil,
-                               state: &policyState, batch: B, actions: &actual)
-                }
-                for j in 0..<(B * ea) {
-                    if case .discrete = c.actionSpace {
-                        XCTAssertEqual(actual[j], expected[j], "\(c.label), step \(step), row \(j)")
-                    } else {
-                        worst = max(worst, abs(actual[j] - expected[j]))
-                    }
-                }
-                for r in 0..<B {
-                    for j in 0..<actor.actorStateWidth { worst = max(worst, abs(policyState[r * S + j] - agentState.data[r * Sa + j])) }
-                }
-                previous = chosen
-                for r in 0..<B { started[r] = false }
+                got += actions
+                for r in 0..<B { gotStates += state[(r * S)..<(r * S + R)] }
             }
-            XCTAssertLessThanOrEqual(worst, 1e-5, c.label)
-            XCTAssertGreaterThan(starts, 50, c.label)
+            rollout.check(actions: got, states: gotStates, label: "\(c.label) (Swift inference)")
         }
     }
 
     /// After the first call has sized its workspaces, acting allocates nothing.
     func testActingAllocatesNothing() throws {
         for c in try Self.cases() {
-            let policy = try load(c)
+            let policy = try loadPolicy(c)
             let B = 4 * c.actor.agents
             var state = policy.initialState(batch: B)
             let observations = [Float](repeating: 0.5, count: B * c.observationWidth), rewards = [Float](repeating: 1, count: B)
@@ -226,3 +174,108 @@ final class PolicyParityTests: XCTestCase {
         XCTAssertThrowsError(try Policy(contentsOf: url)) { XCTAssertTrue("\($0)".contains(c.parameters[0].name), "\($0)") }
     }
 }
+
+/// A recorded rollout of rrl's own acting path: `rows` rows (3 copies times the agents) over `steps`
+/// steps of random observations, rewards, masks and episode starts, with the actions rrl sends to the
+/// environment and the recurrent states it carries. Exports are checked against it.
+struct Rollout {
+    let steps: Int, rows: Int, observationWidth: Int, actionWidth: Int, maskWidth: Int, stateWidth: Int
+    var observations: [Float] = [], rewards: [Float] = [], starts: [Float] = [], masks: [Float] = []
+    var actions: [Float] = [], states: [Float] = []
+    var episodeStarts = 0
+    let discrete: Bool
+
+    init(_ c: PolicyCase, steps T: Int, seed: UInt64) {
+        let actor = c.actor, N = actor.agents, B = 3 * N, o = c.observationWidth, a = actor.actionWidth
+        let n: Int = { if case .discrete(let n) = c.actionSpace, c.masked { return n } else { return 0 } }()
+        steps = T; rows = B; observationWidth = o; actionWidth = c.actionSpace.width; maskWidth = n; stateWidth = actor.actorStateWidth
+        if case .discrete = c.actionSpace { discrete = true } else { discrete = false }
+        let Sa = max(actor.actorStateWidth, 1), ea = actionWidth
+        let context = Tensor(Shape(d0: 1, d1: B, d2: actor.contextWidth)), agentState = Tensor(Shape(d0: B, d1: Sa))
+        var previous = [Float](repeating: 0, count: B * a), chosen = [Float](repeating: 0, count: B * a)
+        var started = [Bool](repeating: true, count: B), expected = [Float](repeating: 0, count: B * ea)
+        var mask = [Float](repeating: 1, count: max(B * n, 1))
+        var rng = RandomGenerator(seed: seed)
+        for step in 0..<T {
+            for copy in 0..<3 where step == 0 || rng.uniform() < 0.1 {
+                for k in 0..<N { started[copy * N + k] = true }
+                episodeStarts += 1
+            }
+            let x = (0..<(B * o)).map { _ in 2 * rng.normal() }, r = (0..<B).map { _ in rng.normal() }
+            for row in 0..<B where n > 0 {
+                for j in 0..<n { mask[row * n + j] = rng.uniform() < 0.6 ? 1 : 0 }
+                mask[row * n + rng.integer(below: n)] = 1
+            }
+            observations += x; rewards += r; starts += started.map { $0 ? 1 : 0 }
+            if n > 0 { masks += mask }
+            // rrl's path: the agent's context writer and actor, then the trainers' action mapping.
+            for row in 0..<B {
+                if started[row] { (agentState.data + row * Sa).update(repeating: 0, count: Sa) }
+                var prepared = Array(x[(row * o)..<(row * o + o)])
+                prepared.withUnsafeMutableBufferPointer { actor.prepare(observation: $0.baseAddress!) }
+                previous.withUnsafeBufferPointer { p in
+                    actor.writeContext(observation: prepared, lastAction: started[row] ? nil : p.baseAddress! + row * a,
+                                       lastReward: started[row] ? 0 : actor.prepare(reward: r[row]), agent: row % N,
+                                       into: context.data + row * actor.contextWidth)
+                }
+            }
+            mask.withUnsafeBufferPointer { m in
+                chosen.withUnsafeMutableBufferPointer {
+                    actor.act(context: context, state: agentState, deterministic: true, actionMasks: n > 0 ? m.baseAddress : nil, actions: $0.baseAddress!)
+                }
+            }
+            for row in 0..<B {
+                switch c.actionSpace {
+                case .discrete: expected[row] = chosen[row]
+                case .box(let low, let high):
+                    chosen.withUnsafeBufferPointer { p in
+                        expected.withUnsafeMutableBufferPointer { PolicyManifest.Actions.mapToBounds(p.baseAddress! + row * a, low: low, high: high, into: $0.baseAddress! + row * ea) }
+                    }
+                }
+                states += (0..<actor.actorStateWidth).map { agentState.data[row * Sa + $0] }
+            }
+            actions += expected
+            previous = chosen
+            for row in 0..<B { started[row] = false }
+        }
+    }
+
+    /// Checks another runtime's actions and recurrent states (same layout) against rrl's.
+    func check(actions got: [Float], states gotStates: [Float], label: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(got.count, actions.count, "\(label): actions", file: file, line: line)
+        XCTAssertEqual(gotStates.count, states.count, "\(label): states", file: file, line: line)
+        guard got.count == actions.count, gotStates.count == states.count else { return }
+        var worst: Float = 0, mismatches = 0
+        for (u, v) in zip(got, actions) {
+            if discrete { if u != v { mismatches += 1 } } else { worst = max(worst, abs(u - v)) }
+        }
+        for (u, v) in zip(gotStates, states) { worst = max(worst, abs(u - v)) }
+        XCTAssertEqual(mismatches, 0, "\(label): discrete actions differ", file: file, line: line)
+        XCTAssertLessThanOrEqual(worst, 1e-5, label, file: file, line: line)
+    }
+
+    /// Writes the rollout's inputs (float32 files and `rollout.json`) for the C driver and the Python check.
+    func write(to folder: URL, policy: Policy) throws {
+        func floats(_ name: String, _ values: [Float]) throws {
+            try values.withUnsafeBufferPointer { try Data(buffer: $0).write(to: folder.appendingPathComponent(name)) }
+        }
+        try floats("observations.bin", observations)
+        try floats("rewards.bin", rewards)
+        try floats("starts.bin", starts)
+        try floats("masks.bin", maskWidth > 0 ? masks : [0])
+        let encoder = policy.encoder
+        let info: [String: Any] = [
+            "steps": steps, "rows": rows, "observationWidth": observationWidth, "maskWidth": maskWidth, "agents": policy.manifest.agents,
+            "layers": encoder?.layers.count ?? 0, "hidden": encoder?.hiddenSize ?? 0, "lstm": policy.manifest.network.cell == .lstm,
+            "previousActionWidth": policy.previousActionWidth, "actionWidth": actionWidth, "stateWidth": policy.stateWidth,
+        ]
+        try JSONSerialization.data(withJSONObject: info).write(to: folder.appendingPathComponent("rollout.json"))
+    }
+
+    /// Reads a float32 file written by another runtime.
+    static func read(_ url: URL) throws -> [Float] {
+        let data = try Data(contentsOf: url)
+        return data.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+    }
+}
+

@@ -1,0 +1,184 @@
+import Foundation
+import Inference
+import NeuralNetworks
+import Tensors
+
+/// The deterministic policy as one self-contained C header: the weights as constant arrays and a
+/// plain C99 step function (no allocation, no dependency beyond `<math.h>` and `<string.h>`), for
+/// microcontrollers and any language with a C interface.
+///
+/// ```c
+/// #include "policy.h"
+/// float state[RRL_POLICY_STATE_WIDTH] = {0}, action[RRL_POLICY_ACTION_WIDTH];
+/// rrl_policy_step(observation, reward, episode_start, 0, NULL, state, action);
+/// ```
+///
+/// The state holds the same floats as the Swift library's (`Policy`): the recurrent state per
+/// layer (h, then c for an LSTM), then the previous action as the network sees it.
+public enum CExport {
+    public static func header(of policy: Policy) -> String {
+        let m = policy.manifest, o = m.observationWidth, C = m.network.inputWidth, R = policy.recurrentStateWidth
+        let P = policy.previousActionWidth, S = policy.stateWidth, discrete = m.actions.count
+        let A = discrete == nil ? m.actions.width : 1
+        var arrays: [String] = []
+        func array(_ name: String, _ values: [Float]) -> String {
+            arrays.append("static const float rrl_policy_\(name)[\(max(values.count, 1))] = {\n" + lines(values.map(literal)) + "\n};")
+            return "rrl_policy_\(name)"
+        }
+        func doubles(_ name: String, _ values: [Double]) -> String {
+            arrays.append("static const double rrl_policy_\(name)[\(max(values.count, 1))] = {\n" + lines(values.map { String(format: "%.17g", $0) }) + "\n};")
+            return "rrl_policy_\(name)"
+        }
+        var body: [String] = []
+        body.append("    float x[\(max(C, 1))];")
+        body.append("    int k = 0;")
+        body.append("    if (episode_start) memset(state, 0, sizeof(float) * \(max(S, 1)));")
+        if m.context.observation {
+            if let n = m.observationNormalizer, let mean = n.mean {
+                let meanName = doubles("observation_mean", mean), stdName = doubles("observation_std", n.variance.map { ($0 + 1e-8).squareRoot() })
+                body.append("    for (int j = 0; j < \(o); j++) { double v = ((double)observation[j] - \(meanName)[j]) / \(stdName)[j]; x[k++] = (float)(v < -10 ? -10 : v > 10 ? 10 : v); }")
+            } else {
+                body.append("    for (int j = 0; j < \(o); j++) x[k++] = observation[j];")
+            }
+        }
+        if m.context.agentID { body.append("    for (int j = 0; j < \(m.agents); j++) x[k++] = j == agent % \(m.agents) ? 1.0f : 0.0f;") }
+        if P > 0 { body.append("    for (int j = 0; j < \(P); j++) x[k++] = state[\(R) + j];") }
+        if m.context.lastReward {
+            if let n = m.rewardNormalizer {
+                body.append("    { double v = episode_start ? 0.0 : (double)reward / \(String(format: "%.17g", (n.variance[0] + 1e-8).squareRoot())); x[k++] = (float)(v < -10 ? -10 : v > 10 ? 10 : v); }")
+            } else {
+                body.append("    x[k++] = episode_start ? 0.0f : reward;")
+            }
+        }
+        var input = "x", width = C
+        if let encoder = policy.encoder {
+            let H = encoder.hiddenSize
+            var column = 0
+            for (l, layer) in encoder.layers.enumerated() {
+                let lstm = layer is LSTM
+                let w: GateWeights = lstm ? (layer as! LSTM).weights : (layer as! GRU).weights
+                let G = (lstm ? 4 : 3) * H, I = layer.inputSize
+                let wih = array("l\(l)_weight_ih", w.weightIH.value.array), whh = array("l\(l)_weight_hh", w.weightHH.value.array)
+                let bih = array("l\(l)_bias_ih", w.biasIH.value.array), bhh = array("l\(l)_bias_hh", w.biasHH.value.array)
+                body.append("    /* layer \(l): \(lstm ? "LSTM" : "GRU") \(I) -> \(H) (PyTorch's gates and formulas) */")
+                body.append("    float gi\(l)[\(G)], gh\(l)[\(G)], y\(l)[\(H)];")
+                body.append("    float *h\(l) = state + \(column);")
+                body.append("    for (int g = 0; g < \(G); g++) {")
+                body.append("        float a = \(bih)[g], b = \(bhh)[g];")
+                body.append("        for (int j = 0; j < \(I); j++) a += \(wih)[g * \(I) + j] * \(input)[j];")
+                body.append("        for (int j = 0; j < \(H); j++) b += \(whh)[g * \(H) + j] * h\(l)[j];")
+                body.append("        gi\(l)[g] = a; gh\(l)[g] = b;")
+                body.append("    }")
+                if lstm {
+                    body.append("    float *c\(l) = state + \(column + H);")
+                    body.append("    for (int j = 0; j < \(H); j++) {")
+                    body.append("        float i = rrl_policy_sigmoid(gi\(l)[j] + gh\(l)[j]), f = rrl_policy_sigmoid(gi\(l)[\(H) + j] + gh\(l)[\(H) + j]);")
+                    body.append("        float g = tanhf(gi\(l)[\(2 * H) + j] + gh\(l)[\(2 * H) + j]), o = rrl_policy_sigmoid(gi\(l)[\(3 * H) + j] + gh\(l)[\(3 * H) + j]);")
+                    body.append("        c\(l)[j] = f * c\(l)[j] + i * g;")
+                    body.append("        y\(l)[j] = o * tanhf(c\(l)[j]);")
+                    body.append("    }")
+                    column += 2 * H
+                } else {
+                    body.append("    for (int j = 0; j < \(H); j++) {")
+                    body.append("        float r = rrl_policy_sigmoid(gi\(l)[j] + gh\(l)[j]), z = rrl_policy_sigmoid(gi\(l)[\(H) + j] + gh\(l)[\(H) + j]);")
+                    body.append("        float n = tanhf(gi\(l)[\(2 * H) + j] + r * gh\(l)[\(2 * H) + j]);")
+                    body.append("        y\(l)[j] = n + z * (h\(l)[j] - n);")
+                    body.append("    }")
+                    column += H
+                }
+                body.append("    memcpy(h\(l), y\(l), sizeof(float) * \(H));")
+                input = "y\(l)"
+                width = H
+            }
+        }
+        for (d, layer) in policy.head.layers.enumerated() {
+            let dense = layer as! Dense
+            let W = array("head\(d)_weight", dense.weight.value.array), b = array("head\(d)_bias", dense.bias.value.array)
+            let out = dense.outputSize
+            body.append("    float d\(d)[\(out)];")
+            body.append("    for (int i = 0; i < \(out); i++) {")
+            body.append("        float v = \(b)[i];")
+            body.append("        for (int j = 0; j < \(width); j++) v += \(W)[i * \(width) + j] * \(input)[j];")
+            switch dense.activation {
+            case .identity: body.append("        d\(d)[i] = v;")
+            case .relu: body.append("        d\(d)[i] = v > 0 ? v : 0;")
+            case .tanh: body.append("        d\(d)[i] = tanhf(v);")
+            case .sigmoid: body.append("        d\(d)[i] = rrl_policy_sigmoid(v);")
+            case .elu: body.append("        d\(d)[i] = v > 0 ? v : expm1f(v);")
+            }
+            body.append("    }")
+            input = "d\(d)"
+            width = out
+        }
+        let out = input
+        if let n = discrete {
+            body.append("    int best = -1;")
+            body.append("    for (int j = 0; j < \(n); j++) if ((!action_mask || action_mask[j] != 0) && (best < 0 || \(out)[j] > \(out)[best])) best = j;")
+            body.append("    if (best < 0) best = 0;")
+            if P > 0 { body.append("    for (int j = 0; j < \(n); j++) state[\(R) + j] = j == best ? 1.0f : 0.0f;") }
+            body.append("    action[0] = (float)best;")
+        } else {
+            let low = array("action_low", m.actions.low!), high = array("action_high", m.actions.high!)
+            body.append("    float a[\(A)];")
+            switch m.distribution {
+            case .tanhGaussian: body.append("    for (int j = 0; j < \(A); j++) a[j] = tanhf(\(out)[j]);")
+            case .deterministic: body.append("    for (int j = 0; j < \(A); j++) a[j] = \(out)[j] < -1 ? -1 : \(out)[j] > 1 ? 1 : \(out)[j];")
+            default: body.append("    for (int j = 0; j < \(A); j++) a[j] = \(out)[j];")
+            }
+            if P > 0 { body.append("    for (int j = 0; j < \(A); j++) state[\(R) + j] = a[j];") }
+            body.append("    for (int j = 0; j < \(A); j++) {")
+            body.append("        float u = a[j] < -1 ? -1 : a[j] > 1 ? 1 : a[j];")
+            body.append("        float v = \(low)[j] + (u + 1) * 0.5f * (\(high)[j] - \(low)[j]);")
+            body.append("        action[j] = v < \(low)[j] ? \(low)[j] : v > \(high)[j] ? \(high)[j] : v;")
+            body.append("    }")
+        }
+        let description = "\(m.algorithm) policy: \(m.network.cell.map { "\($0.rawValue.uppercased()) \(m.network.layers)x\(m.network.hiddenSize)" } ?? "MLP"), head \(m.network.headHiddenSizes), \(discrete.map { "\($0) discrete actions" } ?? "\(A) continuous actions")"
+        return """
+        /* policy.h: generated by `rrl export --format c`. \(description).
+         * Deterministic actions; plain C99, no allocation.
+         *
+         * rrl_policy_step(observation, reward, episode_start, agent, action_mask, state, action):
+         *   observation    RRL_POLICY_OBSERVATION_WIDTH floats
+         *   reward         the reward received for the previous action (used only when the policy's context holds it)
+         *   episode_start  nonzero at an episode's first observation (the state then starts from zeros)
+         *   agent          the agent's index (policies shared by several agents; else 0)
+         *   action_mask    RRL_POLICY_ACTIONS floats, 1 where an action is available, or NULL (discrete policies; else ignored)
+         *   state          RRL_POLICY_STATE_WIDTH floats carried from step to step (zeros to begin)
+         *   action         RRL_POLICY_ACTION_WIDTH floats written: the environment's action (a discrete index as a float)
+         */
+        #ifndef RRL_POLICY_H
+        #define RRL_POLICY_H
+        #include <math.h>
+        #include <string.h>
+
+        #define RRL_POLICY_OBSERVATION_WIDTH \(o)
+        #define RRL_POLICY_ACTION_WIDTH \(m.actions.width)
+        #define RRL_POLICY_ACTIONS \(discrete ?? A)
+        #define RRL_POLICY_STATE_WIDTH \(max(S, 1))
+        #define RRL_POLICY_AGENTS \(m.agents)
+
+        \(arrays.joined(separator: "\n"))
+
+        static inline float rrl_policy_sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
+
+        static inline void rrl_policy_step(const float *observation, float reward, int episode_start, int agent, const float *action_mask,
+                                           float *state, float *action) {
+            (void)reward; (void)agent; (void)action_mask;
+        \(body.joined(separator: "\n"))
+        }
+
+        #endif
+
+        """
+    }
+
+    static func literal(_ v: Float) -> String {
+        if v.isNaN { return "NAN" }
+        if v.isInfinite { return v > 0 ? "INFINITY" : "-INFINITY" }
+        return String(format: "%.9ef", v)
+    }
+
+    static func lines(_ items: [String]) -> String {
+        stride(from: 0, to: items.count, by: 8).map { "    " + items[$0..<min($0 + 8, items.count)].joined(separator: ", ") + "," }.joined(separator: "\n")
+    }
+}

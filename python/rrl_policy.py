@@ -1,0 +1,153 @@
+"""A RecurrentRL policy as a torch.nn.Module, built from the manifest in its weights file.
+
+    import rrl_policy
+    policy = rrl_policy.load("policy.safetensors")        # `rrl export RUN --format torch`, or a run's weights.safetensors
+    state = policy.initial_state(batch=1)
+    action, state = policy(observation, state, episode_start)   # one step; see Policy.forward
+
+The step is the one RecurrentRL's manifest describes (PolicyManifest in Sources/Inference): at an
+episode's start the state and the previous action are zeros and the reward 0; the observation (and
+the previous reward) are normalised when the manifest holds normalisers; the network's input is the
+observation, the agent's id one-hot, the previous action (one-hot when discrete) and the previous
+reward; PyTorch's GRU/LSTM then the head MLP; the deterministic action (tanh of the mean, the clipped
+output, the mean, or the best logit) mapped onto the environment's bounds. Actions are deterministic.
+
+The state is a [batch, state_width] tensor laid out as RecurrentRL's: per recurrent layer h (then c for
+an LSTM), then the previous action as the network sees it.
+"""
+import json
+
+import torch
+from safetensors import safe_open
+
+METADATA_KEY = "rrl.policy"
+
+
+def load(path):
+    """The policy in a RecurrentRL weights file (its manifest and tensors)."""
+    with safe_open(path, framework="pt") as f:
+        metadata = f.metadata() or {}
+        if METADATA_KEY not in metadata:
+            raise ValueError(f"{path} holds no RecurrentRL policy manifest; write one with `rrl export RUN --format torch`")
+        tensors = {name: f.get_tensor(name) for name in f.keys()}
+    return Policy(json.loads(metadata[METADATA_KEY]), tensors)
+
+
+_ACTIVATIONS = {
+    "identity": lambda x: x,
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "elu": torch.nn.functional.elu,
+}
+
+
+class Policy(torch.nn.Module):
+    def __init__(self, manifest, tensors):
+        super().__init__()
+        if manifest.get("version", 0) > 1:
+            raise ValueError(f"policy manifest version {manifest['version']} is newer than this module's (1)")
+        self.manifest = manifest
+        net = manifest["network"]
+        prefix = net["parameterPrefix"]
+        self.cell = net.get("cell")
+        self.hidden = net["hiddenSize"]
+        self.layers = net["layers"] if self.cell else 0
+        self.rnn = None
+        if self.cell:
+            kind = torch.nn.GRU if self.cell == "gru" else torch.nn.LSTM
+            self.rnn = kind(net["inputWidth"], self.hidden, self.layers)
+            for name, parameter in self.rnn.named_parameters():
+                parameter.data.copy_(tensors[prefix + "encoder." + name])
+        self.linears = torch.nn.ModuleList()
+        width = self.hidden if self.cell else net["inputWidth"]
+        for i, out in enumerate(net["headHiddenSizes"] + [net["outputWidth"]]):
+            linear = torch.nn.Linear(width, out)
+            linear.weight.data.copy_(tensors[f"{prefix}head.{i}.weight"])
+            linear.bias.data.copy_(tensors[f"{prefix}head.{i}.bias"])
+            self.linears.append(linear)
+            width = out
+        self.activation = _ACTIVATIONS[net["activation"]]
+        self.output_activation = _ACTIVATIONS[net["outputActivation"]]
+        actions = manifest["actions"]
+        self.discrete = actions.get("count")
+        self.action_width = 1 if self.discrete else len(actions["low"])
+        if not self.discrete:
+            self.register_buffer("low", torch.tensor(actions["low"], dtype=torch.float32))
+            self.register_buffer("high", torch.tensor(actions["high"], dtype=torch.float32))
+        context = manifest["context"]
+        self.previous_width = (self.discrete or self.action_width) if context["lastAction"] else 0
+        self.recurrent_width = self.layers * self.hidden * (2 if self.cell == "lstm" else 1)
+        self.state_width = self.recurrent_width + self.previous_width
+
+    def initial_state(self, batch=1):
+        return torch.zeros(batch, self.state_width)
+
+    @torch.no_grad()
+    def forward(self, observation, state, episode_start, reward=None, agent=None, action_mask=None):
+        """One step of `batch` rows: observation [batch, observationWidth]; state [batch, state_width];
+        episode_start [batch] (true where an episode begins at this observation); reward [batch] (for the
+        previous action; policies whose context holds it); agent [batch] agent indices (policies shared by
+        several agents; default row % agents); action_mask [batch, n] (1: available; discrete policies).
+        Returns the environment's action ([batch, actionWidth] floats, or [batch] int64 indices) and the next state."""
+        m, context = self.manifest, self.manifest["context"]
+        batch = observation.shape[0]
+        keep = 1.0 - torch.as_tensor(episode_start, dtype=torch.float32).reshape(batch, 1)
+        state = state * keep
+        parts = []
+        if context["observation"]:
+            x = observation.float()
+            normalizer = m.get("observationNormalizer")
+            if normalizer:
+                mean = torch.tensor(normalizer["mean"], dtype=torch.float64)
+                std = torch.sqrt(torch.tensor(normalizer["variance"], dtype=torch.float64) + 1e-8)
+                x = ((x.double() - mean) / std).clamp(-10, 10).float()
+            parts.append(x)
+        if context["agentID"]:
+            agents = m["agents"]
+            index = torch.arange(batch) % agents if agent is None else torch.as_tensor(agent)
+            parts.append(torch.nn.functional.one_hot(index.long(), agents).float())
+        r0 = self.recurrent_width
+        if self.previous_width:
+            parts.append(state[:, r0:r0 + self.previous_width])
+        if context["lastReward"]:
+            r = torch.zeros(batch) if reward is None else torch.as_tensor(reward, dtype=torch.float32).reshape(batch)
+            normalizer = m.get("rewardNormalizer")
+            if normalizer:
+                r = (r.double() / (normalizer["variance"][0] + 1e-8) ** 0.5).clamp(-10, 10).float()
+            parts.append(r.reshape(batch, 1) * keep)
+        x = torch.cat(parts, dim=1)
+        next_state = state.clone()
+        if self.rnn is not None:
+            per = self.hidden * (2 if self.cell == "lstm" else 1)
+            layers = state[:, :r0].reshape(batch, self.layers, per).transpose(0, 1)
+            h0 = layers[:, :, :self.hidden].contiguous()
+            if self.cell == "lstm":
+                c0 = layers[:, :, self.hidden:].contiguous()
+                y, (h, c) = self.rnn(x.unsqueeze(0), (h0, c0))
+                nxt = torch.cat([h, c], dim=2)
+            else:
+                y, h = self.rnn(x.unsqueeze(0), h0)
+                nxt = h
+            next_state[:, :r0] = nxt.transpose(0, 1).reshape(batch, r0)
+            x = y[0]
+        for i, linear in enumerate(self.linears):
+            x = linear(x)
+            x = self.activation(x) if i < len(self.linears) - 1 else self.output_activation(x)
+        distribution = m["distribution"]
+        if self.discrete:
+            if action_mask is not None:
+                x = torch.where(torch.as_tensor(action_mask) == 0, torch.full_like(x, -1e9), x)
+            index = x.argmax(dim=1)
+            if self.previous_width:
+                next_state[:, r0:] = torch.nn.functional.one_hot(index, self.discrete).float()
+            return index, next_state
+        a = x[:, :self.action_width]
+        if distribution == "tanhGaussian":
+            a = torch.tanh(a)
+        elif distribution == "deterministic":
+            a = a.clamp(-1, 1)
+        if self.previous_width:
+            next_state[:, r0:] = a
+        mapped = self.low + (a.clamp(-1, 1) + 1) * 0.5 * (self.high - self.low)
+        return torch.minimum(torch.maximum(mapped, self.low), self.high), next_state
