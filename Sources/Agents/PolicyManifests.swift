@@ -1,6 +1,7 @@
 import Environments
 import Inference
 import NeuralNetworks
+import Tensors
 
 /// The manifests that make a weights file self-describing (`PolicyManifest`): what each agent's
 /// acting network is, so that the inference library, `rrl export` and other languages rebuild the
@@ -56,5 +57,32 @@ extension PPOAgent {
                               observationNormalizer: c.normalizeObservations
                                   ? .init(mean: observationStatistics.mean, variance: observationStatistics.variance) : nil,
                               rewardNormalizer: c.normalizeRewards && c.context.lastReward ? .init(mean: nil, variance: returnStatistics.variance) : nil)
+    }
+}
+
+/// A policy loaded from its file acts wherever an agent does (evaluation, `rrl evaluate`): the
+/// context, state and action forms are the training agent's.
+extension Policy: RecurrentActor {
+    public var contextWidth: Int { manifest.network.inputWidth }
+    public var actorStateWidth: Int { recurrentStateWidth }
+    public var agents: Int { manifest.agents }
+
+    public func prepare(observation: UnsafeMutablePointer<Float>) { normalize(observation: observation, into: observation) }
+    public func prepare(reward: Float) -> Float { normalize(reward: reward) }
+
+    /// `lastAction` in the agent's stored form (an index, or the normalised action), one-hot here when discrete.
+    public func writeContext(observation: UnsafePointer<Float>, lastAction: UnsafePointer<Float>?, lastReward: Float, agent: Int,
+                             into out: UnsafeMutablePointer<Float>) {
+        writeContext(observation: observation, previousAction: nil, reward: lastReward, agent: agent, into: out)
+        guard previousActionWidth > 0, let lastAction else { return }
+        // The previous action sits after the observation and the agent's id.
+        let m = manifest
+        let offset = (m.context.observation ? m.observationWidth : 0) + (m.context.agentID ? m.agents : 0)
+        writePreviousAction(lastAction, into: out + offset)
+    }
+
+    public func act(context: Tensor, state: Tensor, deterministic: Bool, actionMasks: UnsafePointer<Float>?, actions: UnsafeMutablePointer<Float>) {
+        step(context: context, state: encoder == nil ? nil : state.data, stateStride: state.shape.rank == 2 ? state.shape[1] : recurrentStateWidth,
+             deterministic: deterministic, actionMasks: actionMasks, policyActions: actions)
     }
 }

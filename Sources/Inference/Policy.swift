@@ -38,10 +38,11 @@ public final class Policy {
 
     let logStd: Tensor?
     /// Floats of the policy's own (normalised) action per row: A, or 1 for an index.
-    let policyActionWidth: Int
+    public let policyActionWidth: Int
     // Workspaces, reused.
     let context = Tensor([0])
     let headInput = Tensor([0])
+    let observationScratch = Tensor([0])
     let policyActions = Tensor([0])
     let noise = Tensor([0])
     let scratch = Tensor([0])
@@ -108,46 +109,99 @@ public final class Policy {
         let C = m.network.inputWidth, A = policyActionWidth
         if let episodeStarts { for b in 0..<B where episodeStarts[b] { (state + b * S).update(repeating: 0, count: S) } }
         context.resize(Shape(d0: 1, d1: B, d2: C))
-        let ctx = m.context
+        observationScratch.resize(Shape(d0: max(o, 1)))
         for b in 0..<B {
-            var p = context.data + b * C
-            if ctx.observation {
-                let x = observations + b * o
-                if let n = m.observationNormalizer, let mean = n.mean {
-                    for j in 0..<o { p[j] = Float(min(max((Double(x[j]) - mean[j]) / (n.variance[j] + 1e-8).squareRoot(), -10), 10)) }
-                } else {
-                    p.update(from: x, count: o)
-                }
-                p += o
-            }
-            if ctx.agentID {
-                p.update(repeating: 0, count: m.agents)
-                p[b % m.agents] = 1
-                p += m.agents
-            }
-            if P > 0 {
-                p.update(from: state + b * S + R, count: P)
-                p += P
-            }
-            if ctx.lastReward {
-                let start = episodeStarts?[b] ?? false
-                var r = start ? 0 : (rewards?[b] ?? 0)
-                if let n = m.rewardNormalizer { r = Float(min(max(Double(r) / (n.variance[0] + 1e-8).squareRoot(), -10), 10)) }
-                p[0] = r
+            normalize(observation: observations + b * o, into: observationScratch.data)
+            let start = episodeStarts?[b] ?? false
+            writeContext(observation: observationScratch.data, previousAction: P > 0 ? state + b * S + R : nil,
+                         reward: start ? 0 : normalize(reward: rewards?[b] ?? 0), agent: b % m.agents, into: context.data + b * C)
+        }
+        policyActions.resize(Shape(d0: B, d1: A))
+        let a = policyActions.data
+        step(context: context, state: state, stateStride: S, deterministic: deterministic, actionMasks: actionMasks, policyActions: a)
+        for b in 0..<B {
+            if P > 0 { writePreviousAction(a + b * A, into: state + b * S + R) }
+            if let low = m.actions.low, let high = m.actions.high {
+                PolicyManifest.Actions.mapToBounds(a + b * A, low: low, high: high, into: actions + b * A)
+            } else {
+                actions[b] = a[b]
             }
         }
+    }
+
+    // MARK: The parts of a step
+
+    /// The observation as the network sees it (normalised when the manifest holds statistics): `observationWidth` floats.
+    @inline(__always)
+    public func normalize(observation x: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+        let o = manifest.observationWidth
+        if let n = manifest.observationNormalizer, let mean = n.mean {
+            for j in 0..<o { out[j] = Float(min(max((Double(x[j]) - mean[j]) / (n.variance[j] + 1e-8).squareRoot(), -10), 10)) }
+        } else {
+            out.update(from: x, count: o)
+        }
+    }
+
+    /// The reward as the network sees it (scaled when the manifest holds a reward normaliser).
+    @inline(__always)
+    public func normalize(reward r: Float) -> Float {
+        guard let n = manifest.rewardNormalizer else { return r }
+        return Float(min(max(Double(r) / (n.variance[0] + 1e-8).squareRoot(), -10), 10))
+    }
+
+    /// Writes one row's network input (`network.inputWidth` floats) from a normalised observation, the
+    /// previous action as the network sees it (`previousActionWidth` floats; nil: zeros, at an
+    /// episode's first step), the normalised previous reward and the agent's index.
+    @inline(__always)
+    public func writeContext(observation: UnsafePointer<Float>, previousAction: UnsafePointer<Float>?, reward: Float, agent: Int,
+                             into out: UnsafeMutablePointer<Float>) {
+        let m = manifest, ctx = m.context, P = previousActionWidth
+        var p = out
+        if ctx.observation {
+            p.update(from: observation, count: m.observationWidth)
+            p += m.observationWidth
+        }
+        if ctx.agentID {
+            p.update(repeating: 0, count: m.agents)
+            p[agent] = 1
+            p += m.agents
+        }
+        if P > 0 {
+            if let previousAction { p.update(from: previousAction, count: P) } else { p.update(repeating: 0, count: P) }
+            p += P
+        }
+        if ctx.lastReward { p[0] = reward }
+    }
+
+    /// The previous action as the network sees it (`previousActionWidth` floats) from the policy's own
+    /// action (an index, or the normalised action).
+    @inline(__always)
+    public func writePreviousAction(_ a: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+        if manifest.actions.count != nil {
+            out.update(repeating: 0, count: previousActionWidth)
+            out[Int(a[0])] = 1
+        } else {
+            out.update(from: a, count: policyActionWidth)
+        }
+    }
+
+    /// The network and the distribution for `context` (`[1, B, inputWidth]`): advances each row's
+    /// recurrent state (the first `recurrentStateWidth` floats of rows `stateStride` apart at `state`)
+    /// and writes the policy's own actions (`[B, A]` normalised, or `[B]` indices), before any mapping
+    /// onto the environment's bounds.
+    public func step(context: Tensor, state: UnsafeMutablePointer<Float>?, stateStride S: Int, deterministic: Bool,
+                     actionMasks: UnsafePointer<Float>?, policyActions a: UnsafeMutablePointer<Float>) {
+        let m = manifest, B = context.shape[1], R = recurrentStateWidth, A = policyActionWidth
         var features = context
-        if let encoder {
+        if let encoder, let state {
             features = encoder.forward(context, initialState: Matrix(state, rows: B, columns: R, stride: S), resetMask: nil, resets: .zero,
                                        keepActivations: false)
             for b in 0..<B { (state + b * S).update(from: encoder.finalState.data + b * R, count: R) }
         }
-        let F = encoder?.hiddenSize ?? C
+        let F = encoder?.hiddenSize ?? m.network.inputWidth
         headInput.resize(Shape(d0: B, d1: F))
         headInput.data.update(from: features.data, count: B * F)
         let out = head.forward(headInput)
-        policyActions.resize(Shape(d0: B, d1: A))
-        let a = policyActions.data
         switch m.distribution {
         case .tanhGaussian:
             if deterministic {
@@ -171,22 +225,6 @@ public final class Policy {
                 scratch.resize(Shape(d0: 2 * B * n))
                 Categorical.probabilities(logits: out.data, rows: B, actions: n, probabilities: scratch.data, logProbabilities: scratch.data + B * n)
                 Categorical.sample(probabilities: scratch.data, rows: B, actions: n, into: a, rng: &rng)
-            }
-        }
-        for b in 0..<B {
-            if P > 0 {
-                let previous = state + b * S + R
-                if m.actions.count != nil {
-                    previous.update(repeating: 0, count: P)
-                    previous[Int(a[b])] = 1
-                } else {
-                    previous.update(from: a + b * A, count: A)
-                }
-            }
-            if let low = m.actions.low, let high = m.actions.high {
-                PolicyManifest.Actions.mapToBounds(a + b * A, low: low, high: high, into: actions + b * A)
-            } else {
-                actions[b] = a[b]
             }
         }
     }

@@ -11,6 +11,8 @@ public final class SavedRun {
     public let url: URL
     public let environment: String
     public let algorithm: String
+    /// What acts: the policy rebuilt from the weights file by the inference library (the training
+    /// agent for a run whose actors a manifest cannot describe).
     public let actor: any RecurrentActor
     /// The environment with its options and Python modules.
     public let spec: EnvironmentSpec
@@ -52,6 +54,7 @@ public final class SavedRun {
             }
         }
         let parameters: [NamedParameter]
+        let trained: any RecurrentActor
         if (top["algorithm"] as? String) == "ppo" {
             let c = try decode(PPOTrainingConfiguration.self)
             try c.validate()
@@ -68,7 +71,7 @@ public final class SavedRun {
             weights = parameters + normalizers
             environment = c.environment
             algorithm = "ppo"
-            actor = agent
+            trained = agent
         } else {
             let c = try decode(OffPolicyConfiguration.self)
             try c.validate()
@@ -91,20 +94,27 @@ public final class SavedRun {
             try SafeTensors.load(weightsURL, into: parameters)
             environment = c.environment
             algorithm = c.agent.algorithm.rawValue
-            actor = agent
+            trained = agent
         }
         if let bad = parameters.first(where: { !$0.parameter.value.isFinite }) {
             throw TrainingError("\(weightsURL.path): parameter \(bad.name) holds NaN or infinite values (the run diverged); these weights cannot act. Train again, e.g. with smaller learning rates or --max-grad-norm")
         }
+        actor = manifest == nil ? trained : try SavedRun.policy(manifest: manifest, weights: weights, path: weightsURL.path)
     }
 
     /// The run's policy for the inference library and the exports.
     public func policy() throws -> Policy {
-        guard let manifest else {
-            throw TrainingError("\(url.path) trained one actor network per agent (--actor-per-agent), which a policy file cannot describe yet; train with one shared actor to export")
+        if let policy = actor as? Policy { return policy }
+        throw TrainingError("\(url.path) trained one actor network per agent (--actor-per-agent), which a policy file cannot describe yet; train with one shared actor to export")
+    }
+
+    static func policy(manifest: PolicyManifest?, weights: [NamedParameter], path: String) throws -> Policy {
+        guard let manifest else { throw TrainingError("\(path): no manifest") }
+        do {
+            return try Policy(manifest: manifest, tensors: Dictionary(weights.map { ($0.name, $0.parameter.value) }) { a, _ in a }, path: path)
+        } catch let error as PolicyError {
+            throw TrainingError(error.description)
         }
-        return try Policy(manifest: manifest, tensors: Dictionary(weights.map { ($0.name, $0.parameter.value) }) { a, _ in a },
-                          path: url.appendingPathComponent("weights.safetensors").path)
     }
 
     /// The observation and action spaces of an environment (a Python one asked of a one-copy bridge).

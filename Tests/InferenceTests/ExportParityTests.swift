@@ -8,7 +8,7 @@ import Tensors
 import XCTest
 
 /// The exports against rrl: for every kind of policy, the same recorded rollout (3 copies times the
-/// agents, 300 steps, about 30 episodes per copy, random observations, rewards, masks and episode
+/// agents, 400 steps, over 100 episodes, random observations, rewards, masks and episode
 /// starts) run through the C header (compiled with cc), the ONNX model (onnxruntime) and the PyTorch
 /// module (python/rrl_policy.py) gives rrl's actions and recurrent states within 1e-5 (discrete
 /// actions exactly). Tools that are missing skip their part, unless RRL_REQUIRE_EXPORT_CHECKS is set
@@ -47,7 +47,7 @@ final class ExportParityTests: XCTestCase {
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(at: folder) }
             let policy = try loadPolicy(c)
-            let rollout = Rollout(c, steps: 300, seed: 100 + UInt64(k))
+            let rollout = Rollout(c, steps: 400, seed: 100 + UInt64(k))
             try rollout.write(to: folder, policy: policy)
             try Data(ONNXExport.model(of: policy)).write(to: folder.appendingPathComponent("policy.onnx"))
             try Data(CExport.header(of: policy).utf8).write(to: folder.appendingPathComponent("policy.h"))
