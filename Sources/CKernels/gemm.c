@@ -359,6 +359,28 @@ static void small_avx2(int trans_a, int trans_b, long m, long n, long k, float a
         }
         float *cr = c + i * ldc;
         long j = 0;
+        // Eight columns at a time: eight independent FMA chains hide the FMA latency on the short k
+        // loops of acting (one row, k of a hidden size), and one tree of horizontal adds gives the
+        // eight sums at once.
+        for (; j + 8 <= n; j += 8) {
+            const float *bj = b + j * ldb;
+            __m256 s[8];
+            for (int q = 0; q < 8; q++) s[q] = _mm256_setzero_ps();
+            long p = 0;
+            for (; p + 8 <= k; p += 8) {
+                __m256 av = _mm256_loadu_ps(ar + p);
+                for (int q = 0; q < 8; q++) s[q] = _mm256_fmadd_ps(av, _mm256_loadu_ps(bj + q * ldb + p), s[q]);
+            }
+            __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(s[0], s[1]), _mm256_hadd_ps(s[2], s[3]));
+            __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(s[4], s[5]), _mm256_hadd_ps(s[6], s[7]));
+            __m256 d = _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+            float sums[8];
+            _mm256_storeu_ps(sums, d);
+            for (; p < k; p++)
+                for (int q = 0; q < 8; q++) sums[q] += ar[p] * bj[q * ldb + p];
+            for (int q = 0; q < 8; q++)
+                cr[j + q] = beta == 0.0f ? alpha * sums[q] : alpha * sums[q] + beta * cr[j + q];
+        }
         for (; j + 4 <= n; j += 4) {
             const float *b0 = b + j * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
             __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(),
