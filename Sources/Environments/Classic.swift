@@ -8,6 +8,7 @@ import Tensors
 /// Partially observable variants show part of `[cos θ, sin θ, θ̇]`: `.position` shows
 /// `[cos θ, sin θ]` (velocity must be inferred), `.velocity` shows `[θ̇]` only.
 public final class Pendulum: Environment {
+    /// What the observation shows: everything, positions only, or velocities only (the partially observable variants).
     public enum View: String, CaseIterable, Sendable { case full, position, velocity }
 
     public let view: View
@@ -79,6 +80,7 @@ public final class Pendulum: Environment {
 ///
 /// Partially observable variants: `.position` shows `[x, θ]`, `.velocity` shows `[ẋ, θ̇]`.
 public final class CartPole: Environment {
+    /// What the observation shows: everything, positions only, or velocities only (the partially observable variants).
     public enum View: String, CaseIterable, Sendable { case full, position, velocity }
 
     public let view: View

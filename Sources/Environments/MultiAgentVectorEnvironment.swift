@@ -16,6 +16,7 @@ import Tensors
 ///
 /// Seeding: copy i is first reset with `seed + i`; later resets continue each copy's own stream.
 public final class MultiAgentVectorEnvironment {
+    /// What happens to a copy whose episode ended (see above).
     public enum ResetMode: String, Codable, Sendable { case resetEachCopy, resetTogether }
 
     public let copies: [any MultiAgentEnvironment]

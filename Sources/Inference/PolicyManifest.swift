@@ -32,6 +32,7 @@ public struct PolicyManifest: Codable, Equatable, Sendable {
     /// The manifest version this library writes and reads.
     public static let currentVersion = 1
 
+    /// How the network's output becomes an action (step 5 above).
     public enum Distribution: String, Codable, Sendable { case tanhGaussian, deterministic, gaussian, categorical }
 
     /// The actor network.

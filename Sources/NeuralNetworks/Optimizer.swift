@@ -31,6 +31,7 @@ public struct ParameterGroup {
 /// Defaults are PyTorch's and explicit: β1 = 0.9, β2 = 0.999, ε = 1e-8, weight decay 0 for
 /// Adam and 0.01 for AdamW.
 public final class Adam {
+    /// Adam's constants: the moments' decay rates, ε and the decoupled weight decay.
     public struct Configuration: Codable, Equatable, Sendable {
         public var beta1: Float = 0.9
         public var beta2: Float = 0.999

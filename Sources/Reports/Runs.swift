@@ -50,6 +50,7 @@ public struct RunRecord {
     public var name: String { URL(fileURLWithPath: path).lastPathComponent }
 }
 
+/// A run folder or metric a report cannot use, with what is wrong.
 public struct ReportError: Error, CustomStringConvertible {
     public let message: String
     public init(_ message: String) { self.message = message }

@@ -164,5 +164,6 @@ public struct OffPolicyConfiguration: Codable, Equatable, Sendable {
 /// Earlier names, kept so that code written against them still compiles.
 @available(*, deprecated, renamed: "OffPolicyConfiguration")
 public typealias TrainingConfiguration = OffPolicyConfiguration
+/// The off-policy trainer's earlier name.
 @available(*, deprecated, renamed: "OffPolicyTrainer")
 public typealias Trainer = OffPolicyTrainer
