@@ -417,6 +417,55 @@ static void small_avx2(int trans_a, int trans_b, long m, long n, long k, float a
 }
 #endif
 
+// MARK: - One row through a layer (acting at batch 1)
+
+// y = b + x W for one row, W stored transposed as wt[in][out]: axpy form, accumulators for 64
+// outputs at a time in registers, one broadcast of x[j] per input.
+static void affine_rows_portable(long in, long out, const float *wt, const float *b, const float *x, float *y) {
+    for (long o = 0; o < out; o++) y[o] = b ? b[o] : 0.0f;
+    for (long j = 0; j < in; j++) {
+        const float v = x[j], *w = wt + j * out;
+        for (long o = 0; o < out; o++) y[o] += w[o] * v;
+    }
+}
+
+#if RRL_X86
+__attribute__((target("avx2,fma")))
+static void affine_rows_avx2(long in, long out, const float *wt, const float *b, const float *x, float *y) {
+    long o = 0;
+    for (; o + 64 <= out; o += 64) {
+        __m256 acc[8];
+        for (int q = 0; q < 8; q++) acc[q] = b ? _mm256_loadu_ps(b + o + 8 * q) : _mm256_setzero_ps();
+        for (long j = 0; j < in; j++) {
+            const __m256 v = _mm256_broadcast_ss(x + j);
+            const float *w = wt + j * out + o;
+            for (int q = 0; q < 8; q++) acc[q] = _mm256_fmadd_ps(v, _mm256_loadu_ps(w + 8 * q), acc[q]);
+        }
+        for (int q = 0; q < 8; q++) _mm256_storeu_ps(y + o + 8 * q, acc[q]);
+    }
+    for (; o + 8 <= out; o += 8) {
+        __m256 acc = b ? _mm256_loadu_ps(b + o) : _mm256_setzero_ps();
+        for (long j = 0; j < in; j++) acc = _mm256_fmadd_ps(_mm256_broadcast_ss(x + j), _mm256_loadu_ps(wt + j * out + o), acc);
+        _mm256_storeu_ps(y + o, acc);
+    }
+    for (; o < out; o++) {
+        float acc = b ? b[o] : 0.0f;
+        for (long j = 0; j < in; j++) acc += x[j] * wt[j * out + o];
+        y[o] = acc;
+    }
+}
+#endif
+
+void rrl_affine_rows(long rows, long in, long out, const float *wt, const float *b, const float *x, float *y) {
+#if RRL_X86
+    if (rrl_cpu_has_avx2_fma()) {
+        for (long r = 0; r < rows; r++) affine_rows_avx2(in, out, wt, b, x + r * in, y + r * out);
+        return;
+    }
+#endif
+    for (long r = 0; r < rows; r++) affine_rows_portable(in, out, wt, b, x + r * in, y + r * out);
+}
+
 // MARK: - Reference
 
 static void gemm_naive(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,

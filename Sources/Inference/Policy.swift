@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import NeuralNetworks
 import Tensors
@@ -39,8 +40,16 @@ public final class Policy {
     let logStd: Tensor?
     /// Floats of the policy's own (normalised) action per row: A, or 1 for an index.
     public let policyActionWidth: Int
+    /// The acting path's copies of the weights, transposed (`[in, out]`) for one-row products.
+    struct FastLayer {
+        let cell: CellKind?, activation: Activation, input: Int, output: Int
+        let weightT: [Float], bias: [Float]
+        let hiddenT: [Float], hiddenBias: [Float]
+    }
+    let fastLayers: [FastLayer]
     // Workspaces, reused.
     let context = Tensor([0])
+    let gatesIn = Tensor([0]), gatesHidden = Tensor([0]), layerOut = Tensor([0]), layerIn = Tensor([0]), outputs = Tensor([0])
     let headInput = Tensor([0])
     let observationScratch = Tensor([0])
     let policyActions = Tensor([0])
@@ -78,6 +87,23 @@ public final class Policy {
         } else {
             logStd = nil
         }
+        func transposed(_ t: Tensor) -> [Float] {
+            let rows = t.shape[0], columns = t.count / max(rows, 1), v = t.array
+            return (0..<columns).flatMap { c in (0..<rows).map { v[$0 * columns + c] } }
+        }
+        var fast: [FastLayer] = []
+        for layer in encoder?.layers ?? [] {
+            let w: GateWeights = (layer as? GRU)?.weights ?? (layer as! LSTM).weights
+            fast.append(FastLayer(cell: layer is GRU ? .gru : .lstm, activation: .identity, input: layer.inputSize, output: layer.hiddenSize,
+                                  weightT: transposed(w.weightIH.value), bias: w.biasIH.value.array,
+                                  hiddenT: transposed(w.weightHH.value), hiddenBias: w.biasHH.value.array))
+        }
+        for layer in head.layers {
+            let d = layer as! Dense
+            fast.append(FastLayer(cell: nil, activation: d.activation, input: d.inputSize, output: d.outputSize,
+                                  weightT: transposed(d.weight.value), bias: d.bias.value.array, hiddenT: [], hiddenBias: []))
+        }
+        fastLayers = fast
         recurrentStateWidth = encoder?.stateWidth ?? 0
         previousActionWidth = manifest.previousActionWidth
         policyActionWidth = manifest.actions.count != nil ? 1 : manifest.actions.width
@@ -118,7 +144,9 @@ public final class Policy {
         }
         policyActions.resize(Shape(d0: B, d1: A))
         let a = policyActions.data
-        step(context: context, state: state, stateStride: S, deterministic: deterministic, actionMasks: actionMasks, policyActions: a)
+        outputs.resize(Shape(d0: B, d1: m.network.outputWidth))
+        for b in 0..<B { forwardRow(context.data + b * C, state: state + b * S, output: outputs.data + b * m.network.outputWidth) }
+        choose(outputs.data, rows: B, deterministic: deterministic, actionMasks: actionMasks, policyActions: a)
         for b in 0..<B {
             if P > 0 { writePreviousAction(a + b * A, into: state + b * S + R) }
             if let low = m.actions.low, let high = m.actions.high {
@@ -201,31 +229,93 @@ public final class Policy {
         let F = encoder?.hiddenSize ?? m.network.inputWidth
         headInput.resize(Shape(d0: B, d1: F))
         headInput.data.update(from: features.data, count: B * F)
-        let out = head.forward(headInput)
+        choose(head.forward(headInput).data, rows: B, deterministic: deterministic, actionMasks: actionMasks, policyActions: a)
+    }
+
+    /// The policy's own actions from the network's outputs (`[B, outputWidth]`, masked in place).
+    func choose(_ out: UnsafeMutablePointer<Float>, rows B: Int, deterministic: Bool, actionMasks: UnsafePointer<Float>?,
+                policyActions a: UnsafeMutablePointer<Float>) {
+        let m = manifest, A = policyActionWidth
         switch m.distribution {
         case .tanhGaussian:
             if deterministic {
-                TanhGaussian.mode(parameters: out.data, rows: B, actionWidth: A, actions: a)
+                TanhGaussian.mode(parameters: out, rows: B, actionWidth: A, actions: a)
             } else {
                 noise.resize(Shape(d0: B, d1: A))
                 scratch.resize(Shape(d0: B))
-                TanhGaussian.sample(parameters: out.data, rows: B, actionWidth: A, noise: noise.data, actions: a, logProbabilities: scratch.data, rng: &rng)
+                TanhGaussian.sample(parameters: out, rows: B, actionWidth: A, noise: noise.data, actions: a, logProbabilities: scratch.data, rng: &rng)
             }
         case .deterministic:
-            for i in 0..<(B * A) { a[i] = min(max(out.data[i], -1), 1) }
+            for i in 0..<(B * A) { a[i] = min(max(out[i], -1), 1) }
         case .gaussian:
-            DiagonalGaussian.sample(means: out.data, logStd: logStd!.data, rows: B, actionWidth: A, deterministic: deterministic, actions: a,
+            DiagonalGaussian.sample(means: out, logStd: logStd!.data, rows: B, actionWidth: A, deterministic: deterministic, actions: a,
                                     logProbabilities: nil, rng: &rng)
         case .categorical:
             let n = m.actions.count ?? 1
-            if let actionMasks { Categorical.mask(logits: out.data, rows: B, actions: n, mask: actionMasks) }
+            if let actionMasks { Categorical.mask(logits: out, rows: B, actions: n, mask: actionMasks) }
             if deterministic {
-                Categorical.mode(logits: out.data, rows: B, actions: n, into: a)
+                Categorical.mode(logits: out, rows: B, actions: n, into: a)
             } else {
                 scratch.resize(Shape(d0: 2 * B * n))
-                Categorical.probabilities(logits: out.data, rows: B, actions: n, probabilities: scratch.data, logProbabilities: scratch.data + B * n)
+                Categorical.probabilities(logits: out, rows: B, actions: n, probabilities: scratch.data, logProbabilities: scratch.data + B * n)
                 Categorical.sample(probabilities: scratch.data, rows: B, actions: n, into: a, rng: &rng)
             }
+        }
+    }
+
+    /// The acting path for one row: its context `x` through the recurrent layers (advancing the row's
+    /// state in place) and the head, with the transposed weights and one-row products
+    /// (`rrl_affine_rows`); writes the network's `outputWidth` outputs. The same equations as the
+    /// training layers (PyTorch's), with the sums in another order.
+    @inline(__always)
+    func forwardRow(_ x: UnsafePointer<Float>, state: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>) {
+        let widest = fastLayers.reduce(manifest.network.inputWidth) { max($0, 4 * $1.output) }
+        layerIn.resize(Shape(d0: widest))
+        layerOut.resize(Shape(d0: widest))
+        gatesIn.resize(Shape(d0: widest))
+        gatesHidden.resize(Shape(d0: widest))
+        var input = UnsafePointer(x), column = 0
+        let gi = gatesIn.data, gh = gatesHidden.data
+        for (index, layer) in fastLayers.enumerated() {
+            // Alternate two buffers so that a layer never writes the input it reads.
+            let y = index % 2 == 0 ? layerOut.data : layerIn.data
+            let H = layer.output
+            switch layer.cell {
+            case .gru:
+                let h = state + column
+                layer.weightT.withUnsafeBufferPointer { w in layer.bias.withUnsafeBufferPointer { rrl_affine_rows(1, layer.input, 3 * H, w.baseAddress, $0.baseAddress, input, gi) } }
+                layer.hiddenT.withUnsafeBufferPointer { w in layer.hiddenBias.withUnsafeBufferPointer { rrl_affine_rows(1, H, 3 * H, w.baseAddress, $0.baseAddress, h, gh) } }
+                for j in 0..<(2 * H) { gi[j] += gh[j] }
+                VectorMath.sigmoid(gi, gi, count: 2 * H)
+                for j in 0..<H { gi[2 * H + j] += gi[j] * gh[2 * H + j] }
+                VectorMath.tanh(gi + 2 * H, gi + 2 * H, count: H)
+                for j in 0..<H {
+                    let n = gi[2 * H + j]
+                    h[j] = n + gi[H + j] * (h[j] - n)
+                }
+                y.update(from: h, count: H)
+                column += H
+            case .lstm:
+                let h = state + column, c = state + column + H
+                layer.weightT.withUnsafeBufferPointer { w in layer.bias.withUnsafeBufferPointer { rrl_affine_rows(1, layer.input, 4 * H, w.baseAddress, $0.baseAddress, input, gi) } }
+                layer.hiddenT.withUnsafeBufferPointer { w in layer.hiddenBias.withUnsafeBufferPointer { rrl_affine_rows(1, H, 4 * H, w.baseAddress, $0.baseAddress, h, gh) } }
+                for j in 0..<(4 * H) { gi[j] += gh[j] }
+                VectorMath.sigmoid(gi, gi, count: 2 * H)
+                VectorMath.tanh(gi + 2 * H, gi + 2 * H, count: H)
+                VectorMath.sigmoid(gi + 3 * H, gi + 3 * H, count: H)
+                for j in 0..<H { c[j] = gi[H + j] * c[j] + gi[j] * gi[2 * H + j] }
+                VectorMath.tanh(c, h, count: H)
+                for j in 0..<H { h[j] *= gi[3 * H + j] }
+                y.update(from: h, count: H)
+                column += 2 * H
+            case nil:
+                let target = index == fastLayers.count - 1 ? output : y
+                layer.weightT.withUnsafeBufferPointer { w in layer.bias.withUnsafeBufferPointer { rrl_affine_rows(1, layer.input, layer.output, w.baseAddress, $0.baseAddress, input, target) } }
+                layer.activation.apply(target, target, count: layer.output)
+                input = UnsafePointer(target)
+                continue
+            }
+            input = UnsafePointer(y)
         }
     }
 

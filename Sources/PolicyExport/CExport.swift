@@ -75,15 +75,15 @@ public enum CExport {
                     body.append("    float *c\(l) = state + \(column + H);")
                     body.append("    for (int j = 0; j < \(H); j++) {")
                     body.append("        float i = rrl_policy_sigmoid(gi\(l)[j] + gh\(l)[j]), f = rrl_policy_sigmoid(gi\(l)[\(H) + j] + gh\(l)[\(H) + j]);")
-                    body.append("        float g = tanhf(gi\(l)[\(2 * H) + j] + gh\(l)[\(2 * H) + j]), o = rrl_policy_sigmoid(gi\(l)[\(3 * H) + j] + gh\(l)[\(3 * H) + j]);")
+                    body.append("        float g = rrl_policy_tanh(gi\(l)[\(2 * H) + j] + gh\(l)[\(2 * H) + j]), o = rrl_policy_sigmoid(gi\(l)[\(3 * H) + j] + gh\(l)[\(3 * H) + j]);")
                     body.append("        c\(l)[j] = f * c\(l)[j] + i * g;")
-                    body.append("        y\(l)[j] = o * tanhf(c\(l)[j]);")
+                    body.append("        y\(l)[j] = o * rrl_policy_tanh(c\(l)[j]);")
                     body.append("    }")
                     column += 2 * H
                 } else {
                     body.append("    for (int j = 0; j < \(H); j++) {")
                     body.append("        float r = rrl_policy_sigmoid(gi\(l)[j] + gh\(l)[j]), z = rrl_policy_sigmoid(gi\(l)[\(H) + j] + gh\(l)[\(H) + j]);")
-                    body.append("        float n = tanhf(gi\(l)[\(2 * H) + j] + r * gh\(l)[\(2 * H) + j]);")
+                    body.append("        float n = rrl_policy_tanh(gi\(l)[\(2 * H) + j] + r * gh\(l)[\(2 * H) + j]);")
                     body.append("        y\(l)[j] = n + z * (h\(l)[j] - n);")
                     body.append("    }")
                     column += H
@@ -105,7 +105,7 @@ public enum CExport {
             switch dense.activation {
             case .identity: body.append("        d\(d)[i] = v;")
             case .relu: body.append("        d\(d)[i] = v > 0 ? v : 0;")
-            case .tanh: body.append("        d\(d)[i] = tanhf(v);")
+            case .tanh: body.append("        d\(d)[i] = rrl_policy_tanh(v);")
             case .sigmoid: body.append("        d\(d)[i] = rrl_policy_sigmoid(v);")
             case .elu: body.append("        d\(d)[i] = v > 0 ? v : expm1f(v);")
             }
@@ -124,7 +124,7 @@ public enum CExport {
             let low = array("action_low", m.actions.low!), high = array("action_high", m.actions.high!)
             body.append("    float a[\(A)];")
             switch m.distribution {
-            case .tanhGaussian: body.append("    for (int j = 0; j < \(A); j++) a[j] = tanhf(\(out)[j]);")
+            case .tanhGaussian: body.append("    for (int j = 0; j < \(A); j++) a[j] = rrl_policy_tanh(\(out)[j]);")
             case .deterministic: body.append("    for (int j = 0; j < \(A); j++) a[j] = \(out)[j] < -1 ? -1 : \(out)[j] > 1 ? 1 : \(out)[j];")
             default: body.append("    for (int j = 0; j < \(A); j++) a[j] = \(out)[j];")
             }
@@ -162,7 +162,40 @@ public enum CExport {
 
         \(arrays.joined(separator: "\n"))
 
-        static inline float rrl_policy_sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
+        /* exp, sigmoid and tanh as RecurrentRL's own kernels compute them (Cephes' expf scheme: x = n ln2 + r,
+         * a degree-6 polynomial for exp(r), 2^n built in the exponent bits; tanh from exp(-2|x|), an odd
+         * polynomial below 0.3), branch-free so that compilers vectorise the loops that call them. */
+        static inline float rrl_policy_exp(float x) {
+            x = x < -88.3762626647949f ? -88.3762626647949f : x > 88.3762626647949f ? 88.3762626647949f : x;
+            float fx = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+            float r = x - fx * 0.693359375f;
+            r = r - fx * -2.12194440e-4f;
+            float p = 1.9875691500e-4f;
+            p = p * r + 1.3981999507e-3f;
+            p = p * r + 8.3334519073e-3f;
+            p = p * r + 4.1665795894e-2f;
+            p = p * r + 1.6666665459e-1f;
+            p = p * r + 5.0000001201e-1f;
+            p = p * (r * r) + (r + 1.0f);
+            int n = (int)fx, n1 = n >> 1, n2 = n - n1;
+            int b1 = (n1 + 127) << 23, b2 = (n2 + 127) << 23;
+            float s1, s2;
+            memcpy(&s1, &b1, sizeof s1);
+            memcpy(&s2, &b2, sizeof s2);
+            return p * s1 * s2;
+        }
+        static inline float rrl_policy_sigmoid(float v) { return 1.0f / (1.0f + rrl_policy_exp(-v)); }
+        static inline float rrl_policy_tanh(float v) {
+            float a = v < 0 ? -v : v, t = rrl_policy_exp(-2.0f * a), big = (1.0f - t) / (1.0f + t), a2 = a * a;
+            float p = 3.59212803657248102e-3f;
+            p = p * a2 - 8.86323552990219657e-3f;
+            p = p * a2 + 2.18694885361552028e-2f;
+            p = p * a2 - 5.39682539682539683e-2f;
+            p = p * a2 + 1.33333333333333333e-1f;
+            p = p * a2 - 3.33333333333333333e-1f;
+            float small = p * a2 * a + a, y = a < 0.3f ? small : big;
+            return v < 0 ? -y : y;
+        }
 
         static inline void rrl_policy_step(const float *observation, float reward, int episode_start, int agent, const float *action_mask,
                                            float *state, float *action) {

@@ -56,6 +56,9 @@ void rrl_sgemm_path(rrl_gemm_path path, int trans_a, int trans_b, long m, long n
 /// Relative error is a few float ulps (checked against libm in the tests).
 void rrl_vexp(long n, const float *x, float *y);
 void rrl_vtanh(long n, const float *x, float *y);
+/// y = b + x W for each of `rows` rows of x (`[rows, in]`), with W stored transposed (`wt`, `[in, out]`)
+/// and b optional (NULL: none): the products of acting one row at a time, register-blocked.
+void rrl_affine_rows(long rows, long in, long out, const float *wt, const float *b, const float *x, float *y);
 void rrl_vsigmoid(long n, const float *x, float *y);
 /// y = max(x, 0); dx = dy * f'(x) from the output y of ReLU, tanh, sigmoid. Outputs may alias inputs.
 void rrl_relu(long n, const float *x, float *y);
