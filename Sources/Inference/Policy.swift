@@ -87,21 +87,17 @@ public final class Policy {
         } else {
             logStd = nil
         }
-        func transposed(_ t: Tensor) -> [Float] {
-            let rows = t.shape[0], columns = t.count / max(rows, 1), v = t.array
-            return (0..<columns).flatMap { c in (0..<rows).map { v[$0 * columns + c] } }
-        }
         var fast: [FastLayer] = []
         for layer in encoder?.layers ?? [] {
             let w: GateWeights = (layer as? GRU)?.weights ?? (layer as! LSTM).weights
             fast.append(FastLayer(cell: layer is GRU ? .gru : .lstm, activation: .identity, input: layer.inputSize, output: layer.hiddenSize,
-                                  weightT: transposed(w.weightIH.value), bias: w.biasIH.value.array,
-                                  hiddenT: transposed(w.weightHH.value), hiddenBias: w.biasHH.value.array))
+                                  weightT: w.weightIH.value.transposedValues, bias: w.biasIH.value.array,
+                                  hiddenT: w.weightHH.value.transposedValues, hiddenBias: w.biasHH.value.array))
         }
         for layer in head.layers {
             let d = layer as! Dense
             fast.append(FastLayer(cell: nil, activation: d.activation, input: d.inputSize, output: d.outputSize,
-                                  weightT: transposed(d.weight.value), bias: d.bias.value.array, hiddenT: [], hiddenBias: []))
+                                  weightT: d.weight.value.transposedValues, bias: d.bias.value.array, hiddenT: [], hiddenBias: []))
         }
         fastLayers = fast
         recurrentStateWidth = encoder?.stateWidth ?? 0

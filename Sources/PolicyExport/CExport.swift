@@ -62,7 +62,7 @@ public enum CExport {
                 let G = (lstm ? 4 : 3) * H, I = layer.inputSize
                 // Weights stored transposed ([input][gate]): the products run as axpy loops over the
                 // gates, which compilers vectorise without reassociating sums.
-                let wih = array("l\(l)_weight_ih_t", transposed(w.weightIH.value)), whh = array("l\(l)_weight_hh_t", transposed(w.weightHH.value))
+                let wih = array("l\(l)_weight_ih_t", w.weightIH.value.transposedValues), whh = array("l\(l)_weight_hh_t", w.weightHH.value.transposedValues)
                 let bih = array("l\(l)_bias_ih", w.biasIH.value.array), bhh = array("l\(l)_bias_hh", w.biasHH.value.array)
                 body.append("    /* layer \(l): \(lstm ? "LSTM" : "GRU") \(I) -> \(H) (PyTorch's gates and formulas) */")
                 body.append("    float gi\(l)[\(G)], gh\(l)[\(G)], y\(l)[\(H)];")
@@ -95,7 +95,7 @@ public enum CExport {
         }
         for (d, layer) in policy.head.layers.enumerated() {
             let dense = layer as! Dense
-            let W = array("head\(d)_weight_t", transposed(dense.weight.value)), b = array("head\(d)_bias", dense.bias.value.array)
+            let W = array("head\(d)_weight_t", dense.weight.value.transposedValues), b = array("head\(d)_bias", dense.bias.value.array)
             let out = dense.outputSize
             body.append("    float d\(d)[\(out)];")
             body.append("    memcpy(d\(d), \(b), sizeof d\(d));")
@@ -206,12 +206,6 @@ public enum CExport {
         #endif
 
         """
-    }
-
-    /// A `[rows, columns]` matrix's values column by column (`[columns, rows]`).
-    static func transposed(_ t: Tensor) -> [Float] {
-        let rows = t.shape[0], columns = t.count / max(rows, 1), v = t.array
-        return (0..<columns).flatMap { c in (0..<rows).map { v[$0 * columns + c] } }
     }
 
     static func literal(_ v: Float) -> String {

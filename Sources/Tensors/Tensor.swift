@@ -123,3 +123,12 @@ extension Tensor: CustomStringConvertible {
         return "Tensor\(shape)(\(preview)\(count > 8 ? ", ..." : ""))"
     }
 }
+
+extension Tensor {
+    /// The values of a `[rows, columns]` tensor (its first dimension by the rest) column by column,
+    /// as a `[columns, rows]` array: a weight matrix transposed for one-row products and exports.
+    public var transposedValues: [Float] {
+        let rows = shape[0], columns = count / max(rows, 1), v = array
+        return (0..<columns).flatMap { c in (0..<rows).map { v[$0 * columns + c] } }
+    }
+}

@@ -1,4 +1,5 @@
 import Foundation
+import NeuralNetworks
 import Tensors
 
 /// TensorBoard event files (`events.out.tfevents.*`): TFRecord framing (length, masked CRC-32C of
@@ -17,27 +18,27 @@ public final class TensorBoardWriter {
         let host = ProcessInfo.processInfo.hostName.filter { $0.isLetter || $0.isNumber || $0 == "-" }
         url = directory.appendingPathComponent("events.out.tfevents.\(Int(wallTime)).\(host.isEmpty ? "rrl" : host).\(getpid())\(Self.suffix)")
         file = try AppendFile(url: url, role: "TensorBoard event file", create: true)
-        var event = ProtocolBuffer()
-        event.double(field: 1, wallTime)
-        event.string(field: 3, "brain.Event:2")
+        var event = ProtobufWriter()
+        event.double(1, wallTime)
+        event.string(3, "brain.Event:2")
         try write(record: event.bytes)
     }
 
     /// Writes one event with the row's values (NaN cells left out) at its step, and flushes it.
     public func write(_ row: MetricsRow, columns: [String], wallTime: Double = Date().timeIntervalSince1970) throws {
-        var summary = ProtocolBuffer()
+        var summary = ProtobufWriter()
         for column in columns where column != "step" {
             guard let v = row[column], !v.isNaN else { continue }
-            var value = ProtocolBuffer()
-            value.string(field: 1, column)
-            value.float(field: 2, Float(v))
-            summary.message(field: 1, value)
+            var value = ProtobufWriter()
+            value.string(1, column)
+            value.float(2, Float(v))
+            summary.message(1, value)
         }
-        var event = ProtocolBuffer()
-        event.double(field: 1, wallTime)
+        var event = ProtobufWriter()
+        event.double(1, wallTime)
         let step = row["step"] ?? 0
-        event.varint(field: 2, step.isFinite && step > 0 && step < 9e18 ? UInt64(step) : 0)
-        event.message(field: 5, summary)
+        event.unsigned(2, step.isFinite && step > 0 && step < 9e18 ? UInt64(step) : 0)
+        event.message(5, summary)
         try write(record: event.bytes)
     }
 
@@ -59,40 +60,4 @@ public final class TensorBoardWriter {
     }
 
     static func littleEndian(_ v: UInt32) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
-}
-
-/// Just enough protocol-buffer encoding for TensorBoard's `Event` and `Summary`.
-struct ProtocolBuffer {
-    var bytes: [UInt8] = []
-
-    mutating func rawVarint(_ v: UInt64) {
-        var v = v
-        while v >= 0x80 {
-            bytes.append(UInt8(v & 0x7F) | 0x80)
-            v >>= 7
-        }
-        bytes.append(UInt8(v))
-    }
-
-    mutating func key(_ field: Int, _ wireType: UInt64) { rawVarint(UInt64(field) << 3 | wireType) }
-    mutating func varint(field: Int, _ v: UInt64) { key(field, 0); rawVarint(v) }
-    mutating func double(field: Int, _ v: Double) {
-        key(field, 1)
-        bytes += (0..<8).map { UInt8(truncatingIfNeeded: v.bitPattern >> (8 * $0)) }
-    }
-    mutating func float(field: Int, _ v: Float) {
-        key(field, 5)
-        bytes += (0..<4).map { UInt8(truncatingIfNeeded: v.bitPattern >> (8 * $0)) }
-    }
-    mutating func string(field: Int, _ s: String) {
-        key(field, 2)
-        let utf8 = Array(s.utf8)
-        rawVarint(UInt64(utf8.count))
-        bytes += utf8
-    }
-    mutating func message(field: Int, _ m: ProtocolBuffer) {
-        key(field, 2)
-        rawVarint(UInt64(m.bytes.count))
-        bytes += m.bytes
-    }
 }
