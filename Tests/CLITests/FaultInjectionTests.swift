@@ -309,6 +309,34 @@ final class FaultInjectionTests: XCTestCase {
         count("checkpoints")
     }
 
+    /// `rrl export` writes each format, never replaces a file without --overwrite (the file stays as
+    /// it was), and names what it cannot export (one actor network per agent) with what to do.
+    func testExportKeepsFilesAndSaysWhatItCannotDo() throws {
+        let sandbox = try makeSandbox("export")
+        defer { try? FileManager.default.removeItem(at: sandbox) }
+        let base = try makeBaseRun(sandbox)
+        for format in ["onnx", "c", "torch", "weights"] {
+            // torch and weights both write policy.safetensors: each format into a folder of its own.
+            let output = sandbox.appendingPathComponent(format == "onnx" ? "out" : "out-\(format)").path
+            let result = try RRLProcess.run(["export", base.path, "--format", format, "--output", output])
+            XCTAssertEqual(result.status, 0, result.summary)
+        }
+        let model = sandbox.appendingPathComponent("out/policy.onnx"), before = try Data(contentsOf: model)
+        XCTAssertGreaterThan(before.count, 1000)
+        let again = try RRLProcess.run(["export", base.path, "--format", "onnx", "--output", sandbox.appendingPathComponent("out").path])
+        assertFailsCleanly(again, exit: 64, message: "exists; give --overwrite to replace it")
+        XCTAssertEqual(try Data(contentsOf: model), before)
+        let forced = try RRLProcess.run(["export", base.path, "--format", "onnx", "--output", sandbox.appendingPathComponent("out").path, "--overwrite"])
+        XCTAssertEqual(forced.status, 0, forced.summary)
+        let perAgent = sandbox.appendingPathComponent("per-agent")
+        let trained = try RRLProcess.run(["train", "masac", "--actor-per-agent", "--steps", "300", "--warmup", "100", "--eval-interval", "300",
+                                          "--run-dir", perAgent.path, "--quiet"])
+        XCTAssertEqual(trained.status, 0, trained.summary)
+        let refused = try RRLProcess.run(["export", perAgent.path, "--format", "onnx"])
+        assertFailsCleanly(refused, exit: 1, message: "trained one actor network per agent (--actor-per-agent)")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: perAgent.appendingPathComponent("policy.onnx").path))
+    }
+
     /// A damaged weights file never crashes `rrl evaluate`: it is a clear error, or (a flip in unused
     /// header padding or in a weight's low bits) an evaluation with finite numbers.
     func testDamagedWeightsNeverCrashEvaluate() throws {
