@@ -40,21 +40,32 @@ public final class Policy {
     let logStd: Tensor?
     /// Floats of the policy's own (normalised) action per row: A, or 1 for an index.
     public let policyActionWidth: Int
-    /// The acting path's copies of the weights, transposed (`[in, out]`) for one-row products.
-    struct FastLayer {
+    /// One layer of the acting path: its weights transposed (`[in, out]`) for one-row products, in
+    /// storage of the policy's own (plain pointers, so that stepping retains nothing).
+    struct RowLayer {
         let cell: CellKind?, activation: Activation, input: Int, output: Int
-        let weightT: [Float], bias: [Float]
-        let hiddenT: [Float], hiddenBias: [Float]
+        let weightT: UnsafeMutablePointer<Float>, bias: UnsafeMutablePointer<Float>
+        let hiddenT: UnsafeMutablePointer<Float>?, hiddenBias: UnsafeMutablePointer<Float>?
     }
-    let fastLayers: [FastLayer]
+    let rowLayers: [RowLayer]
+    /// The acting path's workspace: two gate buffers and two layer buffers of `rowWidth` floats each.
+    let rowScratch: UnsafeMutablePointer<Float>
+    let rowWidth: Int
     // Workspaces, reused.
     let context = Tensor([0])
-    let gatesIn = Tensor([0]), gatesHidden = Tensor([0]), layerOut = Tensor([0]), layerIn = Tensor([0]), outputs = Tensor([0])
+    let outputs = Tensor([0])
     let headInput = Tensor([0])
     let observationScratch = Tensor([0])
     let policyActions = Tensor([0])
     let noise = Tensor([0])
     let scratch = Tensor([0])
+
+    deinit {
+        for layer in rowLayers {
+            for p in [layer.weightT, layer.bias, layer.hiddenT, layer.hiddenBias].compactMap({ $0 }) { p.deallocate() }
+        }
+        rowScratch.deallocate()
+    }
 
     /// Loads the policy in a weights file written by rrl (`weights.safetensors` of a run, or an export).
     public convenience init(contentsOf url: URL, seed: UInt64 = 0) throws {
@@ -87,19 +98,28 @@ public final class Policy {
         } else {
             logStd = nil
         }
-        var fast: [FastLayer] = []
+        func copy(_ values: [Float]) -> UnsafeMutablePointer<Float> {
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(values.count, 1))
+            p.initialize(repeating: 0, count: max(values.count, 1))
+            p.update(from: values, count: values.count)
+            return p
+        }
+        var rows: [RowLayer] = []
         for layer in encoder?.layers ?? [] {
             let w: GateWeights = (layer as? GRU)?.weights ?? (layer as! LSTM).weights
-            fast.append(FastLayer(cell: layer is GRU ? .gru : .lstm, activation: .identity, input: layer.inputSize, output: layer.hiddenSize,
-                                  weightT: w.weightIH.value.transposedValues, bias: w.biasIH.value.array,
-                                  hiddenT: w.weightHH.value.transposedValues, hiddenBias: w.biasHH.value.array))
+            rows.append(RowLayer(cell: layer is GRU ? .gru : .lstm, activation: .identity, input: layer.inputSize, output: layer.hiddenSize,
+                                 weightT: copy(w.weightIH.value.transposedValues), bias: copy(w.biasIH.value.array),
+                                 hiddenT: copy(w.weightHH.value.transposedValues), hiddenBias: copy(w.biasHH.value.array)))
         }
         for layer in head.layers {
             let d = layer as! Dense
-            fast.append(FastLayer(cell: nil, activation: d.activation, input: d.inputSize, output: d.outputSize,
-                                  weightT: d.weight.value.transposedValues, bias: d.bias.value.array, hiddenT: [], hiddenBias: []))
+            rows.append(RowLayer(cell: nil, activation: d.activation, input: d.inputSize, output: d.outputSize,
+                                 weightT: copy(d.weight.value.transposedValues), bias: copy(d.bias.value.array), hiddenT: nil, hiddenBias: nil))
         }
-        fastLayers = fast
+        rowLayers = rows
+        rowWidth = rows.reduce(n.inputWidth) { max($0, 4 * $1.output) }
+        rowScratch = .allocate(capacity: 4 * rowWidth)
+        rowScratch.initialize(repeating: 0, count: 4 * rowWidth)
         recurrentStateWidth = encoder?.stateWidth ?? 0
         previousActionWidth = manifest.previousActionWidth
         policyActionWidth = manifest.actions.count != nil ? 1 : manifest.actions.width
@@ -265,22 +285,18 @@ public final class Policy {
     /// training layers (PyTorch's), with the sums in another order.
     @inline(__always)
     func forwardRow(_ x: UnsafePointer<Float>, state: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>) {
-        let widest = fastLayers.reduce(manifest.network.inputWidth) { max($0, 4 * $1.output) }
-        layerIn.resize(Shape(d0: widest))
-        layerOut.resize(Shape(d0: widest))
-        gatesIn.resize(Shape(d0: widest))
-        gatesHidden.resize(Shape(d0: widest))
-        var input = UnsafePointer(x), column = 0
-        let gi = gatesIn.data, gh = gatesHidden.data
-        for (index, layer) in fastLayers.enumerated() {
+        let gi = rowScratch, gh = rowScratch + rowWidth, buffers = (rowScratch + 2 * rowWidth, rowScratch + 3 * rowWidth)
+        var input = x, column = 0
+        for index in 0..<rowLayers.count {
+            let layer = rowLayers[index]
             // Alternate two buffers so that a layer never writes the input it reads.
-            let y = index % 2 == 0 ? layerOut.data : layerIn.data
+            let y = index % 2 == 0 ? buffers.0 : buffers.1
             let H = layer.output
             switch layer.cell {
             case .gru:
                 let h = state + column
-                layer.weightT.withUnsafeBufferPointer { w in layer.bias.withUnsafeBufferPointer { rrl_affine_rows(1, layer.input, 3 * H, w.baseAddress, $0.baseAddress, input, gi) } }
-                layer.hiddenT.withUnsafeBufferPointer { w in layer.hiddenBias.withUnsafeBufferPointer { rrl_affine_rows(1, H, 3 * H, w.baseAddress, $0.baseAddress, h, gh) } }
+                rrl_affine_rows(1, layer.input, 3 * H, layer.weightT, layer.bias, input, gi)
+                rrl_affine_rows(1, H, 3 * H, layer.hiddenT, layer.hiddenBias, h, gh)
                 for j in 0..<(2 * H) { gi[j] += gh[j] }
                 VectorMath.sigmoid(gi, gi, count: 2 * H)
                 for j in 0..<H { gi[2 * H + j] += gi[j] * gh[2 * H + j] }
@@ -293,8 +309,8 @@ public final class Policy {
                 column += H
             case .lstm:
                 let h = state + column, c = state + column + H
-                layer.weightT.withUnsafeBufferPointer { w in layer.bias.withUnsafeBufferPointer { rrl_affine_rows(1, layer.input, 4 * H, w.baseAddress, $0.baseAddress, input, gi) } }
-                layer.hiddenT.withUnsafeBufferPointer { w in layer.hiddenBias.withUnsafeBufferPointer { rrl_affine_rows(1, H, 4 * H, w.baseAddress, $0.baseAddress, h, gh) } }
+                rrl_affine_rows(1, layer.input, 4 * H, layer.weightT, layer.bias, input, gi)
+                rrl_affine_rows(1, H, 4 * H, layer.hiddenT, layer.hiddenBias, h, gh)
                 for j in 0..<(4 * H) { gi[j] += gh[j] }
                 VectorMath.sigmoid(gi, gi, count: 2 * H)
                 VectorMath.tanh(gi + 2 * H, gi + 2 * H, count: H)
@@ -305,8 +321,8 @@ public final class Policy {
                 y.update(from: h, count: H)
                 column += 2 * H
             case nil:
-                let target = index == fastLayers.count - 1 ? output : y
-                layer.weightT.withUnsafeBufferPointer { w in layer.bias.withUnsafeBufferPointer { rrl_affine_rows(1, layer.input, layer.output, w.baseAddress, $0.baseAddress, input, target) } }
+                let target = index == rowLayers.count - 1 ? output : y
+                rrl_affine_rows(1, layer.input, layer.output, layer.weightT, layer.bias, input, target)
                 layer.activation.apply(target, target, count: layer.output)
                 input = UnsafePointer(target)
                 continue
