@@ -71,8 +71,9 @@ public struct MemoryEstimate: CustomStringConvertible {
 
     /// An off-policy run (SAC, TD3) on an environment with these spaces.
     public static func offPolicy(_ c: OffPolicyConfiguration, observationWidth: Int, actionSpace: Space, agents: Int = 1,
-                                 globalStateWidth: Int = 0) -> MemoryEstimate {
-        var estimate = offPolicyParts(c, observationWidth: observationWidth, actionSpace: actionSpace, agents: agents, globalStateWidth: globalStateWidth)
+                                 globalStateWidth: Int = 0, actionMaskWidth: Int = 0) -> MemoryEstimate {
+        var estimate = offPolicyParts(c, observationWidth: observationWidth, actionSpace: actionSpace, agents: agents, globalStateWidth: globalStateWidth,
+                                      actionMaskWidth: actionMaskWidth)
         estimate.note = spaceNote(observationWidth: observationWidth, actionSpace: actionSpace)
         return estimate
     }
@@ -88,7 +89,7 @@ public struct MemoryEstimate: CustomStringConvertible {
 
     /// Several agents: one actor row per agent, critics over the joint input, per-agent replay columns.
     static func offPolicyParts(_ c: OffPolicyConfiguration, observationWidth: Int, actionSpace: Space, agents: Int = 1,
-                               globalStateWidth: Int = 0) -> MemoryEstimate {
+                               globalStateWidth: Int = 0, actionMaskWidth: Int = 0) -> MemoryEstimate {
         let a = c.agent, A = width(actionSpace), M = agents, id = M > 1 ? M : 0
         var discrete = false
         if case .discrete = actionSpace { discrete = true }
@@ -105,8 +106,8 @@ public struct MemoryEstimate: CustomStringConvertible {
         let activations = rows * 2 * (actor.perRow + 2 * critics * critic.perRow)
         let stateWidth = a.network == .mlp ? 0.0 : Double(a.hiddenSize * a.recurrentLayers * (a.network == .lstm ? 2 : 1))
         let stored = a.sampler.initialState.usesStoredStates ? stateWidth * (1 + critics) : 0
-        // Several agents: each agent's activity and finished flags.
-        let activity = M > 1 ? 2.0 : 0
+        // Several agents: each agent's activity and finished flags; with masks, each agent's mask and next mask.
+        let activity = (M > 1 ? 2.0 : 0) + 2 * Double(actionMaskWidth)
         let perStep = Double(M) * (2 * Double(observationWidth) + Double(actionSpace.width) + 1 + stored + activity) + 2 * Double(globalStateWidth)
         let replay = Double(a.replayCapacity) * (4 * perStep + 11)
         return MemoryEstimate(parts: [

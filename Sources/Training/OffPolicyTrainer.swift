@@ -101,7 +101,8 @@ public final class OffPolicyTrainer {
                                             multiAgent: configuration.isMultiAgent)
         try requireBoundedActions(environments)
         try MemoryEstimate.offPolicy(configuration, observationWidth: environments.observationWidth, actionSpace: environments.actionSpace,
-                                     agents: environments.agents, globalStateWidth: environments.globalStateWidth).check()
+                                     agents: environments.agents, globalStateWidth: environments.globalStateWidth,
+                                     actionMaskWidth: environments.actionMaskWidth).check()
         var seeds = RandomGenerator(seed: configuration.seed)
         agent = try OffPolicyAgent(configuration: configuration.agent, observationSpace: environments.observationSpace,
                                    actionSpace: environments.actionSpace, seed: seeds.next(), agents: environments.agents,
