@@ -13,7 +13,8 @@ reward; PyTorch's GRU/LSTM then the head MLP; the deterministic action (tanh of 
 output, the mean, or the best logit) mapped onto the environment's bounds. Actions are deterministic.
 
 The state is a [batch, state_width] tensor laid out as RecurrentRL's: per recurrent layer h (then c for
-an LSTM), then the previous action as the network sees it.
+an LSTM), then the previous action as the network sees it. Policies with one network per agent run
+row r (or agent[r]) through its agent's network.
 """
 import json
 
@@ -49,24 +50,30 @@ class Policy(torch.nn.Module):
             raise ValueError(f"policy manifest version {manifest['version']} is newer than this module's (1)")
         self.manifest = manifest
         net = manifest["network"]
-        prefix = net["parameterPrefix"]
         self.cell = net.get("cell")
         self.hidden = net["hiddenSize"]
         self.layers = net["layers"] if self.cell else 0
-        self.rnn = None
-        if self.cell:
-            kind = torch.nn.GRU if self.cell == "gru" else torch.nn.LSTM
-            self.rnn = kind(net["inputWidth"], self.hidden, self.layers)
-            for name, parameter in self.rnn.named_parameters():
-                parameter.data.copy_(tensors[prefix + "encoder." + name])
-        self.linears = torch.nn.ModuleList()
-        width = self.hidden if self.cell else net["inputWidth"]
-        for i, out in enumerate(net["headHiddenSizes"] + [net["outputWidth"]]):
-            linear = torch.nn.Linear(width, out)
-            linear.weight.data.copy_(tensors[f"{prefix}head.{i}.weight"])
-            linear.bias.data.copy_(tensors[f"{prefix}head.{i}.bias"])
-            self.linears.append(linear)
-            width = out
+        # One network shared by the agents, or one per agent (agent k's tensors under "agentK.").
+        self.count = manifest.get("networks") or 1
+        self.rnns = torch.nn.ModuleList()
+        self.heads = torch.nn.ModuleList()
+        for k in range(self.count):
+            prefix = net["parameterPrefix"] + (f"agent{k}." if self.count > 1 else "")
+            if self.cell:
+                kind = torch.nn.GRU if self.cell == "gru" else torch.nn.LSTM
+                rnn = kind(net["inputWidth"], self.hidden, self.layers)
+                for name, parameter in rnn.named_parameters():
+                    parameter.data.copy_(tensors[prefix + "encoder." + name])
+                self.rnns.append(rnn)
+            linears = torch.nn.ModuleList()
+            width = self.hidden if self.cell else net["inputWidth"]
+            for i, out in enumerate(net["headHiddenSizes"] + [net["outputWidth"]]):
+                linear = torch.nn.Linear(width, out)
+                linear.weight.data.copy_(tensors[f"{prefix}head.{i}.weight"])
+                linear.bias.data.copy_(tensors[f"{prefix}head.{i}.bias"])
+                linears.append(linear)
+                width = out
+            self.heads.append(linears)
         self.activation = _ACTIVATIONS[net["activation"]]
         self.output_activation = _ACTIVATIONS[net["outputActivation"]]
         actions = manifest["actions"]
@@ -103,10 +110,10 @@ class Policy(torch.nn.Module):
                 std = torch.sqrt(torch.tensor(normalizer["variance"], dtype=torch.float64) + 1e-8)
                 x = ((x.double() - mean) / std).clamp(-10, 10).float()
             parts.append(x)
+        agents = m["agents"]
+        index = (torch.arange(batch) % agents if agent is None else torch.as_tensor(agent)).long()
         if context["agentID"]:
-            agents = m["agents"]
-            index = torch.arange(batch) % agents if agent is None else torch.as_tensor(agent)
-            parts.append(torch.nn.functional.one_hot(index.long(), agents).float())
+            parts.append(torch.nn.functional.one_hot(index, agents).float())
         r0 = self.recurrent_width
         if self.previous_width:
             parts.append(state[:, r0:r0 + self.previous_width])
@@ -116,24 +123,32 @@ class Policy(torch.nn.Module):
             if normalizer:
                 r = (r.double() / (normalizer["variance"][0] + 1e-8) ** 0.5).clamp(-10, 10).float()
             parts.append(r.reshape(batch, 1) * keep)
-        x = torch.cat(parts, dim=1)
+        context = torch.cat(parts, dim=1)
         next_state = state.clone()
-        if self.rnn is not None:
-            per = self.hidden * (2 if self.cell == "lstm" else 1)
-            layers = state[:, :r0].reshape(batch, self.layers, per).transpose(0, 1)
-            h0 = layers[:, :, :self.hidden].contiguous()
-            if self.cell == "lstm":
-                c0 = layers[:, :, self.hidden:].contiguous()
-                y, (h, c) = self.rnn(x.unsqueeze(0), (h0, c0))
-                nxt = torch.cat([h, c], dim=2)
-            else:
-                y, h = self.rnn(x.unsqueeze(0), h0)
-                nxt = h
-            next_state[:, :r0] = nxt.transpose(0, 1).reshape(batch, r0)
-            x = y[0]
-        for i, linear in enumerate(self.linears):
-            x = linear(x)
-            x = self.activation(x) if i < len(self.linears) - 1 else self.output_activation(x)
+        outputs = []
+        for k in range(self.count):
+            x = context
+            if self.cell:
+                per = self.hidden * (2 if self.cell == "lstm" else 1)
+                layers = state[:, :r0].reshape(batch, self.layers, per).transpose(0, 1)
+                h0 = layers[:, :, :self.hidden].contiguous()
+                if self.cell == "lstm":
+                    c0 = layers[:, :, self.hidden:].contiguous()
+                    y, (h, c) = self.rnns[k](x.unsqueeze(0), (h0, c0))
+                    nxt = torch.cat([h, c], dim=2)
+                else:
+                    y, h = self.rnns[k](x.unsqueeze(0), h0)
+                    nxt = h
+                rows = index % self.count == k
+                next_state[rows, :r0] = nxt.transpose(0, 1).reshape(batch, r0)[rows]
+                x = y[0]
+            linears = self.heads[k]
+            for i, linear in enumerate(linears):
+                x = linear(x)
+                x = self.activation(x) if i < len(linears) - 1 else self.output_activation(x)
+            outputs.append(x)
+        # Each row takes its own agent's network's outputs.
+        x = torch.stack(outputs)[index % self.count, torch.arange(batch)]
         distribution = m["distribution"]
         if self.discrete:
             if action_mask is not None:

@@ -30,10 +30,8 @@ extension PolicyManifest.Network {
 }
 
 extension OffPolicyAgent {
-    /// The actor's manifest for `actionSpace`, or nil for one actor network per agent (which a
-    /// manifest of one network cannot describe).
+    /// The actor's manifest for `actionSpace` (one network shared by the agents, or one per agent).
     public func policyManifest(actionSpace: Space) -> PolicyManifest? {
-        guard actor.isShared else { return nil }
         let c = configuration
         let distribution: PolicyManifest.Distribution = discreteActions != nil ? .categorical : c.algorithm == .td3 ? .deterministic : .tanhGaussian
         return PolicyManifest(algorithm: c.algorithm.rawValue,
@@ -41,7 +39,8 @@ extension OffPolicyAgent {
                                              configuration: (c.hiddenSize, c.recurrentLayers, c.headHiddenSizes, c.activation),
                                              outputActivation: c.algorithm == .td3 ? .tanh : .identity),
                               context: .init(c.context), agents: agents, observationWidth: observationWidth, actions: .init(actionSpace),
-                              distribution: distribution, actionMasks: actionMaskWidth > 0 ? true : nil)
+                              distribution: distribution, actionMasks: actionMaskWidth > 0 ? true : nil,
+                              networks: actor.isShared ? nil : agents)
     }
 }
 

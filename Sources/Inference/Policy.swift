@@ -24,8 +24,16 @@ import Tensors
 /// See `PolicyManifest` for the exact step.
 public final class Policy {
     public let manifest: PolicyManifest
-    public let encoder: RecurrentStack?
-    public let head: Sequential
+    /// One network: an optional recurrent encoder and the head.
+    public struct Network {
+        public let encoder: RecurrentStack?
+        public let head: Sequential
+    }
+    /// The networks: one shared by the agents, or one per agent (`manifest.networks`).
+    public let networks: [Network]
+    /// The (first) network's encoder and head.
+    public var encoder: RecurrentStack? { networks[0].encoder }
+    public var head: Sequential { networks[0].head }
     /// Floats of the recurrent state per row (0 for an MLP policy).
     public let recurrentStateWidth: Int
     /// Floats of the previous action kept in the state (0 when the context does not use it).
@@ -48,6 +56,8 @@ public final class Policy {
         let hiddenT: UnsafeMutablePointer<Float>?, hiddenBias: UnsafeMutablePointer<Float>?
     }
     let rowLayers: [RowLayer]
+    /// Network k's layers are `rowLayers[rowRanges[k]]`.
+    let rowRanges: [Range<Int>]
     /// The acting path's workspace: two gate buffers and two layer buffers of `rowWidth` floats each.
     let rowScratch: UnsafeMutablePointer<Float>
     let rowWidth: Int
@@ -59,6 +69,8 @@ public final class Policy {
     let policyActions = Tensor([0])
     let noise = Tensor([0])
     let scratch = Tensor([0])
+    /// One agent's rows of a batch (one network per agent): context, states, outputs.
+    let agentContext = Tensor([0]), agentState = Tensor([0])
 
     deinit {
         for layer in rowLayers {
@@ -82,10 +94,13 @@ public final class Policy {
         self.manifest = manifest
         let n = manifest.network
         var placeholder = RandomGenerator(seed: 0)  // every value is replaced by the file's
-        encoder = n.cell.map { RecurrentStack(cell: $0, inputSize: n.inputWidth, hiddenSize: n.hiddenSize, layers: n.layers, using: &placeholder) }
-        head = Sequential.mlp(inputSize: encoder?.hiddenSize ?? n.inputWidth, hiddenSizes: n.headHiddenSizes, outputSize: n.outputWidth,
-                              activation: n.activation, outputActivation: n.outputActivation, using: &placeholder)
-        let parameters = (encoder?.namedParameters(prefix: n.parameterPrefix + "encoder.") ?? []) + head.namedParameters(prefix: n.parameterPrefix + "head.")
+        networks = (0..<manifest.networkCount).map { _ in
+            let encoder = n.cell.map { RecurrentStack(cell: $0, inputSize: n.inputWidth, hiddenSize: n.hiddenSize, layers: n.layers, using: &placeholder) }
+            let head = Sequential.mlp(inputSize: encoder?.hiddenSize ?? n.inputWidth, hiddenSizes: n.headHiddenSizes, outputSize: n.outputWidth,
+                                      activation: n.activation, outputActivation: n.outputActivation, using: &placeholder)
+            return Network(encoder: encoder, head: head)
+        }
+        let parameters = Policy.namedParameters(networks, manifest: manifest)
         do { try SafeTensors.assign(tensors, path: path, into: parameters, strict: false) } catch { throw PolicyError("\(error)") }
         if let bad = parameters.first(where: { !$0.parameter.value.isFinite }) {
             throw PolicyError("\(path): parameter \(bad.name) holds NaN or infinite values (the run diverged); these weights cannot act")
@@ -104,23 +119,28 @@ public final class Policy {
             p.update(from: values, count: values.count)
             return p
         }
-        var rows: [RowLayer] = []
-        for layer in encoder?.layers ?? [] {
-            let w: GateWeights = (layer as? GRU)?.weights ?? (layer as! LSTM).weights
-            rows.append(RowLayer(cell: layer is GRU ? .gru : .lstm, activation: .identity, input: layer.inputSize, output: layer.hiddenSize,
-                                 weightT: copy(w.weightIH.value.transposedValues), bias: copy(w.biasIH.value.array),
-                                 hiddenT: copy(w.weightHH.value.transposedValues), hiddenBias: copy(w.biasHH.value.array)))
-        }
-        for layer in head.layers {
-            let d = layer as! Dense
-            rows.append(RowLayer(cell: nil, activation: d.activation, input: d.inputSize, output: d.outputSize,
-                                 weightT: copy(d.weight.value.transposedValues), bias: copy(d.bias.value.array), hiddenT: nil, hiddenBias: nil))
+        var rows: [RowLayer] = [], ranges: [Range<Int>] = []
+        for network in networks {
+            let first = rows.count
+            for layer in network.encoder?.layers ?? [] {
+                let w: GateWeights = (layer as? GRU)?.weights ?? (layer as! LSTM).weights
+                rows.append(RowLayer(cell: layer is GRU ? .gru : .lstm, activation: .identity, input: layer.inputSize, output: layer.hiddenSize,
+                                     weightT: copy(w.weightIH.value.transposedValues), bias: copy(w.biasIH.value.array),
+                                     hiddenT: copy(w.weightHH.value.transposedValues), hiddenBias: copy(w.biasHH.value.array)))
+            }
+            for layer in network.head.layers {
+                let d = layer as! Dense
+                rows.append(RowLayer(cell: nil, activation: d.activation, input: d.inputSize, output: d.outputSize,
+                                     weightT: copy(d.weight.value.transposedValues), bias: copy(d.bias.value.array), hiddenT: nil, hiddenBias: nil))
+            }
+            ranges.append(first..<rows.count)
         }
         rowLayers = rows
+        rowRanges = ranges
         rowWidth = rows.reduce(n.inputWidth) { max($0, 4 * $1.output) }
         rowScratch = .allocate(capacity: 4 * rowWidth)
         rowScratch.initialize(repeating: 0, count: 4 * rowWidth)
-        recurrentStateWidth = encoder?.stateWidth ?? 0
+        recurrentStateWidth = networks[0].encoder?.stateWidth ?? 0
         previousActionWidth = manifest.previousActionWidth
         policyActionWidth = manifest.actions.count != nil ? 1 : manifest.actions.width
         rng = RandomGenerator(seed: seed)
@@ -128,11 +148,17 @@ public final class Policy {
 
     /// The tensors a policy file holds: the actor's weights (PyTorch's names) and its log standard deviation.
     public var namedTensors: [(name: String, tensor: Tensor)] {
-        let prefix = manifest.network.parameterPrefix
-        var list = ((encoder?.namedParameters(prefix: prefix + "encoder.") ?? []) + head.namedParameters(prefix: prefix + "head."))
-            .map { ($0.name, $0.parameter.value) }
+        var list = Policy.namedParameters(networks, manifest: manifest).map { ($0.name, $0.parameter.value) }
         if let logStd, let name = manifest.logStdName { list.append((name, logStd)) }
         return list
+    }
+
+    /// Every network's parameters by their names in a weights file.
+    static func namedParameters(_ networks: [Network], manifest: PolicyManifest) -> [NamedParameter] {
+        networks.enumerated().flatMap { k, network in
+            let prefix = manifest.parameterPrefix(ofNetwork: k)
+            return (network.encoder?.namedParameters(prefix: prefix + "encoder.") ?? []) + network.head.namedParameters(prefix: prefix + "head.")
+        }
     }
 
     /// Zeros: the state of `batch` rows before anything happened (`act` with `episodeStart` also starts from it).
@@ -161,7 +187,10 @@ public final class Policy {
         policyActions.resize(Shape(d0: B, d1: A))
         let a = policyActions.data
         outputs.resize(Shape(d0: B, d1: m.network.outputWidth))
-        for b in 0..<B { forwardRow(context.data + b * C, state: state + b * S, output: outputs.data + b * m.network.outputWidth) }
+        let N = networks.count
+        for b in 0..<B {
+            forwardRow(context.data + b * C, state: state + b * S, output: outputs.data + b * m.network.outputWidth, network: N == 1 ? 0 : b % N)
+        }
         choose(outputs.data, rows: B, deterministic: deterministic, actionMasks: actionMasks, policyActions: a)
         for b in 0..<B {
             if P > 0 { writePreviousAction(a + b * A, into: state + b * S + R) }
@@ -236,6 +265,11 @@ public final class Policy {
     public func step(context: Tensor, state: UnsafeMutablePointer<Float>?, stateStride S: Int, deterministic: Bool,
                      actionMasks: UnsafePointer<Float>?, policyActions a: UnsafeMutablePointer<Float>) {
         let m = manifest, B = context.shape[1], R = recurrentStateWidth, A = policyActionWidth
+        if networks.count > 1 {
+            stepPerAgent(context: context, state: state, stateStride: S)
+            choose(outputs.data, rows: B, deterministic: deterministic, actionMasks: actionMasks, policyActions: a)
+            return
+        }
         var features = context
         if let encoder, let state {
             features = encoder.forward(context, initialState: Matrix(state, rows: B, columns: R, stride: S), resetMask: nil, resets: .zero,
@@ -246,6 +280,30 @@ public final class Policy {
         headInput.resize(Shape(d0: B, d1: F))
         headInput.data.update(from: features.data, count: B * F)
         choose(head.forward(headInput).data, rows: B, deterministic: deterministic, actionMasks: actionMasks, policyActions: a)
+    }
+
+    /// One network per agent: agent k's rows (every `agents`-th) through network k, as the training
+    /// agent's actors run them (gathered into a batch of their own); writes `outputs` `[B, outputWidth]`.
+    func stepPerAgent(context: Tensor, state: UnsafeMutablePointer<Float>?, stateStride S: Int) {
+        let m = manifest, B = context.shape[1], N = networks.count, C = m.network.inputWidth, R = recurrentStateWidth
+        let W = m.network.outputWidth, rows = B / N
+        outputs.resize(Shape(d0: B, d1: W))
+        for k in 0..<N {
+            let network = networks[k]
+            agentContext.resize(Shape(d0: 1, d1: rows, d2: C))
+            for j in 0..<rows { (agentContext.data + j * C).update(from: context.data + (j * N + k) * C, count: C) }
+            var features = agentContext
+            if let encoder = network.encoder, let state {
+                features = encoder.forward(agentContext, initialState: Matrix(state + k * S, rows: rows, columns: R, stride: S * N), resetMask: nil,
+                                           resets: .zero, keepActivations: false)
+                for j in 0..<rows { (state + (j * N + k) * S).update(from: encoder.finalState.data + j * R, count: R) }
+            }
+            let F = network.encoder?.hiddenSize ?? C
+            headInput.resize(Shape(d0: rows, d1: F))
+            headInput.data.update(from: features.data, count: rows * F)
+            let out = network.head.forward(headInput)
+            for j in 0..<rows { (outputs.data + (j * N + k) * W).update(from: out.data + j * W, count: W) }
+        }
     }
 
     /// The policy's own actions from the network's outputs (`[B, outputWidth]`, masked in place).
@@ -284,10 +342,11 @@ public final class Policy {
     /// (`rrl_affine_rows`); writes the network's `outputWidth` outputs. The same equations as the
     /// training layers (PyTorch's), with the sums in another order.
     @inline(__always)
-    func forwardRow(_ x: UnsafePointer<Float>, state: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>) {
+    func forwardRow(_ x: UnsafePointer<Float>, state: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>, network: Int) {
         let gi = rowScratch, gh = rowScratch + rowWidth, buffers = (rowScratch + 2 * rowWidth, rowScratch + 3 * rowWidth)
         var input = x, column = 0
-        for index in 0..<rowLayers.count {
+        let range = rowRanges[network]
+        for index in range {
             let layer = rowLayers[index]
             // Alternate two buffers so that a layer never writes the input it reads.
             let y = index % 2 == 0 ? buffers.0 : buffers.1
@@ -321,7 +380,7 @@ public final class Policy {
                 y.update(from: h, count: H)
                 column += 2 * H
             case nil:
-                let target = index == rowLayers.count - 1 ? output : y
+                let target = index == range.upperBound - 1 ? output : y
                 rrl_affine_rows(1, layer.input, layer.output, layer.weightT, layer.bias, input, target)
                 layer.activation.apply(target, target, count: layer.output)
                 input = UnsafePointer(target)

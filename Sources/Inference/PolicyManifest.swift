@@ -119,10 +119,21 @@ public struct PolicyManifest: Codable, Equatable, Sendable {
     public var rewardNormalizer: Normalizer?
     /// The environment masks unavailable discrete actions (the exports then take an `action_mask` input).
     public var actionMasks: Bool?
+    /// Networks: 1 (nil), shared by the agents, or `agents`, one per agent (agent k's tensors under
+    /// `network.parameterPrefix` + `agentK.`; row r of a batch goes through network r mod `agents`).
+    public var networks: Int?
+
+    /// How many networks the policy has (1, or one per agent).
+    public var networkCount: Int { networks ?? 1 }
+
+    /// The tensor name prefix of network `k`.
+    public func parameterPrefix(ofNetwork k: Int) -> String {
+        networkCount == 1 ? network.parameterPrefix : network.parameterPrefix + "agent\(k)."
+    }
 
     public init(algorithm: String, network: Network, context: Context, agents: Int, observationWidth: Int, actions: Actions,
                 distribution: Distribution, logStdName: String? = nil, observationNormalizer: Normalizer? = nil,
-                rewardNormalizer: Normalizer? = nil, actionMasks: Bool? = nil) {
+                rewardNormalizer: Normalizer? = nil, actionMasks: Bool? = nil, networks: Int? = nil) {
         version = PolicyManifest.currentVersion
         self.algorithm = algorithm
         self.network = network
@@ -135,6 +146,7 @@ public struct PolicyManifest: Codable, Equatable, Sendable {
         self.observationNormalizer = observationNormalizer
         self.rewardNormalizer = rewardNormalizer
         self.actionMasks = actionMasks
+        self.networks = networks
     }
 
     /// Floats of the previous action in the input: one-hot over discrete actions, else the action.
@@ -188,6 +200,7 @@ public struct PolicyManifest: Codable, Equatable, Sendable {
             throw fail("has an observation normaliser of another width than the observation's \(observationWidth)")
         }
         if distribution == .gaussian && logStdName == nil { throw fail("names no log standard deviation for its gaussian policy") }
+        guard networkCount == 1 || networkCount == agents else { throw fail("has \(networkCount) networks for \(agents) agents (1, or one per agent)") }
     }
 }
 

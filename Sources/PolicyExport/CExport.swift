@@ -52,68 +52,85 @@ public enum CExport {
                 body.append("    x[k++] = episode_start ? 0.0f : reward;")
             }
         }
-        var input = "x", width = C
-        if let encoder = policy.encoder {
-            let H = encoder.hiddenSize
-            var column = 0
-            for (l, layer) in encoder.layers.enumerated() {
-                let lstm = layer is LSTM
-                let w: GateWeights = lstm ? (layer as! LSTM).weights : (layer as! GRU).weights
-                let G = (lstm ? 4 : 3) * H, I = layer.inputSize
-                // Weights stored transposed ([input][gate]): the products run as axpy loops over the
-                // gates, which compilers vectorise without reassociating sums.
-                let wih = array("l\(l)_weight_ih_t", w.weightIH.value.transposedValues), whh = array("l\(l)_weight_hh_t", w.weightHH.value.transposedValues)
-                let bih = array("l\(l)_bias_ih", w.biasIH.value.array), bhh = array("l\(l)_bias_hh", w.biasHH.value.array)
-                body.append("    /* layer \(l): \(lstm ? "LSTM" : "GRU") \(I) -> \(H) (PyTorch's gates and formulas) */")
-                body.append("    float gi\(l)[\(G)], gh\(l)[\(G)], y\(l)[\(H)];")
-                body.append("    float *h\(l) = state + \(column);")
-                body.append("    memcpy(gi\(l), \(bih), sizeof gi\(l));")
-                body.append("    memcpy(gh\(l), \(bhh), sizeof gh\(l));")
-                body.append("    for (int j = 0; j < \(I); j++) { const float v = \(input)[j]; const float *w = \(wih) + j * \(G); for (int g = 0; g < \(G); g++) gi\(l)[g] += w[g] * v; }")
-                body.append("    for (int j = 0; j < \(H); j++) { const float v = h\(l)[j]; const float *w = \(whh) + j * \(G); for (int g = 0; g < \(G); g++) gh\(l)[g] += w[g] * v; }")
-                if lstm {
-                    body.append("    float *c\(l) = state + \(column + H);")
-                    body.append("    for (int j = 0; j < \(H); j++) {")
-                    body.append("        float i = rrl_policy_sigmoid(gi\(l)[j] + gh\(l)[j]), f = rrl_policy_sigmoid(gi\(l)[\(H) + j] + gh\(l)[\(H) + j]);")
-                    body.append("        float g = rrl_policy_tanh(gi\(l)[\(2 * H) + j] + gh\(l)[\(2 * H) + j]), o = rrl_policy_sigmoid(gi\(l)[\(3 * H) + j] + gh\(l)[\(3 * H) + j]);")
-                    body.append("        c\(l)[j] = f * c\(l)[j] + i * g;")
-                    body.append("        y\(l)[j] = o * rrl_policy_tanh(c\(l)[j]);")
-                    body.append("    }")
-                    column += 2 * H
-                } else {
-                    body.append("    for (int j = 0; j < \(H); j++) {")
-                    body.append("        float r = rrl_policy_sigmoid(gi\(l)[j] + gh\(l)[j]), z = rrl_policy_sigmoid(gi\(l)[\(H) + j] + gh\(l)[\(H) + j]);")
-                    body.append("        float n = rrl_policy_tanh(gi\(l)[\(2 * H) + j] + r * gh\(l)[\(2 * H) + j]);")
-                    body.append("        y\(l)[j] = n + z * (h\(l)[j] - n);")
-                    body.append("    }")
-                    column += H
+        // Each network is a function of its own: (context x, state) -> outputs.
+        var functions: [String] = []
+        for (k, network) in policy.networks.enumerated() {
+            var net: [String] = ["    (void)state;"]
+            var input = "x", width = C
+            if let encoder = network.encoder {
+                let H = encoder.hiddenSize
+                var column = 0
+                for (l, layer) in encoder.layers.enumerated() {
+                    let lstm = layer is LSTM
+                    let w: GateWeights = lstm ? (layer as! LSTM).weights : (layer as! GRU).weights
+                    let G = (lstm ? 4 : 3) * H, I = layer.inputSize
+                    // Weights stored transposed ([input][gate]): the products run as axpy loops over the
+                    // gates, which compilers vectorise without reassociating sums.
+                    let wih = array("n\(k)_l\(l)_weight_ih_t", w.weightIH.value.transposedValues), whh = array("n\(k)_l\(l)_weight_hh_t", w.weightHH.value.transposedValues)
+                    let bih = array("n\(k)_l\(l)_bias_ih", w.biasIH.value.array), bhh = array("n\(k)_l\(l)_bias_hh", w.biasHH.value.array)
+                    net.append("    /* layer \(l): \(lstm ? "LSTM" : "GRU") \(I) -> \(H) (PyTorch's gates and formulas) */")
+                    net.append("    float gi\(l)[\(G)], gh\(l)[\(G)], y\(l)[\(H)];")
+                    net.append("    float *h\(l) = state + \(column);")
+                    net.append("    memcpy(gi\(l), \(bih), sizeof gi\(l));")
+                    net.append("    memcpy(gh\(l), \(bhh), sizeof gh\(l));")
+                    net.append("    for (int j = 0; j < \(I); j++) { const float v = \(input)[j]; const float *w = \(wih) + j * \(G); for (int g = 0; g < \(G); g++) gi\(l)[g] += w[g] * v; }")
+                    net.append("    for (int j = 0; j < \(H); j++) { const float v = h\(l)[j]; const float *w = \(whh) + j * \(G); for (int g = 0; g < \(G); g++) gh\(l)[g] += w[g] * v; }")
+                    if lstm {
+                        net.append("    float *c\(l) = state + \(column + H);")
+                        net.append("    for (int j = 0; j < \(H); j++) {")
+                        net.append("        float i = rrl_policy_sigmoid(gi\(l)[j] + gh\(l)[j]), f = rrl_policy_sigmoid(gi\(l)[\(H) + j] + gh\(l)[\(H) + j]);")
+                        net.append("        float g = rrl_policy_tanh(gi\(l)[\(2 * H) + j] + gh\(l)[\(2 * H) + j]), o = rrl_policy_sigmoid(gi\(l)[\(3 * H) + j] + gh\(l)[\(3 * H) + j]);")
+                        net.append("        c\(l)[j] = f * c\(l)[j] + i * g;")
+                        net.append("        y\(l)[j] = o * rrl_policy_tanh(c\(l)[j]);")
+                        net.append("    }")
+                        column += 2 * H
+                    } else {
+                        net.append("    for (int j = 0; j < \(H); j++) {")
+                        net.append("        float r = rrl_policy_sigmoid(gi\(l)[j] + gh\(l)[j]), z = rrl_policy_sigmoid(gi\(l)[\(H) + j] + gh\(l)[\(H) + j]);")
+                        net.append("        float n = rrl_policy_tanh(gi\(l)[\(2 * H) + j] + r * gh\(l)[\(2 * H) + j]);")
+                        net.append("        y\(l)[j] = n + z * (h\(l)[j] - n);")
+                        net.append("    }")
+                        column += H
+                    }
+                    net.append("    memcpy(h\(l), y\(l), sizeof(float) * \(H));")
+                    input = "y\(l)"
+                    width = H
                 }
-                body.append("    memcpy(h\(l), y\(l), sizeof(float) * \(H));")
-                input = "y\(l)"
-                width = H
             }
+            for (d, layer) in network.head.layers.enumerated() {
+                let dense = layer as! Dense
+                let W = array("n\(k)_head\(d)_weight_t", dense.weight.value.transposedValues), b = array("n\(k)_head\(d)_bias", dense.bias.value.array)
+                let out = dense.outputSize
+                net.append("    float d\(d)[\(out)];")
+                net.append("    memcpy(d\(d), \(b), sizeof d\(d));")
+                net.append("    for (int j = 0; j < \(width); j++) { const float u = \(input)[j]; const float *w = \(W) + j * \(out); for (int i = 0; i < \(out); i++) d\(d)[i] += w[i] * u; }")
+                net.append("    for (int i = 0; i < \(out); i++) {")
+                net.append("        float v = d\(d)[i];")
+                switch dense.activation {
+                case .identity: net.append("        d\(d)[i] = v;")
+                case .relu: net.append("        d\(d)[i] = v > 0 ? v : 0;")
+                case .tanh: net.append("        d\(d)[i] = rrl_policy_tanh(v);")
+                case .sigmoid: net.append("        d\(d)[i] = rrl_policy_sigmoid(v);")
+                case .elu: net.append("        d\(d)[i] = v > 0 ? v : expm1f(v);")
+                }
+                net.append("    }")
+                input = "d\(d)"
+                width = out
+            }
+            net.append("    memcpy(out, \(input), sizeof(float) * \(width));")
+            functions.append("static inline void rrl_policy_network\(k)(const float *x, float *state, float *out) {\n" + net.joined(separator: "\n") + "\n}")
         }
-        for (d, layer) in policy.head.layers.enumerated() {
-            let dense = layer as! Dense
-            let W = array("head\(d)_weight_t", dense.weight.value.transposedValues), b = array("head\(d)_bias", dense.bias.value.array)
-            let out = dense.outputSize
-            body.append("    float d\(d)[\(out)];")
-            body.append("    memcpy(d\(d), \(b), sizeof d\(d));")
-            body.append("    for (int j = 0; j < \(width); j++) { const float u = \(input)[j]; const float *w = \(W) + j * \(out); for (int i = 0; i < \(out); i++) d\(d)[i] += w[i] * u; }")
-            body.append("    for (int i = 0; i < \(out); i++) {")
-            body.append("        float v = d\(d)[i];")
-            switch dense.activation {
-            case .identity: body.append("        d\(d)[i] = v;")
-            case .relu: body.append("        d\(d)[i] = v > 0 ? v : 0;")
-            case .tanh: body.append("        d\(d)[i] = rrl_policy_tanh(v);")
-            case .sigmoid: body.append("        d\(d)[i] = rrl_policy_sigmoid(v);")
-            case .elu: body.append("        d\(d)[i] = v > 0 ? v : expm1f(v);")
-            }
+        let W = m.network.outputWidth, N = policy.networks.count
+        body.append("    float out[\(W)];")
+        if N == 1 {
+            body.append("    rrl_policy_network0(x, state, out);")
+        } else {
+            body.append("    switch (agent % \(N)) {")
+            for k in 0..<N { body.append("    case \(k): rrl_policy_network\(k)(x, state, out); break;") }
+            body.append("    default: break;")
             body.append("    }")
-            input = "d\(d)"
-            width = out
         }
-        let out = input
+        let out = "out"
         if let n = discrete {
             body.append("    int best = -1;")
             body.append("    for (int j = 0; j < \(n); j++) if ((!action_mask || action_mask[j] != 0) && (best < 0 || \(out)[j] > \(out)[best])) best = j;")
@@ -196,6 +213,8 @@ public enum CExport {
             float small = p * a2 * a + a, y = a < 0.3f ? small : big;
             return v < 0 ? -y : y;
         }
+
+        \(functions.joined(separator: "\n\n"))
 
         static inline void rrl_policy_step(const float *observation, float reward, int episode_start, int agent, const float *action_mask,
                                            float *state, float *action) {

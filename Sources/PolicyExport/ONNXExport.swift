@@ -9,7 +9,8 @@ import Tensors
 /// 0); `reward` `[batch, 1]` (the reward for the previous action; when the policy's context holds
 /// it); `agent_id` `[batch, agents]` one-hot (policies shared by several agents); `h` `[layers,
 /// batch, hidden]` and, for an LSTM, `c` (recurrent policies); `previous_action` `[batch, P]` (when
-/// the context holds it: the `previous_action_next` of the last call). Outputs: `action` (the
+/// the context holds it: the `previous_action_next` of the last call); with one network per agent,
+/// `agent_id` too. Outputs: `action` (the
 /// environment's action: `[batch, actionWidth]` floats, or `[batch]` int64 indices), `h_next`,
 /// `c_next` and `previous_action_next`, fed back at the next call. A discrete policy trained with
 /// action masks also takes `action_mask` `[batch, actions]` (1: available).
@@ -51,56 +52,41 @@ public enum ONNXExport {
             if let n = m.rewardNormalizer { r = clip(&g, g.node("Div", [r, g.constant([1], [Float((n.variance[0] + 1e-8).squareRoot())])]), 10) }
             parts.append(g.node("Mul", [r, keep]))
         }
-        var x = parts.count == 1 ? parts[0] : g.node("Concat", parts, attributes: [.int("axis", 1)])
-
+        let context = parts.count == 1 ? parts[0] : g.node("Concat", parts, attributes: [.int("axis", 1)])
+        let N = policy.networks.count
+        if N > 1 && !m.context.agentID { g.input("agent_id", [.symbol(batch), .value(m.agents)]) }
         if let encoder = policy.encoder {
-            let H = encoder.hiddenSize, L = encoder.layers.count, isLSTM = encoder.layers[0] is LSTM
+            let H = encoder.hiddenSize, L = encoder.layers.count
             g.input("h", [.value(L), .symbol(batch), .value(H)])
-            if isLSTM { g.input("c", [.value(L), .symbol(batch), .value(H)]) }
-            var sequence = g.node("Unsqueeze", [x, g.int64s([0])])  // [1, batch, in]
-            var hNext: [String] = [], cNext: [String] = []
-            for (l, layer) in encoder.layers.enumerated() {
-                func initial(_ name: String) -> String {
-                    let state = g.node("Gather", [name, g.int64s([l], scalar: true)], attributes: [.int("axis", 0)])  // [batch, H]
-                    return g.node("Unsqueeze", [g.node("Mul", [state, keep]), g.int64s([0])])
-                }
-                let weights: GateWeights, order: [Int]
-                if let gru = layer as? GRU { weights = gru.weights; order = [1, 0, 2] } else { weights = (layer as! LSTM).weights; order = [0, 3, 1, 2] }
-                let gates = order.count, inputSize = layer.inputSize
-                let W = g.constant([1, gates * H, inputSize], reorder(weights.weightIH.value, gates: order, hidden: H))
-                let R = g.constant([1, gates * H, H], reorder(weights.weightHH.value, gates: order, hidden: H))
-                let B = g.constant([1, 2 * gates * H], reorder(weights.biasIH.value, gates: order, hidden: H) + reorder(weights.biasHH.value, gates: order, hidden: H))
-                if isLSTM {
-                    let out = g.node("LSTM", [sequence, W, R, B, "", initial("h"), initial("c")], outputs: 3, attributes: [.int("hidden_size", H)])
-                    hNext.append(out[1]); cNext.append(out[2])
-                    sequence = g.node("Squeeze", [out[0], g.int64s([1])])
-                } else {
-                    let out = g.node("GRU", [sequence, W, R, B, "", initial("h")], outputs: 2,
-                                     attributes: [.int("hidden_size", H), .int("linear_before_reset", 1)])
-                    hNext.append(out[1])
-                    sequence = g.node("Squeeze", [out[0], g.int64s([1])])
-                }
-            }
-            g.rename(hNext.count == 1 ? hNext[0] : g.node("Concat", hNext, attributes: [.int("axis", 0)]), to: "h_next")
-            g.output("h_next", [.value(L), .symbol(batch), .value(H)])
-            if isLSTM {
-                g.rename(cNext.count == 1 ? cNext[0] : g.node("Concat", cNext, attributes: [.int("axis", 0)]), to: "c_next")
-                g.output("c_next", [.value(L), .symbol(batch), .value(H)])
-            }
-            x = g.node("Squeeze", [sequence, g.int64s([0])])  // [batch, H]
+            if encoder.layers[0] is LSTM { g.input("c", [.value(L), .symbol(batch), .value(H)]) }
         }
-
-        for layer in policy.head.layers {
-            let dense = layer as! Dense
-            let W = g.constant([dense.outputSize, dense.inputSize], dense.weight.value.array)
-            let b = g.constant([dense.outputSize], dense.bias.value.array)
-            x = g.node("Gemm", [x, W, b], attributes: [.int("transB", 1)])
-            switch dense.activation {
-            case .identity: break
-            case .relu: x = g.node("Relu", [x])
-            case .tanh: x = g.node("Tanh", [x])
-            case .sigmoid: x = g.node("Sigmoid", [x])
-            case .elu: x = g.node("Elu", [x], attributes: [.float("alpha", 1)])
+        // Every network on every row; with one network per agent each row keeps its agent's
+        // (the others' results are multiplied by 0 and added).
+        var results: [(output: String, h: String?, c: String?)] = []
+        for network in policy.networks { results.append(self.network(network, context: context, keep: keep, graph: &g)) }
+        var x = results[0].output, hNext = results[0].h, cNext = results[0].c
+        if N > 1 {
+            func select(_ values: [String], rank3: Bool) -> String {
+                var sum: String?
+                for (k, v) in values.enumerated() {
+                    var weight = g.node("Slice", ["agent_id", g.int64s([k]), g.int64s([k + 1]), g.int64s([1])])  // [batch, 1]
+                    if rank3 { weight = g.node("Unsqueeze", [weight, g.int64s([0])]) }  // [1, batch, 1]
+                    let term = g.node("Mul", [v, weight])
+                    sum = sum.map { g.node("Add", [$0, term]) } ?? term
+                }
+                return sum!
+            }
+            x = select(results.map(\.output), rank3: false)
+            if hNext != nil { hNext = select(results.map { $0.h! }, rank3: true) }
+            if cNext != nil { cNext = select(results.map { $0.c! }, rank3: true) }
+        }
+        if let encoder = policy.encoder {
+            let H = encoder.hiddenSize, L = encoder.layers.count
+            g.rename(hNext!, to: "h_next")
+            g.output("h_next", [.value(L), .symbol(batch), .value(H)])
+            if let cNext {
+                g.rename(cNext, to: "c_next")
+                g.output("c_next", [.value(L), .symbol(batch), .value(H)])
             }
         }
 
@@ -139,6 +125,57 @@ public enum ONNXExport {
         }
         if P > 0 { g.output("previous_action_next", [.symbol(batch), .value(P)]) }
         return g.model(name: "rrl \(m.algorithm) policy")
+    }
+
+    /// One network on `context` (`[batch, inputWidth]`): its outputs, and its next h and c (`[layers,
+    /// batch, hidden]`) for a recurrent network.
+    static func network(_ network: Policy.Network, context: String, keep: String, graph g: inout ONNXGraph) -> (output: String, h: String?, c: String?) {
+        var x = context
+        var hNext: String?, cNext: String?
+        if let encoder = network.encoder {
+            let H = encoder.hiddenSize, isLSTM = encoder.layers[0] is LSTM
+            var sequence = g.node("Unsqueeze", [x, g.int64s([0])])  // [1, batch, in]
+            var hs: [String] = [], cs: [String] = []
+            for (l, layer) in encoder.layers.enumerated() {
+                func initial(_ name: String) -> String {
+                    let state = g.node("Gather", [name, g.int64s([l], scalar: true)], attributes: [.int("axis", 0)])  // [batch, H]
+                    return g.node("Unsqueeze", [g.node("Mul", [state, keep]), g.int64s([0])])
+                }
+                let weights: GateWeights, order: [Int]
+                if let gru = layer as? GRU { weights = gru.weights; order = [1, 0, 2] } else { weights = (layer as! LSTM).weights; order = [0, 3, 1, 2] }
+                let gates = order.count, inputSize = layer.inputSize
+                let W = g.constant([1, gates * H, inputSize], reorder(weights.weightIH.value, gates: order, hidden: H))
+                let R = g.constant([1, gates * H, H], reorder(weights.weightHH.value, gates: order, hidden: H))
+                let B = g.constant([1, 2 * gates * H], reorder(weights.biasIH.value, gates: order, hidden: H) + reorder(weights.biasHH.value, gates: order, hidden: H))
+                if isLSTM {
+                    let out = g.node("LSTM", [sequence, W, R, B, "", initial("h"), initial("c")], outputs: 3, attributes: [.int("hidden_size", H)])
+                    hs.append(out[1]); cs.append(out[2])
+                    sequence = g.node("Squeeze", [out[0], g.int64s([1])])
+                } else {
+                    let out = g.node("GRU", [sequence, W, R, B, "", initial("h")], outputs: 2,
+                                     attributes: [.int("hidden_size", H), .int("linear_before_reset", 1)])
+                    hs.append(out[1])
+                    sequence = g.node("Squeeze", [out[0], g.int64s([1])])
+                }
+            }
+            hNext = hs.count == 1 ? hs[0] : g.node("Concat", hs, attributes: [.int("axis", 0)])
+            if isLSTM { cNext = cs.count == 1 ? cs[0] : g.node("Concat", cs, attributes: [.int("axis", 0)]) }
+            x = g.node("Squeeze", [sequence, g.int64s([0])])  // [batch, H]
+        }
+        for layer in network.head.layers {
+            let dense = layer as! Dense
+            let W = g.constant([dense.outputSize, dense.inputSize], dense.weight.value.array)
+            let b = g.constant([dense.outputSize], dense.bias.value.array)
+            x = g.node("Gemm", [x, W, b], attributes: [.int("transB", 1)])
+            switch dense.activation {
+            case .identity: break
+            case .relu: x = g.node("Relu", [x])
+            case .tanh: x = g.node("Tanh", [x])
+            case .sigmoid: x = g.node("Sigmoid", [x])
+            case .elu: x = g.node("Elu", [x], attributes: [.float("alpha", 1)])
+            }
+        }
+        return (x, hNext, cNext)
     }
 
     /// clip(x, -bound, bound).

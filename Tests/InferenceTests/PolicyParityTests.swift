@@ -26,7 +26,8 @@ func perturb(_ parameters: [NamedParameter], seed: UInt64) {
 }
 
 func offPolicyCase(_ label: String, algorithm: OffPolicyAlgorithm = .sac, network: NetworkKind, layers: Int = 1, actions: Space,
-                   context: ContextInputs, agents: Int = 1, masked: Bool = false, head: [Int] = [8], seed: UInt64) throws -> PolicyCase {
+                   context: ContextInputs, agents: Int = 1, masked: Bool = false, perAgent: Bool = false, head: [Int] = [8],
+                   seed: UInt64) throws -> PolicyCase {
     var c = AgentConfiguration()
     c.algorithm = algorithm
     c.network = network
@@ -34,6 +35,7 @@ func offPolicyCase(_ label: String, algorithm: OffPolicyAlgorithm = .sac, networ
     c.hiddenSize = 6
     c.headHiddenSizes = head
     c.context = context
+    if perAgent { c.actorPerAgent = true }
     if network == .mlp { c.sampler.sequenceLength = 1 }
     let n: Int = { if case .discrete(let n) = actions { return n } else { return 0 } }()
     let agent = try OffPolicyAgent(configuration: c, observationSpace: .box(low: [-9, -9, -9], high: [9, 9, 9]), actionSpace: actions, seed: seed,
@@ -86,6 +88,12 @@ final class PolicyParityTests: XCTestCase {
             try offPolicyCase("discrete SAC LSTM", network: .lstm, actions: .discrete(3), context: ContextInputs(), seed: 5),
             try offPolicyCase("MASAC GRU, 3 agents with ids, action masks", algorithm: .masac, network: .gru, actions: .discrete(5),
                               context: ContextInputs(observation: true, lastAction: true, agentID: true), agents: 3, masked: true, seed: 6),
+            try offPolicyCase("MASAC one GRU per agent (2 layers), 3 agents, action masks", algorithm: .masac, network: .gru, layers: 2,
+                              actions: .discrete(4), context: ContextInputs(observation: true, lastAction: true), agents: 3, masked: true,
+                              perAgent: true, seed: 10),
+            try offPolicyCase("MASAC one LSTM per agent, 2 agents, continuous, previous action and reward", algorithm: .masac, network: .lstm,
+                              actions: box, context: ContextInputs(observation: true, lastAction: true, lastReward: true, agentID: true), agents: 2,
+                              perAgent: true, seed: 11),
             try ppoCase("PPO LSTM continuous, normalised observations and rewards", network: .lstm, actions: box,
                         context: ContextInputs(observation: true, lastAction: true, lastReward: true), seed: 7),
             try ppoCase("PPO GRU discrete", network: .gru, actions: .discrete(3), context: ContextInputs(observation: true, lastAction: true), seed: 8),
