@@ -31,7 +31,7 @@ extension PolicyManifest.Network {
 
 extension OffPolicyAgent {
     /// The actor's manifest for `actionSpace` (one network shared by the agents, or one per agent).
-    public func policyManifest(actionSpace: Space) -> PolicyManifest? {
+    public func policyManifest(actionSpace: Space) -> PolicyManifest {
         let c = configuration
         let distribution: PolicyManifest.Distribution = discreteActions != nil ? .categorical : c.algorithm == .td3 ? .deterministic : .tanhGaussian
         return PolicyManifest(algorithm: c.algorithm.rawValue,

@@ -59,7 +59,7 @@ extension OffPolicyTrainer: TrainingSession {
 
     public func exportedWeights() -> (tensors: [NamedParameter], metadata: [String: String]) {
         let a = configuration.agent
-        let manifest = agent.policyManifest(actionSpace: environments.actionSpace)?.metadata ?? [:]
+        let manifest = agent.policyManifest(actionSpace: environments.actionSpace).metadata
         return (agent.namedParameters(), manifest.merging(["algorithm": a.algorithm.rawValue, "network": a.network.rawValue,
                                                            "environment": configuration.environment, "steps": "\(step)",
                                                            "seed": "\(configuration.seed)"]) { $1 })

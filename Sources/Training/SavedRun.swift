@@ -11,15 +11,16 @@ public final class SavedRun {
     public let url: URL
     public let environment: String
     public let algorithm: String
-    /// What acts: the policy rebuilt from the weights file by the inference library (the training
-    /// agent for a run whose actors a manifest cannot describe).
-    public let actor: any RecurrentActor
+    /// What acts: the policy rebuilt from the weights file by the inference library.
+    public let policy: Policy
+    /// The policy, as evaluation runs actors.
+    public var actor: any RecurrentActor { policy }
     /// The environment with its options and Python modules.
     public let spec: EnvironmentSpec
     /// Whether the run's environment is served as a multi-agent one (masac).
     public let multiAgent: Bool
-    /// The policy's manifest (nil for one actor network per agent, which a manifest cannot describe yet).
-    public let manifest: PolicyManifest?
+    /// The policy's manifest (made from the run's configuration, so runs written before manifests have one).
+    public let manifest: PolicyManifest
     /// The tensors a policy file holds: every weight (the policy takes its actor's) and the normalisers.
     public let weights: [NamedParameter]
 
@@ -54,7 +55,6 @@ public final class SavedRun {
             }
         }
         let parameters: [NamedParameter]
-        let trained: any RecurrentActor
         if (top["algorithm"] as? String) == "ppo" {
             let c = try decode(PPOTrainingConfiguration.self)
             try c.validate()
@@ -71,7 +71,6 @@ public final class SavedRun {
             weights = parameters + normalizers
             environment = c.environment
             algorithm = "ppo"
-            trained = agent
         } else {
             let c = try decode(OffPolicyConfiguration.self)
             try c.validate()
@@ -94,24 +93,13 @@ public final class SavedRun {
             try SafeTensors.load(weightsURL, into: parameters)
             environment = c.environment
             algorithm = c.agent.algorithm.rawValue
-            trained = agent
         }
         if let bad = parameters.first(where: { !$0.parameter.value.isFinite }) {
             throw TrainingError("\(weightsURL.path): parameter \(bad.name) holds NaN or infinite values (the run diverged); these weights cannot act. Train again, e.g. with smaller learning rates or --max-grad-norm")
         }
-        actor = manifest == nil ? trained : try SavedRun.policy(manifest: manifest, weights: weights, path: weightsURL.path)
-    }
-
-    /// The run's policy for the inference library and the exports.
-    public func policy() throws -> Policy {
-        if let policy = actor as? Policy { return policy }
-        throw TrainingError("\(url.path) trained one actor network per agent (--actor-per-agent), which a policy file cannot describe yet; train with one shared actor to export")
-    }
-
-    static func policy(manifest: PolicyManifest?, weights: [NamedParameter], path: String) throws -> Policy {
-        guard let manifest else { throw TrainingError("\(path): no manifest") }
         do {
-            return try Policy(manifest: manifest, tensors: Dictionary(weights.map { ($0.name, $0.parameter.value) }) { a, _ in a }, path: path)
+            policy = try Policy(manifest: manifest, tensors: Dictionary(weights.map { ($0.name, $0.parameter.value) }) { a, _ in a },
+                                path: weightsURL.path)
         } catch let error as PolicyError {
             throw TrainingError(error.description)
         }

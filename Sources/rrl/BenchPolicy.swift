@@ -32,7 +32,7 @@ struct BenchPolicy: ParsableCommand {
         let space = Space.box(low: [-2], high: [2])
         let agent = try OffPolicyAgent(configuration: c, observationSpace: .box(low: [Float](repeating: -1, count: observation), high: [Float](repeating: 1, count: observation)),
                                        actionSpace: space, seed: 1)
-        guard let manifest = agent.policyManifest(actionSpace: space) else { throw TrainingError("no manifest") }
+        let manifest = agent.policyManifest(actionSpace: space)
         let policy = try Policy(manifest: manifest, tensors: Dictionary(agent.namedParameters().map { ($0.name, $0.parameter.value) }) { a, _ in a })
         let peak = rrl_measure_fma_peak_gflops(options.peakSeconds)
         // Multiply-adds of one step (the encoder's input and hidden products, and the head), as flops.

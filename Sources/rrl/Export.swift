@@ -25,7 +25,7 @@ struct Export: ParsableCommand {
 
     func run() throws {
         let saved = try SavedRun(path: runDirectory)
-        let policy = try saved.policy()
+        let policy = saved.policy
         let folder = URL(fileURLWithPath: output ?? runDirectory, isDirectory: true)
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         func target(_ name: String) throws -> URL {

@@ -41,7 +41,7 @@ func offPolicyCase(_ label: String, algorithm: OffPolicyAlgorithm = .sac, networ
     let agent = try OffPolicyAgent(configuration: c, observationSpace: .box(low: [-9, -9, -9], high: [9, 9, 9]), actionSpace: actions, seed: seed,
                                    agents: agents, actionMaskWidth: masked ? n : 0)
     perturb(agent.namedParameters(), seed: seed + 1)
-    let manifest = try XCTUnwrap(agent.policyManifest(actionSpace: actions))
+    let manifest = agent.policyManifest(actionSpace: actions)
     return PolicyCase(label: label, actor: agent, parameters: agent.namedParameters(), manifest: manifest, actionSpace: actions,
                       observationWidth: 3, masked: masked)
 }
