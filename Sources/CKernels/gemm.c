@@ -419,51 +419,83 @@ static void small_avx2(int trans_a, int trans_b, long m, long n, long k, float a
 
 // MARK: - One row through a layer (acting at batch 1)
 
-// y = b + x W for one row, W stored transposed as wt[in][out]: axpy form, accumulators for 64
-// outputs at a time in registers, one broadcast of x[j] per input.
-static void affine_rows_portable(long in, long out, const float *wt, const float *b, const float *x, float *y) {
-    for (long o = 0; o < out; o++) y[o] = b ? b[o] : 0.0f;
-    for (long j = 0; j < in; j++) {
-        const float v = x[j], *w = wt + j * out;
-        for (long o = 0; o < out; o++) y[o] += w[o] * v;
+// y = b + x W^T for one row x (`in` floats), W being `out` rows of `in` weights. The weights are
+// packed once (rrl_affine_pack) in the order the kernel reads them, so that a step streams through
+// them: blocks of 64 outputs as [in][64], then blocks of 8 as [in][8] (axpy form: one broadcast of
+// x[j] per input, the block's accumulators in registers), then the last out % 8 outputs as their
+// own rows [in] (dot products eight inputs wide).
+
+static long pack_blocks64(long out) { return out / 64; }
+static long pack_blocks8(long out) { return (out % 64) / 8; }
+
+void rrl_affine_pack(long in, long out, const float *w, float *packed) {
+    float *p = packed;
+    long o = 0;
+    for (long blk = 0; blk < pack_blocks64(out); blk++, o += 64)
+        for (long j = 0; j < in; j++)
+            for (long q = 0; q < 64; q++) *p++ = w[(o + q) * in + j];
+    for (long blk = 0; blk < pack_blocks8(out); blk++, o += 8)
+        for (long j = 0; j < in; j++)
+            for (long q = 0; q < 8; q++) *p++ = w[(o + q) * in + j];
+    for (; o < out; o++)
+        for (long j = 0; j < in; j++) *p++ = w[o * in + j];
+}
+
+static void affine_rows_portable(long in, long out, const float *packed, const float *b, const float *x, float *y) {
+    const float *p = packed;
+    long o = 0;
+    for (long blk = 0; blk < pack_blocks64(out) + pack_blocks8(out); blk++) {
+        const long width = blk < pack_blocks64(out) ? 64 : 8;
+        for (long q = 0; q < width; q++) y[o + q] = b ? b[o + q] : 0.0f;
+        for (long j = 0; j < in; j++, p += width)
+            for (long q = 0; q < width; q++) y[o + q] += p[q] * x[j];
+        o += width;
+    }
+    for (; o < out; o++, p += in) {
+        float acc = b ? b[o] : 0.0f;
+        for (long j = 0; j < in; j++) acc += x[j] * p[j];
+        y[o] = acc;
     }
 }
 
 #if RRL_X86
 __attribute__((target("avx2,fma")))
-static void affine_rows_avx2(long in, long out, const float *wt, const float *b, const float *x, float *y) {
+static void affine_rows_avx2(long in, long out, const float *packed, const float *b, const float *x, float *y) {
+    const float *p = packed;
     long o = 0;
-    for (; o + 64 <= out; o += 64) {
+    for (long blk = 0; blk < pack_blocks64(out); blk++, o += 64) {
         __m256 acc[8];
         for (int q = 0; q < 8; q++) acc[q] = b ? _mm256_loadu_ps(b + o + 8 * q) : _mm256_setzero_ps();
-        for (long j = 0; j < in; j++) {
+        for (long j = 0; j < in; j++, p += 64) {
             const __m256 v = _mm256_broadcast_ss(x + j);
-            const float *w = wt + j * out + o;
-            for (int q = 0; q < 8; q++) acc[q] = _mm256_fmadd_ps(v, _mm256_loadu_ps(w + 8 * q), acc[q]);
+            for (int q = 0; q < 8; q++) acc[q] = _mm256_fmadd_ps(v, _mm256_loadu_ps(p + 8 * q), acc[q]);
         }
         for (int q = 0; q < 8; q++) _mm256_storeu_ps(y + o + 8 * q, acc[q]);
     }
-    for (; o + 8 <= out; o += 8) {
+    for (long blk = 0; blk < pack_blocks8(out); blk++, o += 8) {
         __m256 acc = b ? _mm256_loadu_ps(b + o) : _mm256_setzero_ps();
-        for (long j = 0; j < in; j++) acc = _mm256_fmadd_ps(_mm256_broadcast_ss(x + j), _mm256_loadu_ps(wt + j * out + o), acc);
+        for (long j = 0; j < in; j++, p += 8) acc = _mm256_fmadd_ps(_mm256_broadcast_ss(x + j), _mm256_loadu_ps(p), acc);
         _mm256_storeu_ps(y + o, acc);
     }
-    for (; o < out; o++) {
-        float acc = b ? b[o] : 0.0f;
-        for (long j = 0; j < in; j++) acc += x[j] * wt[j * out + o];
+    for (; o < out; o++, p += in) {
+        __m256 s0 = _mm256_setzero_ps();
+        long j = 0;
+        for (; j + 8 <= in; j += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + j), _mm256_loadu_ps(p + j), s0);
+        float acc = (b ? b[o] : 0.0f) + hsum256(s0);
+        for (; j < in; j++) acc += x[j] * p[j];
         y[o] = acc;
     }
 }
 #endif
 
-void rrl_affine_rows(long rows, long in, long out, const float *wt, const float *b, const float *x, float *y) {
+void rrl_affine_rows(long rows, long in, long out, const float *packed, const float *b, const float *x, float *y) {
 #if RRL_X86
-    if (rrl_cpu_has_avx2_fma()) {
-        for (long r = 0; r < rows; r++) affine_rows_avx2(in, out, wt, b, x + r * in, y + r * out);
+    if (rrl_vector_kernels_use_avx2()) {
+        for (long r = 0; r < rows; r++) affine_rows_avx2(in, out, packed, b, x + r * in, y + r * out);
         return;
     }
 #endif
-    for (long r = 0; r < rows; r++) affine_rows_portable(in, out, wt, b, x + r * in, y + r * out);
+    for (long r = 0; r < rows; r++) affine_rows_portable(in, out, packed, b, x + r * in, y + r * out);
 }
 
 // MARK: - Reference

@@ -23,6 +23,7 @@ void rrl_set_force_portable(int force) { __atomic_store_n(&force_portable, force
 static int use_avx2(void) {
     return !__atomic_load_n(&force_portable, __ATOMIC_RELAXED) && rrl_cpu_has_avx2_fma();
 }
+int rrl_vector_kernels_use_avx2(void) { return use_avx2(); }
 
 // Odd Taylor coefficients of tanh: x - x^3/3 + 2x^5/15 - 17x^7/315 + 62x^9/2835 - 1382x^11/155925 + ...
 #define T3 (-3.33333333333333333e-1f)

@@ -48,7 +48,7 @@ public final class Policy {
     let logStd: Tensor?
     /// Floats of the policy's own (normalised) action per row: A, or 1 for an index.
     public let policyActionWidth: Int
-    /// One layer of the acting path: its weights transposed (`[in, out]`) for one-row products, in
+    /// One layer of the acting path: its weights packed for one-row products (`rrl_affine_pack`), in
     /// storage of the policy's own (plain pointers, so that stepping retains nothing).
     struct RowLayer {
         let cell: CellKind?, activation: Activation, input: Int, output: Int
@@ -113,6 +113,13 @@ public final class Policy {
         } else {
             logStd = nil
         }
+        func pack(_ w: Tensor) -> UnsafeMutablePointer<Float> {
+            let out = w.shape[0], input = w.count / max(out, 1)
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(w.count, 1))
+            p.initialize(repeating: 0, count: max(w.count, 1))
+            rrl_affine_pack(input, out, w.data, p)
+            return p
+        }
         func copy(_ values: [Float]) -> UnsafeMutablePointer<Float> {
             let p = UnsafeMutablePointer<Float>.allocate(capacity: max(values.count, 1))
             p.initialize(repeating: 0, count: max(values.count, 1))
@@ -125,13 +132,13 @@ public final class Policy {
             for layer in network.encoder?.layers ?? [] {
                 let w: GateWeights = (layer as? GRU)?.weights ?? (layer as! LSTM).weights
                 rows.append(RowLayer(cell: layer is GRU ? .gru : .lstm, activation: .identity, input: layer.inputSize, output: layer.hiddenSize,
-                                     weightT: copy(w.weightIH.value.transposedValues), bias: copy(w.biasIH.value.array),
-                                     hiddenT: copy(w.weightHH.value.transposedValues), hiddenBias: copy(w.biasHH.value.array)))
+                                     weightT: pack(w.weightIH.value), bias: copy(w.biasIH.value.array),
+                                     hiddenT: pack(w.weightHH.value), hiddenBias: copy(w.biasHH.value.array)))
             }
             for layer in network.head.layers {
                 let d = layer as! Dense
                 rows.append(RowLayer(cell: nil, activation: d.activation, input: d.inputSize, output: d.outputSize,
-                                     weightT: copy(d.weight.value.transposedValues), bias: copy(d.bias.value.array), hiddenT: nil, hiddenBias: nil))
+                                     weightT: pack(d.weight.value), bias: copy(d.bias.value.array), hiddenT: nil, hiddenBias: nil))
             }
             ranges.append(first..<rows.count)
         }
@@ -338,7 +345,7 @@ public final class Policy {
     }
 
     /// The acting path for one row: its context `x` through the recurrent layers (advancing the row's
-    /// state in place) and the head, with the transposed weights and one-row products
+    /// state in place) and the head, with the packed weights and one-row products
     /// (`rrl_affine_rows`); writes the network's `outputWidth` outputs. The same equations as the
     /// training layers (PyTorch's), with the sums in another order.
     @inline(__always)

@@ -69,4 +69,29 @@ final class VectorMathTests: XCTestCase {
         XCTAssertEqual(Shape([3, 4, 5]).leadingCount, 12)
         XCTAssertEqual(Shape([3, 4, 5]).replacingLast(with: 2), [3, 4, 2])
     }
+
+    /// One-row products with packed weights (the inference library's acting path) against a plain
+    /// double-precision sum, on both paths, for widths around the 64 and 8 blocks, with and without bias.
+    func testOneRowProductsOnBothPaths() {
+        var rng = RandomGenerator(seed: 7)
+        for portable in [0, 1] {
+            rrl_set_force_portable(Int32(portable))
+            for (input, output) in [(1, 1), (3, 192), (64, 192), (64, 64), (64, 2), (5, 71), (9, 130), (17, 8), (130, 7)] {
+                let w = (0..<(input * output)).map { _ in rng.normal() }, bias = (0..<output).map { _ in rng.normal() }
+                let x = (0..<input).map { _ in rng.normal() }
+                var packed = [Float](repeating: 0, count: input * output), y = [Float](repeating: 0, count: output)
+                rrl_affine_pack(input, output, w, &packed)
+                XCTAssertEqual(packed.sorted(), w.sorted(), "packing keeps every weight once")
+                for withBias in [true, false] {
+                    if withBias { rrl_affine_rows(1, input, output, packed, bias, x, &y) } else { rrl_affine_rows(1, input, output, packed, nil, x, &y) }
+                    for o in 0..<output {
+                        var reference = withBias ? Double(bias[o]) : 0
+                        for j in 0..<input { reference += Double(w[o * input + j]) * Double(x[j]) }
+                        XCTAssertEqual(Double(y[o]), reference, accuracy: 1e-4 * (1 + abs(reference)), "portable=\(portable), \(input)x\(output), output \(o)")
+                    }
+                }
+            }
+        }
+    }
 }
+

@@ -56,9 +56,12 @@ void rrl_sgemm_path(rrl_gemm_path path, int trans_a, int trans_b, long m, long n
 /// Relative error is a few float ulps (checked against libm in the tests).
 void rrl_vexp(long n, const float *x, float *y);
 void rrl_vtanh(long n, const float *x, float *y);
-/// y = b + x W for each of `rows` rows of x (`[rows, in]`), with W stored transposed (`wt`, `[in, out]`)
-/// and b optional (NULL: none): the products of acting one row at a time, register-blocked.
-void rrl_affine_rows(long rows, long in, long out, const float *wt, const float *b, const float *x, float *y);
+/// y = b + x W^T for each of `rows` rows of x (`[rows, in]`), W (`[out, in]`) packed by rrl_affine_pack
+/// (`in * out` floats) and b optional (NULL: none): the products of acting one row at a time,
+/// register-blocked and streaming through the weights.
+void rrl_affine_rows(long rows, long in, long out, const float *packed, const float *b, const float *x, float *y);
+/// Packs W (`[out, in]`, row-major) into `packed` (`in * out` floats) for rrl_affine_rows.
+void rrl_affine_pack(long in, long out, const float *w, float *packed);
 void rrl_vsigmoid(long n, const float *x, float *y);
 /// y = max(x, 0); dx = dy * f'(x) from the output y of ReLU, tanh, sigmoid. Outputs may alias inputs.
 void rrl_relu(long n, const float *x, float *y);
@@ -71,6 +74,8 @@ void rrl_adam_update(long n, float *theta, const float *g, float *m, float *v, f
                      float step_size, float inv_sqrt_correction2, float epsilon, float coupled_decay, float shrink);
 /// Forces the portable versions (for tests): 1 = portable, 0 = automatic.
 void rrl_set_force_portable(int force);
+/// Whether the vector kernels (exp/tanh/sigmoid, the one-row products) take their AVX2 path now.
+int rrl_vector_kernels_use_avx2(void);
 
 /// Measures the single-thread fp32 FMA peak in GFLOP/s by running independent FMA
 /// chains for about `seconds`. Uses AVX2/FMA when available, else the portable loop.
