@@ -75,11 +75,11 @@ extension OffPolicyAgent {
     /// actionWidth, in order) with each row's own action taken from `own` (default: `actions`):
     /// continuous [own, others...], discrete the others one-hot. An agent inactive at the step
     /// (`active`, the batch's activity for the same rows, 0) has no action: zeros in its place. With
-    /// one agent no copy is made.
-    func criticExtra(_ actions: UnsafePointer<Float>, own: UnsafePointer<Float>? = nil, active: UnsafePointer<Float>,
+    /// one agent (`active` nil) no copy is made.
+    func criticExtra(_ actions: UnsafePointer<Float>, own: UnsafePointer<Float>? = nil, active: UnsafePointer<Float>?,
                      rows: Int, into out: Tensor) -> UnsafePointer<Float>? {
         let N = agents, a = actionWidth
-        if N == 1 || independentCritics { return discreteActions == nil ? (own ?? actions) : nil }
+        guard N > 1, !independentCritics, let active else { return discreteActions == nil ? (own ?? actions) : nil }
         if let n = discreteActions {
             let w = (N - 1) * n
             out.resize(Shape(d0: rows, d1: w))

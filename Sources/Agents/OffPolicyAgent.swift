@@ -429,24 +429,21 @@ public final class OffPolicyAgent {
         lossMask.resize(Shape(d0: steps))
         let rows = steps * N
         weights.resize(Shape(d0: rows))
+        // An agent that finished before its episode did has no loss at its later steps.
+        let active = activity(batch, fromSlot: Bn)
         for k in 0..<N { agentRows[k] = 0 }
-        if N == 1 {
-            for r in 0..<steps { agentRows[0] += Double(lossMask.data[r]) }
-        } else {
-            // An agent that finished before its episode did has no loss at its later steps.
-            let active = batch.agentActive.data + Bn * B * N
-            for r in 0..<rows { agentRows[r % N] += Double(lossMask.data[r / N] * active[r]) }
-        }
+        for r in 0..<rows { agentRows[r % N] += Double(lossMask.data[r / N] * (active?[r] ?? 1)) }
         var total: Double = 0
         for k in 0..<N { total += agentRows[k] }
         let scale: Float = total > 0 ? 1 / Float(total) : 0
-        if N == 1 {
-            for r in 0..<rows { weights.data[r] = lossMask.data[r] * scale }
-        } else {
-            let active = batch.agentActive.data + Bn * B * N
-            for r in 0..<rows { weights.data[r] = lossMask.data[r / N] * active[r] * scale }
-        }
+        for r in 0..<rows { weights.data[r] = lossMask.data[r / N] * (active?[r] ?? 1) * scale }
         return rows
+    }
+
+    /// Several agents: each row's activity (1: the agent is in its episode) from slot `s` of the batch on,
+    /// rows agent-inner; nil with one agent (always active).
+    func activity(_ batch: SequenceBatch, fromSlot s: Int) -> UnsafePointer<Float>? {
+        agents > 1 ? UnsafePointer(batch.agentActive.data + s * batch.batchSize * agents) : nil
     }
 
     func updateTargets() {
@@ -473,7 +470,7 @@ public final class OffPolicyAgent {
             Categorical.sample(probabilities: discrete.nextProbabilities.data, rows: rows, actions: n, into: sampledNext.data, rng: &rng)
             nextActions = UnsafePointer(sampledNext.data)
         }
-        let nextInput = nextActions.flatMap { criticExtra($0, active: batch.agentActive.data + nextRow, rows: rows, into: nextExtra) }
+        let nextInput = nextActions.flatMap { criticExtra($0, active: activity(batch, fromSlot: Bn + 1), rows: rows, into: nextExtra) }
 
         // Target critics: the minimum over critics at each next slot.
         let width = discreteActions ?? 1
@@ -509,7 +506,7 @@ public final class OffPolicyAgent {
         criticOptimizer.zeroGradients()
         var loss: Double = 0, meanQ: Double = 0
         let recorded = batch.actions.data + Bn * RB * A
-        let recordedInput = criticExtra(recorded, active: batch.agentActive.data + Bn * RB, rows: rows, into: recordedExtra)
+        let recordedInput = criticExtra(recorded, active: activity(batch, fromSlot: Bn), rows: rows, into: recordedExtra)
         for (i, critic) in critics.enumerated() {
             let features = encodeCurrent(critic, batch: batch, initialState: criticStateColumns(batch.initialCriticState, critic: i),
                                          keepActivations: true)
@@ -593,7 +590,8 @@ struct CriticsAtTrainedSlots: CriticView {
         let critic = agent.critics[i]
         let f = agent.encodeCurrent(critic, batch: batch, initialState: agent.criticStateColumns(batch.initialCriticState, critic: i),
                                     keepActivations: false)
-        let extra = agent.agents == 1 ? actions : agent.criticExtra(others, own: actions, active: batch.agentActive.data + agent.configuration.sampler.burnIn * batch.batchSize * agent.agents, rows: rows, into: agent.policyExtra)
+        let extra = agent.agents == 1 ? actions : agent.criticExtra(others, own: actions, active: agent.activity(batch, fromSlot: agent.configuration.sampler.burnIn),
+                                                                          rows: rows, into: agent.policyExtra)
         return critic.head(features: f, firstRow: 0, rows: rows, extra: extra)
     }
 

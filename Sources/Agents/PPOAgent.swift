@@ -1,5 +1,6 @@
 import Environments
 import Foundation
+import Inference
 import NeuralNetworks
 import Replay
 import Tensors
@@ -204,15 +205,14 @@ public final class PPOAgent {
     public func normalize(observation o: UnsafeMutablePointer<Float>) {
         guard configuration.normalizeObservations else { return }
         for j in 0..<observationWidth {
-            let s = (observationStatistics.variance[j] + 1e-8).squareRoot()
-            o[j] = Float(min(max((Double(o[j]) - observationStatistics.mean[j]) / s, -10), 10))
+            o[j] = PolicyManifest.Normalizer.normalize(o[j], mean: observationStatistics.mean[j], variance: observationStatistics.variance[j])
         }
     }
 
     /// The reward scaled by the running deviation of the discounted return (clipped to ±10).
     public func normalize(reward r: Float) -> Float {
         guard configuration.normalizeRewards else { return r }
-        return Float(min(max(Double(r) / (returnStatistics.variance[0] + 1e-8).squareRoot(), -10), 10))
+        return PolicyManifest.Normalizer.normalize(r, mean: 0, variance: returnStatistics.variance[0])
     }
 
     /// Writes one step's encoder input from a (normalised) observation, the previous action as

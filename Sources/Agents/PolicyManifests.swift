@@ -69,15 +69,11 @@ extension Policy: RecurrentActor {
     public func prepare(observation: UnsafeMutablePointer<Float>) { normalize(observation: observation, into: observation) }
     public func prepare(reward: Float) -> Float { normalize(reward: reward) }
 
-    /// `lastAction` in the agent's stored form (an index, or the normalised action), one-hot here when discrete.
+    /// `lastAction` in the agent's stored form (an index, or the normalised action).
     public func writeContext(observation: UnsafePointer<Float>, lastAction: UnsafePointer<Float>?, lastReward: Float, agent: Int,
                              into out: UnsafeMutablePointer<Float>) {
-        writeContext(observation: observation, previousAction: nil, reward: lastReward, agent: agent, into: out)
-        guard previousActionWidth > 0, let lastAction else { return }
-        // The previous action sits after the observation and the agent's id.
-        let m = manifest
-        let offset = (m.context.observation ? m.observationWidth : 0) + (m.context.agentID ? m.agents : 0)
-        writePreviousAction(lastAction, into: out + offset)
+        let previous: PolicyManifest.Context.PreviousAction = lastAction.map { manifest.actions.count != nil ? .index(Int($0[0])) : .values($0) } ?? .none
+        writeContext(observation: observation, previousAction: previous, reward: lastReward, agent: agent, into: out)
     }
 
     public func act(context: Tensor, state: Tensor, deterministic: Bool, actionMasks: UnsafePointer<Float>?, actions: UnsafeMutablePointer<Float>) {

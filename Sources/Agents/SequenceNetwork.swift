@@ -1,4 +1,5 @@
 import Replay
+import Inference
 import NeuralNetworks
 import Tensors
 
@@ -74,24 +75,9 @@ public struct ContextInputs: Codable, Equatable, Sendable {
     public func write(observation obs: UnsafePointer<Float>, observationWidth o: Int, lastAction act: UnsafePointer<Float>?,
                       actionWidth a: Int, oneHotOver n: Int?, lastReward r: Float, agent: Int = 0, agents: Int = 1,
                       into out: UnsafeMutablePointer<Float>) {
-        var p = out
-        if observation { p.update(from: obs, count: o); p += o }
-        if agentID {
-            p.update(repeating: 0, count: agents)
-            p[agent] = 1
-            p += agents
-        }
-        if lastAction {
-            if let n {
-                p.update(repeating: 0, count: n)
-                if let act { p[Int(act[0])] = 1 }
-                p += n
-            } else {
-                if let act { p.update(from: act, count: a) } else { p.update(repeating: 0, count: a) }
-                p += a
-            }
-        }
-        if lastReward { p[0] = r }
+        let previous: PolicyManifest.Context.PreviousAction = act.map { n != nil ? .index(Int($0[0])) : .values($0) } ?? .none
+        PolicyManifest.Context(self).write(observation: obs, observationWidth: o, agent: agent, agents: agents, previousAction: previous,
+                                           previousActionWidth: n ?? a, reward: r, into: out)
     }
 }
 

@@ -128,7 +128,7 @@ extension OffPolicyAgent {
         let critic = critics[0]
         if critic.isRecurrent {
             let recorded = batch.actions.data + Bn * R * a
-            let extra = criticExtra(recorded, active: batch.agentActive.data + Bn * R, rows: rows, into: recordedExtra)
+            let extra = criticExtra(recorded, active: activity(batch, fromSlot: Bn), rows: rows, into: recordedExtra)
             let usedFeatures = encodeCurrent(critic, batch: batch, initialState: criticStateColumns(batch.initialCriticState, critic: 0),
                                              keepActivations: false)
             stalenessUsed.copy(from: critic.head(features: usedFeatures, firstRow: 0, rows: rows, extra: extra))

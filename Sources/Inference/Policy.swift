@@ -69,8 +69,8 @@ public final class Policy {
     let policyActions = Tensor([0])
     let noise = Tensor([0])
     let scratch = Tensor([0])
-    /// One agent's rows of a batch (one network per agent): context, states, outputs.
-    let agentContext = Tensor([0]), agentState = Tensor([0])
+    /// One agent's rows of a batch (one network per agent).
+    let agentContext = Tensor([0])
 
     deinit {
         for layer in rowLayers {
@@ -188,7 +188,7 @@ public final class Policy {
         for b in 0..<B {
             normalize(observation: observations + b * o, into: observationScratch.data)
             let start = episodeStarts?[b] ?? false
-            writeContext(observation: observationScratch.data, previousAction: P > 0 ? state + b * S + R : nil,
+            writeContext(observation: observationScratch.data, previousAction: P > 0 ? .values(state + b * S + R) : .none,
                          reward: start ? 0 : normalize(reward: rewards?[b] ?? 0), agent: b % m.agents, into: context.data + b * C)
         }
         policyActions.resize(Shape(d0: B, d1: A))
@@ -216,7 +216,7 @@ public final class Policy {
     public func normalize(observation x: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
         let o = manifest.observationWidth
         if let n = manifest.observationNormalizer, let mean = n.mean {
-            for j in 0..<o { out[j] = Float(min(max((Double(x[j]) - mean[j]) / (n.variance[j] + 1e-8).squareRoot(), -10), 10)) }
+            for j in 0..<o { out[j] = PolicyManifest.Normalizer.normalize(x[j], mean: mean[j], variance: n.variance[j]) }
         } else {
             out.update(from: x, count: o)
         }
@@ -226,31 +226,17 @@ public final class Policy {
     @inline(__always)
     public func normalize(reward r: Float) -> Float {
         guard let n = manifest.rewardNormalizer else { return r }
-        return Float(min(max(Double(r) / (n.variance[0] + 1e-8).squareRoot(), -10), 10))
+        return PolicyManifest.Normalizer.normalize(r, mean: 0, variance: n.variance[0])
     }
 
     /// Writes one row's network input (`network.inputWidth` floats) from a normalised observation, the
-    /// previous action as the network sees it (`previousActionWidth` floats; nil: zeros, at an
-    /// episode's first step), the normalised previous reward and the agent's index.
+    /// previous action (none at an episode's first step; the state's floats, or an index), the
+    /// normalised previous reward and the agent's index.
     @inline(__always)
-    public func writeContext(observation: UnsafePointer<Float>, previousAction: UnsafePointer<Float>?, reward: Float, agent: Int,
+    public func writeContext(observation: UnsafePointer<Float>, previousAction: PolicyManifest.Context.PreviousAction, reward: Float, agent: Int,
                              into out: UnsafeMutablePointer<Float>) {
-        let m = manifest, ctx = m.context, P = previousActionWidth
-        var p = out
-        if ctx.observation {
-            p.update(from: observation, count: m.observationWidth)
-            p += m.observationWidth
-        }
-        if ctx.agentID {
-            p.update(repeating: 0, count: m.agents)
-            p[agent] = 1
-            p += m.agents
-        }
-        if P > 0 {
-            if let previousAction { p.update(from: previousAction, count: P) } else { p.update(repeating: 0, count: P) }
-            p += P
-        }
-        if ctx.lastReward { p[0] = reward }
+        manifest.context.write(observation: observation, observationWidth: manifest.observationWidth, agent: agent, agents: manifest.agents,
+                               previousAction: previousAction, previousActionWidth: previousActionWidth, reward: reward, into: out)
     }
 
     /// The previous action as the network sees it (`previousActionWidth` floats) from the policy's own
@@ -271,37 +257,28 @@ public final class Policy {
     /// onto the environment's bounds.
     public func step(context: Tensor, state: UnsafeMutablePointer<Float>?, stateStride S: Int, deterministic: Bool,
                      actionMasks: UnsafePointer<Float>?, policyActions a: UnsafeMutablePointer<Float>) {
-        let m = manifest, B = context.shape[1], R = recurrentStateWidth, A = policyActionWidth
-        if networks.count > 1 {
-            stepPerAgent(context: context, state: state, stateStride: S)
-            choose(outputs.data, rows: B, deterministic: deterministic, actionMasks: actionMasks, policyActions: a)
-            return
-        }
-        var features = context
-        if let encoder, let state {
-            features = encoder.forward(context, initialState: Matrix(state, rows: B, columns: R, stride: S), resetMask: nil, resets: .zero,
-                                       keepActivations: false)
-            for b in 0..<B { (state + b * S).update(from: encoder.finalState.data + b * R, count: R) }
-        }
-        let F = encoder?.hiddenSize ?? m.network.inputWidth
-        headInput.resize(Shape(d0: B, d1: F))
-        headInput.data.update(from: features.data, count: B * F)
-        choose(head.forward(headInput).data, rows: B, deterministic: deterministic, actionMasks: actionMasks, policyActions: a)
+        forwardNetworks(context: context, state: state, stateStride: S)
+        choose(outputs.data, rows: context.shape[1], deterministic: deterministic, actionMasks: actionMasks, policyActions: a)
     }
 
-    /// One network per agent: agent k's rows (every `agents`-th) through network k, as the training
-    /// agent's actors run them (gathered into a batch of their own); writes `outputs` `[B, outputWidth]`.
-    func stepPerAgent(context: Tensor, state: UnsafeMutablePointer<Float>?, stateStride S: Int) {
+    /// The networks over `context` with the training layers: with one network per agent, agent k's
+    /// rows (every `agents`-th) through network k gathered into a batch of their own, as the training
+    /// agent's actors run them; advances the states and writes `outputs` `[B, outputWidth]`.
+    func forwardNetworks(context: Tensor, state: UnsafeMutablePointer<Float>?, stateStride S: Int) {
         let m = manifest, B = context.shape[1], N = networks.count, C = m.network.inputWidth, R = recurrentStateWidth
         let W = m.network.outputWidth, rows = B / N
         outputs.resize(Shape(d0: B, d1: W))
         for k in 0..<N {
             let network = networks[k]
-            agentContext.resize(Shape(d0: 1, d1: rows, d2: C))
-            for j in 0..<rows { (agentContext.data + j * C).update(from: context.data + (j * N + k) * C, count: C) }
-            var features = agentContext
+            var input = context
+            if N > 1 {
+                agentContext.resize(Shape(d0: 1, d1: rows, d2: C))
+                for j in 0..<rows { (agentContext.data + j * C).update(from: context.data + (j * N + k) * C, count: C) }
+                input = agentContext
+            }
+            var features = input
             if let encoder = network.encoder, let state {
-                features = encoder.forward(agentContext, initialState: Matrix(state + k * S, rows: rows, columns: R, stride: S * N), resetMask: nil,
+                features = encoder.forward(input, initialState: Matrix(state + k * S, rows: rows, columns: R, stride: S * N), resetMask: nil,
                                            resets: .zero, keepActivations: false)
                 for j in 0..<rows { (state + (j * N + k) * S).update(from: encoder.finalState.data + j * R, count: R) }
             }

@@ -97,6 +97,13 @@ public struct PolicyManifest: Codable, Equatable, Sendable {
         public var mean: [Double]?
         public var variance: [Double]
 
+        /// The normalisation RecurrentRL applies (PPO's observations, with their mean; rewards, with
+        /// mean 0): clip((x - mean) / sqrt(variance + 1e-8), -10, 10), in double precision.
+        @inline(__always)
+        public static func normalize(_ x: Float, mean: Double, variance: Double) -> Float {
+            Float(min(max((Double(x) - mean) / (variance + 1e-8).squareRoot(), -10), 10))
+        }
+
         public init(mean: [Double]?, variance: [Double]) {
             self.mean = mean
             self.variance = variance
@@ -201,6 +208,38 @@ public struct PolicyManifest: Codable, Equatable, Sendable {
         }
         if distribution == .gaussian && logStdName == nil { throw fail("names no log standard deviation for its gaussian policy") }
         guard networkCount == 1 || networkCount == agents else { throw fail("has \(networkCount) networks for \(agents) agents (1, or one per agent)") }
+    }
+}
+
+extension PolicyManifest.Context {
+    /// The previous action a step's input holds: none (an episode's first step: zeros), an index
+    /// (one-hot), or the action's floats.
+    public enum PreviousAction {
+        case none, index(Int), values(UnsafePointer<Float>)
+    }
+
+    /// Writes one step's input in the order observation, agent `agent`'s id one-hot over `agents`,
+    /// previous action (`previousActionWidth` floats), previous reward, as far as the context holds
+    /// them: the one context writer of training agents and shipped policies.
+    @inline(__always)
+    public func write(observation: UnsafePointer<Float>, observationWidth o: Int, agent: Int, agents: Int, previousAction: PreviousAction,
+                      previousActionWidth w: Int, reward: Float, into out: UnsafeMutablePointer<Float>) {
+        var p = out
+        if self.observation { p.update(from: observation, count: o); p += o }
+        if agentID {
+            p.update(repeating: 0, count: agents)
+            p[agent] = 1
+            p += agents
+        }
+        if lastAction {
+            switch previousAction {
+            case .none: p.update(repeating: 0, count: w)
+            case .index(let i): p.update(repeating: 0, count: w); p[i] = 1
+            case .values(let v): p.update(from: v, count: w)
+            }
+            p += w
+        }
+        if lastReward { p[0] = reward }
     }
 }
 

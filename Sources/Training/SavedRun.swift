@@ -19,10 +19,6 @@ public final class SavedRun {
     public let spec: EnvironmentSpec
     /// Whether the run's environment is served as a multi-agent one (masac).
     public let multiAgent: Bool
-    /// The policy's manifest (made from the run's configuration, so runs written before manifests have one).
-    public let manifest: PolicyManifest
-    /// The tensors a policy file holds: every weight (the policy takes its actor's) and the normalisers.
-    public let weights: [NamedParameter]
 
     public init(path: String) throws {
         url = URL(fileURLWithPath: path, isDirectory: true)
@@ -54,7 +50,8 @@ public final class SavedRun {
                 throw TrainingError("\(configURL.path) does not describe a run this version can read (\(error)); train again")
             }
         }
-        let parameters: [NamedParameter]
+        // The manifest is made from the run's configuration (so runs written before manifests have one).
+        let parameters: [NamedParameter], manifest: PolicyManifest, weights: [NamedParameter]
         if (top["algorithm"] as? String) == "ppo" {
             let c = try decode(PPOTrainingConfiguration.self)
             try c.validate()
