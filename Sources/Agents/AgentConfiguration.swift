@@ -11,9 +11,68 @@ public enum OffPolicyAlgorithm: String, Codable, CaseIterable, Sendable {
     /// Multi-agent SAC: one decentralised (recurrent) actor shared by the agents, centralised
     /// critics per agent, a temperature per agent; with one agent, exactly SAC.
     case masac
+    /// Value decomposition networks (Sunehag et al. 2018): recurrent agent Q-networks whose chosen
+    /// Q-values add up to the team's Q.
+    case vdn
+    /// QMIX (Rashid et al. 2018): the agents' chosen Q-values mixed monotonically by a network whose
+    /// weights are made from the global state by hypernetworks.
+    case qmix
 
     /// SAC or MASAC (a stochastic policy with a learned temperature).
-    public var isSoft: Bool { self != .td3 }
+    public var isSoft: Bool { self == .sac || self == .masac }
+    /// VDN or QMIX: agent Q-networks and a mixer, no actor or critics.
+    public var isValueDecomposition: Bool { self == .vdn || self == .qmix }
+    /// Trains several agents per step (MASAC, VDN, QMIX).
+    public var isMultiAgent: Bool { self == .masac || isValueDecomposition }
+}
+
+/// The options of VDN and QMIX: the mixer, ε-greedy exploration and the return each step regresses on.
+public struct ValueDecompositionConfiguration: Codable, Equatable, Sendable {
+    /// QMIX: width of the mixing layer.
+    public var mixingEmbed = 32
+    /// QMIX: hidden width of the hypernetworks that make the mixing weights.
+    public var hypernetEmbed = 64
+    /// ε-greedy: ε falls linearly from `epsilonStart` to `epsilonFinish` over `epsilonAnnealSteps`
+    /// environment steps (counted from the run's start).
+    public var epsilonStart: Float = 1
+    public var epsilonFinish: Float = 0.05
+    public var epsilonAnnealSteps = 50_000
+    /// TD(λ) returns (nil: n-step returns).
+    public var lambda: Float? = nil
+    /// n of the n-step returns (1: one-step TD), when `lambda` is nil.
+    public var nSteps = 1
+    /// Double Q-learning: the online networks choose the next actions, the targets value them.
+    public var doubleQ = true
+    /// QMIX: the mixer sees the state standardised by running statistics of the states it has been
+    /// trained on (clipped to ±10). The hypernetworks scale the agents' Q-values by weights made from
+    /// the raw state, so a state of large entries (positions on a grid) multiplies the
+    /// overestimation of the agents' maxima: measured on foraging 8x8 with raw states, the mean Q_tot
+    /// rose to 15 within 20k steps while no episode returns more than 1.
+    public var standardizeMixerState = true
+
+    public init() {}
+
+    /// ε after `step` environment steps.
+    public func epsilon(atStep step: Int) -> Float {
+        guard epsilonAnnealSteps > 0 else { return epsilonFinish }
+        let f = min(Float(step) / Float(epsilonAnnealSteps), 1)
+        return epsilonStart + f * (epsilonFinish - epsilonStart)
+    }
+
+    public func validate() throws {
+        func fail(_ m: String) throws { throw ConfigurationError(m) }
+        if mixingEmbed < 1 || hypernetEmbed < 1 { try fail("the mixing and hypernetwork widths must be at least 1 (got \(mixingEmbed), \(hypernetEmbed))") }
+        try checkUpperBound("mixing width", mixingEmbed, SizeLimit.width)
+        try checkUpperBound("hypernetwork width", hypernetEmbed, SizeLimit.width)
+        try checkFinite([("epsilon start", epsilonStart), ("epsilon finish", epsilonFinish), ("lambda", lambda ?? 0)])
+        for (name, v) in [("epsilon start", epsilonStart), ("epsilon finish", epsilonFinish)] where !(v >= 0 && v <= 1) {
+            try fail("\(name) must be in [0, 1] (got \(v))")
+        }
+        if epsilonAnnealSteps < 0 { try fail("the epsilon anneal steps must be 0 or more (got \(epsilonAnnealSteps))") }
+        if let l = lambda, !(l >= 0 && l <= 1) { try fail("lambda must be in [0, 1] (got \(l))") }
+        if nSteps < 1 { try fail("n-step returns need n of at least 1 (got \(nSteps))") }
+        if lambda != nil && nSteps != 1 { try fail("choose TD(lambda) or n-step returns, not both: drop --lambda or --n-step") }
+    }
 }
 
 /// What a multi-agent critic sees besides the agent's id and the actions.
@@ -104,8 +163,13 @@ public struct AgentConfiguration: Codable, Equatable, Sendable {
     public var otherAgentsActions: OtherAgentsActions? = nil
     /// MASAC: one actor network per agent (true) instead of one shared by all agents (nil or false).
     public var actorPerAgent: Bool? = nil
+    /// VDN and QMIX: the mixer, exploration and returns (nil: the defaults).
+    public var valueDecomposition: ValueDecompositionConfiguration? = nil
 
     public init() {}
+
+    /// The value-decomposition options in force.
+    public var valueDecompositionOptions: ValueDecompositionConfiguration { valueDecomposition ?? ValueDecompositionConfiguration() }
 
     /// Checks every option; throws a message that says what is wrong and what to do.
     public func validate() throws {
@@ -114,12 +178,16 @@ public struct AgentConfiguration: Codable, Equatable, Sendable {
         try validateNetworkSizes(recurrentLayers: recurrentLayers, hiddenSize: hiddenSize, headHiddenSizes: headHiddenSizes)
         if batchSize < 1 { try fail("batch size must be at least 1 (got \(batchSize))") }
         if let k = refreshStoredStatesInterval, k < 0 { try fail("the stored-state refresh interval must be 0 (off) or positive (got \(k))") }
-        if context.agentID && algorithm != .masac {
+        if context.agentID && !algorithm.isMultiAgent {
             try fail("the agent id in the context is for networks shared by several agents; this algorithm trains one agent: drop 'agentID' from the context")
         }
-        if actorPerAgent == true && algorithm != .masac {
-            try fail("one actor per agent is for several agents (masac); this algorithm trains one agent: remove --actor-per-agent")
+        if actorPerAgent == true && !algorithm.isMultiAgent {
+            try fail("one actor per agent is for several agents (masac, vdn, qmix); this algorithm trains one agent: remove --actor-per-agent")
         }
+        if valueDecomposition != nil && !algorithm.isValueDecomposition {
+            try fail("the mixer, epsilon and return options are for vdn and qmix; \(algorithm.rawValue) does not use them: remove them")
+        }
+        if algorithm.isValueDecomposition { try valueDecompositionOptions.validate() }
         if replayCapacity < 1 { try fail("replay capacity must be at least 1 (got \(replayCapacity))") }
         if !(gamma >= 0 && gamma <= 1) { try fail("gamma must be in [0, 1] (got \(gamma))") }
         if !(tau > 0 && tau <= 1) { try fail("tau must be in (0, 1] (got \(tau))") }

@@ -11,7 +11,10 @@ extension OffPolicyAgent: Checkpointable {
         return all
     }
 
-    struct State: Codable { var rng: RandomGenerator; var criticUpdates: Int; var actorUpdates: Int; var statistics: UpdateStatistics }
+    struct State: Codable {
+        var rng: RandomGenerator; var criticUpdates: Int; var actorUpdates: Int; var statistics: UpdateStatistics
+        var mixerStateStatistics: RunningMeanStd? = nil
+    }
 
     /// The name of the first parameter tensor (targets included) holding a NaN or infinity, or nil
     /// when all are finite (names are built only when one is found).
@@ -26,7 +29,8 @@ extension OffPolicyAgent: Checkpointable {
         try actorOptimizer.save(to: archive, prefix: prefix + "actor_optimizer.")
         try criticOptimizer.save(to: archive, prefix: prefix + "critic_optimizer.")
         try temperatureOptimizer.save(to: archive, prefix: prefix + "temperature_optimizer.")
-        archive.put(prefix + "state", value: State(rng: rng, criticUpdates: criticUpdates, actorUpdates: actorUpdates, statistics: statistics))
+        archive.put(prefix + "state", value: State(rng: rng, criticUpdates: criticUpdates, actorUpdates: actorUpdates, statistics: statistics,
+                                                   mixerStateStatistics: mixerStateStatistics))
     }
 
     public func restore(from archive: StateArchiveReader, prefix: String) throws {
@@ -36,6 +40,12 @@ extension OffPolicyAgent: Checkpointable {
         try criticOptimizer.restore(from: archive, prefix: prefix + "critic_optimizer.")
         try temperatureOptimizer.restore(from: archive, prefix: prefix + "temperature_optimizer.")
         rng = s.rng; criticUpdates = s.criticUpdates; actorUpdates = s.actorUpdates; statistics = s.statistics
+        if mixerStateStatistics != nil {
+            guard let saved = s.mixerStateStatistics else {
+                throw StateArchiveError("checkpoint \(archive.path): it has no statistics of the mixer's states, which this QMIX agent standardises; resume it with the configuration it was written with")
+            }
+            mixerStateStatistics = saved
+        }
     }
 }
 

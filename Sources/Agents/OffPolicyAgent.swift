@@ -85,7 +85,9 @@ public final class OffPolicyAgent {
     let criticEncoderParameters: [Parameter]
     let criticParameterLists: [[Parameter]]
     let criticTargetParameterLists: [[Parameter]]
+    /// The actor's target, then the mixer's (VDN, QMIX).
     let actorTargetParameters: [Parameter]
+    let mixerParameters: [Parameter]
     /// Every parameter, targets included, in one list (checked for non-finite values after each update).
     let everyParameter: [Parameter]
 
@@ -96,8 +98,12 @@ public final class OffPolicyAgent {
     /// Measure gradient norms in the next updates (diagnostics; clipping measures them anyway).
     public var measuresGradientNorms = true
 
-    /// The algorithm's half of the update: SAC, discrete SAC or TD3.
-    public let objective: OffPolicyObjective
+    /// The algorithm's half of the update: SAC, discrete SAC or TD3 (nil for VDN and QMIX).
+    public let objective: OffPolicyObjective?
+    /// How actions are chosen from the acting network: the objective's policy, or ε-greedy (VDN, QMIX).
+    public let policy: ActionChoice
+    /// VDN and QMIX: the mixer of the agents' chosen Q-values and its target copy.
+    public let mixer: Mixer?, mixerTarget: Mixer?
 
     // Workspaces (allocated on first use, reused).
     let context = Tensor([0])
@@ -129,18 +135,25 @@ public final class OffPolicyAgent {
     let qGradient = Tensor([0])
     let parameterGradient = Tensor([0])
     let weights = Tensor([0])
+    let decomposition = ValueDecompositionBuffers()
+    /// QMIX with `standardizeMixerState`: the running statistics of the states the mixer is trained on.
+    public internal(set) var mixerStateStatistics: RunningMeanStd?
+    /// How the agents' rewards make the team's reward (VDN and QMIX learn the team's Q).
+    public let teamReturn: TeamReturn
 
     /// An agent for `agents` agents per step (1: SAC or TD3; more: MASAC) whose environment has a
     /// global state of `globalStateWidth` floats (0: none).
     public init(configuration: AgentConfiguration, observationSpace: Space, actionSpace: Space, seed: UInt64,
-                agents: Int = 1, globalStateWidth: Int = 0, actionMaskWidth: Int = 0) throws {
+                agents: Int = 1, globalStateWidth: Int = 0, actionMaskWidth: Int = 0, teamReturn: TeamReturn = .sum) throws {
         try configuration.validate()
         guard agents >= 1 else { throw ConfigurationError("an agent needs at least one agent per step (got \(agents))") }
-        if agents > 1 && configuration.algorithm != .masac {
-            throw ConfigurationError("this environment has \(agents) agents; \(configuration.algorithm.rawValue) trains one: use masac")
+        if agents > 1 && !configuration.algorithm.isMultiAgent {
+            throw ConfigurationError("this environment has \(agents) agents; \(configuration.algorithm.rawValue) trains one: use masac, vdn or qmix")
         }
+        let valueDecomposition = configuration.algorithm.isValueDecomposition
         self.configuration = configuration
         self.agents = agents
+        self.teamReturn = teamReturn
         let independent = configuration.criticInput == .independent
         let usesGlobalState = globalStateWidth > 0 && configuration.criticInput != .jointObservation && !independent
         self.globalStateWidth = usesGlobalState ? globalStateWidth : 0
@@ -156,6 +169,9 @@ public final class OffPolicyAgent {
                 throw ConfigurationError("TD3 needs continuous actions; this environment has \(n) discrete actions: use sac")
             }
         }
+        if valueDecomposition && discreteActions == nil {
+            throw ConfigurationError("\(configuration.algorithm.rawValue) learns Q-values of discrete actions; this action space is \(actionSpace): use masac for continuous actions")
+        }
         guard actionMaskWidth == 0 || actionMaskWidth == discreteActions else {
             throw ConfigurationError("action masks of \(actionMaskWidth) entries need \(actionMaskWidth) discrete actions; this action space is \(actionSpace)")
         }
@@ -166,7 +182,7 @@ public final class OffPolicyAgent {
         self.contextWidth = contextWidth
         // Critics: the central input (global state or joint observation), the agent's id, the previous
         // joint action and the agent's previous reward; with one agent and nothing central, the actor's context.
-        sharesContext = (agents == 1 && !usesGlobalState && !c.context.agentID) || independent
+        sharesContext = (agents == 1 && !usesGlobalState && !c.context.agentID) || independent || valueDecomposition
         independentCritics = independent
         agentSpecificCritics = c.criticInput == .agentSpecific && !sharesContext
         let central = (usesGlobalState ? globalStateWidth : agents * observationWidth) + (agentSpecificCritics ? observationWidth : 0)
@@ -179,14 +195,19 @@ public final class OffPolicyAgent {
         let discreteActions = self.discreteActions
         var rng = RandomGenerator(seed: seed)
         let A = actionWidth
-        if let n = discreteActions {
+        let objective: OffPolicyObjective?
+        if valueDecomposition {
+            objective = nil
+        } else if let n = discreteActions {
             objective = DiscreteSoftActorCriticObjective(actions: n)
         } else if c.algorithm.isSoft {
             objective = SoftActorCriticObjective(actionWidth: A)
         } else {
             objective = TD3Objective(actionWidth: A, explorationNoise: c.explorationNoise, policyNoise: c.policyNoise, noiseClip: c.noiseClip)
         }
-        let actorOutputs = objective.policyOutputs
+        self.objective = objective
+        policy = objective ?? EpsilonGreedy(actions: discreteActions ?? 0)
+        let actorOutputs = policy.policyOutputs
         let actorOutputActivation: Activation = c.algorithm == .td3 ? .tanh : .identity
         func makeActor(_ rng: inout RandomGenerator) -> SequenceNetwork {
             SequenceNetwork(contextWidth: contextWidth, extraWidth: 0, cell: c.network.cell, hiddenSize: c.hiddenSize,
@@ -201,16 +222,34 @@ public final class OffPolicyAgent {
         }
         let perAgent = c.actorPerAgent == true
         actor = ActorNetworks(agents: agents, perAgent: perAgent) { makeActor(&rng) }
-        critics = (0..<c.criticCount).map { _ in makeCritic(&rng) }
-        criticTargets = (0..<c.criticCount).map { _ in makeCritic(&rng) }
+        let criticCount = valueDecomposition ? 0 : c.criticCount
+        critics = (0..<criticCount).map { _ in makeCritic(&rng) }
+        criticTargets = (0..<criticCount).map { _ in makeCritic(&rng) }
         for (t, s) in zip(criticTargets, critics) { copyParameters(from: s.parameters, to: t.parameters) }
-        if c.algorithm == .td3 {
+        if c.algorithm == .td3 || valueDecomposition {
             let target = ActorNetworks(agents: agents, perAgent: perAgent) { makeActor(&rng) }
             copyParameters(from: actor.parameters, to: target.parameters)
             actorTarget = target
         } else {
             actorTarget = nil
         }
+        // VDN sums; QMIX mixes under the global state (the joint observation when there is none).
+        func makeMixer(_ rng: inout RandomGenerator) -> Mixer? {
+            switch c.algorithm {
+            case .vdn: return SumMixer(agents: agents)
+            case .qmix:
+                let o = c.valueDecompositionOptions
+                return MonotonicMixer(agents: agents, stateWidth: usesGlobalState ? globalStateWidth : agents * observationSpace.width,
+                                      embed: o.mixingEmbed, hypernetEmbed: o.hypernetEmbed, using: &rng)
+            default: return nil
+            }
+        }
+        mixer = makeMixer(&rng)
+        mixerTarget = makeMixer(&rng)
+        if let mixer, mixer.stateWidth > 0, c.valueDecompositionOptions.standardizeMixerState {
+            mixerStateStatistics = RunningMeanStd(width: mixer.stateWidth)
+        }
+        if let mixer, let mixerTarget { copyParameters(from: mixer.parameters, to: mixerTarget.parameters) }
         self.rng = rng.split()
         logTemperature = Parameter([agents])
         logTemperature.value.fill(Foundation.log(c.initialTemperature))
@@ -233,8 +272,10 @@ public final class OffPolicyAgent {
         criticTargetParameterLists = criticTargets.map(\.parameters)
         criticParameters = criticParameterLists.flatMap { $0 }
         criticEncoderParameters = critics.flatMap(\.encoderParameters)
-        actorTargetParameters = actorTarget?.parameters ?? []
-        everyParameter = actorParameters + criticParameters + [logTemperature] + actorTargetParameters + criticTargetParameterLists.flatMap { $0 }
+        actorTargetParameters = (actorTarget?.parameters ?? []) + (mixerTarget?.parameters ?? [])
+        mixerParameters = mixer?.parameters ?? []
+        everyParameter = actorParameters + mixerParameters + criticParameters + [logTemperature] + actorTargetParameters
+            + criticTargetParameterLists.flatMap { $0 }
         func groups(_ network: [SequenceNetwork], learningRate: Float, name: String) -> [ParameterGroup] {
             var g = [ParameterGroup(name: name + ".head", parameters: network.flatMap(\.headParameters), learningRate: learningRate)]
             let encoders = network.flatMap(\.encoderParameters)
@@ -243,7 +284,9 @@ public final class OffPolicyAgent {
             }
             return g
         }
-        actorOptimizer = Adam(groups: groups(actor.networks, learningRate: c.actorLearningRate, name: "actor"))
+        var actorGroups = groups(actor.networks, learningRate: c.actorLearningRate, name: "actor")
+        if !mixerParameters.isEmpty { actorGroups.append(ParameterGroup(name: "mixer", parameters: mixerParameters, learningRate: c.actorLearningRate)) }
+        actorOptimizer = Adam(groups: actorGroups)
         criticOptimizer = Adam(groups: groups(critics, learningRate: c.criticLearningRate, name: "critic"))
         temperatureOptimizer = Adam(parameters: [logTemperature], learningRate: c.temperatureLearningRate)
     }
@@ -265,6 +308,7 @@ public final class OffPolicyAgent {
     /// Named parameters for a weights file: `actor.*`, `critic0.*`, ..., `log_temperature`.
     public func namedParameters() -> [NamedParameter] {
         var all = actor.namedParameters(prefix: "actor.")
+        all += mixer?.namedParameters(prefix: "mixer.") ?? []
         for (i, c) in critics.enumerated() { all += c.namedParameters(prefix: "critic\(i).") }
         if configuration.algorithm.isSoft { all.append(("log_temperature", logTemperature)) }
         return all
@@ -275,6 +319,7 @@ public final class OffPolicyAgent {
         var all: [NamedParameter] = []
         for (i, c) in criticTargets.enumerated() { all += c.namedParameters(prefix: "critic_target\(i).") }
         if let actorTarget { all += actorTarget.namedParameters(prefix: "actor_target.") }
+        all += mixerTarget?.namedParameters(prefix: "mixer_target.") ?? []
         return all
     }
 
@@ -297,7 +342,12 @@ public final class OffPolicyAgent {
         if let final = actor.finalState { state.data.update(from: final, count: E * actor.stateWidth) }
         let out = actor.head(features: features, firstRow: 0, rows: E)
         if let actionMasks, let n = discreteActions { Categorical.mask(logits: out.data, rows: E, actions: n, mask: actionMasks) }
-        objective.act(policyOutput: out, rows: E, deterministic: deterministic, actions: actions, rng: &rng)
+        policy.act(policyOutput: out, rows: E, deterministic: deterministic, actions: actions, rng: &rng)
+    }
+
+    /// Sets the exploration for acting after `step` environment steps (VDN, QMIX: ε of the schedule).
+    public func setExploration(atStep step: Int) {
+        if let greedy = policy as? EpsilonGreedy { greedy.epsilon = configuration.valueDecompositionOptions.epsilon(atStep: step) }
     }
 
     /// Floats of one row's critic states, all critics side by side.
@@ -369,6 +419,7 @@ public final class OffPolicyAgent {
     /// One critic update, then (every `actorUpdateInterval` critic updates) an actor and
     /// temperature update and the target updates.
     public func update(_ batch: SequenceBatch) {
+        if mixer != nil { return valueDecompositionUpdate(batch) }
         let rows = prepare(batch)
         let c = configuration
         let (criticLoss, meanQ) = criticLossAndGradients(batch, rows: rows)
@@ -448,13 +499,13 @@ public final class OffPolicyAgent {
 
     func updateTargets() {
         for (t, s) in zip(criticTargetParameterLists, criticParameterLists) { polyakUpdate(target: t, source: s, tau: configuration.tau) }
-        if actorTarget != nil { polyakUpdate(target: actorTargetParameters, source: actorParameters, tau: configuration.tau) }
+        if actorTarget != nil { polyakUpdate(target: actorTargetParameters, source: actorParameters + mixerParameters, tau: configuration.tau) }
     }
 
     /// The critics' loss (summed over critics) and mean Q; fills the critics' gradients.
     func criticLossAndGradients(_ batch: SequenceBatch, rows: Int) -> (loss: Double, meanQ: Double) {
         let c = configuration, L = batch.slots - 1, Bn = c.sampler.burnIn, N = agents, RB = batch.batchSize * N, A = actionWidth
-        let temperatures = currentTemperatures()
+        let temperatures = currentTemperatures(), objective = self.objective!
         let nextRow = (Bn + 1) * RB  // first row of the next view of the trained slots
         let resetMask = rowResetMask(batch), input = criticInput
 
@@ -547,7 +598,7 @@ public final class OffPolicyAgent {
     /// The actor's loss and the policy entropy; fills the actor's gradients (the critics only pass
     /// dQ/da through, their gradients stay untouched).
     func actorLossAndGradients(_ batch: SequenceBatch, rows: Int) -> (loss: Double, entropy: Double) {
-        let c = configuration, L = batch.slots - 1, Bn = c.sampler.burnIn, RB = batch.batchSize * agents
+        let c = configuration, L = batch.slots - 1, Bn = c.sampler.burnIn, RB = batch.batchSize * agents, objective = self.objective!
         actorOptimizer.zeroGradients()
         let features = encodeCurrentActor(batch, keepActivations: true)
         let out = actor.head(features: features, firstRow: 0, rows: rows)

@@ -30,17 +30,47 @@ public struct AgentTemperatures {
     @inline(__always) public func agent(ofRow r: Int) -> Int { count == 1 ? 0 : r % count }
 }
 
+/// How an off-policy agent turns its acting network's output into actions.
+public protocol ActionChoice: AnyObject {
+    /// Floats the acting network's head emits per row.
+    var policyOutputs: Int { get }
+    /// Actions (stored form) for `rows` episodes from the acting network's output: the policy's
+    /// mode (or the greedy action), or a draw (with exploration noise for a deterministic policy,
+    /// ε-greedy for Q-values). Unavailable discrete actions carry `Categorical.maskedLogit`.
+    func act(policyOutput: Tensor, rows: Int, deterministic: Bool, actions: UnsafeMutablePointer<Float>, rng: inout RandomGenerator)
+}
+
+/// ε-greedy over Q-values (VDN, QMIX): the greedy action, or with probability `epsilon` one drawn
+/// uniformly among the available actions.
+public final class EpsilonGreedy: ActionChoice {
+    public let actions: Int
+    public var epsilon: Float = 1
+    public init(actions: Int) { self.actions = actions }
+    public var policyOutputs: Int { actions }
+
+    public func act(policyOutput out: Tensor, rows: Int, deterministic: Bool, actions chosen: UnsafeMutablePointer<Float>,
+                    rng: inout RandomGenerator) {
+        let n = actions, q = out.data
+        Categorical.mode(logits: q, rows: rows, actions: n, into: chosen)
+        guard !deterministic else { return }
+        for r in 0..<rows where rng.uniform() < epsilon {
+            var available = 0
+            for j in 0..<n where q[r * n + j] != Categorical.maskedLogit { available += 1 }
+            var k = rng.integer(below: max(available, 1))
+            for j in 0..<n where q[r * n + j] != Categorical.maskedLogit {
+                if k == 0 { chosen[r] = Float(j); break }
+                k -= 1
+            }
+        }
+    }
+}
+
 /// The part of an off-policy actor-critic that depends on the algorithm and the action space;
 /// `OffPolicyAgent` does the rest (networks, windows, the critics' regression, targets, schedules).
 ///
 /// With the targets' minimum min_i Q'_i at the bootstrap slot, the critic target is
 /// y = r + γ (1 - terminated) V(next) where `nextValue` is V; the actor minimises `actorLoss`.
-public protocol OffPolicyObjective: AnyObject {
-    /// Floats the actor's head emits per row.
-    var policyOutputs: Int { get }
-    /// Actions (stored form) for `rows` episodes from the actor head's output: the policy's mode,
-    /// or a draw from it (with exploration noise for a deterministic policy).
-    func act(policyOutput: Tensor, rows: Int, deterministic: Bool, actions: UnsafeMutablePointer<Float>, rng: inout RandomGenerator)
+public protocol OffPolicyObjective: ActionChoice {
     /// Draws a' at `rows` bootstrap rows from the (target) actor's output. Returns the actions the
     /// target critics take as input, or nil when the critics give Q for every discrete action.
     func drawNextActions(policyOutput: Tensor, rows: Int, rng: inout RandomGenerator) -> UnsafePointer<Float>?

@@ -28,6 +28,10 @@ public struct SamplerConfiguration: Codable, Equatable, Sendable {
     public var includeFirstStepInTargets = true
     /// Losses only at the last step of each window.
     public var maskNonFinal = false
+    /// Treat a time-out like a terminal state: no bootstrap from the value of the last observation
+    /// (the convention of many multi-agent benchmarks, available for comparison; nil or false: a
+    /// truncated episode bootstraps, which is correct for time limits the agent does not observe).
+    public var timeLimitsTerminal: Bool? = nil
 
     public init() {}
 
@@ -202,7 +206,7 @@ public final class SequenceSampler {
         precondition(layout == batch.layout, "the sampler was made for replay layout \(batch.layout), not \(layout)")
         for t in batch.clearedBySampling { t.zero() }
         for i in batch.stepIndices.indices { batch.stepIndices[i] = -1 }
-        let stored = c.initialState.usesStoredStates
+        let stored = c.initialState.usesStoredStates, timeLimitsTerminal = c.timeLimitsTerminal == true
 
         for row in 0..<B {
             var slot = 0
@@ -242,7 +246,7 @@ public final class SequenceSampler {
                         (batch.agentActive.data + k * f).update(from: replay.activity(i), count: f)
                         (batch.agentFinished.data + k * f).update(from: replay.agentFinished(i), count: f)
                     }
-                    batch.terminated.data[k] = replay.terminated(i) ? 1 : 0
+                    batch.terminated.data[k] = replay.terminated(i) || (timeLimitsTerminal && replay.truncated(i)) ? 1 : 0
                     batch.validMask.data[k] = s >= c.burnIn ? 1 : 0
                     batch.stepIndices[k] = i
                     if firstWindow && m == 1 && layout.criticStateWidth > 0 {

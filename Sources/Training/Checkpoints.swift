@@ -55,7 +55,9 @@ extension OffPolicyTrainer: TrainingSession {
     public var resumeCaveat: String? { pythonResumeCaveat(environments) }
     public var totalSteps: Int { configuration.steps }
     public var checkpointInterval: Int { configuration.checkpointInterval ?? 25_000 }
-    public var metricsColumns: [String] { MetricsRow.columns }
+    public var metricsColumns: [String] {
+        configuration.agent.algorithm.isValueDecomposition ? MetricsRow.valueDecompositionColumns : MetricsRow.columns
+    }
 
     public func exportedWeights() -> (tensors: [NamedParameter], metadata: [String: String]) {
         let a = configuration.agent

@@ -84,8 +84,8 @@ public enum ConfigurationFile {
         var named: String?
         for (key, value) in [("algorithm", object["algorithm"]), ("agent.algorithm", agentAlgorithm)] {
             guard let value else { continue }
-            guard let text = value as? String, ["sac", "td3", "masac", "ppo"].contains(text) else {
-                throw fail("'\(key)' must be one of sac, td3, masac, ppo (got \(describe(value)))")
+            guard let text = value as? String, ["sac", "td3", "masac", "vdn", "qmix", "ppo"].contains(text) else {
+                throw fail("'\(key)' must be one of sac, td3, masac, vdn, qmix, ppo (got \(describe(value)))")
             }
             if let named, named != text { throw fail("'algorithm' says \(named) but 'agent.algorithm' says \(text)") }
             named = text
@@ -99,7 +99,7 @@ public enum ConfigurationFile {
             guard let text = value as? String else { throw fail("'environment' must be a string (got \(describe(value)))") }
             environment = text
         } else {
-            environment = chosen == "ppo" ? "cartpole-position" : chosen == "masac" ? "team-recall" : "memory"
+            environment = chosen == "ppo" ? "cartpole-position" : ["masac", "vdn", "qmix"].contains(chosen) ? "team-recall" : "memory"
         }
         if !EnvironmentSpec(environment).isPython {
             // The environment's options are checked with the rest (validate); its name first.
@@ -195,7 +195,12 @@ public enum ConfigurationFile {
         return fields
     }
 
-    static let offPolicySchema = schema(OffPolicyConfiguration())
+    /// (With every optional group set, so that its fields are checked too.)
+    static let offPolicySchema = schema({
+        var c = OffPolicyConfiguration()
+        c.agent.valueDecomposition = ValueDecompositionConfiguration()
+        return c
+    }())
     static let ppoSchema = schema(PPOTrainingConfiguration())
 
     static func isBool(_ value: Any) -> Bool { (value as? NSNumber).map { String(cString: $0.objCType) == "c" } ?? (value is Bool) }

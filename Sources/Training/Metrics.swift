@@ -15,6 +15,12 @@ public struct MetricsRow: Equatable, Sendable {
                                  "critic_grad_norm", "actor_grad_norm", "encoder_grad_norm",
                                  "staleness_q_first", "staleness_q_last", "staleness_policy_first", "staleness_policy_last",
                                  "wall_seconds", "steps_per_second"]
+    /// The columns of a VDN or QMIX run: the TD loss of the mixed Q (`critic_loss`), its gradient norm
+    /// over the Q-networks and the mixer (`critic_grad_norm`), the mean mixed Q, the updates made so
+    /// far and the exploration ε.
+    public static let valueDecompositionColumns = ["step", "episodes", "updates", "train_return_mean", "eval_return_mean", "eval_return_std",
+                                                   "critic_loss", "mean_q", "critic_grad_norm", "encoder_grad_norm", "epsilon",
+                                                   "wall_seconds", "steps_per_second"]
     /// The columns of a PPO run: per-update statistics of the last update before the row, among them
     /// the approximate KL to the collecting policy with stale (collected) and refreshed states.
     public static let ppoColumns = ["step", "episodes", "updates", "train_return_mean", "eval_return_mean", "eval_return_std",

@@ -114,6 +114,30 @@ public struct OffPolicyConfiguration: Codable, Equatable, Sendable {
                 c.agent.targetEntropy = 0.6
             }
         }
+        if algorithm.isValueDecomposition {
+            // EPyMARL's recurrent agents: one GRU of 64 shared by the agents with their ids, trained on
+            // batches of 32 whole episodes from zero states (one update per 25 environment steps, about
+            // one per episode as EPyMARL's episode runner), Adam at 5e-4, gradients clipped at 10,
+            // soft target updates, ε from 1 to 0.05 over 50k steps.
+            c.agent.network = .gru
+            c.agent.hiddenSize = 64
+            c.agent.headHiddenSizes = [64]
+            c.agent.context = ContextInputs(observation: true, agentID: true)
+            c.agent.batchSize = 32
+            c.agent.replayCapacity = 250_000
+            c.agent.actorLearningRate = 5e-4
+            c.agent.gamma = 0.99
+            c.agent.tau = 0.01
+            c.agent.maxGradientNorm = 10
+            c.agent.criticUpdateInterval = 25
+            c.agent.sampler = SamplerConfiguration()
+            c.agent.sampler.sequenceLength = 25
+            c.agent.sampler.alwaysStartAtEpisodeStart = true
+            c.agent.valueDecomposition = ValueDecompositionConfiguration()
+            c.steps = 200_000
+            c.evaluationInterval = 10_000
+            c.evaluationEpisodes = 20
+        }
         return c
     }
 
@@ -142,7 +166,7 @@ public struct OffPolicyConfiguration: Codable, Equatable, Sendable {
         if let k = checkpointInterval, k < 0 { try fail("checkpoint interval must be 0 (only at the end) or positive (got \(k))") }
         // A Python environment is checked when its bridge starts.
         try environmentSpec.validate()
-        if environmentSpec.isMultiAgent && agent.algorithm != .masac {
+        if environmentSpec.isMultiAgent && !agent.algorithm.isMultiAgent {
             let agents = environmentSpec.isPython ? "several" : "\((try? environmentSpec.makeMultiAgent().agents) ?? 2)"
             try fail("\(environment) has \(agents) agents; \(agent.algorithm.rawValue) trains one: use masac (rrl train masac --env \(environment))")
         }
@@ -157,7 +181,7 @@ public struct OffPolicyConfiguration: Codable, Equatable, Sendable {
     /// PettingZoo environment, or a Python (`gym:`) one under masac (whose bridge then says how many
     /// agents it has; a single-agent one is one agent).
     public var isMultiAgent: Bool {
-        environmentSpec.isMultiAgent || (environmentSpec.isPython && agent.algorithm == .masac)
+        environmentSpec.isMultiAgent || (environmentSpec.isPython && agent.algorithm.isMultiAgent)
     }
 }
 

@@ -106,7 +106,8 @@ public final class OffPolicyTrainer {
         var seeds = RandomGenerator(seed: configuration.seed)
         agent = try OffPolicyAgent(configuration: configuration.agent, observationSpace: environments.observationSpace,
                                    actionSpace: environments.actionSpace, seed: seeds.next(), agents: environments.agents,
-                                   globalStateWidth: environments.globalStateWidth, actionMaskWidth: environments.actionMaskWidth)
+                                   globalStateWidth: environments.globalStateWidth, actionMaskWidth: environments.actionMaskWidth,
+                                   teamReturn: environments.teamReturn)
         agents = environments.agents
         replay = EpisodeReplay(capacity: configuration.agent.replayCapacity, layout: agent.replayLayout, copies: environments.count)
         sampler = SequenceSampler(configuration: configuration.agent.sampler, batchSize: configuration.agent.batchSize,
@@ -191,6 +192,7 @@ public final class OffPolicyTrainer {
         // The actions each agent may take now (the copies' masks, for the observations acted on).
         let m = environments.actionMaskWidth
         if m > 0 { stepActionMask.update(from: environments.actionMask(0), count: N * M * m) }
+        agent.setExploration(atStep: step)
         agent.act(context: actContext, state: actorState, deterministic: false, actionMasks: m > 0 ? UnsafePointer(stepActionMask) : nil,
                   actions: action)
         if holding {
@@ -343,7 +345,8 @@ public final class OffPolicyTrainer {
     /// The hidden-state staleness (`Staleness`) of a batch drawn for the purpose (the k-th measurement
     /// from the run's seed and k), or nil for an MLP actor or an empty replay.
     public func measureStaleness() -> Staleness? {
-        guard agent.actor.isRecurrent, replay.count > 0 else { return nil }
+        // (VDN and QMIX have no critics to measure.)
+        guard agent.actor.isRecurrent, !agent.critics.isEmpty, replay.count > 0 else { return nil }
         stalenessSampler.rng = RandomGenerator(seed: configuration.seed &+ 0x57A1_E5E5 &* UInt64(evaluation.count + 1))
         return agent.staleness(stalenessSampler.sample(from: replay), replay: replay)
     }
@@ -367,6 +370,10 @@ public final class OffPolicyTrainer {
         row["critic_grad_norm"] = Double(s.criticGradientNorm)
         row["actor_grad_norm"] = Double(s.actorGradientNorm)
         row["encoder_grad_norm"] = Double(s.encoderGradientNorm)
+        if agent.configuration.algorithm.isValueDecomposition {
+            row["updates"] = Double(agent.criticUpdates)
+            row["epsilon"] = Double(agent.configuration.valueDecompositionOptions.epsilon(atStep: step))
+        }
         if let staleness = measureStaleness() {
             row["staleness_q_first"] = Double(staleness.qFirst)
             row["staleness_q_last"] = Double(staleness.qLast)

@@ -47,11 +47,28 @@ public enum OptionScope {
         for key in ["policyNoise", "noiseClip", "explorationNoise"] {
             rules.append(rule("agent.\(key)", "td3") { offPolicy($0)?.agent.algorithm == .td3 })
         }
-        for key in ["learnTemperature", "targetEntropy", "temperatureLearningRate", "initialTemperature", "targetUpdateInterval"] {
+        for key in ["learnTemperature", "targetEntropy", "temperatureLearningRate", "initialTemperature"] {
             rules.append(rule("agent.\(key)", "sac and masac") { offPolicy($0)?.agent.algorithm.isSoft ?? false })
         }
-        for key in ["agent.criticInput", "agent.otherAgentsActions", "agent.actorPerAgent", "resetMode"] {
+        rules.append(rule("agent.targetUpdateInterval", "sac, masac, vdn and qmix") {
+            offPolicy($0).map { $0.agent.algorithm.isSoft || $0.agent.algorithm.isValueDecomposition } ?? false
+        })
+        for key in ["agent.criticInput", "agent.otherAgentsActions"] {
             rules.append(rule(key, "masac") { offPolicy($0)?.agent.algorithm == .masac })
+        }
+        for key in ["agent.actorPerAgent", "resetMode"] {
+            rules.append(rule(key, "masac, vdn and qmix") { offPolicy($0)?.agent.algorithm.isMultiAgent ?? false })
+        }
+        for key in ["criticLearningRate", "criticCount", "actorUpdateInterval"] {
+            rules.append(rule("agent.\(key)", "sac, td3 and masac (vdn and qmix have no critics: their Q-networks learn at --actor-lr)") {
+                offPolicy($0).map { !$0.agent.algorithm.isValueDecomposition } ?? false
+            })
+        }
+        for key in ["epsilonStart", "epsilonFinish", "epsilonAnnealSteps", "lambda", "nSteps", "doubleQ"] {
+            rules.append(rule("agent.valueDecomposition.\(key)", "vdn and qmix") { offPolicy($0)?.agent.algorithm.isValueDecomposition ?? false })
+        }
+        for key in ["mixingEmbed", "hypernetEmbed"] {
+            rules.append(rule("agent.valueDecomposition.\(key)", "qmix") { offPolicy($0)?.agent.algorithm == .qmix })
         }
         for key in ["encoderLearningRate", "truncation", "recurrentLayers", "sampler.burnIn", "sampler.initialState", "hiddenSize"] {
             rules.append(rule("agent.\(key)", "recurrent networks (--network gru or lstm; an MLP's widths are --head-hidden)") {

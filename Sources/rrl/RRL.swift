@@ -154,6 +154,8 @@ struct List: ParsableCommand {
         print("  sac   soft actor-critic (continuous actions: tanh-Gaussian; discrete actions: categorical), MLP/GRU/LSTM, sequence replay")
         print("  td3   twin delayed DDPG (continuous actions), MLP/GRU/LSTM, sequence replay")
         print("  masac multi-agent SAC: one recurrent actor shared by the agents (agent id in the context), centralised or independent critics per agent; every sac option")
+        print("  vdn   value decomposition networks: recurrent agent Q-networks (shared with agent ids, or one per agent) whose Q-values add up; ε-greedy, double Q, n-step or TD(λ) returns")
+        print("  qmix  QMIX: as vdn, with the agents' Q-values mixed monotonically under the global state by hypernetworks")
         print("  ppo   PPO-Clip (categorical or Gaussian), MLP/GRU/LSTM, rollouts cut into chunks from stored states")
         var sac = OffPolicyConfiguration.defaults(algorithm: .sac, environment: env ?? "memory")
         var td3 = OffPolicyConfiguration.defaults(algorithm: .td3, environment: env ?? "memory")

@@ -6,7 +6,10 @@ extension OffPolicyAlgorithm: ExpressibleByArgument {}
 
 /// The algorithms `rrl train` runs.
 enum TrainAlgorithm: String, CaseIterable, ExpressibleByArgument {
-    case sac, td3, masac, ppo
+    case sac, td3, masac, vdn, qmix, ppo
+
+    /// The off-policy algorithm (sac for ppo, which has its own configuration).
+    var offPolicy: OffPolicyAlgorithm { OffPolicyAlgorithm(rawValue: rawValue) ?? .sac }
 }
 extension CriticInput: ExpressibleByArgument {}
 extension OtherAgentsActions: ExpressibleByArgument {}
@@ -33,7 +36,7 @@ struct Train: ParsableCommand {
         """
     )
 
-    @Argument(help: "Algorithm: sac (continuous or discrete actions; the default), td3, masac (multi-agent SAC; default environment team-recall), or ppo (recurrent PPO).") var algorithm: TrainAlgorithm?
+    @Argument(help: "Algorithm: sac (continuous or discrete actions; the default), td3, masac (multi-agent SAC; default environment team-recall), vdn or qmix (value decomposition with recurrent agent Q-networks; discrete actions), or ppo (recurrent PPO).") var algorithm: TrainAlgorithm?
 
     @Option(help: "A JSON configuration file (a run's config.json, or any subset of it); command-line options override it.") var config: String?
     @Option(help: "Continue the run in this folder from its last checkpoint (only --steps, --checkpoint-interval and --quiet may be given too).") var resume: String?
@@ -88,6 +91,15 @@ struct Train: ParsableCommand {
     @Option(help: "MASAC: what the critics see: globalState (when the environment has one; the default), jointObservation, agentSpecific (the agent's own observation, then the global state), or independent (each agent's own context and action: independent learners).") var criticInput: CriticInput?
     @Option(help: "MASAC: the other agents' actions in the actor update: replay (the default) or currentPolicy.") var otherActions: OtherAgentsActions?
     @Flag(help: "MASAC: one actor network per agent (agents that differ) instead of one shared by all agents with their ids.") var actorPerAgent = false
+    @Option(parsing: .unconditional, help: "VDN/QMIX: ε at the start of the ε-greedy schedule (default 1).") var epsilonStart: Float?
+    @Option(parsing: .unconditional, help: "VDN/QMIX: ε at the end of the schedule (default 0.05).") var epsilonFinish: Float?
+    @Option(parsing: .unconditional, help: "VDN/QMIX: environment steps over which ε falls linearly (default 50000).") var epsilonSteps: Int?
+    @Option(parsing: .unconditional, help: "VDN/QMIX: TD(λ) returns with this λ (default: one-step or --n-step returns).") var lambda: Float?
+    @Option(parsing: .unconditional, help: "VDN/QMIX: n-step returns (default 1).") var nStep: Int?
+    @Flag(inversion: .prefixedNo, help: "VDN/QMIX: double Q-learning (the online networks choose the next actions; default on).") var doubleQ: Bool?
+    @Option(parsing: .unconditional, help: "QMIX: width of the mixing layer (default 32).") var mixingEmbed: Int?
+    @Option(parsing: .unconditional, help: "QMIX: hidden width of the hypernetworks (default 64).") var hypernetEmbed: Int?
+    @Flag(help: "Treat time-outs as terminal (no bootstrap from the last observation), the convention of many multi-agent benchmarks; by default a truncated episode bootstraps, which is correct.") var timeLimitsTerminal = false
     @Option(help: "MASAC with --envs: resetEachCopy (a copy restarts when its episode ends; the default) or resetTogether (finished copies wait, masked, until all have ended).") var resetMode: MultiAgentVectorEnvironment.ResetMode?
 
     @Option(parsing: .unconditional, help: "Random-action steps before updates start.") var warmup: Int?
@@ -124,6 +136,9 @@ struct Train: ParsableCommand {
             ("--exploration-noise", explorationNoise != nil), ("--warmup", warmup != nil), ("--probes", probes != nil),
             ("--critic-input", criticInput != nil), ("--other-actions", otherActions != nil), ("--reset-mode", resetMode != nil),
             ("--refresh-stored", refreshStored != nil), ("--actor-per-agent", actorPerAgent),
+            ("--epsilon-start", epsilonStart != nil), ("--epsilon-finish", epsilonFinish != nil), ("--epsilon-steps", epsilonSteps != nil),
+            ("--lambda", lambda != nil), ("--n-step", nStep != nil), ("--double-q", doubleQ != nil), ("--mixing-embed", mixingEmbed != nil),
+            ("--hypernet-embed", hypernetEmbed != nil), ("--time-limits-terminal", timeLimitsTerminal),
         ]
         return given.filter(\.1).map(\.0)
     }
@@ -159,7 +174,12 @@ struct Train: ParsableCommand {
         "--truncation": ("agent.truncation", "ppo.truncation"), "--layers": ("agent.recurrentLayers", "ppo.recurrentLayers"),
         "--hidden": ("agent.hiddenSize", "ppo.hiddenSize"), "--refresh": (nil, "ppo.refreshStates"),
         "--refresh-interval": (nil, "ppo.refreshInterval"), "--initial-log-std": (nil, "ppo.initialLogStd"),
-        "--refresh-stored": ("agent.refreshStoredStatesInterval", nil), "--critic-input": ("agent.criticInput", nil), "--other-actions": ("agent.otherAgentsActions", nil), "--actor-per-agent": ("agent.actorPerAgent", nil), "--reset-mode": ("resetMode", nil),
+        "--refresh-stored": ("agent.refreshStoredStatesInterval", nil), "--critic-lr": ("agent.criticLearningRate", nil),
+        "--critics": ("agent.criticCount", nil), "--actor-interval": ("agent.actorUpdateInterval", nil),
+        "--epsilon-start": ("agent.valueDecomposition.epsilonStart", nil), "--epsilon-finish": ("agent.valueDecomposition.epsilonFinish", nil),
+        "--epsilon-steps": ("agent.valueDecomposition.epsilonAnnealSteps", nil), "--lambda": ("agent.valueDecomposition.lambda", nil),
+        "--n-step": ("agent.valueDecomposition.nSteps", nil), "--double-q": ("agent.valueDecomposition.doubleQ", nil),
+        "--mixing-embed": ("agent.valueDecomposition.mixingEmbed", nil), "--hypernet-embed": ("agent.valueDecomposition.hypernetEmbed", nil), "--critic-input": ("agent.criticInput", nil), "--other-actions": ("agent.otherAgentsActions", nil), "--actor-per-agent": ("agent.actorPerAgent", nil), "--reset-mode": ("resetMode", nil),
     ]
 
     /// The off-policy configuration: `base` (or the defaults for the algorithm and environment), then the options given.
@@ -168,8 +188,8 @@ struct Train: ParsableCommand {
         if !ppoGiven.isEmpty {
             throw ConfigurationError("\(ppoGiven.joined(separator: ", ")) \(ppoGiven.count == 1 ? "applies" : "apply") only to ppo; remove \(ppoGiven.count == 1 ? "it" : "them"), or train with `rrl train ppo`")
         }
-        let offPolicyAlgorithm: OffPolicyAlgorithm = algorithm == .td3 ? .td3 : algorithm == .masac ? .masac : .sac
-        var c = base ?? OffPolicyConfiguration.defaults(algorithm: offPolicyAlgorithm, environment: env ?? (algorithm == .masac ? "team-recall" : "memory"))
+        let offPolicyAlgorithm = algorithm?.offPolicy ?? .sac
+        var c = base ?? OffPolicyConfiguration.defaults(algorithm: offPolicyAlgorithm, environment: env ?? (offPolicyAlgorithm.isMultiAgent ? "team-recall" : "memory"))
         if let env { c.environment = env }
         if !envModule.isEmpty { c.environmentModules = envModule }
         if !envOption.isEmpty { c.environmentOptions = try parsedEnvironmentOptions() }
@@ -214,8 +234,8 @@ struct Train: ParsableCommand {
             } else {
                 throw ConfigurationError("--sequence-length expects a number of steps or 'full'; got '\(sequenceLength)'")
             }
-        } else if base == nil && algorithm == .masac && c.agent.network != .mlp, let limit = try? episodeLimit(of: c) {
-            // MASAC's default strategy is whole episodes: windows as long as the environment's
+        } else if base == nil && offPolicyAlgorithm.isMultiAgent && c.agent.network != .mlp, let limit = try? episodeLimit(of: c) {
+            // MASAC's (VDN's, QMIX's) default strategy is whole episodes: windows as long as the environment's
             // episodes with the options given (25 when a Python environment registers no limit).
             c.agent.sampler.sequenceLength = limit
         }
@@ -257,6 +277,20 @@ struct Train: ParsableCommand {
         if let noiseClip { c.agent.noiseClip = noiseClip }
         if let explorationNoise { c.agent.explorationNoise = explorationNoise }
         if let envs = ppoOptions.envs { c.environments = envs }
+        if timeLimitsTerminal { c.agent.sampler.timeLimitsTerminal = true }
+        func setValueDecomposition(_ change: (inout ValueDecompositionConfiguration) -> Void) {
+            var v = c.agent.valueDecompositionOptions
+            change(&v)
+            c.agent.valueDecomposition = v
+        }
+        if let epsilonStart { setValueDecomposition { $0.epsilonStart = epsilonStart } }
+        if let epsilonFinish { setValueDecomposition { $0.epsilonFinish = epsilonFinish } }
+        if let epsilonSteps { setValueDecomposition { $0.epsilonAnnealSteps = epsilonSteps } }
+        if let lambda { setValueDecomposition { $0.lambda = lambda } }
+        if let nStep { setValueDecomposition { $0.nSteps = nStep } }
+        if let doubleQ { setValueDecomposition { $0.doubleQ = doubleQ } }
+        if let mixingEmbed { setValueDecomposition { $0.mixingEmbed = mixingEmbed } }
+        if let hypernetEmbed { setValueDecomposition { $0.hypernetEmbed = hypernetEmbed } }
         if let warmup { c.warmupSteps = warmup }
         if let evalInterval { c.evaluationInterval = evalInterval }
         if let evalEpisodes { c.evaluationEpisodes = evalEpisodes }
