@@ -8,6 +8,7 @@ extension OffPolicyAgent: Checkpointable {
         var all = namedParameters()
         if let actorTarget { all += actorTarget.namedParameters(prefix: "actor_target.") }
         for (i, t) in criticTargets.enumerated() { all += t.namedParameters(prefix: "critic_target\(i).") }
+        all += mixerTarget?.namedParameters(prefix: "mixer_target.") ?? []
         return all
     }
 

@@ -33,7 +33,8 @@ extension OffPolicyAgent {
     /// The actor's manifest for `actionSpace` (one network shared by the agents, or one per agent).
     public func policyManifest(actionSpace: Space) -> PolicyManifest {
         let c = configuration
-        let distribution: PolicyManifest.Distribution = discreteActions != nil ? .categorical : c.algorithm == .td3 ? .deterministic : .tanhGaussian
+        let distribution: PolicyManifest.Distribution = c.algorithm.isValueDecomposition ? .greedy
+            : discreteActions != nil ? .categorical : c.algorithm == .td3 ? .deterministic : .tanhGaussian
         return PolicyManifest(algorithm: c.algorithm.rawValue,
                               network: .init(actor.networks[0], cell: c.network.cell,
                                              configuration: (c.hiddenSize, c.recurrentLayers, c.headHiddenSizes, c.activation),

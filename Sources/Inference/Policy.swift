@@ -308,10 +308,10 @@ public final class Policy {
         case .gaussian:
             DiagonalGaussian.sample(means: out, logStd: logStd!.data, rows: B, actionWidth: A, deterministic: deterministic, actions: a,
                                     logProbabilities: nil, rng: &rng)
-        case .categorical:
+        case .categorical, .greedy:
             let n = m.actions.count ?? 1
             if let actionMasks { Categorical.mask(logits: out, rows: B, actions: n, mask: actionMasks) }
-            if deterministic {
+            if deterministic || m.distribution == .greedy {
                 Categorical.mode(logits: out, rows: B, actions: n, into: a)
             } else {
                 scratch.resize(Shape(d0: 2 * B * n))

@@ -23,7 +23,8 @@ import NeuralNetworks
 ///    tanh(mean) (sampled: tanh(mean + std·ε), log std clamped to [-20, 2]); `deterministic` (TD3)
 ///    acts clip(output, -1, 1); `gaussian` (PPO) acts the mean (sampled: mean + exp(log std)·ε with
 ///    the tensor `logStdName`); `categorical` acts the index of the largest logit (sampled: from the
-///    softmax);
+///    softmax); `greedy` (VDN, QMIX: the outputs are Q-values) acts the index of the largest output,
+///    sampled or not (exploration is a training matter);
 /// 6. a continuous action a (normalised) goes to the environment as
 ///    low + (clip(a, -1, 1) + 1) / 2 · (high - low), clamped to [low, high].
 public struct PolicyManifest: Codable, Equatable, Sendable {
@@ -33,7 +34,7 @@ public struct PolicyManifest: Codable, Equatable, Sendable {
     public static let currentVersion = 1
 
     /// How the network's output becomes an action (step 5 above).
-    public enum Distribution: String, Codable, Sendable { case tanhGaussian, deterministic, gaussian, categorical }
+    public enum Distribution: String, Codable, Sendable { case tanhGaussian, deterministic, gaussian, categorical, greedy }
 
     /// The actor network.
     public struct Network: Codable, Equatable, Sendable {
@@ -188,12 +189,12 @@ public struct PolicyManifest: Codable, Equatable, Sendable {
         let a = actions
         if let n = a.count {
             guard n >= 1 else { throw fail("has \(n) discrete actions") }
-            guard distribution == .categorical else { throw fail("pairs discrete actions with a \(distribution) distribution") }
+            guard distribution == .categorical || distribution == .greedy else { throw fail("pairs discrete actions with a \(distribution) distribution") }
         } else {
             guard let low = a.low, let high = a.high, low.count == high.count, !low.isEmpty,
                   zip(low, high).allSatisfy({ $0.isFinite && $1.isFinite && $0 <= $1 })
             else { throw fail("has no valid action bounds") }
-            guard distribution != .categorical else { throw fail("pairs continuous actions with a categorical distribution") }
+            guard distribution != .categorical && distribution != .greedy else { throw fail("pairs continuous actions with a \(distribution) distribution") }
         }
         let A = a.count ?? a.width
         let outputs = distribution == .tanhGaussian ? 2 * A : A

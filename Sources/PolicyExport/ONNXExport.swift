@@ -92,7 +92,7 @@ public enum ONNXExport {
 
         let A = m.actions.count == nil ? m.actions.width : 1
         switch m.distribution {
-        case .categorical:
+        case .categorical, .greedy:
             let n = m.actions.count!
             if m.actionMasks == true {
                 // Unavailable actions (mask 0) get the logit -1e9, as in training.

@@ -118,6 +118,32 @@ final class CheckpointTests: XCTestCase {
         assertSameWeights(a, b)
     }
 
+    /// QMIX on foraging (masks, the global state standardised by running statistics, TD(λ)) with two
+    /// copies and stored states, and VDN with one network per agent, stopped and resumed: the same
+    /// metrics and weights as runs that never stopped.
+    func testValueDecompositionResumesExactly() throws {
+        for algorithm in [OffPolicyAlgorithm.qmix, .vdn] {
+            var c = OffPolicyConfiguration.defaults(algorithm: algorithm, environment: algorithm == .qmix ? "foraging" : "team-recall")
+            c.environments = 2
+            c.steps = 800
+            c.warmupSteps = 100
+            c.evaluationInterval = 200
+            c.evaluationEpisodes = 2
+            c.agent.hiddenSize = 8
+            c.agent.headHiddenSizes = [16]
+            c.agent.batchSize = 4
+            c.agent.criticUpdateInterval = 4
+            c.agent.sampler.sequenceLength = 7
+            c.agent.sampler.initialState = .stored
+            c.agent.replayCapacity = 400
+            c.agent.valueDecomposition!.lambda = 0.6
+            c.agent.actorPerAgent = algorithm == .vdn
+            let (reference, resumed, a, b) = try uninterruptedAndResumed({ try OffPolicyTrainer(configuration: c) }, stopAt: 451)
+            assertSameRows(reference, resumed, columns: MetricsRow.valueDecompositionColumns)
+            assertSameWeights(a, b)
+        }
+    }
+
     /// TD3 (target actor, delayed updates, exploration noise) with an LSTM and zero-state windows on
     /// the memory task (with its probe), with a replay small enough to wrap around before the stop
     /// (its ring is saved oldest first and restored from index 0).
