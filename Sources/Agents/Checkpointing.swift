@@ -14,7 +14,7 @@ extension OffPolicyAgent: Checkpointable {
 
     struct State: Codable {
         var rng: RandomGenerator; var criticUpdates: Int; var actorUpdates: Int; var statistics: UpdateStatistics
-        var mixerStateStatistics: RunningMeanStd? = nil
+        var mixerStateScale: [Float]? = nil
     }
 
     /// The name of the first parameter tensor (targets included) holding a NaN or infinity, or nil
@@ -31,7 +31,7 @@ extension OffPolicyAgent: Checkpointable {
         try criticOptimizer.save(to: archive, prefix: prefix + "critic_optimizer.")
         try temperatureOptimizer.save(to: archive, prefix: prefix + "temperature_optimizer.")
         archive.put(prefix + "state", value: State(rng: rng, criticUpdates: criticUpdates, actorUpdates: actorUpdates, statistics: statistics,
-                                                   mixerStateStatistics: mixerStateStatistics))
+                                                   mixerStateScale: mixerStateScale))
     }
 
     public func restore(from archive: StateArchiveReader, prefix: String) throws {
@@ -41,11 +41,11 @@ extension OffPolicyAgent: Checkpointable {
         try criticOptimizer.restore(from: archive, prefix: prefix + "critic_optimizer.")
         try temperatureOptimizer.restore(from: archive, prefix: prefix + "temperature_optimizer.")
         rng = s.rng; criticUpdates = s.criticUpdates; actorUpdates = s.actorUpdates; statistics = s.statistics
-        if mixerStateStatistics != nil {
-            guard let saved = s.mixerStateStatistics else {
-                throw StateArchiveError("checkpoint \(archive.path): it has no statistics of the mixer's states, which this QMIX agent standardises; resume it with the configuration it was written with")
+        if let scale = mixerStateScale {
+            guard let saved = s.mixerStateScale, saved.count == scale.count else {
+                throw StateArchiveError("checkpoint \(archive.path): it has no scale of the mixer's states of width \(scale.count), which this QMIX agent needs; resume it with the configuration it was written with")
             }
-            mixerStateStatistics = saved
+            mixerStateScale = saved
         }
     }
 }

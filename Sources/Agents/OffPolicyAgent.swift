@@ -136,8 +136,8 @@ public final class OffPolicyAgent {
     let parameterGradient = Tensor([0])
     let weights = Tensor([0])
     let decomposition = ValueDecompositionBuffers()
-    /// QMIX with `standardizeMixerState`: the running statistics of the states the mixer is trained on.
-    public internal(set) var mixerStateStatistics: RunningMeanStd?
+    /// QMIX with `scaleMixerState`: each state entry's largest magnitude in the states trained on so far.
+    public internal(set) var mixerStateScale: [Float]?
     /// How the agents' rewards make the team's reward (VDN and QMIX learn the team's Q).
     public let teamReturn: TeamReturn
 
@@ -246,8 +246,8 @@ public final class OffPolicyAgent {
         }
         mixer = makeMixer(&rng)
         mixerTarget = makeMixer(&rng)
-        if let mixer, mixer.stateWidth > 0, c.valueDecompositionOptions.standardizeMixerState {
-            mixerStateStatistics = RunningMeanStd(width: mixer.stateWidth)
+        if let mixer, mixer.stateWidth > 0, c.valueDecompositionOptions.scaleMixerState {
+            mixerStateScale = [Float](repeating: 0, count: mixer.stateWidth)
         }
         if let mixer, let mixerTarget { copyParameters(from: mixer.parameters, to: mixerTarget.parameters) }
         self.rng = rng.split()

@@ -1,6 +1,5 @@
 import Foundation
 import Environments
-import Inference
 import NeuralNetworks
 import Replay
 import Tensors
@@ -13,8 +12,8 @@ final class ValueDecompositionBuffers {
     let chosenQ = Tensor([0]), nextQ = Tensor([0])
     let total = Tensor([0]), nextTotal = Tensor([0]), returns = Tensor([0]), totalGradient = Tensor([0]), qGradient = Tensor([0])
     let weights = Tensor([0])
-    /// The mixer's states now and at the next slots (standardised), and the trained steps' states for the statistics.
-    let states = Tensor([0]), nextStates = Tensor([0]), observedStates = Tensor([0])
+    /// The mixer's states now and at the next slots (scaled).
+    let states = Tensor([0]), nextStates = Tensor([0])
     /// d(loss)/d(Q-network outputs), `[(trained + 1) · batch · agents, actions]`.
     let outputGradient = Tensor([0])
 }
@@ -111,17 +110,17 @@ extension OffPolicyAgent {
     }
 
     /// The states the mixer sees for the `(L - burnIn) · batch` rows from slot `s` on: the global
-    /// state, or every agent's observation side by side, standardised (`standardizeMixerState`) into
-    /// `out`; nil for VDN.
+    /// state, or every agent's observation side by side, scaled (`scaleMixerState`) into `out`; nil
+    /// for VDN.
     func mixerStates(_ batch: SequenceBatch, fromSlot s: Int, into out: Tensor) -> UnsafePointer<Float>? {
         guard let raw = rawMixerStates(batch, fromSlot: s) else { return nil }
-        guard let statistics = mixerStateStatistics else { return raw }
-        let w = statistics.mean.count, rows = (batch.slots - 1 - configuration.sampler.burnIn) * batch.batchSize
+        guard let scale = mixerStateScale else { return raw }
+        let w = scale.count, rows = (batch.slots - 1 - configuration.sampler.burnIn) * batch.batchSize
         out.resize(Shape(d0: rows, d1: w))
-        for r in 0..<rows {
-            for j in 0..<w {
-                out.data[r * w + j] = PolicyManifest.Normalizer.normalize(raw[r * w + j], mean: statistics.mean[j], variance: statistics.variance[j])
-            }
+        for j in 0..<w {
+            // (An entry that has always been 0, or that is new beyond the largest seen, stays within [-1, 1].)
+            let inverse: Float = scale[j] > 0 ? 1 / scale[j] : 0
+            for r in 0..<rows { out.data[r * w + j] = min(max(raw[r * w + j] * inverse, -1), 1) }
         }
         return UnsafePointer(out.data)
     }
@@ -134,19 +133,14 @@ extension OffPolicyAgent {
             : UnsafePointer(batch.observations.data + s * B * agents * observationWidth)
     }
 
-    /// Folds the states of the batch's trained steps into the mixer's running statistics.
+    /// Widens the mixer's state scale to the states of the batch's trained steps.
     func observeMixerStates(_ batch: SequenceBatch) {
-        guard var statistics = mixerStateStatistics, let raw = rawMixerStates(batch, fromSlot: configuration.sampler.burnIn) else { return }
-        let w = statistics.mean.count, B = batch.batchSize, first = configuration.sampler.burnIn * B
-        let rows = (batch.slots - 1) * B - first, out = decomposition.observedStates
-        out.resize(Shape(d0: rows, d1: w))
-        var kept = 0
-        for r in 0..<rows where batch.validMask.data[first + r] != 0 {
-            (out.data + kept * w).update(from: raw + r * w, count: w)
-            kept += 1
+        guard var scale = mixerStateScale, let raw = rawMixerStates(batch, fromSlot: configuration.sampler.burnIn) else { return }
+        let w = scale.count, B = batch.batchSize, first = configuration.sampler.burnIn * B
+        for r in 0..<((batch.slots - 1) * B - first) where batch.validMask.data[first + r] != 0 {
+            for j in 0..<w { scale[j] = max(scale[j], abs(raw[r * w + j])) }
         }
-        statistics.update(out.data, rows: kept)
-        mixerStateStatistics = statistics
+        mixerStateScale = scale
     }
 
     /// G_t at the trained slots (`(L - burnIn) · batch`, slot-major) from the team rewards and the

@@ -298,4 +298,27 @@ final class ValueDecompositionTests: XCTestCase {
         batch.rewards.data[Bn * RB] += 5
         XCTAssertNotEqual(run(), before, "a trained step's reward does change the loss")
     }
+
+    /// QMIX's mixer sees each state entry divided by its largest magnitude in the states trained on so
+    /// far: within [-1, 1], reaching ±1 in every entry that is not always 0; VDN sees no state.
+    func testTheMixerSeesTheStateScaledToItsLargestMagnitude() throws {
+        let c = ValueDecompositionTests.cases.first { $0.label.hasPrefix("QMIX GRU, global state") }!
+        let (agent, replay, sampler) = try makeAgent(c)
+        let batch = sampler.sample(from: replay)
+        XCTAssertEqual(agent.mixerStateScale, [0, 0, 0, 0])
+        agent.observeMixerStates(batch)
+        let scale = try XCTUnwrap(agent.mixerStateScale), g = 4, B = batch.batchSize, rows = 6 * B
+        let states = try XCTUnwrap(agent.mixerStates(batch, fromSlot: 0, into: agent.decomposition.states))
+        for j in 0..<g {
+            var largest: Float = 0
+            for r in 0..<rows where batch.validMask.data[r] != 0 {
+                let raw = batch.globalStates.data[r * g + j]
+                XCTAssertEqual(states[r * g + j], raw / scale[j], accuracy: 1e-6)
+                largest = max(largest, abs(states[r * g + j]))
+            }
+            XCTAssertEqual(largest, 1, accuracy: 1e-6, "entry \(j) reaches ±1 at its largest")
+        }
+        let (vdn, _, _) = try makeAgent(ValueDecompositionTests.cases[0])
+        XCTAssertNil(vdn.mixerStates(batch, fromSlot: 0, into: vdn.decomposition.states))
+    }
 }

@@ -118,7 +118,7 @@ final class CheckpointTests: XCTestCase {
         assertSameWeights(a, b)
     }
 
-    /// QMIX on foraging (masks, the global state standardised by running statistics, TD(λ)) with two
+    /// QMIX on foraging (masks, the global state scaled by its largest magnitudes so far, TD(λ)) with two
     /// copies and stored states, and VDN with one network per agent, stopped and resumed: the same
     /// metrics and weights as runs that never stopped.
     func testValueDecompositionResumesExactly() throws {
