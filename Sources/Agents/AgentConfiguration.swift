@@ -54,6 +54,21 @@ public struct ValueDecompositionConfiguration: Codable, Equatable, Sendable {
 
     public init() {}
 
+    /// Options left out of a configuration file take their defaults.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = ValueDecompositionConfiguration()
+        mixingEmbed = try c.decodeIfPresent(Int.self, forKey: .mixingEmbed) ?? d.mixingEmbed
+        hypernetEmbed = try c.decodeIfPresent(Int.self, forKey: .hypernetEmbed) ?? d.hypernetEmbed
+        epsilonStart = try c.decodeIfPresent(Float.self, forKey: .epsilonStart) ?? d.epsilonStart
+        epsilonFinish = try c.decodeIfPresent(Float.self, forKey: .epsilonFinish) ?? d.epsilonFinish
+        epsilonAnnealSteps = try c.decodeIfPresent(Int.self, forKey: .epsilonAnnealSteps) ?? d.epsilonAnnealSteps
+        lambda = try c.decodeIfPresent(Float.self, forKey: .lambda)
+        nSteps = try c.decodeIfPresent(Int.self, forKey: .nSteps) ?? d.nSteps
+        doubleQ = try c.decodeIfPresent(Bool.self, forKey: .doubleQ) ?? d.doubleQ
+        scaleMixerState = try c.decodeIfPresent(Bool.self, forKey: .scaleMixerState) ?? d.scaleMixerState
+    }
+
     /// ε after `step` environment steps.
     public func epsilon(atStep step: Int) -> Float {
         guard epsilonAnnealSteps > 0 else { return epsilonFinish }
@@ -185,9 +200,6 @@ public struct AgentConfiguration: Codable, Equatable, Sendable {
         }
         if actorPerAgent == true && !algorithm.isMultiAgent {
             try fail("one actor per agent is for several agents (masac, vdn, qmix); this algorithm trains one agent: remove --actor-per-agent")
-        }
-        if valueDecomposition != nil && !algorithm.isValueDecomposition {
-            try fail("the mixer, epsilon and return options are for vdn and qmix; \(algorithm.rawValue) does not use them: remove them")
         }
         if algorithm.isValueDecomposition { try valueDecompositionOptions.validate() }
         if replayCapacity < 1 { try fail("replay capacity must be at least 1 (got \(replayCapacity))") }

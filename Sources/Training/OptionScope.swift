@@ -67,7 +67,7 @@ public enum OptionScope {
         for key in ["epsilonStart", "epsilonFinish", "epsilonAnnealSteps", "lambda", "nSteps", "doubleQ"] {
             rules.append(rule("agent.valueDecomposition.\(key)", "vdn and qmix") { offPolicy($0)?.agent.algorithm.isValueDecomposition ?? false })
         }
-        for key in ["mixingEmbed", "hypernetEmbed"] {
+        for key in ["mixingEmbed", "hypernetEmbed", "scaleMixerState"] {
             rules.append(rule("agent.valueDecomposition.\(key)", "qmix") { offPolicy($0)?.agent.algorithm == .qmix })
         }
         for key in ["encoderLearningRate", "truncation", "recurrentLayers", "sampler.burnIn", "sampler.initialState", "hiddenSize"] {
