@@ -48,8 +48,8 @@ public struct ValueDecompositionConfiguration: Codable, Equatable, Sendable {
     /// QMIX was designed). The hypernetworks make the mixing weights from the state, and a state of
     /// large entries (positions on a grid) gives weights that amplify the overestimation of the agents'
     /// maxima: measured on foraging 8x8 (one seed, 20k steps), the mean Q_tot rose to 15 with raw
-    /// states, to 2.7 with standardised ones (unit variance), and stayed at 0.2 with entries scaled to
-    /// about [-1, 1], while no episode returns more than 1.
+    /// states and to 2.7 with standardised ones (unit variance), and was 0.39 scaled, while no episode
+    /// returns more than 1.
     public var scaleMixerState = true
 
     public init() {}
