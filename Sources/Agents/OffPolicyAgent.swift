@@ -88,6 +88,8 @@ public final class OffPolicyAgent {
     /// The actor's target, then the mixer's (VDN, QMIX).
     let actorTargetParameters: [Parameter]
     let mixerParameters: [Parameter]
+    /// What the actor's optimiser trains: the actor's parameters, then the mixer's (VDN, QMIX).
+    let actorAndMixerParameters: [Parameter]
     /// Every parameter, targets included, in one list (checked for non-finite values after each update).
     let everyParameter: [Parameter]
 
@@ -274,6 +276,7 @@ public final class OffPolicyAgent {
         criticEncoderParameters = critics.flatMap(\.encoderParameters)
         actorTargetParameters = (actorTarget?.parameters ?? []) + (mixerTarget?.parameters ?? [])
         mixerParameters = mixer?.parameters ?? []
+        actorAndMixerParameters = actorParameters + mixerParameters
         everyParameter = actorParameters + mixerParameters + criticParameters + [logTemperature] + actorTargetParameters
             + criticTargetParameterLists.flatMap { $0 }
         func groups(_ network: [SequenceNetwork], learningRate: Float, name: String) -> [ParameterGroup] {
@@ -499,7 +502,7 @@ public final class OffPolicyAgent {
 
     func updateTargets() {
         for (t, s) in zip(criticTargetParameterLists, criticParameterLists) { polyakUpdate(target: t, source: s, tau: configuration.tau) }
-        if actorTarget != nil { polyakUpdate(target: actorTargetParameters, source: actorParameters + mixerParameters, tau: configuration.tau) }
+        if actorTarget != nil { polyakUpdate(target: actorTargetParameters, source: actorAndMixerParameters, tau: configuration.tau) }
     }
 
     /// The critics' loss (summed over critics) and mean Q; fills the critics' gradients.

@@ -32,11 +32,10 @@ extension OffPolicyAgent {
         let c = configuration
         observeMixerStates(batch)
         let (loss, meanQ) = valueDecompositionLossAndGradients(batch)
-        let trained = actorParameters + mixerParameters
         if c.maxGradientNorm > 0 {
-            statistics.criticGradientNorm = clipGradientNorm(trained, maxNorm: c.maxGradientNorm)
+            statistics.criticGradientNorm = clipGradientNorm(actorAndMixerParameters, maxNorm: c.maxGradientNorm)
         } else if measuresGradientNorms {
-            statistics.criticGradientNorm = gradientNorm(trained)
+            statistics.criticGradientNorm = gradientNorm(actorAndMixerParameters)
         }
         actorOptimizer.step()
         statistics.criticLoss = Float(loss)
@@ -135,12 +134,11 @@ extension OffPolicyAgent {
 
     /// Widens the mixer's state scale to the states of the batch's trained steps.
     func observeMixerStates(_ batch: SequenceBatch) {
-        guard var scale = mixerStateScale, let raw = rawMixerStates(batch, fromSlot: configuration.sampler.burnIn) else { return }
-        let w = scale.count, B = batch.batchSize, first = configuration.sampler.burnIn * B
+        guard let w = mixerStateScale?.count, let raw = rawMixerStates(batch, fromSlot: configuration.sampler.burnIn) else { return }
+        let B = batch.batchSize, first = configuration.sampler.burnIn * B
         for r in 0..<((batch.slots - 1) * B - first) where batch.validMask.data[first + r] != 0 {
-            for j in 0..<w { scale[j] = max(scale[j], abs(raw[r * w + j])) }
+            for j in 0..<w { mixerStateScale![j] = max(mixerStateScale![j], abs(raw[r * w + j])) }
         }
-        mixerStateScale = scale
     }
 
     /// G_t at the trained slots (`(L - burnIn) · batch`, slot-major) from the team rewards and the

@@ -77,6 +77,26 @@ final class TrainingAllocationTests: XCTestCase {
         XCTAssertEqual(allocations, 0, "masac (one actor per agent: \(actorPerAgent)): 300 steps after warm-up allocated \(allocations) times")
     }
 
+    /// VDN and QMIX (the mixer on foraging's global state, masks, TD(λ), two copies): 300 steps after
+    /// the first updates allocate nothing.
+    func testValueDecompositionStepsAllocateNothing() throws {
+        for algorithm in [OffPolicyAlgorithm.qmix, .vdn] {
+            var c = OffPolicyConfiguration.defaults(algorithm: algorithm, environment: "foraging")
+            c.environments = 2
+            c.warmupSteps = 100
+            c.agent.hiddenSize = 8
+            c.agent.batchSize = 4
+            c.agent.criticUpdateInterval = 4
+            c.agent.sampler.sequenceLength = 12
+            c.agent.valueDecomposition!.lambda = 0.8
+            let trainer = try OffPolicyTrainer(configuration: c)
+            for _ in 0..<300 { try trainer.advance() }
+            let allocations = try countAllocations { for _ in 0..<300 { try trainer.advance() } }
+            XCTAssertGreaterThan(trainer.agent.criticUpdates, 100)
+            XCTAssertEqual(allocations, 0, "\(algorithm): 300 steps after warm-up allocated \(allocations) times")
+        }
+    }
+
     /// Recurrent PPO (LSTM, refreshed states, normalised observations): after a first rollout and
     /// update, collecting another rollout and updating on it allocate nothing.
     func testPPORolloutAndUpdateAllocateNothing() throws {
