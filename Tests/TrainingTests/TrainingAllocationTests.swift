@@ -77,17 +77,18 @@ final class TrainingAllocationTests: XCTestCase {
         XCTAssertEqual(allocations, 0, "masac (one actor per agent: \(actorPerAgent)): 300 steps after warm-up allocated \(allocations) times")
     }
 
-    /// VDN and QMIX (the mixer on foraging's global state, masks, TD(λ), two copies): 300 steps after
-    /// the first updates allocate nothing.
+    /// VDN and QMIX (the mixer on team-recall's global state, TD(λ), two copies): 300 steps after
+    /// the first updates allocate nothing. (On foraging the environment's own step allocates: its
+    /// loading rules build small arrays.)
     func testValueDecompositionStepsAllocateNothing() throws {
         for algorithm in [OffPolicyAlgorithm.qmix, .vdn] {
-            var c = OffPolicyConfiguration.defaults(algorithm: algorithm, environment: "foraging")
+            var c = OffPolicyConfiguration.defaults(algorithm: algorithm, environment: "team-recall")
             c.environments = 2
             c.warmupSteps = 100
             c.agent.hiddenSize = 8
             c.agent.batchSize = 4
             c.agent.criticUpdateInterval = 4
-            c.agent.sampler.sequenceLength = 12
+            c.agent.sampler.sequenceLength = 7
             c.agent.valueDecomposition!.lambda = 0.8
             let trainer = try OffPolicyTrainer(configuration: c)
             for _ in 0..<300 { try trainer.advance() }
