@@ -431,20 +431,12 @@ public final class OffPolicyAgent {
         if measuresGradientNorms {
             statistics.encoderGradientNorm = criticEncoderParameters.isEmpty ? .nan : gradientNorm(criticEncoderParameters)
         }
-        if c.maxGradientNorm > 0 {
-            statistics.criticGradientNorm = clipGradientNorm(criticParameters, maxNorm: c.maxGradientNorm)
-        } else if measuresGradientNorms {
-            statistics.criticGradientNorm = gradientNorm(criticParameters)
-        }
+        if let norm = clipOrMeasureGradientNorm(criticParameters) { statistics.criticGradientNorm = norm }
         criticOptimizer.step()
         criticUpdates += 1
         if criticUpdates % configuration.actorUpdateInterval == 0 {
             let (actorLoss, entropy) = actorLossAndGradients(batch, rows: rows)
-            if c.maxGradientNorm > 0 {
-                statistics.actorGradientNorm = clipGradientNorm(actorParameters, maxNorm: c.maxGradientNorm)
-            } else if measuresGradientNorms {
-                statistics.actorGradientNorm = gradientNorm(actorParameters)
-            }
+            if let norm = clipOrMeasureGradientNorm(actorParameters) { statistics.actorGradientNorm = norm }
             actorOptimizer.step()
             statistics.actorLoss = Float(actorLoss)
             if c.algorithm.isSoft {
@@ -471,6 +463,13 @@ public final class OffPolicyAgent {
             if configuration.algorithm == .td3 { updateTargets() }
         }
         if configuration.algorithm.isSoft && criticUpdates % configuration.targetUpdateInterval == 0 { updateTargets() }
+    }
+
+    /// The gradient norm of `parameters` before clipping, clipped to `maxGradientNorm` when one is set,
+    /// else measured when `measuresGradientNorms` (nil: not measured).
+    func clipOrMeasureGradientNorm(_ parameters: [Parameter]) -> Float? {
+        if configuration.maxGradientNorm > 0 { return clipGradientNorm(parameters, maxNorm: configuration.maxGradientNorm) }
+        return measuresGradientNorms ? gradientNorm(parameters) : nil
     }
 
     /// Builds the context inputs and the loss weights (mask / number of masked rows) of a batch;

@@ -32,11 +32,7 @@ extension OffPolicyAgent {
         let c = configuration
         observeMixerStates(batch)
         let (loss, meanQ) = valueDecompositionLossAndGradients(batch)
-        if c.maxGradientNorm > 0 {
-            statistics.criticGradientNorm = clipGradientNorm(actorAndMixerParameters, maxNorm: c.maxGradientNorm)
-        } else if measuresGradientNorms {
-            statistics.criticGradientNorm = gradientNorm(actorAndMixerParameters)
-        }
+        if let norm = clipOrMeasureGradientNorm(actorAndMixerParameters) { statistics.criticGradientNorm = norm }
         actorOptimizer.step()
         statistics.criticLoss = Float(loss)
         statistics.meanQ = Float(meanQ)

@@ -222,3 +222,40 @@ struct BenchBridge: ParsableCommand {
         print(String(format: "  the bridge runs at %.0f%% of the plain loop's speed; overhead %.1f µs per step of all %d copies", 100 * ratio, overhead, N))
     }
 }
+
+/// `rrl bench vdn|qmix`: the algorithm's defaults on cooperative foraging (8x8, 2 agents, 2 foods,
+/// 8 copies): environment steps per CPU second and the matrix products' share of the FMA peak.
+func benchValueDecomposition(_ algorithm: OffPolicyAlgorithm, options: TrainingBenchOptions) throws {
+    var c = OffPolicyConfiguration.defaults(algorithm: algorithm, environment: "foraging-8x8-2p-2f-coop")
+    c.seed = options.seed
+    c.steps = options.steps ?? 50_000
+    c.environments = 8
+    c.agent.sampler.sequenceLength = 50  // whole episodes (foraging's limit)
+    c.evaluationInterval = c.steps
+    let trainer = try OffPolicyTrainer(configuration: c)
+    let m = try TrainingMeasurement.of(peakSeconds: options.peakSeconds) { try trainer.run() }
+    let rate = Double(trainer.step) / m.cpu
+    let name = "bench \(algorithm.rawValue)"
+    if options.json {
+        try printJSON(["benchmark": name, "environment": c.environment, "algorithm": algorithm.rawValue, "steps": c.steps,
+                       "updates": trainer.agent.criticUpdates, "steps_per_cpu_second": rate].merging(m.json) { a, _ in a })
+        return
+    }
+    print("\(name): \(algorithm.rawValue) (GRU \(c.agent.hiddenSize), batch \(c.agent.batchSize) whole episodes, one update per \(c.agent.criticUpdateInterval) steps) on \(c.environment), 8 copies, \(c.steps) steps, \(trainer.agent.criticUpdates) updates")
+    print(String(format: "  CPU %.2f s: %.0f environment steps per CPU second (wall %.2f s)", m.cpu, rate, m.wall))
+    print(m.line)
+}
+
+struct BenchVDN: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vdn", abstract: "Cooperative foraging 8x8, VDN's defaults, 8 copies, 50k steps: steps per CPU second and % of the FMA peak.")
+    @OptionGroup var options: TrainingBenchOptions
+    func run() throws { try benchValueDecomposition(.vdn, options: options) }
+}
+
+struct BenchQMIX: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "qmix", abstract: "Cooperative foraging 8x8, QMIX's defaults, 8 copies, 50k steps: steps per CPU second and % of the FMA peak.")
+    @OptionGroup var options: TrainingBenchOptions
+    func run() throws { try benchValueDecomposition(.qmix, options: options) }
+}
