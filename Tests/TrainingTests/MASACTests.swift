@@ -160,7 +160,18 @@ final class MASACTests: XCTestCase {
     /// acting inputs and its replay ring do not change; when all have ended, every copy restarts
     /// from zero states.
     func testACopyThatWaitsChangesNothing() throws {
-        var c = teamRecall()
+        var qmix = OffPolicyConfiguration.defaults(algorithm: .qmix, environment: "team-recall")
+        qmix.warmupSteps = 100
+        qmix.agent.hiddenSize = 8
+        qmix.agent.batchSize = 4
+        qmix.agent.criticUpdateInterval = 4
+        qmix.agent.sampler.sequenceLength = 7
+        // (QMIX: the same collection, acting ε-greedily.)
+        for base in [teamRecall(), qmix] { try checkACopyThatWaitsChangesNothing(base) }
+    }
+
+    func checkACopyThatWaitsChangesNothing(_ base: OffPolicyConfiguration) throws {
+        var c = base
         c.environment = "test-random-length-team"
         c.environments = 3
         c.resetMode = .resetTogether
