@@ -33,6 +33,9 @@ public final class Foraging: MultiAgentEnvironment {
     /// Sum of the food levels spawned this episode (the reward's normaliser).
     public internal(set) var foodSpawned: Float = 0
     var valid: [[Bool]]
+    /// Workspaces of `step` (kept, so that a step allocates nothing): each player's action, target
+    /// cell and loading flag, and a loading group.
+    var chosen: [Int], targets: [(row: Int, column: Int)], loading: [Bool], group: [Int]
 
     public init(size: Int = 8, players: Int = 2, foods: Int = 2, sight: Int? = nil, coop: Bool = false, penalty: Float = 0,
                 minPlayerLevel: Int = 1, maxPlayerLevel: Int = 2, maxEpisodeSteps: Int = 50) {
@@ -51,6 +54,10 @@ public final class Foraging: MultiAgentEnvironment {
         positions = [(row: Int, column: Int)](repeating: (0, 0), count: players)
         levels = [Int](repeating: minPlayerLevel, count: players)
         valid = [[Bool]](repeating: [Bool](repeating: true, count: 6), count: players)
+        chosen = [Int](repeating: 0, count: players)
+        targets = positions
+        loading = [Bool](repeating: false, count: players)
+        group = [Int](repeating: 0, count: players)
     }
 
     public var name: String { "foraging" }
@@ -88,8 +95,17 @@ public final class Foraging: MultiAgentEnvironment {
             levels[i] = minPlayerLevel + rng.integer(below: maxPlayerLevel - minPlayerLevel + 1)
         }
         // Foods: inside the border, apart from each other, on free cells.
-        let sorted = levels.sorted()
-        let top = sorted.prefix(3).reduce(0, +)
+        // The sum of the three lowest player levels (the package's sum(sorted(levels)[:3])), picked one
+        // by one without sorting a copy (`loading` marks the picked).
+        var top = 0
+        for j in 0..<players { loading[j] = false }
+        for _ in 0..<min(3, players) {
+            var lowest = -1
+            for j in 0..<players where !loading[j] && (lowest < 0 || levels[j] < levels[lowest]) { lowest = j }
+            loading[lowest] = true
+            top += levels[lowest]
+        }
+        for j in 0..<players { loading[j] = false }
         var placed = 0, attempts = 0
         while placed < foods && attempts < 1000 {
             attempts += 1
@@ -159,7 +175,6 @@ public final class Foraging: MultiAgentEnvironment {
     public func step(actions: UnsafePointer<Float>, observations: UnsafeMutablePointer<Float>, rewards: UnsafeMutablePointer<Float>,
                      active: UnsafeMutablePointer<Bool>) -> MultiAgentStepResult {
         step += 1
-        var chosen = [Int](repeating: 0, count: players)
         for i in 0..<players {
             let a = Int(actions[i])
             chosen[i] = (0..<6).contains(a) && valid[i][a] ? a : 0
@@ -167,9 +182,9 @@ public final class Foraging: MultiAgentEnvironment {
             active[i] = true
         }
         // Moves: a cell claimed by two or more players (staying counts as claiming one's own) keeps them all where they are.
-        var targets = positions
         for i in 0..<players {
             let (r, c) = positions[i]
+            targets[i] = positions[i]
             switch chosen[i] {
             case 1: targets[i] = (r - 1, c)
             case 2: targets[i] = (r + 1, c)
@@ -182,23 +197,23 @@ public final class Foraging: MultiAgentEnvironment {
             positions[i] = targets[i]
         }
         // Loads, in player order: a loading player with the loading players next to the same food.
-        var loading = (0..<players).map { chosen[$0] == 5 }
+        for i in 0..<players { loading[i] = chosen[i] == 5 }
         for i in 0..<players where loading[i] {
             guard let (fr, fc) = adjacentFoodLocation(positions[i].row, positions[i].column) else { loading[i] = false; continue }
             let level = food(fr, fc)
-            var group: [Int] = []
+            var members = 0
             for j in 0..<players where loading[j] {
                 let (r, c) = positions[j]
-                if (abs(r - fr) == 1 && c == fc) || (abs(c - fc) == 1 && r == fr) { group.append(j) }
+                if (abs(r - fr) == 1 && c == fc) || (abs(c - fc) == 1 && r == fr) { group[members] = j; members += 1 }
             }
-            if !group.contains(i) { group.append(i) }
-            for j in group { loading[j] = false }
-            let total = group.reduce(0) { $0 + levels[$1] }
+            if !group[0..<members].contains(i) { group[members] = i; members += 1 }
+            var total = 0
+            for g in 0..<members { loading[group[g]] = false; total += levels[group[g]] }
             if total < level {
-                for j in group { rewards[j] -= penalty }
+                for g in 0..<members { rewards[group[g]] -= penalty }
                 continue
             }
-            for j in group { rewards[j] = Float(levels[j] * level) / (Float(total) * foodSpawned) }
+            for g in 0..<members { let j = group[g]; rewards[j] = Float(levels[j] * level) / (Float(total) * foodSpawned) }
             field[fr * size + fc] = 0
         }
         updateValidActions()
@@ -229,7 +244,8 @@ public final class Foraging: MultiAgentEnvironment {
             }
             // Players, itself first: those whose view coordinates fall in [0, 2 sight].
             var slot = 0
-            for j in [i] + (0..<players).filter({ $0 != i }) {
+            for n in 0..<players {
+                let j = n == 0 ? i : n - 1 < i ? n - 1 : n  // itself, then the others in order
                 let vr = positions[j].row - r0, vc = positions[j].column - c0
                 guard min(vr, vc) >= 0, max(vr, vc) <= 2 * sight else { continue }
                 let p = o + 3 * (foods + slot)

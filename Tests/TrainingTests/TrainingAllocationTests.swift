@@ -77,12 +77,11 @@ final class TrainingAllocationTests: XCTestCase {
         XCTAssertEqual(allocations, 0, "masac (one actor per agent: \(actorPerAgent)): 300 steps after warm-up allocated \(allocations) times")
     }
 
-    /// VDN and QMIX (the mixer on team-recall's global state, TD(λ), two copies): 300 steps after
-    /// the first updates allocate nothing. (On foraging the environment's own step allocates: its
-    /// loading rules build small arrays.)
+    /// VDN and QMIX (the mixer on the global state, TD(λ), two copies; foraging's action masks): 300
+    /// steps after the first updates allocate nothing.
     func testValueDecompositionStepsAllocateNothing() throws {
-        for algorithm in [OffPolicyAlgorithm.qmix, .vdn] {
-            var c = OffPolicyConfiguration.defaults(algorithm: algorithm, environment: "team-recall")
+        for (algorithm, environment) in [(OffPolicyAlgorithm.qmix, "team-recall"), (.vdn, "team-recall"), (.qmix, "foraging")] {
+            var c = OffPolicyConfiguration.defaults(algorithm: algorithm, environment: environment)
             c.environments = 2
             c.warmupSteps = 100
             c.agent.hiddenSize = 8
@@ -94,7 +93,7 @@ final class TrainingAllocationTests: XCTestCase {
             for _ in 0..<300 { try trainer.advance() }
             let allocations = try countAllocations { for _ in 0..<300 { try trainer.advance() } }
             XCTAssertGreaterThan(trainer.agent.criticUpdates, 100)
-            XCTAssertEqual(allocations, 0, "\(algorithm): 300 steps after warm-up allocated \(allocations) times")
+            XCTAssertEqual(allocations, 0, "\(algorithm) on \(environment): 300 steps after warm-up allocated \(allocations) times")
         }
     }
 
