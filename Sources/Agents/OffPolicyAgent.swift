@@ -18,7 +18,7 @@ public struct UpdateStatistics: Equatable, Codable, Sendable {
     public var encoderGradientNorm: Float = .nan
 }
 
-/// Recurrent (or MLP) SAC, discrete SAC and TD3, trained from `SequenceBatch`es.
+/// Recurrent (or MLP) SAC, discrete SAC, TD3, MASAC, VDN and QMIX, trained from `SequenceBatch`es.
 ///
 /// Actor and critics are `SequenceNetwork`s with their own encoders; the critics' heads take the
 /// action, so every trained step t has Q(h_t, a) for any a. One update on a batch of L + 1 slots
@@ -43,6 +43,9 @@ public struct UpdateStatistics: Equatable, Codable, Sendable {
 /// targets draw every agent's a' from the current actor; the actor update moves only the agent's
 /// own action, the others' coming from the replay or the current actor (`otherAgentsActions`).
 /// With one agent every step is single-agent SAC's, to the bit.
+///
+/// VDN and QMIX (`valueDecompositionUpdate`): the actor networks are the agents' Q-networks, acting
+/// ε-greedily (`EpsilonGreedy`); there are no critics, and a `Mixer` makes the team's Q.
 public final class OffPolicyAgent {
     public let configuration: AgentConfiguration
     /// Agents per environment step (1: single-agent SAC and TD3).
