@@ -8,10 +8,10 @@ import Tensors
 final class ValueDecompositionBuffers {
     /// Online Q-values with the unavailable actions ruled out, for choosing the next actions.
     let choosing = Tensor([0])
-    /// Per trained (slot, batch) row: each agent's chosen Q, each agent's next Q, and the states.
+    /// Per trained (slot, batch) row: each agent's chosen Q now and at the next slot; Q_tot, V'(t + 1),
+    /// the return, d(loss)/d(Q_tot), and d(loss)/d(each agent's chosen Q).
     let chosenQ = Tensor([0]), nextQ = Tensor([0])
     let total = Tensor([0]), nextTotal = Tensor([0]), returns = Tensor([0]), totalGradient = Tensor([0]), qGradient = Tensor([0])
-    let weights = Tensor([0])
     /// The mixer's states now and at the next slots (scaled).
     let states = Tensor([0]), nextStates = Tensor([0])
     /// d(loss)/d(Q-network outputs), `[(trained + 1) · batch · agents, actions]`.
@@ -75,7 +75,7 @@ extension OffPolicyAgent {
         }
 
         // Mixed: Q_tot at the trained slots, V' at the next ones, each under its slot's state.
-        for t in [buffers.total, buffers.nextTotal, buffers.returns, buffers.totalGradient, buffers.weights] { t.resize(Shape(d0: T * B)) }
+        for t in [buffers.total, buffers.nextTotal, buffers.returns, buffers.totalGradient] { t.resize(Shape(d0: T * B)) }
         mixer.forward(q: chosen, states: mixerStates(batch, fromSlot: Bn, into: buffers.states), rows: T * B, into: buffers.total.data)
         mixerTarget.forward(q: next, states: mixerStates(batch, fromSlot: Bn + 1, into: buffers.nextStates), rows: T * B,
                             into: buffers.nextTotal.data)
