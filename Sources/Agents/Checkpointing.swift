@@ -5,11 +5,7 @@ extension OffPolicyAgent: Checkpointable {
     /// Every network (targets included), the temperature, the three optimisers, the random
     /// generator, the update counters and the last statistics.
     var allNamedParameters: [NamedParameter] {
-        var all = namedParameters()
-        if let actorTarget { all += actorTarget.namedParameters(prefix: "actor_target.") }
-        for (i, t) in criticTargets.enumerated() { all += t.namedParameters(prefix: "critic_target\(i).") }
-        all += mixerTarget?.namedParameters(prefix: "mixer_target.") ?? []
-        return all
+        namedParameters() + targetNamedParameters()
     }
 
     struct State: Codable {

@@ -54,12 +54,8 @@ public final class EpsilonGreedy: ActionChoice {
         Categorical.mode(logits: q, rows: rows, actions: n, into: chosen)
         guard !deterministic else { return }
         for r in 0..<rows where rng.uniform() < epsilon {
-            var available = 0
-            for j in 0..<n where q[r * n + j] != Categorical.maskedLogit { available += 1 }
-            var k = rng.integer(below: max(available, 1))
-            for j in 0..<n where q[r * n + j] != Categorical.maskedLogit {
-                if k == 0 { chosen[r] = Float(j); break }
-                k -= 1
+            if let j = Categorical.uniform(amongAvailable: n, rng: &rng, isAvailable: { q[r * n + $0] != Categorical.maskedLogit }) {
+                chosen[r] = Float(j)
             }
         }
     }

@@ -6,8 +6,8 @@ import Tensors
 
 /// The workspaces of a VDN or QMIX update (allocated on first use, reused).
 final class ValueDecompositionBuffers {
-    /// Online Q-values with the unavailable actions ruled out, for choosing the next actions.
-    let choosing = Tensor([0])
+    /// Online Q-values with the unavailable actions ruled out, and the greedy next actions they choose.
+    let choosing = Tensor([0]), nextActions = Tensor([0])
     /// Per trained (slot, batch) row: each agent's chosen Q now and at the next slot; Q_tot, V'(t + 1),
     /// the return, d(loss)/d(Q_tot), and d(loss)/d(each agent's chosen Q).
     let chosenQ = Tensor([0]), nextQ = Tensor([0])
@@ -60,18 +60,18 @@ extension OffPolicyAgent {
         buffers.choosing.resize(Shape(d0: T * RB, d1: n))
         buffers.choosing.data.update(from: o.doubleQ ? q.data + RB * n : targetQ.data, count: T * RB * n)
         maskPolicy(buffers.choosing, rows: T * RB, batch: batch, firstRow: (Bn + 1) * RB)
+        buffers.nextActions.resize(Shape(d0: T * RB))
+        Categorical.mode(logits: buffers.choosing.data, rows: T * RB, actions: n, into: buffers.nextActions.data)
 
         // Each agent's chosen Q now and its Q' at the next slot (0 where the agent is not in the episode).
         let active = activity(batch, fromSlot: Bn)
         let actions = batch.actions.data + Bn * RB
         for t in [buffers.chosenQ, buffers.nextQ] { t.resize(Shape(d0: T * B, d1: N)) }
-        let chosen = buffers.chosenQ.data, next = buffers.nextQ.data, choosing = buffers.choosing.data
+        let chosen = buffers.chosenQ.data, next = buffers.nextQ.data, best = buffers.nextActions.data
         for r in 0..<(T * RB) {
             let now = active?[r] ?? 1, then = active?[r + RB] ?? 1
             chosen[r] = now * q.data[r * n + Int(actions[r])]
-            var best = 0
-            for j in 1..<n where choosing[r * n + j] > choosing[r * n + best] { best = j }
-            next[r] = then * targetQ.data[r * n + best]
+            next[r] = then * targetQ.data[r * n + Int(best[r])]
         }
 
         // Mixed: Q_tot at the trained slots, V' at the next ones, each under its slot's state.

@@ -145,6 +145,20 @@ public enum Categorical {
         }
     }
 
+    /// An action drawn uniformly among the `n` for which `isAvailable` holds (one draw of `rng`), or
+    /// nil when none is: random warm-up actions under masks, ε-greedy exploration.
+    @inline(__always)
+    public static func uniform(amongAvailable n: Int, rng: inout RandomGenerator, isAvailable: (Int) -> Bool) -> Int? {
+        var available = 0
+        for j in 0..<n where isAvailable(j) { available += 1 }
+        var k = rng.integer(below: max(available, 1))
+        for j in 0..<n where isAvailable(j) {
+            if k == 0 { return j }
+            k -= 1
+        }
+        return nil
+    }
+
     /// Samples one action per row.
     public static func sample(probabilities: UnsafePointer<Float>, rows: Int, actions n: Int,
                               into out: UnsafeMutablePointer<Float>, rng: inout RandomGenerator) {

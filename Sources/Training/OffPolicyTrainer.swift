@@ -209,12 +209,7 @@ public final class OffPolicyTrainer {
                 case .discrete(let count) where m > 0:
                     // Uniform over the available actions.
                     let mask = stepActionMask + r * m
-                    var k = rng.integer(below: max(Int((0..<count).reduce(Float(0)) { $0 + mask[$1] }), 1))
-                    action[r * a] = Float(count - 1)
-                    for j in 0..<count where mask[j] != 0 {
-                        if k == 0 { action[r * a] = Float(j); break }
-                        k -= 1
-                    }
+                    action[r * a] = Float(Categorical.uniform(amongAvailable: count, rng: &rng, isAvailable: { mask[$0] != 0 }) ?? count - 1)
                 case .discrete(let count): action[r * a] = Float(rng.integer(below: count))
                 case .box: for j in 0..<a { action[r * a + j] = rng.uniform(-1, 1) }
                 }

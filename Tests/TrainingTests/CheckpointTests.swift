@@ -123,17 +123,12 @@ final class CheckpointTests: XCTestCase {
     /// metrics and weights as runs that never stopped.
     func testValueDecompositionResumesExactly() throws {
         for algorithm in [OffPolicyAlgorithm.qmix, .vdn] {
-            var c = OffPolicyConfiguration.defaults(algorithm: algorithm, environment: algorithm == .qmix ? "foraging" : "team-recall")
+            var c = smallValueDecompositionRun(algorithm, environment: algorithm == .qmix ? "foraging" : "team-recall")
             c.environments = 2
             c.steps = 800
-            c.warmupSteps = 100
             c.evaluationInterval = 200
             c.evaluationEpisodes = 2
-            c.agent.hiddenSize = 8
             c.agent.headHiddenSizes = [16]
-            c.agent.batchSize = 4
-            c.agent.criticUpdateInterval = 4
-            c.agent.sampler.sequenceLength = 7
             c.agent.sampler.initialState = .stored
             c.agent.replayCapacity = 400
             c.agent.valueDecomposition!.lambda = 0.6

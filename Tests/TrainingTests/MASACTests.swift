@@ -160,14 +160,8 @@ final class MASACTests: XCTestCase {
     /// acting inputs and its replay ring do not change; when all have ended, every copy restarts
     /// from zero states.
     func testACopyThatWaitsChangesNothing() throws {
-        var qmix = OffPolicyConfiguration.defaults(algorithm: .qmix, environment: "team-recall")
-        qmix.warmupSteps = 100
-        qmix.agent.hiddenSize = 8
-        qmix.agent.batchSize = 4
-        qmix.agent.criticUpdateInterval = 4
-        qmix.agent.sampler.sequenceLength = 7
         // (QMIX: the same collection, acting ε-greedily.)
-        for base in [teamRecall(), qmix] { try checkACopyThatWaitsChangesNothing(base) }
+        for base in [teamRecall(), smallValueDecompositionRun(.qmix, environment: "team-recall")] { try checkACopyThatWaitsChangesNothing(base) }
     }
 
     func checkACopyThatWaitsChangesNothing(_ base: OffPolicyConfiguration) throws {

@@ -6,21 +6,28 @@ import Tensors
 @testable import Training
 import XCTest
 
+/// A small VDN or QMIX run on `environment`: the defaults with a short warm-up, GRU 8, batches of 4
+/// windows of 7 slots, one update per 4 steps.
+func smallValueDecompositionRun(_ algorithm: OffPolicyAlgorithm, environment: String) -> OffPolicyConfiguration {
+    var c = OffPolicyConfiguration.defaults(algorithm: algorithm, environment: environment)
+    c.warmupSteps = 100
+    c.agent.hiddenSize = 8
+    c.agent.batchSize = 4
+    c.agent.criticUpdateInterval = 4
+    c.agent.sampler.sequenceLength = 7
+    return c
+}
+
 /// VDN and QMIX through the off-policy trainer: the metrics they log, same seed same run, and a
 /// short learning check on the cooperative memory task.
 final class ValueDecompositionTrainingTests: XCTestCase {
     func small(_ algorithm: OffPolicyAlgorithm, environment: String = "team-recall", steps: Int = 600, seed: UInt64 = 0) -> OffPolicyConfiguration {
-        var c = OffPolicyConfiguration.defaults(algorithm: algorithm, environment: environment)
+        var c = smallValueDecompositionRun(algorithm, environment: environment)
         c.steps = steps
         c.seed = seed
-        c.warmupSteps = 100
         c.evaluationInterval = 200
         c.evaluationEpisodes = 3
-        c.agent.hiddenSize = 8
         c.agent.headHiddenSizes = [16]
-        c.agent.batchSize = 4
-        c.agent.criticUpdateInterval = 4
-        c.agent.sampler.sequenceLength = 7
         c.agent.valueDecomposition!.epsilonAnnealSteps = 300
         return c
     }
