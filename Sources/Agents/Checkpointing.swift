@@ -47,13 +47,18 @@ extension OffPolicyAgent: Checkpointable {
 }
 
 extension PPOAgent: Checkpointable {
-    struct State: Codable { var rng: RandomGenerator; var observationStatistics: RunningMeanStd; var returnStatistics: RunningMeanStd }
+    struct State: Codable {
+        var rng: RandomGenerator; var observationStatistics: RunningMeanStd; var returnStatistics: RunningMeanStd
+        /// A central critic's global-state statistics (absent in checkpoints of single-agent runs and earlier versions).
+        var stateStatistics: RunningMeanStd?
+    }
 
     /// Weights, optimiser, random generator and the normalisers' statistics (in full precision).
     public func save(to archive: StateArchive, prefix: String) throws {
         saveParameters(namedParameters(), to: archive, prefix: prefix + "parameters.")
         try optimizer.save(to: archive, prefix: prefix + "optimizer.")
-        archive.put(prefix + "state", value: State(rng: rng, observationStatistics: observationStatistics, returnStatistics: returnStatistics))
+        archive.put(prefix + "state", value: State(rng: rng, observationStatistics: observationStatistics, returnStatistics: returnStatistics,
+                                                   stateStatistics: hasCentralCritic ? stateStatistics : nil))
     }
 
     public func restore(from archive: StateArchiveReader, prefix: String) throws {
@@ -63,6 +68,12 @@ extension PPOAgent: Checkpointable {
         }
         try restoreParameters(namedParameters(), from: archive, prefix: prefix + "parameters.")
         try optimizer.restore(from: archive, prefix: prefix + "optimizer.")
+        if hasCentralCritic {
+            guard let saved = s.stateStatistics, saved.mean.count == globalStateWidth else {
+                throw StateArchiveError("checkpoint \(archive.path): no global-state statistics of width \(globalStateWidth) for this run's central critic; resume it with the configuration it was saved with")
+            }
+            stateStatistics = saved
+        }
         rng = s.rng; observationStatistics = s.observationStatistics; returnStatistics = s.returnStatistics
     }
 }

@@ -40,6 +40,12 @@ public struct PPOStatistics: Equatable, Codable, Sendable {
 /// `chunkLength` steps that start from the stored state of their first step; an episode start
 /// inside a chunk restarts the state from zeros, so no chunk carries anything across an episode
 /// boundary, and padding past the rollout's end is masked out.
+///
+/// Several agents (IPPO, MAPPO) share the networks, each row one agent of one copy (the agent's id
+/// in the context when asked): the rollout has a row per copy and agent, the actor's logits of
+/// unavailable actions are masked, steps of agents that left the episode weigh nothing, and with a
+/// global state (MAPPO) the critic reads the copy's global state and the agent's id instead of the
+/// actor's context.
 public final class PPOAgent {
     public let configuration: PPOConfiguration
     public let observationWidth: Int
@@ -49,6 +55,15 @@ public final class PPOAgent {
     /// Floats of the previous action in the context (n for a one-hot discrete action).
     public let contextActionWidth: Int
     public let contextWidth: Int
+    /// Agents acting per copy (rows of `act` are agent-inner); they share the networks.
+    public let agents: Int
+    /// Floats of the global state a central critic reads (0: the critic reads the actor's context).
+    public let globalStateWidth: Int
+    /// Actions per agent in the action masks (0: every action is always available).
+    public let actionMaskWidth: Int
+    /// Floats of the critic's input: the actor's context, or (central) the global state and the agent's id.
+    public let criticContextWidth: Int
+    public var hasCentralCritic: Bool { globalStateWidth > 0 }
 
     public let actor: SequenceNetwork
     /// The critic: its own encoder, or (shared) a head on the actor's features.
@@ -60,6 +75,8 @@ public final class PPOAgent {
 
     public var observationStatistics: RunningMeanStd
     public var returnStatistics: RunningMeanStd
+    /// The global state's running statistics (a central critic's input, normalised with the observations).
+    public var stateStatistics: RunningMeanStd
 
     public var actorStateWidth: Int { actor.stateWidth }
     /// The critic's own state width (0 when it shares the actor's encoder or is an MLP).
@@ -72,6 +89,10 @@ public final class PPOAgent {
     let criticStateScratch = Tensor([0])
     let actingScratch = Tensor([0])
     let chunkContext = Tensor([0])
+    let chunkCriticContext = Tensor([0])
+    let chunkActionMask = Tensor([0])
+    let step1CriticContext = Tensor([0])
+    let oneCriticContext = Tensor([0])
     let chunkMask = Tensor([0])
     let chunkActorState = Tensor([0])
     let chunkCriticState = Tensor([0])
@@ -93,9 +114,21 @@ public final class PPOAgent {
     /// Every chunk in order (the diagnostics evaluate the whole rollout as one batch).
     var allWindows: [Int] = []
 
-    public init(configuration: PPOConfiguration, observationSpace: Space, actionSpace: Space, seed: UInt64) throws {
+    /// `agents` share the networks; `globalStateWidth` above 0 makes the critic central (it reads
+    /// the global state and the agent's id); `actionMaskWidth` above 0 (discrete actions) masks actions.
+    public init(configuration: PPOConfiguration, observationSpace: Space, actionSpace: Space, seed: UInt64, agents: Int = 1,
+                globalStateWidth: Int = 0, actionMaskWidth: Int = 0) throws {
         try configuration.validate()
+        if configuration.context.agentID && agents < 2 {
+            throw ConfigurationError("the agent id in the context is for networks shared by several agents; this environment has one agent: drop 'agentID' from the context")
+        }
+        if globalStateWidth > 0 && configuration.sharedEncoder {
+            throw ConfigurationError("a central critic (mappo) reads the global state, so it cannot share the actor's encoder: drop --shared-encoder")
+        }
         self.configuration = configuration
+        self.agents = agents
+        self.globalStateWidth = globalStateWidth
+        self.actionMaskWidth = actionMaskWidth
         observationWidth = observationSpace.width
         var rng = RandomGenerator(seed: seed)
         switch actionSpace {
@@ -112,7 +145,8 @@ public final class PPOAgent {
             p.value.fill(configuration.initialLogStd)
             logStd = p
         }
-        contextWidth = configuration.context.width(observation: observationWidth, action: contextActionWidth)
+        contextWidth = configuration.context.width(observation: observationWidth, action: contextActionWidth, agents: agents)
+        criticContextWidth = globalStateWidth > 0 ? globalStateWidth + (agents > 1 ? agents : 0) : contextWidth
         let outputs = discreteActions ?? actionWidth
         let c = configuration
         actor = SequenceNetwork(contextWidth: contextWidth, extraWidth: 0, cell: c.network.cell, hiddenSize: c.hiddenSize,
@@ -122,7 +156,7 @@ public final class PPOAgent {
             critic = SequenceNetwork(contextWidth: actor.featureWidth, extraWidth: 0, cell: nil, hiddenSize: 0, layers: 0,
                                      headHiddenSizes: c.headHiddenSizes, outputSize: 1, activation: c.activation, using: &rng)
         } else {
-            critic = SequenceNetwork(contextWidth: contextWidth, extraWidth: 0, cell: c.network.cell, hiddenSize: c.hiddenSize,
+            critic = SequenceNetwork(contextWidth: criticContextWidth, extraWidth: 0, cell: c.network.cell, hiddenSize: c.hiddenSize,
                                      layers: c.recurrentLayers, headHiddenSizes: c.headHiddenSizes, outputSize: 1,
                                      activation: c.activation, using: &rng)
         }
@@ -132,6 +166,7 @@ public final class PPOAgent {
         self.rng = rng.split()
         observationStatistics = RunningMeanStd(width: observationWidth)
         returnStatistics = RunningMeanStd(width: 1)
+        stateStatistics = RunningMeanStd(width: globalStateWidth)
     }
 
     /// The name of the first parameter tensor holding a NaN or infinity, or nil when all are finite
@@ -160,6 +195,13 @@ public final class PPOAgent {
                 ("normalizer.observation.var", { self.observationStatistics.variance }, { self.observationStatistics.variance = $0 }),
                 ("normalizer.observation.count", { [self.observationStatistics.count] }, { self.observationStatistics.count = $0[0] }),
             ]
+            if hasCentralCritic {
+                list += [
+                    ("normalizer.state.mean", { self.stateStatistics.mean }, { self.stateStatistics.mean = $0 }),
+                    ("normalizer.state.var", { self.stateStatistics.variance }, { self.stateStatistics.variance = $0 }),
+                    ("normalizer.state.count", { [self.stateStatistics.count] }, { self.stateStatistics.count = $0[0] }),
+                ]
+            }
         }
         if configuration.normalizeRewards {
             list += [
@@ -215,27 +257,45 @@ public final class PPOAgent {
         return PolicyManifest.Normalizer.normalize(r, mean: 0, variance: returnStatistics.variance[0])
     }
 
-    /// Writes one step's encoder input from a (normalised) observation, the previous action as
-    /// stored (an index for discrete actions, one-hot encoded here) and the previous reward.
-    /// PPO trains one agent (`agent` is 0).
-    public var agents: Int { 1 }
-
+    /// Writes agent `agent`'s step encoder input from a (normalised) observation, the previous
+    /// action as stored (an index for discrete actions, one-hot encoded here) and the previous reward.
     public func writeContext(observation: UnsafePointer<Float>, lastAction: UnsafePointer<Float>?, lastReward: Float, agent: Int,
                              into out: UnsafeMutablePointer<Float>) {
         configuration.context.write(observation: observation, observationWidth: observationWidth, lastAction: lastAction,
-                                    actionWidth: actionWidth, oneHotOver: discreteActions, lastReward: lastReward, into: out)
+                                    actionWidth: actionWidth, oneHotOver: discreteActions, lastReward: lastReward, agent: agent,
+                                    agents: agents, into: out)
+    }
+
+    /// Normalises a global state in place with the running statistics (as observations are).
+    public func normalize(globalState s: UnsafeMutablePointer<Float>) {
+        guard configuration.normalizeObservations else { return }
+        for j in 0..<globalStateWidth {
+            s[j] = PolicyManifest.Normalizer.normalize(s[j], mean: stateStatistics.mean[j], variance: stateStatistics.variance[j])
+        }
+    }
+
+    /// Writes a central critic's input for agent `agent`: the (normalised) global state, then the
+    /// agent's id one-hot (several agents).
+    public func writeCriticContext(globalState: UnsafePointer<Float>, agent: Int, into out: UnsafeMutablePointer<Float>) {
+        out.update(from: globalState, count: globalStateWidth)
+        if agents > 1 {
+            (out + globalStateWidth).update(repeating: 0, count: agents)
+            out[globalStateWidth + agent] = 1
+        }
     }
 
     // MARK: Acting
 
     /// One step of the actor for `B` rows of `context` (`[1, B, C]`), advancing `state` (`[B, actorStateWidth]`).
-    /// Returns the head's output (`[B, outputs]`).
-    func actorStep(_ context: Tensor, state: Tensor) -> Tensor {
+    /// Returns the head's output (`[B, outputs]`), with the logits of actions `actionMasks` (`[B, n]`) rules out masked.
+    func actorStep(_ context: Tensor, state: Tensor, actionMasks: UnsafePointer<Float>? = nil) -> Tensor {
         let B = context.shape[1]
         let features = actor.encode(context, initialState: actor.isRecurrent ? state.matrix : nil, resetMask: nil, keepActivations: false)
         if let encoder = actor.encoder { state.data.update(from: encoder.finalState.data, count: B * encoder.stateWidth) }
         if isShared { actingSharedFeatures.resize(features.shape); actingSharedFeatures.copy(from: features) }
-        return actor.head(features: features, firstRow: 0, rows: B, extra: nil)
+        let out = actor.head(features: features, firstRow: 0, rows: B, extra: nil)
+        if let actionMasks, let n = discreteActions { Categorical.mask(logits: out.data, rows: B, actions: n, mask: actionMasks) }
+        return out
     }
 
     /// Values of `B` rows of `context`, advancing the critic's `state` (unused when shared: the
@@ -268,26 +328,28 @@ public final class PPOAgent {
         }
     }
 
-    /// Collects one step for `B` environments: samples actions (stored form) and writes their
-    /// log-probabilities and values; advances both states.
-    public func act(context: Tensor, actorState: Tensor, criticState: Tensor, actions: UnsafeMutablePointer<Float>,
+    /// Collects one step for `B` rows: samples actions (stored form; among those `actionMasks` allows)
+    /// and writes their log-probabilities and values; advances both states. `criticContext` is a
+    /// central critic's input (nil: the critic reads `context`).
+    public func act(context: Tensor, criticContext: Tensor? = nil, actorState: Tensor, criticState: Tensor,
+                    actionMasks: UnsafePointer<Float>? = nil, actions: UnsafeMutablePointer<Float>,
                     logProbabilities: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>) {
         let B = context.shape[1]
-        chooseActions(actorStep(context, state: actorState), rows: B, deterministic: false, actions: actions, logProbabilities: logProbabilities)
-        let v = criticStep(context, state: criticState)
+        chooseActions(actorStep(context, state: actorState, actionMasks: actionMasks), rows: B, deterministic: false, actions: actions,
+                      logProbabilities: logProbabilities)
+        let v = criticStep(criticContext ?? context, state: criticState)
         for r in 0..<B { values[r] = v.data[r] }
     }
 
     /// Deterministic (mode) or sampled actions for evaluation; advances the actor's state.
     public func act(context: Tensor, state: Tensor, deterministic: Bool, actionMasks: UnsafePointer<Float>?, actions: UnsafeMutablePointer<Float>) {
-        precondition(actionMasks == nil, "PPO does not take action masks")
-        chooseActions(actorStep(context, state: state), rows: context.shape[1], deterministic: deterministic, actions: actions,
-                      logProbabilities: nil)
+        chooseActions(actorStep(context, state: state, actionMasks: actionMasks), rows: context.shape[1], deterministic: deterministic,
+                      actions: actions, logProbabilities: nil)
     }
 
-    /// Values of `B` rows of `context` from the given states, leaving the states untouched
-    /// (bootstrap values of truncated episodes and of the step after a rollout).
-    public func values(context: Tensor, actorState: Tensor, criticState: Tensor, into out: UnsafeMutablePointer<Float>) {
+    /// Values of `B` rows of `context` (a central critic: of `criticContext`) from the given states,
+    /// leaving the states untouched (bootstrap values of truncated episodes and of the step after a rollout).
+    public func values(context: Tensor, criticContext: Tensor? = nil, actorState: Tensor, criticState: Tensor, into out: UnsafeMutablePointer<Float>) {
         let B = context.shape[1]
         if isShared {
             stateScratch.resize(actorState.shape)
@@ -297,7 +359,7 @@ public final class PPOAgent {
             criticStateScratch.resize(criticState.shape)
             criticStateScratch.copy(from: criticState)
         }
-        let v = criticStep(context, state: criticStateScratch)
+        let v = criticStep(criticContext ?? context, state: criticStateScratch)
         for r in 0..<B { out[r] = v.data[r] }
     }
 
@@ -320,6 +382,8 @@ public final class PPOAgent {
         let S = isShared ? Sa : Sc, after = isShared ? aState : cState
         if critic { truncatedStates.resize(Shape(d0: T, d1: N, d2: max(S, 1))) }
         step1Context.resize(Shape(d0: 1, d1: N, d2: C))
+        let Cc = criticContextWidth, central = hasCentralCritic ? step1CriticContext : nil
+        central?.resize(Shape(d0: 1, d1: N, d2: Cc))
         for t in 0..<T {
             for n in 0..<N where buffer.isEpisodeStart(t, n) {
                 (aState.data + n * Sa).update(repeating: 0, count: Sa)
@@ -330,7 +394,8 @@ public final class PPOAgent {
             _ = actorStep(step1Context, state: aState)
             guard critic else { continue }
             buffer.criticStates.data.advanced(by: t * N * Sc).update(from: cState.data, count: N * Sc)
-            let v = criticStep(step1Context, state: cState)
+            central?.data.update(from: buffer.criticContexts.data + t * N * Cc, count: N * Cc)
+            let v = criticStep(central ?? step1Context, state: cState)
             for n in 0..<N { buffer.values.data[t * N + n] = v.data[n] }
             for n in 0..<N where buffer.isTruncated(t, n) {
                 (truncatedStates.data + (t * N + n) * S).update(from: after.data + n * S, count: S)
@@ -349,23 +414,34 @@ public final class PPOAgent {
         let T = buffer.steps, N = buffer.envs, C = contextWidth, Sa = actorStateWidth, Sc = criticStateWidth
         stepThroughRollout(buffer, actorStates: buffer.actorStates, critic: true)
         // Bootstrap values of truncated steps, from the state after the step.
-        let S = isShared ? Sa : Sc
-        let one = oneContext, s1 = oneState
+        let S = isShared ? Sa : Sc, Cc = criticContextWidth
+        let one = oneContext, s1 = oneState, oneCritic = hasCentralCritic ? oneCriticContext : nil
         one.resize(Shape(d0: 1, d1: 1, d2: C))
+        oneCritic?.resize(Shape(d0: 1, d1: 1, d2: Cc))
         s1.resize(Shape(d0: 1, d1: max(S, 1)))
         for t in 0..<T {
             for n in 0..<N where buffer.isTruncated(t, n) {
                 one.data.update(from: buffer.finalContexts.data + (t * N + n) * C, count: C)
+                oneCritic?.data.update(from: buffer.finalCriticContexts.data + (t * N + n) * Cc, count: Cc)
                 s1.data.update(from: truncatedStates.data + (t * N + n) * S, count: S)
-                values(context: one, actorState: s1, criticState: s1, into: buffer.finalValues.data + t * N + n)
+                values(context: one, criticContext: oneCritic, actorState: s1, criticState: s1, into: buffer.finalValues.data + t * N + n)
             }
         }
         // The step after the rollout.
         buffer.lastActorStates.data.update(from: refreshActorState.data, count: N * Sa)
         buffer.lastCriticStates.data.update(from: refreshCriticState.data, count: N * Sc)
         step1Context.data.update(from: buffer.lastContexts.data, count: N * C)
-        values(context: step1Context, actorState: refreshActorState, criticState: refreshCriticState, into: buffer.lastValues.data)
-        buffer.computeAdvantagesAndReturns(gamma: configuration.gamma, lambda: configuration.gaeLambda)
+        let lastCritic = hasCentralCritic ? step1CriticContext : nil
+        lastCritic?.data.update(from: buffer.lastCriticContexts.data, count: N * Cc)
+        values(context: step1Context, criticContext: lastCritic, actorState: refreshActorState, criticState: refreshCriticState,
+               into: buffer.lastValues.data)
+        computeAdvantagesAndReturns(buffer)
+    }
+
+    /// The rollout's returns and advantages, as configured.
+    public func computeAdvantagesAndReturns(_ buffer: RolloutBuffer) {
+        buffer.computeAdvantagesAndReturns(gamma: configuration.gamma, lambda: configuration.gaeLambda,
+                                           lambdaReturnAdvantages: configuration.advantageEstimator == .lambdaReturn)
     }
 
     // MARK: Chunks
@@ -379,6 +455,9 @@ public final class PPOAgent {
         let L = configuration.chunkLength, R = windows.count, N = buffer.envs, T = buffer.steps, C = contextWidth
         let Sa = actorStateWidth, Sc = criticStateWidth, perRow = chunkCount(steps: T)
         chunkContext.resize(Shape(d0: L, d1: R, d2: C))
+        let Cc = criticContextWidth, m = actionMaskWidth, central = hasCentralCritic
+        if central { chunkCriticContext.resize(Shape(d0: L, d1: R, d2: Cc)) }
+        if m > 0 { chunkActionMask.resize(Shape(d0: L, d1: R, d2: m)) }
         chunkMask.resize(Shape(d0: L, d1: R))
         chunkActorState.resize(Shape(d0: R, d1: max(Sa, 1)))
         chunkCriticState.resize(Shape(d0: R, d1: max(Sc, 1)))
@@ -390,19 +469,24 @@ public final class PPOAgent {
                 let t = t0 + l, k = l * R + r
                 if t < T {
                     (chunkContext.data + k * C).update(from: buffer.contexts.data + (t * N + n) * C, count: C)
+                    if central { (chunkCriticContext.data + k * Cc).update(from: buffer.criticContexts.data + (t * N + n) * Cc, count: Cc) }
+                    if m > 0 { (chunkActionMask.data + k * m).update(from: buffer.actionMasks.data + (t * N + n) * m, count: m) }
                     chunkMask.data[k] = l > 0 && buffer.isEpisodeStart(t, n) ? 1 : 0
                 } else {
                     (chunkContext.data + k * C).update(repeating: 0, count: C)
+                    if central { (chunkCriticContext.data + k * Cc).update(repeating: 0, count: Cc) }
+                    if m > 0 { (chunkActionMask.data + k * m).update(repeating: 1, count: m) }
                     chunkMask.data[k] = 0
                 }
             }
         }
     }
 
-    /// The rollout index (t * N + n) of chunk slot k = l * R + r, or nil for padding.
-    @inline(__always) func rolloutIndex(window w: Int, slot l: Int, perRow: Int, steps T: Int, envs N: Int) -> Int? {
+    /// The rollout index (t * N + n) of chunk slot k = l * R + r, or nil for padding and for steps of
+    /// an agent that had left the episode (`active` 0): neither weighs anything.
+    @inline(__always) func rolloutIndex(window w: Int, slot l: Int, perRow: Int, steps T: Int, envs N: Int, active: UnsafePointer<Float>) -> Int? {
         let L = configuration.chunkLength, n = w / perRow, t = (w % perRow) * L + l
-        return t < T ? t * N + n : nil
+        return t < T && active[t * N + n] != 0 ? t * N + n : nil
     }
 
     /// Runs the actor over the gathered chunks (keeping activations when training); returns the head output `[L·R, outputs]`.
@@ -411,6 +495,7 @@ public final class PPOAgent {
         let features = actor.encode(window: chunkContext, resetMask: chunkMask, slots: 0..<chunkContext.shape[0], burnIn: 0,
                                     initialState: actor.isRecurrent ? chunkActorState.matrix : nil, keepActivations: keepActivations)
         let out = actor.head(features: features, firstRow: 0, rows: rows, extra: nil)
+        if actionMaskWidth > 0, let n = discreteActions { Categorical.mask(logits: out.data, rows: rows, actions: n, mask: chunkActionMask.data) }
         if isShared { chunkSharedFeatures.resize(features.shape); chunkSharedFeatures.copy(from: features) }
         return out
     }
@@ -418,7 +503,8 @@ public final class PPOAgent {
     func forwardCritic(keepActivations: Bool) -> Tensor {
         let rows = chunkContext.shape[0] * chunkContext.shape[1]
         if isShared { return critic.head(features: chunkSharedFeatures, firstRow: 0, rows: rows, extra: nil) }
-        let features = critic.encode(window: chunkContext, resetMask: chunkMask, slots: 0..<chunkContext.shape[0], burnIn: 0,
+        let features = critic.encode(window: hasCentralCritic ? chunkCriticContext : chunkContext, resetMask: chunkMask,
+                                     slots: 0..<chunkContext.shape[0], burnIn: 0,
                                      initialState: critic.isRecurrent ? chunkCriticState.matrix : nil, keepActivations: keepActivations)
         return critic.head(features: features, firstRow: 0, rows: rows, extra: nil)
     }
@@ -452,11 +538,11 @@ public final class PPOAgent {
         let rows = out.shape[0]
         let R = W
         logProbabilities(out, actionAt: { k in
-            self.rolloutIndex(window: k % R, slot: k / R, perRow: perRow, steps: T, envs: N).map { UnsafePointer(buffer.actions.data + $0 * self.actionWidth) }
+            self.rolloutIndex(window: k % R, slot: k / R, perRow: perRow, steps: T, envs: N, active: buffer.active.data).map { UnsafePointer(buffer.actions.data + $0 * self.actionWidth) }
         }, rows: rows)
         var sum = 0.0, count = 0
         for k in 0..<rows {
-            guard let i = rolloutIndex(window: k % R, slot: k / R, perRow: perRow, steps: T, envs: N) else { continue }
+            guard let i = rolloutIndex(window: k % R, slot: k / R, perRow: perRow, steps: T, envs: N, active: buffer.active.data) else { continue }
             let logRatio = Double(logProbabilityScratch.data[k] - buffer.logProbabilities.data[i])
             sum += Foundation.exp(logRatio) - 1 - logRatio
             count += 1
@@ -481,7 +567,7 @@ public final class PPOAgent {
         let v = forwardCritic(keepActivations: true)
         let base = windows.startIndex
         @inline(__always) func index(_ k: Int) -> Int? {
-            rolloutIndex(window: windows[base + k % R], slot: k / R, perRow: perRow, steps: T, envs: N)
+            rolloutIndex(window: windows[base + k % R], slot: k / R, perRow: perRow, steps: T, envs: N, active: buffer.active.data)
         }
         logProbabilities(out, actionAt: { k in index(k).map { UnsafePointer(buffer.actions.data + $0 * self.actionWidth) } }, rows: rows)
 
@@ -661,14 +747,16 @@ public final class PPOAgent {
         stepThroughRollout(buffer, actorStates: states, critic: false)
     }
 
-    /// 1 - Var(returns - values) / Var(returns) over the rollout (values as stored).
+    /// 1 - Var(returns - values) / Var(returns) over the rollout's active steps (values as stored).
     func explainedVariance(_ buffer: RolloutBuffer) -> Float {
-        let n = buffer.steps * buffer.envs
-        var mr = 0.0, md = 0.0
-        for i in 0..<n { mr += Double(buffer.returns.data[i]); md += Double(buffer.returns.data[i] - buffer.values.data[i]) }
-        mr /= Double(n); md /= Double(n)
+        let n = buffer.steps * buffer.envs, active = buffer.active.data
+        var mr = 0.0, md = 0.0, count = 0.0
+        for i in 0..<n where active[i] != 0 {
+            mr += Double(buffer.returns.data[i]); md += Double(buffer.returns.data[i] - buffer.values.data[i]); count += 1
+        }
+        mr /= count; md /= count
         var vr = 0.0, vd = 0.0
-        for i in 0..<n {
+        for i in 0..<n where active[i] != 0 {
             let r = Double(buffer.returns.data[i]) - mr, d = Double(buffer.returns.data[i] - buffer.values.data[i]) - md
             vr += r * r; vd += d * d
         }

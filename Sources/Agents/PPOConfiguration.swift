@@ -41,6 +41,16 @@ public struct PPOConfiguration: Codable, Equatable, Sendable {
     /// Global gradient-norm clipping (0: off).
     public var maxGradientNorm: Float = 0.5
     public var normalizeAdvantages = true
+    /// How advantages are estimated: GAE(λ) by its recursion over TD errors, or the TD(λ) return
+    /// (by the recursion of "Reconciling λ-Returns with Experience Replay", Eq. 3) minus the value.
+    /// Both use `gaeLambda`; with the same values they are equal up to rounding.
+    public var advantageEstimator: AdvantageEstimator = .gae
+    /// Several agents: every agent trains on the team's reward of the step (the sum or mean of the
+    /// agents' rewards, as the environment's team return says); false: on its own reward.
+    public var sharedReward = true
+    /// Treat time-outs as terminal (no bootstrap from the last observation), the convention of many
+    /// multi-agent benchmarks, for comparison; by default a truncated episode bootstraps, which is correct.
+    public var timeLimitsTerminal = false
     /// Running normalisation of observations and of rewards (by the running deviation of the
     /// discounted return); the statistics are saved with the weights.
     public var normalizeObservations = true
@@ -67,14 +77,52 @@ public struct PPOConfiguration: Codable, Equatable, Sendable {
 
     public init() {}
 
+    /// Options left out (configurations written before they existed) take their defaults.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self), d = PPOConfiguration()
+        func value<T: Decodable>(_ key: CodingKeys, _ fallback: T) throws -> T { try c.decodeIfPresent(T.self, forKey: key) ?? fallback }
+        network = try value(.network, d.network)
+        recurrentLayers = try value(.recurrentLayers, d.recurrentLayers)
+        hiddenSize = try value(.hiddenSize, d.hiddenSize)
+        headHiddenSizes = try value(.headHiddenSizes, d.headHiddenSizes)
+        activation = try value(.activation, d.activation)
+        sharedEncoder = try value(.sharedEncoder, d.sharedEncoder)
+        context = try value(.context, d.context)
+        environments = try value(.environments, d.environments)
+        rolloutSteps = try value(.rolloutSteps, d.rolloutSteps)
+        minibatchSize = try value(.minibatchSize, d.minibatchSize)
+        chunkLength = try value(.chunkLength, d.chunkLength)
+        epochs = try value(.epochs, d.epochs)
+        learningRate = try value(.learningRate, d.learningRate)
+        annealLearningRate = try value(.annealLearningRate, d.annealLearningRate)
+        clipRange = try value(.clipRange, d.clipRange)
+        annealClipRange = try value(.annealClipRange, d.annealClipRange)
+        valueClipRange = try value(.valueClipRange, d.valueClipRange)
+        gamma = try value(.gamma, d.gamma)
+        gaeLambda = try value(.gaeLambda, d.gaeLambda)
+        entropyCoefficient = try value(.entropyCoefficient, d.entropyCoefficient)
+        valueCoefficient = try value(.valueCoefficient, d.valueCoefficient)
+        maxGradientNorm = try value(.maxGradientNorm, d.maxGradientNorm)
+        normalizeAdvantages = try value(.normalizeAdvantages, d.normalizeAdvantages)
+        advantageEstimator = try value(.advantageEstimator, d.advantageEstimator)
+        sharedReward = try value(.sharedReward, d.sharedReward)
+        timeLimitsTerminal = try value(.timeLimitsTerminal, d.timeLimitsTerminal)
+        normalizeObservations = try value(.normalizeObservations, d.normalizeObservations)
+        normalizeRewards = try value(.normalizeRewards, d.normalizeRewards)
+        targetKL = try value(.targetKL, d.targetKL)
+        klHardLimit = try value(.klHardLimit, d.klHardLimit)
+        refreshStates = try value(.refreshStates, d.refreshStates)
+        refreshInterval = try value(.refreshInterval, d.refreshInterval)
+        truncation = try value(.truncation, d.truncation)
+        initialLogStd = try value(.initialLogStd, d.initialLogStd)
+        adamEpsilon = try value(.adamEpsilon, d.adamEpsilon)
+    }
+
     public func validate() throws {
         func fail(_ m: String) throws { throw ConfigurationError(m) }
         try validateNetworkSizes(recurrentLayers: recurrentLayers, hiddenSize: hiddenSize, headHiddenSizes: headHiddenSizes)
         if sharedEncoder && network == .mlp { try fail("a shared encoder needs a recurrent network (gru or lstm)") }
         if environments < 1 { try fail("environments must be at least 1 (got \(environments))") }
-        if context.agentID {
-            try fail("the agent id in the context is for networks shared by several agents; this algorithm trains one agent: drop 'agentID' from the context")
-        }
         if rolloutSteps < 1 { try fail("rollout steps must be at least 1 (got \(rolloutSteps))") }
         if chunkLength < 1 { try fail("chunk length must be at least 1 (got \(chunkLength))") }
         if epochs < 1 { try fail("epochs must be at least 1 (got \(epochs))") }
@@ -104,6 +152,14 @@ public struct PPOConfiguration: Codable, Equatable, Sendable {
         if truncation < 0 { try fail("truncation must be 0 (off) or positive (got \(truncation))") }
         if !(adamEpsilon > 0) { try fail("Adam epsilon must be positive (got \(adamEpsilon))") }
     }
+}
+
+/// How PPO estimates advantages (`PPOConfiguration.advantageEstimator`).
+public enum AdvantageEstimator: String, Codable, Sendable, CaseIterable {
+    /// GAE(λ): A_t = δ_t + γλ A_{t+1}.
+    case gae
+    /// The TD(λ) return minus the value: A_t = G^λ_t - V(s_t).
+    case lambdaReturn = "lambda-return"
 }
 
 /// Running mean and variance (parallel Welford update, in Double), as Stable-Baselines3's

@@ -46,17 +46,18 @@ extension OffPolicyAgent {
 }
 
 extension PPOAgent {
-    /// The actor's manifest for `actionSpace`, with the normalisers' statistics.
-    public func policyManifest(actionSpace: Space) -> PolicyManifest {
+    /// The actor's manifest for `actionSpace` (`algorithm`: ppo, ippo or mappo), with the normalisers' statistics.
+    public func policyManifest(actionSpace: Space, algorithm: String = "ppo") -> PolicyManifest {
         let c = configuration
-        return PolicyManifest(algorithm: "ppo",
+        return PolicyManifest(algorithm: algorithm,
                               network: .init(actor, cell: c.network.cell, configuration: (c.hiddenSize, c.recurrentLayers, c.headHiddenSizes, c.activation),
                                              outputActivation: .identity),
-                              context: .init(c.context), agents: 1, observationWidth: observationWidth, actions: .init(actionSpace),
+                              context: .init(c.context), agents: agents, observationWidth: observationWidth, actions: .init(actionSpace),
                               distribution: discreteActions != nil ? .categorical : .gaussian, logStdName: logStd != nil ? "actor.log_std" : nil,
                               observationNormalizer: c.normalizeObservations
                                   ? .init(mean: observationStatistics.mean, variance: observationStatistics.variance) : nil,
-                              rewardNormalizer: c.normalizeRewards && c.context.lastReward ? .init(mean: nil, variance: returnStatistics.variance) : nil)
+                              rewardNormalizer: c.normalizeRewards && c.context.lastReward ? .init(mean: nil, variance: returnStatistics.variance) : nil,
+                              actionMasks: actionMaskWidth > 0 ? true : nil)
     }
 }
 

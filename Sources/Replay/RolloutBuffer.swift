@@ -1,8 +1,13 @@
 import Tensors
 
-/// What an on-policy rollout of `steps` steps of `envs` environments (run in lockstep) keeps, time-major
-/// (`[steps, envs, ...]`): the encoder inputs (contexts), actions, log-probabilities, values, rewards,
-/// terminated and truncated flags, episode starts, and the recurrent states entering every step.
+/// What an on-policy rollout of `steps` steps of `envs` rows (environment copies run in lockstep, or
+/// with several agents one row per copy and agent, agent-inner) keeps, time-major (`[steps, envs, ...]`):
+/// the encoder inputs (contexts), actions, log-probabilities, values, rewards, terminated and
+/// truncated flags, episode starts, and the recurrent states entering every step.
+///
+/// Several agents: `criticContexts` holds a central critic's inputs (MAPPO: the global state and the
+/// agent's id) when they are not the actor's, `actionMasks` the actions each row could take, and
+/// `active` 0 where the row's agent had left the episode (the step weighs nothing in any loss).
 ///
 /// States: `actorStates[t]` and `criticStates[t]` are the states the networks start step t from
 /// (zeros at an episode start). `collectedActorStates` and `collectedCriticStates` keep the states
@@ -18,8 +23,16 @@ public final class RolloutBuffer {
     public let actionWidth: Int
     public let actorStateWidth: Int
     public let criticStateWidth: Int
+    /// Floats of a central critic's input (0: the critic reads `contexts`).
+    public let criticContextWidth: Int
+    /// Actions per row in `actionMasks` (0: no masks).
+    public let actionMaskWidth: Int
 
     public let contexts: Tensor
+    public let criticContexts: Tensor
+    public let actionMasks: Tensor
+    /// 1 where the row's agent took part in the step, 0 where it had left the episode.
+    public let active: Tensor
     public let actions: Tensor
     public let logProbabilities: Tensor
     public let values: Tensor
@@ -35,8 +48,10 @@ public final class RolloutBuffer {
     public let collectedActorStates: Tensor
     public let collectedCriticStates: Tensor
     public let finalContexts: Tensor
+    public let finalCriticContexts: Tensor
     public let finalValues: Tensor
     public let lastContexts: Tensor
+    public let lastCriticContexts: Tensor
     public let lastActorStates: Tensor
     public let lastCriticStates: Tensor
     public let lastEpisodeStarts: Tensor
@@ -47,7 +62,8 @@ public final class RolloutBuffer {
     /// Steps written so far (0...steps).
     public private(set) var count = 0
 
-    public init(steps: Int, envs: Int, contextWidth: Int, actionWidth: Int, actorStateWidth: Int, criticStateWidth: Int) {
+    public init(steps: Int, envs: Int, contextWidth: Int, actionWidth: Int, actorStateWidth: Int, criticStateWidth: Int,
+                criticContextWidth: Int = 0, actionMaskWidth: Int = 0) {
         precondition(steps >= 1 && envs >= 1, "a rollout needs at least one step and one environment")
         self.steps = steps
         self.envs = envs
@@ -55,9 +71,15 @@ public final class RolloutBuffer {
         self.actionWidth = actionWidth
         self.actorStateWidth = actorStateWidth
         self.criticStateWidth = criticStateWidth
+        self.criticContextWidth = criticContextWidth
+        self.actionMaskWidth = actionMaskWidth
         let T = steps, N = envs
         func grid(_ width: Int) -> Tensor { Tensor(Shape(d0: T, d1: N, d2: max(width, 1))) }
         contexts = grid(contextWidth)
+        criticContexts = grid(criticContextWidth)
+        actionMasks = grid(actionMaskWidth)
+        active = Tensor(Shape(d0: T, d1: N))
+        active.fill(1)
         actions = grid(actionWidth)
         logProbabilities = Tensor(Shape(d0: T, d1: N))
         values = Tensor(Shape(d0: T, d1: N))
@@ -70,8 +92,10 @@ public final class RolloutBuffer {
         collectedActorStates = grid(actorStateWidth)
         collectedCriticStates = grid(criticStateWidth)
         finalContexts = grid(contextWidth)
+        finalCriticContexts = grid(criticContextWidth)
         finalValues = Tensor(Shape(d0: T, d1: N))
         lastContexts = Tensor(Shape(d0: N, d1: contextWidth))
+        lastCriticContexts = Tensor(Shape(d0: N, d1: max(criticContextWidth, 1)))
         lastActorStates = Tensor(Shape(d0: N, d1: max(actorStateWidth, 1)))
         lastCriticStates = Tensor(Shape(d0: N, d1: max(criticStateWidth, 1)))
         lastEpisodeStarts = Tensor(Shape(d0: N))
@@ -111,16 +135,21 @@ public final class RolloutBuffer {
     @inline(__always) public func isTerminated(_ t: Int, _ env: Int) -> Bool { terminated.data[index(t, env)] != 0 }
     @inline(__always) public func isTruncated(_ t: Int, _ env: Int) -> Bool { truncated.data[index(t, env)] != 0 }
     @inline(__always) public func isEpisodeStart(_ t: Int, _ env: Int) -> Bool { episodeStarts.data[index(t, env)] != 0 }
+    @inline(__always) public func isActive(_ t: Int, _ env: Int) -> Bool { active.data[index(t, env)] != 0 }
 
-    /// Fills `advantages` (GAE(λ)) and `returns` (TD(λ), the value targets) from the stored rewards,
-    /// values and bootstrap values.
-    public func computeAdvantagesAndReturns(gamma: Float, lambda: Float) {
-        ReturnEstimators.generalizedAdvantages(rewards: rewards.data, values: values.data, terminated: terminated.data,
-                                               truncated: truncated.data, finalValues: finalValues.data, lastValues: lastValues.data,
-                                               steps: steps, envs: envs, gamma: gamma, lambda: lambda, into: advantages.data)
+    /// Fills `returns` (TD(λ), the value targets) and `advantages` (GAE(λ), or with `lambdaReturnAdvantages`
+    /// the TD(λ) return minus the value) from the stored rewards, values and bootstrap values.
+    public func computeAdvantagesAndReturns(gamma: Float, lambda: Float, lambdaReturnAdvantages: Bool = false) {
         ReturnEstimators.lambdaReturns(rewards: rewards.data, values: values.data, terminated: terminated.data,
                                        truncated: truncated.data, finalValues: finalValues.data, lastValues: lastValues.data,
                                        steps: steps, envs: envs, gamma: gamma, lambda: lambda, into: returns.data)
+        if lambdaReturnAdvantages {
+            for i in 0..<(steps * envs) { advantages.data[i] = returns.data[i] - values.data[i] }
+        } else {
+            ReturnEstimators.generalizedAdvantages(rewards: rewards.data, values: values.data, terminated: terminated.data,
+                                                   truncated: truncated.data, finalValues: finalValues.data, lastValues: lastValues.data,
+                                                   steps: steps, envs: envs, gamma: gamma, lambda: lambda, into: advantages.data)
+        }
     }
 }
 

@@ -136,8 +136,9 @@ extension PPOTrainer: TrainingSession {
 
     public func exportedWeights() -> (tensors: [NamedParameter], metadata: [String: String]) {
         let p = configuration.ppo
-        return (namedTensors(), normalizerMetadata().merging(agent.policyManifest(actionSpace: environments.actionSpace).metadata) { $1 }.merging([
-            "algorithm": "ppo", "network": p.network.rawValue, "environment": configuration.environment,
+        return (namedTensors(), normalizerMetadata().merging(agent.policyManifest(actionSpace: environments.actionSpace,
+                                                                                  algorithm: configuration.algorithm).metadata) { $1 }.merging([
+            "algorithm": configuration.algorithm, "network": p.network.rawValue, "environment": configuration.environment,
             "steps": "\(step)", "seed": "\(configuration.seed)",
         ]) { $1 })
     }
@@ -160,6 +161,7 @@ extension PPOTrainer: TrainingSession {
                           ("previous_rewards", previousRewards), ("prepared_observations", preparedObservations)] {
             archive.put(prefix + name, t)
         }
+        if agent.hasCentralCritic { archive.put(prefix + "prepared_states", preparedStates) }
         archive.put(prefix + "state", value: State(step: step, updates: updates, episodes: episodes, statistics: statistics,
                                                    recentReturns: recentReturns, discountedReturns: discountedReturns,
                                                    evaluations: evaluation.count, loop: loop,
@@ -169,8 +171,8 @@ extension PPOTrainer: TrainingSession {
     public func restore(from archive: StateArchiveReader, prefix: String) throws {
         let saved = try checkConfiguration(archive, matches: configuration) { $0.steps = 0; $0.checkpointInterval = nil }
         let s = try archive.value(prefix + "state", as: State.self)
-        guard s.discountedReturns.count == environments.count else {
-            throw StateArchiveError("checkpoint \(archive.path): \(s.discountedReturns.count) environment copies, this run has \(environments.count)")
+        guard s.discountedReturns.count == buffer.envs else {
+            throw StateArchiveError("checkpoint \(archive.path): \(s.discountedReturns.count) rollout rows (copies x agents), this run has \(buffer.envs) (\(environments.count) copies x \(agents) agents)")
         }
         try agent.restore(from: archive, prefix: prefix + "agent.")
         try environments.restore(from: archive, prefix: prefix + "environments.")
@@ -178,6 +180,7 @@ extension PPOTrainer: TrainingSession {
                           ("previous_rewards", previousRewards), ("prepared_observations", preparedObservations)] {
             try archive.read(prefix + name, into: t)
         }
+        if agent.hasCentralCritic { try archive.read(prefix + "prepared_states", into: preparedStates) }
         step = s.step; updates = s.updates; episodes = s.episodes; statistics = s.statistics
         recentReturns.removeAll(keepingCapacity: true)
         recentReturns += s.recentReturns
@@ -197,7 +200,7 @@ extension PPOTrainer: TrainingSession {
         if environments.restoreStartsNewEpisodes {
             // Python copies start new episodes: per-copy state starts over as after any reset.
             for t in [actorState, criticState, previousActions, previousRewards] { t.zero() }
-            discountedReturns = [Double](repeating: 0, count: environments.count)
+            discountedReturns = [Double](repeating: 0, count: buffer.envs)
             prepareObservations()
         }
     }

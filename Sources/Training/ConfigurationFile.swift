@@ -13,7 +13,7 @@ public enum RunConfiguration: Equatable {
     public var algorithm: String {
         switch self {
         case .offPolicy(let c): return c.agent.algorithm.rawValue
-        case .ppo: return "ppo"
+        case .ppo(let c): return c.algorithm
         }
     }
 
@@ -26,11 +26,37 @@ public enum RunConfiguration: Equatable {
 }
 
 extension PPOTrainingConfiguration {
-    /// Defaults for `rrl train ppo --env NAME`: rl-zoo's RecurrentPPO settings, evaluated every 5000 steps.
-    public static func defaults(environment: String) -> PPOTrainingConfiguration {
+    /// Defaults for `rrl train ppo --env NAME`: rl-zoo's RecurrentPPO settings, evaluated every 5000
+    /// steps. For `ippo` and `mappo`: networks shared by the agents with the agent's id in the
+    /// context (GRU 64, heads of 64), 16 copies × 64 steps per rollout in chunks of 16, 4 epochs of
+    /// 4 minibatches, lr 5e-4 and clip range 0.2 held constant, γ 0.99, λ 0.95, entropy bonus 0.01,
+    /// the team's reward for every agent; 100 evaluation episodes every 50,000 steps.
+    public static func defaults(environment: String, algorithm: String = "ppo") -> PPOTrainingConfiguration {
         var c = PPOTrainingConfiguration()
+        c.algorithm = algorithm
         c.environment = environment
         c.evaluationInterval = 5000
+        if c.isMultiAgent {
+            var p = PPOConfiguration()
+            p.network = .gru
+            p.hiddenSize = 64
+            p.headHiddenSizes = [64]
+            p.context = ContextInputs(observation: true, agentID: true)
+            p.environments = 16
+            p.rolloutSteps = 64
+            p.chunkLength = 16
+            p.minibatchSize = 16 * 64 * 2 / 4
+            p.epochs = 4
+            p.learningRate = 5e-4
+            p.annealLearningRate = false
+            p.annealClipRange = false
+            p.gamma = 0.99
+            p.gaeLambda = 0.95
+            p.entropyCoefficient = 0.01
+            c.ppo = p
+            c.evaluationInterval = 50_000
+            c.evaluationEpisodes = 100
+        }
         return c
     }
 }
@@ -84,8 +110,8 @@ public enum ConfigurationFile {
         var named: String?
         for (key, value) in [("algorithm", object["algorithm"]), ("agent.algorithm", agentAlgorithm)] {
             guard let value else { continue }
-            guard let text = value as? String, ["sac", "td3", "masac", "vdn", "qmix", "ppo"].contains(text) else {
-                throw fail("'\(key)' must be one of sac, td3, masac, vdn, qmix, ppo (got \(describe(value)))")
+            guard let text = value as? String, ["sac", "td3", "masac", "vdn", "qmix", "ppo", "ippo", "mappo"].contains(text) else {
+                throw fail("'\(key)' must be one of sac, td3, masac, vdn, qmix, ppo, ippo, mappo (got \(describe(value)))")
             }
             if let named, named != text { throw fail("'algorithm' says \(named) but 'agent.algorithm' says \(text)") }
             named = text
@@ -99,7 +125,7 @@ public enum ConfigurationFile {
             guard let text = value as? String else { throw fail("'environment' must be a string (got \(describe(value)))") }
             environment = text
         } else {
-            environment = chosen == "ppo" ? "cartpole-position" : ["masac", "vdn", "qmix"].contains(chosen) ? "team-recall" : "memory"
+            environment = chosen == "ppo" ? "cartpole-position" : ["masac", "vdn", "qmix", "ippo", "mappo"].contains(chosen) ? "team-recall" : "memory"
         }
         if !EnvironmentSpec(environment).isPython {
             // The environment's options are checked with the rest (validate); its name first.
@@ -109,8 +135,8 @@ public enum ConfigurationFile {
             }
         }
 
-        if chosen == "ppo" {
-            let defaults = PPOTrainingConfiguration.defaults(environment: environment)
+        if PPOTrainingConfiguration.algorithms.contains(chosen) {
+            let defaults = PPOTrainingConfiguration.defaults(environment: environment, algorithm: chosen)
             let c: PPOTrainingConfiguration = try merge(object, over: defaults, schema: ppoSchema, other: (offPolicySchema, "sac/td3"), fail: fail)
             do {
                 try c.validate()

@@ -118,14 +118,15 @@ public struct MemoryEstimate: CustomStringConvertible {
     }
 
     /// A PPO run with `copies` environment copies on these spaces.
-    public static func ppo(_ c: PPOTrainingConfiguration, observationWidth: Int, actionSpace: Space) -> MemoryEstimate {
+    public static func ppo(_ c: PPOTrainingConfiguration, observationWidth: Int, actionSpace: Space, agents: Int = 1,
+                           globalStateWidth: Int = 0) -> MemoryEstimate {
         let p = c.ppo, A = width(actionSpace)
-        let context = observationWidth + A + 1
+        let context = observationWidth + A + 1 + (agents > 1 ? agents : 0) + globalStateWidth
         let net = network(input: context, cell: p.network.cell, hidden: p.hiddenSize, layers: p.recurrentLayers, heads: p.headHiddenSizes,
                           extra: 0, output: 2 * A)
         let parameters = 2 * 4 * net.parameters
         let stateWidth = p.network == .mlp ? 0.0 : Double(p.hiddenSize * p.recurrentLayers * (p.network == .lstm ? 2 : 1))
-        let rolloutRows = Double(p.environments) * Double(p.rolloutSteps + 1)
+        let rolloutRows = Double(p.environments) * Double(agents) * Double(p.rolloutSteps + 1)
         let rollout = rolloutRows * (Double(context + A) + 2 * stateWidth + 12)
         // A minibatch's chunks keep activations for backward; a refresh runs over the whole rollout.
         let activations = 2 * net.perRow * max(Double(p.minibatchSize), p.refreshStates ? rolloutRows : 0) * 2

@@ -87,6 +87,7 @@ public enum OptionScope {
             })
         }
         rules.append(rule("ppo.refreshInterval", "runs that refresh states (--refresh)") { ppo($0)?.ppo.refreshStates ?? false })
+        rules.append(rule("ppo.sharedReward", "ippo and mappo") { ppo($0)?.isMultiAgent ?? false })
         rules.append(rule("ppo.initialLogStd", "continuous actions (a Gaussian policy)") { ppo($0).map { hasContinuousActions($0.environmentSpec) } ?? false })
         return rules
     }()

@@ -5,9 +5,17 @@ import NeuralNetworks
 import Replay
 import Tensors
 
-/// Every option of a PPO training run (written, resolved, into the run folder).
+/// Every option of a PPO training run (written, resolved, into the run folder): `ppo` (one agent),
+/// `ippo` (several agents sharing the networks, each critic on the agent's own context) or `mappo`
+/// (the critic reads the copy's global state and the agent's id).
 public struct PPOTrainingConfiguration: Codable, Equatable, Sendable {
     public var algorithm = "ppo"
+    /// The algorithms this configuration describes.
+    public static let algorithms = ["ppo", "ippo", "mappo"]
+    /// IPPO and MAPPO train on multi-agent environments (a single-agent one is one agent).
+    public var isMultiAgent: Bool { algorithm != "ppo" }
+    /// MAPPO: the critic reads the global state.
+    public var hasCentralCritic: Bool { algorithm == "mappo" }
     public var environment = "cartpole-position"
     /// Environment steps to train for, summed over the copies (rounded up to whole rollouts).
     public var steps = 100_000
@@ -29,7 +37,12 @@ public struct PPOTrainingConfiguration: Codable, Equatable, Sendable {
 
     public func validate() throws {
         func fail(_ m: String) throws { throw ConfigurationError(m) }
-        if algorithm != "ppo" { try fail("a PPO configuration must say algorithm 'ppo' (got '\(algorithm)')") }
+        if !Self.algorithms.contains(algorithm) {
+            try fail("a PPO configuration must say algorithm \(Self.algorithms.map { "'\($0)'" }.joined(separator: ", ")) (got '\(algorithm)')")
+        }
+        if !isMultiAgent && ppo.context.agentID {
+            try fail("the agent id in the context is for networks shared by several agents; ppo trains one agent: drop 'agentID' from the context (or train ippo or mappo)")
+        }
         if steps < 1 { try fail("steps must be at least 1 (got \(steps))") }
         if evaluationInterval < 1 { try fail("evaluation interval must be at least 1 (got \(evaluationInterval))") }
         if evaluationEpisodes < 1 { try fail("evaluation episodes must be at least 1 (got \(evaluationEpisodes))") }
@@ -44,17 +57,31 @@ public struct PPOTrainingConfiguration: Codable, Equatable, Sendable {
 }
 
 /// The on-policy loop: collect a rollout of `rolloutSteps` steps from `environments` copies in
-/// lockstep (each copy's recurrent state reset alone when its episode ends), compute GAE advantages
+/// lockstep (each copy's recurrent states reset alone when its episode ends), compute GAE advantages
 /// and TD(λ) returns, run the PPO update, evaluate every `evaluationInterval` steps.
+///
+/// Several agents (IPPO, MAPPO): one rollout row per copy and agent (agent-inner), all acting in
+/// one batched pass of the shared networks; each row's reward is the team's (or its own), an agent
+/// that leaves while its copy's episode goes on ends its row there (no bootstrap) and its later
+/// steps weigh nothing; the action masks are stored with the steps. Steps count copy steps.
 public final class PPOTrainer {
     public let configuration: PPOTrainingConfiguration
-    public let environments: VectorEnvironment
+    public let environments: any EnvironmentCopies
     public let agent: PPOAgent
     public let buffer: RolloutBuffer
     let evaluation: PeriodicEvaluation
+    /// Agents per copy.
+    public let agents: Int
 
-    // Collection state, one row per copy.
+    // Collection state, one row per copy and agent.
     let context: Tensor
+    /// A central critic's inputs (MAPPO), and the copies' normalised global states.
+    let criticContext: Tensor
+    let preparedStates: Tensor
+    let finalState: Tensor
+    /// Whether each row's agent took part in the step being taken.
+    var stepActive: [Bool]
+    let truncatedCriticContext = Tensor([0])
     let actorState: Tensor
     let criticState: Tensor
     let previousActions: Tensor
@@ -87,18 +114,36 @@ public final class PPOTrainer {
         try configuration.validate()
         self.configuration = configuration
         loop = LoopState(nextRow: configuration.evaluationInterval)
-        let p = configuration.ppo, N = p.environments
-        environments = try configuration.environmentSpec.makeVector(count: N)
-        evaluation = try PeriodicEvaluation(spec: configuration.environmentSpec, episodes: configuration.evaluationEpisodes, seed: configuration.seed)
+        let p = configuration.ppo, copies = p.environments, spec = configuration.environmentSpec
+        if configuration.isMultiAgent {
+            environments = try MultiAgentVectorEnvironment(spec: spec, count: copies)
+        } else {
+            environments = try spec.makeVector(count: copies)
+        }
+        let M = environments.agents, N = copies * M, g = environments.globalStateWidth
+        agents = M
+        if configuration.hasCentralCritic && g == 0 {
+            throw ConfigurationError("mappo's critic reads the global state, and \(environments.name) has none; train ippo (each critic on its agent's own inputs) instead")
+        }
+        evaluation = try PeriodicEvaluation(spec: spec, episodes: configuration.evaluationEpisodes, seed: configuration.seed,
+                                            multiAgent: configuration.isMultiAgent)
         try requireBoundedActions(environments)
-        try MemoryEstimate.ppo(configuration, observationWidth: environments.observationWidth, actionSpace: environments.actionSpace).check()
+        try MemoryEstimate.ppo(configuration, observationWidth: environments.observationWidth, actionSpace: environments.actionSpace,
+                               agents: M, globalStateWidth: configuration.hasCentralCritic ? g : 0).check()
         var seeds = RandomGenerator(seed: configuration.seed)
         agent = try PPOAgent(configuration: p, observationSpace: environments.observationSpace, actionSpace: environments.actionSpace,
-                             seed: seeds.next())
+                             seed: seeds.next(), agents: M, globalStateWidth: configuration.hasCentralCritic ? g : 0,
+                             actionMaskWidth: environments.actionMaskWidth)
         buffer = RolloutBuffer(steps: p.rolloutSteps, envs: N, contextWidth: agent.contextWidth, actionWidth: agent.actionWidth,
-                               actorStateWidth: agent.actorStateWidth, criticStateWidth: agent.criticStateWidth)
+                               actorStateWidth: agent.actorStateWidth, criticStateWidth: agent.criticStateWidth,
+                               criticContextWidth: agent.hasCentralCritic ? agent.criticContextWidth : 0,
+                               actionMaskWidth: environments.actionMaskWidth)
         let C = agent.contextWidth, A = agent.actionWidth
         context = Tensor(Shape(d0: 1, d1: N, d2: C))
+        criticContext = Tensor(Shape(d0: 1, d1: agent.hasCentralCritic ? N : 0, d2: agent.criticContextWidth))
+        preparedStates = Tensor(Shape(d0: copies, d1: agent.globalStateWidth))
+        finalState = Tensor(Shape(d0: agent.globalStateWidth))
+        stepActive = [Bool](repeating: true, count: N)
         actorState = Tensor(Shape(d0: N, d1: max(agent.actorStateWidth, 1)))
         criticState = Tensor(Shape(d0: N, d1: max(agent.criticStateWidth, 1)))
         previousActions = Tensor(Shape(d0: N, d1: A))
@@ -116,96 +161,129 @@ public final class PPOTrainer {
     /// Episodes averaged into `train_return_mean`.
     static let recentEpisodes = 20
 
-    /// Updates the observation statistics with the copies' raw observations, then writes the
-    /// normalised ones into `preparedObservations`.
+    /// Updates the observation statistics (and a central critic's state statistics) with the copies'
+    /// raw observations, then writes the normalised ones into `preparedObservations` (`preparedStates`).
     func prepareObservations() {
-        let o = environments.observationWidth, N = environments.count
-        if agent.configuration.normalizeObservations { agent.observationStatistics.update(environments.observations.data, rows: N) }
-        preparedObservations.copy(from: environments.observations)
+        let o = environments.observationWidth, N = buffer.envs, copies = environments.count, g = agent.globalStateWidth
+        if agent.configuration.normalizeObservations { agent.observationStatistics.update(environments.observation(0), rows: N) }
+        preparedObservations.data.update(from: environments.observation(0), count: N * o)
         for n in 0..<N { agent.prepare(observation: preparedObservations.data + n * o) }
+        guard agent.hasCentralCritic else { return }
+        if agent.configuration.normalizeObservations { agent.stateStatistics.update(environments.globalState(0), rows: copies) }
+        preparedStates.data.update(from: environments.globalState(0), count: copies * g)
+        for i in 0..<copies { agent.normalize(globalState: preparedStates.data + i * g) }
     }
 
-    /// Writes the contexts of the copies' next step into `context`.
+    /// Writes the inputs of every row's next step into `context` (and a central critic's into `criticContext`).
     func writeContexts() {
-        let o = environments.observationWidth, C = agent.contextWidth, A = agent.actionWidth
-        for n in 0..<environments.count {
-            let start = environments.episodeStarts[n]
+        let o = environments.observationWidth, C = agent.contextWidth, A = agent.actionWidth, M = agents
+        let Cc = agent.criticContextWidth, g = agent.globalStateWidth
+        for n in 0..<buffer.envs {
+            let start = environments.episodeStarts[n / M]
             agent.writeContext(observation: preparedObservations.data + n * o, lastAction: start ? nil : previousActions.data + n * A,
-                               lastReward: start ? 0 : previousRewards.data[n], into: context.data + n * C)
+                               lastReward: start ? 0 : previousRewards.data[n], agent: n % M, into: context.data + n * C)
+            if agent.hasCentralCritic {
+                agent.writeCriticContext(globalState: preparedStates.data + (n / M) * g, agent: n % M, into: criticContext.data + n * Cc)
+            }
         }
+    }
+
+    /// Row `n`'s reward of the last step: the team's (several agents sharing the reward) or its agent's own.
+    func reward(row n: Int) -> Float {
+        let M = agents
+        guard M > 1 && agent.configuration.sharedReward else { return environments.rewards.data[n] }
+        return Float(environments.teamReturn.of(environments.rewards.data + (n / M) * M, agents: M))
     }
 
     /// Collects one rollout into `buffer` and computes its advantages and returns.
     public func collect() throws {
-        let T = buffer.steps, N = environments.count, C = agent.contextWidth, A = agent.actionWidth
+        let T = buffer.steps, N = buffer.envs, M = agents, C = agent.contextWidth, A = agent.actionWidth
         let Sa = agent.actorStateWidth, Sc = agent.criticStateWidth, o = environments.observationWidth
-        let gamma = Double(agent.configuration.gamma)
+        let Cc = agent.criticContextWidth, g = agent.globalStateWidth, m = environments.actionMaskWidth, central = agent.hasCentralCritic
+        let gamma = Double(agent.configuration.gamma), ea = environments.actionSpace.width
         buffer.clear()
         for t in 0..<T {
             writeContexts()
             buffer.contexts.data.advanced(by: t * N * C).update(from: context.data, count: N * C)
-            for n in 0..<N { buffer.episodeStarts.data[t * N + n] = environments.episodeStarts[n] ? 1 : 0 }
+            if central { buffer.criticContexts.data.advanced(by: t * N * Cc).update(from: criticContext.data, count: N * Cc) }
+            if m > 0 { buffer.actionMasks.data.advanced(by: t * N * m).update(from: environments.actionMask(0), count: N * m) }
+            for n in 0..<N {
+                buffer.episodeStarts.data[t * N + n] = environments.episodeStarts[n / M] ? 1 : 0
+                stepActive[n] = environments.isActive(n / M, agent: n % M)
+                buffer.active.data[t * N + n] = stepActive[n] ? 1 : 0
+            }
             buffer.actorStates.data.advanced(by: t * N * Sa).update(from: actorState.data, count: N * Sa)
             buffer.criticStates.data.advanced(by: t * N * Sc).update(from: criticState.data, count: N * Sc)
-            agent.act(context: context, actorState: actorState, criticState: criticState, actions: buffer.action(t, 0),
+            agent.act(context: context, criticContext: central ? criticContext : nil, actorState: actorState, criticState: criticState,
+                      actionMasks: m > 0 ? UnsafePointer(buffer.actionMasks.data + t * N * m) : nil, actions: buffer.action(t, 0),
                       logProbabilities: buffer.logProbabilities.data + t * N, values: buffer.values.data + t * N)
             try checkFiniteActions(buffer.action(t, 0), count: N * A, step: step)
             for n in 0..<N {
-                OffPolicyTrainer.environmentAction(buffer.action(t, n), space: environments.actionSpace,
-                                          into: environmentActions.data + n * environments.actionSpace.width)
+                OffPolicyTrainer.environmentAction(buffer.action(t, n), space: environments.actionSpace, into: environmentActions.data + n * ea)
             }
             try environments.step(environmentActions.data)
-            step += N
+            step += environments.count
             var truncatedCount = 0
             for n in 0..<N {
-                let i = t * N + n
-                let raw = environments.rewards.data[n]
+                let i = t * N + n, copy = n / M
                 if agent.configuration.normalizeRewards {
-                    discountedReturns[n] = discountedReturns[n] * gamma + Double(raw)
+                    discountedReturns[n] = discountedReturns[n] * gamma + Double(reward(row: n))
                 }
-                buffer.terminated.data[i] = environments.terminated[n] ? 1 : 0
-                buffer.truncated.data[i] = environments.truncated[n] ? 1 : 0
-                if environments.truncated[n] { truncatedCount += 1 }
+                // An agent that left while its copy's episode goes on has reached its own end (a terminal step).
+                // A time-out is a truncation (bootstrapped) unless time limits are taken as terminal.
+                let left = stepActive[n] && !environments.isActive(copy, agent: n % M)
+                let timeOut = environments.truncated[copy], timeOutEnds = timeOut && agent.configuration.timeLimitsTerminal
+                buffer.terminated.data[i] = stepActive[n] && (environments.terminated[copy] || left || timeOutEnds) ? 1 : 0
+                buffer.truncated.data[i] = stepActive[n] && timeOut && !timeOutEnds ? 1 : 0
+                if buffer.truncated.data[i] != 0 { truncatedCount += 1 }
             }
             if agent.configuration.normalizeRewards {
                 for n in 0..<N { returnScratch.data[n] = Float(discountedReturns[n]) }
                 agent.returnStatistics.update(returnScratch.data, rows: N)
             }
             for n in 0..<N {
-                let reward = agent.prepare(reward: environments.rewards.data[n])
+                let reward = agent.prepare(reward: reward(row: n))
                 buffer.rewards.data[t * N + n] = reward
                 (previousActions.data + n * A).update(from: buffer.action(t, n), count: A)
                 previousRewards.data[n] = reward
-                if environments.terminated[n] || environments.truncated[n] { discountedReturns[n] = 0 }
+                if environments.terminated[n / M] || environments.truncated[n / M] { discountedReturns[n] = 0 }
             }
             // Truncated episodes bootstrap from the value of their last observation, seen from the state after the step.
             if truncatedCount > 0 {
                 truncatedContext.resize(Shape(d0: 1, d1: truncatedCount, d2: C))
+                if central { truncatedCriticContext.resize(Shape(d0: 1, d1: truncatedCount, d2: Cc)) }
                 truncatedActorState.resize(Shape(d0: truncatedCount, d1: max(Sa, 1)))
                 truncatedCriticState.resize(Shape(d0: truncatedCount, d1: max(Sc, 1)))
                 truncatedValues.resize(Shape(d0: truncatedCount))
                 var k = 0
                 let final = finalObservation
-                for n in 0..<N where environments.truncated[n] {
-                    final.data.update(from: environments.finalObservation(n), count: o)
+                for n in 0..<N where buffer.isTruncated(t, n) {
+                    let copy = n / M, agentIndex = n % M
+                    final.data.update(from: environments.finalObservation(copy) + agentIndex * o, count: o)
                     agent.prepare(observation: final.data)
                     agent.writeContext(observation: final.data, lastAction: previousActions.data + n * A, lastReward: previousRewards.data[n],
-                                       into: truncatedContext.data + k * C)
+                                       agent: agentIndex, into: truncatedContext.data + k * C)
                     (buffer.finalContexts.data + (t * N + n) * C).update(from: truncatedContext.data + k * C, count: C)
+                    if central {
+                        finalState.data.update(from: environments.finalGlobalState(copy), count: g)
+                        agent.normalize(globalState: finalState.data)
+                        agent.writeCriticContext(globalState: finalState.data, agent: agentIndex, into: truncatedCriticContext.data + k * Cc)
+                        (buffer.finalCriticContexts.data + (t * N + n) * Cc).update(from: truncatedCriticContext.data + k * Cc, count: Cc)
+                    }
                     (truncatedActorState.data + k * Sa).update(from: actorState.data + n * Sa, count: Sa)
                     (truncatedCriticState.data + k * Sc).update(from: criticState.data + n * Sc, count: Sc)
                     k += 1
                 }
-                agent.values(context: truncatedContext, actorState: truncatedActorState, criticState: truncatedCriticState,
-                             into: truncatedValues.data)
+                agent.values(context: truncatedContext, criticContext: central ? truncatedCriticContext : nil, actorState: truncatedActorState,
+                             criticState: truncatedCriticState, into: truncatedValues.data)
                 k = 0
-                for n in 0..<N where environments.truncated[n] {
+                for n in 0..<N where buffer.isTruncated(t, n) {
                     buffer.finalValues.data[t * N + n] = truncatedValues.data[k]
                     k += 1
                 }
             }
             // Copies whose episode ended start the next one from zero states; the others carry theirs.
-            for n in 0..<N where environments.episodeStarts[n] {
+            for n in 0..<N where environments.episodeStarts[n / M] {
                 (actorState.data + n * Sa).update(repeating: 0, count: Sa)
                 (criticState.data + n * Sc).update(repeating: 0, count: Sc)
             }
@@ -220,12 +298,14 @@ public final class PPOTrainer {
         // The step after the rollout: its context, states and value.
         writeContexts()
         buffer.lastContexts.data.update(from: context.data, count: N * C)
-        for n in 0..<N { buffer.lastEpisodeStarts.data[n] = environments.episodeStarts[n] ? 1 : 0 }
+        if central { buffer.lastCriticContexts.data.update(from: criticContext.data, count: N * Cc) }
+        for n in 0..<N { buffer.lastEpisodeStarts.data[n] = environments.episodeStarts[n / M] ? 1 : 0 }
         buffer.lastActorStates.data.update(from: actorState.data, count: N * Sa)
         buffer.lastCriticStates.data.update(from: criticState.data, count: N * Sc)
-        agent.values(context: context, actorState: actorState, criticState: criticState, into: buffer.lastValues.data)
+        agent.values(context: context, criticContext: central ? criticContext : nil, actorState: actorState, criticState: criticState,
+                     into: buffer.lastValues.data)
         buffer.keepCollectedStates()
-        buffer.computeAdvantagesAndReturns(gamma: agent.configuration.gamma, lambda: agent.configuration.gaeLambda)
+        agent.computeAdvantagesAndReturns(buffer)
     }
 
     /// The fraction of the initial learning rate and clip range left at `step`, with the schedule

@@ -17,7 +17,7 @@ public final class SavedRun {
     public var actor: any RecurrentActor { policy }
     /// The environment with its options and Python modules.
     public let spec: EnvironmentSpec
-    /// Whether the run's environment is served as a multi-agent one (masac).
+    /// Whether the run's environment is served as a multi-agent one (masac, vdn, qmix, ippo, mappo).
     public let multiAgent: Bool
 
     public init(path: String) throws {
@@ -52,22 +52,32 @@ public final class SavedRun {
         }
         // The manifest is made from the run's configuration (so runs written before manifests have one).
         let parameters: [NamedParameter], manifest: PolicyManifest, weights: [NamedParameter]
-        if (top["algorithm"] as? String) == "ppo" {
+        if let name = top["algorithm"] as? String, PPOTrainingConfiguration.algorithms.contains(name) {
             let c = try decode(PPOTrainingConfiguration.self)
             try c.validate()
             spec = c.environmentSpec
-            multiAgent = false
-            let spaces = try SavedRun.spaces(of: spec)
-            let agent = try PPOAgent(configuration: c.ppo, observationSpace: spaces.0, actionSpace: spaces.1, seed: c.seed)
+            multiAgent = c.isMultiAgent
+            let agent: PPOAgent, actionSpace: Space
+            if multiAgent {
+                let env = try spec.makeMultiAgent()
+                agent = try PPOAgent(configuration: c.ppo, observationSpace: env.observationSpace, actionSpace: env.actionSpace, seed: c.seed,
+                                     agents: env.agents, globalStateWidth: c.hasCentralCritic ? env.globalStateWidth : 0,
+                                     actionMaskWidth: env.actionMaskWidth)
+                actionSpace = env.actionSpace
+            } else {
+                let spaces = try SavedRun.spaces(of: spec)
+                agent = try PPOAgent(configuration: c.ppo, observationSpace: spaces.0, actionSpace: spaces.1, seed: c.seed)
+                actionSpace = spaces.1
+            }
             let normalizers = agent.normalizerParameters()
             let file = try SafeTensors.read(weightsURL)
             try SafeTensors.assign(file.tensors, path: weightsURL.path, into: agent.namedParameters() + normalizers)
             agent.restoreNormalizers(normalizers, metadata: file.metadata)
             parameters = agent.namedParameters()
-            manifest = agent.policyManifest(actionSpace: spaces.1)
+            manifest = agent.policyManifest(actionSpace: actionSpace, algorithm: c.algorithm)
             weights = parameters + normalizers
             environment = c.environment
-            algorithm = "ppo"
+            algorithm = c.algorithm
         } else {
             let c = try decode(OffPolicyConfiguration.self)
             try c.validate()

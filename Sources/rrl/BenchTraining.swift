@@ -259,3 +259,39 @@ struct BenchQMIX: ParsableCommand {
     @OptionGroup var options: TrainingBenchOptions
     func run() throws { try benchValueDecomposition(.qmix, options: options) }
 }
+
+/// `rrl bench ippo|mappo`: the algorithm's defaults (16 copies x 64 steps, GRU 64, 4 epochs) on
+/// cooperative foraging (8x8, 2 agents, 2 foods): environment steps per CPU second and the matrix
+/// products' share of the FMA peak.
+func benchMultiAgentPPO(_ algorithm: String, options: TrainingBenchOptions) throws {
+    var c = PPOTrainingConfiguration.defaults(environment: "foraging-8x8-2p-2f-coop", algorithm: algorithm)
+    c.seed = options.seed
+    c.steps = options.steps ?? 200_000
+    c.evaluationInterval = c.steps
+    let trainer = try PPOTrainer(configuration: c)
+    let m = try TrainingMeasurement.of(peakSeconds: options.peakSeconds) { try trainer.run() }
+    let rate = Double(trainer.step) / m.cpu
+    let name = "bench \(algorithm)", p = c.ppo
+    if options.json {
+        try printJSON(["benchmark": name, "environment": c.environment, "algorithm": algorithm, "steps": trainer.step,
+                       "updates": trainer.updates, "steps_per_cpu_second": rate].merging(m.json) { a, _ in a })
+        return
+    }
+    print("\(name): \(algorithm) (\(p.network.rawValue) \(p.hiddenSize) actor and critic shared by the agents, \(p.environments) copies x \(p.rolloutSteps) steps, chunks of \(p.chunkLength), \(p.epochs) epochs) on \(c.environment), \(trainer.step) steps, \(trainer.updates) updates")
+    print(String(format: "  CPU %.2f s: %.0f environment steps per CPU second (wall %.2f s; one evaluation of %d episodes at the end)", m.cpu, rate, m.wall, c.evaluationEpisodes))
+    print(m.line)
+}
+
+struct BenchIPPO: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ippo", abstract: "Cooperative foraging 8x8, IPPO's defaults, 200k steps: steps per CPU second and % of the FMA peak.")
+    @OptionGroup var options: TrainingBenchOptions
+    func run() throws { try benchMultiAgentPPO("ippo", options: options) }
+}
+
+struct BenchMAPPO: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mappo", abstract: "Cooperative foraging 8x8, MAPPO's defaults, 200k steps: steps per CPU second and % of the FMA peak.")
+    @OptionGroup var options: TrainingBenchOptions
+    func run() throws { try benchMultiAgentPPO("mappo", options: options) }
+}

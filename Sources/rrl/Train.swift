@@ -6,10 +6,12 @@ extension OffPolicyAlgorithm: ExpressibleByArgument {}
 
 /// The algorithms `rrl train` runs.
 enum TrainAlgorithm: String, CaseIterable, ExpressibleByArgument {
-    case sac, td3, masac, vdn, qmix, ppo
+    case sac, td3, masac, vdn, qmix, ppo, ippo, mappo
 
-    /// The off-policy algorithm (sac for ppo, which has its own configuration).
+    /// The off-policy algorithm (sac for the PPO family, which has its own configuration).
     var offPolicy: OffPolicyAlgorithm { OffPolicyAlgorithm(rawValue: rawValue) ?? .sac }
+    /// ppo, ippo and mappo (one configuration, `PPOTrainingConfiguration`).
+    var isPPO: Bool { PPOTrainingConfiguration.algorithms.contains(rawValue) }
 }
 extension CriticInput: ExpressibleByArgument {}
 extension OtherAgentsActions: ExpressibleByArgument {}
@@ -36,7 +38,7 @@ struct Train: ParsableCommand {
         """
     )
 
-    @Argument(help: "Algorithm: sac (continuous or discrete actions; the default), td3, masac (multi-agent SAC; default environment team-recall), vdn or qmix (value decomposition with recurrent agent Q-networks; discrete actions), or ppo (recurrent PPO).") var algorithm: TrainAlgorithm?
+    @Argument(help: "Algorithm: sac (continuous or discrete actions; the default), td3, masac (multi-agent SAC; default environment team-recall), vdn or qmix (value decomposition with recurrent agent Q-networks; discrete actions), ppo (recurrent PPO), ippo or mappo (multi-agent recurrent PPO with networks shared by the agents; mappo's critic reads the global state).") var algorithm: TrainAlgorithm?
 
     @Option(help: "A JSON configuration file (a run's config.json, or any subset of it); command-line options override it.") var config: String?
     @Option(help: "Continue the run in this folder from its last checkpoint (only --steps, --checkpoint-interval and --quiet may be given too).") var resume: String?
@@ -117,6 +119,7 @@ struct Train: ParsableCommand {
             ("--hidden", hidden != nil), ("--head-hidden", headHidden != nil), ("--activation", activation != nil),
             ("--context", context != nil), ("--truncation", truncation != nil), ("--gamma", gamma != nil),
             ("--max-grad-norm", maxGradNorm != nil), ("--eval-interval", evalInterval != nil), ("--eval-episodes", evalEpisodes != nil),
+            ("--time-limits-terminal", timeLimitsTerminal),
         ]
         return given.filter(\.1).map(\.0) + offPolicyOnlyOptionsGiven + ppoOptions.given
     }
@@ -138,7 +141,7 @@ struct Train: ParsableCommand {
             ("--refresh-stored", refreshStored != nil), ("--actor-per-agent", actorPerAgent),
             ("--epsilon-start", epsilonStart != nil), ("--epsilon-finish", epsilonFinish != nil), ("--epsilon-steps", epsilonSteps != nil),
             ("--lambda", lambda != nil), ("--n-step", nStep != nil), ("--double-q", doubleQ != nil), ("--mixing-embed", mixingEmbed != nil),
-            ("--hypernet-embed", hypernetEmbed != nil), ("--time-limits-terminal", timeLimitsTerminal),
+            ("--hypernet-embed", hypernetEmbed != nil),
         ]
         return given.filter(\.1).map(\.0)
     }
@@ -152,9 +155,9 @@ struct Train: ParsableCommand {
         switch base {
         case .ppo(let c)?: resolved = .ppo(try resolvedPPOConfiguration(base: c))
         case .offPolicy(let c)?: resolved = .offPolicy(try resolvedConfiguration(base: c))
-        case nil: resolved = algorithm == .ppo ? .ppo(try resolvedPPOConfiguration(base: nil)) : .offPolicy(try resolvedConfiguration(base: nil))
+        case nil: resolved = algorithm?.isPPO == true ? .ppo(try resolvedPPOConfiguration(base: nil)) : .offPolicy(try resolvedConfiguration(base: nil))
         }
-        let isPPO = resolved.algorithm == "ppo"
+        let isPPO = PPOTrainingConfiguration.algorithms.contains(resolved.algorithm)
         let given = runOptionsGiven.compactMap { flag -> (key: String, name: String)? in
             guard let keys = Train.optionKeys[flag], let key = isPPO ? keys.ppo : keys.offPolicy else { return nil }
             return (key, flag)
@@ -173,6 +176,7 @@ struct Train: ParsableCommand {
         "--initial-state": ("agent.sampler.initialState", nil), "--probes": ("probes", nil),
         "--truncation": ("agent.truncation", "ppo.truncation"), "--layers": ("agent.recurrentLayers", "ppo.recurrentLayers"),
         "--hidden": ("agent.hiddenSize", "ppo.hiddenSize"), "--refresh": (nil, "ppo.refreshStates"),
+        "--shared-reward": (nil, "ppo.sharedReward"),
         "--refresh-interval": (nil, "ppo.refreshInterval"), "--initial-log-std": (nil, "ppo.initialLogStd"),
         "--refresh-stored": ("agent.refreshStoredStatesInterval", nil), "--critic-lr": ("agent.criticLearningRate", nil),
         "--critics": ("agent.criticCount", nil), "--actor-interval": ("agent.actorUpdateInterval", nil),
@@ -310,7 +314,7 @@ struct Train: ParsableCommand {
             print("training \(a.algorithm.rawValue) (\(a.network.rawValue)) on \(c.environment) for \(c.steps) steps, seed \(c.seed); run folder \(run.folder.url.path)")
         case .ppo(let c):
             let p = c.ppo
-            print("training ppo (\(p.network.rawValue)\(p.sharedEncoder ? ", shared encoder" : "")\(p.refreshStates ? ", refreshing states" : "")) on \(c.environment) for \(c.steps) steps with \(p.environments) copies, seed \(c.seed); run folder \(run.folder.url.path)")
+            print("training \(c.algorithm) (\(p.network.rawValue)\(p.sharedEncoder ? ", shared encoder" : "")\(p.refreshStates ? ", refreshing states" : "")) on \(c.environment) for \(c.steps) steps with \(p.environments) copies, seed \(c.seed); run folder \(run.folder.url.path)")
         }
         try train(run)
     }

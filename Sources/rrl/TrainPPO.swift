@@ -26,6 +26,8 @@ struct PPOOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "With --refresh: also refresh every k minibatches (0: epoch starts only).") var refreshInterval: Int?
     @Flag(help: "One recurrent encoder shared by actor and critic.") var sharedEncoder = false
     @Option(parsing: .unconditional, help: "Initial log standard deviation of the Gaussian policy (continuous actions; default 0).") var initialLogStd: Float?
+    @Option(parsing: .unconditional, help: "Advantages: gae (GAE(lambda), the default) or lambda-return (the TD(lambda) return minus the value).") var advantages: AdvantageEstimator?
+    @Flag(inversion: .prefixedNo, help: "ippo/mappo: every agent trains on the team's reward (default on); --no-shared-reward: on its own.") var sharedReward: Bool?
 
     /// The options that were given (by flag name).
     var given: [String] {
@@ -37,7 +39,7 @@ struct PPOOptions: ParsableArguments {
             ("--normalize-advantages", normalizeAdvantages != nil), ("--normalize-observations", normalizeObservations != nil),
             ("--normalize-rewards", normalizeRewards != nil), ("--target-kl", targetKl != nil), ("--kl-hard-limit", klHardLimit != nil),
             ("--refresh", refresh != nil), ("--refresh-interval", refreshInterval != nil), ("--shared-encoder", sharedEncoder),
-            ("--initial-log-std", initialLogStd != nil),
+            ("--initial-log-std", initialLogStd != nil), ("--advantages", advantages != nil), ("--shared-reward", sharedReward != nil),
         ]
         return list.filter(\.1).map(\.0)
     }
@@ -65,8 +67,12 @@ struct PPOOptions: ParsableArguments {
         if let refreshInterval { p.refreshInterval = refreshInterval }
         if sharedEncoder { p.sharedEncoder = true }
         if let initialLogStd { p.initialLogStd = initialLogStd }
+        if let advantages { p.advantageEstimator = advantages }
+        if let sharedReward { p.sharedReward = sharedReward }
     }
 }
+
+extension AdvantageEstimator: ExpressibleByArgument {}
 
 extension Train {
     /// PPO's configuration: `base` (or the defaults, rl-zoo's RecurrentPPO settings for CartPoleNoVel), then the options given.
@@ -75,7 +81,8 @@ extension Train {
         if !offPolicy.isEmpty {
             throw ConfigurationError("\(offPolicy.joined(separator: ", ")) \(offPolicy.count == 1 ? "does" : "do") not apply to ppo (sac/td3 only); remove \(offPolicy.count == 1 ? "it" : "them"), or see `rrl train --help` for the PPO options")
         }
-        var c = base ?? PPOTrainingConfiguration.defaults(environment: env ?? "cartpole-position")
+        var c = base ?? PPOTrainingConfiguration.defaults(environment: env ?? (algorithm == .ppo || algorithm == nil ? "cartpole-position" : "team-recall"),
+                                                         algorithm: algorithm?.rawValue ?? "ppo")
         if let env { c.environment = env }
         if !envModule.isEmpty { c.environmentModules = envModule }
         if !envOption.isEmpty { c.environmentOptions = try parsedEnvironmentOptions() }
@@ -93,6 +100,7 @@ extension Train {
         if let truncation { c.ppo.truncation = truncation }
         if let gamma { c.ppo.gamma = gamma }
         if let maxGradNorm { c.ppo.maxGradientNorm = maxGradNorm }
+        if timeLimitsTerminal { c.ppo.timeLimitsTerminal = true }
         if let evalInterval { c.evaluationInterval = evalInterval }
         if let evalEpisodes { c.evaluationEpisodes = evalEpisodes }
         ppoOptions.apply(to: &c.ppo)

@@ -89,7 +89,7 @@ final class ConfigurationFileTests: XCTestCase {
         assertMessage(#"{"algorithm": "sac", "ppo": {"epochs": 3}}"#, contains: ["'ppo' applies only to ppo", "set \"algorithm\" to ppo"])
         assertMessage(#"{"algorithm": "ppo", "warmupSteps": 5}"#, contains: ["'warmupSteps' applies only to sac/td3"])
         assertMessage(#"{"algorithm": "ppo", "agent": {"tau": 0.1}}"#, contains: ["'agent' applies only to sac/td3"])
-        assertMessage(#"{"algorithm": "a2c"}"#, contains: ["'algorithm' must be one of sac, td3, masac, vdn, qmix, ppo (got \"a2c\")"])
+        assertMessage(#"{"algorithm": "a2c"}"#, contains: ["'algorithm' must be one of sac, td3, masac, vdn, qmix, ppo, ippo, mappo (got \"a2c\")"])
         assertMessage(#"{"algorithm": "ppo"}"#, algorithm: "sac", contains: ["the file is for ppo but the command line asks for sac"])
         assertMessage(#"{"environment": "pendulum-v1"}"#, contains: ["unknown environment", "pendulum"])
         assertMessage(#"{"steps": 10"#, contains: ["not valid JSON"])

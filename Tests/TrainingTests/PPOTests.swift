@@ -61,6 +61,32 @@ final class PPOMechanicsTests: XCTestCase {
         }
     }
 
+    /// Advantages as the TD(λ) return minus the value (the return by its recursion) equal GAE(λ)
+    /// over rollouts with terminated and truncated ends, to rounding.
+    func testLambdaReturnAdvantagesEqualGAE() {
+        let T = 40, N = 5
+        var rng = RandomGenerator(seed: 8)
+        let buffer = RolloutBuffer(steps: T, envs: N, contextWidth: 1, actionWidth: 1, actorStateWidth: 0, criticStateWidth: 0)
+        for i in 0..<(T * N) {
+            buffer.rewards.data[i] = rng.normal()
+            buffer.values.data[i] = rng.normal()
+            let u = rng.uniform()
+            buffer.terminated.data[i] = u < 0.05 ? 1 : 0
+            buffer.truncated.data[i] = u >= 0.05 && u < 0.1 ? 1 : 0
+            buffer.finalValues.data[i] = rng.normal()
+        }
+        for n in 0..<N { buffer.lastValues.data[n] = rng.normal() }
+        XCTAssertGreaterThan(buffer.terminated.array.reduce(0, +), 3)
+        XCTAssertGreaterThan(buffer.truncated.array.reduce(0, +), 3)
+        buffer.computeAdvantagesAndReturns(gamma: 0.97, lambda: 0.9)
+        let gae = buffer.advantages.array, returns = buffer.returns.array
+        buffer.advantages.zero()
+        buffer.computeAdvantagesAndReturns(gamma: 0.97, lambda: 0.9, lambdaReturnAdvantages: true)
+        XCTAssertEqual(buffer.returns.array, returns)
+        XCTAssertLessThan(maxAbsDifference(buffer.advantages.array, gae), 1e-4)
+        for i in 0..<(T * N) { XCTAssertEqual(buffer.advantages.data[i], returns[i] - buffer.values.data[i]) }
+    }
+
     /// A copy whose episode ends is reset alone: the others keep counting, the ended one shows its
     /// final observation in `finalObservations` and starts again from 0.
     func testVectorEnvironmentResetsOnlyTheCopyThatEnded() throws {
