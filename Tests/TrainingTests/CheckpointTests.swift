@@ -190,17 +190,7 @@ final class CheckpointTests: XCTestCase {
     /// cooperative foraging, and IPPO with refreshing on team-recall: stopped between updates and resumed.
     func testMultiAgentPPOResumesExactly() throws {
         for (algorithm, environment) in [("mappo", "foraging-8x8-2p-2f-coop"), ("ippo", "team-recall")] {
-            var c = PPOTrainingConfiguration.defaults(environment: environment, algorithm: algorithm)
-            c.steps = 5 * 4 * 16
-            c.evaluationInterval = 4 * 16
-            c.evaluationEpisodes = 2
-            c.ppo.environments = 4
-            c.ppo.rolloutSteps = 16
-            c.ppo.chunkLength = 8
-            c.ppo.minibatchSize = 32
-            c.ppo.epochs = 2
-            c.ppo.hiddenSize = 8
-            c.ppo.headHiddenSizes = [8]
+            var c = smallMultiAgentPPO(algorithm, environment: environment, copies: 4, rolloutSteps: 16, rollouts: 5)
             c.ppo.refreshStates = algorithm == "ippo"
             let (reference, resumed, a, b) = try uninterruptedAndResumed({ try PPOTrainer(configuration: c) }, stopAt: 2 * 4 * 16)
             assertSameRows(reference, resumed, columns: MetricsRow.ppoColumns)

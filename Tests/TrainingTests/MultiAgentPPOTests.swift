@@ -7,6 +7,23 @@ import Tensors
 import TestSupport
 import XCTest
 
+/// A small IPPO or MAPPO run of `rollouts` rollouts (`copies` x `rolloutSteps`), a metrics row after each:
+/// the algorithm's defaults with networks of 8, chunks of 8, minibatches of 32 steps, 2 epochs.
+func smallMultiAgentPPO(_ algorithm: String, environment: String, copies: Int, rolloutSteps: Int, rollouts: Int) -> PPOTrainingConfiguration {
+    var c = PPOTrainingConfiguration.defaults(environment: environment, algorithm: algorithm)
+    c.steps = rollouts * copies * rolloutSteps
+    c.evaluationInterval = copies * rolloutSteps
+    c.evaluationEpisodes = 2
+    c.ppo.environments = copies
+    c.ppo.rolloutSteps = rolloutSteps
+    c.ppo.chunkLength = 8
+    c.ppo.minibatchSize = 32
+    c.ppo.epochs = 2
+    c.ppo.hiddenSize = 8
+    c.ppo.headHiddenSizes = [8]
+    return c
+}
+
 /// IPPO and MAPPO collection: one rollout row per copy and agent, the team's reward, agents that
 /// leave early, the central critic's input, action masks, time limits; same seed same run.
 final class MultiAgentPPOTests: XCTestCase {
@@ -16,18 +33,8 @@ final class MultiAgentPPOTests: XCTestCase {
     }
 
     func small(_ algorithm: String, environment: String, seed: UInt64 = 0, configure: (inout PPOTrainingConfiguration) -> Void = { _ in }) throws -> PPOTrainer {
-        var c = PPOTrainingConfiguration.defaults(environment: environment, algorithm: algorithm)
+        var c = smallMultiAgentPPO(algorithm, environment: environment, copies: 3, rolloutSteps: 24, rollouts: 3)
         c.seed = seed
-        c.steps = 3 * 3 * 24
-        c.evaluationInterval = 3 * 24
-        c.evaluationEpisodes = 2
-        c.ppo.environments = 3
-        c.ppo.rolloutSteps = 24
-        c.ppo.chunkLength = 8
-        c.ppo.minibatchSize = 32
-        c.ppo.epochs = 2
-        c.ppo.hiddenSize = 8
-        c.ppo.headHiddenSizes = [8]
         configure(&c)
         return try PPOTrainer(configuration: c)
     }
@@ -165,5 +172,30 @@ final class MultiAgentPPOTests: XCTestCase {
         var c = PPOTrainingConfiguration.defaults(environment: "cartpole-position")
         c.ppo.context.agentID = true
         XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".contains("ppo trains one agent"), "\($0)") }
+    }
+
+    /// Recurrent MAPPO and IPPO solve team-recall (each agent must name the cue it saw five steps
+    /// earlier; guessing scores 0.25) within 60k steps, and a feed-forward MAPPO stays near guessing.
+    /// Measured over seeds 0-4 at 60k steps (release build, the defaults, 20 evaluation episodes):
+    /// MAPPO and IPPO 1.0 on every seed (MAPPO 0.75-1.0 at 20k, 1.0 from 40k); a feed-forward MAPPO
+    /// 0.28, 0.30, 0.28 (seeds 0-2). (Fails when the rows' states, the chunks, the agents' ids or
+    /// the central critic's input are broken.)
+    func testRecurrentAgentsSolveTeamRecallAndFeedForwardOnesCannot() throws {
+        #if DEBUG
+        throw XCTSkip("learning checks run in release builds (swift test -c release)")
+        #else
+        func train(_ algorithm: String, _ network: NetworkKind) throws -> Double {
+            var c = PPOTrainingConfiguration.defaults(environment: "team-recall", algorithm: algorithm)
+            c.steps = 60_000
+            c.seed = 1
+            c.evaluationInterval = c.steps
+            c.evaluationEpisodes = 20
+            c.ppo.network = network
+            return try XCTUnwrap(try PPOTrainer(configuration: c).run().last?["eval_return_mean"])
+        }
+        XCTAssertGreaterThan(try train("mappo", .gru), 0.9, "recurrent MAPPO on team-recall")
+        XCTAssertGreaterThan(try train("ippo", .gru), 0.9, "recurrent IPPO on team-recall")
+        XCTAssertLessThan(try train("mappo", .mlp), 0.45, "a feed-forward agent cannot remember its cue (guessing: 0.25)")
+        #endif
     }
 }
