@@ -119,4 +119,24 @@ final class TrainingAllocationTests: XCTestCase {
         }
         XCTAssertEqual(allocations, 0, "a PPO rollout and update after warm-up allocated \(allocations) times")
     }
+
+    /// MAPPO (central critic, masks, refreshing) and IPPO on cooperative foraging: after a first
+    /// rollout and update, collecting another rollout (truncations included) and updating allocate nothing.
+    func testMultiAgentPPORolloutAndUpdateAllocateNothing() throws {
+        for algorithm in ["mappo", "ippo"] {
+            var c = smallMultiAgentPPO(algorithm, environment: "foraging-8x8-2p-2f-coop", copies: 4, rolloutSteps: 64, rollouts: 1)
+            c.ppo.refreshStates = algorithm == "mappo"
+            let trainer = try PPOTrainer(configuration: c)
+            for _ in 0..<2 {
+                try trainer.collect()
+                _ = trainer.agent.update(trainer.buffer, progressRemaining: 1)
+            }
+            let allocations = try countAllocations {
+                try trainer.collect()
+                _ = trainer.agent.update(trainer.buffer, progressRemaining: 1)
+            }
+            XCTAssertGreaterThan(trainer.buffer.truncated.array.reduce(0, +), 0, "the rollout holds time-outs")
+            XCTAssertEqual(allocations, 0, "\(algorithm): a rollout and update after warm-up allocated \(allocations) times")
+        }
+    }
 }
