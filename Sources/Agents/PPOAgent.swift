@@ -160,8 +160,20 @@ public final class PPOAgent {
                                      layers: c.recurrentLayers, headHiddenSizes: c.headHiddenSizes, outputSize: 1,
                                      activation: c.activation, using: &rng)
         }
-        parameters = actor.parameters + (logStd.map { [$0] } ?? []) + critic.parameters
-        optimizer = Adam(parameters: parameters, learningRate: c.learningRate, configuration: .init(epsilon: c.adamEpsilon))
+        let all = actor.parameters + (logStd.map { [$0] } ?? []) + critic.parameters
+        if let encoderRate = c.encoderLearningRate {
+            // The encoders in a group of their own (after the rest, so that the snapshot's order is the optimiser's).
+            let encoders = actor.encoderParameters + critic.encoderParameters
+            let inEncoders = Set(encoders.map(ObjectIdentifier.init))
+            let rest = all.filter { !inEncoders.contains(ObjectIdentifier($0)) }
+            parameters = rest + encoders
+            optimizer = Adam(groups: [ParameterGroup(name: "heads", parameters: rest, learningRate: c.learningRate),
+                                      ParameterGroup(name: "encoders", parameters: encoders, learningRate: encoderRate)],
+                             configuration: .init(epsilon: c.adamEpsilon))
+        } else {
+            parameters = all
+            optimizer = Adam(parameters: parameters, learningRate: c.learningRate, configuration: .init(epsilon: c.adamEpsilon))
+        }
         snapshot = ParameterSnapshot(of: parameters, optimizer: optimizer)
         self.rng = rng.split()
         observationStatistics = RunningMeanStd(width: observationWidth)
@@ -668,9 +680,11 @@ public final class PPOAgent {
     public func update(_ buffer: RolloutBuffer, progressRemaining: Float, diagnostics: Bool = true) -> PPOStatistics {
         let c = configuration
         var stats = PPOStatistics()
-        let lr = c.learningRate * (c.annealLearningRate ? max(progressRemaining, 0) : 1)
+        let annealing = c.annealLearningRate ? max(progressRemaining, 0) : 1
+        let lr = c.learningRate * annealing
         let clip = c.clipRange * (c.annealClipRange ? max(progressRemaining, 0) : 1)
         optimizer.setLearningRate(lr, group: 0)
+        if let encoderRate = c.encoderLearningRate { optimizer.setLearningRate(encoderRate * annealing, group: 1) }
         stats.learningRate = lr
         stats.clipRange = clip
         let W = buffer.envs * chunkCount(steps: buffer.steps)

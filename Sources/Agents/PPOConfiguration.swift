@@ -28,6 +28,8 @@ public struct PPOConfiguration: Codable, Equatable, Sendable {
     public var epochs = 20
 
     public var learningRate: Float = 1e-3
+    /// The recurrent encoders' learning rate (their own Adam group, annealed with the rest); nil: `learningRate`.
+    public var encoderLearningRate: Float? = nil
     /// Anneal the learning rate linearly to 0 over the run.
     public var annealLearningRate = true
     public var clipRange: Float = 0.2
@@ -94,6 +96,7 @@ public struct PPOConfiguration: Codable, Equatable, Sendable {
         chunkLength = try value(.chunkLength, d.chunkLength)
         epochs = try value(.epochs, d.epochs)
         learningRate = try value(.learningRate, d.learningRate)
+        encoderLearningRate = try c.decodeIfPresent(Float.self, forKey: .encoderLearningRate)
         annealLearningRate = try value(.annealLearningRate, d.annealLearningRate)
         clipRange = try value(.clipRange, d.clipRange)
         annealClipRange = try value(.annealClipRange, d.annealClipRange)
@@ -139,6 +142,7 @@ public struct PPOConfiguration: Codable, Equatable, Sendable {
                          ("max gradient norm", maxGradientNorm), ("target KL", targetKL), ("KL hard limit", klHardLimit),
                          ("initial log std", initialLogStd), ("Adam epsilon", adamEpsilon)])
         if !(learningRate > 0) { try fail("learning rate must be positive (got \(learningRate))") }
+        if let e = encoderLearningRate, !(e > 0 && e.isFinite) { try fail("encoder learning rate must be positive (got \(e))") }
         if !(clipRange > 0) { try fail("clip range must be positive (got \(clipRange))") }
         if !(valueClipRange >= 0) { try fail("value clip range must be 0 (off) or positive (got \(valueClipRange))") }
         if !(gamma >= 0 && gamma <= 1) { try fail("gamma must be in [0, 1] (got \(gamma))") }

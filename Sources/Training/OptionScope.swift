@@ -81,7 +81,7 @@ public enum OptionScope {
         for key in ["probes", "probeLength"] {
             rules.append(rule(key, "environments with memory probes (--env memory)") { offPolicy($0).map { offersProbes($0.environmentSpec) } ?? false })
         }
-        for key in ["truncation", "recurrentLayers", "hiddenSize", "refreshStates", "refreshInterval"] {
+        for key in ["truncation", "recurrentLayers", "hiddenSize", "refreshStates", "refreshInterval", "encoderLearningRate"] {
             rules.append(rule("ppo.\(key)", "recurrent networks (--network gru or lstm; an MLP's widths are --head-hidden)") {
                 ppo($0).map { $0.ppo.network != .mlp } ?? false
             })

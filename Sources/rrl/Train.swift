@@ -119,7 +119,7 @@ struct Train: ParsableCommand {
             ("--hidden", hidden != nil), ("--head-hidden", headHidden != nil), ("--activation", activation != nil),
             ("--context", context != nil), ("--truncation", truncation != nil), ("--gamma", gamma != nil),
             ("--max-grad-norm", maxGradNorm != nil), ("--eval-interval", evalInterval != nil), ("--eval-episodes", evalEpisodes != nil),
-            ("--time-limits-terminal", timeLimitsTerminal),
+            ("--time-limits-terminal", timeLimitsTerminal), ("--encoder-lr", encoderLr != nil),
         ]
         return given.filter(\.1).map(\.0) + offPolicyOnlyOptionsGiven + ppoOptions.given
     }
@@ -131,7 +131,7 @@ struct Train: ParsableCommand {
             ("--random-length", randomLength != nil), ("--nominal-length-probability", nominalLengthProbability != nil),
             ("--start-at-episode-start", startAtEpisodeStart != nil), ("--include-first-step-in-targets", includeFirstStepInTargets != nil),
             ("--mask-non-final", maskNonFinal != nil), ("--batch-size", batchSize != nil), ("--replay-capacity", replayCapacity != nil),
-            ("--tau", tau != nil), ("--actor-lr", actorLr != nil), ("--critic-lr", criticLr != nil), ("--encoder-lr", encoderLr != nil),
+            ("--tau", tau != nil), ("--actor-lr", actorLr != nil), ("--critic-lr", criticLr != nil),
             ("--temperature-lr", temperatureLr != nil), ("--initial-temperature", initialTemperature != nil),
             ("--fixed-temperature", fixedTemperature), ("--target-entropy", targetEntropy != nil), ("--critics", critics != nil),
             ("--critic-interval", criticInterval != nil), ("--actor-interval", actorInterval != nil),
@@ -172,7 +172,7 @@ struct Train: ParsableCommand {
         "--exploration-noise": ("agent.explorationNoise", nil), "--fixed-temperature": ("agent.learnTemperature", nil),
         "--target-entropy": ("agent.targetEntropy", nil), "--temperature-lr": ("agent.temperatureLearningRate", nil),
         "--initial-temperature": ("agent.initialTemperature", nil), "--target-interval": ("agent.targetUpdateInterval", nil),
-        "--encoder-lr": ("agent.encoderLearningRate", nil), "--burn-in": ("agent.sampler.burnIn", nil),
+        "--encoder-lr": ("agent.encoderLearningRate", "ppo.encoderLearningRate"), "--burn-in": ("agent.sampler.burnIn", nil),
         "--initial-state": ("agent.sampler.initialState", nil), "--probes": ("probes", nil),
         "--truncation": ("agent.truncation", "ppo.truncation"), "--layers": ("agent.recurrentLayers", "ppo.recurrentLayers"),
         "--hidden": ("agent.hiddenSize", "ppo.hiddenSize"), "--refresh": (nil, "ppo.refreshStates"),

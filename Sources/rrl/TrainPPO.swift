@@ -101,6 +101,7 @@ extension Train {
         if let gamma { c.ppo.gamma = gamma }
         if let maxGradNorm { c.ppo.maxGradientNorm = maxGradNorm }
         if timeLimitsTerminal { c.ppo.timeLimitsTerminal = true }
+        if let encoderLr { c.ppo.encoderLearningRate = encoderLr }
         if let evalInterval { c.evaluationInterval = evalInterval }
         if let evalEpisodes { c.evaluationEpisodes = evalEpisodes }
         ppoOptions.apply(to: &c.ppo)

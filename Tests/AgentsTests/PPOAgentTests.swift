@@ -268,4 +268,36 @@ final class PPOAgentTests: XCTestCase {
         }
         XCTAssertGreaterThan(maskedLogits, 10)
     }
+
+    /// With an encoder learning rate the recurrent encoders are their own Adam group: on the first
+    /// step (the same weights and gradients) the heads move exactly as with one rate, and the
+    /// encoders move a tenth as far at a tenth of the rate.
+    func testTheEncodersLearnAtTheirOwnRate() throws {
+        func firstStep(encoderRate: Float) throws -> (heads: [Float], encoders: [Float]) {
+            var p = PPOConfiguration()
+            p.network = .gru
+            p.hiddenSize = 5
+            p.headHiddenSizes = [6]
+            p.chunkLength = 5
+            p.minibatchSize = 10
+            p.learningRate = 1e-3
+            p.encoderLearningRate = encoderRate
+            let agent = try PPOAgent(configuration: p, observationSpace: .box(low: [-5, -5, -5], high: [5, 5, 5]), actionSpace: .discrete(3), seed: 1)
+            let buffer = makeRandomRollout(agent: agent, steps: 10, envs: 2, seed: 7)
+            let before = agent.namedParameters().map(\.parameter.value.array)
+            agent.optimizer.zeroGradients()
+            _ = agent.lossAndGradients(buffer, windows: Array(0..<(2 * agent.chunkCount(steps: 10)))[...], clipRange: 0.2)
+            agent.optimizer.step()
+            var heads: [Float] = [], encoders: [Float] = []
+            for ((name, parameter), old) in zip(agent.namedParameters(), before) {
+                let moved = zip(parameter.value.array, old).map { $0 - $1 }
+                if name.contains(".encoder.") { encoders += moved } else { heads += moved }
+            }
+            return (heads, encoders)
+        }
+        let same = try firstStep(encoderRate: 1e-3), slow = try firstStep(encoderRate: 1e-4)
+        XCTAssertEqual(same.heads, slow.heads)
+        XCTAssertGreaterThan(same.encoders.map(abs).max()!, 1e-4)
+        for (a, b) in zip(same.encoders, slow.encoders) { XCTAssertEqual(b, a / 10, accuracy: 1e-3 * abs(a) + 1e-9) }
+    }
 }
