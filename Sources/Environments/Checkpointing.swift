@@ -18,15 +18,19 @@ extension MemoryTask {
 }
 
 extension Pendulum {
-    struct State: Codable { var rng: RandomGenerator; var elapsedSteps: Int; var theta: Double; var thetaDot: Double }
+    /// (The episode's mass and gravity: absent for Pendulum-v1's and in earlier checkpoints.)
+    struct State: Codable { var rng: RandomGenerator; var elapsedSteps: Int; var theta: Double; var thetaDot: Double; var mass: Double?; var gravity: Double? }
 
     public func save(to archive: StateArchive, prefix: String) throws {
-        archive.put(prefix + "state", value: State(rng: rng, elapsedSteps: elapsedSteps, theta: theta, thetaDot: thetaDot))
+        let hidden = massRange != nil || gravityRange != nil
+        archive.put(prefix + "state", value: State(rng: rng, elapsedSteps: elapsedSteps, theta: theta, thetaDot: thetaDot,
+                                                   mass: hidden ? mass : nil, gravity: hidden ? gravity : nil))
     }
 
     public func restore(from archive: StateArchiveReader, prefix: String) throws {
         let s = try archive.value(prefix + "state", as: State.self)
         rng = s.rng; elapsedSteps = s.elapsedSteps; theta = s.theta; thetaDot = s.thetaDot
+        mass = s.mass ?? Pendulum.m; gravity = s.gravity ?? Pendulum.g
     }
 }
 
@@ -239,4 +243,18 @@ extension Spread {
 func resumedEpisodesSeed(_ resetSeed: UInt64?, totalSteps: Int) -> UInt64 {
     var seeds = RandomGenerator(seed: (resetSeed ?? 0) &+ 0x2545_F491_4F6C_DD1D &* UInt64(totalSteps + 1))
     return seeds.next()
+}
+
+extension TMaze {
+    struct State: Codable { var rng: RandomGenerator; var elapsedSteps: Int; var position: Int; var goalUp: Bool }
+
+    public func save(to archive: StateArchive, prefix: String) throws {
+        archive.put(prefix + "state", value: State(rng: rng, elapsedSteps: elapsedSteps, position: position, goalUp: goalUp))
+    }
+
+    public func restore(from archive: StateArchiveReader, prefix: String) throws {
+        let s = try archive.value(prefix + "state", as: State.self)
+        guard (0...length).contains(s.position) else { throw StateArchiveError("checkpoint \(archive.path): a T-maze position \(s.position) beyond this corridor of \(length)") }
+        rng = s.rng; elapsedSteps = s.elapsedSteps; position = s.position; goalUp = s.goalUp
+    }
 }

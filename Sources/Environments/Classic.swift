@@ -6,25 +6,36 @@ import Tensors
 /// [-π, π); starts at θ ~ U(-π, π), θ̇ ~ U(-1, 1); truncated after 200 steps.
 ///
 /// Partially observable variants show part of `[cos θ, sin θ, θ̇]`: `.position` shows
-/// `[cos θ, sin θ]` (velocity must be inferred), `.velocity` shows `[θ̇]` only.
+/// `[cos θ, sin θ]` (velocity must be inferred), `.velocity` shows `[θ̇]` only. With hidden
+/// dynamics (`pendulum-random-mass`) the mass and gravity are drawn anew each episode from their
+/// ranges and never shown: the agent must infer them from how the pendulum moves.
 public final class Pendulum: Environment {
     /// What the observation shows: everything, positions only, or velocities only (the partially observable variants).
     public enum View: String, CaseIterable, Sendable { case full, position, velocity }
 
     public let view: View
     public let maxEpisodeSteps: Int
+    /// Ranges the mass and gravity are drawn from at each reset (nil: Pendulum-v1's m = 1, g = 10).
+    public let massRange: ClosedRange<Double>?, gravityRange: ClosedRange<Double>?
+    /// The current episode's mass and gravity.
+    public internal(set) var mass = Pendulum.m, gravity = Pendulum.g
     public internal(set) var theta = 0.0, thetaDot = 0.0
     public internal(set) var elapsedSteps = 0
     public var rng = RandomGenerator(seed: 0)
 
     public static let maxSpeed = 8.0, maxTorque = 2.0, dt = 0.05, g = 10.0, m = 1.0, l = 1.0
 
-    public init(view: View = .full, maxEpisodeSteps: Int = 200) {
+    public init(view: View = .full, maxEpisodeSteps: Int = 200, massRange: ClosedRange<Double>? = nil, gravityRange: ClosedRange<Double>? = nil) {
         self.view = view
         self.maxEpisodeSteps = maxEpisodeSteps
+        self.massRange = massRange
+        self.gravityRange = gravityRange
     }
 
-    public var name: String { view == .full ? "pendulum" : "pendulum-\(view.rawValue)" }
+    public var name: String {
+        if massRange != nil || gravityRange != nil { return "pendulum-random-mass" }
+        return view == .full ? "pendulum" : "pendulum-\(view.rawValue)"
+    }
 
     public var observationSpace: Space {
         switch view {
@@ -40,6 +51,8 @@ public final class Pendulum: Environment {
         if let seed { rng = RandomGenerator(seed: seed) }
         theta = Double.pi * (2 * rng.uniformDouble() - 1)
         thetaDot = 2 * rng.uniformDouble() - 1
+        if let r = massRange { mass = r.lowerBound + (r.upperBound - r.lowerBound) * rng.uniformDouble() }
+        if let r = gravityRange { gravity = r.lowerBound + (r.upperBound - r.lowerBound) * rng.uniformDouble() }
         elapsedSteps = 0
         observe(observation)
     }
@@ -56,7 +69,7 @@ public final class Pendulum: Environment {
         let normalized = (theta + Double.pi).truncatingRemainder(dividingBy: 2 * Double.pi)
         let angle = (normalized < 0 ? normalized + 2 * Double.pi : normalized) - Double.pi
         let cost = angle * angle + 0.1 * thetaDot * thetaDot + 0.001 * u * u
-        var newThetaDot = thetaDot + (3 * Self.g / (2 * Self.l) * sin(theta) + 3.0 / (Self.m * Self.l * Self.l) * u) * Self.dt
+        var newThetaDot = thetaDot + (3 * gravity / (2 * Self.l) * sin(theta) + 3.0 / (mass * Self.l * Self.l) * u) * Self.dt
         newThetaDot = min(max(newThetaDot, -Self.maxSpeed), Self.maxSpeed)
         theta += newThetaDot * Self.dt
         thetaDot = newThetaDot

@@ -103,6 +103,17 @@ public enum EnvironmentRegistry {
         limited("pendulum", "Gymnasium Pendulum-v1: swing up and balance (200 steps)", 200) { Pendulum(view: .full, maxEpisodeSteps: $0) },
         limited("pendulum-position", "Pendulum showing only cos θ and sin θ (velocity hidden)", 200) { Pendulum(view: .position, maxEpisodeSteps: $0) },
         limited("pendulum-velocity", "Pendulum showing only θ̇ (angle hidden)", 200) { Pendulum(view: .velocity, maxEpisodeSteps: $0) },
+        Entry(name: "pendulum-random-mass", summary: "Pendulum whose mass and gravity are drawn anew each episode and never shown (200 steps)",
+              options: ["mass-low": "the mass's range, low end (default 0.5)", "mass-high": "high end (default 2)",
+                        "gravity-low": "gravity's range, low end (default 5)", "gravity-high": "high end (default 15)",
+                        "steps": steps + " (default 200)"]) { o in
+            let mass = (try o.float("mass-low", default: 0.5, in: 0.01...100), try o.float("mass-high", default: 2, in: 0.01...100))
+            let gravity = (try o.float("gravity-low", default: 5, in: 0...100), try o.float("gravity-high", default: 15, in: 0...100))
+            guard mass.0 <= mass.1 else { throw o.fail("mass-low", "must not exceed mass-high (\(mass.1))") }
+            guard gravity.0 <= gravity.1 else { throw o.fail("gravity-low", "must not exceed gravity-high (\(gravity.1))") }
+            return Pendulum(view: .full, maxEpisodeSteps: try o.int("steps", default: 200, in: 1...10_000_000),
+                            massRange: Double(mass.0)...Double(mass.1), gravityRange: Double(gravity.0)...Double(gravity.1))
+        },
         limited("cartpole", "Gymnasium CartPole-v1: balance a pole on a cart (500 steps)", 500) { CartPole(view: .full, maxEpisodeSteps: $0) },
         limited("cartpole-position", "CartPole showing only x and θ (velocities hidden)", 500) { CartPole(view: .position, maxEpisodeSteps: $0) },
         limited("cartpole-velocity", "CartPole showing only ẋ and θ̇ (positions hidden)", 500) { CartPole(view: .velocity, maxEpisodeSteps: $0) },
@@ -113,6 +124,13 @@ public enum EnvironmentRegistry {
         Entry(name: "count-recall", summary: "POPGym-style: how many cards of the queried rank were dealt so far (52 steps)",
               options: ["decks": "decks in the shoe (default 1)"]) {
             CountRecall(decks: try $0.int("decks", default: 1, in: 1...100))
+        },
+        Entry(name: "t-maze", summary: "passive T-maze: walk a corridor, then turn to the arm shown at the first step only (needs memory)",
+              options: ["length": "the corridor's length (default 50)", "penalty": "cost of a step that does not walk on (default 1/length)",
+                        "steps": steps + " (default length + 1)"]) { o in
+            let length = try o.int("length", default: 50, in: 1...1_000_000)
+            return TMaze(length: length, penalty: try o.float("penalty", default: 1 / Float(length), in: 0...100),
+                         maxEpisodeSteps: try o.int("steps", default: length + 1, in: 1...10_000_000))
         },
         Entry(name: "goal-cycle", summary: "gridworld, 5x5 egocentric view: visit 3 look-alike goals in a hidden cyclic order (200 steps)",
               options: ["size": "the grid's side (default 5)", "goals": "goals in the cycle (default 3)", "view": "the odd side of the egocentric view (default 5)",

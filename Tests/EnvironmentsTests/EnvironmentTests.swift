@@ -208,3 +208,86 @@ final class MemoryEnvironmentTests: XCTestCase {
         XCTAssertGreaterThan(wrong, 0)
     }
 }
+
+/// The environments whose hidden information a memory must carry: the passive T-maze and the
+/// pendulum with hidden dynamics.
+final class HiddenInformationTests: XCTestCase {
+    /// The cue shows at the first step only; walking right all the way then turning to the cued arm
+    /// earns 1 in exactly length + 1 steps; the other arm earns 0; any other move in the corridor
+    /// costs the penalty; standing still runs into the time limit.
+    func testTMazeRewardsTheCuedArmAndChargesDetours() throws {
+        let L = 6
+        for seed: UInt64 in 0..<8 {
+            for remember in [true, false] {
+                let env = TMaze(length: L)
+                var o: [Float] = [0, 0]
+                env.reset(seed: seed, observation: &o)
+                let cue = o[0]
+                XCTAssertEqual(abs(cue), 1)
+                XCTAssertEqual(o[1], 0)
+                var total: Float = 0, steps = 0
+                var action: Float = 0
+                for _ in 0..<L {
+                    let r = env.step(action: &action, observation: &o)
+                    XCTAssertEqual(o[0], 0, "the cue shows at the first step only")
+                    XCTAssertFalse(r.terminated || r.truncated)
+                    total += r.reward; steps += 1
+                }
+                XCTAssertEqual(o[1], 1, "at the junction")
+                action = (cue > 0) == remember ? 2 : 3
+                let r = env.step(action: &action, observation: &o)
+                XCTAssertTrue(r.terminated)
+                total += r.reward; steps += 1
+                XCTAssertEqual(total, remember ? 1 : 0)
+                XCTAssertEqual(steps, L + 1)
+            }
+        }
+        let env = TMaze(length: L)
+        var o: [Float] = [0, 0], up: Float = 2, left: Float = 1
+        env.reset(seed: 1, observation: &o)
+        XCTAssertEqual(env.step(action: &up, observation: &o).reward, -1 / Float(L), "turning in the corridor costs the penalty")
+        XCTAssertEqual(env.position, 0)
+        XCTAssertEqual(env.step(action: &left, observation: &o).reward, -1 / Float(L))
+        var last = StepResult(reward: 0, terminated: false, truncated: false)
+        for _ in 0..<(L - 1) { last = env.step(action: &up, observation: &o) }
+        XCTAssertTrue(last.truncated, "the episode ends after length + 1 steps")
+        // Both arms are goals about equally often.
+        var ups = 0
+        for seed: UInt64 in 0..<200 { env.reset(seed: seed, observation: &o); if o[0] > 0 { ups += 1 } }
+        XCTAssertGreaterThan(ups, 70)
+        XCTAssertLessThan(ups, 130)
+        XCTAssertEqual(try EnvironmentRegistry.make("t-maze", options: ["length": "20"]).maxEpisodeSteps, 21)
+    }
+
+    /// The hidden-dynamics pendulum draws a mass and gravity per episode from its ranges; with the
+    /// ones Pendulum-v1 uses it moves exactly as Pendulum-v1 does; a heavier pendulum turns less
+    /// for the same torque.
+    func testPendulumRandomMassDrawsHiddenDynamics() throws {
+        let env = try XCTUnwrap(try EnvironmentRegistry.make("pendulum-random-mass") as? Pendulum)
+        var o: [Float] = [0, 0, 0]
+        var masses: Set<Double> = [], gravities: Set<Double> = []
+        for seed: UInt64 in 0..<20 {
+            env.reset(seed: seed, observation: &o)
+            XCTAssertTrue((0.5...2).contains(env.mass) && (5...15).contains(env.gravity))
+            masses.insert(env.mass); gravities.insert(env.gravity)
+        }
+        XCTAssertEqual(masses.count, 20)
+        XCTAssertEqual(gravities.count, 20)
+        // With m = 1 and g = 10, the same trajectory as Pendulum-v1.
+        let fixed = Pendulum(massRange: 1...1, gravityRange: 10...10), plain = Pendulum()
+        var a: [Float] = [0, 0, 0], b: [Float] = [0, 0, 0], u: Float = 1.3
+        fixed.reset(seed: 3, observation: &a); plain.reset(seed: 3, observation: &b)
+        fixed.setState(theta: 0.5, thetaDot: 0.1); plain.setState(theta: 0.5, thetaDot: 0.1)
+        for _ in 0..<50 {
+            let ra = fixed.step(action: &u, observation: &a), rb = plain.step(action: &u, observation: &b)
+            XCTAssertEqual(a, b)
+            XCTAssertEqual(ra.reward, rb.reward)
+        }
+        // Heavier: the torque's effect is smaller (gravity off, from rest).
+        let light = Pendulum(massRange: 0.5...0.5, gravityRange: 0...0), heavy = Pendulum(massRange: 2...2, gravityRange: 0...0)
+        light.reset(seed: 0, observation: &a); heavy.reset(seed: 0, observation: &b)
+        light.setState(theta: 0, thetaDot: 0); heavy.setState(theta: 0, thetaDot: 0)
+        _ = light.step(action: &u, observation: &a); _ = heavy.step(action: &u, observation: &b)
+        XCTAssertEqual(a[2], 4 * b[2], accuracy: 1e-6)
+    }
+}

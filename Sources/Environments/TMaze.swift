@@ -1,0 +1,59 @@
+import Tensors
+
+/// The passive T-maze (Ni et al., "When do transformers shine in RL?", 2023): a corridor of
+/// `length` cells ends in a junction with an arm up and an arm down; the goal arm is shown at the
+/// first step only. Observations `[cue, junction]`: the cue is +1 (goal up) or -1 (goal down) at
+/// the first step and 0 afterwards; `junction` is 1 at the corridor's end. Actions: 0 right, 1 left,
+/// 2 up, 3 down. In the corridor every action but "right" costs `penalty` (default 1/length), and
+/// "up" or "down" does nothing; at the junction "up" or "down" ends the episode with reward 1 for
+/// the goal arm and 0 for the other. The episode is truncated after `length + 1` steps (by default,
+/// just enough to walk the corridor and choose), so the best return is 1, and a policy without
+/// memory succeeds half the time at best.
+public final class TMaze: Environment {
+    public let length: Int
+    public let penalty: Float
+    public let maxEpisodeSteps: Int
+    public var rng = RandomGenerator(seed: 0)
+    public internal(set) var elapsedSteps = 0
+    /// Cells walked from the start (0...length; `length` is the junction).
+    public internal(set) var position = 0
+    public internal(set) var goalUp = true
+
+    public init(length: Int = 50, penalty: Float? = nil, maxEpisodeSteps: Int? = nil) {
+        precondition(length >= 1, "t-maze: the corridor needs at least one cell")
+        self.length = length
+        self.penalty = penalty ?? 1 / Float(length)
+        self.maxEpisodeSteps = maxEpisodeSteps ?? length + 1
+    }
+
+    public var name: String { "t-maze" }
+    public var observationSpace: Space { .box(low: [-1, 0], high: [1, 1]) }
+    public var actionSpace: Space { .discrete(4) }
+
+    public func reset(seed: UInt64?, observation: UnsafeMutablePointer<Float>) {
+        if let seed { rng = RandomGenerator(seed: seed) }
+        goalUp = rng.uniform() < 0.5
+        position = 0
+        elapsedSteps = 0
+        observation[0] = goalUp ? 1 : -1
+        observation[1] = 0
+    }
+
+    public func step(action: UnsafePointer<Float>, observation: UnsafeMutablePointer<Float>) -> StepResult {
+        elapsedSteps += 1
+        let a = Int(action[0])
+        var reward: Float = 0, terminated = false
+        if position == length && (a == 2 || a == 3) {
+            reward = (a == 2) == goalUp ? 1 : 0
+            terminated = true
+        } else if a == 0 && position < length {
+            position += 1
+        } else {
+            if a == 1 { position = max(position - 1, 0) }
+            reward = -penalty
+        }
+        observation[0] = 0
+        observation[1] = position == length ? 1 : 0
+        return StepResult(reward: reward, terminated: terminated, truncated: !terminated && elapsedSteps >= maxEpisodeSteps)
+    }
+}
