@@ -142,6 +142,21 @@ final class MultiAgentPPOTests: XCTestCase {
         }
     }
 
+    /// With unchanged weights, refreshing MAPPO's rollout (the central critic on its own inputs,
+    /// time-outs bootstrapped from the last global state) recomputes what collection stored.
+    func testRefreshingMAPPOWithUnchangedWeightsReproducesCollection() throws {
+        let trainer = try small("mappo", environment: "foraging-8x8-2p-2f-coop") { $0.ppo.rolloutSteps = 64 }
+        try trainer.collect()
+        let b = trainer.buffer
+        XCTAssertGreaterThan(b.truncated.array.reduce(0, +), 0, "the rollout holds time-outs")
+        let kept = [b.actorStates, b.criticStates, b.values, b.finalValues, b.lastValues, b.advantages, b.returns].map(\.array)
+        trainer.agent.refresh(b)
+        let now = [b.actorStates, b.criticStates, b.values, b.finalValues, b.lastValues, b.advantages, b.returns].map(\.array)
+        for (name, (a, c)) in zip(["actor states", "critic states", "values", "final values", "last values", "advantages", "returns"], zip(kept, now)) {
+            XCTAssertLessThan(maxAbsDifference(a, c), 1e-5, name)
+        }
+    }
+
     /// The same seed gives the same metrics rows (timing aside); another seed differs.
     func testSameSeedSameMetrics() throws {
         for algorithm in ["ippo", "mappo"] {
