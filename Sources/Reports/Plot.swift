@@ -46,14 +46,18 @@ func ticks(_ low: Double, _ high: Double, count: Int = 5) -> [Double] {
 let palette = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
 
 /// One metric of several groups as an SVG line chart: the mean over a group's runs, with a band of
-/// ± one standard error where it has more than one run.
+/// ± one standard error where it has more than one run; the y range fits what is drawn, and the
+/// legend sits below the plot (never over a curve). `colors` gives each group's palette index
+/// (default: its position), so that a group keeps its colour across panels.
 public func svgPlot(groups: [RunGroup], metric: String, x: String = "step", title: String? = nil,
-                    width: Double = 640, height: Double = 360) -> String {
+                    width: Double = 640, height: Double = 360, colors: [Int]? = nil) -> String {
     let curves = groups.map { $0.curve(metric, x: x) }
     let points = curves.flatMap { $0 }
+    let color = { (i: Int) in palette[(colors?[i] ?? i) % palette.count] }
     let left = 64.0, right = 16.0, top = 32.0, bottom = 44.0
     let plotWidth = width - left - right, plotHeight = height - top - bottom
-    var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" viewBox=\"0 0 \(Int(width)) \(Int(height))\" font-family=\"sans-serif\" font-size=\"12\">\n"
+    let legendHeight = Double(groups.count) * 16 + 8, totalHeight = height + legendHeight
+    var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(totalHeight))\" viewBox=\"0 0 \(Int(width)) \(Int(totalHeight))\" font-family=\"sans-serif\" font-size=\"12\">\n"
     svg += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
     svg += "<text x=\"\(Int(width / 2))\" y=\"20\" text-anchor=\"middle\" font-size=\"14\" font-weight=\"bold\">\(escape(title ?? metric))</text>\n"
     guard !points.isEmpty else {
@@ -86,24 +90,22 @@ public func svgPlot(groups: [RunGroup], metric: String, x: String = "step", titl
     for (i, curve) in curves.enumerated() where curve.contains(where: { $0.count > 1 }) {
         let upper = curve.map { "\(f(px($0.x))),\(f(py($0.mean + $0.standardError)))" }
         let lower = curve.reversed().map { "\(f(px($0.x))),\(f(py($0.mean - $0.standardError)))" }
-        svg += "<polygon points=\"\((upper + lower).joined(separator: " "))\" fill=\"\(palette[i % palette.count])\" fill-opacity=\"0.18\" stroke=\"none\"/>\n"
+        svg += "<polygon points=\"\((upper + lower).joined(separator: " "))\" fill=\"\(color(i))\" fill-opacity=\"0.18\" stroke=\"none\"/>\n"
     }
     for (i, curve) in curves.enumerated() where !curve.isEmpty {
-        let color = palette[i % palette.count]
+        let color = color(i)
         if curve.count == 1 {
             svg += "<circle cx=\"\(f(px(curve[0].x)))\" cy=\"\(f(py(curve[0].mean)))\" r=\"3\" fill=\"\(color)\"/>\n"
         } else {
             svg += "<polyline points=\"\(curve.map { "\(f(px($0.x))),\(f(py($0.mean)))" }.joined(separator: " "))\" fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\"/>\n"
         }
     }
-    // Legend, top left inside the plot, on a light backing so that curves under it stay readable.
-    let longest = groups.map { $0.label.count + 10 }.max() ?? 0
-    svg += "<rect x=\"\(f(left + 4))\" y=\"\(f(top + 2))\" width=\"\(f(min(plotWidth - 8, Double(longest) * 6.8 + 34)))\" height=\"\(f(Double(groups.count) * 16 + 6))\" fill=\"white\" fill-opacity=\"0.85\" stroke=\"#ddd\"/>\n"
+    // Legend, below the plot and its axis label.
     for (i, group) in groups.enumerated() {
-        let y = top + 14 + Double(i) * 16
+        let y = height + 10 + Double(i) * 16
         let n = group.runs.count
-        svg += "<line x1=\"\(f(left + 8))\" x2=\"\(f(left + 26))\" y1=\"\(f(y - 4))\" y2=\"\(f(y - 4))\" stroke=\"\(palette[i % palette.count])\" stroke-width=\"3\"/>\n"
-        svg += "<text x=\"\(f(left + 30))\" y=\"\(f(y))\">\(escape(group.label)) (\(n) run\(n == 1 ? "" : "s"))</text>\n"
+        svg += "<line x1=\"\(f(left))\" x2=\"\(f(left + 18))\" y1=\"\(f(y - 4))\" y2=\"\(f(y - 4))\" stroke=\"\(color(i))\" stroke-width=\"3\"/>\n"
+        svg += "<text x=\"\(f(left + 22))\" y=\"\(f(y))\">\(escape(group.label)) (\(n) run\(n == 1 ? "" : "s"))</text>\n"
     }
     svg += "</svg>\n"
     return svg

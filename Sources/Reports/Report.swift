@@ -2,9 +2,10 @@ import Foundation
 
 /// A self-contained HTML page (inline CSS and SVG, no scripts, nothing fetched) comparing runs:
 /// what differs between their configurations, a table of final results (mean ± standard error over
-/// seeds), and learning curves of the metrics the runs logged.
+/// seeds), and learning curves of the metrics the runs logged (one panel per environment when the
+/// runs are on several, so that each task keeps its own scale).
 public func htmlReport(runs: [RunRecord], title: String = "RecurrentRL report", generated: Date = Date()) -> String {
-    let (groups, differences) = groupRuns(runs)
+    let (groups, differences, specific) = groupRuns(runs)
     let columns = runs.flatMap(\.columns).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
     let skip: Set<String> = ["step", "wall_seconds", "steps_per_second", "episodes", "updates", "eval_return_std"]
     let metrics = columns.filter { c in !skip.contains(c) && groups.contains { !$0.curve(c).isEmpty } }
@@ -56,16 +57,35 @@ public func htmlReport(runs: [RunRecord], title: String = "RecurrentRL report", 
         html += "</tr>\n"
         for key in differences {
             html += "<tr><td><code>\(escape(key))</code></td>"
-            for group in groups { html += "<td>\(escape(displayValue(group.runs[0].configuration[key])))</td>" }
+            for group in groups {
+                let value = key == "algorithm" ? RunRecord.algorithm(group.runs[0].configuration) : displayValue(group.runs[0].configuration[key])
+                html += "<td>\(escape(value))</td>"
+            }
             html += "</tr>\n"
         }
         html += "</table>\n"
+        if !specific.isEmpty {
+            html += "<p class=\"note\">Besides, \(specific.count) option\(specific.count == 1 ? "" : "s") belong\(specific.count == 1 ? "s" : "") to some of these algorithms only (each run's <code>config.json</code> holds its own).</p>\n"
+        }
     }
 
-    html += "<h2>Learning curves</h2>\n<div class=\"plots\">\n"
-    if let headline { html += svgPlot(groups: groups, metric: headline, width: 1320, height: 440) }
-    for m in metrics where m != headline { html += svgPlot(groups: groups, metric: m, width: 436, height: 300) }
-    html += "</div>\n"
+    html += "<h2>Learning curves</h2>\n"
+    let environments = runs.map(\.environment).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+    for environment in environments {
+        // Each environment's groups, keeping their colours.
+        let indices = environments.count == 1 ? Array(groups.indices) : groups.indices.filter { groups[$0].runs[0].environment == environment }
+        let panel = indices.map { groups[$0] }
+        let suffix = environments.count == 1 ? "" : " on \(environment)"
+        if environments.count > 1 { html += "<h3>\(escape(environment))</h3>\n" }
+        html += "<div class=\"plots\">\n"
+        // The metrics this environment's runs logged.
+        let logged = metrics.filter { m in panel.contains { !$0.curve(m).isEmpty } }
+        if let headline, logged.contains(headline) {
+            html += svgPlot(groups: panel, metric: headline, title: headline + suffix, width: 1320, height: 440, colors: indices)
+        }
+        for m in logged where m != headline { html += svgPlot(groups: panel, metric: m, title: m + suffix, width: 436, height: 300, colors: indices) }
+        html += "</div>\n"
+    }
 
     html += "<h2>Runs</h2>\n<table><tr><th>folder</th><th>configuration</th><th>seed</th><th>rows</th><th>last step</th></tr>\n"
     for run in runs {

@@ -47,6 +47,17 @@ public struct RunRecord {
 
     static let perRunKeys: Set<String> = ["seed", "checkpointInterval"]
 
+    /// Where a configuration names its algorithm (PPO's at the top, off-policy ones' in `agent`).
+    static let algorithmKeys: Set<String> = ["algorithm", "agent.algorithm"]
+
+    /// The algorithm a (flattened) configuration names.
+    static func algorithm(_ key: [String: String]) -> String {
+        displayValue(key["agent.algorithm"] ?? key["algorithm"])
+    }
+
+    /// The run's environment, as its configuration names it.
+    public var environment: String { displayValue(configuration["environment"]) }
+
     public var name: String { URL(fileURLWithPath: path).lastPathComponent }
 }
 
@@ -100,8 +111,11 @@ public func meanAndStandardError(_ values: [Double]) -> (mean: Double, standardE
 }
 
 /// Groups runs by configuration (seed aside), in the order they were given, and labels each group
-/// by the settings where the groups differ.
-public func groupRuns(_ runs: [RunRecord]) -> (groups: [RunGroup], differences: [String]) {
+/// by the settings where the groups differ. When the groups run different algorithms (whose
+/// configurations have different options), a group is labelled by its algorithm and the settings
+/// that differ between groups of that same algorithm; `differences` then holds the algorithm and
+/// the options every group sets that differ, and `specific` the options only some algorithms have.
+public func groupRuns(_ runs: [RunRecord]) -> (groups: [RunGroup], differences: [String], specific: [String]) {
     var keys: [[String: String]] = []
     var members: [[RunRecord]] = []
     for run in runs {
@@ -110,18 +124,31 @@ public func groupRuns(_ runs: [RunRecord]) -> (groups: [RunGroup], differences: 
             members.append([run])
         }
     }
-    let allKeys = Set(keys.flatMap(\.keys))
-    let differences = allKeys.filter { k in Set(keys.map { $0[k] ?? "(unset)" }).count > 1 }.sorted()
-    let groups = zip(keys, members).map { key, runs -> RunGroup in
+    func differing(_ keys: [[String: String]]) -> [String] {
+        Set(keys.flatMap(\.keys)).filter { k in Set(keys.map { $0[k] ?? "(unset)" }).count > 1 }.sorted()
+    }
+    let differences = differing(keys)
+    let algorithms = keys.map(RunRecord.algorithm)
+    let mixed = Set(algorithms).count > 1
+    let groups = zip(keys, members).enumerated().map { i, pair -> RunGroup in
+        let (key, runs) = pair
         let label: String
         if differences.isEmpty {
-            label = [key["algorithm"] ?? key["agent.algorithm"], key["environment"]].compactMap { $0?.replacingOccurrences(of: "\"", with: "") }.joined(separator: " on ")
+            label = [RunRecord.algorithm(key), displayValue(key["environment"])].joined(separator: " on ")
+        } else if mixed {
+            let sameAlgorithm = keys.enumerated().filter { algorithms[$0.offset] == algorithms[i] }.map(\.element)
+            let own = differing(sameAlgorithm).filter { !RunRecord.algorithmKeys.contains($0) }
+            label = ([algorithms[i]] + own.map { "\($0)=\(displayValue(key[$0]))" }).joined(separator: ", ")
         } else {
             label = differences.map { "\($0)=\(displayValue(key[$0]))" }.joined(separator: ", ")
         }
         return RunGroup(runs: runs, label: label)
     }
-    return (groups, differences)
+    guard mixed else { return (groups, differences, []) }
+    // With several algorithms: the options every group sets apart from those only some have.
+    let shared = differences.filter { k in keys.allSatisfy { $0[k] != nil } }
+    let specific = differences.filter { k in !shared.contains(k) && !RunRecord.algorithmKeys.contains(k) }
+    return (groups, ["algorithm"] + shared.filter { !RunRecord.algorithmKeys.contains($0) }, specific)
 }
 
 /// A configuration's JSON object flattened to dotted keys (`ppo.learningRate`) and values as JSON

@@ -18,7 +18,7 @@ final class ReportTests: XCTestCase {
     func testGroupsAndTheirMeanAndStandardError() {
         let runs = [run("a", seed: 0, refresh: false, returns: [1, 4, 8]), run("b", seed: 1, refresh: false, returns: [3, 6, 10]),
                     run("c", seed: 0, refresh: true, returns: [2, 2, 2])]
-        let (groups, differences) = groupRuns(runs)
+        let (groups, differences, _) = groupRuns(runs)
         XCTAssertEqual(differences, ["ppo.refreshStates"])
         XCTAssertEqual(groups.map(\.label), ["ppo.refreshStates=false", "ppo.refreshStates=true"])
         XCTAssertEqual(groups.map { $0.runs.count }, [2, 1])
@@ -53,5 +53,34 @@ final class ReportTests: XCTestCase {
         XCTAssertFalse(html.contains("<code>seed</code>"), "the seed is not a difference between configurations")
         XCTAssertEqual(html.components(separatedBy: "<svg").count - 1, 2, "eval_return_mean and policy_loss; wall_seconds is left out")
         XCTAssertFalse(html.contains("<script"), "self-contained and static")
+    }
+
+    /// Runs of several algorithms on several environments: each group is labelled by its algorithm
+    /// (and what differs between groups of that algorithm), the differences table lists the options
+    /// every algorithm has and counts the others, the legend sits below the plot, and each
+    /// environment gets its own panels with only the metrics its runs logged.
+    func testMixedAlgorithmsAndEnvironments() throws {
+        func offPolicy(_ path: String, algorithm: String, environment: String, actorRate: String) -> RunRecord {
+            let config = ["agent.algorithm": "\"\(algorithm)\"", "environment": "\"\(environment)\"", "seed": "0", "steps": "100",
+                          "agent.actorLearningRate": actorRate, "agent.tau": "0.005"]
+            let rows: [[String: Double]] = [["step": 50, "eval_return_mean": 1, "critic_loss": 2], ["step": 100, "eval_return_mean": 2, "critic_loss": 1]]
+            return RunRecord(path: path, configuration: config, columns: ["step", "eval_return_mean", "critic_loss"], rows: rows)
+        }
+        let runs = [run("a", seed: 0, refresh: false, returns: [1, 4, 8]), run("b", seed: 0, refresh: true, returns: [3, 6, 10]),
+                    offPolicy("c", algorithm: "sac", environment: "pendulum", actorRate: "0.001"),
+                    offPolicy("d", algorithm: "sac", environment: "pendulum", actorRate: "0.0003")]
+        let (groups, differences, specific) = groupRuns(runs)
+        XCTAssertEqual(groups.map(\.label), ["ppo, ppo.refreshStates=false", "ppo, ppo.refreshStates=true",
+                                             "sac, agent.actorLearningRate=0.001", "sac, agent.actorLearningRate=0.0003"])
+        XCTAssertEqual(differences, ["algorithm", "environment"])
+        XCTAssertEqual(Set(specific), ["agent.actorLearningRate", "agent.tau", "ppo.epochs", "ppo.refreshStates", "steps"])
+        let svg = svgPlot(groups: groups, metric: "eval_return_mean", height: 300)
+        XCTAssertTrue(XMLParser(data: Data(svg.utf8)).parse())
+        XCTAssertTrue(svg.contains("height=\"\(300 + 4 * 16 + 8)\""), "the legend's rows below the plot")
+        let html = htmlReport(runs: runs)
+        XCTAssertTrue(html.contains("<h3>goal-cycle</h3>") && html.contains("<h3>pendulum</h3>"))
+        XCTAssertTrue(html.contains("eval_return_mean on pendulum") && html.contains("critic_loss on pendulum"))
+        XCTAssertFalse(html.contains("critic_loss on goal-cycle"), "a panel shows only what its runs logged")
+        XCTAssertTrue(html.contains("5 options belong to some of these algorithms only"))
     }
 }
