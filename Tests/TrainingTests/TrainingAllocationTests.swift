@@ -108,7 +108,11 @@ final class TrainingAllocationTests: XCTestCase {
         c.ppo.hiddenSize = 16
         c.ppo.headHiddenSizes = [16]
         c.ppo.refreshStates = true
-        let trainer = try PPOTrainer(configuration: c)
+        try assertRolloutAndUpdateAllocateNothing(try PPOTrainer(configuration: c), "recurrent PPO")
+    }
+
+    /// Two rollouts and updates to warm up, then one more, counted.
+    func assertRolloutAndUpdateAllocateNothing(_ trainer: PPOTrainer, _ label: String, file: StaticString = #filePath, line: UInt = #line) throws {
         for _ in 0..<2 {
             try trainer.collect()
             _ = trainer.agent.update(trainer.buffer, progressRemaining: 0.5)
@@ -117,7 +121,7 @@ final class TrainingAllocationTests: XCTestCase {
             try trainer.collect()
             _ = trainer.agent.update(trainer.buffer, progressRemaining: 0.5)
         }
-        XCTAssertEqual(allocations, 0, "a PPO rollout and update after warm-up allocated \(allocations) times")
+        XCTAssertEqual(allocations, 0, "\(label): a rollout and update after warm-up allocated \(allocations) times", file: file, line: line)
     }
 
     /// MAPPO (central critic, masks, refreshing) and IPPO on cooperative foraging: after a first
@@ -127,16 +131,8 @@ final class TrainingAllocationTests: XCTestCase {
             var c = smallMultiAgentPPO(algorithm, environment: "foraging-8x8-2p-2f-coop", copies: 4, rolloutSteps: 64, rollouts: 1)
             c.ppo.refreshStates = algorithm == "mappo"
             let trainer = try PPOTrainer(configuration: c)
-            for _ in 0..<2 {
-                try trainer.collect()
-                _ = trainer.agent.update(trainer.buffer, progressRemaining: 1)
-            }
-            let allocations = try countAllocations {
-                try trainer.collect()
-                _ = trainer.agent.update(trainer.buffer, progressRemaining: 1)
-            }
+            try assertRolloutAndUpdateAllocateNothing(trainer, algorithm)
             XCTAssertGreaterThan(trainer.buffer.truncated.array.reduce(0, +), 0, "the rollout holds time-outs")
-            XCTAssertEqual(allocations, 0, "\(algorithm): a rollout and update after warm-up allocated \(allocations) times")
         }
     }
 }
