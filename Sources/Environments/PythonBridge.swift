@@ -400,7 +400,8 @@ public final class ChildProcess {
         output = fromChild[0]
     }
 
-    var isRunning: Bool {
+    /// Whether the child is still running (reaps it when it has ended).
+    public var isRunning: Bool {
         guard exitDescription == nil else { return false }
         var status: Int32 = 0
         let r = waitpid(pid, &status, WNOHANG)

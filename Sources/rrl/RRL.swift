@@ -9,7 +9,7 @@ struct RRL: ParsableCommand {
         commandName: "rrl",
         abstract: "Deep reinforcement learning with memory: recurrent (GRU/LSTM) agents, trained fast on a CPU.",
         version: RRL.version,
-        subcommands: [Train.self, Evaluate.self, Export.self, Plot.self, Report.self, List.self, Bench.self]
+        subcommands: [Train.self, Evaluate.self, Export.self, Plot.self, Report.self, Sweep.self, List.self, Bench.self]
     )
 
     /// The version `rrl --version` prints.

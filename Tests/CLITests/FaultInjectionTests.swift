@@ -337,6 +337,43 @@ final class FaultInjectionTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: perAgent.appendingPathComponent("policy.h").path))
     }
 
+    /// `rrl sweep` trains every point of its grid for every seed, writes one report, skips what is
+    /// finished when run again, continues its runs when the budget is raised, and refuses a folder
+    /// that holds runs of another configuration without touching it.
+    func testSweepTrainsTheGridAndRunsAgainWhereItStopped() throws {
+        let sandbox = try makeSandbox("sweep")
+        defer { try? FileManager.default.removeItem(at: sandbox) }
+        let output = sandbox.appendingPathComponent("grid").path
+        func sweep(_ steps: Int, hidden: String = "8") throws -> RRLResult {
+            try RRLProcess.run(["sweep", "--vary", "epochs=1,2", "--seeds", "0", "1", "--jobs", "2", "--output", output, "--",
+                                "ppo", "--env", "cartpole-position", "--envs", "2", "--rollout-steps", "32", "--minibatch-size", "32",
+                                "--hidden", hidden, "--steps", "\(steps)", "--eval-interval", "64", "--eval-episodes", "2"], timeout: 120)
+        }
+        let first = try sweep(128)
+        XCTAssertEqual(first.status, 0, first.summary)
+        XCTAssertTrue(first.output.contains("0 finished, 4 to train"), first.summary)
+        for point in ["epochs=1", "epochs=2"] {
+            for seed in 0..<2 {
+                let folder = "\(output)/\(point)/seed\(seed)"
+                XCTAssertTrue(FileManager.default.fileExists(atPath: folder + "/weights.safetensors"), folder)
+                XCTAssertTrue((try String(contentsOfFile: folder + "/config.json", encoding: .utf8)).contains("\"seed\" : \(seed)"))
+            }
+        }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: output + "/report.html"))
+        let again = try sweep(128)
+        XCTAssertEqual(again.status, 0, again.summary)
+        XCTAssertTrue(again.output.contains("4 finished, 0 to train"), again.summary)
+        let longer = try sweep(256)
+        XCTAssertEqual(longer.status, 0, longer.summary)
+        XCTAssertTrue(longer.output.contains("0 finished, 4 to train"), longer.summary)
+        let metrics = try String(contentsOfFile: "\(output)/epochs=2/seed1/metrics.csv", encoding: .utf8)
+        XCTAssertTrue(metrics.split(separator: "\n").last!.hasPrefix("256,"), "continued to the new budget")
+        let before = snapshot(sandbox)
+        let other = try sweep(256, hidden: "16")
+        assertFailsCleanly(other, exit: 64, message: "holds a run of another configuration")
+        XCTAssertEqual(snapshot(sandbox), before, "nothing changed")
+    }
+
     /// A damaged weights file never crashes `rrl evaluate`: it is a clear error, or (a flip in unused
     /// header padding or in a weight's low bits) an evaluation with finite numbers.
     func testDamagedWeightsNeverCrashEvaluate() throws {
