@@ -79,11 +79,12 @@ extension CountRecall {
 }
 
 extension GoalCycle {
-    struct State: Codable { var rng: RandomGenerator; var goals: [Int]; var next: Int; var x: Int; var y: Int; var direction: Int; var t: Int }
+    /// (The obstacles: absent without them and in earlier checkpoints.)
+    struct State: Codable { var rng: RandomGenerator; var goals: [Int]; var next: Int; var x: Int; var y: Int; var direction: Int; var t: Int; var obstacles: [Int]? }
 
     public func save(to archive: StateArchive, prefix: String) throws {
         archive.put(prefix + "state", value: State(rng: rng, goals: goals.flatMap { [$0.x, $0.y] }, next: next, x: x, y: y,
-                                                   direction: direction, t: t))
+                                                   direction: direction, t: t, obstacles: obstacleCount > 0 ? obstacles.sorted() : nil))
     }
 
     public func restore(from archive: StateArchiveReader, prefix: String) throws {
@@ -91,7 +92,8 @@ extension GoalCycle {
         guard s.goals.count == 2 * goalCount else { throw StateArchiveError("checkpoint \(archive.path): \(s.goals.count / 2) goals, this run has \(goalCount)") }
         rng = s.rng
         goals = stride(from: 0, to: s.goals.count, by: 2).map { (x: s.goals[$0], y: s.goals[$0 + 1]) }
-        next = s.next; x = s.x; y = s.y; direction = s.direction; t = s.t
+        guard (s.obstacles ?? []).count == obstacleCount else { throw StateArchiveError("checkpoint \(archive.path): \((s.obstacles ?? []).count) obstacles, this run has \(obstacleCount)") }
+        next = s.next; x = s.x; y = s.y; direction = s.direction; t = s.t; obstacles = Set(s.obstacles ?? [])
     }
 }
 

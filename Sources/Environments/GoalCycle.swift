@@ -4,7 +4,8 @@ import Tensors
 /// around it) holding `goals` goal tiles that all look alike; they must be visited in a hidden cyclic
 /// order, drawn anew each episode with the goal positions and the agent's start. Stepping onto the
 /// right next goal earns +1 and moves the target to the following goal; stepping onto a wrong one
-/// costs `penalty`. Episodes are truncated after `maxEpisodeSteps`.
+/// costs `penalty`. Episodes are truncated after `maxEpisodeSteps`. With `obstacles`, that many wall
+/// tiles stand inside the room too, drawn each episode so that every goal stays reachable.
 ///
 /// The agent sees a `view` x `view` window ahead of it, egocentric (rotated so that it faces up,
 /// standing in the bottom row's middle), each cell one-hot as empty, wall or goal: 3 x view² floats.
@@ -17,9 +18,13 @@ public final class GoalCycle: Environment {
     public let view: Int
     public let penalty: Float
     public let maxEpisodeSteps: Int
+    /// Wall tiles inside the room.
+    public let obstacleCount: Int
     public var rng = RandomGenerator(seed: 0)
     /// Goal positions (x, y) in cycle order; `next` indexes the goal to reach next.
     public internal(set) var goals: [(x: Int, y: Int)] = []
+    /// Wall tiles inside the room, as y * size + x.
+    public internal(set) var obstacles: Set<Int> = []
     public internal(set) var next = 0
     public internal(set) var x = 0, y = 0
     /// 0 up (y - 1), 1 right, 2 down, 3 left.
@@ -28,11 +33,12 @@ public final class GoalCycle: Environment {
     public static let forward = [(x: 0, y: -1), (x: 1, y: 0), (x: 0, y: 1), (x: -1, y: 0)]
     var t = 0
 
-    public init(size: Int = 5, goals: Int = 3, view: Int = 5, penalty: Float = 0.25, maxEpisodeSteps: Int = 200) {
-        precondition(size >= 3 && goals >= 2 && goals < size * size - 1 && view >= 1 && view % 2 == 1,
-                     "goal-cycle: size >= 3, 2 <= goals < size² - 1, odd view")
+    public init(size: Int = 5, goals: Int = 3, view: Int = 5, penalty: Float = 0.25, maxEpisodeSteps: Int = 200, obstacles: Int = 0) {
+        precondition(size >= 3 && goals >= 2 && obstacles >= 0 && goals + obstacles < size * size - 1 && view >= 1 && view % 2 == 1,
+                     "goal-cycle: size >= 3, 2 <= goals, goals + obstacles < size² - 1, odd view")
         self.size = size
         goalCount = goals
+        obstacleCount = obstacles
         self.view = view
         self.penalty = penalty
         self.maxEpisodeSteps = maxEpisodeSteps
@@ -46,7 +52,7 @@ public final class GoalCycle: Environment {
 
     /// 0 empty, 1 wall, 2 goal for the cell (x, y) (outside the room: wall).
     public func cell(_ cx: Int, _ cy: Int) -> Int {
-        if cx < 0 || cy < 0 || cx >= size || cy >= size { return 1 }
+        if cx < 0 || cy < 0 || cx >= size || cy >= size || obstacles.contains(cy * size + cx) { return 1 }
         return goals.contains { $0.x == cx && $0.y == cy } ? 2 : 0
     }
 
@@ -72,14 +78,30 @@ public final class GoalCycle: Environment {
     public func reset(seed: UInt64?, observation: UnsafeMutablePointer<Float>) {
         if let seed { rng = RandomGenerator(seed: seed) }
         var cells = Array(0..<(size * size))
-        for i in stride(from: cells.count - 1, to: 0, by: -1) { cells.swapAt(i, rng.integer(below: i + 1)) }
-        goals = cells.prefix(goalCount).map { (x: $0 % size, y: $0 / size) }
-        x = cells[goalCount] % size
-        y = cells[goalCount] / size
+        repeat {
+            for i in stride(from: cells.count - 1, to: 0, by: -1) { cells.swapAt(i, rng.integer(below: i + 1)) }
+            goals = cells.prefix(goalCount).map { (x: $0 % size, y: $0 / size) }
+            x = cells[goalCount] % size
+            y = cells[goalCount] / size
+            obstacles = Set(cells[(goalCount + 1)..<(goalCount + 1 + obstacleCount)])
+        } while obstacleCount > 0 && !goalsReachable()
         direction = rng.integer(below: 4)
         next = 0
         t = 0
         observe(observation)
+    }
+
+    /// Whether every goal can be reached from the agent's cell around the obstacles.
+    public func goalsReachable() -> Bool {
+        var seen: Set<Int> = [y * size + x], frontier = [y * size + x]
+        while let c = frontier.popLast() {
+            for (dx, dy) in GoalCycle.forward {
+                let nx = c % size + dx, ny = c / size + dy
+                guard nx >= 0 && ny >= 0 && nx < size && ny < size, !obstacles.contains(ny * size + nx), seen.insert(ny * size + nx).inserted else { continue }
+                frontier.append(ny * size + nx)
+            }
+        }
+        return goals.allSatisfy { seen.contains($0.y * size + $0.x) }
     }
 
     public func step(action: UnsafePointer<Float>, observation: UnsafeMutablePointer<Float>) -> StepResult {
@@ -90,7 +112,7 @@ public final class GoalCycle: Environment {
         default:
             let (dx, dy) = GoalCycle.forward[direction]
             let nx = x + dx, ny = y + dy
-            if nx >= 0 && ny >= 0 && nx < size && ny < size {
+            if nx >= 0 && ny >= 0 && nx < size && ny < size && !obstacles.contains(ny * size + nx) {
                 x = nx
                 y = ny
                 if let g = goals.firstIndex(where: { $0.x == nx && $0.y == ny }) {
@@ -119,6 +141,8 @@ public final class GoalCycle: Environment {
                     line += ["^", ">", "v", "<"][direction]
                 } else if let g = goals.firstIndex(where: { $0.x == cx && $0.y == cy }) {
                     line += g == next ? "*" : String(g)
+                } else if obstacles.contains(cy * size + cx) {
+                    line += "#"
                 } else {
                     line += "."
                 }

@@ -134,12 +134,15 @@ public enum EnvironmentRegistry {
         },
         Entry(name: "goal-cycle", summary: "gridworld, 5x5 egocentric view: visit 3 look-alike goals in a hidden cyclic order (200 steps)",
               options: ["size": "the grid's side (default 5)", "goals": "goals in the cycle (default 3)", "view": "the odd side of the egocentric view (default 5)",
-                        "penalty": "reward for a wrong goal, negated (default 0.25)", "steps": steps + " (default 200)"]) { o in
+                        "penalty": "reward for a wrong goal, negated (default 0.25)", "obstacles": "wall tiles inside the room (default 0)",
+                        "steps": steps + " (default 200)"]) { o in
             let size = try o.int("size", default: 5, in: 3...64)
             let view = try o.int("view", default: 5, in: 1...63)
             guard view % 2 == 1 else { throw o.fail("view", "must be odd") }
-            return GoalCycle(size: size, goals: try o.int("goals", default: 3, in: 2...(size * size - 2)), view: view,
-                             penalty: try o.float("penalty", default: 0.25, in: 0...1000), maxEpisodeSteps: try o.int("steps", default: 200, in: 1...10_000_000))
+            let goals = try o.int("goals", default: 3, in: 2...(size * size - 2))
+            return GoalCycle(size: size, goals: goals, view: view,
+                             penalty: try o.float("penalty", default: 0.25, in: 0...1000), maxEpisodeSteps: try o.int("steps", default: 200, in: 1...10_000_000),
+                             obstacles: try o.int("obstacles", default: 0, in: 0...(size * size - goals - 2)))
         },
         Entry(name: "team-recall", summary: "multi-agent memory: each agent names the private cue it saw before a delay (memoryless best 1/cues)",
               options: ["agents": "agents in the team (default 2)", "cues": "cue values (default 4)", "delay": "blank steps between cue and recall (default 5)",

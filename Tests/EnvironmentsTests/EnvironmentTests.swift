@@ -291,3 +291,41 @@ final class HiddenInformationTests: XCTestCase {
         XCTAssertEqual(a[2], 4 * b[2], accuracy: 1e-6)
     }
 }
+
+final class GoalCycleObstacleTests: XCTestCase {
+    /// Obstacles are walls inside the room, drawn each episode apart from the goals and the start so
+    /// that every goal stays reachable; the view shows them as walls and moving into one is blocked.
+    func testObstaclesAreWallsThatLeaveEveryGoalReachable() throws {
+        let env = try XCTUnwrap(try EnvironmentRegistry.make("goal-cycle", options: ["size": "7", "goals": "4", "obstacles": "10"]) as? GoalCycle)
+        var o = [Float](repeating: 0, count: env.observationSpace.width)
+        var layouts: Set<[Int]> = [], blocked = 0
+        for seed: UInt64 in 0..<40 {
+            env.reset(seed: seed, observation: &o)
+            XCTAssertEqual(env.obstacles.count, 10)
+            XCTAssertTrue(env.goalsReachable())
+            for g in env.goals { XCTAssertFalse(env.obstacles.contains(g.y * 7 + g.x)) }
+            XCTAssertFalse(env.obstacles.contains(env.y * 7 + env.x))
+            for c in env.obstacles { XCTAssertEqual(env.cell(c % 7, c / 7), 1) }
+            layouts.insert(env.obstacles.sorted())
+            // Walk forward: a step into a wall (an obstacle or the room's edge) leaves the agent where it was.
+            var forward: Float = 2
+            for _ in 0..<8 {
+                let (dx, dy) = GoalCycle.forward[env.direction]
+                let ahead = env.cell(env.x + dx, env.y + dy), before = (env.x, env.y)
+                _ = env.step(action: &forward, observation: &o)
+                if ahead == 1 {
+                    XCTAssertTrue(env.x == before.0 && env.y == before.1)
+                    if env.obstacles.contains((before.1 + dy) * 7 + before.0 + dx) { blocked += 1 }
+                }
+            }
+        }
+        XCTAssertGreaterThan(layouts.count, 30, "drawn anew each episode")
+        XCTAssertGreaterThan(blocked, 5)
+        // Without obstacles, the same episodes as before they existed (the default draws nothing more).
+        let plain = GoalCycle(), none = GoalCycle(obstacles: 0)
+        var a = [Float](repeating: 0, count: plain.observationSpace.width), b = a
+        plain.reset(seed: 9, observation: &a); none.reset(seed: 9, observation: &b)
+        XCTAssertEqual(a, b)
+        XCTAssertTrue(none.obstacles.isEmpty)
+    }
+}
