@@ -127,7 +127,7 @@ public enum EnvironmentRegistry {
         },
         Entry(name: "t-maze", summary: "passive T-maze: walk a corridor, then turn to the arm shown at the first step only (needs memory)",
               options: ["length": "the corridor's length (default 50)", "penalty": "cost of a step that does not walk on (default 1/length)",
-                        "steps": steps + " (default length + 1)"]) { o in
+                        "steps": "the task's horizon, a terminal end (default length + 1)"]) { o in
             let length = try o.int("length", default: 50, in: 1...1_000_000)
             return TMaze(length: length, penalty: try o.float("penalty", default: 1 / Float(length), in: 0...100),
                          maxEpisodeSteps: try o.int("steps", default: length + 1, in: 1...10_000_000))

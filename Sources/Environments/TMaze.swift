@@ -6,9 +6,12 @@ import Tensors
 /// the first step and 0 afterwards; `junction` is 1 at the corridor's end. Actions: 0 right, 1 left,
 /// 2 up, 3 down. In the corridor every action but "right" costs `penalty` (default 1/length), and
 /// "up" or "down" does nothing; at the junction "up" or "down" ends the episode with reward 1 for
-/// the goal arm and 0 for the other. The episode is truncated after `length + 1` steps (by default,
-/// just enough to walk the corridor and choose), so the best return is 1, and a policy without
-/// memory succeeds half the time at best.
+/// the goal arm and 0 for the other. The episode ends after `length + 1` steps (by default, just
+/// enough to walk the corridor and choose), so the best return is 1, and a policy without memory
+/// succeeds half the time at best. That horizon is part of the task (nothing can follow it), so the
+/// episode's end there is terminal, not a truncation: bootstrapping a time-out here would tell the
+/// agent that walking on at the junction leads somewhere (recurrent PPO then never learns to turn
+/// with a horizon of length + 1, and does when the end is terminal).
 public final class TMaze: Environment {
     public let length: Int
     public let penalty: Float
@@ -54,6 +57,6 @@ public final class TMaze: Environment {
         }
         observation[0] = 0
         observation[1] = position == length ? 1 : 0
-        return StepResult(reward: reward, terminated: terminated, truncated: !terminated && elapsedSteps >= maxEpisodeSteps)
+        return StepResult(reward: reward, terminated: terminated || elapsedSteps >= maxEpisodeSteps, truncated: false)
     }
 }

@@ -214,7 +214,7 @@ final class MemoryEnvironmentTests: XCTestCase {
 final class HiddenInformationTests: XCTestCase {
     /// The cue shows at the first step only; walking right all the way then turning to the cued arm
     /// earns 1 in exactly length + 1 steps; the other arm earns 0; any other move in the corridor
-    /// costs the penalty; standing still runs into the time limit.
+    /// costs the penalty; standing still runs into the horizon, which ends the episode (terminal).
     func testTMazeRewardsTheCuedArmAndChargesDetours() throws {
         let L = 6
         for seed: UInt64 in 0..<8 {
@@ -250,7 +250,7 @@ final class HiddenInformationTests: XCTestCase {
         XCTAssertEqual(env.step(action: &left, observation: &o).reward, -1 / Float(L))
         var last = StepResult(reward: 0, terminated: false, truncated: false)
         for _ in 0..<(L - 1) { last = env.step(action: &up, observation: &o) }
-        XCTAssertTrue(last.truncated, "the episode ends after length + 1 steps")
+        XCTAssertTrue(last.terminated && !last.truncated, "the episode ends after length + 1 steps, its horizon: a terminal end")
         // Both arms are goals about equally often.
         var ups = 0
         for seed: UInt64 in 0..<200 { env.reset(seed: seed, observation: &o); if o[0] > 0 { ups += 1 } }
