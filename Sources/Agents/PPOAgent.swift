@@ -257,9 +257,14 @@ public final class PPOAgent {
 
     /// Normalises an observation in place with the running statistics (clipped to ±10).
     public func normalize(observation o: UnsafeMutablePointer<Float>) {
+        normalize(o, by: observationStatistics)
+    }
+
+    /// Normalises `statistics`' width of values in place by them (when observations are normalised).
+    func normalize(_ values: UnsafeMutablePointer<Float>, by statistics: RunningMeanStd) {
         guard configuration.normalizeObservations else { return }
-        for j in 0..<observationWidth {
-            o[j] = PolicyManifest.Normalizer.normalize(o[j], mean: observationStatistics.mean[j], variance: observationStatistics.variance[j])
+        for j in 0..<statistics.mean.count {
+            values[j] = PolicyManifest.Normalizer.normalize(values[j], mean: statistics.mean[j], variance: statistics.variance[j])
         }
     }
 
@@ -280,10 +285,7 @@ public final class PPOAgent {
 
     /// Normalises a global state in place with the running statistics (as observations are).
     public func normalize(globalState s: UnsafeMutablePointer<Float>) {
-        guard configuration.normalizeObservations else { return }
-        for j in 0..<globalStateWidth {
-            s[j] = PolicyManifest.Normalizer.normalize(s[j], mean: stateStatistics.mean[j], variance: stateStatistics.variance[j])
-        }
+        normalize(s, by: stateStatistics)
     }
 
     /// Writes a central critic's input for agent `agent`: the (normalised) global state, then the

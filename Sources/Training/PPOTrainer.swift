@@ -79,8 +79,8 @@ public final class PPOTrainer {
     let criticContext: Tensor
     let preparedStates: Tensor
     let finalState: Tensor
-    /// Whether each row's agent took part in the step being taken.
-    var stepActive: [Bool]
+    /// Each row's reward of the last step (`reward(row:)`), computed once per step.
+    let rowRewards: Tensor
     let truncatedCriticContext = Tensor([0])
     let actorState: Tensor
     let criticState: Tensor
@@ -143,7 +143,7 @@ public final class PPOTrainer {
         criticContext = Tensor(Shape(d0: 1, d1: agent.hasCentralCritic ? N : 0, d2: agent.criticContextWidth))
         preparedStates = Tensor(Shape(d0: copies, d1: agent.globalStateWidth))
         finalState = Tensor(Shape(d0: agent.globalStateWidth))
-        stepActive = [Bool](repeating: true, count: N)
+        rowRewards = Tensor(Shape(d0: N))
         actorState = Tensor(Shape(d0: N, d1: max(agent.actorStateWidth, 1)))
         criticState = Tensor(Shape(d0: N, d1: max(agent.criticStateWidth, 1)))
         previousActions = Tensor(Shape(d0: N, d1: A))
@@ -209,8 +209,7 @@ public final class PPOTrainer {
             if m > 0 { buffer.actionMasks.data.advanced(by: t * N * m).update(from: environments.actionMask(0), count: N * m) }
             for n in 0..<N {
                 buffer.episodeStarts.data[t * N + n] = environments.episodeStarts[n / M] ? 1 : 0
-                stepActive[n] = environments.isActive(n / M, agent: n % M)
-                buffer.active.data[t * N + n] = stepActive[n] ? 1 : 0
+                buffer.active.data[t * N + n] = environments.isActive(n / M, agent: n % M) ? 1 : 0
             }
             buffer.actorStates.data.advanced(by: t * N * Sa).update(from: actorState.data, count: N * Sa)
             buffer.criticStates.data.advanced(by: t * N * Sc).update(from: criticState.data, count: N * Sc)
@@ -224,17 +223,18 @@ public final class PPOTrainer {
             try environments.step(environmentActions.data)
             step += environments.count
             var truncatedCount = 0
+            for n in 0..<N { rowRewards.data[n] = reward(row: n) }
             for n in 0..<N {
-                let i = t * N + n, copy = n / M
+                let i = t * N + n, copy = n / M, wasActive = buffer.isActive(t, n)
                 if agent.configuration.normalizeRewards {
-                    discountedReturns[n] = discountedReturns[n] * gamma + Double(reward(row: n))
+                    discountedReturns[n] = discountedReturns[n] * gamma + Double(rowRewards.data[n])
                 }
                 // An agent that left while its copy's episode goes on has reached its own end (a terminal step).
                 // A time-out is a truncation (bootstrapped) unless time limits are taken as terminal.
-                let left = stepActive[n] && !environments.isActive(copy, agent: n % M)
+                let left = wasActive && !environments.isActive(copy, agent: n % M)
                 let timeOut = environments.truncated[copy], timeOutEnds = timeOut && agent.configuration.timeLimitsTerminal
-                buffer.terminated.data[i] = stepActive[n] && (environments.terminated[copy] || left || timeOutEnds) ? 1 : 0
-                buffer.truncated.data[i] = stepActive[n] && timeOut && !timeOutEnds ? 1 : 0
+                buffer.terminated.data[i] = wasActive && (environments.terminated[copy] || left || timeOutEnds) ? 1 : 0
+                buffer.truncated.data[i] = wasActive && timeOut && !timeOutEnds ? 1 : 0
                 if buffer.truncated.data[i] != 0 { truncatedCount += 1 }
             }
             if agent.configuration.normalizeRewards {
@@ -242,7 +242,7 @@ public final class PPOTrainer {
                 agent.returnStatistics.update(returnScratch.data, rows: N)
             }
             for n in 0..<N {
-                let reward = agent.prepare(reward: reward(row: n))
+                let reward = agent.prepare(reward: rowRewards.data[n])
                 buffer.rewards.data[t * N + n] = reward
                 (previousActions.data + n * A).update(from: buffer.action(t, n), count: A)
                 previousRewards.data[n] = reward
