@@ -32,6 +32,15 @@ public struct SamplerConfiguration: Codable, Equatable, Sendable {
     /// (the convention of many multi-agent benchmarks, available for comparison; nil or false: a
     /// truncated episode bootstraps, which is correct for time limits the agent does not observe).
     public var timeLimitsTerminal: Bool? = nil
+    /// Whole episodes packed several to a row (RESeL's batches): each window is an episode from its
+    /// first step to its end, drawn uniformly among the kept episodes; a row takes episodes while
+    /// the next one fits in its remaining slots (its steps and its bootstrap slot), so no episode is
+    /// cut at a row's end (the one that does not fit starts the next row), and the rest of the row
+    /// is padding, masked out. An episode longer than the sequence length is trained on its first
+    /// L steps: set the sequence length to at least the longest episode. Losses are means over the
+    /// valid steps, so a batch of B rows of L + 1 slots weighs each valid step alike. Needs zero
+    /// initial states, no burn-in and fixed lengths (nil or false: windows as the other switches say).
+    public var packEpisodes: Bool? = nil
 
     public init() {}
 
@@ -48,6 +57,11 @@ public struct SamplerConfiguration: Codable, Equatable, Sendable {
         }
         if initialState == .storedBurnIn && burnIn == 0 {
             try fail("initial state 'stored+burnIn' needs a burn-in: set --burn-in to a positive number of steps, or use 'stored'")
+        }
+        if packEpisodes == true {
+            if initialState != .zero { try fail("packed episodes start every episode from a zero state: use --initial-state zero, or leave out --pack-episodes") }
+            if burnIn > 0 { try fail("packed episodes are trained from their first step: use --burn-in 0, or leave out --pack-episodes") }
+            if randomSequenceLength { try fail("packed episodes have their own lengths: leave out --random-length, or --pack-episodes") }
         }
     }
 }
@@ -208,16 +222,30 @@ public final class SequenceSampler {
         for i in batch.stepIndices.indices { batch.stepIndices[i] = -1 }
         let stored = c.initialState.usesStoredStates, timeLimitsTerminal = c.timeLimitsTerminal == true
 
+        let packing = c.packEpisodes == true
+        var carried: Int? = nil  // packing: the episode that did not fit in the last row starts the next one
         for row in 0..<B {
             var slot = 0
             var firstWindow = true
             while slot < L && (firstWindow || !stored) {
-                var length = drawLength()
-                if firstWindow && stored { length = max(length, min(L, c.burnIn + 1)) }
-                let steps = min(length, L - slot)
+                var i: Int
+                let steps: Int
+                if packing {
+                    i = carried ?? replay.episodeStart(rng.integer(below: replay.episodeCount))
+                    carried = nil
+                    steps = min(episodeLength(replay, from: i), L)
+                    if slot + steps > L {
+                        carried = i
+                        break
+                    }
+                } else {
+                    var length = drawLength()
+                    if firstWindow && stored { length = max(length, min(L, c.burnIn + 1)) }
+                    steps = min(length, L - slot)
+                    i = drawStart(replay)
+                }
                 let k0 = slot * B + row
                 batch.resetMask.data[k0] = 1
-                var i = drawStart(replay)
                 if firstWindow {
                     if layout.actorStateWidth > 0 {
                         let w = layout.actorStateFloats
@@ -278,5 +306,15 @@ public final class SequenceSampler {
             if slot < L + 1 { batch.resetMask.data[slot * B + row] = 1 }  // padding starts clean
         }
         return batch
+    }
+
+    /// Steps from `i` to the end of its episode (or to the replay's newest step for an episode still open).
+    func episodeLength(_ replay: EpisodeReplay, from i: Int) -> Int {
+        var i = i, n = 1
+        while !replay.endsEpisode(i), let next = replay.successor(i) {
+            i = next
+            n += 1
+        }
+        return n
     }
 }

@@ -67,6 +67,7 @@ struct Train: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Windows start at the first step of an episode.") var startAtEpisodeStart: Bool?
     @Flag(inversion: .prefixedNo, help: "Target networks also see the step before the first trained one.") var includeFirstStepInTargets: Bool?
     @Flag(inversion: .prefixedNo, help: "Losses only at the last step of each window.") var maskNonFinal: Bool?
+    @Flag(help: "Whole episodes packed several to a row of --sequence-length steps (RESeL's batches): none cut at a row's end, the rest of a row masked; zero initial states, no burn-in.") var packEpisodes = false
     @Option(parsing: .unconditional, help: "Truncated BPTT: cut the state gradient every k steps (0: off).") var truncation: Int?
 
     @Option(parsing: .unconditional, help: "Windows (or transitions) per batch.") var batchSize: Int?
@@ -130,7 +131,7 @@ struct Train: ParsableCommand {
             ("--sequence-length", sequenceLength != nil), ("--burn-in", burnIn != nil), ("--initial-state", initialState != nil),
             ("--random-length", randomLength != nil), ("--nominal-length-probability", nominalLengthProbability != nil),
             ("--start-at-episode-start", startAtEpisodeStart != nil), ("--include-first-step-in-targets", includeFirstStepInTargets != nil),
-            ("--mask-non-final", maskNonFinal != nil), ("--batch-size", batchSize != nil), ("--replay-capacity", replayCapacity != nil),
+            ("--mask-non-final", maskNonFinal != nil), ("--pack-episodes", packEpisodes), ("--batch-size", batchSize != nil), ("--replay-capacity", replayCapacity != nil),
             ("--tau", tau != nil), ("--actor-lr", actorLr != nil), ("--critic-lr", criticLr != nil),
             ("--temperature-lr", temperatureLr != nil), ("--initial-temperature", initialTemperature != nil),
             ("--fixed-temperature", fixedTemperature), ("--target-entropy", targetEntropy != nil), ("--critics", critics != nil),
@@ -255,6 +256,7 @@ struct Train: ParsableCommand {
         if let startAtEpisodeStart { c.agent.sampler.alwaysStartAtEpisodeStart = startAtEpisodeStart }
         if let includeFirstStepInTargets { c.agent.sampler.includeFirstStepInTargets = includeFirstStepInTargets }
         if let maskNonFinal { c.agent.sampler.maskNonFinal = maskNonFinal }
+        if packEpisodes { c.agent.sampler.packEpisodes = true }
         if let truncation { c.agent.truncation = truncation }
         if let refreshStored { c.agent.refreshStoredStatesInterval = refreshStored }
         if let criticInput { c.agent.criticInput = criticInput }

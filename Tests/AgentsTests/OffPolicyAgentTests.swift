@@ -172,4 +172,39 @@ final class OffPolicyAgentTests: XCTestCase {
         agent.writeContext(observation: [0.5], lastAction: [1], lastReward: -1, into: &out)
         XCTAssertEqual(out, [0.5, 0, 1, 0, -1])
     }
+    /// Whole episodes packed several to a row give the losses and gradients of the same episodes
+    /// one to a row: a reset restarts the state from zeros, padding is masked, and the losses are
+    /// means over the valid steps.
+    func testPackedRowsGiveTheLossesOfSeparateRows() throws {
+        func losses(sequenceLength: Int, batchSize: Int) throws -> (critic: Double, actor: Double, gradients: [[Float]]) {
+            var configuration = AgentConfiguration()
+            configuration.network = .gru
+            configuration.hiddenSize = 5
+            configuration.headHiddenSizes = [6]
+            configuration.batchSize = batchSize
+            configuration.sampler.sequenceLength = sequenceLength
+            configuration.sampler.packEpisodes = true
+            let agent = try OffPolicyAgent(configuration: configuration, observationSpace: .box(low: [-5, -5], high: [5, 5]),
+                                           actionSpace: .discrete(3), seed: 4)
+            let replay = makeRandomReplay(layout: agent.replayLayout, episodes: [3, 3, 3, 3, 3], actions: .discrete(3), seed: 8)
+            let sampler = SequenceSampler(configuration: configuration.sampler, batchSize: batchSize, layout: agent.replayLayout, seed: 2)
+            let batch = sampler.sample(from: replay)
+            var valid: Float = 0
+            for k in 0..<batch.validMask.count { valid += batch.validMask.data[k] }
+            XCTAssertEqual(valid, 12, "four whole episodes of three steps")
+            let rows = agent.prepare(batch)
+            let critic = agent.criticLossAndGradients(batch, rows: rows).loss
+            let actor = agent.actorLossAndGradients(batch, rows: rows).loss
+            let gradients = (agent.criticParameters + agent.actorParameters).map { Array(UnsafeBufferPointer(start: $0.gradient.data, count: $0.gradient.count)) }
+            return (critic, actor, gradients)
+        }
+        let packed = try losses(sequenceLength: 7, batchSize: 2)  // two episodes (3 steps + a bootstrap slot each) per row
+        let separate = try losses(sequenceLength: 3, batchSize: 4)  // one per row
+        XCTAssertEqual(packed.critic, separate.critic, accuracy: 1e-5 * abs(separate.critic))
+        XCTAssertEqual(packed.actor, separate.actor, accuracy: 1e-5 * max(abs(separate.actor), 1e-3))
+        XCTAssertNotEqual(separate.critic, 0)
+        for (p, q) in zip(packed.gradients, separate.gradients) {
+            for (a, b) in zip(p, q) { XCTAssertEqual(a, b, accuracy: 1e-5 + 1e-4 * abs(b)) }
+        }
+    }
 }

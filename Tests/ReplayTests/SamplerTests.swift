@@ -140,6 +140,55 @@ final class SamplerTests: XCTestCase {
         }
     }
 
+    /// Packed episodes: every window is a whole episode from its first step to its end, several to
+    /// a row, never cut at the row's end (the episode that does not fit starts the next row), and
+    /// an episode longer than the row is trained on its first L steps.
+    func testPackedEpisodesAreWholeAndNeverCutAtTheRowEnd() {
+        let lengths = [5, 8, 3, 8, 2, 14]
+        let replay = makeLabelledReplay(episodeLengths: lengths, terminatedEpisodes: [0, 2])
+        var c = SamplerConfiguration()
+        c.sequenceLength = 12
+        c.packEpisodes = true
+        XCTAssertNoThrow(try c.validate())
+        let B = 4, L = c.sequenceLength
+        let sampler = SequenceSampler(configuration: c, batchSize: B, layout: replay.layout, seed: 5)
+        var episodesSeen = Set<Int>(), rowsWithSeveral = 0, longSeen = false
+        for _ in 0..<60 {
+            let batch = sampler.sample(from: replay)
+            checkInvariants(batch, replay: replay, configuration: c)
+            for b in 0..<B {
+                var s = 0, windows = 0
+                while s < L, batch.stepIndices[s * B + b] >= 0 {
+                    let episode = Int(batch.observations[s, b, 0])
+                    XCTAssertEqual(batch.observations[s, b, 1], 0, "a packed window starts at its episode's first step")
+                    var n = 0
+                    while s + n < L + 1, batch.stepIndices[(s + n) * B + b] >= 0 { n += 1 }
+                    XCTAssertEqual(n, min(lengths[episode], L), "episode \(episode) whole (or its first L steps)")
+                    if lengths[episode] > L { longSeen = true }
+                    episodesSeen.insert(episode)
+                    windows += 1
+                    s += n + 1
+                }
+                if windows > 1 { rowsWithSeveral += 1 }
+                // The row ended because the next episode (the next row's first) did not fit.
+                if b + 1 < B {
+                    let nextEpisode = Int(batch.observations[0, b + 1, 0])
+                    XCTAssertGreaterThan(s + min(lengths[nextEpisode], L), L, "row \(b) had room for episode \(nextEpisode)")
+                }
+                // Padding: no valid step after the last window.
+                for t in s..<(L + 1) { XCTAssertEqual(batch.validMask[t, b], 0) }
+            }
+        }
+        XCTAssertEqual(episodesSeen, Set(0..<lengths.count), "every episode is drawn")
+        XCTAssertGreaterThan(rowsWithSeveral, 0, "short episodes share rows")
+        XCTAssertTrue(longSeen)
+        c.burnIn = 2
+        XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".contains("packed episodes")) }
+        c.burnIn = 0
+        c.initialState = .stored
+        XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".contains("zero state")) }
+    }
+
     func testRandomLengthsFollowTheNominalProbability() {
         var c = SamplerConfiguration()
         c.sequenceLength = 10
