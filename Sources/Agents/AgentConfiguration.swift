@@ -106,6 +106,14 @@ public enum CriticInput: String, Codable, CaseIterable, Sendable {
     case independent
 }
 
+/// What an actor maximises over several Q-functions.
+public enum ActorQ: String, Codable, CaseIterable, Sendable {
+    /// The smallest (SAC's clipped double Q).
+    case minimum
+    /// Their mean (REDQ, RESeL).
+    case mean
+}
+
 /// Where the other agents' actions come from when a multi-agent actor is updated.
 public enum OtherAgentsActions: String, Codable, CaseIterable, Sendable {
     /// As recorded in the replay.
@@ -182,8 +190,24 @@ public struct AgentConfiguration: Codable, Equatable, Sendable {
     public var actorPerAgent: Bool? = nil
     /// VDN and QMIX: the mixer, exploration and returns (nil: the defaults).
     public var valueDecomposition: ValueDecompositionConfiguration? = nil
+    /// Q-heads per critic on its one encoder (RESeL: one critic with 8 heads; nil: 1). Every head is
+    /// a Q-function: the critics' loss sums over them all.
+    public var criticHeads: Int? = nil
+    /// The bootstrap target takes the minimum over this many Q-functions (critics × heads) drawn
+    /// at random for each update, REDQ's in-target minimisation (RESeL: 2 of 8; nil: over all).
+    public var targetSubset: Int? = nil
+    /// What the SAC actor maximises over the Q-functions: their minimum (nil) or their mean (RESeL, REDQ).
+    public var actorQ: ActorQ? = nil
+    /// Clamp each bootstrap value to the range of the values seen so far (RESeL's guard against
+    /// diverging targets): the range starts at the first batch's values and widens with each
+    /// batch's; for continuous actions its ends also drift towards each batch's minimum and
+    /// maximum by 0.1% per update, so that it can narrow again. nil or false: off.
+    public var clampTargets: Bool? = nil
 
     public init() {}
+
+    /// Q-functions in all: critics × heads.
+    public var qFunctionCount: Int { criticCount * (criticHeads ?? 1) }
 
     /// The value-decomposition options in force.
     public var valueDecompositionOptions: ValueDecompositionConfiguration { valueDecomposition ?? ValueDecompositionConfiguration() }
@@ -212,6 +236,16 @@ public struct AgentConfiguration: Codable, Equatable, Sendable {
         if let e = encoderLearningRate, !(e > 0 && e.isFinite) { try fail("encoder learning rate must be positive (got \(e))") }
         if !(initialTemperature > 0) { try fail("initial temperature must be positive (got \(initialTemperature))") }
         if criticCount < 1 { try fail("critic count must be at least 1 (got \(criticCount))") }
+        if let h = criticHeads {
+            if h < 1 { try fail("critic heads must be at least 1 (got \(h))") }
+            try checkUpperBound("critic heads", h, SizeLimit.critics)
+        }
+        if let m = targetSubset, !(1...qFunctionCount).contains(m) {
+            try fail("the target subset must hold 1 to \(qFunctionCount) Q-functions (critics × heads); got \(m)")
+        }
+        if algorithm.isValueDecomposition && (criticHeads != nil || targetSubset != nil || actorQ != nil || clampTargets != nil) {
+            try fail("critic heads, target subsets, the actor's Q and clamped targets are SAC/TD3/MASAC options; \(algorithm.rawValue) has no critics")
+        }
         try checkUpperBound("batch size", batchSize, SizeLimit.batch)
         try checkUpperBound("replay capacity", replayCapacity, SizeLimit.replay)
         try checkUpperBound("critic count", criticCount, SizeLimit.critics)

@@ -11,6 +11,8 @@ extension OffPolicyAgent: Checkpointable {
     struct State: Codable {
         var rng: RandomGenerator; var criticUpdates: Int; var actorUpdates: Int; var statistics: UpdateStatistics
         var mixerStateScale: [Float]? = nil
+        /// `clampTargets`: the ends of the bootstrap values' range.
+        var targetRange: [Float]? = nil
     }
 
     /// The name of the first parameter tensor (targets included) holding a NaN or infinity, or nil
@@ -27,7 +29,7 @@ extension OffPolicyAgent: Checkpointable {
         try criticOptimizer.save(to: archive, prefix: prefix + "critic_optimizer.")
         try temperatureOptimizer.save(to: archive, prefix: prefix + "temperature_optimizer.")
         archive.put(prefix + "state", value: State(rng: rng, criticUpdates: criticUpdates, actorUpdates: actorUpdates, statistics: statistics,
-                                                   mixerStateScale: mixerStateScale))
+                                                   mixerStateScale: mixerStateScale, targetRange: targetRange.map { [$0.lowerBound, $0.upperBound] }))
     }
 
     public func restore(from archive: StateArchiveReader, prefix: String) throws {
@@ -37,6 +39,7 @@ extension OffPolicyAgent: Checkpointable {
         try criticOptimizer.restore(from: archive, prefix: prefix + "critic_optimizer.")
         try temperatureOptimizer.restore(from: archive, prefix: prefix + "temperature_optimizer.")
         rng = s.rng; criticUpdates = s.criticUpdates; actorUpdates = s.actorUpdates; statistics = s.statistics
+        targetRange = s.targetRange.flatMap { $0.count == 2 && $0[0] <= $0[1] ? $0[0]...$0[1] : nil }
         if let scale = mixerStateScale {
             guard let saved = s.mixerStateScale, saved.count == scale.count else {
                 throw StateArchiveError("checkpoint \(archive.path): it has no scale of the mixer's states of width \(scale.count), which this QMIX agent needs; resume it with the configuration it was written with")

@@ -75,6 +75,12 @@ public final class OffPolicyAgent {
     public let actorTarget: ActorNetworks?
     public let critics: [SequenceNetwork]
     public let criticTargets: [SequenceNetwork]
+    /// Q-heads per critic (an ensemble on each critic's encoder); Q-function k is head k % heads of critic k / heads.
+    public let headsPerCritic: Int
+    /// Q-functions in all (critics × heads).
+    public var qFunctionCount: Int { critics.count * headsPerCritic }
+    /// With `clampTargets`: the range bootstrap values are clamped to (nil until the first batch).
+    public internal(set) var targetRange: ClosedRange<Float>?
     /// log α per agent.
     public let logTemperature: Parameter
     public let targetEntropy: Float
@@ -136,6 +142,10 @@ public final class OffPolicyAgent {
     let maskPart = Tensor([0])
     let lossMask = Tensor([0])
     let targetMin = Tensor([0])
+    /// The Q-functions of this update's target (a random subset, `targetSubset`): a shuffled order and membership.
+    var targetOrder: [Int] = [], targetMembers: [Bool] = []
+    /// The critics the actor update's `CriticsAtTrainedSlots` has already encoded (their heads share the features).
+    var encodedInActorUpdate: [Bool] = []
     let targets = Tensor([0])
     let qGradient = Tensor([0])
     let parameterGradient = Tensor([0])
@@ -204,9 +214,9 @@ public final class OffPolicyAgent {
         if valueDecomposition {
             objective = nil
         } else if let n = discreteActions {
-            objective = DiscreteSoftActorCriticObjective(actions: n)
+            objective = DiscreteSoftActorCriticObjective(actions: n, actorQ: c.actorQ ?? .minimum)
         } else if c.algorithm.isSoft {
-            objective = SoftActorCriticObjective(actionWidth: A)
+            objective = SoftActorCriticObjective(actionWidth: A, actorQ: c.actorQ ?? .minimum)
         } else {
             objective = TD3Objective(actionWidth: A, explorationNoise: c.explorationNoise, policyNoise: c.policyNoise, noiseClip: c.noiseClip)
         }
@@ -223,11 +233,12 @@ public final class OffPolicyAgent {
             // Discrete: Q for every action from the features; continuous: Q(features, action).
             SequenceNetwork(contextWidth: criticContextWidth, extraWidth: criticExtraWidth, cell: c.network.cell,
                             hiddenSize: c.hiddenSize, layers: c.recurrentLayers, headHiddenSizes: c.headHiddenSizes,
-                            outputSize: discreteActions ?? 1, activation: c.activation, using: &rng)
+                            outputSize: discreteActions ?? 1, activation: c.activation, heads: c.criticHeads ?? 1, using: &rng)
         }
         let perAgent = c.actorPerAgent == true
         actor = ActorNetworks(agents: agents, perAgent: perAgent) { makeActor(&rng) }
         let criticCount = valueDecomposition ? 0 : c.criticCount
+        headsPerCritic = c.criticHeads ?? 1
         critics = (0..<criticCount).map { _ in makeCritic(&rng) }
         criticTargets = (0..<criticCount).map { _ in makeCritic(&rng) }
         for (t, s) in zip(criticTargets, critics) { copyParameters(from: s.parameters, to: t.parameters) }
@@ -528,10 +539,12 @@ public final class OffPolicyAgent {
         }
         let nextInput = nextActions.flatMap { criticExtra($0, active: activity(batch, fromSlot: Bn + 1), rows: rows, into: nextExtra) }
 
-        // Target critics: the minimum over critics at each next slot.
-        let width = discreteActions ?? 1
+        // Target critics: the minimum over the Q-functions (or a random subset of them) at each next slot.
+        let width = discreteActions ?? 1, H = headsPerCritic
+        let subset = drawTargetSubset()
         targetMin.resize(Shape(d0: rows, d1: width))
-        for (i, target) in criticTargets.enumerated() {
+        var first = true
+        for (i, target) in criticTargets.enumerated() where (0..<H).contains(where: { subset[i * H + $0] }) {
             let features: Tensor
             let firstRow: Int
             if c.sampler.includeFirstStepInTargets || !target.isRecurrent {
@@ -545,45 +558,95 @@ public final class OffPolicyAgent {
                                          resetMask: maskPart, keepActivations: false)
                 firstRow = Bn * RB
             }
-            let q = target.head(features: features, firstRow: firstRow, rows: rows, extra: nextInput)
-            if i == 0 { targetMin.copy(from: q) } else { for j in 0..<(rows * width) { targetMin.data[j] = min(targetMin.data[j], q.data[j]) } }
+            for j in 0..<H where subset[i * H + j] {
+                let q = target.head(features: features, firstRow: firstRow, rows: rows, extra: nextInput, index: j)
+                if first { targetMin.copy(from: q) } else { for k in 0..<(rows * width) { targetMin.data[k] = min(targetMin.data[k], q.data[k]) } }
+                first = false
+            }
         }
-        // y = r + γ (1 - terminated) V(next), each agent with its own reward and temperature.
+        // y = r + γ (1 - terminated) V(next), each agent with its own reward and temperature (V clamped with `clampTargets`).
         targets.resize(Shape(d0: rows, d1: 1))
+        let clamps = c.clampTargets == true
+        if clamps && targetRange == nil {
+            // The range starts at the first batch's bootstrap values.
+            var low = Float.infinity, high = -Float.infinity
+            for r in 0..<rows where weights.data[r] != 0 {
+                let v = objective.nextValue(row: r, minimumQ: targetMin.data + r * width, temperature: temperatures.values[temperatures.agent(ofRow: r)])
+                low = min(low, v)
+                high = max(high, v)
+            }
+            if low <= high { targetRange = low...high }
+        }
         for r in 0..<rows {
-            let v = objective.nextValue(row: r, minimumQ: targetMin.data + r * width, temperature: temperatures.values[temperatures.agent(ofRow: r)])
+            var v = objective.nextValue(row: r, minimumQ: targetMin.data + r * width, temperature: temperatures.values[temperatures.agent(ofRow: r)])
+            if clamps, let range = targetRange { v = min(max(v, range.lowerBound), range.upperBound) }
             let k = Bn * RB + r
             // An agent that finished at this step while the episode went on has no future either.
             let finished = N > 1 ? batch.agentFinished.data[k] : 0
             targets.data[r] = batch.rewards.data[k] + c.gamma * (1 - batch.terminated.data[k / N]) * (1 - finished) * v
         }
+        if clamps { widenTargetRange(rows: rows) }
 
         // Online critics: masked squared error of Q(h_t, a_t), back-propagated through time.
         criticOptimizer.zeroGradients()
         var loss: Double = 0, meanQ: Double = 0
         let recorded = batch.actions.data + Bn * RB * A
         let recordedInput = criticExtra(recorded, active: activity(batch, fromSlot: Bn), rows: rows, into: recordedExtra)
+        let share = 1 / Double(qFunctionCount)
         for (i, critic) in critics.enumerated() {
             let features = encodeCurrent(critic, batch: batch, initialState: criticStateColumns(batch.initialCriticState, critic: i),
                                          keepActivations: true)
-            let q = critic.head(features: features, firstRow: 0, rows: rows, extra: recordedInput)
-            qGradient.resize(Shape(d0: rows, d1: width))
-            qGradient.zero()
-            for r in 0..<rows where weights.data[r] != 0 {
-                let j = discreteActions == nil ? r : r * width + Int(recorded[r])
-                let d = q.data[j] - targets.data[r]
-                loss += Double(weights.data[r] * d * d)
-                meanQ += Double(weights.data[r] * q.data[j]) / Double(critics.count)
-                qGradient.data[j] = 2 * weights.data[r] * d
+            // Every head regresses on the targets; their feature gradients add up in the shared encoder.
+            for j in 0..<headsPerCritic {
+                let q = critic.head(features: features, firstRow: 0, rows: rows, extra: recordedInput, index: j)
+                qGradient.resize(Shape(d0: rows, d1: width))
+                qGradient.zero()
+                for r in 0..<rows where weights.data[r] != 0 {
+                    let k = discreteActions == nil ? r : r * width + Int(recorded[r])
+                    let d = q.data[k] - targets.data[r]
+                    loss += Double(weights.data[r] * d * d)
+                    meanQ += Double(weights.data[r] * q.data[k]) * share
+                    qGradient.data[k] = 2 * weights.data[r] * d
+                }
+                critic.headBackward(qGradient, needsFeatureGradient: critic.isRecurrent, needsExtraGradient: false, index: j, accumulating: j > 0)
             }
-            backward(critic, outputGradient: qGradient, trainedSlots: L - Bn, batch: RB)
+            critic.encoderBackward(slots: L - Bn, batch: RB, truncation: c.truncation)
         }
         return (loss, meanQ)
     }
 
-    /// Head then encoder backward of a network whose last `encodeCurrent` kept activations.
-    func backward(_ network: SequenceNetwork, outputGradient: Tensor, trainedSlots T: Int, batch B: Int) {
-        network.backward(window: outputGradient, slots: T, batch: B, truncation: configuration.truncation)
+    /// Which Q-functions make this update's target: all, or (`targetSubset` m) m of them drawn at random.
+    func drawTargetSubset() -> [Bool] {
+        let count = qFunctionCount
+        if targetMembers.count != count {
+            targetOrder = Array(0..<count)
+            targetMembers = [Bool](repeating: true, count: count)
+        }
+        guard let m = configuration.targetSubset, m < count else { return targetMembers }
+        // The first m places of a partial Fisher-Yates shuffle of 0..<count (drawn afresh: no state between updates).
+        for k in 0..<count { targetOrder[k] = k }
+        for k in 0..<m { targetOrder.swapAt(k, k + rng.integer(below: count - k)) }
+        for k in 0..<count { targetMembers[k] = false }
+        for k in 0..<m { targetMembers[targetOrder[k]] = true }
+        return targetMembers
+    }
+
+    /// `clampTargets`: widens the range to this batch's targets y (the trained rows'), and for
+    /// continuous actions moves its ends 0.1% of the way towards the batch's minimum and maximum.
+    func widenTargetRange(rows: Int) {
+        var low = Float.infinity, high = -Float.infinity
+        for r in 0..<rows where weights.data[r] != 0 {
+            low = min(low, targets.data[r])
+            high = max(high, targets.data[r])
+        }
+        guard low <= high, let range = targetRange else { return }
+        var lower = min(range.lowerBound, low), upper = max(range.upperBound, high)
+        if discreteActions == nil {
+            let decay: Float = 1 - 1e-3
+            lower = decay * lower + (1 - decay) * low
+            upper = decay * upper + (1 - decay) * high
+        }
+        targetRange = lower...upper
     }
 
     /// Rules out the unavailable actions (stored masks) of `rows` policy outputs, the first at row
@@ -623,6 +686,8 @@ public final class OffPolicyAgent {
             }
             others = UnsafePointer(currentActions.data)
         }
+        if encodedInActorUpdate.count != critics.count { encodedInActorUpdate = [Bool](repeating: false, count: critics.count) }
+        for i in 0..<critics.count { encodedInActorUpdate[i] = false }
         let (loss, entropy) = objective.actorLoss(policyOutput: out, rows: rows, weights: weights.data, agents: currentTemperatures(),
                                                   critics: CriticsAtTrainedSlots(agent: self, batch: batch, rows: rows, others: others),
                                                   gradient: parameterGradient, rng: &rng)
@@ -640,21 +705,28 @@ struct CriticsAtTrainedSlots: CriticView {
     let rows: Int
     let others: UnsafePointer<Float>
 
-    var count: Int { agent.critics.count }
+    var count: Int { agent.qFunctionCount }
 
-    func q(_ i: Int, actions: UnsafePointer<Float>?) -> Tensor {
-        let critic = agent.critics[i]
-        let f = agent.encodeCurrent(critic, batch: batch, initialState: agent.criticStateColumns(batch.initialCriticState, critic: i),
+    func q(_ k: Int, actions: UnsafePointer<Float>?) -> Tensor {
+        let H = agent.headsPerCritic, i = k / H, critic = agent.critics[i]
+        // The heads of one critic share its features: encoded once per actor update.
+        let f: Tensor
+        if agent.encodedInActorUpdate[i] {
+            f = critic.lastWindowFeatures
+        } else {
+            f = agent.encodeCurrent(critic, batch: batch, initialState: agent.criticStateColumns(batch.initialCriticState, critic: i),
                                     keepActivations: false)
+            agent.encodedInActorUpdate[i] = true
+        }
         let extra = agent.agents == 1 ? actions : agent.criticExtra(others, own: actions, active: agent.activity(batch, fromSlot: agent.configuration.sampler.burnIn),
                                                                           rows: rows, into: agent.policyExtra)
-        return critic.head(features: f, firstRow: 0, rows: rows, extra: extra)
+        return critic.head(features: f, firstRow: 0, rows: rows, extra: extra, index: k % H)
     }
 
-    func actionGradient(_ i: Int, qGradient: Tensor) -> Tensor {
+    func actionGradient(_ k: Int, qGradient: Tensor) -> Tensor {
         // The critic's head still holds its activations for these actions.
-        let critic = agent.critics[i]
-        critic.headBackward(qGradient, needsFeatureGradient: false, needsExtraGradient: true, needsParameterGradients: false)
+        let H = agent.headsPerCritic, critic = agent.critics[k / H]
+        critic.headBackward(qGradient, needsFeatureGradient: false, needsExtraGradient: true, needsParameterGradients: false, index: k % H)
         guard agent.agents > 1 else { return critic.extraGradient }
         // Only the row's own action (the first columns) belongs to the actor being trained.
         let A = agent.actionWidth, w = critic.extraWidth, g = agent.ownActionGradient

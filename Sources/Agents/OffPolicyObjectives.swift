@@ -83,13 +83,18 @@ public protocol OffPolicyObjective: ActionChoice {
 /// SAC with a tanh-squashed Gaussian policy (Haarnoja et al. 2018):
 /// V(s') = min_i Q'_i(s', a') - α log π(a'|s'), a' ~ π;  ℓ = α log π(a|s) - min_i Q_i(s, a), a = the
 /// reparameterised draw, so the gradient flows through a into the policy's mean and log std.
+/// With `actorQ` `.mean`, ℓ takes the mean of the Q_i instead of their minimum (REDQ, RESeL).
 public final class SoftActorCriticObjective: OffPolicyObjective {
     public let actionWidth: Int
+    public let actorQ: ActorQ
     let nextActions = Tensor([0]), nextLogProbabilities = Tensor([0]), noise = Tensor([0])
     let actions = Tensor([0]), logProbabilities = Tensor([0]), logProbabilityGradient = Tensor([0]), scratch = Tensor([0])
-    let minimum = ContinuousCriticMinimum()
+    let minimum = ContinuousCriticReduction()
 
-    public init(actionWidth: Int) { self.actionWidth = actionWidth }
+    public init(actionWidth: Int, actorQ: ActorQ = .minimum) {
+        self.actionWidth = actionWidth
+        self.actorQ = actorQ
+    }
     public var policyOutputs: Int { 2 * actionWidth }
 
     public func act(policyOutput out: Tensor, rows E: Int, deterministic: Bool, actions: UnsafeMutablePointer<Float>,
@@ -126,7 +131,7 @@ public final class SoftActorCriticObjective: OffPolicyObjective {
         noise.resize(Shape(d0: rows, d1: A))
         TanhGaussian.sample(parameters: out.data, rows: rows, actionWidth: A, noise: noise.data, actions: actions.data,
                             logProbabilities: logProbabilities.data, rng: &rng)
-        minimum.evaluate(critics, count: critics.count, actions: actions.data, rows: rows, actionWidth: A, weights: weights)
+        minimum.evaluate(critics, count: critics.count, reduction: actorQ, actions: actions.data, rows: rows, actionWidth: A, weights: weights)
         var loss: Double = 0, entropy: Double = 0
         logProbabilityGradient.resize(Shape(d0: rows))
         for k in 0..<agents.count { agents.entropies[k] = 0 }
@@ -147,13 +152,18 @@ public final class SoftActorCriticObjective: OffPolicyObjective {
 
 /// SAC for discrete actions (Christodoulou 2019): the critics give Q for every action, so the
 /// expectations over the categorical policy are exact sums:
-/// V(s') = Σ_a π(a|s') (min_i Q'_i(s', a) - α log π(a|s'));  ℓ = Σ_a π(a|s) (α log π(a|s) - min_i Q_i(s, a)).
+/// V(s') = Σ_a π(a|s') (min_i Q'_i(s', a) - α log π(a|s'));  ℓ = Σ_a π(a|s) (α log π(a|s) - min_i Q_i(s, a)),
+/// or with `actorQ` `.mean` the mean of the Q_i in ℓ.
 public final class DiscreteSoftActorCriticObjective: OffPolicyObjective {
     public let actions: Int
+    public let actorQ: ActorQ
     let nextProbabilities = Tensor([0]), nextLogProbabilities = Tensor([0])
     let probabilities = Tensor([0]), logProbabilities = Tensor([0]), minimumQ = Tensor([0]), scratch = Tensor([0])
 
-    public init(actions: Int) { self.actions = actions }
+    public init(actions: Int, actorQ: ActorQ = .minimum) {
+        self.actions = actions
+        self.actorQ = actorQ
+    }
     public var policyOutputs: Int { actions }
 
     public func act(policyOutput out: Tensor, rows E: Int, deterministic: Bool, actions chosen: UnsafeMutablePointer<Float>,
@@ -192,10 +202,18 @@ public final class DiscreteSoftActorCriticObjective: OffPolicyObjective {
         Categorical.probabilities(logits: out.data, rows: rows, actions: n, probabilities: probabilities.data,
                                   logProbabilities: logProbabilities.data)
         minimumQ.resize(Shape(d0: rows, d1: n))
-        for i in 0..<critics.count {
+        let count = critics.count
+        for i in 0..<count {
             let q = critics.q(i, actions: nil)
-            if i == 0 { minimumQ.copy(from: q) } else { for j in 0..<(rows * n) { minimumQ.data[j] = min(minimumQ.data[j], q.data[j]) } }
+            if i == 0 {
+                minimumQ.copy(from: q)
+            } else if actorQ == .minimum {
+                for j in 0..<(rows * n) { minimumQ.data[j] = min(minimumQ.data[j], q.data[j]) }
+            } else {
+                for j in 0..<(rows * n) { minimumQ.data[j] += q.data[j] }
+            }
         }
+        if actorQ == .mean && count > 1 { for j in 0..<(rows * n) { minimumQ.data[j] /= Float(count) } }
         // ℓ = Σ_a π_a f_a with f_a = α log π_a - Q_a;  dℓ/dlogit_k = π_k (f_k - Σ_a π_a f_a).
         var loss: Double = 0, entropy: Double = 0
         for k in 0..<agents.count { agents.entropies[k] = 0 }
@@ -223,7 +241,7 @@ public final class TD3Objective: OffPolicyObjective {
     public let actionWidth: Int
     public let explorationNoise: Float, policyNoise: Float, noiseClip: Float
     let nextActions = Tensor([0])
-    let minimum = ContinuousCriticMinimum()
+    let minimum = ContinuousCriticReduction()
 
     public init(actionWidth: Int, explorationNoise: Float, policyNoise: Float, noiseClip: Float) {
         self.actionWidth = actionWidth
@@ -255,7 +273,7 @@ public final class TD3Objective: OffPolicyObjective {
 
     public func actorLoss<Critics: CriticView>(policyOutput out: Tensor, rows: Int, weights: UnsafePointer<Float>, agents: AgentTemperatures,
                           critics: Critics, gradient: Tensor, rng: inout RandomGenerator) -> (loss: Double, entropy: Double) {
-        minimum.evaluate(critics, count: 1, actions: out.data, rows: rows, actionWidth: actionWidth, weights: weights)
+        minimum.evaluate(critics, count: 1, reduction: .minimum, actions: out.data, rows: rows, actionWidth: actionWidth, weights: weights)
         var loss: Double = 0
         for r in 0..<rows { loss += Double(weights[r]) * Double(-minimum.values.data[r]) }
         gradient.copy(from: minimum.actionGradient)
@@ -263,17 +281,18 @@ public final class TD3Objective: OffPolicyObjective {
     }
 }
 
-/// min_i Q_i(s, a) over the first `count` critics at each row for given actions, and the gradient
-/// of -Σ_rows weight · min_i Q_i with respect to the actions (it flows through the smallest critic
-/// of each row): the deterministic policy gradient shared by SAC and TD3.
-final class ContinuousCriticMinimum {
+/// min_i Q_i(s, a) (or their mean) over the first `count` critics at each row for given actions,
+/// and the gradient of -Σ_rows weight · min_i Q_i (mean_i Q_i) with respect to the actions (it flows
+/// through the smallest critic of each row, or through every critic equally): the deterministic
+/// policy gradient shared by SAC and TD3.
+final class ContinuousCriticReduction {
     let values = Tensor([0]), actionGradient = Tensor([0]), qGradient = Tensor([0])
     var perCritic: [Tensor] = []
     /// Their storage pointers (the list is kept, so that filling it allocates nothing).
     var storage: [UnsafeMutablePointer<Float>] = []
 
-    func evaluate<Critics: CriticView>(_ critics: Critics, count: Int, actions: UnsafePointer<Float>, rows: Int, actionWidth A: Int,
-                  weights: UnsafePointer<Float>) {
+    func evaluate<Critics: CriticView>(_ critics: Critics, count: Int, reduction: ActorQ, actions: UnsafePointer<Float>, rows: Int,
+                  actionWidth A: Int, weights: UnsafePointer<Float>) {
         while self.perCritic.count < count {
             self.perCritic.append(Tensor([0]))
             storage.append(self.perCritic[0].data)
@@ -288,11 +307,16 @@ final class ContinuousCriticMinimum {
         // Storage pointers read once (each read of a tensor's storage is checked for exclusive access).
         for i in 0..<count { storage[i] = perCritic[i].data }
         let q = storage, qg = qGradient.data, ag = actionGradient.data
+        let share = 1 / Float(count)
         for i in 0..<count {
             for r in 0..<rows {
-                var smallest = 0
-                for k in 1..<count where q[k][r] < q[smallest][r] { smallest = k }
-                qg[r] = smallest == i ? -weights[r] : 0
+                if reduction == .mean {
+                    qg[r] = -weights[r] * share
+                } else {
+                    var smallest = 0
+                    for k in 1..<count where q[k][r] < q[smallest][r] { smallest = k }
+                    qg[r] = smallest == i ? -weights[r] : 0
+                }
             }
             let g = critics.actionGradient(i, qGradient: qGradient).data
             for j in 0..<(rows * A) { ag[j] += g[j] }
@@ -300,9 +324,9 @@ final class ContinuousCriticMinimum {
         values.resize(Shape(d0: rows))
         let v = values.data
         for r in 0..<rows {
-            var qmin = q[0][r]
-            for k in 1..<count { qmin = min(qmin, q[k][r]) }
-            v[r] = qmin
+            var value = q[0][r]
+            for k in 1..<count { value = reduction == .mean ? value + q[k][r] : min(value, q[k][r]) }
+            v[r] = reduction == .mean ? value * share : value
         }
     }
 }

@@ -87,11 +87,19 @@ public struct ContextInputs: Codable, Equatable, Sendable {
 /// action can be evaluated at any step without changing the history.
 ///
 /// Without an encoder (an MLP agent) the features are the context itself.
+///
+/// A critic may have several heads on one encoder (an ensemble of Q-functions sharing the
+/// encoder, as RESeL's): every head sees the same input, each has its own weights.
 public final class SequenceNetwork: ParameterContainer {
     public let contextWidth: Int
     public let extraWidth: Int
     public let encoder: RecurrentStack?
-    public let head: Sequential
+    /// The heads (one, or an ensemble on the same features).
+    public let heads: [Sequential]
+    /// The first (for most networks the only) head.
+    public var head: Sequential { heads[0] }
+    /// The features of the last window pass (`encode(window:...)`), valid until the next pass.
+    public private(set) var lastWindowFeatures = Tensor([0])
 
     /// `[rows, features + extra]`, reused.
     let headInput = Tensor([0])
@@ -106,7 +114,7 @@ public final class SequenceNetwork: ParameterContainer {
 
     public init(contextWidth: Int, extraWidth: Int, cell: CellKind?, hiddenSize: Int, layers: Int,
                 headHiddenSizes: [Int], outputSize: Int, activation: Activation, outputActivation: Activation = .identity,
-                using rng: inout RandomGenerator) {
+                heads headCount: Int = 1, using rng: inout RandomGenerator) {
         self.contextWidth = contextWidth
         self.extraWidth = extraWidth
         if let cell {
@@ -115,20 +123,25 @@ public final class SequenceNetwork: ParameterContainer {
             encoder = nil
         }
         let features = encoder?.hiddenSize ?? contextWidth
-        head = Sequential.mlp(inputSize: features + extraWidth, hiddenSizes: headHiddenSizes, outputSize: outputSize,
-                              activation: activation, outputActivation: outputActivation, using: &rng)
+        heads = (0..<max(headCount, 1)).map { _ in
+            Sequential.mlp(inputSize: features + extraWidth, hiddenSizes: headHiddenSizes, outputSize: outputSize,
+                           activation: activation, outputActivation: outputActivation, using: &rng)
+        }
     }
 
     public var featureWidth: Int { encoder?.hiddenSize ?? contextWidth }
     public var stateWidth: Int { encoder?.stateWidth ?? 0 }
     public var isRecurrent: Bool { encoder != nil }
 
+    /// `encoder.*` and `head.*` (an ensemble: `head0.*`, `head1.*`, ...).
     public func namedParameters(prefix: String) -> [NamedParameter] {
-        (encoder?.namedParameters(prefix: prefix + "encoder.") ?? []) + head.namedParameters(prefix: prefix + "head.")
+        let named = heads.count == 1 ? head.namedParameters(prefix: prefix + "head.")
+            : heads.enumerated().flatMap { $0.element.namedParameters(prefix: prefix + "head\($0.offset).") }
+        return (encoder?.namedParameters(prefix: prefix + "encoder.") ?? []) + named
     }
 
     public var encoderParameters: [Parameter] { encoder?.parameters ?? [] }
-    public var headParameters: [Parameter] { head.parameters }
+    public var headParameters: [Parameter] { heads.flatMap(\.parameters) }
 
     /// Runs the encoder over `context` (`[time, batch, contextWidth]`); returns the features
     /// `[time, batch, featureWidth]` (the context itself without an encoder). Resets after the first
@@ -150,6 +163,14 @@ public final class SequenceNetwork: ParameterContainer {
     /// the trained part continues from the burned-in state.
     public func encode(window context: Tensor, resetMask: Tensor, slots: Range<Int>, burnIn: Int, initialState: Matrix?,
                        keepActivations: Bool) -> Tensor {
+        let features = windowFeatures(context, resetMask: resetMask, slots: slots, burnIn: burnIn, initialState: initialState,
+                                      keepActivations: keepActivations)
+        lastWindowFeatures = features
+        return features
+    }
+
+    func windowFeatures(_ context: Tensor, resetMask: Tensor, slots: Range<Int>, burnIn: Int, initialState: Matrix?,
+                        keepActivations: Bool) -> Tensor {
         let B = context.shape[1], trained = (slots.lowerBound + burnIn)..<slots.upperBound
         // The whole tensor without burn-in: no copy needed.
         if slots == 0..<context.shape[0] && burnIn == 0 {
@@ -185,6 +206,12 @@ public final class SequenceNetwork: ParameterContainer {
     /// (PPO's critic head on a shared encoder).
     public func backward(window outputGradient: Tensor, slots: Int, batch: Int, truncation: Int, sharedFeatureGradient: Tensor? = nil) {
         headBackward(outputGradient, needsFeatureGradient: isRecurrent, needsExtraGradient: false)
+        encoderBackward(slots: slots, batch: batch, truncation: truncation, sharedFeatureGradient: sharedFeatureGradient)
+    }
+
+    /// Back-propagates `featureGradient` (what the heads' backward left there) through time, the
+    /// encoder of the last window pass that kept activations (as `backward(window:...)`).
+    public func encoderBackward(slots: Int, batch: Int, truncation: Int, sharedFeatureGradient: Tensor? = nil) {
         guard let encoder else { return }
         featureGradient.resize(Shape(d0: slots, d1: batch, d2: featureWidth))
         if let shared = sharedFeatureGradient {
@@ -194,9 +221,9 @@ public final class SequenceNetwork: ParameterContainer {
         encoder.backward(outputGradient: featureGradient, finalStateGradient: nil, truncation: truncation, needsInputGradient: false)
     }
 
-    /// The head over `rows` rows of `features` starting at row `firstRow`, with `extra` (`rows x extraWidth`) appended.
+    /// Head `index` over `rows` rows of `features` starting at row `firstRow`, with `extra` (`rows x extraWidth`) appended.
     @discardableResult
-    public func head(features: Tensor, firstRow: Int, rows: Int, extra: UnsafePointer<Float>?) -> Tensor {
+    public func head(features: Tensor, firstRow: Int, rows: Int, extra: UnsafePointer<Float>?, index: Int = 0) -> Tensor {
         let f = featureWidth, w = f + extraWidth
         headInput.resize(Shape(d0: rows, d1: w))
         let src = features.data + firstRow * f
@@ -205,18 +232,23 @@ public final class SequenceNetwork: ParameterContainer {
             dst.update(from: src + r * f, count: f)
             if extraWidth > 0, let extra { (dst + f).update(from: extra + r * extraWidth, count: extraWidth) }
         }
-        return head.forward(headInput)
+        return heads[index].forward(headInput)
     }
 
-    /// Back-propagates through the head; fills `featureGradient` and `extraGradient` when asked.
-    /// Without `needsParameterGradients` the head only passes the gradient on (a critic in an
-    /// actor update) and its weights' gradients are left untouched.
+    /// Back-propagates through head `index`; fills `featureGradient` (or, `accumulating`, adds to
+    /// it: the heads of an ensemble share the features) and `extraGradient` when asked. Without
+    /// `needsParameterGradients` the head only passes the gradient on (a critic in an actor update)
+    /// and its weights' gradients are left untouched.
     public func headBackward(_ outputGradient: Tensor, needsFeatureGradient: Bool, needsExtraGradient: Bool,
-                             needsParameterGradients: Bool = true) {
+                             needsParameterGradients: Bool = true, index: Int = 0, accumulating: Bool = false) {
         let needsInput = needsFeatureGradient || (needsExtraGradient && extraWidth > 0)
-        let g = head.backward(outputGradient, needsInputGradient: needsInput, needsParameterGradients: needsParameterGradients)
+        let g = heads[index].backward(outputGradient, needsInputGradient: needsInput, needsParameterGradients: needsParameterGradients)
         let rows = g.shape.leadingCount, f = featureWidth, w = f + extraWidth
-        if needsFeatureGradient {
+        if needsFeatureGradient && accumulating {
+            precondition(featureGradient.count == rows * f, "accumulating a feature gradient of another shape")
+            let fg = featureGradient.data
+            for r in 0..<rows { for j in 0..<f { fg[r * f + j] += g.data[r * w + j] } }
+        } else if needsFeatureGradient {
             featureGradient.resize(Shape(d0: rows, d1: f))
             for r in 0..<rows { (featureGradient.data + r * f).update(from: g.data + r * w, count: f) }
         }

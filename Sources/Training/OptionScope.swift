@@ -47,7 +47,7 @@ public enum OptionScope {
         for key in ["policyNoise", "noiseClip", "explorationNoise"] {
             rules.append(rule("agent.\(key)", "td3") { offPolicy($0)?.agent.algorithm == .td3 })
         }
-        for key in ["learnTemperature", "targetEntropy", "temperatureLearningRate", "initialTemperature"] {
+        for key in ["learnTemperature", "targetEntropy", "temperatureLearningRate", "initialTemperature", "actorQ"] {
             rules.append(rule("agent.\(key)", "sac and masac") { offPolicy($0)?.agent.algorithm.isSoft ?? false })
         }
         rules.append(rule("agent.targetUpdateInterval", "sac, masac, vdn and qmix") {
@@ -59,7 +59,7 @@ public enum OptionScope {
         for key in ["agent.actorPerAgent", "resetMode"] {
             rules.append(rule(key, "masac, vdn and qmix") { offPolicy($0)?.agent.algorithm.isMultiAgent ?? false })
         }
-        for key in ["criticLearningRate", "criticCount", "actorUpdateInterval"] {
+        for key in ["criticLearningRate", "criticCount", "actorUpdateInterval", "criticHeads", "targetSubset", "clampTargets"] {
             rules.append(rule("agent.\(key)", "sac, td3 and masac (vdn and qmix have no critics: their Q-networks learn at --actor-lr)") {
                 offPolicy($0).map { !$0.agent.algorithm.isValueDecomposition } ?? false
             })

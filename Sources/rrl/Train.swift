@@ -14,6 +14,7 @@ enum TrainAlgorithm: String, CaseIterable, ExpressibleByArgument {
     var isPPO: Bool { PPOTrainingConfiguration.algorithms.contains(rawValue) }
 }
 extension CriticInput: ExpressibleByArgument {}
+extension ActorQ: ExpressibleByArgument {}
 extension OtherAgentsActions: ExpressibleByArgument {}
 extension MultiAgentVectorEnvironment.ResetMode: ExpressibleByArgument {}
 extension NetworkKind: ExpressibleByArgument {}
@@ -83,6 +84,10 @@ struct Train: ParsableCommand {
     @Option(parsing: .unconditional, help: "SAC target entropy (default -action dimensions; 0.98 log n for n discrete actions).") var targetEntropy: Float?
     @Option(parsing: .unconditional, help: "Number of critics (the target takes their minimum).") var critics: Int?
     @Option(parsing: .unconditional, help: "Environment steps per critic update.") var criticInterval: Int?
+    @Option(parsing: .unconditional, help: "Q-heads per critic on its one encoder (an ensemble; RESeL: --critics 1 --critic-heads 8).") var criticHeads: Int?
+    @Option(parsing: .unconditional, help: "The target's minimum over this many Q-functions (critics × heads) drawn at random each update (REDQ, RESeL: 2; default all).") var targetSubset: Int?
+    @Option(help: "What the SAC actor maximises over the Q-functions: minimum (the default) or mean (REDQ, RESeL).") var actorQ: ActorQ?
+    @Flag(help: "Clamp bootstrap values to the range of the targets seen so far (RESeL's guard against diverging targets).") var clampTargets = false
     @Option(parsing: .unconditional, help: "Critic updates per actor update (TD3 default 2).") var actorInterval: Int?
     @Option(parsing: .unconditional, help: "Critic updates per target update (SAC).") var targetInterval: Int?
     @Option(parsing: .unconditional, help: "Clip each network's gradient norm (0: off).") var maxGradNorm: Float?
@@ -136,6 +141,8 @@ struct Train: ParsableCommand {
             ("--temperature-lr", temperatureLr != nil), ("--initial-temperature", initialTemperature != nil),
             ("--fixed-temperature", fixedTemperature), ("--target-entropy", targetEntropy != nil), ("--critics", critics != nil),
             ("--critic-interval", criticInterval != nil), ("--actor-interval", actorInterval != nil),
+            ("--critic-heads", criticHeads != nil), ("--target-subset", targetSubset != nil), ("--actor-q", actorQ != nil),
+            ("--clamp-targets", clampTargets),
             ("--target-interval", targetInterval != nil), ("--policy-noise", policyNoise != nil), ("--noise-clip", noiseClip != nil),
             ("--exploration-noise", explorationNoise != nil), ("--warmup", warmup != nil), ("--probes", probes != nil),
             ("--critic-input", criticInput != nil), ("--other-actions", otherActions != nil), ("--reset-mode", resetMode != nil),
@@ -180,7 +187,8 @@ struct Train: ParsableCommand {
         "--shared-reward": (nil, "ppo.sharedReward"),
         "--refresh-interval": (nil, "ppo.refreshInterval"), "--initial-log-std": (nil, "ppo.initialLogStd"),
         "--refresh-stored": ("agent.refreshStoredStatesInterval", nil), "--critic-lr": ("agent.criticLearningRate", nil),
-        "--critics": ("agent.criticCount", nil), "--actor-interval": ("agent.actorUpdateInterval", nil),
+        "--critics": ("agent.criticCount", nil), "--critic-heads": ("agent.criticHeads", nil), "--target-subset": ("agent.targetSubset", nil),
+        "--actor-q": ("agent.actorQ", nil), "--clamp-targets": ("agent.clampTargets", nil), "--actor-interval": ("agent.actorUpdateInterval", nil),
         "--epsilon-start": ("agent.valueDecomposition.epsilonStart", nil), "--epsilon-finish": ("agent.valueDecomposition.epsilonFinish", nil),
         "--epsilon-steps": ("agent.valueDecomposition.epsilonAnnealSteps", nil), "--lambda": ("agent.valueDecomposition.lambda", nil),
         "--n-step": ("agent.valueDecomposition.nSteps", nil), "--double-q": ("agent.valueDecomposition.doubleQ", nil),
@@ -275,6 +283,10 @@ struct Train: ParsableCommand {
         if fixedTemperature { c.agent.learnTemperature = false }
         if let targetEntropy { c.agent.targetEntropy = targetEntropy }
         if let critics { c.agent.criticCount = critics }
+        if let criticHeads { c.agent.criticHeads = criticHeads }
+        if let targetSubset { c.agent.targetSubset = targetSubset }
+        if let actorQ { c.agent.actorQ = actorQ }
+        if clampTargets { c.agent.clampTargets = true }
         if let criticInterval { c.agent.criticUpdateInterval = criticInterval }
         if let actorInterval { c.agent.actorUpdateInterval = actorInterval }
         if let targetInterval { c.agent.targetUpdateInterval = targetInterval }

@@ -68,6 +68,19 @@ final class OffPolicyAgentTests: XCTestCase {
             $0.sampler.initialState = .storedBurnIn
             $0.sampler.burnIn = 2
         },
+        Case(label: "SAC GRU, one critic with 3 heads, target subset 2, the actor on their mean", algorithm: .sac, network: .gru,
+             actions: .box(low: [-1, -1], high: [1, 1])) {
+            $0.criticCount = 1
+            $0.criticHeads = 3
+            $0.targetSubset = 2
+            $0.actorQ = .mean
+        },
+        Case(label: "discrete SAC LSTM, 2 critics x 2 heads, target subset 3, the actor on their mean", algorithm: .sac, network: .lstm,
+             actions: .discrete(3)) {
+            $0.criticHeads = 2
+            $0.targetSubset = 3
+            $0.actorQ = .mean
+        },
         Case(label: "TD3 LSTM, burn-in from zeros, truncated BPTT (heads only)", algorithm: .td3, network: .lstm,
              actions: .box(low: [-1], high: [1]), checksEncoders: false) {
             $0.sampler.burnIn = 3
@@ -206,5 +219,123 @@ final class OffPolicyAgentTests: XCTestCase {
         for (p, q) in zip(packed.gradients, separate.gradients) {
             for (a, b) in zip(p, q) { XCTAssertEqual(a, b, accuracy: 1e-5 + 1e-4 * abs(b)) }
         }
+    }
+    /// An ensemble's target is the minimum over the Q-functions drawn for the update, a fresh subset
+    /// of the asked size each time, every Q-function drawn in turn.
+    func testTheEnsembleTargetIsTheMinimumOverTheDrawnSubset() throws {
+        var configuration = AgentConfiguration()
+        configuration.network = .gru
+        configuration.hiddenSize = 5
+        configuration.headHiddenSizes = [6]
+        configuration.batchSize = 3
+        configuration.sampler.sequenceLength = 6
+        configuration.criticCount = 2
+        configuration.criticHeads = 3
+        configuration.targetSubset = 2
+        let agent = try OffPolicyAgent(configuration: configuration, observationSpace: .box(low: [-5, -5], high: [5, 5]),
+                                       actionSpace: .discrete(3), seed: 4)
+        XCTAssertEqual(agent.qFunctionCount, 6)
+        XCTAssertEqual(agent.critics[0].heads.count, 3)
+        XCTAssertTrue(agent.namedParameters().contains { $0.name.hasPrefix("critic1.head2.") })
+        let replay = makeRandomReplay(layout: agent.replayLayout, episodes: [4, 9, 2, 12, 6], actions: .discrete(3), seed: 8)
+        let sampler = SequenceSampler(configuration: configuration.sampler, batchSize: 3, layout: agent.replayLayout, seed: 2)
+        var drawn = [Int](repeating: 0, count: 6)
+        for _ in 0..<40 {
+            let batch = sampler.sample(from: replay)
+            let rows = agent.prepare(batch)
+            _ = agent.criticLossAndGradients(batch, rows: rows)
+            let members = (0..<6).filter { agent.targetMembers[$0] }
+            XCTAssertEqual(members.count, 2)
+            for k in members { drawn[k] += 1 }
+            // Every head of the target critics over the next slots, then the minimum over the members.
+            let RB = batch.batchSize, nextRow = RB
+            var expected = [Float](repeating: .infinity, count: rows * 3)
+            for k in members {
+                let target = agent.criticTargets[k / 3]
+                let features = target.encode(agent.context, initialState: nil, resetMask: batch.resetMask, keepActivations: false)
+                let q = target.head(features: features, firstRow: nextRow, rows: rows, extra: nil, index: k % 3)
+                for j in 0..<(rows * 3) { expected[j] = min(expected[j], q.data[j]) }
+            }
+            XCTAssertEqual(Array(UnsafeBufferPointer(start: agent.targetMin.data, count: rows * 3)), expected)
+        }
+        XCTAssertTrue(drawn.allSatisfy { $0 > 4 }, "every Q-function is drawn: \(drawn)")
+    }
+
+    /// The actor's update moves only the actor: no gradient reaches any critic weight (the critics'
+    /// encoders included), with one head or an ensemble; and each parameter group moves at its own rate.
+    func testTheActorUpdateLeavesTheCriticsAloneAndGroupsLearnAtTheirRates() throws {
+        for heads in [1, 4] {
+            var configuration = AgentConfiguration()
+            configuration.network = .gru
+            configuration.batchSize = 3
+            configuration.sampler.sequenceLength = 6
+            configuration.criticCount = 1
+            configuration.criticHeads = heads
+            configuration.actorQ = .mean
+            configuration.actorLearningRate = 1e-3
+            configuration.encoderLearningRate = 1e-5
+            let agent = try OffPolicyAgent(configuration: configuration, observationSpace: .box(low: [-5, -5], high: [5, 5]),
+                                           actionSpace: .box(low: [-1], high: [1]), seed: 4)
+            let replay = makeRandomReplay(layout: agent.replayLayout, episodes: [4, 9, 2, 12, 6], actions: .box(low: [-1], high: [1]), seed: 8)
+            let sampler = SequenceSampler(configuration: configuration.sampler, batchSize: 3, layout: agent.replayLayout, seed: 2)
+            let batch = sampler.sample(from: replay)
+            let rows = agent.prepare(batch)
+            for p in agent.criticParameters { p.gradient.zero() }
+            _ = agent.actorLossAndGradients(batch, rows: rows)
+            for p in agent.criticParameters { XCTAssertTrue(p.gradient.array.allSatisfy { $0 == 0 }, "\(heads) heads: a critic weight got an actor gradient") }
+            XCTAssertTrue(agent.actor.encoderParameters.contains { $0.gradient.array.contains { $0 != 0 } })
+            // One Adam step: every weight moves by about its group's learning rate (Adam's first step is lr · sign(g)).
+            let before = agent.actorParameters.map(\.value.array)
+            agent.actorOptimizer.step()
+            let encoders = Set(agent.actor.encoderParameters.map { ObjectIdentifier($0) })
+            for (p, old) in zip(agent.actorParameters, before) {
+                let lr: Float = encoders.contains(ObjectIdentifier(p)) ? 1e-5 : 1e-3
+                let moved = zip(p.value.array, old).map { abs($0 - $1) }.max() ?? 0
+                XCTAssertEqual(moved, lr, accuracy: lr * 0.01, "\(heads) heads: a weight moved by \(moved), its group's rate is \(lr)")
+            }
+        }
+    }
+
+    /// Clamped targets: the first batch's bootstrap values make the range, which then holds every
+    /// later value inside it and widens to each batch's targets; a checkpoint keeps it.
+    func testClampedTargetsStayInTheRangeSeenSoFar() throws {
+        var configuration = AgentConfiguration()
+        configuration.network = .gru
+        configuration.batchSize = 3
+        configuration.sampler.sequenceLength = 6
+        configuration.clampTargets = true
+        let agent = try OffPolicyAgent(configuration: configuration, observationSpace: .box(low: [-5, -5], high: [5, 5]),
+                                       actionSpace: .discrete(3), seed: 4)
+        let replay = makeRandomReplay(layout: agent.replayLayout, episodes: [4, 9, 2, 12, 6], actions: .discrete(3), seed: 8)
+        let sampler = SequenceSampler(configuration: configuration.sampler, batchSize: 3, layout: agent.replayLayout, seed: 2)
+        XCTAssertNil(agent.targetRange)
+        var previous: ClosedRange<Float>? = nil
+        for step in 0..<30 {
+            let batch = sampler.sample(from: replay)
+            let rows = agent.prepare(batch)
+            // The range the values of this update are clamped to (the first update makes it from its own values).
+            _ = agent.criticLossAndGradients(batch, rows: rows)
+            let range = try XCTUnwrap(agent.targetRange)
+            if let previous {
+                // Discrete actions: the range only widens.
+                XCTAssertLessThanOrEqual(range.lowerBound, previous.lowerBound)
+                XCTAssertGreaterThanOrEqual(range.upperBound, previous.upperBound)
+            }
+            // Every target is r + γ (1 - d) v with v inside the range in force during the update.
+            let inForce = previous ?? range
+            let Bn = 0, RB = batch.batchSize
+            for r in 0..<rows where agent.weights.data[r] != 0 {
+                let k = Bn * RB + r
+                let discount = configuration.gamma * (1 - batch.terminated.data[k])
+                guard discount > 0 else { continue }
+                let v = (agent.targets.data[r] - batch.rewards.data[k]) / discount
+                XCTAssertGreaterThanOrEqual(v, inForce.lowerBound - 1e-4, "update \(step), row \(r)")
+                XCTAssertLessThanOrEqual(v, inForce.upperBound + 1e-4, "update \(step), row \(r)")
+            }
+            previous = range
+            agent.update(batch)
+            previous = agent.targetRange
+        }
+        XCTAssertLessThan(try XCTUnwrap(agent.targetRange).lowerBound, try XCTUnwrap(agent.targetRange).upperBound)
     }
 }
