@@ -16,6 +16,28 @@ public struct UpdateStatistics: Equatable, Codable, Sendable {
     public var criticGradientNorm: Float = .nan
     public var actorGradientNorm: Float = .nan
     public var encoderGradientNorm: Float = .nan
+    /// The actor's recurrent encoder's share of the actor gradient (before clipping).
+    public var actorEncoderGradientNorm: Float = .nan
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case criticLoss, actorLoss, temperature, entropy, meanQ, criticGradientNorm, actorGradientNorm, encoderGradientNorm, actorEncoderGradientNorm
+    }
+
+    /// Checkpoints written before a statistic existed read without it.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        criticLoss = try c.decode(Float.self, forKey: .criticLoss)
+        actorLoss = try c.decode(Float.self, forKey: .actorLoss)
+        temperature = try c.decode(Float.self, forKey: .temperature)
+        entropy = try c.decode(Float.self, forKey: .entropy)
+        meanQ = try c.decode(Float.self, forKey: .meanQ)
+        criticGradientNorm = try c.decode(Float.self, forKey: .criticGradientNorm)
+        actorGradientNorm = try c.decode(Float.self, forKey: .actorGradientNorm)
+        encoderGradientNorm = try c.decode(Float.self, forKey: .encoderGradientNorm)
+        actorEncoderGradientNorm = try c.decodeIfPresent(Float.self, forKey: .actorEncoderGradientNorm) ?? .nan
+    }
 }
 
 /// Recurrent (or MLP) SAC, discrete SAC, TD3, MASAC, VDN and QMIX, trained from `SequenceBatch`es.
@@ -450,6 +472,7 @@ public final class OffPolicyAgent {
         criticUpdates += 1
         if criticUpdates % configuration.actorUpdateInterval == 0 {
             let (actorLoss, entropy) = actorLossAndGradients(batch, rows: rows)
+            if measuresGradientNorms && actor.isRecurrent { statistics.actorEncoderGradientNorm = gradientNorm(actorEncoderParameters) }
             if let norm = clipOrMeasureGradientNorm(actorParameters) { statistics.actorGradientNorm = norm }
             actorOptimizer.step()
             statistics.actorLoss = Float(actorLoss)

@@ -94,25 +94,7 @@ extension OffPolicyAgent {
         maskPolicy(stalenessRecomputed, rows: rows, batch: batch, firstRow: Bn * R)
         let outputs = stalenessUsed.shape[1]
         func policyGap(_ row: Int) -> Double {
-            let u = stalenessUsed.data + row * outputs, v = stalenessRecomputed.data + row * outputs
-            if let n = discreteActions {
-                var mu = -Float.infinity, mv = -Float.infinity
-                for j in 0..<n { mu = max(mu, u[j]); mv = max(mv, v[j]) }
-                var su: Float = 0, sv: Float = 0
-                for j in 0..<n { su += Foundation.exp(u[j] - mu); sv += Foundation.exp(v[j] - mv) }
-                var kl = 0.0
-                for j in 0..<n {
-                    let lu = u[j] - mu - Foundation.log(su), lv = v[j] - mv - Foundation.log(sv)
-                    kl += Double(Foundation.exp(lu) * (lu - lv))
-                }
-                return kl
-            }
-            var d = 0.0
-            for j in 0..<a {
-                let x = configuration.algorithm.isSoft ? Foundation.tanh(u[j]) : u[j], y = configuration.algorithm.isSoft ? Foundation.tanh(v[j]) : v[j]
-                d += Double(abs(x - y))
-            }
-            return d / Double(a)
+            policyDistance(stalenessUsed.data + row * outputs, stalenessRecomputed.data + row * outputs)
         }
         var first = 0.0, last = 0.0
         for b in 0..<B {
@@ -151,5 +133,31 @@ extension OffPolicyAgent {
             result.qLast = Float(gapLast / Double(R) / scale)
         }
         return result
+    }
+
+    /// How far apart two policy outputs (head rows) are: for discrete actions KL(π(u) ‖ π(v)); for
+    /// continuous ones the mean absolute difference of the deterministic actions (tanh of the mean
+    /// for SAC, the action for TD3).
+    func policyDistance(_ u: UnsafePointer<Float>, _ v: UnsafePointer<Float>) -> Double {
+        if let n = discreteActions {
+            // In double precision (in single precision the sum's rounding left small negative values), and at least 0.
+            var mu = -Double.infinity, mv = -Double.infinity
+            for j in 0..<n { mu = max(mu, Double(u[j])); mv = max(mv, Double(v[j])) }
+            var su = 0.0, sv = 0.0
+            for j in 0..<n { su += Foundation.exp(Double(u[j]) - mu); sv += Foundation.exp(Double(v[j]) - mv) }
+            var kl = 0.0
+            for j in 0..<n {
+                let lu = Double(u[j]) - mu - Foundation.log(su), lv = Double(v[j]) - mv - Foundation.log(sv)
+                kl += Foundation.exp(lu) * (lu - lv)
+            }
+            return max(kl, 0)
+        }
+        let a = actionWidth, soft = configuration.algorithm.isSoft
+        var d = 0.0
+        for j in 0..<a {
+            let x = soft ? Foundation.tanh(u[j]) : u[j], y = soft ? Foundation.tanh(v[j]) : v[j]
+            d += Double(abs(x - y))
+        }
+        return d / Double(a)
     }
 }

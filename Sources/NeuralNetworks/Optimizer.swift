@@ -114,6 +114,22 @@ public final class Adam {
 
     /// Restores the step counter (with the moments, for resuming a run).
     public func restore(stepCount: Int) { self.stepCount = stepCount }
+
+    /// The moments and the step counter, to undo a trial step (diagnostics).
+    public struct Snapshot {
+        let first: [[Float]], second: [[Float]], stepCount: Int
+    }
+
+    public func snapshot() -> Snapshot {
+        Snapshot(first: firstMoments.map(\.array), second: secondMoments.map(\.array), stepCount: stepCount)
+    }
+
+    /// Puts back the state of `snapshot` (taken from this optimiser).
+    public func restore(_ snapshot: Snapshot) {
+        for (m, v) in zip(firstMoments, snapshot.first) { m.data.update(from: v, count: min(v.count, m.count)) }
+        for (m, v) in zip(secondMoments, snapshot.second) { m.data.update(from: v, count: min(v.count, m.count)) }
+        stepCount = snapshot.stepCount
+    }
 }
 
 /// Global-norm gradient clipping, as `torch.nn.utils.clip_grad_norm_`: when the L2 norm of all

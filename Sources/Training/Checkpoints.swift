@@ -56,7 +56,9 @@ extension OffPolicyTrainer: TrainingSession {
     public var totalSteps: Int { configuration.steps }
     public var checkpointInterval: Int { configuration.checkpointInterval ?? 25_000 }
     public var metricsColumns: [String] {
-        configuration.agent.algorithm.isValueDecomposition ? MetricsRow.valueDecompositionColumns : MetricsRow.columns
+        if configuration.agent.algorithm.isValueDecomposition { return MetricsRow.valueDecompositionColumns }
+        guard logsActorEncoderDiagnostics else { return MetricsRow.columns }
+        return MetricsRow.withRecurrentActorDiagnostics(sequenceLength: configuration.agent.sampler.sequenceLength)
     }
 
     public func exportedWeights() -> (tensors: [NamedParameter], metadata: [String: String]) {

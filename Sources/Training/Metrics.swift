@@ -27,6 +27,24 @@ public struct MetricsRow: Equatable, Sendable {
                                     "policy_loss", "value_loss", "entropy", "approx_kl", "kl_stale", "kl_refreshed",
                                     "clip_fraction", "epochs", "gradient_steps", "explained_variance", "learning_rate",
                                     "clip_range", "grad_norm", "wall_seconds", "steps_per_second"]
+    /// The step indices (1-based, in a window) at which the encoder's amplification is logged: the powers of two up to L.
+    public static func amplificationSteps(sequenceLength L: Int) -> [Int] {
+        var steps: [Int] = [], t = 1
+        while t <= L {
+            steps.append(t)
+            t *= 2
+        }
+        return steps
+    }
+
+    /// The columns of an off-policy run with a recurrent actor: `columns` with the actor encoder's
+    /// gradient norm and its amplification (the mean over the window's steps, and at steps 1, 2, 4, ...).
+    public static func withRecurrentActorDiagnostics(sequenceLength L: Int) -> [String] {
+        let diagnostics = ["actor_encoder_grad_norm", "amplification_mean"] + amplificationSteps(sequenceLength: L).map { "amplification_t\($0)" }
+        let timing = columns.filter(timingColumns.contains)
+        return columns.filter { !timingColumns.contains($0) } + diagnostics + timing
+    }
+
     /// Columns that depend on the machine's speed, not on the seed.
     public static let timingColumns: Set<String> = ["wall_seconds", "steps_per_second"]
     public var values: [String: Double] = [:]

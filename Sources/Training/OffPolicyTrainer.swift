@@ -333,8 +333,8 @@ public final class OffPolicyTrainer {
         return Double(correct) / Double(P)
     }
 
-    /// A sampler of its own for the staleness measurement, so that measuring draws nothing from training's.
-    lazy var stalenessSampler = SequenceSampler(configuration: configuration.agent.sampler, batchSize: configuration.agent.batchSize,
+    /// A sampler of its own for the diagnostics (staleness, amplification), so that measuring draws nothing from training's.
+    lazy var diagnosticSampler = SequenceSampler(configuration: configuration.agent.sampler, batchSize: configuration.agent.batchSize,
                                                 layout: agent.replayLayout, seed: 0)
 
     /// The hidden-state staleness (`Staleness`) of a batch drawn for the purpose (the k-th measurement
@@ -342,9 +342,20 @@ public final class OffPolicyTrainer {
     public func measureStaleness() -> Staleness? {
         // (VDN and QMIX have no critics to measure.)
         guard agent.actor.isRecurrent, !agent.critics.isEmpty, replay.count > 0 else { return nil }
-        stalenessSampler.rng = RandomGenerator(seed: configuration.seed &+ 0x57A1_E5E5 &* UInt64(evaluation.count + 1))
-        return agent.staleness(stalenessSampler.sample(from: replay), replay: replay)
+        diagnosticSampler.rng = RandomGenerator(seed: configuration.seed &+ 0x57A1_E5E5 &* UInt64(evaluation.count + 1))
+        return agent.staleness(diagnosticSampler.sample(from: replay), replay: replay)
     }
+
+    /// The encoder's amplification (`OffPolicyAgent.amplification`) on a batch drawn for the purpose
+    /// (the k-th measurement from the run's seed and k), or nil when it does not apply or the replay is empty.
+    public func measureAmplification() -> [Double]? {
+        guard agent.objective != nil, agent.actor.isRecurrent, replay.count > 0 else { return nil }
+        diagnosticSampler.rng = RandomGenerator(seed: configuration.seed &+ 0xA3F1_1F1E &* UInt64(evaluation.count + 1))
+        return agent.amplification(diagnosticSampler.sample(from: replay))
+    }
+
+    /// Whether the run logs the recurrent actor's diagnostics (its encoder's gradient norm and amplification).
+    var logsActorEncoderDiagnostics: Bool { configuration.agent.network != .mlp && !configuration.agent.algorithm.isValueDecomposition }
 
     /// The metrics of the current state (with a fresh evaluation and probe).
     public func measure(wallSeconds: Double, stepsPerSecond: Double) -> MetricsRow {
@@ -374,6 +385,15 @@ public final class OffPolicyTrainer {
             row["staleness_q_last"] = Double(staleness.qLast)
             row["staleness_policy_first"] = Double(staleness.policyFirst)
             row["staleness_policy_last"] = Double(staleness.policyLast)
+        }
+        if logsActorEncoderDiagnostics {
+            row["actor_encoder_grad_norm"] = Double(s.actorEncoderGradientNorm)
+            if let curve = measureAmplification(), !curve.isEmpty {
+                row["amplification_mean"] = curve.filter { !$0.isNaN }.reduce(0, +) / Double(max(curve.filter { !$0.isNaN }.count, 1))
+                for t in MetricsRow.amplificationSteps(sequenceLength: configuration.agent.sampler.sequenceLength) where t <= curve.count {
+                    row["amplification_t\(t)"] = curve[t - 1]
+                }
+            }
         }
         row["wall_seconds"] = wallSeconds
         row["steps_per_second"] = stepsPerSecond

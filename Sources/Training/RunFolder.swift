@@ -160,9 +160,15 @@ public final class RunFolder {
         }
         var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         if lines.last == "" { lines.removeLast() }
-        guard let header = lines.first, header == columns.joined(separator: ",") else {
+        // The header of this run's metrics, or of an earlier version's (some of today's columns, the
+        // step among them): its rows are read by its own header and rewritten with today's columns.
+        let headerColumns = lines.first.map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) } ?? []
+        let known = Set(columns)
+        guard headerColumns == columns || (headerColumns.first == "step" && Set(headerColumns).count == headerColumns.count
+                                           && headerColumns.allSatisfy(known.contains)) else {
             throw TrainingError("\(metricsURL.path) does not have the header of this run's metrics; was the file replaced? Restore it, or start a new run with --config \(configurationURL.path)")
         }
+        let columns = headerColumns
         var rows: [MetricsRow] = []
         var previousStep = -1.0
         for (index, line) in lines.dropFirst().enumerated() where rows.count < count {
