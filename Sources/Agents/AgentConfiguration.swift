@@ -203,6 +203,11 @@ public struct AgentConfiguration: Codable, Equatable, Sendable {
     /// batch's; for continuous actions its ends also drift towards each batch's minimum and
     /// maximum by 0.1% per update, so that it can narrow again. nil or false: off.
     public var clampTargets: Bool? = nil
+    /// RESeL's context encoder around the recurrent stack (nil: the stack alone): each context input
+    /// embedded linearly, dense layers, the stack (`hiddenSize`, `recurrentLayers`), a linear layer,
+    /// and a projection of the observation next to it; the dense layers, the stack and the layer
+    /// after it learn at `encoderLearningRate`, the embeddings and the projection with the head.
+    public var contextEncoder: ContextEncoderLayout? = nil
 
     public init() {}
 
@@ -221,6 +226,9 @@ public struct AgentConfiguration: Codable, Equatable, Sendable {
         if let k = refreshStoredStatesInterval, k < 0 { try fail("the stored-state refresh interval must be 0 (off) or positive (got \(k))") }
         if context.agentID && !algorithm.isMultiAgent {
             try fail("the agent id in the context is for networks shared by several agents; this algorithm trains one agent: drop 'agentID' from the context")
+        }
+        if context.lastObservation && algorithm.isMultiAgent {
+            try fail("the previous observation as a context input is for sac and td3 for now; drop 'lastObservation' from the context")
         }
         if actorPerAgent == true && !algorithm.isMultiAgent {
             try fail("one actor per agent is for several agents (masac, vdn, qmix); this algorithm trains one agent: remove --actor-per-agent")
@@ -242,6 +250,14 @@ public struct AgentConfiguration: Codable, Equatable, Sendable {
         }
         if let m = targetSubset, !(1...qFunctionCount).contains(m) {
             try fail("the target subset must hold 1 to \(qFunctionCount) Q-functions (critics × heads); got \(m)")
+        }
+        if let layout = contextEncoder {
+            do { try layout.validate() } catch { try fail("\(error)") }
+            if network == .mlp { try fail("the context encoder is built around a recurrent stack: use --network gru or lstm") }
+            if layout.projection > 0 && !context.observation {
+                try fail("the context encoder projects the observation, which the context leaves out: add 'observation' to the context, or set its projection to 0")
+            }
+            if algorithm.isMultiAgent { try fail("the context encoder is for sac and td3 for now; \(algorithm.rawValue) uses the plain recurrent encoder") }
         }
         if algorithm.isValueDecomposition && (criticHeads != nil || targetSubset != nil || actorQ != nil || clampTargets != nil) {
             try fail("critic heads, target subsets, the actor's Q and clamped targets are SAC/TD3/MASAC options; \(algorithm.rawValue) has no critics")

@@ -47,17 +47,19 @@ extension OffPolicyAgent {
     /// Writes one step's encoder inputs for every agent, the one place that does it (replayed
     /// windows, acting, refreshing and measuring staleness all come here): the actor's, `agents` rows
     /// of `contextWidth` floats at `actor`, and the critics', rows of `criticContextWidth` at `critic`
-    /// (nil: not wanted, or the critics share the actor's). `observations`, `previousActions` and
-    /// `previousRewards` hold every agent's, side by side; nil previous actions mean the episode's
-    /// first step, nil previous rewards zeros.
+    /// (nil: not wanted, or the critics share the actor's). `observations`, `previousObservations`,
+    /// `previousActions` and `previousRewards` hold every agent's, side by side; nil previous
+    /// observations and actions mean the episode's first step, nil previous rewards zeros.
     @inline(__always)
-    public func writeStepContexts(observations: UnsafePointer<Float>, globalState: UnsafePointer<Float>?, previousActions: UnsafePointer<Float>?,
-                                  previousRewards: UnsafePointer<Float>?, actor: UnsafeMutablePointer<Float>?, critic: UnsafeMutablePointer<Float>?) {
+    public func writeStepContexts(observations: UnsafePointer<Float>, previousObservations: UnsafePointer<Float>? = nil, globalState: UnsafePointer<Float>?,
+                                  previousActions: UnsafePointer<Float>?, previousRewards: UnsafePointer<Float>?, actor: UnsafeMutablePointer<Float>?,
+                                  critic: UnsafeMutablePointer<Float>?) {
         let N = agents, o = observationWidth, a = actionWidth, ctx = configuration.context
         for k in 0..<N {
             let reward = previousRewards?[k] ?? 0
             if let actor {
-                ctx.write(observation: observations + k * o, observationWidth: o, lastAction: previousActions.map { $0 + k * a }, actionWidth: a,
+                ctx.write(observation: observations + k * o, observationWidth: o, lastObservation: previousObservations.map { $0 + k * o },
+                          lastAction: previousActions.map { $0 + k * a }, actionWidth: a,
                           oneHotOver: discreteActions, lastReward: reward, agent: k, agents: N, into: actor + k * contextWidth)
             }
             if let critic, !sharesContext {

@@ -245,17 +245,21 @@ public final class OffPolicyAgent {
         self.objective = objective
         policy = objective ?? EpsilonGreedy(actions: discreteActions ?? 0)
         let actorOutputs = policy.policyOutputs
+        // RESeL's context encoder embeds each context input (single-agent: the critics read the actor's context).
+        let inputGroups = c.context.groups(observation: observationSpace.width, action: discreteActions ?? A)
+        let contextEncoder = c.contextEncoder.map { (layout: $0, groups: inputGroups) }
         let actorOutputActivation: Activation = c.algorithm == .td3 ? .tanh : .identity
         func makeActor(_ rng: inout RandomGenerator) -> SequenceNetwork {
             SequenceNetwork(contextWidth: contextWidth, extraWidth: 0, cell: c.network.cell, hiddenSize: c.hiddenSize,
                             layers: c.recurrentLayers, headHiddenSizes: c.headHiddenSizes, outputSize: actorOutputs,
-                            activation: c.activation, outputActivation: actorOutputActivation, using: &rng)
+                            activation: c.activation, outputActivation: actorOutputActivation, contextEncoder: contextEncoder, using: &rng)
         }
         func makeCritic(_ rng: inout RandomGenerator) -> SequenceNetwork {
             // Discrete: Q for every action from the features; continuous: Q(features, action).
             SequenceNetwork(contextWidth: criticContextWidth, extraWidth: criticExtraWidth, cell: c.network.cell,
                             hiddenSize: c.hiddenSize, layers: c.recurrentLayers, headHiddenSizes: c.headHiddenSizes,
-                            outputSize: discreteActions ?? 1, activation: c.activation, heads: c.criticHeads ?? 1, using: &rng)
+                            outputSize: discreteActions ?? 1, activation: c.activation, heads: c.criticHeads ?? 1,
+                            contextEncoder: contextEncoder, using: &rng)
         }
         let perAgent = c.actorPerAgent == true
         actor = ActorNetworks(agents: agents, perAgent: perAgent) { makeActor(&rng) }
@@ -421,9 +425,11 @@ public final class OffPolicyAgent {
         // Pointers read once (each read of a tensor's storage is checked for exclusive access).
         let observations = batch.observations.data, previousActions = batch.previousActions.data, globalStates = batch.globalStates.data
         let previousRewards = batch.previousRewards.data, hasPrevious = batch.hasPreviousAction.data
+        let previousObservations = batch.previousObservations.data
         let actorOut = context.data, criticOut = sharesContext ? nil : criticContext.data
         for k in 0..<(S * B) {
-            writeStepContexts(observations: observations + k * N * o, globalState: globalStates + k * g,
+            writeStepContexts(observations: observations + k * N * o,
+                              previousObservations: hasPrevious[k] != 0 ? previousObservations + k * N * o : nil, globalState: globalStates + k * g,
                               previousActions: hasPrevious[k] != 0 ? previousActions + k * N * a : nil, previousRewards: previousRewards + k * N,
                               actor: actorOut + k * N * C, critic: criticOut.map { $0 + k * N * Cc })
         }
@@ -763,9 +769,9 @@ extension OffPolicyAgent: RecurrentActor {
     public var actorStateWidth: Int { actor.stateWidth }
     public func prepare(observation: UnsafeMutablePointer<Float>) {}
     public func prepare(reward: Float) -> Float { reward }
-    public func writeContext(observation: UnsafePointer<Float>, lastAction: UnsafePointer<Float>?, lastReward: Float, agent: Int,
-                             into out: UnsafeMutablePointer<Float>) {
-        configuration.context.write(observation: observation, observationWidth: observationWidth, lastAction: lastAction,
+    public func writeContext(observation: UnsafePointer<Float>, lastObservation: UnsafePointer<Float>?, lastAction: UnsafePointer<Float>?,
+                             lastReward: Float, agent: Int, into out: UnsafeMutablePointer<Float>) {
+        configuration.context.write(observation: observation, observationWidth: observationWidth, lastObservation: lastObservation, lastAction: lastAction,
                                     actionWidth: actionWidth, oneHotOver: discreteActions, lastReward: lastReward, agent: agent,
                                     agents: agents, into: out)
     }

@@ -276,9 +276,9 @@ public final class PPOAgent {
 
     /// Writes agent `agent`'s step encoder input from a (normalised) observation, the previous
     /// action as stored (an index for discrete actions, one-hot encoded here) and the previous reward.
-    public func writeContext(observation: UnsafePointer<Float>, lastAction: UnsafePointer<Float>?, lastReward: Float, agent: Int,
-                             into out: UnsafeMutablePointer<Float>) {
-        configuration.context.write(observation: observation, observationWidth: observationWidth, lastAction: lastAction,
+    public func writeContext(observation: UnsafePointer<Float>, lastObservation: UnsafePointer<Float>?, lastAction: UnsafePointer<Float>?,
+                             lastReward: Float, agent: Int, into out: UnsafeMutablePointer<Float>) {
+        configuration.context.write(observation: observation, observationWidth: observationWidth, lastObservation: lastObservation, lastAction: lastAction,
                                     actionWidth: actionWidth, oneHotOver: discreteActions, lastReward: lastReward, agent: agent,
                                     agents: agents, into: out)
     }

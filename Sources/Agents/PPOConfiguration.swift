@@ -125,6 +125,7 @@ public struct PPOConfiguration: Codable, Equatable, Sendable {
         func fail(_ m: String) throws { throw ConfigurationError(m) }
         try validateNetworkSizes(recurrentLayers: recurrentLayers, hiddenSize: hiddenSize, headHiddenSizes: headHiddenSizes)
         if sharedEncoder && network == .mlp { try fail("a shared encoder needs a recurrent network (gru or lstm)") }
+        if context.lastObservation { try fail("the previous observation as a context input is for sac and td3 for now; drop 'lastObservation' from the context") }
         if environments < 1 { try fail("environments must be at least 1 (got \(environments))") }
         if rolloutSteps < 1 { try fail("rollout steps must be at least 1 (got \(rolloutSteps))") }
         if chunkLength < 1 { try fail("chunk length must be at least 1 (got \(chunkLength))") }

@@ -17,7 +17,10 @@ extension PolicyManifest.Actions {
 }
 
 extension PolicyManifest.Context {
-    init(_ c: ContextInputs) { self.init(observation: c.observation, agentID: c.agentID, lastAction: c.lastAction, lastReward: c.lastReward) }
+    init(_ c: ContextInputs) {
+        self.init(observation: c.observation, lastObservation: c.lastObservation ? true : nil, agentID: c.agentID, lastAction: c.lastAction,
+                  lastReward: c.lastReward)
+    }
 }
 
 extension PolicyManifest.Network {
@@ -35,10 +38,12 @@ extension OffPolicyAgent {
         let c = configuration
         let distribution: PolicyManifest.Distribution = c.algorithm.isValueDecomposition ? .greedy
             : discreteActions != nil ? .categorical : c.algorithm == .td3 ? .deterministic : .tanhGaussian
-        return PolicyManifest(algorithm: c.algorithm.rawValue,
-                              network: .init(actor.networks[0], cell: c.network.cell,
+        var network = PolicyManifest.Network(actor.networks[0], cell: c.network.cell,
                                              configuration: (c.hiddenSize, c.recurrentLayers, c.headHiddenSizes, c.activation),
-                                             outputActivation: c.algorithm == .td3 ? .tanh : .identity),
+                                             outputActivation: c.algorithm == .td3 ? .tanh : .identity)
+        network.contextEncoder = c.network.cell == nil ? nil : c.contextEncoder
+        return PolicyManifest(algorithm: c.algorithm.rawValue,
+                              network: network,
                               context: .init(c.context), agents: agents, observationWidth: observationWidth, actions: .init(actionSpace),
                               distribution: distribution, actionMasks: actionMaskWidth > 0 ? true : nil,
                               networks: actor.isShared ? nil : agents)
@@ -72,10 +77,10 @@ extension Policy: RecurrentActor {
     public func prepare(reward: Float) -> Float { normalize(reward: reward) }
 
     /// `lastAction` in the agent's stored form (an index, or the normalised action).
-    public func writeContext(observation: UnsafePointer<Float>, lastAction: UnsafePointer<Float>?, lastReward: Float, agent: Int,
-                             into out: UnsafeMutablePointer<Float>) {
+    public func writeContext(observation: UnsafePointer<Float>, lastObservation: UnsafePointer<Float>?, lastAction: UnsafePointer<Float>?,
+                             lastReward: Float, agent: Int, into out: UnsafeMutablePointer<Float>) {
         let previous: PolicyManifest.Context.PreviousAction = lastAction.map { manifest.actions.count != nil ? .index(Int($0[0])) : .values($0) } ?? .none
-        writeContext(observation: observation, previousAction: previous, reward: lastReward, agent: agent, into: out)
+        writeContext(observation: observation, previousObservation: lastObservation, previousAction: previous, reward: lastReward, agent: agent, into: out)
     }
 
     public func act(context: Tensor, state: Tensor, deterministic: Bool, actionMasks: UnsafePointer<Float>?, actions: UnsafeMutablePointer<Float>) {

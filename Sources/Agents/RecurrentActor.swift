@@ -16,9 +16,9 @@ public protocol RecurrentActor: AnyObject {
     /// The reward as the agent's context sees it (normalised or not).
     func prepare(reward: Float) -> Float
     /// Writes one step's encoder input for agent `agent` (0 for single-agent actors) from a prepared
-    /// observation and the previous action and reward.
-    func writeContext(observation: UnsafePointer<Float>, lastAction: UnsafePointer<Float>?, lastReward: Float, agent: Int,
-                      into out: UnsafeMutablePointer<Float>)
+    /// observation and the previous (prepared) observation, action and reward (nil: the episode's first step).
+    func writeContext(observation: UnsafePointer<Float>, lastObservation: UnsafePointer<Float>?, lastAction: UnsafePointer<Float>?,
+                      lastReward: Float, agent: Int, into out: UnsafeMutablePointer<Float>)
     /// Agents acting per episode step (rows of `act` are agent-inner).
     var agents: Int { get }
     /// Actions for `context.shape[1]` episodes (`context` is `[1, episodes, contextWidth]`), advancing
@@ -32,9 +32,15 @@ extension RecurrentActor {
         act(context: context, state: state, deterministic: deterministic, actionMasks: nil, actions: actions)
     }
 
-    /// A single-agent step's encoder input.
+    /// A single-agent step's encoder input (for a context without the previous observation).
     public func writeContext(observation: UnsafePointer<Float>, lastAction: UnsafePointer<Float>?, lastReward: Float,
                              into out: UnsafeMutablePointer<Float>) {
-        writeContext(observation: observation, lastAction: lastAction, lastReward: lastReward, agent: 0, into: out)
+        writeContext(observation: observation, lastObservation: nil, lastAction: lastAction, lastReward: lastReward, agent: 0, into: out)
+    }
+
+    /// Agent `agent`'s step encoder input (for a context without the previous observation).
+    public func writeContext(observation: UnsafePointer<Float>, lastAction: UnsafePointer<Float>?, lastReward: Float, agent: Int,
+                             into out: UnsafeMutablePointer<Float>) {
+        writeContext(observation: observation, lastObservation: nil, lastAction: lastAction, lastReward: lastReward, agent: agent, into: out)
     }
 }

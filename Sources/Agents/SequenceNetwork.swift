@@ -8,36 +8,51 @@ import Tensors
 /// shared by several agents, the agent's id one-hot.
 public struct ContextInputs: Codable, Equatable, Sendable {
     public var observation = true
+    /// The episode's previous observation (zeros at its first step): RESeL's "last state" input.
+    public var lastObservation = false
     public var lastAction = false
     public var lastReward = false
     /// The agent's index one-hot over the agents (for one network shared by all agents).
     public var agentID = false
 
-    public init(observation: Bool = true, lastAction: Bool = false, lastReward: Bool = false, agentID: Bool = false) {
+    public init(observation: Bool = true, lastObservation: Bool = false, lastAction: Bool = false, lastReward: Bool = false, agentID: Bool = false) {
         self.observation = observation
+        self.lastObservation = lastObservation
         self.lastAction = lastAction
         self.lastReward = lastReward
         self.agentID = agentID
     }
 
-    enum CodingKeys: String, CodingKey { case observation, lastAction, lastReward, agentID }
+    enum CodingKeys: String, CodingKey { case observation, lastObservation, lastAction, lastReward, agentID }
 
-    /// Configurations written before the agent id existed read without it.
+    /// Configurations written before the agent id or the previous observation existed read without them.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         observation = try c.decode(Bool.self, forKey: .observation)
+        lastObservation = try c.decodeIfPresent(Bool.self, forKey: .lastObservation) ?? false
         lastAction = try c.decode(Bool.self, forKey: .lastAction)
         lastReward = try c.decode(Bool.self, forKey: .lastReward)
         agentID = try c.decodeIfPresent(Bool.self, forKey: .agentID) ?? false
     }
 
-    /// Parses `observation,lastAction,lastReward` (any subset, comma separated).
+    /// Written only when on, so that configurations without it read as before.
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(observation, forKey: .observation)
+        if lastObservation { try c.encode(lastObservation, forKey: .lastObservation) }
+        try c.encode(lastAction, forKey: .lastAction)
+        try c.encode(lastReward, forKey: .lastReward)
+        try c.encode(agentID, forKey: .agentID)
+    }
+
+    /// Parses `observation,lastObservation,lastAction,lastReward` (any subset, comma separated).
     public init(parsing text: String) throws {
         observation = false
-        let valid = ["observation", "lastAction", "lastReward", "agentID"]
+        let valid = ["observation", "lastObservation", "lastAction", "lastReward", "agentID"]
         for part in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
             switch part {
             case "observation": observation = true
+            case "lastObservation": lastObservation = true
             case "lastAction": lastAction = true
             case "lastReward": lastReward = true
             case "agentID": agentID = true
@@ -45,18 +60,25 @@ public struct ContextInputs: Codable, Equatable, Sendable {
                 throw ConfigurationError("unknown context input '\(part)'; valid inputs are \(valid.joined(separator: ", ")) (comma separated)")
             }
         }
-        if !observation && !lastAction && !lastReward { throw ConfigurationError("context inputs are empty; give at least 'observation'") }
+        if !observation && !lastObservation && !lastAction && !lastReward { throw ConfigurationError("context inputs are empty; give at least 'observation'") }
     }
 
     public var description: String {
-        [observation ? "observation" : nil, lastAction ? "lastAction" : nil, lastReward ? "lastReward" : nil, agentID ? "agentID" : nil]
+        [observation ? "observation" : nil, lastObservation ? "lastObservation" : nil, lastAction ? "lastAction" : nil,
+         lastReward ? "lastReward" : nil, agentID ? "agentID" : nil]
             .compactMap { $0 }.joined(separator: ",")
     }
 
     /// Floats of one step's context: `o` observation floats, `a` previous-action floats (n for a
     /// one-hot discrete action), and one per agent for the id.
     public func width(observation o: Int, action a: Int, agents: Int = 1) -> Int {
-        (observation ? o : 0) + (agentID ? agents : 0) + (lastAction ? a : 0) + (lastReward ? 1 : 0)
+        groups(observation: o, action: a, agents: agents).reduce(0, +)
+    }
+
+    /// The widths of the context's inputs in order (observation, agent id, previous action,
+    /// previous reward): what RESeL's context encoder embeds one by one.
+    public func groups(observation o: Int, action a: Int, agents: Int = 1) -> [Int] {
+        [observation ? o : 0, lastObservation ? o : 0, agentID ? agents : 0, lastAction ? a : 0, lastReward ? 1 : 0].filter { $0 > 0 }
     }
 
     /// Writes one step's context (`width` floats).
@@ -66,18 +88,18 @@ public struct ContextInputs: Codable, Equatable, Sendable {
         write(observation: obs, observationWidth: o, lastAction: act, actionWidth: a, oneHotOver: nil, lastReward: r, into: out)
     }
 
-    /// Writes one step's context, in the order observation, agent id, previous action, previous
-    /// reward: the previous action as its floats, or (`oneHotOver: n`, a discrete action stored as
-    /// its index) as a one-hot vector of n floats; nil (no previous action, the episode's first
-    /// step) writes zeros. With `agentID`, agent `agent` of `agents` one-hot. The one context
-    /// writer of every agent.
+    /// Writes one step's context, in the order observation, previous observation, agent id, previous
+    /// action, previous reward: the previous action as its floats, or (`oneHotOver: n`, a discrete
+    /// action stored as its index) as a one-hot vector of n floats; nil (no previous action or
+    /// observation, the episode's first step) writes zeros. With `agentID`, agent `agent` of
+    /// `agents` one-hot. The one context writer of every agent.
     @inline(__always)
-    public func write(observation obs: UnsafePointer<Float>, observationWidth o: Int, lastAction act: UnsafePointer<Float>?,
-                      actionWidth a: Int, oneHotOver n: Int?, lastReward r: Float, agent: Int = 0, agents: Int = 1,
-                      into out: UnsafeMutablePointer<Float>) {
+    public func write(observation obs: UnsafePointer<Float>, observationWidth o: Int, lastObservation previousObservation: UnsafePointer<Float>? = nil,
+                      lastAction act: UnsafePointer<Float>?, actionWidth a: Int, oneHotOver n: Int?, lastReward r: Float, agent: Int = 0,
+                      agents: Int = 1, into out: UnsafeMutablePointer<Float>) {
         let previous: PolicyManifest.Context.PreviousAction = act.map { n != nil ? .index(Int($0[0])) : .values($0) } ?? .none
-        PolicyManifest.Context(self).write(observation: obs, observationWidth: o, agent: agent, agents: agents, previousAction: previous,
-                                           previousActionWidth: n ?? a, reward: r, into: out)
+        PolicyManifest.Context(self).write(observation: obs, observationWidth: o, previousObservation: previousObservation, agent: agent, agents: agents,
+                                           previousAction: previous, previousActionWidth: n ?? a, reward: r, into: out)
     }
 }
 
@@ -93,7 +115,8 @@ public struct ContextInputs: Codable, Equatable, Sendable {
 public final class SequenceNetwork: ParameterContainer {
     public let contextWidth: Int
     public let extraWidth: Int
-    public let encoder: RecurrentStack?
+    /// The recurrent encoder: a GRU/LSTM stack, or RESeL's context encoder around one.
+    public let encoder: (any RecurrentLayer)?
     /// The heads (one, or an ensemble on the same features).
     public let heads: [Sequential]
     /// The first (for most networks the only) head.
@@ -114,10 +137,15 @@ public final class SequenceNetwork: ParameterContainer {
 
     public init(contextWidth: Int, extraWidth: Int, cell: CellKind?, hiddenSize: Int, layers: Int,
                 headHiddenSizes: [Int], outputSize: Int, activation: Activation, outputActivation: Activation = .identity,
-                heads headCount: Int = 1, using rng: inout RandomGenerator) {
+                heads headCount: Int = 1, contextEncoder: (layout: ContextEncoderLayout, groups: [Int])? = nil,
+                using rng: inout RandomGenerator) {
         self.contextWidth = contextWidth
         self.extraWidth = extraWidth
-        if let cell {
+        if let cell, let contextEncoder {
+            precondition(contextEncoder.groups.reduce(0, +) == contextWidth, "the context encoder's input groups must cover the context")
+            encoder = ContextEncoder(groups: contextEncoder.groups, layout: contextEncoder.layout, cell: cell, hiddenSize: hiddenSize,
+                                     layers: layers, activation: activation, using: &rng)
+        } else if let cell {
             encoder = RecurrentStack(cell: cell, inputSize: contextWidth, hiddenSize: hiddenSize, layers: layers, using: &rng)
         } else {
             encoder = nil
@@ -140,8 +168,14 @@ public final class SequenceNetwork: ParameterContainer {
         return (encoder?.namedParameters(prefix: prefix + "encoder.") ?? []) + named
     }
 
-    public var encoderParameters: [Parameter] { encoder?.parameters ?? [] }
-    public var headParameters: [Parameter] { heads.flatMap(\.parameters) }
+    /// What learns at the encoder's rate: the recurrent stack (RESeL's context encoder: its dense
+    /// layers, the stack and the layer after it).
+    public var encoderParameters: [Parameter] {
+        if let contextEncoder = encoder as? ContextEncoder { return contextEncoder.recurrentParameters }
+        return encoder?.parameters ?? []
+    }
+    /// What learns at the network's rate: the heads (and RESeL's input embeddings and observation projection).
+    public var headParameters: [Parameter] { ((encoder as? ContextEncoder)?.inputParameters ?? []) + heads.flatMap(\.parameters) }
 
     /// Runs the encoder over `context` (`[time, batch, contextWidth]`); returns the features
     /// `[time, batch, featureWidth]` (the context itself without an encoder). Resets after the first

@@ -68,8 +68,8 @@ extension OffPolicyAgent {
             let past = pasts[b], first = P - past.count
             for (j, step) in past.enumerated() {
                 let row = (first + j) * R + b * N, previous = replay.predecessor(step)
-                writeStepContexts(observations: replay.observation(step), globalState: replay.globalState(step),
-                                  previousActions: previous.map { UnsafePointer(replay.action($0)) },
+                writeStepContexts(observations: replay.observation(step), previousObservations: previous.map { UnsafePointer(replay.observation($0)) },
+                                  globalState: replay.globalState(step), previousActions: previous.map { UnsafePointer(replay.action($0)) },
                                   previousRewards: previous.map { UnsafePointer(replay.rewards($0)) },
                                   actor: actorPast + row * C, critic: criticPast + row * Cc)
             }

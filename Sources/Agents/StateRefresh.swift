@@ -36,8 +36,8 @@ extension OffPolicyAgent {
                 if layout.actorStateWidth > 0 { replay.actorState(i).update(from: refreshActorState.data + row * Sa, count: N * Sa) }
                 if layout.criticStateWidth > 0 { replay.criticState(i).update(from: refreshCriticState.data + row * Sc, count: N * Sc) }
                 let p = previous[e]
-                writeStepContexts(observations: replay.observation(i), globalState: replay.globalState(i),
-                                  previousActions: p.map { UnsafePointer(replay.action($0)) }, previousRewards: p.map { UnsafePointer(replay.rewards($0)) },
+                writeStepContexts(observations: replay.observation(i), previousObservations: p.map { UnsafePointer(replay.observation($0)) },
+                                  globalState: replay.globalState(i), previousActions: p.map { UnsafePointer(replay.action($0)) }, previousRewards: p.map { UnsafePointer(replay.rewards($0)) },
                                   actor: refreshContext.data + row * C, critic: refreshCriticContext.data + row * Cc)
             }
             if actor.isRecurrent {

@@ -19,27 +19,31 @@ import Tensors
 ///
 /// The state a caller carries per episode (`stateWidth` floats) is the encoder's recurrent state
 /// (per layer: h for a GRU, h then c for an LSTM) followed by the previous action as the network
-/// sees it (one-hot for discrete actions; only when the policy's context uses it). `act` on a batch
+/// sees it (one-hot for discrete actions; only when the policy's context uses it) and the previous
+/// normalised observation (only when the context uses it). `act` on a batch
 /// of rows uses caller-owned buffers and allocates nothing once its workspaces have the batch's size.
 /// See `PolicyManifest` for the exact step.
 public final class Policy {
     public let manifest: PolicyManifest
     /// One network: an optional recurrent encoder and the head.
     public struct Network {
-        public let encoder: RecurrentStack?
+        /// A GRU/LSTM stack, or RESeL's context encoder around one.
+        public let encoder: (any RecurrentLayer)?
         public let head: Sequential
     }
     /// The networks: one shared by the agents, or one per agent (`manifest.networks`).
     public let networks: [Network]
     /// The (first) network's encoder and head.
-    public var encoder: RecurrentStack? { networks[0].encoder }
+    public var encoder: (any RecurrentLayer)? { networks[0].encoder }
     public var head: Sequential { networks[0].head }
     /// Floats of the recurrent state per row (0 for an MLP policy).
     public let recurrentStateWidth: Int
     /// Floats of the previous action kept in the state (0 when the context does not use it).
     public let previousActionWidth: Int
     /// Floats of one row's state.
-    public var stateWidth: Int { recurrentStateWidth + previousActionWidth }
+    public var stateWidth: Int { recurrentStateWidth + previousActionWidth + previousObservationWidth }
+    /// Floats of the previous (normalised) observation kept in the state, after the previous action (0 when the context does not use it).
+    public var previousObservationWidth: Int { manifest.context.holdsLastObservation ? manifest.observationWidth : 0 }
     /// Floats of one action sent to the environment (1 for a discrete index).
     public var actionWidth: Int { manifest.actions.width }
     /// The random generator of sampled actions.
@@ -56,6 +60,8 @@ public final class Policy {
         let hiddenT: UnsafeMutablePointer<Float>?, hiddenBias: UnsafeMutablePointer<Float>?
     }
     let rowLayers: [RowLayer]
+    /// Whether `act` runs the one-row path (false: the training layers, for a context encoder).
+    let usesRowLayers: Bool
     /// Network k's layers are `rowLayers[rowRanges[k]]`.
     let rowRanges: [Range<Int>]
     /// The acting path's workspace: two gate buffers and two layer buffers of `rowWidth` floats each.
@@ -95,7 +101,13 @@ public final class Policy {
         let n = manifest.network
         var placeholder = RandomGenerator(seed: 0)  // every value is replaced by the file's
         networks = (0..<manifest.networkCount).map { _ in
-            let encoder = n.cell.map { RecurrentStack(cell: $0, inputSize: n.inputWidth, hiddenSize: n.hiddenSize, layers: n.layers, using: &placeholder) }
+            let encoder: (any RecurrentLayer)? = n.cell.map { cell in
+                if let layout = n.contextEncoder {
+                    return ContextEncoder(groups: manifest.contextGroups, layout: layout, cell: cell, hiddenSize: n.hiddenSize, layers: n.layers,
+                                          activation: n.activation, using: &placeholder)
+                }
+                return RecurrentStack(cell: cell, inputSize: n.inputWidth, hiddenSize: n.hiddenSize, layers: n.layers, using: &placeholder)
+            }
             let head = Sequential.mlp(inputSize: encoder?.hiddenSize ?? n.inputWidth, hiddenSizes: n.headHiddenSizes, outputSize: n.outputWidth,
                                       activation: n.activation, outputActivation: n.outputActivation, using: &placeholder)
             return Network(encoder: encoder, head: head)
@@ -129,7 +141,7 @@ public final class Policy {
         var rows: [RowLayer] = [], ranges: [Range<Int>] = []
         for network in networks {
             let first = rows.count
-            for layer in network.encoder?.layers ?? [] {
+            for layer in (network.encoder as? RecurrentStack)?.layers ?? [] {
                 let w: GateWeights = (layer as? GRU)?.weights ?? (layer as! LSTM).weights
                 rows.append(RowLayer(cell: layer is GRU ? .gru : .lstm, activation: .identity, input: layer.inputSize, output: layer.hiddenSize,
                                      weightT: pack(w.weightIH.value), bias: copy(w.biasIH.value.array),
@@ -144,6 +156,8 @@ public final class Policy {
         }
         rowLayers = rows
         rowRanges = ranges
+        // The one-row path knows stacks and dense heads; a context encoder runs on the training layers.
+        usesRowLayers = networks.allSatisfy { $0.encoder == nil || $0.encoder is RecurrentStack }
         rowWidth = rows.reduce(n.inputWidth) { max($0, 4 * $1.output) }
         rowScratch = .allocate(capacity: 4 * rowWidth)
         rowScratch.initialize(repeating: 0, count: 4 * rowWidth)
@@ -188,15 +202,22 @@ public final class Policy {
         for b in 0..<B {
             normalize(observation: observations + b * o, into: observationScratch.data)
             let start = episodeStarts?[b] ?? false
-            writeContext(observation: observationScratch.data, previousAction: P > 0 ? .values(state + b * S + R) : .none,
+            let previousObservation = state + b * S + R + P
+            writeContext(observation: observationScratch.data, previousObservation: previousObservation,
+                         previousAction: P > 0 ? .values(state + b * S + R) : .none,
                          reward: start ? 0 : normalize(reward: rewards?[b] ?? 0), agent: b % m.agents, into: context.data + b * C)
+            if previousObservationWidth > 0 { previousObservation.update(from: observationScratch.data, count: o) }
         }
         policyActions.resize(Shape(d0: B, d1: A))
         let a = policyActions.data
         outputs.resize(Shape(d0: B, d1: m.network.outputWidth))
         let N = networks.count
-        for b in 0..<B {
-            forwardRow(context.data + b * C, state: state + b * S, output: outputs.data + b * m.network.outputWidth, network: N == 1 ? 0 : b % N)
+        if usesRowLayers {
+            for b in 0..<B {
+                forwardRow(context.data + b * C, state: state + b * S, output: outputs.data + b * m.network.outputWidth, network: N == 1 ? 0 : b % N)
+            }
+        } else {
+            forwardNetworks(context: context, state: state, stateStride: S)
         }
         choose(outputs.data, rows: B, deterministic: deterministic, actionMasks: actionMasks, policyActions: a)
         for b in 0..<B {
@@ -233,9 +254,10 @@ public final class Policy {
     /// previous action (none at an episode's first step; the state's floats, or an index), the
     /// normalised previous reward and the agent's index.
     @inline(__always)
-    public func writeContext(observation: UnsafePointer<Float>, previousAction: PolicyManifest.Context.PreviousAction, reward: Float, agent: Int,
-                             into out: UnsafeMutablePointer<Float>) {
-        manifest.context.write(observation: observation, observationWidth: manifest.observationWidth, agent: agent, agents: manifest.agents,
+    public func writeContext(observation: UnsafePointer<Float>, previousObservation: UnsafePointer<Float>? = nil,
+                             previousAction: PolicyManifest.Context.PreviousAction, reward: Float, agent: Int, into out: UnsafeMutablePointer<Float>) {
+        manifest.context.write(observation: observation, observationWidth: manifest.observationWidth, previousObservation: previousObservation,
+                               agent: agent, agents: manifest.agents,
                                previousAction: previousAction, previousActionWidth: previousActionWidth, reward: reward, into: out)
     }
 

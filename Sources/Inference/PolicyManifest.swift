@@ -7,18 +7,20 @@ import NeuralNetworks
 /// JSON under `PolicyManifest.metadataKey` in the safetensors metadata.
 ///
 /// One step of the policy (`Policy.act`), for each row of a batch:
-/// 1. at an episode's start the recurrent state and the previous action are zeros, and the previous
-///    reward is 0;
+/// 1. at an episode's start the recurrent state, the previous observation and the previous action
+///    are zeros, and the previous reward is 0;
 /// 2. the observation is normalised when `observationNormalizer` is given:
 ///    clip((o - mean) / sqrt(variance + 1e-8), -10, 10), and the previous reward is scaled by
 ///    `rewardNormalizer`: clip(r / sqrt(variance + 1e-8), -10, 10);
-/// 3. the network's input is, in this order, the observation (`context.observation`), the agent's
+/// 3. the network's input is, in this order, the observation (`context.observation`), the previous
+///    (normalised) observation (`context.lastObservation`), the agent's
 ///    index one-hot over `agents` (`context.agentID`; row r of a batch is agent r mod `agents`), the
 ///    previous action (`context.lastAction`: one-hot for discrete actions, else the policy's
 ///    normalised action) and the previous reward (`context.lastReward`);
 /// 4. the recurrent encoder (`network.cell`: PyTorch's GRU or LSTM equations, `network.layers`
-///    layers) advances the state, and the head MLP (`headHiddenSizes`, `activation` between layers,
-///    `outputActivation` at the end) gives the output;
+///    layers; with `network.contextEncoder`, RESeL's context encoder around it) advances the state,
+///    and the head MLP (`headHiddenSizes`, `activation` between layers, `outputActivation` at the
+///    end) gives the output;
 /// 5. the action (`distribution`): `tanhGaussian` (SAC) reads the output as [mean | log std] and acts
 ///    tanh(mean) (sampled: tanh(mean + std·ε), log std clamped to [-20, 2]); `deterministic` (TD3)
 ///    acts clip(output, -1, 1); `gaussian` (PPO) acts the mean (sampled: mean + exp(log std)·ε with
@@ -51,6 +53,12 @@ public struct PolicyManifest: Codable, Equatable, Sendable {
         /// The tensors' name prefix in the weights file (`actor.`): `<prefix>encoder.weight_ih_l0`,
         /// ..., `<prefix>head.0.weight`, ... (PyTorch's names and layouts).
         public var parameterPrefix: String
+        /// RESeL's context encoder around the recurrent stack (nil: the stack alone): each context
+        /// input embedded linearly (`<prefix>encoder.embedding0.weight`, ...), the dense layers
+        /// (`before0.`, ... with `activation`), the stack (`rnn.weight_ih_l0`, ...), its output through
+        /// `activation`, a linear layer (`after.`), and next to it a linear projection of the
+        /// observation (`projection.`); the head reads both.
+        public var contextEncoder: ContextEncoderLayout?
 
         public init(cell: CellKind?, hiddenSize: Int, layers: Int, headHiddenSizes: [Int], activation: Activation,
                     outputActivation: Activation, inputWidth: Int, outputWidth: Int, parameterPrefix: String) {
@@ -69,11 +77,16 @@ public struct PolicyManifest: Codable, Equatable, Sendable {
     /// What one step's input holds (in this order when present).
     public struct Context: Codable, Equatable, Sendable {
         public var observation: Bool
+        /// The previous observation of the episode (zeros at its first step), right after the observation (nil: not held).
+        public var lastObservation: Bool?
         public var agentID: Bool
         public var lastAction: Bool
         public var lastReward: Bool
 
-        public init(observation: Bool, agentID: Bool, lastAction: Bool, lastReward: Bool) {
+        public var holdsLastObservation: Bool { lastObservation == true }
+
+        public init(observation: Bool, lastObservation: Bool? = nil, agentID: Bool, lastAction: Bool, lastReward: Bool) {
+            self.lastObservation = lastObservation
             self.observation = observation
             self.agentID = agentID
             self.lastAction = lastAction
@@ -160,6 +173,13 @@ public struct PolicyManifest: Codable, Equatable, Sendable {
     /// Floats of the previous action in the input: one-hot over discrete actions, else the action.
     public var previousActionWidth: Int { context.lastAction ? (actions.count ?? actions.width) : 0 }
 
+    /// The widths of the context's inputs in order (observation, agent id, previous action, previous
+    /// reward), as a context encoder embeds them.
+    public var contextGroups: [Int] {
+        [context.observation ? observationWidth : 0, context.holdsLastObservation ? observationWidth : 0, context.agentID ? agents : 0,
+         previousActionWidth, context.lastReward ? 1 : 0].filter { $0 > 0 }
+    }
+
     /// The manifest as the metadata entry of a weights file.
     public var metadata: [String: String] {
         let encoder = JSONEncoder()
@@ -199,7 +219,7 @@ public struct PolicyManifest: Codable, Equatable, Sendable {
         let A = a.count ?? a.width
         let outputs = distribution == .tanhGaussian ? 2 * A : A
         guard network.outputWidth == outputs else { throw fail("gives the network \(network.outputWidth) outputs; a \(distribution) policy over \(A) actions needs \(outputs)") }
-        let input = (context.observation ? observationWidth : 0) + (context.agentID ? agents : 0) + previousActionWidth + (context.lastReward ? 1 : 0)
+        let input = contextGroups.reduce(0, +)
         guard network.inputWidth == input else { throw fail("gives the network \(network.inputWidth) inputs; its context needs \(input)") }
         guard agents >= 1, observationWidth >= 0, network.layers >= (network.cell == nil ? 0 : 1), network.hiddenSize >= 0 else {
             throw fail("has invalid sizes")
@@ -219,14 +239,19 @@ extension PolicyManifest.Context {
         case none, index(Int), values(UnsafePointer<Float>)
     }
 
-    /// Writes one step's input in the order observation, agent `agent`'s id one-hot over `agents`,
-    /// previous action (`previousActionWidth` floats), previous reward, as far as the context holds
-    /// them: the one context writer of training agents and shipped policies.
+    /// Writes one step's input in the order observation, previous observation (nil: the episode's
+    /// first step, zeros), agent `agent`'s id one-hot over `agents`, previous action
+    /// (`previousActionWidth` floats), previous reward, as far as the context holds them: the one
+    /// context writer of training agents and shipped policies.
     @inline(__always)
-    public func write(observation: UnsafePointer<Float>, observationWidth o: Int, agent: Int, agents: Int, previousAction: PreviousAction,
-                      previousActionWidth w: Int, reward: Float, into out: UnsafeMutablePointer<Float>) {
+    public func write(observation: UnsafePointer<Float>, observationWidth o: Int, previousObservation: UnsafePointer<Float>? = nil, agent: Int,
+                      agents: Int, previousAction: PreviousAction, previousActionWidth w: Int, reward: Float, into out: UnsafeMutablePointer<Float>) {
         var p = out
         if self.observation { p.update(from: observation, count: o); p += o }
+        if holdsLastObservation {
+            if let previousObservation { p.update(from: previousObservation, count: o) } else { p.update(repeating: 0, count: o) }
+            p += o
+        }
         if agentID {
             p.update(repeating: 0, count: agents)
             p[agent] = 1

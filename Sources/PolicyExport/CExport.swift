@@ -19,6 +19,8 @@ import Tensors
 /// `-O3 -march=native` uses the machine's widest vectors and FMA).
 public enum CExport {
     public static func header(of policy: Policy) -> String {
+        precondition(policy.manifest.network.contextEncoder == nil && !policy.manifest.context.holdsLastObservation,
+                     "the C export builds neither a context encoder nor the previous observation")
         let m = policy.manifest, o = m.observationWidth, C = m.network.inputWidth, R = policy.recurrentStateWidth
         let P = policy.previousActionWidth, S = policy.stateWidth, discrete = m.actions.count
         let A = discrete == nil ? m.actions.width : 1
@@ -57,7 +59,7 @@ public enum CExport {
         for (k, network) in policy.networks.enumerated() {
             var net: [String] = ["    (void)state;"]
             var input = "x", width = C
-            if let encoder = network.encoder {
+            if let encoder = network.encoder as? RecurrentStack {
                 let H = encoder.hiddenSize
                 var column = 0
                 for (l, layer) in encoder.layers.enumerated() {

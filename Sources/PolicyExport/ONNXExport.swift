@@ -21,6 +21,8 @@ import Tensors
 public enum ONNXExport {
     /// The model's bytes (an ONNX `ModelProto`).
     public static func model(of policy: Policy) -> [UInt8] {
+        precondition(policy.manifest.network.contextEncoder == nil && !policy.manifest.context.holdsLastObservation,
+                     "the ONNX export builds neither a context encoder nor the previous observation")
         var g = ONNXGraph()
         let m = policy.manifest, o = m.observationWidth, batch = "batch"
         g.input("observation", [.symbol(batch), .value(o)])
@@ -55,7 +57,7 @@ public enum ONNXExport {
         let context = parts.count == 1 ? parts[0] : g.node("Concat", parts, attributes: [.int("axis", 1)])
         let N = policy.networks.count
         if N > 1 && !m.context.agentID { g.input("agent_id", [.symbol(batch), .value(m.agents)]) }
-        if let encoder = policy.encoder {
+        if let encoder = policy.encoder as? RecurrentStack {
             let H = encoder.hiddenSize, L = encoder.layers.count
             g.input("h", [.value(L), .symbol(batch), .value(H)])
             if encoder.layers[0] is LSTM { g.input("c", [.value(L), .symbol(batch), .value(H)]) }
@@ -80,7 +82,7 @@ public enum ONNXExport {
             if hNext != nil { hNext = select(results.map { $0.h! }, rank3: true) }
             if cNext != nil { cNext = select(results.map { $0.c! }, rank3: true) }
         }
-        if let encoder = policy.encoder {
+        if let encoder = policy.encoder as? RecurrentStack {
             let H = encoder.hiddenSize, L = encoder.layers.count
             g.rename(hNext!, to: "h_next")
             g.output("h_next", [.value(L), .symbol(batch), .value(H)])
@@ -132,7 +134,7 @@ public enum ONNXExport {
     static func network(_ network: Policy.Network, context: String, keep: String, graph g: inout ONNXGraph) -> (output: String, h: String?, c: String?) {
         var x = context
         var hNext: String?, cNext: String?
-        if let encoder = network.encoder {
+        if let encoder = network.encoder as? RecurrentStack {
             let H = encoder.hiddenSize, isLSTM = encoder.layers[0] is LSTM
             var sequence = g.node("Unsqueeze", [x, g.int64s([0])])  // [1, batch, in]
             var hs: [String] = [], cs: [String] = []

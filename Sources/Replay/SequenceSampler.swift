@@ -105,6 +105,9 @@ public final class SequenceBatch {
     /// Agents per step: the per-agent tensors hold `agents` blocks per slot and row, agent-inner.
     public let agents: Int
     public let observations = Tensor([0])
+    /// The observation before each slot's in its episode (zeros at an episode's first step, whose
+    /// `hasPreviousAction` is 0): RESeL's previous-observation input.
+    public let previousObservations = Tensor([0])
     /// Recorded actions (zeros at bootstrap and padding slots).
     public let actions = Tensor([0])
     /// The action and reward before each slot's observation in its episode (zeros at an
@@ -146,7 +149,7 @@ public final class SequenceBatch {
     public let targetInitialCriticState = Tensor([0])
     /// Every tensor a new sample starts by clearing (listed once, so sampling allocates nothing).
     private(set) lazy var clearedBySampling: [Tensor] = [
-        observations, actions, previousActions, hasPreviousAction, previousRewards, rewards, globalStates, actionMasks, agentActive, agentFinished, terminated, resetMask, validMask,
+        observations, previousObservations, actions, previousActions, hasPreviousAction, previousRewards, rewards, globalStates, actionMasks, agentActive, agentFinished, terminated, resetMask, validMask,
         finalStepMask, initialActorState, initialCriticState, targetInitialCriticState,
     ]
     /// The replay ring index of the step at each slot (`slot * batch + row`), -1 at bootstrap and padding slots.
@@ -162,6 +165,7 @@ public final class SequenceBatch {
         let s = slots, b = batchSize
         agents = layout.agents
         observations.resize(Shape(d0: s, d1: b, d2: layout.observationFloats))
+        previousObservations.resize(Shape(d0: s, d1: b, d2: layout.observationFloats))
         actions.resize(Shape(d0: s, d1: b, d2: layout.actionFloats))
         previousActions.resize(Shape(d0: s, d1: b, d2: layout.actionFloats))
         for t in [hasPreviousAction, terminated, resetMask, validMask, finalStepMask] { t.resize(Shape(d0: s, d1: b)) }
@@ -263,6 +267,7 @@ public final class SequenceSampler {
                     (batch.observations.data + k * o).update(from: replay.observation(i), count: o)
                     (batch.actions.data + k * a).update(from: replay.action(i), count: a)
                     if let p = replay.predecessor(i) {
+                        (batch.previousObservations.data + k * o).update(from: replay.observation(p), count: o)
                         (batch.previousActions.data + k * a).update(from: replay.action(p), count: a)
                         batch.hasPreviousAction.data[k] = 1
                         (batch.previousRewards.data + k * n).update(from: replay.rewards(p), count: n)
@@ -290,6 +295,7 @@ public final class SequenceSampler {
                 // The bootstrap slot: the last step's next observation, with that step as its context.
                 let k = (slot + m) * B + row
                 (batch.observations.data + k * o).update(from: replay.nextObservation(i), count: o)
+                (batch.previousObservations.data + k * o).update(from: replay.observation(i), count: o)
                 (batch.previousActions.data + k * a).update(from: replay.action(i), count: a)
                 batch.hasPreviousAction.data[k] = 1
                 (batch.previousRewards.data + k * n).update(from: replay.rewards(i), count: n)

@@ -87,6 +87,7 @@ extension OffPolicyTrainer: TrainingSession {
         let N = copies, R = N * agents, o = environments.observationWidth, a = agent.actionWidth, g = environments.globalStateWidth
         archive.put(prefix + "observation", floats: observation, count: R * o)
         archive.put(prefix + "previous_action", floats: previousAction, count: R * a)
+        if agent.configuration.context.lastObservation { archive.put(prefix + "previous_observation", floats: previousObservation, count: R * o) }
         if g > 0 { archive.put(prefix + "global_state", floats: globalState, count: N * g) }
         archive.put(prefix + "actor_state", actorState)
         archive.put(prefix + "critic_state", criticState)
@@ -110,6 +111,7 @@ extension OffPolicyTrainer: TrainingSession {
         }
         try archive.floats(prefix + "observation", into: observation, count: R * o)
         try archive.floats(prefix + "previous_action", into: previousAction, count: R * a)
+        if agent.configuration.context.lastObservation { try archive.floats(prefix + "previous_observation", into: previousObservation, count: R * o) }
         if g > 0 { try archive.floats(prefix + "global_state", into: globalState, count: N * g) }
         try archive.read(prefix + "actor_state", into: actorState)
         try archive.read(prefix + "critic_state", into: criticState)

@@ -9,6 +9,8 @@ import Tensors
 final class SideBySideEpisodes {
     let count: Int, agents: Int, observationWidth: Int, actionWidth: Int
     let observations: Tensor, context: Tensor, state: Tensor, actions: Tensor, previousActions: Tensor, previousRewards: Tensor
+    /// The observations of the last `act` (the next step's previous observations).
+    let previousObservations: Tensor
     let environmentActions: Tensor, stepRewards: Tensor
     /// `[count · agents, actionMaskWidth]`: the actions each agent may take now (masked environments).
     let actionMasks: Tensor
@@ -23,6 +25,7 @@ final class SideBySideEpisodes {
         actionWidth = actor.actionWidth
         let rows = count * agents
         observations = Tensor(Shape(d0: rows, d1: observationWidth))
+        previousObservations = Tensor(Shape(d0: rows, d1: observationWidth))
         context = Tensor(Shape(d0: 1, d1: rows, d2: actor.contextWidth))
         state = Tensor(Shape(d0: rows, d1: max(actor.actorStateWidth, 1)))
         actions = Tensor(Shape(d0: rows, d1: actor.actionWidth))
@@ -50,10 +53,12 @@ final class SideBySideEpisodes {
             for k in 0..<agents {
                 let r = e * agents + k
                 actor.writeContext(observation: observations.data + r * observationWidth,
+                                   lastObservation: started[e] ? nil : previousObservations.data + r * observationWidth,
                                    lastAction: started[e] ? nil : previousActions.data + r * actionWidth,
                                    lastReward: previousRewards.data[r], agent: k, into: context.data + r * C)
             }
         }
+        previousObservations.copy(from: observations)
         actor.act(context: context, state: state, deterministic: deterministic,
                   actionMasks: actionMaskWidth > 0 ? UnsafePointer(actionMasks.data) : nil, actions: actions.data)
     }

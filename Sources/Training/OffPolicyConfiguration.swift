@@ -1,5 +1,6 @@
 import Agents
 import Environments
+import NeuralNetworks
 import Replay
 
 /// A run configuration's environment: its name, options and Python modules, as one `EnvironmentSpec`.
@@ -67,6 +68,53 @@ public struct OffPolicyConfiguration: Codable, Equatable, Sendable {
         c.agent.criticLearningRate = 1e-3
         c.agent.gamma = 0
         return c
+    }
+
+    /// RESeL's recipe (Luo et al. 2024, as its released code configures its POMDP tasks) for SAC on
+    /// an environment whose episodes last at most `episodeLimit` steps: the context encoder (each
+    /// input embedded to 128, dense 256, GRU 256, its output through ELU, linear 128, a 128 projection
+    /// of the observation beside it), heads [256, 256] with ELU; one critic with 8 Q-heads, the target's
+    /// minimum over 2 drawn at random, the actor on their mean, bootstrap values clamped to the range of
+    /// past targets; the previous observation and action in the context (the previous reward off, as
+    /// RESeL's default);
+    /// learning rates 3e-4 (actor), 1e-3 (critic), 1e-5 (the context encoders), 1e-4 (temperature);
+    /// γ 0.99, τ 0.005, 5000 random steps, one critic update per step and an actor update every 2;
+    /// whole episodes from a zero state packed into rows as long as the longest episode, as many rows
+    /// as make about 2000 valid steps.
+    public mutating func applyRESeL(episodeLimit: Int) {
+        var a = agent
+        a.algorithm = .sac
+        a.network = .gru
+        a.hiddenSize = 256
+        a.recurrentLayers = 1
+        a.headHiddenSizes = [256, 256]
+        a.activation = .elu
+        a.contextEncoder = ContextEncoderLayout()
+        a.context = ContextInputs(observation: true, lastObservation: true, lastAction: true, lastReward: false)
+        a.criticCount = 1
+        a.criticHeads = 8
+        a.targetSubset = 2
+        a.actorQ = .mean
+        a.clampTargets = true
+        a.actorLearningRate = 3e-4
+        a.criticLearningRate = 1e-3
+        a.encoderLearningRate = 1e-5
+        a.temperatureLearningRate = 1e-4
+        a.targetEntropy = nil
+        a.gamma = 0.99
+        a.tau = 0.005
+        a.criticUpdateInterval = 1
+        a.actorUpdateInterval = 2
+        a.targetUpdateInterval = 1
+        a.truncation = 0
+        var sampler = SamplerConfiguration()
+        sampler.sequenceLength = max(episodeLimit, 1)
+        sampler.packEpisodes = true
+        sampler.timeLimitsTerminal = a.sampler.timeLimitsTerminal
+        a.sampler = sampler
+        a.batchSize = max(1, (2000 + sampler.sequenceLength - 1) / sampler.sequenceLength)
+        agent = a
+        warmupSteps = 5000
     }
 
     /// Defaults for `rrl train ALGORITHM --env NAME` before the user's options apply.

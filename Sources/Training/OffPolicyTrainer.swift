@@ -70,6 +70,8 @@ public final class OffPolicyTrainer {
     let environmentAction: UnsafeMutablePointer<Float>
     let previousAction: UnsafeMutablePointer<Float>
     let previousReward: UnsafeMutablePointer<Float>
+    /// Each copy's observation before the current one in its episode (the context's `lastObservation`).
+    let previousObservation: UnsafeMutablePointer<Float>
     /// Several agents, `[copies, agents]`: who acted at the step being taken, and who left the episode at it.
     let stepActive: UnsafeMutablePointer<Float>
     let stepFinished: UnsafeMutablePointer<Float>
@@ -128,6 +130,7 @@ public final class OffPolicyTrainer {
         environmentAction = floats(R * environments.actionWidth)
         previousAction = floats(R * a)
         previousReward = floats(R)
+        previousObservation = floats(R * o)
         stepActive = floats(R)
         stepFinished = floats(R)
         episodeReturns = [Double](repeating: 0, count: N)
@@ -151,7 +154,7 @@ public final class OffPolicyTrainer {
 
     deinit {
         for p in [observation, nextObservation, globalState, nextGlobalState, stepActionMask, action, environmentAction, previousAction,
-                  previousReward, stepActive, stepFinished] { p.deallocate() }
+                  previousReward, previousObservation, stepActive, stepFinished] { p.deallocate() }
     }
 
     /// Maps a normalised action ([-1, 1] per dimension, or an index) to the environment's space.
@@ -172,8 +175,9 @@ public final class OffPolicyTrainer {
         let Cc = agent.criticContextWidth, criticInput = storesStates ? actCriticContext.data : nil
         for n in 0..<N {
             // At an episode's first step there is no previous action (nil: zeros, not index 0).
-            agent.writeStepContexts(observations: observation + n * M * o, globalState: globalState + n * g,
-                                    previousActions: replay.isEpisodeOpen(copy: n) ? previousAction + n * M * a : nil,
+            let open = replay.isEpisodeOpen(copy: n)
+            agent.writeStepContexts(observations: observation + n * M * o, previousObservations: open ? previousObservation + n * M * o : nil,
+                                    globalState: globalState + n * g, previousActions: open ? previousAction + n * M * a : nil,
                                     previousRewards: previousReward + n * M, actor: actContext.data + n * M * C,
                                     critic: criticInput.map { $0 + n * M * Cc })
             wasRunning[n] = environments.isRunning(n)
@@ -248,6 +252,7 @@ public final class OffPolicyTrainer {
                     recentReturns.append(episodeReturns[n])
                     if recentReturns.count > OffPolicyTrainer.recentEpisodes { recentReturns.removeFirst() }
                 } else {
+                    (previousObservation + n * M * o).update(from: observation + n * M * o, count: M * o)
                     (observation + n * M * o).update(from: next, count: M * o)
                     (globalState + n * g).update(from: nextGlobal, count: g)
                     (previousAction + n * M * a).update(from: action + n * M * a, count: M * a)
@@ -298,6 +303,7 @@ public final class OffPolicyTrainer {
         (criticState.data + n * M * Sc).update(repeating: 0, count: M * Sc)
         (previousAction + n * M * a).update(repeating: 0, count: M * a)
         (previousReward + n * M).update(repeating: 0, count: M)
+        (previousObservation + n * M * o).update(repeating: 0, count: M * o)
         episodeReturns[n] = 0
     }
 

@@ -81,6 +81,19 @@ final class OffPolicyAgentTests: XCTestCase {
             $0.targetSubset = 3
             $0.actorQ = .mean
         },
+        Case(label: "SAC GRU with RESeL's context encoder, previous observation, action and reward, 2 heads, the actor on their mean", algorithm: .sac,
+             network: .gru, actions: .box(low: [-1, -1], high: [1, 1])) {
+            $0.contextEncoder = ContextEncoderLayout(inputEmbedding: 3, before: [4], after: 3, projection: 2)
+            $0.context = ContextInputs(observation: true, lastObservation: true, lastAction: true, lastReward: true)
+            $0.criticCount = 1
+            $0.criticHeads = 2
+            $0.actorQ = .mean
+        },
+        Case(label: "discrete SAC LSTM with RESeL's context encoder (two dense layers, no projection)", algorithm: .sac, network: .lstm,
+             actions: .discrete(3)) {
+            $0.contextEncoder = ContextEncoderLayout(inputEmbedding: 2, before: [4, 3], after: 3, projection: 0)
+            $0.context = ContextInputs(observation: true, lastAction: true)
+        },
         Case(label: "TD3 LSTM, burn-in from zeros, truncated BPTT (heads only)", algorithm: .td3, network: .lstm,
              actions: .box(low: [-1], high: [1]), checksEncoders: false) {
             $0.sampler.burnIn = 3
@@ -337,5 +350,33 @@ final class OffPolicyAgentTests: XCTestCase {
             previous = agent.targetRange
         }
         XCTAssertLessThan(try XCTUnwrap(agent.targetRange).lowerBound, try XCTUnwrap(agent.targetRange).upperBound)
+    }
+    /// RESeL's context encoder: its dense layers, stack and output layer learn at the encoder's rate,
+    /// the input embeddings and the observation projection with the head; the names say which is which.
+    func testTheContextEncodersPartsLearnAtTheirRates() throws {
+        var configuration = AgentConfiguration()
+        configuration.network = .gru
+        configuration.hiddenSize = 6
+        configuration.contextEncoder = ContextEncoderLayout(inputEmbedding: 4, before: [5], after: 3, projection: 2)
+        configuration.context = ContextInputs(observation: true, lastAction: true)
+        configuration.encoderLearningRate = 1e-5
+        let agent = try OffPolicyAgent(configuration: configuration, observationSpace: .box(low: [-5, -5], high: [5, 5]),
+                                       actionSpace: .box(low: [-1], high: [1]), seed: 4)
+        let names = Dictionary(agent.namedParameters().map { (ObjectIdentifier($0.parameter), $0.name) }) { a, _ in a }
+        for (optimizer, network) in [(agent.actorOptimizer, "actor"), (agent.criticOptimizer, "critic")] {
+            let groups = Dictionary(optimizer.groups.map { ($0.name, $0) }) { a, _ in a }
+            let encoder = try XCTUnwrap(groups["\(network).encoder"]), head = try XCTUnwrap(groups["\(network).head"])
+            XCTAssertEqual(encoder.learningRate, 1e-5)
+            let encoderNames = encoder.parameters.compactMap { names[ObjectIdentifier($0)] }
+            let headNames = head.parameters.compactMap { names[ObjectIdentifier($0)] }
+            XCTAssertFalse(encoderNames.isEmpty)
+            for name in encoderNames {
+                XCTAssertTrue(name.contains(".encoder.before0.") || name.contains(".encoder.rnn.") || name.contains(".encoder.after."), name)
+            }
+            XCTAssertTrue(headNames.contains { $0.contains(".encoder.embedding1.") }, "the previous action's embedding learns with the head")
+            XCTAssertTrue(headNames.contains { $0.contains(".encoder.projection.") })
+            XCTAssertTrue(headNames.contains { $0.contains(".head.") || $0.contains(".head0.") })
+        }
+        XCTAssertEqual(agent.actor.networks[0].featureWidth, 3 + 2, "the head reads the output layer and the projection")
     }
 }

@@ -42,7 +42,9 @@ final class ExportParityTests: XCTestCase {
         let onnx = available(["python3", "-c", "import onnxruntime, numpy"], "onnxruntime")
         let torch = available(["python3", "-c", "import torch, safetensors, numpy"], "PyTorch")
         var checked = 0
-        for (k, c) in try PolicyParityTests.cases().enumerated() {
+        // (RESeL's context encoder and the previous observation are not exported yet: `rrl export` refuses them with a message.)
+        for (k, c) in try PolicyParityTests.cases().filter({ $0.manifest.network.contextEncoder == nil && !$0.manifest.context.holdsLastObservation })
+            .enumerated() {
             let folder = FileManager.default.temporaryDirectory.appendingPathComponent("rrl-export-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(at: folder) }

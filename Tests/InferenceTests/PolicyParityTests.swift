@@ -27,7 +27,7 @@ func perturb(_ parameters: [NamedParameter], seed: UInt64) {
 
 func offPolicyCase(_ label: String, algorithm: OffPolicyAlgorithm = .sac, network: NetworkKind, layers: Int = 1, actions: Space,
                    context: ContextInputs, agents: Int = 1, masked: Bool = false, perAgent: Bool = false, head: [Int] = [8],
-                   seed: UInt64) throws -> PolicyCase {
+                   contextEncoder: ContextEncoderLayout? = nil, seed: UInt64) throws -> PolicyCase {
     var c = AgentConfiguration()
     c.algorithm = algorithm
     c.network = network
@@ -36,6 +36,10 @@ func offPolicyCase(_ label: String, algorithm: OffPolicyAlgorithm = .sac, networ
     c.headHiddenSizes = head
     c.context = context
     if perAgent { c.actorPerAgent = true }
+    if let contextEncoder {
+        c.contextEncoder = contextEncoder
+        c.activation = .elu
+    }
     if network == .mlp { c.sampler.sequenceLength = 1 }
     let n: Int = { if case .discrete(let n) = actions { return n } else { return 0 } }()
     let agent = try OffPolicyAgent(configuration: c, observationSpace: .box(low: [-9, -9, -9], high: [9, 9, 9]), actionSpace: actions, seed: seed,
@@ -86,6 +90,14 @@ final class PolicyParityTests: XCTestCase {
             try offPolicyCase("discrete SAC GRU 2 layers, previous action one-hot and reward", network: .gru, layers: 2, actions: .discrete(4),
                               context: ContextInputs(observation: true, lastAction: true, lastReward: true), seed: 4),
             try offPolicyCase("discrete SAC LSTM", network: .lstm, actions: .discrete(3), context: ContextInputs(), seed: 5),
+            try offPolicyCase("TD3 GRU, previous observation and action", algorithm: .td3, network: .gru, actions: box,
+                              context: ContextInputs(observation: true, lastObservation: true, lastAction: true), seed: 16),
+            try offPolicyCase("SAC GRU with RESeL's context encoder, previous observation, action and reward", network: .gru, actions: box,
+                              context: ContextInputs(observation: true, lastObservation: true, lastAction: true, lastReward: true),
+                              contextEncoder: ContextEncoderLayout(inputEmbedding: 4, before: [7], after: 5, projection: 3), seed: 14),
+            try offPolicyCase("discrete SAC LSTM with RESeL's context encoder (no projection), previous action one-hot", network: .lstm,
+                              actions: .discrete(4), context: ContextInputs(observation: true, lastAction: true),
+                              contextEncoder: ContextEncoderLayout(inputEmbedding: 3, before: [6, 5], after: 4, projection: 0), seed: 15),
             try offPolicyCase("MASAC GRU, 3 agents with ids, action masks", algorithm: .masac, network: .gru, actions: .discrete(5),
                               context: ContextInputs(observation: true, lastAction: true, agentID: true), agents: 3, masked: true, seed: 6),
             try offPolicyCase("MASAC one GRU per agent (2 layers), 3 agents, action masks", algorithm: .masac, network: .gru, layers: 2,
@@ -218,6 +230,7 @@ struct Rollout {
         let Sa = max(actor.actorStateWidth, 1), ea = actionWidth
         let context = Tensor(Shape(d0: 1, d1: B, d2: actor.contextWidth)), agentState = Tensor(Shape(d0: B, d1: Sa))
         var previous = [Float](repeating: 0, count: B * a), chosen = [Float](repeating: 0, count: B * a)
+        var previousObservations = [Float](repeating: 0, count: B * o), preparedObservations = [Float](repeating: 0, count: B * o)
         var started = [Bool](repeating: true, count: B), expected = [Float](repeating: 0, count: B * ea)
         var mask = [Float](repeating: 1, count: max(B * n, 1))
         var rng = RandomGenerator(seed: seed)
@@ -239,11 +252,16 @@ struct Rollout {
                 var prepared = Array(x[(row * o)..<(row * o + o)])
                 prepared.withUnsafeMutableBufferPointer { actor.prepare(observation: $0.baseAddress!) }
                 previous.withUnsafeBufferPointer { p in
-                    actor.writeContext(observation: prepared, lastAction: started[row] ? nil : p.baseAddress! + row * a,
-                                       lastReward: started[row] ? 0 : actor.prepare(reward: r[row]), agent: row % N,
-                                       into: context.data + row * actor.contextWidth)
+                    previousObservations.withUnsafeBufferPointer { po in
+                        actor.writeContext(observation: prepared, lastObservation: started[row] ? nil : po.baseAddress! + row * o,
+                                           lastAction: started[row] ? nil : p.baseAddress! + row * a,
+                                           lastReward: started[row] ? 0 : actor.prepare(reward: r[row]), agent: row % N,
+                                           into: context.data + row * actor.contextWidth)
+                    }
                 }
+                preparedObservations.replaceSubrange((row * o)..<(row * o + o), with: prepared)
             }
+            previousObservations = preparedObservations
             mask.withUnsafeBufferPointer { m in
                 chosen.withUnsafeMutableBufferPointer {
                     actor.act(context: context, state: agentState, deterministic: true, actionMasks: n > 0 ? m.baseAddress : nil, actions: $0.baseAddress!)
@@ -288,7 +306,7 @@ struct Rollout {
         try floats("rewards.bin", rewards)
         try floats("starts.bin", starts)
         try floats("masks.bin", maskWidth > 0 ? masks : [0])
-        let encoder = policy.encoder
+        let encoder = policy.encoder as? RecurrentStack
         let info: [String: Any] = [
             "steps": steps, "rows": rows, "observationWidth": observationWidth, "maskWidth": maskWidth, "agents": policy.manifest.agents,
             "layers": encoder?.layers.count ?? 0, "hidden": encoder?.hiddenSize ?? 0, "lstm": policy.manifest.network.cell == .lstm,

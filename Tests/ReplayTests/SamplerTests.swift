@@ -63,6 +63,8 @@ final class SamplerTests: XCTestCase {
                     let t = firstStep + n
                     XCTAssertEqual(batch.previousRewards.data[k], t == 0 ? 0 : Float(t - 1), file: file, line: line)
                     XCTAssertEqual(batch.previousActions.data[k], t == 0 ? 0 : Float(episode) + Float(t - 1) / 1000, file: file, line: line)
+                    XCTAssertEqual(batch.previousObservations.data[k * 2], t == 0 ? 0 : Float(episode), file: file, line: line)
+                    XCTAssertEqual(batch.previousObservations.data[k * 2 + 1], t == 0 ? 0 : Float(t - 1), "the previous observation", file: file, line: line)
                     n += 1
                 }
                 XCTAssertLessThanOrEqual(s + n, L, "a step in the last slot leaves no bootstrap slot", file: file, line: line)
@@ -84,6 +86,7 @@ final class SamplerTests: XCTestCase {
                 XCTAssertEqual(batch.finalStepMask[s + n, b], 0, file: file, line: line)
                 XCTAssertEqual(batch.resetMask[s + n, b], 0, "the bootstrap slot continues the window's state", file: file, line: line)
                 XCTAssertEqual(batch.previousRewards[s + n, b], Float(firstStep + n - 1), "bootstrap context is the last step", file: file, line: line)
+                XCTAssertEqual(batch.previousObservations[s + n, b, 1], Float(firstStep + n - 1), "its previous observation is the last step's", file: file, line: line)
                 s += n + 1
             }
             for t in 0...L where batch.stepIndices[t * B + b] < 0 {

@@ -91,10 +91,20 @@ final class CheckpointTests: XCTestCase {
 
     /// Three copies stepped together (one replay ring each, several updates per pass), stopped
     /// between passes and resumed: the same; each copy's ring evicts whole episodes before the stop.
+    /// With RESeL's parts too: the previous observation in the context (each copy's is checkpointed),
+    /// the context encoder, a critic ensemble with a drawn target subset, and clamped targets (whose
+    /// range is checkpointed); every diagnostic column (the amplification among them) resumes exactly.
     func testRecurrentSACOnSeveralCopiesResumesExactly() throws {
-        let c = recurrentSAC(copies: 3, steps: 1500, replayCapacity: 990)
+        var c = recurrentSAC(copies: 3, steps: 1500, replayCapacity: 990)
+        c.agent.context = ContextInputs(observation: true, lastObservation: true, lastAction: true, lastReward: true)
+        c.agent.contextEncoder = ContextEncoderLayout(inputEmbedding: 4, before: [8], after: 6, projection: 4)
+        c.agent.criticCount = 1
+        c.agent.criticHeads = 3
+        c.agent.targetSubset = 2
+        c.agent.clampTargets = true
         let (reference, resumed, a, b) = try uninterruptedAndResumed({ try OffPolicyTrainer(configuration: c) }, stopAt: 1100)
-        assertSameRows(reference, resumed, columns: MetricsRow.columns)
+        assertSameRows(reference, resumed, columns: a.metricsColumns)
+        XCTAssertTrue(a.metricsColumns.contains("amplification_t8"))
         assertSameWeights(a, b)
     }
 

@@ -99,12 +99,47 @@ final class OffPolicyTrainerTests: XCTestCase {
             $0.agent.network = .gru; $0.agent.sampler.sequenceLength = 16; $0.agent.batchSize = 8; $0.agent.sampler.maskNonFinal = true
         }
         add("cartpole MLP discrete", env: "cartpole") { _ in }
+        add("pendulum-velocity GRU, the RESeL preset at small sizes", env: "pendulum-velocity") {
+            $0.applyRESeL(episodeLimit: 200)
+            $0.warmupSteps = 80
+            $0.agent.hiddenSize = 12
+            $0.agent.headHiddenSizes = [16, 16]
+            $0.agent.contextEncoder = ContextEncoderLayout(inputEmbedding: 8, before: [16], after: 8, projection: 8)
+            $0.agent.batchSize = 2
+        }
         for (label, c) in variants {
             let rows = try OffPolicyTrainer(configuration: c).run()
             XCTAssertEqual(rows.count, 2, label)
-            for key in ["critic_loss", "actor_loss", "eval_return_mean"] {
+            var keys = ["critic_loss", "actor_loss", "eval_return_mean"]
+            if c.agent.network != .mlp { keys += ["actor_encoder_grad_norm", "amplification_mean", "amplification_t1"] }
+            for key in keys {
                 XCTAssertTrue(rows.last?[key]?.isFinite ?? false, "\(label): \(key) = \(String(describing: rows.last?[key]))")
             }
+        }
+    }
+
+    /// The RESeL preset: its released POMDP settings, whole episodes packed into rows as long as the
+    /// longest episode, about 2000 valid steps per batch.
+    func testTheRESeLPreset() throws {
+        for (limit, rows) in [(200, 10), (500, 4), (1000, 2), (3000, 1)] {
+            var c = OffPolicyConfiguration.defaults(algorithm: .sac, environment: "pendulum-velocity")
+            c.applyRESeL(episodeLimit: limit)
+            XCTAssertNoThrow(try c.validate())
+            let a = c.agent
+            XCTAssertEqual(a.sampler.sequenceLength, limit)
+            XCTAssertEqual(a.batchSize, rows)
+            XCTAssertEqual(a.sampler.packEpisodes, true)
+            XCTAssertEqual(a.sampler.initialState, .zero)
+            XCTAssertEqual([a.criticCount, a.criticHeads, a.targetSubset], [1, 8, 2])
+            XCTAssertEqual(a.actorQ, .mean)
+            XCTAssertEqual(a.clampTargets, true)
+            XCTAssertEqual([a.actorLearningRate, a.criticLearningRate, a.encoderLearningRate, a.temperatureLearningRate], [3e-4, 1e-3, 1e-5, 1e-4])
+            XCTAssertEqual(a.contextEncoder, ContextEncoderLayout(inputEmbedding: 128, before: [256], after: 128, projection: 128))
+            XCTAssertEqual(a.hiddenSize, 256)
+            XCTAssertEqual(a.headHiddenSizes, [256, 256])
+            XCTAssertEqual(a.activation, .elu)
+            XCTAssertEqual(a.actorUpdateInterval, 2)
+            XCTAssertEqual(c.warmupSteps, 5000)
         }
     }
 
