@@ -35,16 +35,6 @@ public struct ContextInputs: Codable, Equatable, Sendable {
         agentID = try c.decodeIfPresent(Bool.self, forKey: .agentID) ?? false
     }
 
-    /// Written only when on, so that configurations without it read as before.
-    public func encode(to encoder: Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(observation, forKey: .observation)
-        if lastObservation { try c.encode(lastObservation, forKey: .lastObservation) }
-        try c.encode(lastAction, forKey: .lastAction)
-        try c.encode(lastReward, forKey: .lastReward)
-        try c.encode(agentID, forKey: .agentID)
-    }
-
     /// Parses `observation,lastObservation,lastAction,lastReward` (any subset, comma separated).
     public init(parsing text: String) throws {
         observation = false

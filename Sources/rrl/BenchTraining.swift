@@ -46,7 +46,7 @@ struct TrainingMeasurement {
 /// matrix products' share of the FMA peak measured in the same run. RLtools' figure for the same
 /// workload was timed once on another machine of this kind: it is printed as that, without a ratio
 /// (machines of one kind differ by 2x and more; compare side by side in the same minutes instead).
-func benchTraining(name: String, configuration: OffPolicyConfiguration, referenceSecondsPerStep: Double,
+func benchTraining(name: String, configuration: OffPolicyConfiguration, referenceSecondsPerStep: Double?,
                    referenceNote: String, options: TrainingBenchOptions) throws {
     var c = configuration
     c.seed = options.seed
@@ -55,15 +55,15 @@ func benchTraining(name: String, configuration: OffPolicyConfiguration, referenc
     var rows: [MetricsRow] = []
     let m = try TrainingMeasurement.of(peakSeconds: options.peakSeconds) { rows = try trainer.run() }
     let perStep = m.cpu / Double(c.steps)
-    let reference = referenceSecondsPerStep * Double(c.steps)
+    let reference = referenceSecondsPerStep.map { $0 * Double(c.steps) }
     let last = rows.last
-    let result: [String: Any] = [
+    var result: [String: Any] = [
         "benchmark": name, "environment": c.environment, "algorithm": c.agent.algorithm.rawValue, "network": c.agent.network.rawValue,
         "steps": c.steps, "cpu_ms_per_step": perStep * 1e3,
-        "rltools_cpu_seconds_on_another_machine": reference,
         "final_eval_return": last?["eval_return_mean"] ?? Double.nan,
         "final_probe_accuracy": last?["probe_accuracy"] ?? Double.nan,
     ].merging(m.json) { a, _ in a }
+    if let reference { result["rltools_cpu_seconds_on_another_machine"] = reference }
     if options.json {
         try printJSON(result)
         return
@@ -71,7 +71,9 @@ func benchTraining(name: String, configuration: OffPolicyConfiguration, referenc
     print("\(name): \(c.agent.algorithm.rawValue) (\(c.agent.network.rawValue)) on \(c.environment), \(c.steps) steps, batch \(c.agent.batchSize), evaluation every \(c.evaluationInterval) steps (\(c.evaluationEpisodes) episodes)")
     print(String(format: "  CPU %.2f s (%.3f ms per environment step), wall %.2f s", m.cpu, perStep * 1e3, m.wall))
     print(m.line)
-    print(String(format: "  (RLtools, timed once on another machine of this kind: %.2f s for the same steps, %@; not a comparison: time both here, alternately)", reference, referenceNote))
+    if let reference {
+        print(String(format: "  (RLtools, timed once on another machine of this kind: %.2f s for the same steps, %@; not a comparison: time both here, alternately)", reference, referenceNote))
+    }
     if let last {
         var line = String(format: "  final evaluation return %.1f", last["eval_return_mean"] ?? .nan)
         if let p = last["probe_accuracy"], !p.isNaN { line += String(format: ", probe accuracy %.2f", p) }
@@ -109,6 +111,23 @@ struct BenchMemory: ParsableCommand {
         c.steps = 20_000
         try benchTraining(name: "bench memory", configuration: c, referenceSecondsPerStep: 2.9e-3,
                           referenceNote: "2.9 ms per step", options: options)
+    }
+}
+
+struct BenchRESeL: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "resel",
+        abstract: "pendulum-velocity, the RESeL preset with GRU 128: whole episodes, 10 rows of 200 steps (2000 valid steps) per batch, 8 Q-heads; 2000 random steps then 200 updates: CPU per update and % of the FMA peak.")
+    @OptionGroup var options: TrainingBenchOptions
+    func run() throws {
+        var c = OffPolicyConfiguration.defaults(algorithm: .sac, environment: "pendulum-velocity")
+        c.applyRESeL(episodeLimit: 200)
+        c.agent.hiddenSize = 128
+        c.warmupSteps = 2000
+        c.steps = 2200
+        c.evaluationInterval = 2200
+        c.evaluationEpisodes = 2
+        try benchTraining(name: "bench resel", configuration: c, referenceSecondsPerStep: nil, referenceNote: "", options: options)
     }
 }
 
