@@ -46,6 +46,9 @@ static void vtanh_portable(long n, const float *x, float *y) {
 static void vsigmoid_portable(long n, const float *x, float *y) {
     for (long i = 0; i < n; i++) y[i] = sigmoid_scalar(x[i]);
 }
+static void velu_portable(long n, const float *x, float *y) {
+    for (long i = 0; i < n; i++) { float v = x[i]; y[i] = v > 0.0f ? v : expm1f(v); }
+}
 
 // MARK: - AVX2
 
@@ -99,6 +102,30 @@ static inline __m256 tanh256(__m256 x) {
     return _mm256_or_ps(y, _mm256_and_ps(x, sign_mask));
 }
 
+// ELU: x for x > 0, else expm1(x) = 2^n (expm1(r) + 1) - 1 = 2^n expm1(r) + (2^n - 1) with
+// x = n ln 2 + r, |r| <= ln(2)/2, and expm1(r) by its Taylor series to r^8 (error below 3e-10):
+// accurate near 0, where exp(x) - 1 would cancel. Below -87 the result is -1 in float.
+__attribute__((target("avx2,fma")))
+static inline __m256 elu256(__m256 x) {
+    const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+    __m256 v = _mm256_max_ps(_mm256_min_ps(x, zero), _mm256_set1_ps(-87.0f));
+    __m256 fx = _mm256_round_ps(_mm256_mul_ps(v, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), v);
+    r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 40320.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 5040.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    __m256 em = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, r);
+    // 2^n for n in [-126, 0]: a normal float built from its exponent bits.
+    __m256 s = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23));
+    __m256 negative = _mm256_fmadd_ps(s, em, _mm256_sub_ps(s, one));
+    return _mm256_blendv_ps(negative, x, _mm256_cmp_ps(x, zero, _CMP_GT_OQ));
+}
+
 #define RRL_DEFINE_ARRAY_AVX2(NAME, VFUNC)                                         \
     __attribute__((target("avx2,fma"))) static void NAME(long n, const float *x, float *y) { \
         long i = 0;                                                                \
@@ -113,6 +140,7 @@ static inline __m256 tanh256(__m256 x) {
 RRL_DEFINE_ARRAY_AVX2(vexp_avx2, exp256)
 RRL_DEFINE_ARRAY_AVX2(vtanh_avx2, tanh256)
 RRL_DEFINE_ARRAY_AVX2(vsigmoid_avx2, sigmoid256)
+RRL_DEFINE_ARRAY_AVX2(velu_avx2, elu256)
 #undef RRL_DEFINE_ARRAY_AVX2
 #endif
 
@@ -135,6 +163,13 @@ void rrl_vsigmoid(long n, const float *x, float *y) {
     if (use_avx2()) { vsigmoid_avx2(n, x, y); return; }
 #endif
     vsigmoid_portable(n, x, y);
+}
+
+void rrl_velu(long n, const float *x, float *y) {
+#if RRL_X86
+    if (use_avx2()) { velu_avx2(n, x, y); return; }
+#endif
+    velu_portable(n, x, y);
 }
 
 // MARK: - Clocks

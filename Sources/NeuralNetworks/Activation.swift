@@ -15,7 +15,7 @@ public enum Activation: String, CaseIterable, Codable, Sendable {
         case .tanh: VectorMath.tanh(x, y, count: count)
         case .sigmoid: VectorMath.sigmoid(x, y, count: count)
         case .relu: rrl_relu(count, x, y)
-        case .elu: for i in 0..<count { y[i] = x[i] > 0 ? x[i] : Foundation.expm1(x[i]) }
+        case .elu: rrl_velu(count, x, y)
         }
     }
 

@@ -6,7 +6,7 @@ import XCTest
 final class VectorMathTests: XCTestCase {
     override func tearDown() { rrl_set_force_portable(0) }
 
-    /// exp, tanh and sigmoid against libm in double precision, on both implementations,
+    /// exp, tanh, sigmoid and ELU against libm in double precision, on both implementations,
     /// over a dense grid including the extremes and lengths that are not multiples of 8.
     func testAgainstLibmOnBothPaths() {
         var xs: [Float] = stride(from: -30, through: 30, by: 0.0137).map { Float($0) }
@@ -30,6 +30,7 @@ final class VectorMathTests: XCTestCase {
             check("exp", { rrl_vexp($0, $1, $2) }, { Foundation.exp($0) }, relative: 4e-7, absolute: 1e-37)
             check("tanh", { rrl_vtanh($0, $1, $2) }, { Foundation.tanh($0) }, relative: 4e-7, absolute: 1e-37)
             check("sigmoid", { rrl_vsigmoid($0, $1, $2) }, { 1 / (1 + Foundation.exp(-$0)) }, relative: 6e-7, absolute: 1e-37)
+            check("elu", { rrl_velu($0, $1, $2) }, { $0 > 0 ? $0 : Foundation.expm1($0) }, relative: 4e-7, absolute: 1e-37)
         }
         // Saturation is exact where it should be.
         var big: [Float] = [30, -30, 200, -200]

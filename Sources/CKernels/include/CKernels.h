@@ -63,6 +63,8 @@ void rrl_affine_rows(long rows, long in, long out, const float *packed, const fl
 /// Packs W (`[out, in]`, row-major) into `packed` (`in * out` floats) for rrl_affine_rows.
 void rrl_affine_pack(long in, long out, const float *w, float *packed);
 void rrl_vsigmoid(long n, const float *x, float *y);
+/// y = x for x > 0, expm1(x) otherwise (ELU with alpha 1); y may equal x. A few float ulps of libm.
+void rrl_velu(long n, const float *x, float *y);
 /// y = max(x, 0); dx = dy * f'(x) from the output y of ReLU, tanh, sigmoid. Outputs may alias inputs.
 void rrl_relu(long n, const float *x, float *y);
 void rrl_relu_backward(long n, const float *y, const float *dy, float *dx);
