@@ -9,18 +9,14 @@ import XCTest
 /// along replayed windows, step by step.
 final class AmplificationTests: XCTestCase {
     func makeAgent(encoderLearningRate: Float, actions: Space) throws -> (OffPolicyAgent, SequenceBatch) {
-        var configuration = AgentConfiguration()
-        configuration.network = .gru
-        configuration.hiddenSize = 8
-        configuration.batchSize = 3
-        configuration.sampler.sequenceLength = 12
-        configuration.sampler.alwaysStartAtEpisodeStart = true
-        configuration.actorLearningRate = 1e-3
-        configuration.encoderLearningRate = encoderLearningRate
-        let agent = try OffPolicyAgent(configuration: configuration, observationSpace: .box(low: [-5, -5], high: [5, 5]),
-                                       actionSpace: actions, seed: 4)
-        let replay = makeRandomReplay(layout: agent.replayLayout, episodes: [14, 20, 16, 13], actions: actions, seed: 8)
-        let sampler = SequenceSampler(configuration: configuration.sampler, batchSize: 3, layout: agent.replayLayout, seed: 2)
+        let (agent, replay, sampler) = try smallRecurrentAgent(actions: actions, episodes: [14, 20, 16, 13]) {
+            $0.hiddenSize = 8
+            $0.headHiddenSizes = [32]
+            $0.sampler.sequenceLength = 12
+            $0.sampler.alwaysStartAtEpisodeStart = true
+            $0.actorLearningRate = 1e-3
+            $0.encoderLearningRate = encoderLearningRate
+        }
         return (agent, sampler.sample(from: replay))
     }
 

@@ -30,6 +30,23 @@ func makeRandomReplay(layout: ReplayLayout, episodes: [Int], actions: Space, see
     return replay
 }
 
+/// A small recurrent agent (GRU 5, heads [6], batch 3, windows of 6, a 2-float observation) as
+/// `configure` changes it, with a replay of random episodes and a sampler for it.
+func smallRecurrentAgent(actions: Space, episodes: [Int] = [4, 9, 2, 12, 6], configure: (inout AgentConfiguration) -> Void = { _ in })
+    throws -> (agent: OffPolicyAgent, replay: EpisodeReplay, sampler: SequenceSampler) {
+    var configuration = AgentConfiguration()
+    configuration.network = .gru
+    configuration.hiddenSize = 5
+    configuration.headHiddenSizes = [6]
+    configuration.batchSize = 3
+    configuration.sampler.sequenceLength = 6
+    configure(&configuration)
+    let agent = try OffPolicyAgent(configuration: configuration, observationSpace: .box(low: [-5, -5], high: [5, 5]), actionSpace: actions, seed: 4)
+    let replay = makeRandomReplay(layout: agent.replayLayout, episodes: episodes, actions: actions, seed: 8)
+    let sampler = SequenceSampler(configuration: configuration.sampler, batchSize: configuration.batchSize, layout: agent.replayLayout, seed: 2)
+    return (agent, replay, sampler)
+}
+
 /// The off-policy agent alone: its losses' gradients, its targets, its context.
 final class OffPolicyAgentTests: XCTestCase {
     struct Case {
@@ -203,17 +220,11 @@ final class OffPolicyAgentTests: XCTestCase {
     /// means over the valid steps.
     func testPackedRowsGiveTheLossesOfSeparateRows() throws {
         func losses(sequenceLength: Int, batchSize: Int) throws -> (critic: Double, actor: Double, gradients: [[Float]]) {
-            var configuration = AgentConfiguration()
-            configuration.network = .gru
-            configuration.hiddenSize = 5
-            configuration.headHiddenSizes = [6]
-            configuration.batchSize = batchSize
-            configuration.sampler.sequenceLength = sequenceLength
-            configuration.sampler.packEpisodes = true
-            let agent = try OffPolicyAgent(configuration: configuration, observationSpace: .box(low: [-5, -5], high: [5, 5]),
-                                           actionSpace: .discrete(3), seed: 4)
-            let replay = makeRandomReplay(layout: agent.replayLayout, episodes: [3, 3, 3, 3, 3], actions: .discrete(3), seed: 8)
-            let sampler = SequenceSampler(configuration: configuration.sampler, batchSize: batchSize, layout: agent.replayLayout, seed: 2)
+            let (agent, replay, sampler) = try smallRecurrentAgent(actions: .discrete(3), episodes: [3, 3, 3, 3, 3]) {
+                $0.batchSize = batchSize
+                $0.sampler.sequenceLength = sequenceLength
+                $0.sampler.packEpisodes = true
+            }
             let batch = sampler.sample(from: replay)
             var valid: Float = 0
             for k in 0..<batch.validMask.count { valid += batch.validMask.data[k] }
@@ -236,22 +247,14 @@ final class OffPolicyAgentTests: XCTestCase {
     /// An ensemble's target is the minimum over the Q-functions drawn for the update, a fresh subset
     /// of the asked size each time, every Q-function drawn in turn.
     func testTheEnsembleTargetIsTheMinimumOverTheDrawnSubset() throws {
-        var configuration = AgentConfiguration()
-        configuration.network = .gru
-        configuration.hiddenSize = 5
-        configuration.headHiddenSizes = [6]
-        configuration.batchSize = 3
-        configuration.sampler.sequenceLength = 6
-        configuration.criticCount = 2
-        configuration.criticHeads = 3
-        configuration.targetSubset = 2
-        let agent = try OffPolicyAgent(configuration: configuration, observationSpace: .box(low: [-5, -5], high: [5, 5]),
-                                       actionSpace: .discrete(3), seed: 4)
+        let (agent, replay, sampler) = try smallRecurrentAgent(actions: .discrete(3)) {
+            $0.criticCount = 2
+            $0.criticHeads = 3
+            $0.targetSubset = 2
+        }
         XCTAssertEqual(agent.qFunctionCount, 6)
         XCTAssertEqual(agent.critics[0].heads.count, 3)
         XCTAssertTrue(agent.namedParameters().contains { $0.name.hasPrefix("critic1.head2.") })
-        let replay = makeRandomReplay(layout: agent.replayLayout, episodes: [4, 9, 2, 12, 6], actions: .discrete(3), seed: 8)
-        let sampler = SequenceSampler(configuration: configuration.sampler, batchSize: 3, layout: agent.replayLayout, seed: 2)
         var drawn = [Int](repeating: 0, count: 6)
         for _ in 0..<40 {
             let batch = sampler.sample(from: replay)
@@ -278,19 +281,15 @@ final class OffPolicyAgentTests: XCTestCase {
     /// encoders included), with one head or an ensemble; and each parameter group moves at its own rate.
     func testTheActorUpdateLeavesTheCriticsAloneAndGroupsLearnAtTheirRates() throws {
         for heads in [1, 4] {
-            var configuration = AgentConfiguration()
-            configuration.network = .gru
-            configuration.batchSize = 3
-            configuration.sampler.sequenceLength = 6
-            configuration.criticCount = 1
-            configuration.criticHeads = heads
-            configuration.actorQ = .mean
-            configuration.actorLearningRate = 1e-3
-            configuration.encoderLearningRate = 1e-5
-            let agent = try OffPolicyAgent(configuration: configuration, observationSpace: .box(low: [-5, -5], high: [5, 5]),
-                                           actionSpace: .box(low: [-1], high: [1]), seed: 4)
-            let replay = makeRandomReplay(layout: agent.replayLayout, episodes: [4, 9, 2, 12, 6], actions: .box(low: [-1], high: [1]), seed: 8)
-            let sampler = SequenceSampler(configuration: configuration.sampler, batchSize: 3, layout: agent.replayLayout, seed: 2)
+            let (agent, replay, sampler) = try smallRecurrentAgent(actions: .box(low: [-1], high: [1])) {
+                $0.hiddenSize = 16
+                $0.headHiddenSizes = [32]
+                $0.criticCount = 1
+                $0.criticHeads = heads
+                $0.actorQ = .mean
+                $0.actorLearningRate = 1e-3
+                $0.encoderLearningRate = 1e-5
+            }
             let batch = sampler.sample(from: replay)
             let rows = agent.prepare(batch)
             for p in agent.criticParameters { p.gradient.zero() }
@@ -312,15 +311,12 @@ final class OffPolicyAgentTests: XCTestCase {
     /// Clamped targets: the first batch's bootstrap values make the range, which then holds every
     /// later value inside it and widens to each batch's targets; a checkpoint keeps it.
     func testClampedTargetsStayInTheRangeSeenSoFar() throws {
-        var configuration = AgentConfiguration()
-        configuration.network = .gru
-        configuration.batchSize = 3
-        configuration.sampler.sequenceLength = 6
-        configuration.clampTargets = true
-        let agent = try OffPolicyAgent(configuration: configuration, observationSpace: .box(low: [-5, -5], high: [5, 5]),
-                                       actionSpace: .discrete(3), seed: 4)
-        let replay = makeRandomReplay(layout: agent.replayLayout, episodes: [4, 9, 2, 12, 6], actions: .discrete(3), seed: 8)
-        let sampler = SequenceSampler(configuration: configuration.sampler, batchSize: 3, layout: agent.replayLayout, seed: 2)
+        let (agent, replay, sampler) = try smallRecurrentAgent(actions: .discrete(3)) {
+            $0.hiddenSize = 16
+            $0.headHiddenSizes = [32]
+            $0.clampTargets = true
+        }
+        let gamma = agent.configuration.gamma
         XCTAssertNil(agent.targetRange)
         var previous: ClosedRange<Float>? = nil
         for step in 0..<30 {
@@ -339,7 +335,7 @@ final class OffPolicyAgentTests: XCTestCase {
             let Bn = 0, RB = batch.batchSize
             for r in 0..<rows where agent.weights.data[r] != 0 {
                 let k = Bn * RB + r
-                let discount = configuration.gamma * (1 - batch.terminated.data[k])
+                let discount = gamma * (1 - batch.terminated.data[k])
                 guard discount > 0 else { continue }
                 let v = (agent.targets.data[r] - batch.rewards.data[k]) / discount
                 XCTAssertGreaterThanOrEqual(v, inForce.lowerBound - 1e-4, "update \(step), row \(r)")
