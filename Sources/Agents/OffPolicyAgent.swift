@@ -54,6 +54,12 @@ public struct UpdateStatistics: Equatable, Codable, Sendable {
 ///   min_i Q_i(h_t, a) with a = the actor's reparameterised action (TD3: -Q_1(h_t, μ(h_t))),
 ///   back-propagated through time into the actor's encoder.
 ///
+/// The Q-functions are every critic's heads (`criticHeads` > 1: an ensemble on each critic's
+/// encoder, each head regressing on the same targets). The target's minimum may run over a subset
+/// of them drawn at random each update (`targetSubset`, REDQ), the SAC actor may take their mean
+/// instead of their minimum (`actorQ`), and V(next) may be clamped to the range of the targets seen
+/// so far (`clampTargets`): RESeL's choices.
+///
 /// The mask is `validMask`, or `finalStepMask` with `maskNonFinal`. Burn-in slots run without
 /// gradient and warm the state from zeros or the stored state.
 ///
