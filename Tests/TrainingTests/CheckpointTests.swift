@@ -328,3 +328,30 @@ final class NonFiniteGuardTests: XCTestCase {
         XCTAssertEqual(fresh.step, 16)
     }
 }
+
+/// Metrics written by an earlier version (a header with some of today's columns) are read by their
+/// own header and rewritten with today's columns when a run resumes; a header with a column today's
+/// runs do not have is still an error.
+final class MetricsUpgradeTests: XCTestCase {
+    func testAnEarlierVersionsMetricsAreReadAndRewrittenWithTodaysColumns() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("rrl-metrics-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let folder = try RunFolder(path: path, overwrite: false)
+        try folder.writeConfiguration(["steps": 1])
+        try ("step,episodes,eval_return_mean\n1000,5,-3.5\n2000,9,\n").write(to: folder.metricsURL, atomically: true, encoding: .utf8)
+        let today = MetricsRow.withRecurrentActorDiagnostics(sequenceLength: 4)
+        let rows = try folder.readMetrics(columns: today, rows: 2)
+        XCTAssertEqual(rows.map { $0["step"] }, [1000, 2000])
+        XCTAssertEqual(rows[0]["eval_return_mean"], -3.5)
+        XCTAssertTrue(rows[1]["eval_return_mean"]?.isNaN ?? false)
+        try folder.resumeMetrics(columns: today, keeping: rows)
+        let text = try String(contentsOf: folder.metricsURL, encoding: .utf8)
+        let lines = text.split(separator: "\n").map(String.init)
+        XCTAssertEqual(lines[0], today.joined(separator: ","))
+        XCTAssertEqual(lines.count, 3)
+        XCTAssertTrue(lines[1].hasPrefix("1000,5,"))
+        // A column this version does not write: not an earlier version of these metrics.
+        try ("step,episodes,surprise\n1000,5,1\n").write(to: folder.metricsURL, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try folder.readMetrics(columns: today, rows: 1)) { XCTAssertTrue("\($0)".contains("does not have the header")) }
+    }
+}
