@@ -265,7 +265,7 @@ public final class OffPolicyAgent {
             SequenceNetwork(contextWidth: criticContextWidth, extraWidth: criticExtraWidth, cell: c.network.cell,
                             hiddenSize: c.hiddenSize, layers: c.recurrentLayers, headHiddenSizes: c.headHiddenSizes,
                             outputSize: discreteActions ?? 1, activation: c.activation, heads: c.criticHeads ?? 1,
-                            contextEncoder: contextEncoder, using: &rng)
+                            contextEncoder: contextEncoder, extraProjection: c.contextEncoder?.projection ?? 0, using: &rng)
         }
         let perAgent = c.actorPerAgent == true
         actor = ActorNetworks(agents: agents, perAgent: perAgent) { makeActor(&rng) }

@@ -111,6 +111,11 @@ public final class SequenceNetwork: ParameterContainer {
     public let heads: [Sequential]
     /// The first (for most networks the only) head.
     public var head: Sequential { heads[0] }
+    /// A linear map of the extra input (a critic's action) that the heads read instead of it (RESeL's
+    /// action encoder; shared by the heads), or nil.
+    public let extraProjection: Dense?
+    /// The extra input and the gradient of its projection, reused.
+    let extraInput = Tensor([0]), projectedGradient = Tensor([0])
     /// The features of the last window pass (`encode(window:...)`), valid until the next pass.
     public private(set) var lastWindowFeatures = Tensor([0])
 
@@ -127,10 +132,11 @@ public final class SequenceNetwork: ParameterContainer {
 
     public init(contextWidth: Int, extraWidth: Int, cell: CellKind?, hiddenSize: Int, layers: Int,
                 headHiddenSizes: [Int], outputSize: Int, activation: Activation, outputActivation: Activation = .identity,
-                heads headCount: Int = 1, contextEncoder: (layout: ContextEncoderLayout, groups: [Int])? = nil,
+                heads headCount: Int = 1, contextEncoder: (layout: ContextEncoderLayout, groups: [Int])? = nil, extraProjection: Int = 0,
                 using rng: inout RandomGenerator) {
         self.contextWidth = contextWidth
         self.extraWidth = extraWidth
+        self.extraProjection = extraProjection > 0 && extraWidth > 0 ? Dense(inputSize: extraWidth, outputSize: extraProjection, using: &rng) : nil
         if let cell, let contextEncoder {
             precondition(contextEncoder.groups.reduce(0, +) == contextWidth, "the context encoder's input groups must cover the context")
             encoder = ContextEncoder(groups: contextEncoder.groups, layout: contextEncoder.layout, cell: cell, hiddenSize: hiddenSize,
@@ -141,8 +147,9 @@ public final class SequenceNetwork: ParameterContainer {
             encoder = nil
         }
         let features = encoder?.hiddenSize ?? contextWidth
+        let extraInputs = self.extraProjection?.outputSize ?? extraWidth
         heads = (0..<max(headCount, 1)).map { _ in
-            Sequential.mlp(inputSize: features + extraWidth, hiddenSizes: headHiddenSizes, outputSize: outputSize,
+            Sequential.mlp(inputSize: features + extraInputs, hiddenSizes: headHiddenSizes, outputSize: outputSize,
                            activation: activation, outputActivation: outputActivation, using: &rng)
         }
     }
@@ -151,11 +158,12 @@ public final class SequenceNetwork: ParameterContainer {
     public var stateWidth: Int { encoder?.stateWidth ?? 0 }
     public var isRecurrent: Bool { encoder != nil }
 
-    /// `encoder.*` and `head.*` (an ensemble: `head0.*`, `head1.*`, ...).
+    /// `encoder.*`, `extra_projection.*` and `head.*` (an ensemble: `head0.*`, `head1.*`, ...).
     public func namedParameters(prefix: String) -> [NamedParameter] {
         let named = heads.count == 1 ? head.namedParameters(prefix: prefix + "head.")
             : heads.enumerated().flatMap { $0.element.namedParameters(prefix: prefix + "head\($0.offset).") }
-        return (encoder?.namedParameters(prefix: prefix + "encoder.") ?? []) + named
+        return (encoder?.namedParameters(prefix: prefix + "encoder.") ?? []) + (extraProjection?.namedParameters(prefix: prefix + "extra_projection.") ?? [])
+            + named
     }
 
     /// What learns at the encoder's rate: the recurrent stack (RESeL's context encoder: its dense
@@ -165,7 +173,9 @@ public final class SequenceNetwork: ParameterContainer {
         return encoder?.parameters ?? []
     }
     /// What learns at the network's rate: the heads (and RESeL's input embeddings and observation projection).
-    public var headParameters: [Parameter] { ((encoder as? ContextEncoder)?.inputParameters ?? []) + heads.flatMap(\.parameters) }
+    public var headParameters: [Parameter] {
+        ((encoder as? ContextEncoder)?.inputParameters ?? []) + (extraProjection?.parameters ?? []) + heads.flatMap(\.parameters)
+    }
 
     /// Runs the encoder over `context` (`[time, batch, contextWidth]`); returns the features
     /// `[time, batch, featureWidth]` (the context itself without an encoder). Resets after the first
@@ -248,13 +258,21 @@ public final class SequenceNetwork: ParameterContainer {
     /// Head `index` over `rows` rows of `features` starting at row `firstRow`, with `extra` (`rows x extraWidth`) appended.
     @discardableResult
     public func head(features: Tensor, firstRow: Int, rows: Int, extra: UnsafePointer<Float>?, index: Int = 0) -> Tensor {
-        let f = featureWidth, w = f + extraWidth
+        var extra = extra, e = extraWidth
+        if let extraProjection {
+            // The heads read the projection of the extra input.
+            extraInput.resize(Shape(d0: rows, d1: extraWidth))
+            if let extra { extraInput.data.update(from: extra, count: rows * extraWidth) } else { extraInput.zero() }
+            extra = UnsafePointer(extraProjection.forward(extraInput).data)
+            e = extraProjection.outputSize
+        }
+        let f = featureWidth, w = f + e
         headInput.resize(Shape(d0: rows, d1: w))
         let src = features.data + firstRow * f
         for r in 0..<rows {
             let dst = headInput.data + r * w
             dst.update(from: src + r * f, count: f)
-            if extraWidth > 0, let extra { (dst + f).update(from: extra + r * extraWidth, count: extraWidth) }
+            if e > 0, let extra { (dst + f).update(from: extra + r * e, count: e) }
         }
         return heads[index].forward(headInput)
     }
@@ -265,9 +283,12 @@ public final class SequenceNetwork: ParameterContainer {
     /// and its weights' gradients are left untouched.
     public func headBackward(_ outputGradient: Tensor, needsFeatureGradient: Bool, needsExtraGradient: Bool,
                              needsParameterGradients: Bool = true, index: Int = 0, accumulating: Bool = false) {
-        let needsInput = needsFeatureGradient || (needsExtraGradient && extraWidth > 0)
+        // The extra input's projection learns with the head: its gradient is needed whenever the head's is.
+        let projects = extraProjection != nil && (needsExtraGradient || needsParameterGradients)
+        let needsInput = needsFeatureGradient || (needsExtraGradient && extraWidth > 0) || projects
         let g = heads[index].backward(outputGradient, needsInputGradient: needsInput, needsParameterGradients: needsParameterGradients)
-        let rows = g.shape.leadingCount, f = featureWidth, w = f + extraWidth
+        let e = extraProjection?.outputSize ?? extraWidth
+        let rows = g.shape.leadingCount, f = featureWidth, w = f + e
         if needsFeatureGradient && accumulating {
             precondition(featureGradient.count == rows * f, "accumulating a feature gradient of another shape")
             let fg = featureGradient.data
@@ -276,7 +297,12 @@ public final class SequenceNetwork: ParameterContainer {
             featureGradient.resize(Shape(d0: rows, d1: f))
             for r in 0..<rows { (featureGradient.data + r * f).update(from: g.data + r * w, count: f) }
         }
-        if needsExtraGradient && extraWidth > 0 {
+        if let extraProjection, projects {
+            projectedGradient.resize(Shape(d0: rows, d1: e))
+            for r in 0..<rows { (projectedGradient.data + r * e).update(from: g.data + r * w + f, count: e) }
+            let dx = extraProjection.backward(projectedGradient, needsInputGradient: needsExtraGradient, needsParameterGradients: needsParameterGradients)
+            if needsExtraGradient { extraGradient.resize(Shape(d0: rows, d1: extraWidth)); extraGradient.copy(from: dx) }
+        } else if needsExtraGradient && extraWidth > 0 {
             extraGradient.resize(Shape(d0: rows, d1: extraWidth))
             for r in 0..<rows { (extraGradient.data + r * extraWidth).update(from: g.data + r * w + f, count: extraWidth) }
         }

@@ -10,7 +10,8 @@ public struct ContextEncoderLayout: Codable, Equatable, Sendable {
     /// A linear layer after the recurrence, whose output goes through the activation first.
     public var after = 128
     /// Width of a linear projection of the step's observation next to the encoder's output (the
-    /// head sees both; 0: none).
+    /// head sees both), and of a critic's action before its heads (RESeL's state and action
+    /// encoders); 0: none.
     public var projection = 128
 
     public init(inputEmbedding: Int = 128, before: [Int] = [256], after: Int = 128, projection: Int = 128) {

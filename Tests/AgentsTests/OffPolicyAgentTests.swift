@@ -371,6 +371,7 @@ final class OffPolicyAgentTests: XCTestCase {
             }
             XCTAssertTrue(headNames.contains { $0.contains(".encoder.embedding1.") }, "the previous action's embedding learns with the head")
             XCTAssertTrue(headNames.contains { $0.contains(".encoder.projection.") })
+            if network == "critic" { XCTAssertTrue(headNames.contains { $0.contains(".extra_projection.") }, "the critic's action projection learns with the head") }
             XCTAssertTrue(headNames.contains { $0.contains(".head.") || $0.contains(".head0.") })
         }
         XCTAssertEqual(agent.actor.networks[0].featureWidth, 3 + 2, "the head reads the output layer and the projection")
