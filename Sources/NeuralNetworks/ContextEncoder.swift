@@ -21,6 +21,18 @@ public struct ContextEncoderLayout: Codable, Equatable, Sendable {
         self.projection = projection
     }
 
+    enum CodingKeys: String, CodingKey { case inputEmbedding, before, after, projection }
+
+    /// Sizes left out of a configuration take RESeL's.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = ContextEncoderLayout()
+        inputEmbedding = try c.decodeIfPresent(Int.self, forKey: .inputEmbedding) ?? d.inputEmbedding
+        before = try c.decodeIfPresent([Int].self, forKey: .before) ?? d.before
+        after = try c.decodeIfPresent(Int.self, forKey: .after) ?? d.after
+        projection = try c.decodeIfPresent(Int.self, forKey: .projection) ?? d.projection
+    }
+
     /// Checks the sizes; the message says what is wrong.
     public func validate() throws {
         func fail(_ m: String) throws { throw ContextEncoderError(m) }

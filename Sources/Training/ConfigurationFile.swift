@@ -225,6 +225,7 @@ public enum ConfigurationFile {
     static let offPolicySchema = schema({
         var c = OffPolicyConfiguration()
         c.agent.valueDecomposition = ValueDecompositionConfiguration()
+        c.agent.contextEncoder = ContextEncoderLayout()
         return c
     }())
     static let ppoSchema = schema(PPOTrainingConfiguration())
