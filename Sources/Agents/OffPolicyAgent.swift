@@ -601,26 +601,20 @@ public final class OffPolicyAgent {
         }
         // y = r + γ (1 - terminated) V(next), each agent with its own reward and temperature (V clamped with `clampTargets`).
         targets.resize(Shape(d0: rows, d1: 1))
-        let clamps = c.clampTargets == true
-        if clamps && targetRange == nil {
-            // The range starts at the first batch's bootstrap values.
-            var low = Float.infinity, high = -Float.infinity
-            for r in 0..<rows where weights.data[r] != 0 {
-                let v = objective.nextValue(row: r, minimumQ: targetMin.data + r * width, temperature: temperatures.values[temperatures.agent(ofRow: r)])
-                low = min(low, v)
-                high = max(high, v)
-            }
-            if low <= high { targetRange = low...high }
-        }
         for r in 0..<rows {
-            var v = objective.nextValue(row: r, minimumQ: targetMin.data + r * width, temperature: temperatures.values[temperatures.agent(ofRow: r)])
+            targets.data[r] = objective.nextValue(row: r, minimumQ: targetMin.data + r * width, temperature: temperatures.values[temperatures.agent(ofRow: r)])
+        }
+        let clamps = c.clampTargets == true
+        if clamps && targetRange == nil { targetRange = trainedRange(of: targets) }  // the first batch's bootstrap values
+        for r in 0..<rows {
+            var v = targets.data[r]
             if clamps, let range = targetRange { v = min(max(v, range.lowerBound), range.upperBound) }
             let k = Bn * RB + r
             // An agent that finished at this step while the episode went on has no future either.
             let finished = N > 1 ? batch.agentFinished.data[k] : 0
             targets.data[r] = batch.rewards.data[k] + c.gamma * (1 - batch.terminated.data[k / N]) * (1 - finished) * v
         }
-        if clamps { widenTargetRange(rows: rows) }
+        if clamps { widenTargetRange() }
 
         // Online critics: masked squared error of Q(h_t, a_t), back-propagated through time.
         criticOptimizer.zeroGradients()
@@ -666,20 +660,25 @@ public final class OffPolicyAgent {
         return targetMembers
     }
 
+    /// The smallest and largest of `values` (one per row) over the trained rows, or nil when none is trained.
+    func trainedRange(of values: Tensor) -> ClosedRange<Float>? {
+        var low = Float.infinity, high = -Float.infinity
+        for r in 0..<values.count where weights.data[r] != 0 {
+            low = min(low, values.data[r])
+            high = max(high, values.data[r])
+        }
+        return low <= high ? low...high : nil
+    }
+
     /// `clampTargets`: widens the range to this batch's targets y (the trained rows'), and for
     /// continuous actions moves its ends 0.1% of the way towards the batch's minimum and maximum.
-    func widenTargetRange(rows: Int) {
-        var low = Float.infinity, high = -Float.infinity
-        for r in 0..<rows where weights.data[r] != 0 {
-            low = min(low, targets.data[r])
-            high = max(high, targets.data[r])
-        }
-        guard low <= high, let range = targetRange else { return }
-        var lower = min(range.lowerBound, low), upper = max(range.upperBound, high)
+    func widenTargetRange() {
+        guard let batch = trainedRange(of: targets), let range = targetRange else { return }
+        var lower = min(range.lowerBound, batch.lowerBound), upper = max(range.upperBound, batch.upperBound)
         if discreteActions == nil {
             let decay: Float = 1 - 1e-3
-            lower = decay * lower + (1 - decay) * low
-            upper = decay * upper + (1 - decay) * high
+            lower = decay * lower + (1 - decay) * batch.lowerBound
+            upper = decay * upper + (1 - decay) * batch.upperBound
         }
         targetRange = lower...upper
     }

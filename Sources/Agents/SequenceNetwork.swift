@@ -65,10 +65,9 @@ public struct ContextInputs: Codable, Equatable, Sendable {
         groups(observation: o, action: a, agents: agents).reduce(0, +)
     }
 
-    /// The widths of the context's inputs in order (observation, agent id, previous action,
-    /// previous reward): what RESeL's context encoder embeds one by one.
+    /// The widths of the context's inputs in the order `write` writes them (`PolicyManifest.Context.groups`).
     public func groups(observation o: Int, action a: Int, agents: Int = 1) -> [Int] {
-        [observation ? o : 0, lastObservation ? o : 0, agentID ? agents : 0, lastAction ? a : 0, lastReward ? 1 : 0].filter { $0 > 0 }
+        PolicyManifest.Context(self).groups(observationWidth: o, agents: agents, previousActionWidth: a)
     }
 
     /// Writes one step's context (`width` floats).

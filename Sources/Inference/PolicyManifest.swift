@@ -176,8 +176,7 @@ public struct PolicyManifest: Codable, Equatable, Sendable {
     /// The widths of the context's inputs in order (observation, agent id, previous action, previous
     /// reward), as a context encoder embeds them.
     public var contextGroups: [Int] {
-        [context.observation ? observationWidth : 0, context.holdsLastObservation ? observationWidth : 0, context.agentID ? agents : 0,
-         previousActionWidth, context.lastReward ? 1 : 0].filter { $0 > 0 }
+        context.groups(observationWidth: observationWidth, agents: agents, previousActionWidth: previousActionWidth)
     }
 
     /// The manifest as the metadata entry of a weights file.
@@ -237,6 +236,12 @@ extension PolicyManifest.Context {
     /// (one-hot), or the action's floats.
     public enum PreviousAction {
         case none, index(Int), values(UnsafePointer<Float>)
+    }
+
+    /// The widths of the inputs a step's input holds, in `write`'s order (observation, previous
+    /// observation, agent id, previous action, previous reward): what a context encoder embeds one by one.
+    public func groups(observationWidth o: Int, agents: Int, previousActionWidth w: Int) -> [Int] {
+        [observation ? o : 0, holdsLastObservation ? o : 0, agentID ? agents : 0, lastAction ? w : 0, lastReward ? 1 : 0].filter { $0 > 0 }
     }
 
     /// Writes one step's input in the order observation, previous observation (nil: the episode's

@@ -85,7 +85,7 @@ public final class ContextEncoder: RecurrentLayer {
     // and the gradients split back.
     private let groupInputs: [Tensor]
     private let embedded = Tensor([0, 0, 0]), activated = Tensor([0, 0, 0])
-    private let embeddedGradient = Tensor([0, 0, 0]), recurrentGradient = Tensor([0, 0, 0])
+    private let recurrentGradient = Tensor([0, 0, 0])
     private let afterGradient = Tensor([0, 0]), projectionGradient = Tensor([0, 0]), groupGradient = Tensor([0, 0])
     private var inputShape = Shape(d0: 0, d1: 0, d2: 0)
 
@@ -171,10 +171,8 @@ public final class ContextEncoder: RecurrentLayer {
         recurrentGradient.resize(dActivated.shape)
         activation.backward(output: activated.data, outputGradient: dActivated.data, inputGradient: recurrentGradient.data, count: dActivated.count)
         recurrent.backward(outputGradient: recurrentGradient, finalStateGradient: finalStateGradient, truncation: truncation, needsInputGradient: true)
-        var g = recurrent.inputGradient
-        for layer in before.reversed() { g = layer.backward(g, needsInputGradient: true) }
-        embeddedGradient.resize(Shape(d0: T, d1: B, d2: E * G))
-        embeddedGradient.copy(from: g)
+        var embeddedGradient = recurrent.inputGradient
+        for layer in before.reversed() { embeddedGradient = layer.backward(embeddedGradient, needsInputGradient: true) }
         // Each embedding, and the projection of the observation (the first group).
         inputGradient.resize(inputShape)
         let I = inputSize

@@ -395,7 +395,8 @@ public final class OffPolicyTrainer {
         if logsActorEncoderDiagnostics {
             row["actor_encoder_grad_norm"] = Double(s.actorEncoderGradientNorm)
             if let curve = measureAmplification(), !curve.isEmpty {
-                row["amplification_mean"] = curve.filter { !$0.isNaN }.reduce(0, +) / Double(max(curve.filter { !$0.isNaN }.count, 1))
+                let measured = curve.filter { !$0.isNaN }
+                row["amplification_mean"] = measured.reduce(0, +) / Double(max(measured.count, 1))
                 for t in MetricsRow.amplificationSteps(sequenceLength: configuration.agent.sampler.sequenceLength) where t <= curve.count {
                     row["amplification_t\(t)"] = curve[t - 1]
                 }
