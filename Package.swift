@@ -12,6 +12,8 @@ let package = Package(
         .library(name: "Agents", targets: ["Agents"]),
         .library(name: "Training", targets: ["Training"]),
         .library(name: "Reports", targets: ["Reports"]),
+        // Training across processes and hosts: sums, broadcasts and messages between ranks (MPI with the MPI trait).
+        .library(name: "Collectives", targets: ["Collectives"]),
         // Acting only: load a weights file and run its policy (no training code).
         .library(name: "Inference", targets: ["Inference"]),
         // Policies for other runtimes: ONNX, a PyTorch module, a C header.
@@ -22,6 +24,10 @@ let package = Package(
         .trait(
             name: "OpenBLAS",
             description: "Route large matrix products through the system OpenBLAS (apt-get install libopenblas-dev)."
+        ),
+        .trait(
+            name: "MPI",
+            description: "Train across processes and hosts under mpirun (apt-get install libopenmpi-dev openmpi-bin)."
         ),
     ],
     dependencies: [
@@ -42,16 +48,25 @@ let package = Package(
             ]
         ),
         .target(name: "Tensors", dependencies: ["CKernels"]),
+        // The system's MPI, found by pkg-config; only the MPI trait depends on it.
+        .systemLibrary(name: "COpenMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+        // A C shim that names MPI's handles (C macros Swift cannot import); without the trait it says MPI is absent.
+        .target(
+            name: "CMPI",
+            dependencies: [.target(name: "COpenMPI", condition: .when(traits: ["MPI"]))],
+            cSettings: [.define("RRL_USE_MPI", .when(traits: ["MPI"]))]
+        ),
+        .target(name: "Collectives", dependencies: ["CMPI"]),
         .target(name: "NeuralNetworks", dependencies: ["Tensors", "CKernels"]),
         .target(name: "Environments", dependencies: ["Tensors"]),
         .target(name: "Replay", dependencies: ["Tensors"]),
         .target(name: "Inference", dependencies: ["Tensors", "NeuralNetworks"]),
         .target(name: "PolicyExport", dependencies: ["Inference", "NeuralNetworks", "Tensors"]),
-        .target(name: "Agents", dependencies: ["Tensors", "NeuralNetworks", "Environments", "Replay", "Inference"]),
-        .target(name: "Training", dependencies: ["Tensors", "NeuralNetworks", "Environments", "Replay", "Agents", "Inference"]),
+        .target(name: "Agents", dependencies: ["Tensors", "NeuralNetworks", "Environments", "Replay", "Inference", "Collectives"]),
+        .target(name: "Training", dependencies: ["Tensors", "NeuralNetworks", "Environments", "Replay", "Agents", "Inference", "Collectives"]),
         // SVG learning curves and HTML reports from run folders (Foundation only).
         .target(name: "Reports"),
-        .target(name: "RecurrentRL", dependencies: ["Tensors", "NeuralNetworks", "Environments", "Replay", "Agents", "Training", "Reports", "Inference"]),
+        .target(name: "RecurrentRL", dependencies: ["Tensors", "NeuralNetworks", "Environments", "Replay", "Agents", "Training", "Reports", "Inference", "Collectives"]),
         .executableTarget(
             name: "rrl",
             dependencies: [
@@ -70,7 +85,7 @@ let package = Package(
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "CKernels"]),
         .testTarget(name: "EnvironmentsTests", dependencies: ["Environments", "Tensors"], resources: [.copy("Fixtures")]),
         .testTarget(name: "AgentsTests", dependencies: ["Agents", "Replay", "Environments", "NeuralNetworks", "Tensors", "TestSupport"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Replay", "Agents", "Training", "Environments", "NeuralNetworks", "Tensors", "TestSupport", "AllocationCounter"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Replay", "Agents", "Training", "Collectives", "Environments", "NeuralNetworks", "Tensors", "TestSupport", "AllocationCounter"]),
         .testTarget(name: "ReplayTests", dependencies: ["Replay", "Tensors"]),
         .testTarget(name: "InferenceTests", dependencies: ["Inference", "PolicyExport", "Agents", "Environments", "NeuralNetworks", "Tensors", "AllocationCounter"]),
         .testTarget(name: "ReportsTests", dependencies: ["Reports"]),

@@ -1,4 +1,5 @@
 import Environments
+import Collectives
 import Foundation
 import Inference
 import NeuralNetworks
@@ -72,6 +73,16 @@ public final class PPOAgent {
     let optimizer: Adam
     let parameters: [Parameter]
     public var rng: RandomGenerator
+    /// Data-parallel training (`mpirun -np N`): every rank holds its own rollout, and each minibatch
+    /// is the union of the ranks' minibatches. Advantages are normalised over the union, every loss
+    /// is a mean over the union's valid steps, and the gradients are summed over the ranks before the
+    /// step, so the weights stay identical everywhere. nil (or one rank): one process.
+    public var ranks: (any Communicator)? {
+        didSet { if ranks?.size ?? 1 < 2 { ranks = nil } }
+    }
+    /// The gradients in one flat buffer (one sum over the ranks per minibatch) and the minibatch's statistics.
+    lazy var flatGradients = Tensor(Shape(d0: parameters.reduce(0) { $0 + $1.gradient.count }))
+    let reductionScratch = UnsafeMutablePointer<Double>.allocate(capacity: 8)
 
     public var observationStatistics: RunningMeanStd
     public var returnStatistics: RunningMeanStd
@@ -179,6 +190,18 @@ public final class PPOAgent {
         observationStatistics = RunningMeanStd(width: observationWidth)
         returnStatistics = RunningMeanStd(width: 1)
         stateStatistics = RunningMeanStd(width: globalStateWidth)
+    }
+
+    deinit { reductionScratch.deallocate() }
+
+    /// A CRC-32C of the weights and the normalisers' statistics: equal on every rank of a data-parallel run.
+    public func weightsChecksum() -> UInt32 {
+        var bytes = Data()
+        for p in parameters { bytes.append(UnsafeBufferPointer(start: p.value.data, count: p.value.count)) }
+        for statistics in [observationStatistics, returnStatistics, stateStatistics] {
+            for values in [statistics.mean, statistics.variance, [statistics.count]] { values.withUnsafeBufferPointer { bytes.append($0) } }
+        }
+        return crc32c(bytes)
     }
 
     /// The name of the first parameter tensor holding a NaN or infinity, or nil when all are finite
@@ -586,10 +609,17 @@ public final class PPOAgent {
         logProbabilities(out, actionAt: { k in index(k).map { UnsafePointer(buffer.actions.data + $0 * self.actionWidth) } }, rows: rows)
 
         // Advantage normalisation over the minibatch's valid steps (unbiased deviation, as torch.std).
+        // With several ranks: over the union of the ranks' minibatches.
         var valid = 0, mean = 0.0, squares = 0.0
         for k in 0..<rows { if let i = index(k) { valid += 1; mean += Double(buffer.advantages.data[i]) } }
+        if let ranks {
+            (reductionScratch[0], reductionScratch[1]) = (Double(valid), mean)
+            ranks.sum(reductionScratch, count: 2)
+            (valid, mean) = (Int(reductionScratch[0]), reductionScratch[1])
+        }
         mean /= Double(max(valid, 1))
         for k in 0..<rows { if let i = index(k) { let d = Double(buffer.advantages.data[i]) - mean; squares += d * d } }
+        if let ranks { squares = ranks.sum(squares) }
         let deviation = valid > 1 ? (squares / Double(valid - 1)).squareRoot() : 1
         let V = Float(max(valid, 1))
 
@@ -675,6 +705,27 @@ public final class PPOAgent {
         return result
     }
 
+    /// Sums the gradients and the minibatch's statistics (each already divided by the union's valid
+    /// steps) over the ranks: the union's gradient and means, the same on every rank.
+    func sumOverRanks(_ r: MinibatchResult) -> MinibatchResult {
+        guard let ranks else { return r }
+        var at = flatGradients.data
+        for p in parameters {
+            at.update(from: p.gradient.data, count: p.gradient.count)
+            at += p.gradient.count
+        }
+        ranks.sum(flatGradients.data, count: flatGradients.count)
+        at = flatGradients.data
+        for p in parameters {
+            p.gradient.data.update(from: at, count: p.gradient.count)
+            at += p.gradient.count
+        }
+        let s = reductionScratch
+        (s[0], s[1], s[2], s[3], s[4]) = (r.policyLoss, r.valueLoss, r.entropy, r.approximateKL, r.clipFraction)
+        ranks.sum(s, count: 5)
+        return MinibatchResult(policyLoss: s[0], valueLoss: s[1], entropy: s[2], approximateKL: s[3], clipFraction: s[4])
+    }
+
     /// The PPO update over a full rollout whose advantages and returns are computed:
     /// `epochs` passes over shuffled minibatches of chunks, with refreshing, KL early stopping and
     /// the hard KL limit as configured. `progressRemaining` (1 → 0 over the run) anneals the learning
@@ -709,7 +760,8 @@ public final class PPOAgent {
                 start += perBatch
                 inEpoch += 1
                 optimizer.zeroGradients()
-                let r = lossAndGradients(buffer, windows: windows, clipRange: clip)
+                var r = lossAndGradients(buffer, windows: windows, clipRange: clip)
+                if ranks != nil { r = sumOverRanks(r) }
                 if c.klHardLimit > 0 && r.approximateKL > Double(c.klHardLimit) {
                     stats.restored = snapshot.restore()
                     stop = true

@@ -1,3 +1,4 @@
+import Collectives
 import NeuralNetworks
 import Replay
 
@@ -197,5 +198,52 @@ public struct RunningMeanStd: Codable, Equatable, Sendable {
             variance[j] = m2 / total
         }
         count += n
+    }
+
+    /// What was folded in since `earlier` (self = earlier folded with it): its count, mean and variance.
+    public func difference(since earlier: RunningMeanStd) -> (count: Double, mean: [Double], variance: [Double]) {
+        let n = count - earlier.count
+        guard n > 0 else { return (0, mean.map { _ in 0 }, variance.map { _ in 0 }) }
+        var m = mean, v = variance
+        for j in mean.indices {
+            m[j] = (count * mean[j] - earlier.count * earlier.mean[j]) / n
+            let delta = m[j] - earlier.mean[j]
+            v[j] = max((variance[j] * count - earlier.variance[j] * earlier.count - delta * delta * earlier.count * n / count) / n, 0)
+        }
+        return (n, m, v)
+    }
+
+    /// Folds in `n` values of mean `m` and variance `v` (the parallel formula of `update`).
+    public mutating func merge(count n: Double, mean m: [Double], variance v: [Double]) {
+        guard n > 0 else { return }
+        let total = count + n
+        for j in mean.indices {
+            let delta = m[j] - mean[j]
+            let m2 = variance[j] * count + v[j] * n + delta * delta * count * n / total
+            mean[j] += delta * n / total
+            variance[j] = m2 / total
+        }
+        count = total
+    }
+}
+
+extension RunningMeanStd {
+    /// Data-parallel training: every rank folded its own values into a copy of `start`; afterwards
+    /// every rank holds `start` folded with all the ranks' values (the same numbers everywhere).
+    public mutating func combineAcrossRanks(_ ranks: any Communicator, since start: RunningMeanStd) {
+        let d = difference(since: start), w = mean.count
+        // Sums over the ranks of n, n·mean and n·(variance + mean²): the union's moments.
+        var sums = [Double](repeating: 0, count: 1 + 2 * w)
+        sums[0] = d.count
+        for j in 0..<w {
+            sums[1 + j] = d.count * d.mean[j]
+            sums[1 + w + j] = d.count * (d.variance[j] + d.mean[j] * d.mean[j])
+        }
+        sums.withUnsafeMutableBufferPointer { ranks.sum($0.baseAddress!, count: $0.count) }
+        let n = sums[0]
+        self = start
+        guard n > 0 else { return }
+        let m = (0..<w).map { sums[1 + $0] / n }
+        merge(count: n, mean: m, variance: (0..<w).map { max(sums[1 + w + $0] / n - m[$0] * m[$0], 0) })
     }
 }

@@ -6,3 +6,4 @@
 @_exported import Training
 @_exported import Reports
 @_exported import Inference
+@_exported import Collectives

@@ -1,4 +1,5 @@
 import Agents
+import Collectives
 import Environments
 import Foundation
 import NeuralNetworks
@@ -109,10 +110,22 @@ public final class PPOTrainer {
     public internal(set) var statistics = PPOStatistics()
     var recentReturns: [Double] = []
     public internal(set) var loop: LoopState
+    /// Data-parallel training over several ranks (nil: one process). Each rank collects from its own
+    /// copies (rank 0 with the seeds a single process uses); `step` counts every rank's steps.
+    public let ranks: (any Communicator)?
+    /// Ranks (1: one process).
+    public var rankCount: Int { ranks?.size ?? 1 }
+    /// The normalisers' statistics at the rollout's start (several ranks merge what each added since).
+    var statisticsAtRolloutStart: (observation: RunningMeanStd, reward: RunningMeanStd, state: RunningMeanStd)?
+    /// Every this many updates the ranks compare their weights' checksums (a mismatch is an error).
+    public static let weightCheckInterval = 10
 
-    public init(configuration: PPOTrainingConfiguration) throws {
+    /// `ranks`: train data-parallel with the other ranks of this communicator (every rank calls this
+    /// with the same configuration).
+    public init(configuration: PPOTrainingConfiguration, ranks: (any Communicator)? = nil) throws {
         try configuration.validate()
         self.configuration = configuration
+        self.ranks = ranks.flatMap { $0.size > 1 ? $0 : nil }
         loop = LoopState(nextRow: configuration.evaluationInterval)
         let p = configuration.ppo, copies = p.environments, spec = configuration.environmentSpec
         if configuration.isMultiAgent {
@@ -153,7 +166,16 @@ public final class PPOTrainer {
         discountedReturns = [Double](repeating: 0, count: N)
         returnScratch = Tensor(Shape(d0: N))
         finalObservation = Tensor(Shape(d0: environments.observationWidth))
-        try environments.reset(seed: seeds.next())
+        agent.ranks = self.ranks
+        let environmentSeed = seeds.next()
+        if let rank = self.ranks?.rank, rank > 0 {
+            // Other ranks: their own environment seeds and action noise; the same initial weights.
+            var own = RandomGenerator(seed: environmentSeed &+ UInt64(rank) &* 0x9E37_79B9_7F4A_7C15)
+            agent.rng = RandomGenerator(seed: own.next())
+            try environments.reset(seed: own.next())
+        } else {
+            try environments.reset(seed: environmentSeed)
+        }
         prepareObservations()
         recentReturns.reserveCapacity(PPOTrainer.recentEpisodes + 1)
     }
@@ -201,6 +223,7 @@ public final class PPOTrainer {
         let Sa = agent.actorStateWidth, Sc = agent.criticStateWidth, o = environments.observationWidth
         let Cc = agent.criticContextWidth, g = agent.globalStateWidth, m = environments.actionMaskWidth, central = agent.hasCentralCritic
         let gamma = Double(agent.configuration.gamma), ea = environments.actionSpace.width
+        if ranks != nil { statisticsAtRolloutStart = (agent.observationStatistics, agent.returnStatistics, agent.stateStatistics) }
         buffer.clear()
         for t in 0..<T {
             writeContexts()
@@ -221,7 +244,7 @@ public final class PPOTrainer {
                 OffPolicyTrainer.environmentAction(buffer.action(t, n), space: environments.actionSpace, into: environmentActions.data + n * ea)
             }
             try environments.step(environmentActions.data)
-            step += environments.count
+            step += environments.count * rankCount
             var truncatedCount = 0
             for n in 0..<N { rowRewards.data[n] = reward(row: n) }
             for n in 0..<N {
@@ -306,6 +329,12 @@ public final class PPOTrainer {
                      into: buffer.lastValues.data)
         buffer.keepCollectedStates()
         agent.computeAdvantagesAndReturns(buffer)
+        if let ranks, let start = statisticsAtRolloutStart {
+            // Every rank's normalisers from here on hold what all the ranks saw.
+            agent.observationStatistics.combineAcrossRanks(ranks, since: start.observation)
+            agent.returnStatistics.combineAcrossRanks(ranks, since: start.reward)
+            agent.stateStatistics.combineAcrossRanks(ranks, since: start.state)
+        }
     }
 
     /// The fraction of the initial learning rate and clip range left at `step`, with the schedule
@@ -319,6 +348,12 @@ public final class PPOTrainer {
         try collect()
         statistics = agent.update(buffer, progressRemaining: scheduleRemaining(atStep: step, budget: configuration.steps))
         updates += 1
+        if let ranks, updates % PPOTrainer.weightCheckInterval == 0 {
+            let differing = ranks.ranksDiffering(from: agent.weightsChecksum())
+            if !differing.isEmpty {
+                throw TrainingError("the weights of rank\(differing.count > 1 ? "s" : "") \(differing.map(String.init).joined(separator: ", ")) differ from rank 0's at update \(updates) (step \(step)): the ranks no longer train the same policy; this is a bug (or the ranks run different rrl builds): report it with the command line")
+            }
+        }
         if let name = agent.firstNonFiniteParameter() {
             throw TrainingError("parameter \(name) (group \(parameterGroup(name))) became non-finite at step \(step) (update \(updates)); lower the learning rate or keep gradient clipping on")
         }
@@ -332,14 +367,18 @@ public final class PPOTrainer {
         evaluation.next(agent)
     }
 
+    /// Every rank measures at the same steps; rank 0 evaluates (its row is the one written), and
+    /// the episode count and training return are over all the ranks.
     public func measure(wallSeconds: Double, stepsPerSecond: Double) -> MetricsRow {
         var row = MetricsRow()
-        let (mean, std) = evaluate()
+        let (mean, std) = ranks.map { $0.rank == 0 } ?? true ? evaluate() : (.nan, .nan)
         let s = statistics
+        var totals = [Double(episodes), recentReturns.reduce(0, +), Double(recentReturns.count)]
+        if let ranks { totals.withUnsafeMutableBufferPointer { ranks.sum($0.baseAddress!, count: 3) } }
         row["step"] = Double(step)
-        row["episodes"] = Double(episodes)
+        row["episodes"] = totals[0]
         row["updates"] = Double(updates)
-        row["train_return_mean"] = recentReturns.isEmpty ? .nan : recentReturns.reduce(0, +) / Double(recentReturns.count)
+        row["train_return_mean"] = totals[2] == 0 ? .nan : totals[1] / totals[2]
         row["eval_return_mean"] = mean
         row["eval_return_std"] = std
         row["policy_loss"] = Double(s.policyLoss)

@@ -1,0 +1,68 @@
+import Foundation
+
+/// A group of processes (ranks) that train together: sums over every rank, a broadcast from one,
+/// and messages between two. `MPIWorld` is the real one (`mpirun -np N rrl train ...`, with the MPI
+/// package trait); `ThreadGroup` runs the same protocol between threads of one process, so that the
+/// distributed algorithms are tested without MPI.
+///
+/// Every collective (`sum`, `broadcast`, `barrier`) must be called by every rank in the same order;
+/// results are identical on every rank.
+public protocol Communicator: AnyObject {
+    /// This process's index, 0 ..< size. Rank 0 writes the run folder.
+    var rank: Int { get }
+    var size: Int { get }
+    /// Replaces `values` with their sum over the ranks (the same bits on every rank).
+    func sum(_ values: UnsafeMutablePointer<Float>, count: Int)
+    func sum(_ values: UnsafeMutablePointer<Double>, count: Int)
+    /// `root`'s bytes, on every rank (the argument is ignored elsewhere).
+    func broadcast(_ data: Data, root: Int) -> Data
+    /// Sends bytes to one rank; the receiver takes them with `receive(from:tag:)`, in order.
+    func send(_ data: Data, to rank: Int, tag: Int)
+    func receive(from rank: Int, tag: Int) -> Data
+    /// Stops every rank of the job (after `message` is printed by the caller).
+    func abort(code: Int32) -> Never
+}
+
+extension Communicator {
+    /// One value summed over the ranks.
+    public func sum(_ value: Double) -> Double {
+        var v = value
+        sum(&v, count: 1)
+        return v
+    }
+
+    /// Every rank's bytes at `root`, in rank order (nil on the other ranks).
+    public func gather(_ data: Data, root: Int = 0, tag: Int = Tags.gather) -> [Data]? {
+        guard rank == root else {
+            send(data, to: root, tag: tag)
+            return nil
+        }
+        return (0..<size).map { $0 == root ? data : receive(from: $0, tag: tag) }
+    }
+
+    /// Rank `k` gets `parts[k]` from `root` (`parts` is read at the root only).
+    public func scatter(_ parts: [Data]?, root: Int = 0, tag: Int = Tags.scatter) -> Data {
+        guard rank == root else { return receive(from: root, tag: tag) }
+        let parts = parts!
+        precondition(parts.count == size, "scatter needs one part per rank")
+        for k in 0..<size where k != root { send(parts[k], to: k, tag: tag) }
+        return parts[root]
+    }
+
+    /// The ranks whose `value` differs from rank 0's (every rank gets the same answer).
+    public func ranksDiffering(from value: UInt32) -> [Int] {
+        var bytes = value
+        let root = broadcast(withUnsafeBytes(of: &bytes) { Data($0) }, root: 0)
+        let reference = root.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+        var flags = [Double](repeating: 0, count: size)
+        flags[rank] = value == reference ? 0 : 1
+        flags.withUnsafeMutableBufferPointer { sum($0.baseAddress!, count: size) }
+        return flags.indices.filter { flags[$0] != 0 }
+    }
+}
+
+/// Message tags of the library's streams.
+public enum Tags {
+    public static let gather = 1
+    public static let scatter = 2
+}
