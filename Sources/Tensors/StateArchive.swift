@@ -57,6 +57,11 @@ public final class StateArchive {
         entries[name] = Entry(dtype: "F32", shape: tensor.shape.dimensions, bytes: Data(bytes: tensor.data, count: tensor.count * 4))
     }
 
+    /// Stores raw bytes (e.g. another archive's).
+    public func put(_ name: String, bytes: Data) {
+        entries[name] = Entry(dtype: "U8", shape: [bytes.count], bytes: bytes)
+    }
+
     /// Stores any Codable value as JSON (non-finite numbers included).
     public func put<T: Encodable>(_ name: String, value: T) {
         let encoder = JSONEncoder()
@@ -197,6 +202,11 @@ public final class StateArchiveReader {
             throw StateArchiveError("checkpoint \(path): '\(name)' has shape \(shape), this run expects \(tensor.shape.dimensions); it was written by a run with other sizes")
         }
         try floats(name, into: tensor.data, count: tensor.count)
+    }
+
+    /// Reads bytes stored with `put(_:bytes:)`.
+    public func bytes(_ name: String) throws -> Data {
+        body.subdata(in: try entry(name, dtype: "U8").range)
     }
 
     /// Reads a value stored with `put(_:value:)`.

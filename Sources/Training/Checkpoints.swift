@@ -201,6 +201,8 @@ extension PPOTrainer: TrainingSession {
                 scheduleNote = "a new budget continues the learning-rate and clip-range schedule from where it stood at step \(step) (\(String(format: "%.3f", schedule.remaining)) of the initial values), linearly to 0 at step \(configuration.steps)"
             }
         }
+        // A checkpoint is taken after an update, when the ranks' statistics agree.
+        if ranks != nil { agreeOnStatistics() }
         if environments.restoreStartsNewEpisodes {
             // Python copies start new episodes: per-copy state starts over as after any reset.
             for t in [actorState, criticState, previousActions, previousRewards] { t.zero() }

@@ -115,8 +115,9 @@ public final class PPOTrainer {
     public let ranks: (any Communicator)?
     /// Ranks (1: one process).
     public var rankCount: Int { ranks?.size ?? 1 }
-    /// The normalisers' statistics at the rollout's start (several ranks merge what each added since).
-    var statisticsAtRolloutStart: (observation: RunningMeanStd, reward: RunningMeanStd, state: RunningMeanStd)?
+    /// The normalisers' statistics when the ranks last agreed on them (several ranks: after each
+    /// rollout every rank folds in what all the ranks added since).
+    var agreedStatistics: (observation: RunningMeanStd, reward: RunningMeanStd, state: RunningMeanStd)?
     /// Every this many updates the ranks compare their weights' checksums (a mismatch is an error).
     public static let weightCheckInterval = 10
 
@@ -176,6 +177,7 @@ public final class PPOTrainer {
         } else {
             try environments.reset(seed: environmentSeed)
         }
+        if self.ranks != nil { agreeOnStatistics() }
         prepareObservations()
         recentReturns.reserveCapacity(PPOTrainer.recentEpisodes + 1)
     }
@@ -223,7 +225,6 @@ public final class PPOTrainer {
         let Sa = agent.actorStateWidth, Sc = agent.criticStateWidth, o = environments.observationWidth
         let Cc = agent.criticContextWidth, g = agent.globalStateWidth, m = environments.actionMaskWidth, central = agent.hasCentralCritic
         let gamma = Double(agent.configuration.gamma), ea = environments.actionSpace.width
-        if ranks != nil { statisticsAtRolloutStart = (agent.observationStatistics, agent.returnStatistics, agent.stateStatistics) }
         buffer.clear()
         for t in 0..<T {
             writeContexts()
@@ -329,12 +330,18 @@ public final class PPOTrainer {
                      into: buffer.lastValues.data)
         buffer.keepCollectedStates()
         agent.computeAdvantagesAndReturns(buffer)
-        if let ranks, let start = statisticsAtRolloutStart {
+        if let ranks, let agreed = agreedStatistics {
             // Every rank's normalisers from here on hold what all the ranks saw.
-            agent.observationStatistics.combineAcrossRanks(ranks, since: start.observation)
-            agent.returnStatistics.combineAcrossRanks(ranks, since: start.reward)
-            agent.stateStatistics.combineAcrossRanks(ranks, since: start.state)
+            agent.observationStatistics.combineAcrossRanks(ranks, since: agreed.observation)
+            agent.returnStatistics.combineAcrossRanks(ranks, since: agreed.reward)
+            agent.stateStatistics.combineAcrossRanks(ranks, since: agreed.state)
+            agreeOnStatistics()
         }
+    }
+
+    /// Marks the normalisers' statistics as the ones every rank holds.
+    func agreeOnStatistics() {
+        agreedStatistics = (agent.observationStatistics, agent.returnStatistics, agent.stateStatistics)
     }
 
     /// The fraction of the initial learning rate and clip range left at `step`, with the schedule

@@ -76,6 +76,12 @@ public final class RunFolder {
         removeTemporaryFiles()
     }
 
+    /// The folder of a run that another process writes (rank 0 of a data-parallel run): its paths
+    /// only; nothing is read, written or locked.
+    init(writtenElsewhere path: String) {
+        url = URL(fileURLWithPath: path, isDirectory: true).standardizedFileURL
+    }
+
     deinit {
         if lock >= 0 { close(lock) }
     }

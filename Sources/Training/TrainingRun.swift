@@ -1,4 +1,5 @@
 import Agents
+import Collectives
 import Environments
 import Foundation
 import NeuralNetworks
@@ -28,46 +29,98 @@ public final class TrainingRun {
     /// The checkpoint a resumed run started from.
     public private(set) var resumedFrom: String?
 
+    /// Data-parallel ranks (nil: one process). Every rank trains; rank 0 alone writes the run folder
+    /// (configuration, metrics, checkpoints holding every rank's state, weights).
+    public let ranks: (any Communicator)?
+    /// Whether this process writes the run folder (rank 0, or a single process).
+    public var writesFolder: Bool { (ranks?.rank ?? 0) == 0 }
+
     /// A new run in `path`. The trainer is built first (environments, the memory check, networks), so a
     /// run that cannot start leaves no folder behind; the folder is then taken by `RunFolder`'s rules
-    /// (an earlier run is replaced only with `overwrite`).
-    public init(configuration: RunConfiguration, path: String, overwrite: Bool = false) throws {
+    /// (an earlier run is replaced only with `overwrite`). `ranks`: train data-parallel with the other
+    /// ranks (every rank calls this with the same arguments).
+    public init(configuration: RunConfiguration, path: String, overwrite: Bool = false, ranks: (any Communicator)? = nil) throws {
         self.configuration = configuration
-        session = try makeTrainingSession(configuration)
-        folder = try RunFolder(path: path, overwrite: overwrite)
+        let ranks = ranks.flatMap { $0.size > 1 ? $0 : nil }
+        self.ranks = ranks
+        let root = (ranks?.rank ?? 0) == 0
+        var made: (session: any TrainingSession, folder: RunFolder)?
+        try agreeing(ranks) {
+            let session = try makeTrainingSession(configuration, ranks: ranks)
+            guard root else { made = (session, RunFolder(writtenElsewhere: path)); return }
+            let folder = try RunFolder(path: path, overwrite: overwrite)
+            try folder.writeConfiguration(configuration)
+            try folder.startMetrics(columns: session.metricsColumns)
+            made = (session, folder)
+        }
+        (session, folder) = made!
         store = CheckpointStore(directory: folder.checkpointsURL)
-        try folder.writeConfiguration(configuration)
-        try folder.startMetrics(columns: session.metricsColumns)
         if case .ppo(let c) = configuration {
-            let perRollout = c.ppo.environments * c.ppo.rolloutSteps
+            let perRollout = c.ppo.environments * c.ppo.rolloutSteps * (ranks?.size ?? 1)
             if c.steps % perRollout != 0 {
-                notes.append("PPO trains on whole rollouts of \(perRollout) steps (\(c.ppo.environments) copies x \(c.ppo.rolloutSteps)), so it runs \((c.steps + perRollout - 1) / perRollout * perRollout) steps")
+                let ranksNote = ranks.map { " x \($0.size) ranks" } ?? ""
+                notes.append("PPO trains on whole rollouts of \(perRollout) steps (\(c.ppo.environments) copies x \(c.ppo.rolloutSteps)\(ranksNote)), so it runs \((c.steps + perRollout - 1) / perRollout * perRollout) steps")
             }
         }
     }
 
     /// Continues the run in `path` from its newest checkpoint, with its own configuration (a new step
-    /// budget or checkpoint interval aside). Everything is checked before anything is changed.
-    public init(resuming path: String, steps: Int? = nil, checkpointInterval: Int? = nil) throws {
-        folder = try RunFolder(resuming: path)
-        store = CheckpointStore(directory: folder.checkpointsURL)
-        var configuration = try ConfigurationFile.load(path: folder.configurationURL.path)
+    /// budget or checkpoint interval aside). Everything is checked before anything is changed. A
+    /// data-parallel run resumes with as many ranks as wrote the checkpoint: rank 0 reads the folder
+    /// and hands every other rank its configuration and its part of the checkpoint.
+    public init(resuming path: String, steps: Int? = nil, checkpointInterval: Int? = nil, ranks: (any Communicator)? = nil) throws {
+        let ranks = ranks.flatMap { $0.size > 1 ? $0 : nil }
+        self.ranks = ranks
+        let root = (ranks?.rank ?? 0) == 0, size = ranks?.size ?? 1
+        var folderRead: RunFolder?, archive: StateArchiveReader?, saved: RunConfiguration?
+        try agreeing(ranks) {
+            guard root else { return }
+            let folder = try RunFolder(resuming: path)
+            saved = try ConfigurationFile.load(path: folder.configurationURL.path)
+            guard let newest = try CheckpointStore(directory: folder.checkpointsURL).latest() else {
+                throw ConfigurationError("\(path) has no checkpoint to resume from (\(folder.checkpointsURL.path) is empty); start the run again")
+            }
+            let writers = Int(newest.metadata["ranks"] ?? "1") ?? 1
+            if writers != size {
+                throw ConfigurationError("the checkpoint \(newest.path) was written by \(writers == 1 ? "one process" : "\(writers) MPI ranks") and this run has \(size == 1 ? "one process" : "\(size) ranks"); resume it with \(writers == 1 ? "a plain `rrl train --resume`" : "`mpirun -np \(writers) rrl train --resume \(path)`") (a run continues exactly only with the rank count that wrote it)")
+            }
+            (folderRead, archive) = (folder, newest)
+        }
+        // Rank 0's configuration, on every rank.
+        var configuration: RunConfiguration
+        if let ranks {
+            let text = ranks.broadcast(root ? (try? JSONEncoder().encode(saved!)) ?? Data() : Data(), root: 0)
+            configuration = try ConfigurationFile.parse(text, source: "rank 0's \(path)/config.json")
+        } else {
+            configuration = saved!
+        }
         configuration.set(steps: steps, checkpointInterval: checkpointInterval)
-        try configuration.validate()
+        try agreeing(ranks) { try configuration.validate() }
         self.configuration = configuration
-        session = try makeTrainingSession(configuration)
-        guard let archive = try store.latest() else {
-            throw ConfigurationError("\(path) has no checkpoint to resume from (\(folder.checkpointsURL.path) is empty); start the run again")
+        var made: (any TrainingSession)?
+        try agreeing(ranks) { made = try makeTrainingSession(configuration, ranks: ranks) }
+        session = made!
+        folder = folderRead ?? RunFolder(writtenElsewhere: path)
+        store = CheckpointStore(directory: folder.checkpointsURL)
+        // Every rank's part: rank 0's entries are the file's own, rank k's is the file's entry `rank.k`.
+        var parts: [Data]?
+        try agreeing(ranks) { parts = root && size > 1 ? try [Data()] + (1..<size).map { try archive!.bytes("rank.\($0)") } : nil }
+        let part = ranks?.scatter(parts)
+        let mine = root ? archive! : try StateArchiveReader(data: part!, path: "\(path) (rank \(ranks!.rank)'s part)")
+        let session = self.session
+        try agreeing(ranks) {
+            try session.restore(from: mine, prefix: "")
+            if root && session.step >= session.totalSteps && FileManager.default.fileExists(atPath: folder.weightsURL.path) {
+                throw ConfigurationError("the run in \(path) already reached its \(session.totalSteps) steps (its last checkpoint is at step \(session.step)); pass --steps with a larger budget to train on")
+            }
         }
-        try session.restore(from: archive, prefix: "")
-        lastCheckpoint = store.list().last?.step
-        resumedFrom = archive.path
-        if session.step >= session.totalSteps && FileManager.default.fileExists(atPath: folder.weightsURL.path) {
-            throw ConfigurationError("the run in \(path) already reached its \(session.totalSteps) steps (its last checkpoint is at step \(session.step)); pass --steps with a larger budget to train on")
+        lastCheckpoint = session.step
+        resumedFrom = mine.path
+        if root {
+            let kept = try folder.readMetrics(columns: session.metricsColumns, rows: session.loop.rows)
+            try folder.writeConfiguration(configuration)
+            try folder.resumeMetrics(columns: session.metricsColumns, keeping: kept)
         }
-        let kept = try folder.readMetrics(columns: session.metricsColumns, rows: session.loop.rows)
-        try folder.writeConfiguration(configuration)
-        try folder.resumeMetrics(columns: session.metricsColumns, keeping: kept)
         if let caveat = session.resumeCaveat { notes.append(caveat) }
     }
 
@@ -86,7 +139,7 @@ public final class TrainingRun {
     public func train(handleSignals: Bool = true, onRow: (MetricsRow) -> Void = { _ in }, onProgress: (Progress) -> Void = { _ in }) throws -> Outcome {
         if session.step >= session.totalSteps {
             // Stopped after its last checkpoint but before its weights were written: finish that.
-            try writeWeights()
+            if writesFolder { try writeWeights() }
             return .finished(nil)
         }
         let interval = session.checkpointInterval
@@ -97,14 +150,14 @@ public final class TrainingRun {
         do {
             try session.run(onRow: { row in
                 do {
-                    try folder.append(row)
+                    if writesFolder { try folder.append(row) }
                 } catch let error as FileWriteError {
                     throw WriteStopped(error: error)
                 }
                 onRow(row)
                 last = row
             }, afterStep: { _ in
-                if let signal = InterruptSignals.received {
+                if let signal = agreedSignal() {
                     try checkpoint()
                     throw Interrupted(signal: signal)
                 }
@@ -117,6 +170,8 @@ public final class TrainingRun {
             // The metrics cannot be written (a full disk): keep what was learned in a checkpoint if one fits.
             var message = "\(stop.error)\nTraining stopped at step \(session.step). "
             do {
+                // (A checkpoint needs every rank, which this rank alone cannot ask for: the last good one stays.)
+                guard ranks == nil else { throw CheckpointError("the other ranks are not taking one") }
                 try checkpoint()
                 message += "A checkpoint of this step is in \(folder.checkpointsURL.path); "
             } catch {
@@ -128,7 +183,7 @@ public final class TrainingRun {
         } catch let error as FileWriteError {
             throw RunFailure(message: "\(error)\nTraining stopped at step \(session.step).", lastCheckpoint: lastCheckpoint, folder: folder)
         } catch let stop as Interrupted {
-            try writeWeights()
+            if writesFolder { try writeWeights() }
             return .interrupted(signal: stop.signal, step: session.step)
         } catch let error as TrainingError {
             throw RunFailure(message: error.message, lastCheckpoint: lastCheckpoint, folder: folder)
@@ -136,12 +191,30 @@ public final class TrainingRun {
             throw RunFailure(message: "\(error)", lastCheckpoint: lastCheckpoint, folder: folder)
         }
         if lastCheckpoint != session.step { try checkpoint() }
-        try writeWeights()
+        if writesFolder { try writeWeights() }
         return .finished(last)
     }
 
+    /// A signal received by this process, or (several ranks) by any rank: every rank stops after the same step.
+    func agreedSignal() -> Int32? {
+        let own = InterruptSignals.received
+        guard let ranks else { return own }
+        return ranks.sum(own == nil ? 0 : 1) > 0 ? own ?? SIGTERM : nil
+    }
+
+    /// Writes the checkpoint of this step. Several ranks: each saves its own state, and rank 0 writes
+    /// one file holding its own entries and every other rank's archive as the entry `rank.K`.
     func checkpoint() throws {
-        try store.write(session)
+        let archive = StateArchive()
+        try session.save(to: archive, prefix: "")
+        if let ranks {
+            let parts = ranks.gather(ranks.rank == 0 ? Data() : archive.encode())
+            if let parts {
+                for k in 1..<ranks.size { archive.put("rank.\(k)", bytes: parts[k]) }
+                archive.metadata["ranks"] = "\(ranks.size)"
+            }
+        }
+        if writesFolder { try store.write(archive.encode(), step: session.step) }
         lastCheckpoint = session.step
     }
 
@@ -163,11 +236,32 @@ public struct RunFailure: Error, CustomStringConvertible {
     }
 }
 
-/// The trainer of a configuration.
-public func makeTrainingSession(_ configuration: RunConfiguration) throws -> any TrainingSession {
+/// The trainer of a configuration (with `ranks`: its data-parallel part on this rank).
+public func makeTrainingSession(_ configuration: RunConfiguration, ranks: (any Communicator)? = nil) throws -> any TrainingSession {
     switch configuration {
-    case .offPolicy(let c): return try OffPolicyTrainer(configuration: c)
-    case .ppo(let c): return try PPOTrainer(configuration: c)
+    case .offPolicy(let c):
+        if let ranks, ranks.size > 1 {
+            throw ConfigurationError("\(c.agent.algorithm.rawValue) cannot train across \(ranks.size) MPI ranks yet (off-policy actor-learner training is not implemented); run it as one process, or train ppo, ippo or mappo under mpirun")
+        }
+        return try OffPolicyTrainer(configuration: c)
+    case .ppo(let c): return try PPOTrainer(configuration: c, ranks: ranks)
+    }
+}
+
+/// Runs `body` on every rank (a setup step that may fail). When it fails on any rank, every rank
+/// throws, the failing ones their own error and the others one that names them, so that no rank
+/// goes on to wait for a rank that stopped.
+func agreeing(_ ranks: (any Communicator)?, _ body: () throws -> Void) throws {
+    guard let ranks else { return try body() }
+    var failure: Error?
+    do { try body() } catch { failure = error }
+    var flags = [Double](repeating: 0, count: ranks.size)
+    flags[ranks.rank] = failure == nil ? 0 : 1
+    flags.withUnsafeMutableBufferPointer { ranks.sum($0.baseAddress!, count: $0.count) }
+    if let failure { throw failure }
+    let failed = flags.indices.filter { flags[$0] != 0 }
+    if !failed.isEmpty {
+        throw TrainingError("rank\(failed.count > 1 ? "s" : "") \(failed.map(String.init).joined(separator: ", ")) could not go on (\(failed.count > 1 ? "their messages say" : "its message says") why); this rank stops too")
     }
 }
 

@@ -331,10 +331,39 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
-        if let resume { return try runResumed(resume) }
+        // Under mpirun with several ranks: data-parallel training, rank 0 writing and printing.
+        let ranks = try asUsageError(mpiRanks)
+        if let resume {
+            try runResumed(resume, ranks: ranks)
+        } else {
+            try runNew(ranks: ranks)
+        }
+        MPIWorld.finish()
+    }
+
+    /// The MPI world when an MPI launcher started this process with several ranks (nil: one process).
+    func mpiRanks() throws -> (any Communicator)? {
+        guard let launched = MPIWorld.launchedSize else { return nil }
+        guard MPIWorld.isCompiled else {
+            if launched > 1 {
+                throw ConfigurationError("mpirun started \(launched) ranks, but this rrl was built without MPI, so each would train alone: build it with the MPI trait (apt-get install libopenmpi-dev openmpi-bin; swift build -c release --traits MPI) and run that build's .build/release/rrl under mpirun")
+            }
+            return nil
+        }
+        do {
+            let world = try MPIWorld.start()
+            return world.size > 1 ? world : nil
+        } catch let error as CommunicatorError {
+            throw ConfigurationError(error.message)
+        }
+    }
+
+    func runNew(ranks: (any Communicator)?) throws {
         let configuration = try asUsageError(resolvedRunConfiguration)
         let path = runDir ?? "runs/\(configuration.algorithm)-\(configuration.environment)-seed\(configuration.seed)"
-        let run = try asUsageError { try TrainingRun(configuration: configuration, path: path, overwrite: overwrite) }
+        let run = try asUsageError { try TrainingRun(configuration: configuration, path: path, overwrite: overwrite, ranks: ranks) }
+        if let ranks, ranks.rank > 0 { return try train(run) }
+        if let ranks { print("data-parallel over \(ranks.size) MPI ranks, each with its own environment copies; rank 0 writes the run folder") }
         switch configuration {
         case .offPolicy(let c):
             let a = c.agent
@@ -347,26 +376,28 @@ struct Train: ParsableCommand {
     }
 
     /// `--resume DIR`: the run's own configuration, its last checkpoint, its metrics up to that point.
-    func runResumed(_ path: String) throws {
+    func runResumed(_ path: String, ranks: (any Communicator)?) throws {
         let other = runOptionsGiven
         if !other.isEmpty {
             throw ValidationError("--resume continues a run with its own configuration (\(path)/config.json); \(other.joined(separator: ", ")) cannot be given with it (only --steps, --checkpoint-interval and --quiet can). To change the configuration, start a new run with --config \(path)/config.json")
         }
-        let run = try asUsageError { try TrainingRun(resuming: path, steps: steps, checkpointInterval: checkpointInterval) }
+        let run = try asUsageError { try TrainingRun(resuming: path, steps: steps, checkpointInterval: checkpointInterval, ranks: ranks) }
         let session = run.session
         if session.step >= session.totalSteps {
             try run.train(handleSignals: false)
+            guard run.writesFolder else { return }
             print("the run in \(path) had already reached its \(session.totalSteps) steps; wrote its weights to \(run.folder.weightsURL.path)")
             return
         }
+        if !run.writesFolder { return try train(run) }
         print("resuming \(run.configuration.algorithm) on \(run.configuration.environment) in \(run.folder.url.path) from step \(session.step) of \(session.totalSteps) (checkpoint \(run.resumedFrom ?? "?"))")
         try train(run)
     }
 
     /// Trains to the end (the library's `TrainingRun`), printing progress, then a summary.
     func train(_ run: TrainingRun) throws {
-        for note in run.notes { print("note: \(note)") }
-        let display = ProgressDisplay(quiet: quiet)
+        if run.writesFolder { for note in run.notes { print("note: \(note)") } }
+        let display = ProgressDisplay(quiet: quiet || !run.writesFolder)
         let outcome: TrainingRun.Outcome
         do {
             outcome = try run.train(onRow: display.row, onProgress: display.progress)
@@ -377,6 +408,10 @@ struct Train: ParsableCommand {
         }
         display.finish()
         let folder = run.folder
+        guard run.writesFolder else {
+            if case .interrupted(let signal, _) = outcome { throw ExitCode(128 + signal) }
+            return
+        }
         switch outcome {
         case .interrupted(let signal, let step):
             let name = signal == SIGINT ? "interrupted (Ctrl-C)" : signal == SIGHUP ? "stopped by SIGHUP (terminal closed)" : "stopped by SIGTERM"
