@@ -6,7 +6,7 @@ import RecurrentRL
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure kernels and layers (release builds only give meaningful figures).",
-        subcommands: [BenchGEMM.self, BenchGRU.self, BenchSAC.self, BenchTD3.self, BenchMemory.self, BenchRESeL.self, BenchPPO.self, BenchVDN.self, BenchQMIX.self, BenchIPPO.self, BenchMAPPO.self, BenchBridge.self, BenchPolicy.self]
+        subcommands: [BenchGEMM.self, BenchGRU.self, BenchSAC.self, BenchTD3.self, BenchMemory.self, BenchRESeL.self, BenchPPO.self, BenchVDN.self, BenchQMIX.self, BenchIPPO.self, BenchMAPPO.self, BenchBridge.self, BenchPolicy.self, BenchMPI.self]
     )
 }
 
