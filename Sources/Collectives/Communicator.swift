@@ -19,6 +19,8 @@ public protocol Communicator: AnyObject {
     /// Sends bytes to one rank; the receiver takes them with `receive(from:tag:)`, in order.
     func send(_ data: Data, to rank: Int, tag: Int)
     func receive(from rank: Int, tag: Int) -> Data
+    /// Whether a message from `rank` with `tag` waits to be received (never blocks).
+    func isPending(from rank: Int, tag: Int) -> Bool
     /// Stops every rank of the job (after `message` is printed by the caller).
     func abort(code: Int32) -> Never
 }
@@ -29,6 +31,19 @@ extension Communicator {
         var v = value
         sum(&v, count: 1)
         return v
+    }
+
+    /// A message from `rank`, waiting at most `timeout` seconds; nil when none came (the rank died,
+    /// hangs or is too slow: the caller reports it by name).
+    public func receive(from rank: Int, tag: Int, timeout: Double) -> Data? {
+        let deadline = Date().addingTimeInterval(timeout)
+        var pause: UInt32 = 10
+        while !isPending(from: rank, tag: tag) {
+            if Date() >= deadline { return nil }
+            usleep(pause)
+            pause = min(pause * 2, 2000)
+        }
+        return receive(from: rank, tag: tag)
     }
 
     /// Every rank's bytes at `root`, in rank order (nil on the other ranks).
@@ -65,4 +80,7 @@ extension Communicator {
 public enum Tags {
     public static let gather = 1
     public static let scatter = 2
+    /// Actor-learner training: an actor's steps for the learner, the learner's answer.
+    public static let steps = 3
+    public static let answer = 4
 }

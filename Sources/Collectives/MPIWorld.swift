@@ -101,6 +101,12 @@ public final class MPIWorld: Communicator {
         return out
     }
 
+    public func isPending(from source: Int, tag: Int) -> Bool {
+        var pending: Int32 = 0
+        check(rrl_mpi_iprobe(Int32(source), Int32(tag), &pending), "looking for a message from rank \(source)")
+        return pending != 0
+    }
+
     public func abort(code: Int32) -> Never {
         rrl_mpi_abort(code)
         exit(code)

@@ -80,6 +80,12 @@ public final class ThreadGroup: @unchecked Sendable {
         condition.unlock()
     }
 
+    func isPending(from: Int, to: Int, tag: Int) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return !(mailboxes[to][tag * size + from]?.isEmpty ?? true)
+    }
+
     func receive(from: Int, to: Int, tag: Int) -> Data {
         condition.lock()
         defer { condition.unlock() }
@@ -104,5 +110,6 @@ public final class ThreadGroupMember: Communicator, @unchecked Sendable {
     public func broadcast(_ data: Data, root: Int) -> Data { group.broadcast(data, root: root, rank: rank) }
     public func send(_ data: Data, to destination: Int, tag: Int) { group.send(data, from: rank, to: destination, tag: tag) }
     public func receive(from source: Int, tag: Int) -> Data { group.receive(from: source, to: rank, tag: tag) }
+    public func isPending(from source: Int, tag: Int) -> Bool { group.isPending(from: source, to: rank, tag: tag) }
     public func abort(code: Int32) -> Never { fatalError("rank \(rank) of a thread group aborted with code \(code)") }
 }

@@ -56,9 +56,11 @@ extension OffPolicyTrainer: TrainingSession {
     public var totalSteps: Int { configuration.steps }
     public var checkpointInterval: Int { configuration.checkpointInterval ?? 25_000 }
     public var metricsColumns: [String] {
-        if configuration.agent.algorithm.isValueDecomposition { return MetricsRow.valueDecompositionColumns }
-        guard logsActorEncoderDiagnostics else { return MetricsRow.columns }
-        return MetricsRow.withRecurrentActorDiagnostics(sequenceLength: configuration.agent.sampler.sequenceLength)
+        // Actor-learner training adds the age of the weights the actors acted with.
+        let actorLearnerColumns = actorLearner == nil ? [] : ["acting_weights_age"]
+        if configuration.agent.algorithm.isValueDecomposition { return MetricsRow.valueDecompositionColumns + actorLearnerColumns }
+        guard logsActorEncoderDiagnostics else { return MetricsRow.columns + actorLearnerColumns }
+        return MetricsRow.withRecurrentActorDiagnostics(sequenceLength: configuration.agent.sampler.sequenceLength) + actorLearnerColumns
     }
 
     public func exportedWeights() -> (tensors: [NamedParameter], metadata: [String: String]) {
@@ -120,6 +122,10 @@ extension OffPolicyTrainer: TrainingSession {
         recentReturns.removeAll(keepingCapacity: true)
         recentReturns += s.recentReturns
         rng = s.rng; sampler.rng = s.samplerRNG; evaluation.count = s.evaluations; loop = s.loop
+        if actorLearner != nil {
+            // The actors start new episodes: the learner's rings end theirs (cut, as truncations).
+            replay.cutOpenEpisode()
+        }
         if environments.restoreStartsNewEpisodes {
             // A Python environment starts a new episode: the stored one ends (cut, as a truncation)
             // and the acting state starts over as after any reset.

@@ -1,4 +1,5 @@
 import Agents
+import Collectives
 import Environments
 import Foundation
 import Inference
@@ -46,6 +47,10 @@ public final class OffPolicyTrainer {
     public let environments: any EnvironmentCopies
     public let agent: OffPolicyAgent
     public let replay: EpisodeReplay
+    /// Where collected steps go: the replay, or (an actor rank) the recorder of steps for the learner.
+    let store: any StepStore
+    /// Actor-learner training over MPI ranks (nil: one process).
+    public let actorLearner: ActorLearner?
     public let sampler: SequenceSampler
     let evaluation: PeriodicEvaluation
     var rng: RandomGenerator
@@ -89,7 +94,9 @@ public final class OffPolicyTrainer {
     public var copies: Int { environments.count }
     public internal(set) var loop: LoopState
 
-    public init(configuration: OffPolicyConfiguration) throws {
+    /// `ranks` (two or more): actor-learner training, rank 0 the learner (the replay and the updates),
+    /// the other ranks actors (acting and sending their steps); see `ActorLearner`.
+    public init(configuration: OffPolicyConfiguration, ranks: (any Communicator)? = nil) throws {
         try configuration.validate()
         self.configuration = configuration
         loop = LoopState(nextRow: configuration.evaluationInterval)
@@ -111,10 +118,28 @@ public final class OffPolicyTrainer {
                                    globalStateWidth: environments.globalStateWidth, actionMaskWidth: environments.actionMaskWidth,
                                    teamReturn: environments.teamReturn)
         agents = environments.agents
-        replay = EpisodeReplay(capacity: configuration.agent.replayCapacity, layout: agent.replayLayout, copies: environments.count)
+        let actorLearner = try ranks.flatMap { $0.size > 1 ? try ActorLearner(ranks: $0, configuration: configuration) : nil }
+        self.actorLearner = actorLearner
+        // The learner keeps a ring for every actor's every copy; an actor stores nothing itself.
+        let rings = actorLearner.map { $0.isLearner ? ($0.ranks.size - 1) * copies : copies } ?? copies
+        replay = EpisodeReplay(capacity: actorLearner?.isLearner == false ? rings : configuration.agent.replayCapacity, layout: agent.replayLayout,
+                               copies: rings)
+        if actorLearner?.isLearner == false {
+            store = StepRecorder(layout: agent.replayLayout, copies: copies)
+        } else {
+            store = replay
+        }
         sampler = SequenceSampler(configuration: configuration.agent.sampler, batchSize: configuration.agent.batchSize,
                                   layout: agent.replayLayout, seed: seeds.next())
         rng = seeds.split()
+        var environmentSeed = seeds.next()
+        if let rank = actorLearner?.ranks.rank, rank > 0 {
+            // An actor: its own environment seeds and exploration; the weights come from the learner.
+            var own = RandomGenerator(seed: environmentSeed &+ UInt64(rank) &* 0x9E37_79B9_7F4A_7C15)
+            rng = RandomGenerator(seed: own.next())
+            agent.rng = RandomGenerator(seed: own.next())
+            environmentSeed = own.next()
+        }
         let N = environments.count, R = N * agents, o = environments.observationWidth, a = agent.actionWidth, g = environments.globalStateWidth
         func floats(_ n: Int) -> UnsafeMutablePointer<Float> {
             let p = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
@@ -143,7 +168,7 @@ public final class OffPolicyTrainer {
         recordedCriticState.resize(criticState.shape)
         heldActorState.resize(actorState.shape)
         heldCriticState.resize(criticState.shape)
-        try environments.reset(seed: seeds.next())
+        try environments.reset(seed: environmentSeed)
         observation.update(from: environments.observation(0), count: R * o)
         for n in 0..<N { (globalState + n * g).update(from: environments.globalState(n), count: g) }
         recentReturns.reserveCapacity(OffPolicyTrainer.recentEpisodes + N)
@@ -168,6 +193,7 @@ public final class OffPolicyTrainer {
 
     /// One step of every copy, stored in the replay; the updates that fall due.
     public func advance() throws {
+        if let al = actorLearner, al.isLearner { return try advanceAsLearner(al) }
         let N = environments.count, M = agents, o = environments.observationWidth, a = agent.actionWidth, C = agent.contextWidth
         let g = environments.globalStateWidth, Sa = actorState.shape[1], Sc = criticState.shape[1], ea = environments.actionWidth
         let storesStates = agent.configuration.sampler.initialState.usesStoredStates
@@ -175,7 +201,7 @@ public final class OffPolicyTrainer {
         let Cc = agent.criticContextWidth, criticInput = storesStates ? actCriticContext.data : nil
         for n in 0..<N {
             // At an episode's first step there is no previous action (nil: zeros, not index 0).
-            let open = replay.isEpisodeOpen(copy: n)
+            let open = store.isEpisodeOpen(copy: n)
             agent.writeStepContexts(observations: observation + n * M * o, previousObservations: open ? previousObservation + n * M * o : nil,
                                     globalState: globalState + n * g, previousActions: open ? previousAction + n * M * a : nil,
                                     previousRewards: previousReward + n * M, actor: actContext.data + n * M * C,
@@ -238,7 +264,7 @@ public final class OffPolicyTrainer {
                 nextGlobal.update(from: done ? environments.finalGlobalState(n) : environments.globalState(n), count: g)
                 // An agent that left while the episode goes on has reached its own end.
                 for k in 0..<M { stepFinished[n * M + k] = !done && stepActive[n * M + k] != 0 && !environments.isActive(n, agent: k) ? 1 : 0 }
-                replay.add(copy: n, observations: observation + n * M * o, actions: action + n * M * a, rewards: rewards,
+                store.add(copy: n, observations: observation + n * M * o, actions: action + n * M * a, rewards: rewards,
                            nextObservations: next, terminated: terminated, truncated: truncated,
                            actorStates: storesStates ? recordedActorState.data + n * M * Sa : nil,
                            criticState: storesStates ? recordedCriticState.data + n * M * Sc : nil,
@@ -250,6 +276,7 @@ public final class OffPolicyTrainer {
                 if done {
                     episodes += 1
                     recentReturns.append(episodeReturns[n])
+                    actorLearner?.finishedReturns.append(episodeReturns[n])
                     if recentReturns.count > OffPolicyTrainer.recentEpisodes { recentReturns.removeFirst() }
                 } else {
                     (previousObservation + n * M * o).update(from: observation + n * M * o, count: M * o)
@@ -264,6 +291,8 @@ public final class OffPolicyTrainer {
         }
         let before = step
         step += stepped
+        // An actor rank only acts; the learner makes the updates for the steps it receives.
+        if actorLearner != nil { return }
         // One critic update per `criticUpdateInterval` environment steps, at the steps where it falls due.
         let interval = agent.configuration.criticUpdateInterval
         var due = (before / interval + 1) * interval
@@ -382,6 +411,7 @@ public final class OffPolicyTrainer {
         row["critic_grad_norm"] = Double(s.criticGradientNorm)
         row["actor_grad_norm"] = Double(s.actorGradientNorm)
         row["encoder_grad_norm"] = Double(s.encoderGradientNorm)
+        if actorLearner != nil { row["acting_weights_age"] = takeActingWeightsAge() }
         if agent.configuration.algorithm.isValueDecomposition {
             row["updates"] = Double(agent.criticUpdates)
             row["epsilon"] = Double(agent.configuration.valueDecompositionOptions.epsilon(atStep: step))

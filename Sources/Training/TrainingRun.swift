@@ -34,6 +34,11 @@ public final class TrainingRun {
     public let ranks: (any Communicator)?
     /// Whether this process writes the run folder (rank 0, or a single process).
     public var writesFolder: Bool { (ranks?.rank ?? 0) == 0 }
+    /// Whether every rank trains in lockstep (data-parallel PPO): then every rank's state goes into
+    /// the checkpoints and a signal stops all together. Otherwise (actor-learner) rank 0 alone.
+    var lockstep: Bool { ranks != nil && !(session is OffPolicyTrainer) }
+    /// This rank's trainer when it is an actor of actor-learner training.
+    var actorRank: OffPolicyTrainer? { (session as? OffPolicyTrainer).flatMap { $0.actorLearner?.isLearner == false ? $0 : nil } }
 
     /// A new run in `path`. The trainer is built first (environments, the memory check, networks), so a
     /// run that cannot start leaves no folder behind; the folder is then taken by `RunFolder`'s rules
@@ -103,19 +108,21 @@ public final class TrainingRun {
         folder = folderRead ?? RunFolder(writtenElsewhere: path)
         store = CheckpointStore(directory: folder.checkpointsURL)
         // Every rank's part: rank 0's entries are the file's own, rank k's is the file's entry `rank.k`.
+        // (Actor-learner: the learner's alone; the actors start afresh and take its weights.)
         var parts: [Data]?
-        try agreeing(ranks) { parts = root && size > 1 ? try [Data()] + (1..<size).map { try archive!.bytes("rank.\($0)") } : nil }
-        let part = ranks?.scatter(parts)
-        let mine = root ? archive! : try StateArchiveReader(data: part!, path: "\(path) (rank \(ranks!.rank)'s part)")
+        let lockstep = self.lockstep
+        try agreeing(ranks) { parts = root && lockstep ? try [Data()] + (1..<size).map { try archive!.bytes("rank.\($0)") } : nil }
+        let part = lockstep ? ranks?.scatter(parts) : nil
+        let mine = root ? archive : lockstep ? try StateArchiveReader(data: part!, path: "\(path) (rank \(ranks!.rank)'s part)") : nil
         let session = self.session
         try agreeing(ranks) {
-            try session.restore(from: mine, prefix: "")
+            if let mine { try session.restore(from: mine, prefix: "") }
             if root && session.step >= session.totalSteps && FileManager.default.fileExists(atPath: folder.weightsURL.path) {
                 throw ConfigurationError("the run in \(path) already reached its \(session.totalSteps) steps (its last checkpoint is at step \(session.step)); pass --steps with a larger budget to train on")
             }
         }
         lastCheckpoint = session.step
-        resumedFrom = mine.path
+        resumedFrom = mine?.path
         if root {
             let kept = try folder.readMetrics(columns: session.metricsColumns, rows: session.loop.rows)
             try folder.writeConfiguration(configuration)
@@ -137,6 +144,13 @@ public final class TrainingRun {
     /// `RunFailure` that says where the last good checkpoint and the metrics are.
     @discardableResult
     public func train(handleSignals: Bool = true, onRow: (MetricsRow) -> Void = { _ in }, onProgress: (Progress) -> Void = { _ in }) throws -> Outcome {
+        if let actor = actorRank {
+            // An actor rank acts and sends its steps until the learner says stop.
+            try actor.runAsActor()
+            return .finished(nil)
+        }
+        // A learner stops its actors however training ends.
+        defer { (session as? OffPolicyTrainer)?.stopActors() }
         if session.step >= session.totalSteps {
             // Stopped after its last checkpoint but before its weights were written: finish that.
             if writesFolder { try writeWeights() }
@@ -171,7 +185,7 @@ public final class TrainingRun {
             var message = "\(stop.error)\nTraining stopped at step \(session.step). "
             do {
                 // (A checkpoint needs every rank, which this rank alone cannot ask for: the last good one stays.)
-                guard ranks == nil else { throw CheckpointError("the other ranks are not taking one") }
+                guard !lockstep else { throw CheckpointError("the other ranks are not taking one") }
                 try checkpoint()
                 message += "A checkpoint of this step is in \(folder.checkpointsURL.path); "
             } catch {
@@ -198,7 +212,7 @@ public final class TrainingRun {
     /// A signal received by this process, or (several ranks) by any rank: every rank stops after the same step.
     func agreedSignal() -> Int32? {
         let own = InterruptSignals.received
-        guard let ranks else { return own }
+        guard let ranks, lockstep else { return own }
         return ranks.sum(own == nil ? 0 : 1) > 0 ? own ?? SIGTERM : nil
     }
 
@@ -208,10 +222,9 @@ public final class TrainingRun {
         let archive = StateArchive()
         try session.save(to: archive, prefix: "")
         if let ranks {
-            let parts = ranks.gather(ranks.rank == 0 ? Data() : archive.encode())
-            if let parts {
+            archive.metadata["ranks"] = "\(ranks.size)"
+            if lockstep, let parts = ranks.gather(ranks.rank == 0 ? Data() : archive.encode()) {
                 for k in 1..<ranks.size { archive.put("rank.\(k)", bytes: parts[k]) }
-                archive.metadata["ranks"] = "\(ranks.size)"
             }
         }
         if writesFolder { try store.write(archive.encode(), step: session.step) }
@@ -240,10 +253,7 @@ public struct RunFailure: Error, CustomStringConvertible {
 public func makeTrainingSession(_ configuration: RunConfiguration, ranks: (any Communicator)? = nil) throws -> any TrainingSession {
     switch configuration {
     case .offPolicy(let c):
-        if let ranks, ranks.size > 1 {
-            throw ConfigurationError("\(c.agent.algorithm.rawValue) cannot train across \(ranks.size) MPI ranks yet (off-policy actor-learner training is not implemented); run it as one process, or train ppo, ippo or mappo under mpirun")
-        }
-        return try OffPolicyTrainer(configuration: c)
+        return try OffPolicyTrainer(configuration: c, ranks: ranks)
     case .ppo(let c): return try PPOTrainer(configuration: c, ranks: ranks)
     }
 }

@@ -363,7 +363,13 @@ struct Train: ParsableCommand {
         let path = runDir ?? "runs/\(configuration.algorithm)-\(configuration.environment)-seed\(configuration.seed)"
         let run = try asUsageError { try TrainingRun(configuration: configuration, path: path, overwrite: overwrite, ranks: ranks) }
         if let ranks, ranks.rank > 0 { return try train(run) }
-        if let ranks { print("data-parallel over \(ranks.size) MPI ranks, each with its own environment copies; rank 0 writes the run folder") }
+        if let ranks {
+            if case .offPolicy = configuration {
+                print("actor-learner over \(ranks.size) MPI ranks: rank 0 learns (the replay, the updates) and writes the run folder, \(ranks.size - 1) actor rank\(ranks.size > 2 ? "s" : "") act with their own environment copies")
+            } else {
+                print("data-parallel over \(ranks.size) MPI ranks, each with its own environment copies; rank 0 writes the run folder")
+            }
+        }
         switch configuration {
         case .offPolicy(let c):
             let a = c.agent

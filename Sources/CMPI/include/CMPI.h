@@ -26,6 +26,8 @@ int rrl_mpi_send(const void *bytes, int64_t count, int destination, int tag);
 int rrl_mpi_receive(void *bytes, int64_t count, int source, int tag);
 /// Blocks until a message from `source` with `tag` is pending; writes its size in bytes.
 int rrl_mpi_probe(int source, int tag, int64_t *count);
+/// Whether a message from `source` with `tag` is pending (1) or not (0), without blocking.
+int rrl_mpi_iprobe(int source, int tag, int *pending);
 /// A barrier of all ranks.
 int rrl_mpi_barrier(void);
 /// MPI_Wtime.
