@@ -19,6 +19,8 @@ public protocol Communicator: AnyObject {
     /// Sends bytes to one rank; the receiver takes them with `receive(from:tag:)`, in order.
     func send(_ data: Data, to rank: Int, tag: Int)
     func receive(from rank: Int, tag: Int) -> Data
+    /// `send`, giving up after `timeout` seconds when `rank` does not take the message (false then).
+    func send(_ data: Data, to rank: Int, tag: Int, timeout: Double) -> Bool
     /// Whether a message from `rank` with `tag` waits to be received (never blocks).
     func isPending(from rank: Int, tag: Int) -> Bool
     /// Stops every rank of the job (after `message` is printed by the caller).
@@ -33,15 +35,17 @@ extension Communicator {
         return v
     }
 
-    /// A message from `rank`, waiting at most `timeout` seconds; nil when none came (the rank died,
-    /// hangs or is too slow: the caller reports it by name).
-    public func receive(from rank: Int, tag: Int, timeout: Double) -> Data? {
-        let deadline = Date().addingTimeInterval(timeout)
-        var pause: UInt32 = 10
+    /// A message from `rank`, waiting at most `timeout` seconds (nil: for ever); nil when none came
+    /// (the rank died, hangs or is too slow: the caller reports it by name). The wait sleeps between
+    /// looks instead of spinning as MPI's blocking receive does, so a rank that waits leaves the
+    /// processor to the ranks that work (several ranks often share a core).
+    public func receive(from rank: Int, tag: Int, timeout: Double?) -> Data? {
+        let deadline = timeout.map { Date().addingTimeInterval($0) }
+        var pause: UInt32 = 5
         while !isPending(from: rank, tag: tag) {
-            if Date() >= deadline { return nil }
+            if let deadline, Date() >= deadline { return nil }
             usleep(pause)
-            pause = min(pause * 2, 2000)
+            pause = min(pause * 2, 200)
         }
         return receive(from: rank, tag: tag)
     }

@@ -89,6 +89,15 @@ public final class MPIWorld: Communicator {
         }
     }
 
+    public func send(_ data: Data, to destination: Int, tag: Int, timeout: Double) -> Bool {
+        data.withUnsafeBytes { raw in
+            let rc = rrl_mpi_send_timed(raw.baseAddress ?? UnsafeRawPointer(MPIWorld.empty), Int64(data.count), Int32(destination), Int32(tag), timeout)
+            if rc == -1 { return false }
+            check(rc, "sending \(data.count) bytes to rank \(destination)")
+            return true
+        }
+    }
+
     public func receive(from source: Int, tag: Int) -> Data {
         var count: Int64 = 0
         check(rrl_mpi_probe(Int32(source), Int32(tag), &count), "waiting for a message from rank \(source)")

@@ -110,6 +110,10 @@ public final class ThreadGroupMember: Communicator, @unchecked Sendable {
     public func broadcast(_ data: Data, root: Int) -> Data { group.broadcast(data, root: root, rank: rank) }
     public func send(_ data: Data, to destination: Int, tag: Int) { group.send(data, from: rank, to: destination, tag: tag) }
     public func receive(from source: Int, tag: Int) -> Data { group.receive(from: source, to: rank, tag: tag) }
+    public func send(_ data: Data, to destination: Int, tag: Int, timeout: Double) -> Bool {
+        send(data, to: destination, tag: tag)
+        return true
+    }
     public func isPending(from source: Int, tag: Int) -> Bool { group.isPending(from: source, to: rank, tag: tag) }
     public func abort(code: Int32) -> Never { fatalError("rank \(rank) of a thread group aborted with code \(code)") }
 }

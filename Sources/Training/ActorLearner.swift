@@ -40,8 +40,8 @@ public final class ActorLearner {
 
     init(ranks: any Communicator, configuration: OffPolicyConfiguration) throws {
         self.ranks = ranks
-        stepsPerMessage = 1
-        weightsInterval = 1
+        stepsPerMessage = configuration.actorSteps ?? 1
+        weightsInterval = configuration.weightsInterval ?? 1
         let environment = ProcessInfo.processInfo.environment
         timeout = environment["RRL_ACTOR_TIMEOUT"].flatMap(Double.init) ?? 120
         sentVersions = Array(repeating: -1, count: ranks.size)
@@ -134,7 +134,9 @@ extension OffPolicyTrainer {
             if answer.version != nil { al.sentVersions[k] = agent.criticUpdates }
             let data = answer.version == nil ? ActorLearner.pack(answer, floats: UnsafeBufferPointer(start: nil, count: 0))
                                              : weights.withUnsafeBufferPointer { ActorLearner.pack(answer, floats: $0) }
-            al.ranks.send(data, to: k, tag: Tags.answer)
+            guard al.ranks.send(data, to: k, tag: Tags.answer, timeout: al.timeout) else {
+                throw TrainingError("actor rank \(k) took no answer for \(Int(al.timeout)) s (at step \(step)): it hangs or its environment stopped answering; the run stops (its last checkpoint is kept; RRL_ACTOR_TIMEOUT sets the wait in seconds)")
+            }
         }
         al.actorsStopped = stop
         // The updates owed for the steps received, at one process's ratio.
@@ -154,7 +156,7 @@ extension OffPolicyTrainer {
         for k in 1..<al.ranks.size {
             guard al.ranks.receive(from: k, tag: Tags.steps, timeout: al.timeout) != nil else { continue }
             let answer = ActorLearner.Answer(stop: true, step: step, version: nil)
-            al.ranks.send(ActorLearner.pack(answer, floats: UnsafeBufferPointer(start: nil, count: 0)), to: k, tag: Tags.answer)
+            _ = al.ranks.send(ActorLearner.pack(answer, floats: UnsafeBufferPointer(start: nil, count: 0)), to: k, tag: Tags.answer, timeout: al.timeout)
         }
     }
 
@@ -170,7 +172,8 @@ extension OffPolicyTrainer {
             al.ranks.send(recorder.records.withUnsafeBufferPointer { ActorLearner.pack(report, floats: $0) }, to: 0, tag: Tags.steps)
             recorder.clear()
             al.finishedReturns.removeAll(keepingCapacity: true)
-            let (answer, weights) = try ActorLearner.unpack(al.ranks.receive(from: 0, tag: Tags.answer), as: ActorLearner.Answer.self, from: 0)
+            // (The learner may evaluate or checkpoint for a while: an actor waits for it without a limit.)
+            let (answer, weights) = try ActorLearner.unpack(al.ranks.receive(from: 0, tag: Tags.answer, timeout: nil)!, as: ActorLearner.Answer.self, from: 0)
             if answer.stop { return }
             step = answer.step
             if let version = answer.version {

@@ -48,6 +48,10 @@ public struct OffPolicyConfiguration: Codable, Equatable, Sendable {
     /// Multi-agent copies: reset each copy when its episode ends (nil, the default), or hold finished
     /// copies until all have ended and reset them together.
     public var resetMode: MultiAgentVectorEnvironment.ResetMode? = nil
+    /// Actor-learner training under mpirun: environment passes an actor makes between two messages to
+    /// the learner (nil: 1), and learner updates between two weight sends to an actor (nil: 1).
+    public var actorSteps: Int? = nil
+    public var weightsInterval: Int? = nil
     public var agent = AgentConfiguration()
 
     public init() {}
@@ -192,6 +196,8 @@ public struct OffPolicyConfiguration: Codable, Equatable, Sendable {
     public func validate() throws {
         func fail(_ m: String) throws { throw ConfigurationError(m) }
         if steps < 1 { try fail("steps must be at least 1 (got \(steps))") }
+        if let k = actorSteps, k < 1 { try fail("actor steps (passes per message to the learner) must be at least 1 (got \(k))") }
+        if let k = weightsInterval, k < 1 { try fail("the weights interval (learner updates between weight sends) must be at least 1 (got \(k))") }
         if warmupSteps < 0 { try fail("warm-up steps must be 0 or more (got \(warmupSteps))") }
         if evaluationInterval < 1 { try fail("evaluation interval must be at least 1 (got \(evaluationInterval))") }
         if evaluationEpisodes < 1 { try fail("evaluation episodes must be at least 1 (got \(evaluationEpisodes))") }

@@ -43,7 +43,7 @@ final class MPITests: XCTestCase {
 
     /// Runs `mpirun -np ranks binary arguments` (at most `timeout` seconds, then everything is killed).
     /// `whileRunning` gets mpirun's process id while the job runs.
-    func mpirun(_ ranks: Int, _ binary: String, _ arguments: [String], timeout: Double = 120,
+    func mpirun(_ ranks: Int, _ binary: String, _ arguments: [String], timeout: Double = 120, environment extra: [String: String] = [:],
                 whileRunning: ((Int32) -> Void)? = nil) throws -> Run {
         let (_, mpirun) = try requirements()
         let process = Process()
@@ -54,6 +54,7 @@ final class MPITests: XCTestCase {
         environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
         environment["OMPI_MCA_btl_vader_single_copy_mechanism"] = "none"
         environment["OMPI_MCA_rmaps_base_oversubscribe"] = "1"
+        for (k, v) in extra { environment[k] = v }
         process.environment = environment
         let log = folder.appendingPathComponent("mpirun-\(UUID().uuidString).log")
         FileManager.default.createFile(atPath: log.path, contents: nil)
@@ -138,19 +139,63 @@ final class MPITests: XCTestCase {
         XCTAssertEqual(try metrics("m").count, 3)
     }
 
-    /// What cannot run across ranks says so: off-policy training, and an rrl built without MPI.
-    func testRefusals() throws {
-        let (rrl, _) = try requirements()
-        let sac = try mpirun(2, rrl, ["train", "sac", "--steps", "2000", "--run-dir", path("s"), "--quiet"])
-        XCTAssertEqual(sac.status != 0, true)
-        XCTAssertTrue(sac.output.contains("cannot train across 2 MPI ranks yet"), sac.summary)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: path("s") + "/config.json"), "nothing written")
+    /// An rrl built without MPI under mpirun says how to build one (instead of N runs side by side).
+    func testAPlainBuildUnderMpirunSaysHowToBuildWithMPI() throws {
+        _ = try requirements()
         let plain = RRLProcess.binary.path
-        if FileManager.default.isExecutableFile(atPath: plain) {
-            let run = try mpirun(2, plain, ppo + ["--run-dir", path("p")])
-            XCTAssertNotEqual(run.status, 0)
-            XCTAssertTrue(run.output.contains("built without MPI") && run.output.contains("--traits MPI"), run.summary)
+        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: plain), "no plain rrl next to the tests")
+        let run = try mpirun(2, plain, ppo + ["--run-dir", path("p")])
+        XCTAssertNotEqual(run.status, 0)
+        XCTAssertTrue(run.output.contains("built without MPI") && run.output.contains("--traits MPI"), run.summary)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("p") + "/config.json"), "nothing written")
+    }
+
+    let sac = ["train", "sac", "--env", "pendulum", "--steps", "1500", "--warmup", "300", "--eval-interval", "500", "--eval-episodes", "2",
+               "--actor-steps", "4", "--checkpoint-interval", "500", "--quiet"]
+
+    /// Actor-learner SAC: rank 0 learns, two actors act; the same seed gives the same run; the age of
+    /// the acting weights is logged; a resumed run goes on from the learner's checkpoint.
+    func testActorLearnerSACRepeatsAndResumes() throws {
+        let (rrl, _) = try requirements()
+        let first = try mpirun(3, rrl, sac + ["--run-dir", path("a")])
+        XCTAssertEqual(first.status, 0, first.summary)
+        let again = try mpirun(3, rrl, sac + ["--run-dir", path("b")])
+        XCTAssertEqual(again.status, 0, again.summary)
+        let rows = try metrics("a")
+        XCTAssertEqual(rows, try metrics("b"), "the same seed, the same run")
+        XCTAssertEqual(rows.count, 4)
+        let age = rows[0].firstIndex(of: "acting_weights_age")
+        XCTAssertNotNil(age)
+        if let age { XCTAssertEqual(Double(rows[3][age]) ?? .nan, 4 * 2 + 3, accuracy: 4, "weights a round old: the updates for 2 actors x 4 passes, and within a round") }
+        let resumed = try mpirun(3, rrl, ["train", "--resume", path("a"), "--steps", "2000", "--quiet"])
+        XCTAssertEqual(resumed.status, 0, resumed.summary)
+        XCTAssertEqual(try metrics("a").count, 5)
+        let wrongCount = try mpirun(2, rrl, ["train", "--resume", path("a"), "--steps", "3000", "--quiet"])
+        XCTAssertTrue(wrongCount.status != 0 && wrongCount.output.contains("mpirun -np 3"), wrongCount.summary)
+    }
+
+    /// An actor that stops answering (SIGSTOP) is reported by rank within the timeout (here 3 s), and
+    /// the run stops instead of waiting for it.
+    func testAHungActorIsReportedByRank() throws {
+        let (rrl, _) = try requirements()
+        var stopped: Int32 = 0
+        let run = try mpirun(3, rrl, ["train", "sac", "--env", "pendulum", "--steps", "10000000", "--warmup", "100",
+                                      "--checkpoint-interval", "500", "--run-dir", path("h"), "--quiet"], timeout: 90,
+                             environment: ["RRL_ACTOR_TIMEOUT": "3"]) { mpirunID in
+            let start = Date()
+            while Date().timeIntervalSince(start) < 60 {
+                let names = (try? FileManager.default.contentsOfDirectory(atPath: self.path("h") + "/checkpoints")) ?? []
+                if names.contains(where: { $0.hasSuffix(".ckpt") }) { break }
+                usleep(50_000)
+            }
+            let children = MPITests.children(of: mpirunID).sorted()
+            if children.count == 3 { stopped = children[2]; kill(children[2], SIGSTOP) }
         }
+        if stopped > 0 { kill(stopped, SIGKILL) }
+        XCTAssertGreaterThan(stopped, 0, "found the actor's process\n\(run.summary)")
+        XCTAssertFalse(run.timedOut, run.summary)
+        XCTAssertNotEqual(run.status, 0)
+        XCTAssertTrue(run.output.contains("actor rank 2 sent nothing for 3 s") || run.output.contains("actor rank 2 took no answer for 3 s"), run.summary)
     }
 
     /// A rank killed in the middle of training is reported by mpirun (its rank and signal) and the

@@ -24,6 +24,9 @@ int rrl_mpi_broadcast(void *bytes, int64_t count, int root);
 /// Blocking point-to-point messages of bytes (`tag` distinguishes streams).
 int rrl_mpi_send(const void *bytes, int64_t count, int destination, int tag);
 int rrl_mpi_receive(void *bytes, int64_t count, int source, int tag);
+/// A send that gives up after `timeout` seconds (the receiver never took it): returns -1 then.
+/// (A large message waits for its receiver; a receiver that hangs must not hang the sender.)
+int rrl_mpi_send_timed(const void *bytes, int64_t count, int destination, int tag, double timeout);
 /// Blocks until a message from `source` with `tag` is pending; writes its size in bytes.
 int rrl_mpi_probe(int source, int tag, int64_t *count);
 /// Whether a message from `source` with `tag` is pending (1) or not (0), without blocking.
