@@ -27,23 +27,19 @@ void rrl_mpi_abort(int code) { MPI_Abort(MPI_COMM_WORLD, code); }
 // MPI counts are ints: longer buffers go in pieces of at most 2^30 elements.
 #define RRL_MPI_PIECE (1 << 30)
 
-int rrl_mpi_sum_float(float *values, int64_t count) {
+// An in-place sum of `count` values of `size` bytes, in pieces.
+static int sum_in_pieces(void *values, int64_t count, MPI_Datatype type, size_t size) {
     for (int64_t at = 0; at < count; at += RRL_MPI_PIECE) {
         int n = (int)(count - at < RRL_MPI_PIECE ? count - at : RRL_MPI_PIECE);
-        int rc = MPI_Allreduce(MPI_IN_PLACE, values + at, n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        int rc = MPI_Allreduce(MPI_IN_PLACE, (char *)values + at * size, n, type, MPI_SUM, MPI_COMM_WORLD);
         if (rc != MPI_SUCCESS) return rc;
     }
     return MPI_SUCCESS;
 }
 
-int rrl_mpi_sum_double(double *values, int64_t count) {
-    for (int64_t at = 0; at < count; at += RRL_MPI_PIECE) {
-        int n = (int)(count - at < RRL_MPI_PIECE ? count - at : RRL_MPI_PIECE);
-        int rc = MPI_Allreduce(MPI_IN_PLACE, values + at, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-        if (rc != MPI_SUCCESS) return rc;
-    }
-    return MPI_SUCCESS;
-}
+int rrl_mpi_sum_float(float *values, int64_t count) { return sum_in_pieces(values, count, MPI_FLOAT, sizeof(float)); }
+
+int rrl_mpi_sum_double(double *values, int64_t count) { return sum_in_pieces(values, count, MPI_DOUBLE, sizeof(double)); }
 
 int rrl_mpi_broadcast(void *bytes, int64_t count, int root) {
     for (int64_t at = 0; at < count; at += RRL_MPI_PIECE) {

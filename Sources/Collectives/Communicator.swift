@@ -51,7 +51,7 @@ extension Communicator {
     }
 
     /// Every rank's bytes at `root`, in rank order (nil on the other ranks).
-    public func gather(_ data: Data, root: Int = 0, tag: Int = Tags.gather) -> [Data]? {
+    public func gather(_ data: Data, root: Int = 0, tag: Int = MessageTags.gather) -> [Data]? {
         guard rank == root else {
             send(data, to: root, tag: tag)
             return nil
@@ -60,7 +60,7 @@ extension Communicator {
     }
 
     /// Rank `k` gets `parts[k]` from `root` (`parts` is read at the root only).
-    public func scatter(_ parts: [Data]?, root: Int = 0, tag: Int = Tags.scatter) -> Data {
+    public func scatter(_ parts: [Data]?, root: Int = 0, tag: Int = MessageTags.scatter) -> Data {
         guard rank == root else { return receive(from: root, tag: tag) }
         let parts = parts!
         precondition(parts.count == size, "scatter needs one part per rank")
@@ -81,7 +81,7 @@ extension Communicator {
 }
 
 /// Message tags of the library's streams.
-public enum Tags {
+public enum MessageTags {
     public static let gather = 1
     public static let scatter = 2
     /// Actor-learner training: an actor's steps for the learner, the learner's answer.

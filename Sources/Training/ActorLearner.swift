@@ -105,7 +105,7 @@ extension OffPolicyTrainer {
         let N = environments.count, before = step
         var answered: [(rank: Int, version: Int)] = []
         for k in 1..<al.ranks.size {
-            guard let message = al.ranks.receive(from: k, tag: Tags.steps, timeout: al.timeout) else {
+            guard let message = al.ranks.receive(from: k, tag: MessageTags.steps, timeout: al.timeout) else {
                 throw TrainingError("actor rank \(k) sent nothing for \(Int(al.timeout)) s (at step \(step)): it hangs or its environment stopped answering; the run stops (its last checkpoint is kept; RRL_ACTOR_TIMEOUT sets the wait in seconds)")
             }
             let (report, records) = try ActorLearner.unpack(message, as: ActorLearner.Report.self, from: k)
@@ -134,7 +134,7 @@ extension OffPolicyTrainer {
             if answer.version != nil { al.sentVersions[k] = agent.criticUpdates }
             let data = answer.version == nil ? ActorLearner.pack(answer, floats: UnsafeBufferPointer(start: nil, count: 0))
                                              : weights.withUnsafeBufferPointer { ActorLearner.pack(answer, floats: $0) }
-            guard al.ranks.send(data, to: k, tag: Tags.answer, timeout: al.timeout) else {
+            guard al.ranks.send(data, to: k, tag: MessageTags.answer, timeout: al.timeout) else {
                 throw TrainingError("actor rank \(k) took no answer for \(Int(al.timeout)) s (at step \(step)): it hangs or its environment stopped answering; the run stops (its last checkpoint is kept; RRL_ACTOR_TIMEOUT sets the wait in seconds)")
             }
         }
@@ -154,9 +154,9 @@ extension OffPolicyTrainer {
         guard let al = actorLearner, al.isLearner, !al.actorsStopped else { return }
         al.actorsStopped = true
         for k in 1..<al.ranks.size {
-            guard al.ranks.receive(from: k, tag: Tags.steps, timeout: al.timeout) != nil else { continue }
+            guard al.ranks.receive(from: k, tag: MessageTags.steps, timeout: al.timeout) != nil else { continue }
             let answer = ActorLearner.Answer(stop: true, step: step, version: nil)
-            _ = al.ranks.send(ActorLearner.pack(answer, floats: UnsafeBufferPointer(start: nil, count: 0)), to: k, tag: Tags.answer, timeout: al.timeout)
+            _ = al.ranks.send(ActorLearner.pack(answer, floats: UnsafeBufferPointer(start: nil, count: 0)), to: k, tag: MessageTags.answer, timeout: al.timeout)
         }
     }
 
@@ -169,11 +169,11 @@ extension OffPolicyTrainer {
         while true {
             for _ in 0..<al.stepsPerMessage { try advance() }
             let report = ActorLearner.Report(steps: recorder.steps, version: al.actingVersion, returns: al.finishedReturns)
-            al.ranks.send(recorder.records.withUnsafeBufferPointer { ActorLearner.pack(report, floats: $0) }, to: 0, tag: Tags.steps)
+            al.ranks.send(recorder.records.withUnsafeBufferPointer { ActorLearner.pack(report, floats: $0) }, to: 0, tag: MessageTags.steps)
             recorder.clear()
             al.finishedReturns.removeAll(keepingCapacity: true)
             // (The learner may evaluate or checkpoint for a while: an actor waits for it without a limit.)
-            let (answer, weights) = try ActorLearner.unpack(al.ranks.receive(from: 0, tag: Tags.answer, timeout: nil)!, as: ActorLearner.Answer.self, from: 0)
+            let (answer, weights) = try ActorLearner.unpack(al.ranks.receive(from: 0, tag: MessageTags.answer, timeout: nil)!, as: ActorLearner.Answer.self, from: 0)
             if answer.stop { return }
             step = answer.step
             if let version = answer.version {

@@ -9,7 +9,8 @@ import Tensors
 /// A training run in its folder: the library's whole training loop, with checkpoints (every
 /// interval, at the end, and when SIGINT, SIGTERM or SIGHUP arrives), exact resume, the metrics log
 /// and TensorBoard events, the weights file, and what to do when something fails. `rrl train` is a
-/// thin layer over it; a library user gets the same by calling it.
+/// thin layer over it; a library user gets the same by calling it. Under mpirun every rank makes
+/// its own `TrainingRun` with the same arguments and `ranks`.
 ///
 /// ```swift
 /// let run = try TrainingRun(configuration: .offPolicy(configuration), path: "runs/mine")
@@ -29,8 +30,8 @@ public final class TrainingRun {
     /// The checkpoint a resumed run started from.
     public private(set) var resumedFrom: String?
 
-    /// Data-parallel ranks (nil: one process). Every rank trains; rank 0 alone writes the run folder
-    /// (configuration, metrics, checkpoints holding every rank's state, weights).
+    /// The MPI ranks training together (nil: one process): data-parallel (PPO, IPPO, MAPPO) or
+    /// actor-learner (the off-policy algorithms). Rank 0 alone writes the run folder.
     public let ranks: (any Communicator)?
     /// Whether this process writes the run folder (rank 0, or a single process).
     public var writesFolder: Bool { (ranks?.rank ?? 0) == 0 }
@@ -42,8 +43,8 @@ public final class TrainingRun {
 
     /// A new run in `path`. The trainer is built first (environments, the memory check, networks), so a
     /// run that cannot start leaves no folder behind; the folder is then taken by `RunFolder`'s rules
-    /// (an earlier run is replaced only with `overwrite`). `ranks`: train data-parallel with the other
-    /// ranks (every rank calls this with the same arguments).
+    /// (an earlier run is replaced only with `overwrite`). `ranks`: train with the other ranks (every
+    /// rank calls this with the same arguments).
     public init(configuration: RunConfiguration, path: String, overwrite: Bool = false, ranks: (any Communicator)? = nil) throws {
         self.configuration = configuration
         let ranks = ranks.flatMap { $0.size > 1 ? $0 : nil }
@@ -249,7 +250,7 @@ public struct RunFailure: Error, CustomStringConvertible {
     }
 }
 
-/// The trainer of a configuration (with `ranks`: its data-parallel part on this rank).
+/// The trainer of a configuration (with `ranks`: this rank's part of a data-parallel or actor-learner run).
 public func makeTrainingSession(_ configuration: RunConfiguration, ranks: (any Communicator)? = nil) throws -> any TrainingSession {
     switch configuration {
     case .offPolicy(let c):

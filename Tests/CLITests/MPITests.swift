@@ -182,14 +182,7 @@ final class MPITests: XCTestCase {
         let run = try mpirun(3, rrl, ["train", "sac", "--env", "pendulum", "--steps", "10000000", "--warmup", "100",
                                       "--checkpoint-interval", "500", "--run-dir", path("h"), "--quiet"], timeout: 90,
                              environment: ["RRL_ACTOR_TIMEOUT": "3"]) { mpirunID in
-            let start = Date()
-            while Date().timeIntervalSince(start) < 60 {
-                let names = (try? FileManager.default.contentsOfDirectory(atPath: self.path("h") + "/checkpoints")) ?? []
-                if names.contains(where: { $0.hasSuffix(".ckpt") }) { break }
-                usleep(50_000)
-            }
-            let children = MPITests.children(of: mpirunID).sorted()
-            if children.count == 3 { stopped = children[2]; kill(children[2], SIGSTOP) }
+            if let rank2 = self.rank2(of: mpirunID, afterACheckpointIn: "h") { stopped = rank2; kill(rank2, SIGSTOP) }
         }
         if stopped > 0 { kill(stopped, SIGKILL) }
         XCTAssertGreaterThan(stopped, 0, "found the actor's process\n\(run.summary)")
@@ -206,15 +199,8 @@ final class MPITests: XCTestCase {
         let run = try mpirun(3, rrl, ["train", "ppo", "--env", "cartpole-position", "--envs", "4", "--rollout-steps", "32",
                                       "--steps", "10000000", "--checkpoint-interval", "1536", "--run-dir", path("k"), "--quiet"],
                              timeout: 90) { mpirunID in
-            // Wait for the first checkpoint, then kill rank 2's process.
-            let start = Date()
-            while Date().timeIntervalSince(start) < 60 {
-                let names = (try? FileManager.default.contentsOfDirectory(atPath: self.path("k") + "/checkpoints")) ?? []
-                if names.contains(where: { $0.hasSuffix(".ckpt") }) { break }
-                usleep(50_000)
-            }
-            let children = MPITests.children(of: mpirunID).sorted()
-            if children.count == 3 { kill(children[2], SIGKILL); killed = true }
+            // After the first checkpoint, rank 2's process is killed.
+            if let rank2 = self.rank2(of: mpirunID, afterACheckpointIn: "k") { kill(rank2, SIGKILL); killed = true }
         }
         XCTAssertTrue(killed, "found the three ranks' processes\n\(run.summary)")
         XCTAssertFalse(run.timedOut, run.summary)
@@ -222,6 +208,19 @@ final class MPITests: XCTestCase {
         XCTAssertTrue(run.output.contains("rank") && (run.output.contains("signal 9") || run.output.contains("Killed")), run.summary)
         let resumed = try mpirun(3, rrl, ["train", "--resume", path("k"), "--steps", "4608", "--quiet"])
         XCTAssertEqual(resumed.status, 0, resumed.summary)
+    }
+
+    /// Once the run in `run` has written a checkpoint (at most 60 s), the process of the third of the
+    /// three ranks mpirun `mpirunID` started (nil when there are not three).
+    func rank2(of mpirunID: Int32, afterACheckpointIn run: String) -> Int32? {
+        let start = Date()
+        while Date().timeIntervalSince(start) < 60 {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: path(run) + "/checkpoints")) ?? []
+            if names.contains(where: { $0.hasSuffix(".ckpt") }) { break }
+            usleep(50_000)
+        }
+        let children = MPITests.children(of: mpirunID).sorted()
+        return children.count == 3 ? children[2] : nil
     }
 
     /// Process ids whose parent is `parent` (from /proc).
