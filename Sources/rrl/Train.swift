@@ -91,8 +91,8 @@ struct Train: ParsableCommand {
     @Option(parsing: .unconditional, help: "SAC target entropy (default -action dimensions; 0.98 log n for n discrete actions).") var targetEntropy: Float?
     @Option(parsing: .unconditional, help: "Number of critics (the target takes their minimum).") var critics: Int?
     @Option(parsing: .unconditional, help: "Environment steps per critic update.") var criticInterval: Int?
-    @Option(help: "Actor-learner training under mpirun: environment passes an actor rank makes per message to the learner (default 1).") var actorSteps: Int?
-    @Option(help: "Actor-learner training under mpirun: learner updates between two weight sends to an actor (default 1).") var weightsInterval: Int?
+    @Option(parsing: .unconditional, help: "Actor-learner training under mpirun: environment passes an actor rank makes per message to the learner (default 1).") var actorSteps: Int?
+    @Option(parsing: .unconditional, help: "Actor-learner training under mpirun: learner updates between two weight sends to an actor (default 1).") var weightsInterval: Int?
     @Option(parsing: .unconditional, help: "Q-heads per critic on its one encoder (an ensemble; RESeL: --critics 1 --critic-heads 8).") var criticHeads: Int?
     @Option(parsing: .unconditional, help: "The target's minimum over this many Q-functions (critics × heads) drawn at random each update (REDQ, RESeL: 2; default all).") var targetSubset: Int?
     @Option(help: "What the SAC actor maximises over the Q-functions: minimum (the default) or mean (REDQ, RESeL).") var actorQ: ActorQ?
