@@ -57,7 +57,7 @@ final class MPITests: XCTestCase {
         for (k, v) in extra { environment[k] = v }
         process.environment = environment
         let log = folder.appendingPathComponent("mpirun-\(UUID().uuidString).log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let handle = try FileHandle(forWritingTo: log)
         process.standardOutput = handle
         process.standardError = handle
