@@ -402,41 +402,41 @@ public final class PPOAgent {
 
     // MARK: Refreshing
 
-    /// Steps the actor (and, with `critic`, the critic) over the whole rollout with the current
-    /// weights, from the states stored at its first step, restarting at episode starts. Writes the
-    /// actor states entering every step into `actorStates`; with `critic`, also the buffer's critic
-    /// states and values, and the critic's (shared: actor's) state after each truncated step into
-    /// `truncatedStates`. Leaves the states entering the step after the rollout in `refreshActorState`
-    /// and `refreshCriticState`.
-    func stepThroughRollout(_ buffer: RolloutBuffer, actorStates: Tensor, critic: Bool) {
-        let T = buffer.steps, N = buffer.envs, C = contextWidth, Sa = actorStateWidth, Sc = criticStateWidth
+    /// Runs the actor (and, with `critic`, the critic) over the whole rollout with the current
+    /// weights in one sequence pass each, from the states stored at its first step, restarting at
+    /// episode starts. Writes the actor states entering every step into `actorStates`; with `critic`,
+    /// also the buffer's critic states and values, and the critic's (shared: actor's) state after
+    /// every step into `truncatedStates` (read at truncated steps). Leaves the states entering the
+    /// step after the rollout in `refreshActorState` and `refreshCriticState`.
+    func stepThroughRollout(_ buffer: RolloutBuffer, actorStates: Tensor, critic withCritic: Bool) {
+        let T = buffer.steps, N = buffer.envs, Sa = actorStateWidth, Sc = criticStateWidth
         let aState = refreshActorState, cState = refreshCriticState
         actorStates.resize(buffer.actorStates.shape)
         aState.resize(Shape(d0: N, d1: max(Sa, 1)))
         cState.resize(Shape(d0: N, d1: max(Sc, 1)))
-        aState.data.update(from: buffer.collectedActorStates.data, count: N * Sa)
+        let S = isShared ? Sa : Sc
+        if withCritic { truncatedStates.resize(Shape(d0: T, d1: N, d2: max(S, 1))) }
+        // One pass of a network over the rollout: the states entering each step into `states`, the
+        // states after each step into `truncatedStates` (when `after`), the final state into `final`.
+        func pass(_ network: SequenceNetwork, input: Tensor, start: Tensor, states: Tensor, width: Int, after: Bool, final: Tensor) -> Tensor {
+            guard let encoder = network.encoder else { return input }
+            // The collected states entering the rollout's first step: `start`'s first N rows.
+            let initial = Matrix(start.data, rows: N, columns: width, stride: width)
+            let features = encoder.forward(input, initialState: initial, resetMask: buffer.episodeStarts, resets: .zero, keepActivations: true)
+            encoder.copyStepStates(entering: true, into: states.data, rowStride: width, column: 0)
+            if after { encoder.copyStepStates(entering: false, into: truncatedStates.data, rowStride: width, column: 0) }
+            final.data.update(from: encoder.finalState.data, count: N * width)
+            return features
+        }
         cState.data.update(from: buffer.collectedCriticStates.data, count: N * Sc)
-        let S = isShared ? Sa : Sc, after = isShared ? aState : cState
-        if critic { truncatedStates.resize(Shape(d0: T, d1: N, d2: max(S, 1))) }
-        step1Context.resize(Shape(d0: 1, d1: N, d2: C))
-        let Cc = criticContextWidth, central = hasCentralCritic ? step1CriticContext : nil
-        central?.resize(Shape(d0: 1, d1: N, d2: Cc))
-        for t in 0..<T {
-            for n in 0..<N where buffer.isEpisodeStart(t, n) {
-                (aState.data + n * Sa).update(repeating: 0, count: Sa)
-                (cState.data + n * Sc).update(repeating: 0, count: Sc)
-            }
-            actorStates.data.advanced(by: t * N * Sa).update(from: aState.data, count: N * Sa)
-            step1Context.data.update(from: buffer.contexts.data + t * N * C, count: N * C)
-            _ = actorStep(step1Context, state: aState)
-            guard critic else { continue }
-            buffer.criticStates.data.advanced(by: t * N * Sc).update(from: cState.data, count: N * Sc)
-            central?.data.update(from: buffer.criticContexts.data + t * N * Cc, count: N * Cc)
-            let v = criticStep(central ?? step1Context, state: cState)
-            for n in 0..<N { buffer.values.data[t * N + n] = v.data[n] }
-            for n in 0..<N where buffer.isTruncated(t, n) {
-                (truncatedStates.data + (t * N + n) * S).update(from: after.data + n * S, count: S)
-            }
+        let actorFeatures = pass(actor, input: buffer.contexts, start: buffer.collectedActorStates, states: actorStates, width: Sa,
+                                 after: withCritic && isShared, final: aState)
+        if withCritic {
+            let features = isShared ? actorFeatures
+                : pass(critic, input: hasCentralCritic ? buffer.criticContexts : buffer.contexts, start: buffer.collectedCriticStates,
+                       states: buffer.criticStates, width: Sc, after: true, final: cState)
+            let v = critic.head(features: features, firstRow: 0, rows: T * N, extra: nil)
+            buffer.values.data.update(from: v.data, count: T * N)
         }
         for n in 0..<N where buffer.lastEpisodeStarts.data[n] != 0 {
             (aState.data + n * Sa).update(repeating: 0, count: Sa)
@@ -467,8 +467,10 @@ public final class PPOAgent {
         // The step after the rollout.
         buffer.lastActorStates.data.update(from: refreshActorState.data, count: N * Sa)
         buffer.lastCriticStates.data.update(from: refreshCriticState.data, count: N * Sc)
+        step1Context.resize(Shape(d0: 1, d1: N, d2: C))
         step1Context.data.update(from: buffer.lastContexts.data, count: N * C)
         let lastCritic = hasCentralCritic ? step1CriticContext : nil
+        lastCritic?.resize(Shape(d0: 1, d1: N, d2: Cc))
         lastCritic?.data.update(from: buffer.lastCriticContexts.data, count: N * Cc)
         values(context: step1Context, criticContext: lastCritic, actorState: refreshActorState, criticState: refreshCriticState,
                into: buffer.lastValues.data)

@@ -130,6 +130,10 @@ public final class ContextEncoder: RecurrentLayer {
         embeddings.flatMap(\.parameters) + (projection?.parameters ?? [])
     }
 
+    public func copyStepStates(entering: Bool, into destination: UnsafeMutablePointer<Float>, rowStride: Int, column: Int) {
+        recurrent.copyStepStates(entering: entering, into: destination, rowStride: rowStride, column: column)
+    }
+
     @discardableResult
     public func forward(_ input: Tensor, initialState: Matrix?, resetMask: Tensor?, resets: ResetTarget, keepActivations: Bool) -> Tensor {
         precondition(input.shape.rank == 3 && input.shape[2] == inputSize, "ContextEncoder expects [time, batch, \(inputSize)], got \(input.shape)")

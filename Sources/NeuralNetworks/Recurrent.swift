@@ -36,6 +36,18 @@ public protocol RecurrentLayer: ParameterContainer {
     /// `finalStateGradient` is `batch x stateWidth` (nil: zero). With `truncation` k > 0 the
     /// gradient carried through the state is cut every k steps (at steps k, 2k, ...).
     func backward(outputGradient: Tensor?, finalStateGradient: Matrix?, truncation: Int, needsInputGradient: Bool)
+
+    /// After a `forward` with `keepActivations`: every step's state, `time * batch` rows (time-major)
+    /// written `rowStride` floats apart, from float `column` of each: the state entering the step
+    /// (`entering`, resets applied) or the state after it. One sequence pass then hands back what
+    /// stepping one step at a time would (refreshing stored states).
+    func copyStepStates(entering: Bool, into destination: UnsafeMutablePointer<Float>, rowStride: Int, column: Int)
+}
+
+/// Copies `rows` rows of `width` floats from `source` (packed) to rows `rowStride` apart at `destination + column`.
+@inline(__always) func copyRows(_ source: UnsafePointer<Float>, rows: Int, width: Int, into destination: UnsafeMutablePointer<Float>,
+                                rowStride: Int, column: Int) {
+    for r in 0..<rows { (destination + r * rowStride + column).update(from: source + r * width, count: width) }
 }
 
 /// What a reset after the first step restarts from.
@@ -299,6 +311,12 @@ public final class GRU: RecurrentLayer {
         return output
     }
 
+    public func copyStepStates(entering: Bool, into destination: UnsafeMutablePointer<Float>, rowStride: Int, column: Int) {
+        precondition(hasActivations, "GRU.copyStepStates needs a preceding forward with keepActivations")
+        let rows = geometry.time * geometry.batch, H = hiddenSize
+        copyRows((entering ? previousStates : output).data, rows: rows, width: H, into: destination, rowStride: rowStride, column: column)
+    }
+
     public func backward(outputGradient: Tensor?, finalStateGradient: Matrix?, truncation: Int, needsInputGradient: Bool) {
         guard let input, hasActivations else { preconditionFailure("GRU.backward needs a preceding forward with keepActivations") }
         let T = geometry.time, B = geometry.batch, H = hiddenSize, G = 3 * H
@@ -467,6 +485,13 @@ public final class LSTM: RecurrentLayer {
         return output
     }
 
+    public func copyStepStates(entering: Bool, into destination: UnsafeMutablePointer<Float>, rowStride: Int, column: Int) {
+        precondition(hasActivations, "LSTM.copyStepStates needs a preceding forward with keepActivations")
+        let rows = geometry.time * geometry.batch, H = hiddenSize
+        copyRows((entering ? previousHidden : output).data, rows: rows, width: H, into: destination, rowStride: rowStride, column: column)
+        copyRows((entering ? previousCells : cells).data, rows: rows, width: H, into: destination, rowStride: rowStride, column: column + H)
+    }
+
     public func backward(outputGradient: Tensor?, finalStateGradient: Matrix?, truncation: Int, needsInputGradient: Bool) {
         guard let input, hasActivations else { preconditionFailure("LSTM.backward needs a preceding forward with keepActivations") }
         let T = geometry.time, B = geometry.batch, H = hiddenSize, G = 4 * H
@@ -573,6 +598,14 @@ public final class RecurrentStack: RecurrentLayer {
             column += layer.stateWidth
         }
         return x
+    }
+
+    public func copyStepStates(entering: Bool, into destination: UnsafeMutablePointer<Float>, rowStride: Int, column: Int) {
+        var at = column
+        for layer in layers {
+            layer.copyStepStates(entering: entering, into: destination, rowStride: rowStride, column: at)
+            at += layer.stateWidth
+        }
     }
 
     public func backward(outputGradient: Tensor?, finalStateGradient: Matrix?, truncation: Int, needsInputGradient: Bool) {
