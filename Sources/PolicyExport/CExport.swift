@@ -19,8 +19,8 @@ import Tensors
 /// `-O3 -march=native` uses the machine's widest vectors and FMA).
 public enum CExport {
     public static func header(of policy: Policy) -> String {
-        precondition(policy.manifest.network.contextEncoder == nil && !policy.manifest.context.holdsLastObservation,
-                     "the C export builds neither a context encoder nor the previous observation")
+        precondition(policy.manifest.context.observation || !policy.manifest.context.holdsLastObservation,
+                     "a context with the previous observation holds the current one too")
         let m = policy.manifest, o = m.observationWidth, C = m.network.inputWidth, R = policy.recurrentStateWidth
         let P = policy.previousActionWidth, S = policy.stateWidth, discrete = m.actions.count
         let A = discrete == nil ? m.actions.width : 1
@@ -45,6 +45,8 @@ public enum CExport {
                 body.append("    for (int j = 0; j < \(o); j++) x[k++] = observation[j];")
             }
         }
+        // The previous observation (as the network saw it), kept in the state after the previous action.
+        if m.context.holdsLastObservation { body.append("    for (int j = 0; j < \(o); j++) x[k++] = state[\(R + P) + j];") }
         if m.context.agentID { body.append("    for (int j = 0; j < \(m.agents); j++) x[k++] = j == agent % \(m.agents) ? 1.0f : 0.0f;") }
         if P > 0 { body.append("    for (int j = 0; j < \(P); j++) x[k++] = state[\(R) + j];") }
         if m.context.lastReward {
@@ -54,12 +56,56 @@ public enum CExport {
                 body.append("    x[k++] = episode_start ? 0.0f : reward;")
             }
         }
+        // The current observation becomes the next step's previous one.
+        if m.context.holdsLastObservation { body.append("    memcpy(state + \(R + P), x, sizeof(float) * \(o));") }
         // Each network is a function of its own: (context x, state) -> outputs.
         var functions: [String] = []
         for (k, network) in policy.networks.enumerated() {
             var net: [String] = ["    (void)state;"]
             var input = "x", width = C
-            if let encoder = network.encoder as? RecurrentStack {
+            // A dense layer from `from` (`inputs` floats) into a new array named `name`; returns the name.
+            func dense(_ layer: Dense, _ name: String, from: String, inputs: Int) -> String {
+                let W = array("n\(k)_\(name)_weight_t", layer.weight.value.transposedValues), b = array("n\(k)_\(name)_bias", layer.bias.value.array)
+                let out = layer.outputSize
+                net.append("    float \(name)[\(out)];")
+                net.append("    memcpy(\(name), \(b), sizeof \(name));")
+                net.append("    for (int j = 0; j < \(inputs); j++) { const float u = \(from)[j]; const float *w = \(W) + j * \(out); for (int i = 0; i < \(out); i++) \(name)[i] += w[i] * u; }")
+                activate(layer.activation, name, count: out)
+                return name
+            }
+            func activate(_ activation: Activation, _ name: String, count: Int) {
+                guard activation != .identity else { return }
+                net.append("    for (int i = 0; i < \(count); i++) {")
+                net.append("        float v = \(name)[i];")
+                switch activation {
+                case .identity: break
+                case .relu: net.append("        \(name)[i] = v > 0 ? v : 0;")
+                case .tanh: net.append("        \(name)[i] = rrl_policy_tanh(v);")
+                case .sigmoid: net.append("        \(name)[i] = rrl_policy_sigmoid(v);")
+                case .elu: net.append("        \(name)[i] = v > 0 ? v : expm1f(v);")
+                }
+                net.append("    }")
+            }
+            var stack = network.encoder as? RecurrentStack
+            let contextEncoder = network.encoder as? ContextEncoder
+            if let contextEncoder {
+                // RESeL's context encoder: each input group embedded, side by side, the dense layers, then the recurrence.
+                let E = contextEncoder.layout.inputEmbedding, G = contextEncoder.groups.count
+                net.append("    float embedded[\(E * G)];")
+                var column = 0
+                for (g, w) in contextEncoder.groups.enumerated() {
+                    let e = dense(contextEncoder.embeddings[g], "embedding\(g)", from: "(\(input) + \(column))", inputs: w)
+                    net.append("    memcpy(embedded + \(g * E), \(e), sizeof(float) * \(E));")
+                    column += w
+                }
+                input = "embedded"; width = E * G
+                for (i, layer) in contextEncoder.before.enumerated() {
+                    input = dense(layer, "before\(i)", from: input, inputs: width)
+                    width = layer.outputSize
+                }
+                stack = contextEncoder.recurrent
+            }
+            if let encoder = stack {
                 let H = encoder.hiddenSize
                 var column = 0
                 for (l, layer) in encoder.layers.enumerated() {
@@ -99,24 +145,24 @@ public enum CExport {
                     width = H
                 }
             }
-            for (d, layer) in network.head.layers.enumerated() {
-                let dense = layer as! Dense
-                let W = array("n\(k)_head\(d)_weight_t", dense.weight.value.transposedValues), b = array("n\(k)_head\(d)_bias", dense.bias.value.array)
-                let out = dense.outputSize
-                net.append("    float d\(d)[\(out)];")
-                net.append("    memcpy(d\(d), \(b), sizeof d\(d));")
-                net.append("    for (int j = 0; j < \(width); j++) { const float u = \(input)[j]; const float *w = \(W) + j * \(out); for (int i = 0; i < \(out); i++) d\(d)[i] += w[i] * u; }")
-                net.append("    for (int i = 0; i < \(out); i++) {")
-                net.append("        float v = d\(d)[i];")
-                switch dense.activation {
-                case .identity: net.append("        d\(d)[i] = v;")
-                case .relu: net.append("        d\(d)[i] = v > 0 ? v : 0;")
-                case .tanh: net.append("        d\(d)[i] = rrl_policy_tanh(v);")
-                case .sigmoid: net.append("        d\(d)[i] = rrl_policy_sigmoid(v);")
-                case .elu: net.append("        d\(d)[i] = v > 0 ? v : expm1f(v);")
+            if let contextEncoder {
+                // Its activation, the layer after it, and the projection of the observation beside.
+                let A = contextEncoder.layout.after, P = contextEncoder.projection == nil ? 0 : contextEncoder.layout.projection
+                net.append("    float activated[\(width)];")
+                net.append("    memcpy(activated, \(input), sizeof activated);")
+                activate(contextEncoder.activation, "activated", count: width)
+                let after = dense(contextEncoder.afterLayer, "after", from: "activated", inputs: width)
+                net.append("    float features[\(A + P)];")
+                net.append("    memcpy(features, \(after), sizeof(float) * \(A));")
+                if let projection = contextEncoder.projection {
+                    let q = dense(projection, "projection", from: "x", inputs: contextEncoder.groups[0])
+                    net.append("    memcpy(features + \(A), \(q), sizeof(float) * \(P));")
                 }
-                net.append("    }")
-                input = "d\(d)"
+                input = "features"; width = A + P
+            }
+            for (d, layer) in network.head.layers.enumerated() {
+                let out = (layer as! Dense).outputSize
+                input = dense(layer as! Dense, "d\(d)", from: input, inputs: width)
                 width = out
             }
             net.append("    memcpy(out, \(input), sizeof(float) * \(width));")
