@@ -13,7 +13,8 @@ reward; PyTorch's GRU/LSTM then the head MLP; the deterministic action (tanh of 
 output, the mean, or the best logit) mapped onto the environment's bounds. Actions are deterministic.
 
 The state is a [batch, state_width] tensor laid out as RecurrentRL's: per recurrent layer h (then c for
-an LSTM), then the previous action as the network sees it. Policies with one network per agent run
+an LSTM), then the previous action as the network sees it, then (when the context holds it) the
+previous observation as the network saw it. RESeL's context encoder is built when the manifest has one. Policies with one network per agent run
 row r (or agent[r]) through its agent's network.
 """
 import json
@@ -57,16 +58,52 @@ class Policy(torch.nn.Module):
         self.count = manifest.get("networks") or 1
         self.rnns = torch.nn.ModuleList()
         self.heads = torch.nn.ModuleList()
+        # RESeL's context encoder: each input group embedded, dense layers, the recurrence, the
+        # activation, a linear layer, and a projection of the observation beside it.
+        self.context_encoder = net.get("contextEncoder")
+        self.encoders = torch.nn.ModuleList()
+        context = manifest["context"]
+        actions = manifest["actions"]
+        discrete = actions.get("count")
+        previous = (discrete or len(actions["low"])) if context["lastAction"] else 0
+        o = manifest["observationWidth"]
+        self.groups = [w for w in [o if context["observation"] else 0, o if context.get("lastObservation") else 0,
+                                   manifest["agents"] if context["agentID"] else 0, previous, 1 if context["lastReward"] else 0] if w > 0]
+
+        def linear_from(name, width_in, width_out):
+            linear = torch.nn.Linear(width_in, width_out)
+            linear.weight.data.copy_(tensors[name + ".weight"])
+            linear.bias.data.copy_(tensors[name + ".bias"])
+            return linear
+
         for k in range(self.count):
             prefix = net["parameterPrefix"] + (f"agent{k}." if self.count > 1 else "")
+            rnn_input, rnn_prefix = net["inputWidth"], prefix + "encoder."
+            if self.context_encoder:
+                ce, parts = self.context_encoder, torch.nn.ModuleDict()
+                E = ce["inputEmbedding"]
+                parts["embeddings"] = torch.nn.ModuleList(
+                    [linear_from(f"{prefix}encoder.embedding{g}", w, E) for g, w in enumerate(self.groups)])
+                width, before = E * len(self.groups), torch.nn.ModuleList()
+                for i, out in enumerate(ce["before"]):
+                    before.append(linear_from(f"{prefix}encoder.before{i}", width, out))
+                    width = out
+                parts["before"] = before
+                parts["after"] = linear_from(f"{prefix}encoder.after", self.hidden, ce["after"])
+                if ce["projection"] > 0:
+                    parts["projection"] = linear_from(f"{prefix}encoder.projection", self.groups[0], ce["projection"])
+                self.encoders.append(parts)
+                rnn_input, rnn_prefix = width, prefix + "encoder.rnn."
             if self.cell:
                 kind = torch.nn.GRU if self.cell == "gru" else torch.nn.LSTM
-                rnn = kind(net["inputWidth"], self.hidden, self.layers)
+                rnn = kind(rnn_input, self.hidden, self.layers)
                 for name, parameter in rnn.named_parameters():
-                    parameter.data.copy_(tensors[prefix + "encoder." + name])
+                    parameter.data.copy_(tensors[rnn_prefix + name])
                 self.rnns.append(rnn)
             linears = torch.nn.ModuleList()
             width = self.hidden if self.cell else net["inputWidth"]
+            if self.context_encoder:
+                width = self.context_encoder["after"] + self.context_encoder["projection"]
             for i, out in enumerate(net["headHiddenSizes"] + [net["outputWidth"]]):
                 linear = torch.nn.Linear(width, out)
                 linear.weight.data.copy_(tensors[f"{prefix}head.{i}.weight"])
@@ -85,7 +122,9 @@ class Policy(torch.nn.Module):
         context = manifest["context"]
         self.previous_width = (self.discrete or self.action_width) if context["lastAction"] else 0
         self.recurrent_width = self.layers * self.hidden * (2 if self.cell == "lstm" else 1)
-        self.state_width = self.recurrent_width + self.previous_width
+        # The previous observation (as the network saw it) follows the previous action in the state.
+        self.previous_observation_width = manifest["observationWidth"] if context.get("lastObservation") else 0
+        self.state_width = self.recurrent_width + self.previous_width + self.previous_observation_width
 
     def initial_state(self, batch=1):
         return torch.zeros(batch, self.state_width)
@@ -110,11 +149,14 @@ class Policy(torch.nn.Module):
                 std = torch.sqrt(torch.tensor(normalizer["variance"], dtype=torch.float64) + 1e-8)
                 x = ((x.double() - mean) / std).clamp(-10, 10).float()
             parts.append(x)
+        r0 = self.recurrent_width
+        if self.previous_observation_width:
+            p0 = r0 + self.previous_width
+            parts.append(state[:, p0:p0 + self.previous_observation_width])
         agents = m["agents"]
         index = (torch.arange(batch) % agents if agent is None else torch.as_tensor(agent)).long()
         if context["agentID"]:
             parts.append(torch.nn.functional.one_hot(index, agents).float())
-        r0 = self.recurrent_width
         if self.previous_width:
             parts.append(state[:, r0:r0 + self.previous_width])
         if context["lastReward"]:
@@ -125,9 +167,20 @@ class Policy(torch.nn.Module):
             parts.append(r.reshape(batch, 1) * keep)
         context = torch.cat(parts, dim=1)
         next_state = state.clone()
+        if self.previous_observation_width:
+            p0 = r0 + self.previous_width
+            next_state[:, p0:p0 + self.previous_observation_width] = parts[0]
         outputs = []
         for k in range(self.count):
             x = context
+            if self.context_encoder:
+                ce, column, embedded = self.encoders[k], 0, []
+                for g, w in enumerate(self.groups):
+                    embedded.append(ce["embeddings"][g](context[:, column:column + w]))
+                    column += w
+                x = torch.cat(embedded, dim=1)
+                for linear in ce["before"]:
+                    x = self.activation(linear(x))
             if self.cell:
                 per = self.hidden * (2 if self.cell == "lstm" else 1)
                 layers = state[:, :r0].reshape(batch, self.layers, per).transpose(0, 1)
@@ -142,6 +195,11 @@ class Policy(torch.nn.Module):
                 rows = index % self.count == k
                 next_state[rows, :r0] = nxt.transpose(0, 1).reshape(batch, r0)[rows]
                 x = y[0]
+            if self.context_encoder:
+                features = [ce["after"](self.activation(x))]
+                if "projection" in ce:
+                    features.append(ce["projection"](context[:, :self.groups[0]]))
+                x = torch.cat(features, dim=1)
             linears = self.heads[k]
             for i, linear in enumerate(linears):
                 x = linear(x)
@@ -155,7 +213,7 @@ class Policy(torch.nn.Module):
                 x = torch.where(torch.as_tensor(action_mask) == 0, torch.full_like(x, -1e9), x)
             index = x.argmax(dim=1)
             if self.previous_width:
-                next_state[:, r0:] = torch.nn.functional.one_hot(index, self.discrete).float()
+                next_state[:, r0:r0 + self.previous_width] = torch.nn.functional.one_hot(index, self.discrete).float()
             return index, next_state
         a = x[:, :self.action_width]
         if distribution == "tanhGaussian":
@@ -163,6 +221,6 @@ class Policy(torch.nn.Module):
         elif distribution == "deterministic":
             a = a.clamp(-1, 1)
         if self.previous_width:
-            next_state[:, r0:] = a
+            next_state[:, r0:r0 + self.previous_width] = a
         mapped = self.low + (a.clamp(-1, 1) + 1) * 0.5 * (self.high - self.low)
         return torch.minimum(torch.maximum(mapped, self.low), self.high), next_state

@@ -26,9 +26,9 @@ struct Export: ParsableCommand {
     func run() throws {
         let saved = try SavedRun(path: runDirectory)
         let policy = saved.policy
-        if format == .onnx || format == .torch, let part = policy.manifest.network.contextEncoder != nil ? "RESeL's context encoder"
+        if format == .onnx, let part = policy.manifest.network.contextEncoder != nil ? "RESeL's context encoder"
             : policy.manifest.context.holdsLastObservation ? "the previous observation in its context" : nil {
-            throw ValidationError("this policy has \(part), which the \(format.rawValue) export does not build yet; export --format c (a C header) or --format weights (the Swift inference library and `rrl evaluate` run it)")
+            throw ValidationError("this policy has \(part), which the \(format.rawValue) export does not build yet; export --format c (a C header), --format torch (a PyTorch module) or --format weights (the Swift inference library and `rrl evaluate` run it)")
         }
         let folder = URL(fileURLWithPath: output ?? runDirectory, isDirectory: true)
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)

@@ -306,7 +306,8 @@ struct Rollout {
         try floats("rewards.bin", rewards)
         try floats("starts.bin", starts)
         try floats("masks.bin", maskWidth > 0 ? masks : [0])
-        let encoder = policy.encoder as? RecurrentStack
+        // (A context encoder's recurrent state is its stack's.)
+        let encoder = (policy.encoder as? ContextEncoder)?.recurrent ?? policy.encoder as? RecurrentStack
         let info: [String: Any] = [
             "steps": steps, "rows": rows, "observationWidth": observationWidth, "maskWidth": maskWidth, "agents": policy.manifest.agents,
             "layers": encoder?.layers.count ?? 0, "hidden": encoder?.hiddenSize ?? 0, "lstm": policy.manifest.network.cell == .lstm,
