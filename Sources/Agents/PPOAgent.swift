@@ -196,12 +196,15 @@ public final class PPOAgent {
 
     /// A CRC-32C of the weights and the normalisers' statistics: equal on every rank of a data-parallel run.
     public func weightsChecksum() -> UInt32 {
-        var bytes = Data()
-        for p in parameters { bytes.append(UnsafeBufferPointer(start: p.value.data, count: p.value.count)) }
-        for statistics in [observationStatistics, returnStatistics, stateStatistics] {
-            for values in [statistics.mean, statistics.variance, [statistics.count]] { values.withUnsafeBufferPointer { bytes.append($0) } }
+        var crc: UInt32 = 0
+        func add(_ values: UnsafeRawBufferPointer) { crc = crc32c(values.bindMemory(to: UInt8.self), continuing: crc) }
+        for p in parameters { add(UnsafeRawBufferPointer(start: p.value.data, count: p.value.count * 4)) }
+        for var statistics in [observationStatistics, returnStatistics, stateStatistics] {
+            statistics.mean.withUnsafeBytes(add)
+            statistics.variance.withUnsafeBytes(add)
+            withUnsafeBytes(of: &statistics.count, add)
         }
-        return crc32c(bytes)
+        return crc
     }
 
     /// The name of the first parameter tensor holding a NaN or infinity, or nil when all are finite

@@ -32,9 +32,11 @@ public final class StepRecorder: StepStore {
     }
 
     /// Floats of one step's record.
-    public var recordFloats: Int {
-        let l = layout
-        return 1 + 2 * l.observationFloats + l.actionFloats + l.agents + 2 + l.actorStateFloats + l.criticStateWidth
+    public var recordFloats: Int { StepRecorder.recordFloats(layout) }
+
+    /// Floats of one step's record for `layout`.
+    public static func recordFloats(_ l: ReplayLayout) -> Int {
+        1 + 2 * l.observationFloats + l.actionFloats + l.agents + 2 + l.actorStateFloats + l.criticStateWidth
             + 2 * l.globalStateWidth + 2 * l.actionMaskFloats + 2 * l.activityFloats
     }
 
@@ -78,7 +80,7 @@ public final class StepRecorder: StepStore {
     /// Adds `count` records (as `records` holds them) to `replay`, the steps of copy c to its copy
     /// `copyOffset + c`, in order.
     public static func add(_ records: UnsafePointer<Float>, count: Int, layout l: ReplayLayout, to replay: EpisodeReplay, copyOffset: Int) {
-        let width = StepRecorder(layout: l, copies: 0).recordFloats
+        let width = recordFloats(l)
         for k in 0..<count {
             var at = records + k * width
             func take(_ n: Int) -> UnsafePointer<Float>? {

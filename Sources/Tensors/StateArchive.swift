@@ -240,8 +240,9 @@ public func crc32c(_ data: Data) -> UInt32 {
     data.withUnsafeBytes { raw in crc32c(raw.bindMemory(to: UInt8.self)) }
 }
 
-public func crc32c(_ bytes: UnsafeBufferPointer<UInt8>) -> UInt32 {
-    var c: UInt32 = 0xFFFF_FFFF
+/// `continuing`: the CRC of the bytes before these, so that pieces give the CRC of the whole.
+public func crc32c(_ bytes: UnsafeBufferPointer<UInt8>, continuing previous: UInt32 = 0) -> UInt32 {
+    var c: UInt32 = ~previous
     crc32cTable.withUnsafeBufferPointer { table in
         for b in bytes { c = table[Int((c ^ UInt32(b)) & 0xFF)] ^ (c >> 8) }
     }

@@ -38,7 +38,7 @@ public final class ActorLearner {
     /// Learner: whether the actors were told to stop.
     var actorsStopped = false
 
-    init(ranks: any Communicator, configuration: OffPolicyConfiguration) throws {
+    init(ranks: any Communicator, configuration: OffPolicyConfiguration) {
         self.ranks = ranks
         stepsPerMessage = configuration.actorSteps ?? 1
         weightsInterval = configuration.weightsInterval ?? 1
@@ -109,7 +109,7 @@ extension OffPolicyTrainer {
                 throw TrainingError("actor rank \(k) sent nothing for \(Int(al.timeout)) s (at step \(step)): it hangs or its environment stopped answering; the run stops (its last checkpoint is kept; RRL_ACTOR_TIMEOUT sets the wait in seconds)")
             }
             let (report, records) = try ActorLearner.unpack(message, as: ActorLearner.Report.self, from: k)
-            let width = StepRecorder(layout: replay.layout, copies: 0).recordFloats
+            let width = StepRecorder.recordFloats(replay.layout)
             guard records.count == report.steps * width else {
                 throw TrainingError("actor rank \(k) sent \(records.count) floats for \(report.steps) steps of \(width): the ranks run different configurations or rrl builds")
             }
@@ -117,23 +117,19 @@ extension OffPolicyTrainer {
                 StepRecorder.add($0.baseAddress!, count: report.steps, layout: replay.layout, to: replay, copyOffset: (k - 1) * N)
             }
             step += report.steps
-            episodes += report.returns.count
-            for r in report.returns {
-                recentReturns.append(r)
-                if recentReturns.count > OffPolicyTrainer.recentEpisodes { recentReturns.removeFirst() }
-            }
+            for r in report.returns { recordFinishedEpisode(return: r) }
             al.ageSum += Double(report.steps * (agent.criticUpdates - report.version))
             al.ageSteps += report.steps
             answered.append((k, report.version))
         }
         let stop = step >= configuration.steps
-        let weights = actingWeights()
+        var weights: [Float]?
         for (k, _) in answered {
             let fresh = al.sentVersions[k] < 0 || agent.criticUpdates - al.sentVersions[k] >= al.weightsInterval
             let answer = ActorLearner.Answer(stop: stop, step: step, version: fresh && !stop ? agent.criticUpdates : nil)
             if answer.version != nil { al.sentVersions[k] = agent.criticUpdates }
             let data = answer.version == nil ? ActorLearner.pack(answer, floats: UnsafeBufferPointer(start: nil, count: 0))
-                                             : weights.withUnsafeBufferPointer { ActorLearner.pack(answer, floats: $0) }
+                                             : weights.cached(actingWeights).withUnsafeBufferPointer { ActorLearner.pack(answer, floats: $0) }
             guard al.ranks.send(data, to: k, tag: MessageTags.answer, timeout: al.timeout) else {
                 throw TrainingError("actor rank \(k) took no answer for \(Int(al.timeout)) s (at step \(step)): it hangs or its environment stopped answering; the run stops (its last checkpoint is kept; RRL_ACTOR_TIMEOUT sets the wait in seconds)")
             }
@@ -188,6 +184,24 @@ extension OffPolicyTrainer {
         guard let al = actorLearner, al.ageSteps > 0 else { return .nan }
         defer { al.ageSum = 0; al.ageSteps = 0 }
         return al.ageSum / Double(al.ageSteps)
+    }
+}
+
+extension RandomGenerator {
+    /// The generator of rank `rank` (above 0) of a multi-rank run whose single-process seed is
+    /// `seed`: its own environment seeds and exploration (rank 0 keeps the single-process seeds).
+    init(forRank rank: Int, of seed: UInt64) {
+        self.init(seed: seed &+ UInt64(rank) &* 0x9E37_79B9_7F4A_7C15)
+    }
+}
+
+extension Optional {
+    /// The value, made by `make` and kept the first time it is needed.
+    mutating func cached(_ make: () -> Wrapped) -> Wrapped {
+        if let value = self { return value }
+        let value = make()
+        self = value
+        return value
     }
 }
 

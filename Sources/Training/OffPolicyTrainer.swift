@@ -118,7 +118,7 @@ public final class OffPolicyTrainer {
                                    globalStateWidth: environments.globalStateWidth, actionMaskWidth: environments.actionMaskWidth,
                                    teamReturn: environments.teamReturn)
         agents = environments.agents
-        let actorLearner = try ranks.flatMap { $0.size > 1 ? try ActorLearner(ranks: $0, configuration: configuration) : nil }
+        let actorLearner = ranks.flatMap { $0.size > 1 ? ActorLearner(ranks: $0, configuration: configuration) : nil }
         self.actorLearner = actorLearner
         // The learner keeps a ring for every actor's every copy; an actor stores nothing itself.
         let rings = actorLearner.map { $0.isLearner ? ($0.ranks.size - 1) * copies : copies } ?? copies
@@ -135,7 +135,7 @@ public final class OffPolicyTrainer {
         var environmentSeed = seeds.next()
         if let rank = actorLearner?.ranks.rank, rank > 0 {
             // An actor: its own environment seeds and exploration; the weights come from the learner.
-            var own = RandomGenerator(seed: environmentSeed &+ UInt64(rank) &* 0x9E37_79B9_7F4A_7C15)
+            var own = RandomGenerator(forRank: rank, of: environmentSeed)
             rng = RandomGenerator(seed: own.next())
             agent.rng = RandomGenerator(seed: own.next())
             environmentSeed = own.next()
@@ -274,10 +274,8 @@ public final class OffPolicyTrainer {
                            active: stepActive + n * M, finished: stepFinished + n * M)
                 episodeReturns[n] += environments.teamReturn.of(rewards, agents: M)
                 if done {
-                    episodes += 1
-                    recentReturns.append(episodeReturns[n])
+                    recordFinishedEpisode(return: episodeReturns[n])
                     actorLearner?.finishedReturns.append(episodeReturns[n])
-                    if recentReturns.count > OffPolicyTrainer.recentEpisodes { recentReturns.removeFirst() }
                 } else {
                     (previousObservation + n * M * o).update(from: observation + n * M * o, count: M * o)
                     (observation + n * M * o).update(from: next, count: M * o)
@@ -319,6 +317,13 @@ public final class OffPolicyTrainer {
         if !s.criticLoss.isFinite || (agent.actorUpdates > 0 && !s.actorLoss.isFinite) {
             throw TrainingError("training diverged at step \(at) (a loss of the critic or actor group): critic loss \(s.criticLoss), actor loss \(s.actorLoss); lower the learning rates, set --max-grad-norm, or check the rewards' scale")
         }
+    }
+
+    /// Counts a finished episode and keeps its return among the recent ones (`train_return_mean`).
+    func recordFinishedEpisode(return r: Double) {
+        episodes += 1
+        recentReturns.append(r)
+        if recentReturns.count > OffPolicyTrainer.recentEpisodes { recentReturns.removeFirst() }
     }
 
     /// Copy `n`'s acting state at an episode's start: the environment's first observations (the copy

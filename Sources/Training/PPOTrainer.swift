@@ -171,7 +171,7 @@ public final class PPOTrainer {
         let environmentSeed = seeds.next()
         if let rank = self.ranks?.rank, rank > 0 {
             // Other ranks: their own environment seeds and action noise; the same initial weights.
-            var own = RandomGenerator(seed: environmentSeed &+ UInt64(rank) &* 0x9E37_79B9_7F4A_7C15)
+            var own = RandomGenerator(forRank: rank, of: environmentSeed)
             agent.rng = RandomGenerator(seed: own.next())
             try environments.reset(seed: own.next())
         } else {
