@@ -78,7 +78,7 @@ public final class PPOAgent {
     /// is a mean over the union's valid steps, and the gradients are summed over the ranks before the
     /// step, so the weights stay identical everywhere. nil (or one rank): one process.
     public var ranks: (any Communicator)? {
-        didSet { if ranks?.size ?? 1 < 2 { ranks = nil } }
+        didSet { ranks = severalRanks(ranks) }
     }
     /// The gradients in one flat buffer (one sum over the ranks per minibatch) and the minibatch's statistics.
     lazy var flatGradients = Tensor(Shape(d0: parameters.reduce(0) { $0 + $1.gradient.count }))

@@ -80,6 +80,12 @@ extension Communicator {
     }
 }
 
+/// `ranks` when it holds two ranks or more, else nil: a single process has nothing to exchange,
+/// and takes the single-process path.
+public func severalRanks(_ ranks: (any Communicator)?) -> (any Communicator)? {
+    ranks.flatMap { $0.size > 1 ? $0 : nil }
+}
+
 /// Message tags of the library's streams.
 public enum MessageTags {
     public static let gather = 1

@@ -118,7 +118,7 @@ public final class OffPolicyTrainer {
                                    globalStateWidth: environments.globalStateWidth, actionMaskWidth: environments.actionMaskWidth,
                                    teamReturn: environments.teamReturn)
         agents = environments.agents
-        let actorLearner = ranks.flatMap { $0.size > 1 ? ActorLearner(ranks: $0, configuration: configuration) : nil }
+        let actorLearner = severalRanks(ranks).map { ActorLearner(ranks: $0, configuration: configuration) }
         self.actorLearner = actorLearner
         // The learner keeps a ring for every actor's every copy; an actor stores nothing itself.
         let rings = actorLearner.map { $0.isLearner ? ($0.ranks.size - 1) * copies : copies } ?? copies

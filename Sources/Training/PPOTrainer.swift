@@ -126,7 +126,7 @@ public final class PPOTrainer {
     public init(configuration: PPOTrainingConfiguration, ranks: (any Communicator)? = nil) throws {
         try configuration.validate()
         self.configuration = configuration
-        self.ranks = ranks.flatMap { $0.size > 1 ? $0 : nil }
+        self.ranks = severalRanks(ranks)
         loop = LoopState(nextRow: configuration.evaluationInterval)
         let p = configuration.ppo, copies = p.environments, spec = configuration.environmentSpec
         if configuration.isMultiAgent {

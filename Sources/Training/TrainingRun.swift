@@ -47,7 +47,7 @@ public final class TrainingRun {
     /// rank calls this with the same arguments).
     public init(configuration: RunConfiguration, path: String, overwrite: Bool = false, ranks: (any Communicator)? = nil) throws {
         self.configuration = configuration
-        let ranks = ranks.flatMap { $0.size > 1 ? $0 : nil }
+        let ranks = severalRanks(ranks)
         self.ranks = ranks
         let root = (ranks?.rank ?? 0) == 0
         var made: (session: any TrainingSession, folder: RunFolder)?
@@ -75,7 +75,7 @@ public final class TrainingRun {
     /// data-parallel run resumes with as many ranks as wrote the checkpoint: rank 0 reads the folder
     /// and hands every other rank its configuration and its part of the checkpoint.
     public init(resuming path: String, steps: Int? = nil, checkpointInterval: Int? = nil, ranks: (any Communicator)? = nil) throws {
-        let ranks = ranks.flatMap { $0.size > 1 ? $0 : nil }
+        let ranks = severalRanks(ranks)
         self.ranks = ranks
         let root = (ranks?.rank ?? 0) == 0, size = ranks?.size ?? 1
         var folderRead: RunFolder?, archive: StateArchiveReader?, saved: RunConfiguration?
