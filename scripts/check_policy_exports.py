@@ -37,6 +37,7 @@ def main():
             h = np.zeros((layers, B, hidden), np.float32)
             c = np.zeros((layers, B, hidden), np.float32)
             previous = np.zeros((B, info["previousActionWidth"]), np.float32)
+            previous_observation = np.zeros((B, o), np.float32)
             for t in range(T):
                 feeds = {"observation": observations[t], "episode_start": starts[t].reshape(B, 1)}
                 if "reward" in names:
@@ -49,6 +50,8 @@ def main():
                     feeds["c"] = c
                 if "previous_action" in names:
                     feeds["previous_action"] = previous
+                if "previous_observation" in names:
+                    feeds["previous_observation"] = previous_observation
                 if "action_mask" in names:
                     feeds["action_mask"] = masks[t]
                 out = dict(zip([x.name for x in session.get_outputs()], session.run(None, feeds)))
@@ -58,6 +61,8 @@ def main():
                     c = out["c_next"]
                 if "previous_action_next" in out:
                     previous = out["previous_action_next"].astype(np.float32)
+                if "previous_observation_next" in out:
+                    previous_observation = out["previous_observation_next"].astype(np.float32)
                 actions.append(out["action"].astype(np.float32).reshape(B, -1))
                 rows = [np.concatenate([np.concatenate([h[l, b], c[l, b]]) if lstm else h[l, b] for l in range(layers)]) if layers else np.zeros(0, np.float32)
                         for b in range(B)]

@@ -10,19 +10,23 @@ import Tensors
 /// it); `agent_id` `[batch, agents]` one-hot (policies shared by several agents); `h` `[layers,
 /// batch, hidden]` and, for an LSTM, `c` (recurrent policies); `previous_action` `[batch, P]` (when
 /// the context holds it: the `previous_action_next` of the last call); with one network per agent,
-/// `agent_id` too. Outputs: `action` (the
-/// environment's action: `[batch, actionWidth]` floats, or `[batch]` int64 indices), `h_next`,
-/// `c_next` and `previous_action_next`, fed back at the next call. A discrete policy trained with
-/// action masks also takes `action_mask` `[batch, actions]` (1: available).
+/// `agent_id` too; `previous_observation` `[batch, observationWidth]` (when the context holds it:
+/// the `previous_observation_next` of the last call, the observation as the network saw it).
+/// Outputs: `action` (the environment's action: `[batch, actionWidth]` floats, or `[batch]` int64
+/// indices), `h_next`, `c_next`, `previous_action_next` and `previous_observation_next`, fed back at
+/// the next call. A discrete policy trained with action masks also takes `action_mask` `[batch,
+/// actions]` (1: available).
 ///
 /// The recurrent layers are ONNX's own GRU (gates reordered from PyTorch's r, z, n to z, r, h,
 /// `linear_before_reset` 1, PyTorch's formula) and LSTM (i, f, g, o reordered to i, o, f, c);
-/// observation and reward normalisation are folded into the graph.
+/// observation and reward normalisation are folded into the graph. RESeL's context encoder is built
+/// from its parts: each context input embedded by its own Gemm, the dense layers, the recurrence,
+/// the activation, the layer after it, and the observation's projection beside its output.
 public enum ONNXExport {
     /// The model's bytes (an ONNX `ModelProto`).
     public static func model(of policy: Policy) -> [UInt8] {
-        precondition(policy.manifest.network.contextEncoder == nil && !policy.manifest.context.holdsLastObservation,
-                     "the ONNX export builds neither a context encoder nor the previous observation")
+        precondition(policy.manifest.context.observation || !policy.manifest.context.holdsLastObservation,
+                     "a context with the previous observation holds the current one too")
         var g = ONNXGraph()
         let m = policy.manifest, o = m.observationWidth, batch = "batch"
         g.input("observation", [.symbol(batch), .value(o)])
@@ -38,6 +42,12 @@ public enum ONNXExport {
                 x = clip(&g, g.node("Div", [g.node("Sub", [x, meanT]), std]), 10)
             }
             parts.append(x)
+            if m.context.holdsLastObservation {
+                // The observation as the network saw it is the next call's previous observation.
+                g.input("previous_observation", [.symbol(batch), .value(o)])
+                parts.append(g.node("Mul", ["previous_observation", keep]))
+                g.rename(x, to: "previous_observation_next")
+            }
         }
         if m.context.agentID {
             g.input("agent_id", [.symbol(batch), .value(m.agents)])
@@ -57,7 +67,7 @@ public enum ONNXExport {
         let context = parts.count == 1 ? parts[0] : g.node("Concat", parts, attributes: [.int("axis", 1)])
         let N = policy.networks.count
         if N > 1 && !m.context.agentID { g.input("agent_id", [.symbol(batch), .value(m.agents)]) }
-        if let encoder = policy.encoder as? RecurrentStack {
+        if let encoder = stack(of: policy.encoder) {
             let H = encoder.hiddenSize, L = encoder.layers.count
             g.input("h", [.value(L), .symbol(batch), .value(H)])
             if encoder.layers[0] is LSTM { g.input("c", [.value(L), .symbol(batch), .value(H)]) }
@@ -65,7 +75,7 @@ public enum ONNXExport {
         // Every network on every row; with one network per agent each row keeps its agent's
         // (the others' results are multiplied by 0 and added).
         var results: [(output: String, h: String?, c: String?)] = []
-        for network in policy.networks { results.append(self.network(network, context: context, keep: keep, graph: &g)) }
+        for network in policy.networks { results.append(self.network(network, context: context, parts: parts, keep: keep, graph: &g)) }
         var x = results[0].output, hNext = results[0].h, cNext = results[0].c
         if N > 1 {
             func select(_ values: [String], rank3: Bool) -> String {
@@ -82,7 +92,7 @@ public enum ONNXExport {
             if hNext != nil { hNext = select(results.map { $0.h! }, rank3: true) }
             if cNext != nil { cNext = select(results.map { $0.c! }, rank3: true) }
         }
-        if let encoder = policy.encoder as? RecurrentStack {
+        if let encoder = stack(of: policy.encoder) {
             let H = encoder.hiddenSize, L = encoder.layers.count
             g.rename(hNext!, to: "h_next")
             g.output("h_next", [.value(L), .symbol(batch), .value(H)])
@@ -126,58 +136,92 @@ public enum ONNXExport {
             g.output("action", [.symbol(batch), .value(A)])
         }
         if P > 0 { g.output("previous_action_next", [.symbol(batch), .value(P)]) }
+        if m.context.holdsLastObservation { g.output("previous_observation_next", [.symbol(batch), .value(o)]) }
         return g.model(name: "rrl \(m.algorithm) policy")
     }
 
-    /// One network on `context` (`[batch, inputWidth]`): its outputs, and its next h and c (`[layers,
-    /// batch, hidden]`) for a recurrent network.
-    static func network(_ network: Policy.Network, context: String, keep: String, graph g: inout ONNXGraph) -> (output: String, h: String?, c: String?) {
+    /// The GRU/LSTM stack of an encoder (a stack, or the one inside RESeL's context encoder).
+    static func stack(of encoder: (any RecurrentLayer)?) -> RecurrentStack? {
+        encoder as? RecurrentStack ?? (encoder as? ContextEncoder)?.recurrent
+    }
+
+    /// One network on `context` (`[batch, inputWidth]`; `parts`: its context inputs, one per group of
+    /// a context encoder): its outputs, and its next h and c (`[layers, batch, hidden]`) for a
+    /// recurrent network.
+    static func network(_ network: Policy.Network, context: String, parts: [String], keep: String,
+                        graph g: inout ONNXGraph) -> (output: String, h: String?, c: String?) {
         var x = context
         var hNext: String?, cNext: String?
-        if let encoder = network.encoder as? RecurrentStack {
-            let H = encoder.hiddenSize, isLSTM = encoder.layers[0] is LSTM
-            var sequence = g.node("Unsqueeze", [x, g.int64s([0])])  // [1, batch, in]
-            var hs: [String] = [], cs: [String] = []
-            for (l, layer) in encoder.layers.enumerated() {
-                func initial(_ name: String) -> String {
-                    let state = g.node("Gather", [name, g.int64s([l], scalar: true)], attributes: [.int("axis", 0)])  // [batch, H]
-                    return g.node("Unsqueeze", [g.node("Mul", [state, keep]), g.int64s([0])])
-                }
-                let weights: GateWeights, order: [Int]
-                if let gru = layer as? GRU { weights = gru.weights; order = [1, 0, 2] } else { weights = (layer as! LSTM).weights; order = [0, 3, 1, 2] }
-                let gates = order.count, inputSize = layer.inputSize
-                let W = g.constant([1, gates * H, inputSize], reorder(weights.weightIH.value, gates: order, hidden: H))
-                let R = g.constant([1, gates * H, H], reorder(weights.weightHH.value, gates: order, hidden: H))
-                let B = g.constant([1, 2 * gates * H], reorder(weights.biasIH.value, gates: order, hidden: H) + reorder(weights.biasHH.value, gates: order, hidden: H))
-                if isLSTM {
-                    let out = g.node("LSTM", [sequence, W, R, B, "", initial("h"), initial("c")], outputs: 3, attributes: [.int("hidden_size", H)])
-                    hs.append(out[1]); cs.append(out[2])
-                    sequence = g.node("Squeeze", [out[0], g.int64s([1])])
-                } else {
-                    let out = g.node("GRU", [sequence, W, R, B, "", initial("h")], outputs: 2,
-                                     attributes: [.int("hidden_size", H), .int("linear_before_reset", 1)])
-                    hs.append(out[1])
-                    sequence = g.node("Squeeze", [out[0], g.int64s([1])])
-                }
-            }
-            hNext = hs.count == 1 ? hs[0] : g.node("Concat", hs, attributes: [.int("axis", 0)])
-            if isLSTM { cNext = cs.count == 1 ? cs[0] : g.node("Concat", cs, attributes: [.int("axis", 0)]) }
-            x = g.node("Squeeze", [sequence, g.int64s([0])])  // [batch, H]
+        let contextEncoder = network.encoder as? ContextEncoder
+        if let contextEncoder {
+            // Each context input embedded by its own layer, side by side, then the dense layers.
+            precondition(parts.count == contextEncoder.groups.count, "a context encoder embeds one group per context input")
+            let embedded = zip(contextEncoder.embeddings, parts).map { dense($0, $1, graph: &g) }
+            x = embedded.count == 1 ? embedded[0] : g.node("Concat", embedded, attributes: [.int("axis", 1)])
+            for layer in contextEncoder.before { x = dense(layer, x, graph: &g) }
         }
-        for layer in network.head.layers {
-            let dense = layer as! Dense
-            let W = g.constant([dense.outputSize, dense.inputSize], dense.weight.value.array)
-            let b = g.constant([dense.outputSize], dense.bias.value.array)
-            x = g.node("Gemm", [x, W, b], attributes: [.int("transB", 1)])
-            switch dense.activation {
-            case .identity: break
-            case .relu: x = g.node("Relu", [x])
-            case .tanh: x = g.node("Tanh", [x])
-            case .sigmoid: x = g.node("Sigmoid", [x])
-            case .elu: x = g.node("Elu", [x], attributes: [.float("alpha", 1)])
+        if let encoder = stack(of: network.encoder) {
+            (x, hNext, cNext) = recurrence(encoder, x, keep: keep, graph: &g)
+        }
+        if let contextEncoder {
+            // The activation, the layer after the recurrence, and the observation's projection beside it.
+            x = dense(contextEncoder.afterLayer, activate(contextEncoder.activation, x, graph: &g), graph: &g)
+            if let projection = contextEncoder.projection {
+                x = g.node("Concat", [x, dense(projection, parts[0], graph: &g)], attributes: [.int("axis", 1)])
             }
         }
+        for layer in network.head.layers { x = dense(layer as! Dense, x, graph: &g) }
         return (x, hNext, cNext)
+    }
+
+    /// A GRU/LSTM stack on `x` (`[batch, in]`), one step from the state inputs `h` (and `c`), zeroed
+    /// where `keep` is 0: its output `[batch, hidden]` and next h and c `[layers, batch, hidden]`.
+    static func recurrence(_ encoder: RecurrentStack, _ x: String, keep: String, graph g: inout ONNXGraph) -> (output: String, h: String, c: String?) {
+        let H = encoder.hiddenSize, isLSTM = encoder.layers[0] is LSTM
+        var sequence = g.node("Unsqueeze", [x, g.int64s([0])])  // [1, batch, in]
+        var hs: [String] = [], cs: [String] = []
+        for (l, layer) in encoder.layers.enumerated() {
+            func initial(_ name: String) -> String {
+                let state = g.node("Gather", [name, g.int64s([l], scalar: true)], attributes: [.int("axis", 0)])  // [batch, H]
+                return g.node("Unsqueeze", [g.node("Mul", [state, keep]), g.int64s([0])])
+            }
+            let weights: GateWeights, order: [Int]
+            if let gru = layer as? GRU { weights = gru.weights; order = [1, 0, 2] } else { weights = (layer as! LSTM).weights; order = [0, 3, 1, 2] }
+            let gates = order.count, inputSize = layer.inputSize
+            let W = g.constant([1, gates * H, inputSize], reorder(weights.weightIH.value, gates: order, hidden: H))
+            let R = g.constant([1, gates * H, H], reorder(weights.weightHH.value, gates: order, hidden: H))
+            let B = g.constant([1, 2 * gates * H], reorder(weights.biasIH.value, gates: order, hidden: H) + reorder(weights.biasHH.value, gates: order, hidden: H))
+            if isLSTM {
+                let out = g.node("LSTM", [sequence, W, R, B, "", initial("h"), initial("c")], outputs: 3, attributes: [.int("hidden_size", H)])
+                hs.append(out[1]); cs.append(out[2])
+                sequence = g.node("Squeeze", [out[0], g.int64s([1])])
+            } else {
+                let out = g.node("GRU", [sequence, W, R, B, "", initial("h")], outputs: 2,
+                                 attributes: [.int("hidden_size", H), .int("linear_before_reset", 1)])
+                hs.append(out[1])
+                sequence = g.node("Squeeze", [out[0], g.int64s([1])])
+            }
+        }
+        let hNext = hs.count == 1 ? hs[0] : g.node("Concat", hs, attributes: [.int("axis", 0)])
+        let cNext = isLSTM ? (cs.count == 1 ? cs[0] : g.node("Concat", cs, attributes: [.int("axis", 0)])) : nil
+        return (g.node("Squeeze", [sequence, g.int64s([0])]), hNext, cNext)  // [batch, H]
+    }
+
+    /// A dense layer on `x` (`[batch, inputSize]`): a Gemm, then its activation.
+    static func dense(_ layer: Dense, _ x: String, graph g: inout ONNXGraph) -> String {
+        let W = g.constant([layer.outputSize, layer.inputSize], layer.weight.value.array)
+        let b = g.constant([layer.outputSize], layer.bias.value.array)
+        return activate(layer.activation, g.node("Gemm", [x, W, b], attributes: [.int("transB", 1)]), graph: &g)
+    }
+
+    static func activate(_ activation: Activation, _ x: String, graph g: inout ONNXGraph) -> String {
+        switch activation {
+        case .identity: return x
+        case .relu: return g.node("Relu", [x])
+        case .tanh: return g.node("Tanh", [x])
+        case .sigmoid: return g.node("Sigmoid", [x])
+        case .elu: return g.node("Elu", [x], attributes: [.float("alpha", 1)])
+        }
     }
 
     /// clip(x, -bound, bound).

@@ -12,7 +12,7 @@ struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Export a trained run's policy: ONNX, a C header, a PyTorch module, or a policy-only weights file.",
         discussion: """
-        onnx: policy.onnx (one step per call: observation, episode_start, and as the policy needs them reward, agent_id, h, c, previous_action; outputs action and the next state).
+        onnx: policy.onnx (one step per call: observation, episode_start, and as the policy needs them reward, agent_id, h, c, previous_action, previous_observation; outputs action and the next state).
         c: policy.h (weights and a plain C99 step function, no allocation).
         torch: policy.safetensors and rrl_policy.py (`rrl_policy.load("policy.safetensors")` gives a torch.nn.Module).
         weights: policy.safetensors, the actor's weights with the manifest that describes them (for the Swift Inference library, and runs written before manifests).
@@ -26,10 +26,6 @@ struct Export: ParsableCommand {
     func run() throws {
         let saved = try SavedRun(path: runDirectory)
         let policy = saved.policy
-        if format == .onnx, let part = policy.manifest.network.contextEncoder != nil ? "RESeL's context encoder"
-            : policy.manifest.context.holdsLastObservation ? "the previous observation in its context" : nil {
-            throw ValidationError("this policy has \(part), which the \(format.rawValue) export does not build yet; export --format c (a C header), --format torch (a PyTorch module) or --format weights (the Swift inference library and `rrl evaluate` run it)")
-        }
         let folder = URL(fileURLWithPath: output ?? runDirectory, isDirectory: true)
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         func target(_ name: String) throws -> URL {

@@ -43,15 +43,13 @@ final class ExportParityTests: XCTestCase {
         let torch = available(["python3", "-c", "import torch, safetensors, numpy"], "PyTorch")
         var checked = 0
         for (k, c) in try PolicyParityTests.cases().enumerated() {
-            // (ONNX does not build RESeL's context encoder or the previous observation yet: `rrl export` refuses them with a message.)
-            let noONNX = c.manifest.network.contextEncoder != nil || c.manifest.context.holdsLastObservation
             let folder = FileManager.default.temporaryDirectory.appendingPathComponent("rrl-export-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(at: folder) }
             let policy = try loadPolicy(c)
             let rollout = Rollout(c, steps: 400, seed: 100 + UInt64(k))
             try rollout.write(to: folder, policy: policy)
-            if !noONNX { try Data(ONNXExport.model(of: policy)).write(to: folder.appendingPathComponent("policy.onnx")) }
+            try Data(ONNXExport.model(of: policy)).write(to: folder.appendingPathComponent("policy.onnx"))
             try Data(CExport.header(of: policy).utf8).write(to: folder.appendingPathComponent("policy.h"))
             try SafeTensors.write(policy.namedTensors, metadata: policy.manifest.metadata, to: folder.appendingPathComponent("policy.safetensors"))
             try FileManager.default.copyItem(at: Self.repository.appendingPathComponent("python/rrl_policy.py"), to: folder.appendingPathComponent("rrl_policy.py"))
@@ -73,7 +71,7 @@ final class ExportParityTests: XCTestCase {
                     try compare("c")
                 }
             }
-            let formats = (onnx && !noONNX ? ["onnx"] : []) + (torch ? ["torch"] : [])
+            let formats = (onnx ? ["onnx"] : []) + (torch ? ["torch"] : [])
             if !formats.isEmpty {
                 let result = run(["python3", Self.repository.appendingPathComponent("scripts/check_policy_exports.py").path, folder.path] + formats)
                 XCTAssertEqual(result.status, 0, "\(c.label): \(result.output)")
