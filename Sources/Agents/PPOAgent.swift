@@ -408,10 +408,10 @@ public final class PPOAgent {
     /// Runs the actor (and, with `critic`, the critic) over the whole rollout with the current
     /// weights in one sequence pass each, from the states stored at its first step, restarting at
     /// episode starts. Writes the actor states entering every step into `actorStates`; with `critic`,
-    /// also the buffer's critic states and values, and the critic's (shared: actor's) state after
-    /// every step into `truncatedStates` (read at truncated steps). Leaves the states entering the
-    /// step after the rollout in `refreshActorState` and `refreshCriticState`.
-    func stepThroughRollout(_ buffer: RolloutBuffer, actorStates: Tensor, critic withCritic: Bool) {
+    /// also the buffer's critic states, with `values` the buffer's values, and the critic's (shared:
+    /// actor's) state after every step into `truncatedStates` (read at truncated steps). Leaves the
+    /// states entering the step after the rollout in `refreshActorState` and `refreshCriticState`.
+    func stepThroughRollout(_ buffer: RolloutBuffer, actorStates: Tensor, critic withCritic: Bool, values withValues: Bool = true) {
         let T = buffer.steps, N = buffer.envs, Sa = actorStateWidth, Sc = criticStateWidth
         let aState = refreshActorState, cState = refreshCriticState
         actorStates.resize(buffer.actorStates.shape)
@@ -438,8 +438,10 @@ public final class PPOAgent {
             let features = isShared ? actorFeatures
                 : pass(critic, input: hasCentralCritic ? buffer.criticContexts : buffer.contexts, start: buffer.collectedCriticStates,
                        states: buffer.criticStates, width: Sc, after: true, final: cState)
-            let v = critic.head(features: features, firstRow: 0, rows: T * N, extra: nil)
-            buffer.values.data.update(from: v.data, count: T * N)
+            if withValues {
+                let v = critic.head(features: features, firstRow: 0, rows: T * N, extra: nil)
+                buffer.values.data.update(from: v.data, count: T * N)
+            }
         }
         for n in 0..<N where buffer.lastEpisodeStarts.data[n] != 0 {
             (aState.data + n * Sa).update(repeating: 0, count: Sa)
@@ -448,11 +450,13 @@ public final class PPOAgent {
     }
 
     /// Re-runs the networks over the whole rollout with the current weights, from the states stored
-    /// at its first step: rewrites the states entering every step, the values, the bootstrap values
-    /// (truncated steps and the step after the rollout) and then the advantages and returns.
+    /// at its first step: rewrites the states entering every step and, with `refreshAdvantages`, the
+    /// values, the bootstrap values (truncated steps and the step after the rollout) and then the
+    /// advantages and returns.
     public func refresh(_ buffer: RolloutBuffer) {
         let T = buffer.steps, N = buffer.envs, C = contextWidth, Sa = actorStateWidth, Sc = criticStateWidth
-        stepThroughRollout(buffer, actorStates: buffer.actorStates, critic: true)
+        stepThroughRollout(buffer, actorStates: buffer.actorStates, critic: true, values: configuration.refreshAdvantages)
+        guard configuration.refreshAdvantages else { return }
         // Bootstrap values of truncated steps, from the state after the step.
         let S = isShared ? Sa : Sc, Cc = criticContextWidth
         let one = oneContext, s1 = oneState, oneCritic = hasCentralCritic ? oneCriticContext : nil

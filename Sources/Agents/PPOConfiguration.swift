@@ -72,6 +72,10 @@ public struct PPOConfiguration: Codable, Equatable, Sendable {
     /// sb3-contrib (states stored at collection, never refreshed).
     public var refreshStates = false
     public var refreshInterval = 0
+    /// With `refreshStates`: also rewrite the values and recompute the advantages and value targets
+    /// with the current critic at each refresh (true), or rewrite only the states (false; the
+    /// advantages and targets stay those computed at collection).
+    public var refreshAdvantages = true
     /// Truncated BPTT inside a chunk: cut the state gradient every k steps (0: off).
     public var truncation = 0
     /// Initial log standard deviation of the Gaussian policy (continuous actions).
@@ -117,6 +121,7 @@ public struct PPOConfiguration: Codable, Equatable, Sendable {
         klHardLimit = try value(.klHardLimit, d.klHardLimit)
         refreshStates = try value(.refreshStates, d.refreshStates)
         refreshInterval = try value(.refreshInterval, d.refreshInterval)
+        refreshAdvantages = try value(.refreshAdvantages, d.refreshAdvantages)
         truncation = try value(.truncation, d.truncation)
         initialLogStd = try value(.initialLogStd, d.initialLogStd)
         adamEpsilon = try value(.adamEpsilon, d.adamEpsilon)

@@ -81,12 +81,14 @@ public enum OptionScope {
         for key in ["probes", "probeLength"] {
             rules.append(rule(key, "environments with memory probes (--env memory)") { offPolicy($0).map { offersProbes($0.environmentSpec) } ?? false })
         }
-        for key in ["truncation", "recurrentLayers", "hiddenSize", "refreshStates", "refreshInterval", "encoderLearningRate"] {
+        for key in ["truncation", "recurrentLayers", "hiddenSize", "refreshStates", "refreshInterval", "refreshAdvantages", "encoderLearningRate"] {
             rules.append(rule("ppo.\(key)", "recurrent networks (--network gru or lstm; an MLP's widths are --head-hidden)") {
                 ppo($0).map { $0.ppo.network != .mlp } ?? false
             })
         }
-        rules.append(rule("ppo.refreshInterval", "runs that refresh states (--refresh)") { ppo($0)?.ppo.refreshStates ?? false })
+        for key in ["refreshInterval", "refreshAdvantages"] {
+            rules.append(rule("ppo.\(key)", "runs that refresh states (--refresh)") { ppo($0)?.ppo.refreshStates ?? false })
+        }
         rules.append(rule("ppo.sharedReward", "ippo and mappo") { ppo($0)?.isMultiAgent ?? false })
         rules.append(rule("ppo.initialLogStd", "continuous actions (a Gaussian policy)") { ppo($0).map { hasContinuousActions($0.environmentSpec) } ?? false })
         return rules

@@ -195,7 +195,7 @@ struct Train: ParsableCommand {
         "--truncation": ("agent.truncation", "ppo.truncation"), "--layers": ("agent.recurrentLayers", "ppo.recurrentLayers"),
         "--hidden": ("agent.hiddenSize", "ppo.hiddenSize"), "--refresh": (nil, "ppo.refreshStates"),
         "--shared-reward": (nil, "ppo.sharedReward"),
-        "--refresh-interval": (nil, "ppo.refreshInterval"), "--initial-log-std": (nil, "ppo.initialLogStd"),
+        "--refresh-interval": (nil, "ppo.refreshInterval"), "--refresh-advantages": (nil, "ppo.refreshAdvantages"), "--initial-log-std": (nil, "ppo.initialLogStd"),
         "--refresh-stored": ("agent.refreshStoredStatesInterval", nil), "--critic-lr": ("agent.criticLearningRate", nil),
         "--critics": ("agent.criticCount", nil), "--critic-heads": ("agent.criticHeads", nil), "--target-subset": ("agent.targetSubset", nil),
         "--actor-q": ("agent.actorQ", nil), "--clamp-targets": ("agent.clampTargets", nil), "--actor-interval": ("agent.actorUpdateInterval", nil),

@@ -24,6 +24,7 @@ struct PPOOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Hard KL limit: undo the last step and stop when the approximate KL exceeds it (0: off, the default).") var klHardLimit: Float?
     @Flag(inversion: .prefixedNo, help: "Hidden-state refreshing: re-run the recurrent networks over the rollout at each epoch start (default off, as sb3-contrib).") var refresh: Bool?
     @Option(parsing: .unconditional, help: "With --refresh: also refresh every k minibatches (0: epoch starts only).") var refreshInterval: Int?
+    @Flag(inversion: .prefixedNo, help: "With --refresh: also recompute values, advantages and value targets with the current critic at each refresh (default on); --no-refresh-advantages rewrites the states only.") var refreshAdvantages: Bool?
     @Flag(help: "One recurrent encoder shared by actor and critic.") var sharedEncoder = false
     @Option(parsing: .unconditional, help: "Initial log standard deviation of the Gaussian policy (continuous actions; default 0).") var initialLogStd: Float?
     @Option(parsing: .unconditional, help: "Advantages: gae (GAE(lambda), the default) or lambda-return (the TD(lambda) return minus the value).") var advantages: AdvantageEstimator?
@@ -38,7 +39,7 @@ struct PPOOptions: ParsableArguments {
             ("--gae-lambda", gaeLambda != nil), ("--entropy-coef", entropyCoef != nil), ("--value-coef", valueCoef != nil),
             ("--normalize-advantages", normalizeAdvantages != nil), ("--normalize-observations", normalizeObservations != nil),
             ("--normalize-rewards", normalizeRewards != nil), ("--target-kl", targetKl != nil), ("--kl-hard-limit", klHardLimit != nil),
-            ("--refresh", refresh != nil), ("--refresh-interval", refreshInterval != nil), ("--shared-encoder", sharedEncoder),
+            ("--refresh", refresh != nil), ("--refresh-interval", refreshInterval != nil), ("--refresh-advantages", refreshAdvantages != nil), ("--shared-encoder", sharedEncoder),
             ("--initial-log-std", initialLogStd != nil), ("--advantages", advantages != nil), ("--shared-reward", sharedReward != nil),
         ]
         return list.filter(\.1).map(\.0)
@@ -65,6 +66,7 @@ struct PPOOptions: ParsableArguments {
         if let klHardLimit { p.klHardLimit = klHardLimit }
         if let refresh { p.refreshStates = refresh }
         if let refreshInterval { p.refreshInterval = refreshInterval }
+        if let refreshAdvantages { p.refreshAdvantages = refreshAdvantages }
         if sharedEncoder { p.sharedEncoder = true }
         if let initialLogStd { p.initialLogStd = initialLogStd }
         if let advantages { p.advantageEstimator = advantages }

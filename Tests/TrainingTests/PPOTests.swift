@@ -202,6 +202,36 @@ final class PPOMechanicsTests: XCTestCase {
         }
     }
 
+    /// `refreshAdvantages` false rewrites the states as a full refresh does and leaves the values,
+    /// bootstrap values, advantages and returns of collection; a full refresh with changed weights
+    /// rewrites them.
+    func testRefreshingStatesOnlyKeepsTheCollectedAdvantages() throws {
+        var states: [[Float]] = []
+        for advantages in [false, true] {
+            let trainer = try makeTrainer { $0.ppo.refreshStates = true; $0.ppo.refreshAdvantages = advantages }
+            try trainer.collect()
+            let b = trainer.buffer
+            func kept() -> [[Float]] { [b.values, b.finalValues, b.lastValues, b.advantages, b.returns].map(\.array) }
+            let collected = kept(), collectedStates = b.actorStates.array
+            var rng = RandomGenerator(seed: 9)
+            for p in trainer.agent.namedParameters() {
+                for i in 0..<p.parameter.value.count { p.parameter.value.data[i] += 0.05 * rng.normal() }
+            }
+            trainer.agent.refresh(b)
+            XCTAssertGreaterThan(maxAbsDifference(collectedStates, b.actorStates.array), 1e-3, "the states are rewritten")
+            states.append(b.actorStates.array + b.criticStates.array)
+            let names = ["values", "final values", "last values", "advantages", "returns"]
+            for (name, (a, c)) in zip(names, zip(collected, kept())) {
+                if advantages {
+                    XCTAssertGreaterThan(maxAbsDifference(a, c), 1e-3, "a full refresh rewrites the \(name)")
+                } else {
+                    XCTAssertEqual(a, c, "a states-only refresh keeps the \(name)")
+                }
+            }
+        }
+        XCTAssertEqual(states[0], states[1], "both refreshes give the same states")
+    }
+
     /// The same seed gives the same metrics rows (timing aside); another seed differs.
     func testSameSeedSameMetrics() throws {
         func rows(_ seed: UInt64) throws -> [MetricsRow] {
