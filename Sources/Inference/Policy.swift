@@ -52,14 +52,16 @@ public final class Policy {
     let logStd: Tensor?
     /// Floats of the policy's own (normalised) action per row: A, or 1 for an index.
     public let policyActionWidth: Int
-    /// One layer of the acting path: its weights packed for one-row products (`rrl_affine_pack`), in
-    /// storage of the policy's own (plain pointers, so that stepping retains nothing).
+    /// One layer of the acting path: its weights packed for one-row products (`rrl_affine_pack`),
+    /// pointers into `rowWeights` (plain pointers, so that stepping retains nothing).
     struct RowLayer {
         let cell: CellKind?, activation: Activation, input: Int, output: Int
         let weightT: UnsafeMutablePointer<Float>, bias: UnsafeMutablePointer<Float>
         let hiddenT: UnsafeMutablePointer<Float>?, hiddenBias: UnsafeMutablePointer<Float>?
     }
     let rowLayers: [RowLayer]
+    /// The storage of every row layer's weights and biases.
+    let rowWeights: UnsafeMutablePointer<Float>
     /// Whether `act` runs the one-row path (false: the training layers, for a context encoder).
     let usesRowLayers: Bool
     /// Network k's layers are `rowLayers[rowRanges[k]]`.
@@ -79,10 +81,24 @@ public final class Policy {
     let agentContext = Tensor([0])
 
     deinit {
-        for layer in rowLayers {
-            for p in [layer.weightT, layer.bias, layer.hiddenT, layer.hiddenBias].compactMap({ $0 }) { p.deallocate() }
-        }
-        rowScratch.deallocate()
+        UnsafeMutableRawPointer(rowWeights).deallocate()
+        UnsafeMutableRawPointer(rowScratch).deallocate()
+    }
+
+    /// A weight matrix `[out, in]` in the order the one-row kernel reads it (`rrl_affine_pack`).
+    static func packed(_ w: Tensor) -> [Float] {
+        let out = w.shape[0], input = w.count / max(out, 1)
+        var p = [Float](repeating: 0, count: w.count)
+        rrl_affine_pack(input, out, w.data, &p)
+        return p
+    }
+
+    /// Zeroed storage for `count` floats starting on a cache line (64 bytes): the one-row kernels'
+    /// vector loads then never straddle two lines.
+    static func cacheLineAligned(_ count: Int) -> UnsafeMutablePointer<Float> {
+        let p = UnsafeMutableRawPointer.allocate(byteCount: 4 * max(count, 1), alignment: 64).bindMemory(to: Float.self, capacity: max(count, 1))
+        p.initialize(repeating: 0, count: max(count, 1))
+        return p
     }
 
     /// Loads the policy in a weights file written by rrl (`weights.safetensors` of a run, or an export).
@@ -125,32 +141,40 @@ public final class Policy {
         } else {
             logStd = nil
         }
-        func pack(_ w: Tensor) -> UnsafeMutablePointer<Float> {
-            let out = w.shape[0], input = w.count / max(out, 1)
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(w.count, 1))
-            p.initialize(repeating: 0, count: max(w.count, 1))
-            rrl_affine_pack(input, out, w.data, p)
-            return p
+        // Every layer's packed weights and biases in one block, in the order a step reads them, each
+        // piece starting on a cache line: a step streams through one run of memory.
+        var pieces: [[Float]] = []
+        for network in networks {
+            for layer in (network.encoder as? RecurrentStack)?.layers ?? [] {
+                let w: GateWeights = (layer as? GRU)?.weights ?? (layer as! LSTM).weights
+                pieces += [Policy.packed(w.weightIH.value), w.biasIH.value.array, Policy.packed(w.weightHH.value), w.biasHH.value.array]
+            }
+            for layer in network.head.layers {
+                let d = layer as! Dense
+                pieces += [Policy.packed(d.weight.value), d.bias.value.array]
+            }
         }
-        func copy(_ values: [Float]) -> UnsafeMutablePointer<Float> {
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(values.count, 1))
-            p.initialize(repeating: 0, count: max(values.count, 1))
+        let lines = { (count: Int) in (count + 15) / 16 * 16 }
+        rowWeights = Policy.cacheLineAligned(pieces.reduce(0) { $0 + lines($1.count) })
+        var next = rowWeights, piece = 0
+        func take() -> UnsafeMutablePointer<Float> {
+            let p = next, values = pieces[piece]
             p.update(from: values, count: values.count)
+            next += lines(values.count)
+            piece += 1
             return p
         }
         var rows: [RowLayer] = [], ranges: [Range<Int>] = []
         for network in networks {
             let first = rows.count
             for layer in (network.encoder as? RecurrentStack)?.layers ?? [] {
-                let w: GateWeights = (layer as? GRU)?.weights ?? (layer as! LSTM).weights
                 rows.append(RowLayer(cell: layer is GRU ? .gru : .lstm, activation: .identity, input: layer.inputSize, output: layer.hiddenSize,
-                                     weightT: pack(w.weightIH.value), bias: copy(w.biasIH.value.array),
-                                     hiddenT: pack(w.weightHH.value), hiddenBias: copy(w.biasHH.value.array)))
+                                     weightT: take(), bias: take(), hiddenT: take(), hiddenBias: take()))
             }
             for layer in network.head.layers {
                 let d = layer as! Dense
                 rows.append(RowLayer(cell: nil, activation: d.activation, input: d.inputSize, output: d.outputSize,
-                                     weightT: pack(d.weight.value), bias: copy(d.bias.value.array), hiddenT: nil, hiddenBias: nil))
+                                     weightT: take(), bias: take(), hiddenT: nil, hiddenBias: nil))
             }
             ranges.append(first..<rows.count)
         }
@@ -159,8 +183,7 @@ public final class Policy {
         // The one-row path knows stacks and dense heads; a context encoder runs on the training layers.
         usesRowLayers = networks.allSatisfy { $0.encoder == nil || $0.encoder is RecurrentStack }
         rowWidth = rows.reduce(n.inputWidth) { max($0, 4 * $1.output) }
-        rowScratch = .allocate(capacity: 4 * rowWidth)
-        rowScratch.initialize(repeating: 0, count: 4 * rowWidth)
+        rowScratch = Policy.cacheLineAligned(4 * rowWidth)
         recurrentStateWidth = networks[0].encoder?.stateWidth ?? 0
         previousActionWidth = manifest.previousActionWidth
         policyActionWidth = manifest.actions.count != nil ? 1 : manifest.actions.width

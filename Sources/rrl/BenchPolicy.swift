@@ -41,23 +41,33 @@ struct BenchPolicy: ParsableCommand {
         for h in headSizes + [policy.manifest.network.outputWidth] { flops += 2 * width * h; width = h }
 
         var results: [(String, Double?)] = []
-        // Swift: the pointer API, one row, the state carried.
-        var obs = [Float](repeating: 0.3, count: observation), state = policy.initialState(), action: [Float] = [0], reward: Float = 0
-        var start = false
-        let swiftTime = obs.withUnsafeMutableBufferPointer { o in
-            state.withUnsafeMutableBufferPointer { s in
-                action.withUnsafeMutableBufferPointer { a in
-                    fastestRun(seconds: options.seconds) {
-                        for t in 0..<steps {
-                            o[0] = Float(t % 7) * 0.1
-                            policy.act(observations: o.baseAddress!, rewards: &reward, episodeStarts: &start, state: s.baseAddress!, batch: 1,
-                                       actions: a.baseAddress!)
+        // Swift: the pointer API, one row, the state carried; with AVX-512 (when the CPU has it) and with AVX2 only.
+        func swiftRate() -> Double {
+            var obs = [Float](repeating: 0.3, count: observation), state = policy.initialState(), action: [Float] = [0], reward: Float = 0
+            var start = false
+            let time = obs.withUnsafeMutableBufferPointer { o in
+                state.withUnsafeMutableBufferPointer { s in
+                    action.withUnsafeMutableBufferPointer { a in
+                        fastestRun(seconds: options.seconds) {
+                            for t in 0..<steps {
+                                o[0] = Float(t % 7) * 0.1
+                                policy.act(observations: o.baseAddress!, rewards: &reward, episodeStarts: &start, state: s.baseAddress!, batch: 1,
+                                           actions: a.baseAddress!)
+                            }
                         }
                     }
                 }
             }
+            return Double(steps) / time
         }
-        results.append(("Swift inference library", Double(steps) / swiftTime))
+        if rrl_cpu_has_avx512f() != 0 {
+            results.append(("Swift inference library (AVX-512)", swiftRate()))
+            rrl_set_allow_avx512(0)
+            results.append(("Swift inference library (AVX2)", swiftRate()))
+            rrl_set_allow_avx512(1)
+        } else {
+            results.append(("Swift inference library (AVX2)", swiftRate()))
+        }
 
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("rrl-bench-policy-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)

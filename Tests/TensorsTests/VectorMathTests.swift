@@ -93,6 +93,26 @@ final class VectorMathTests: XCTestCase {
                 }
             }
         }
+        rrl_set_force_portable(0)
+    }
+
+    /// With AVX-512 the one-row products add each output's terms in the same order as with AVX2:
+    /// the same bits, for widths that take the paired and single blocks of 64, the blocks of 8 and the rest.
+    func testOneRowProductsAreTheSameWithAVX512() throws {
+        guard rrl_cpu_has_avx512f() != 0 else { throw XCTSkip("this CPU has no AVX-512") }
+        var rng = RandomGenerator(seed: 8)
+        defer { rrl_set_allow_avx512(1) }
+        for (input, output) in [(3, 192), (64, 192), (64, 64), (67, 256), (7, 328), (64, 2), (130, 135)] {
+            let w = (0..<(input * output)).map { _ in rng.normal() }, bias = (0..<output).map { _ in rng.normal() }
+            let x = (0..<input).map { _ in rng.normal() }
+            var packed = [Float](repeating: 0, count: input * output), wide = [Float](repeating: 0, count: output), narrow = wide
+            rrl_affine_pack(input, output, w, &packed)
+            rrl_set_allow_avx512(1)
+            rrl_affine_rows(1, input, output, packed, bias, x, &wide)
+            rrl_set_allow_avx512(0)
+            rrl_affine_rows(1, input, output, packed, bias, x, &narrow)
+            XCTAssertEqual(wide, narrow, "\(input)x\(output)")
+        }
     }
 }
 

@@ -32,6 +32,10 @@ typedef enum {
 
 /// 1 when the CPU and the operating system support AVX2 and FMA.
 int rrl_cpu_has_avx2_fma(void);
+/// 1 when the CPU and the operating system support AVX-512F (the one-row products then use it).
+int rrl_cpu_has_avx512f(void);
+/// 0: the one-row products keep to AVX2 on a CPU with AVX-512 (they give the same bits either way); 1: the default.
+void rrl_set_allow_avx512(int allow);
 
 /// 1 when the package was built with the OpenBLAS trait.
 int rrl_has_openblas(void);
@@ -76,6 +80,7 @@ void rrl_adam_update(long n, float *theta, const float *g, float *m, float *v, f
                      float step_size, float inv_sqrt_correction2, float epsilon, float coupled_decay, float shrink);
 /// Forces the portable versions (for tests): 1 = portable, 0 = automatic.
 void rrl_set_force_portable(int force);
+
 /// Whether the vector kernels (exp/tanh/sigmoid, the one-row products) take their AVX2 path now.
 int rrl_vector_kernels_use_avx2(void);
 
