@@ -172,6 +172,92 @@ void rrl_velu(long n, const float *x, float *y) {
     velu_portable(n, x, y);
 }
 
+// MARK: - Recurrent cells, one row
+
+// A cell's update after its two products, gi = W_ih x + b_ih and gh = W_hh h + b_hh (gates in
+// PyTorch's order), with the same operations, one rounding each, as the vector kernels above
+// applied one after another.
+
+static void gru_row_portable(long H, const float *gi, const float *gh, float *h) {
+    for (long j = 0; j < H; j++) {
+        // Products apart from sums (separate statements are never fused into one rounding).
+        float r = sigmoid_scalar(gi[j] + gh[j]), z = sigmoid_scalar(gi[H + j] + gh[H + j]);
+        float rg = r * gh[2 * H + j];
+        float n = tanhf(gi[2 * H + j] + rg);
+        float step = z * (h[j] - n);
+        h[j] = n + step;
+    }
+}
+
+static void lstm_row_portable(long H, const float *gi, const float *gh, float *h, float *c) {
+    for (long j = 0; j < H; j++) {
+        float i = sigmoid_scalar(gi[j] + gh[j]), f = sigmoid_scalar(gi[H + j] + gh[H + j]);
+        float g = tanhf(gi[2 * H + j] + gh[2 * H + j]), o = sigmoid_scalar(gi[3 * H + j] + gh[3 * H + j]);
+        float kept = f * c[j], added = i * g;
+        float cell = kept + added;
+        c[j] = cell;
+        h[j] = tanhf(cell) * o;
+    }
+}
+
+#if RRL_X86
+// 8 floats from p, or its first n (the rest 0) when n < 8; and the converse store.
+__attribute__((target("avx2,fma")))
+static inline __m256 load_upto8(const float *p, long n) {
+    if (n >= 8) return _mm256_loadu_ps(p);
+    float buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (long k = 0; k < n; k++) buf[k] = p[k];
+    return _mm256_loadu_ps(buf);
+}
+
+__attribute__((target("avx2,fma")))
+static inline void store_upto8(float *p, __m256 v, long n) {
+    if (n >= 8) { _mm256_storeu_ps(p, v); return; }
+    float buf[8];
+    _mm256_storeu_ps(buf, v);
+    for (long k = 0; k < n; k++) p[k] = buf[k];
+}
+
+__attribute__((target("avx2,fma")))
+static void gru_row_avx2(long H, const float *gi, const float *gh, float *h) {
+    for (long j = 0; j < H; j += 8) {
+        const long n = H - j;
+        __m256 r = sigmoid256(_mm256_add_ps(load_upto8(gi + j, n), load_upto8(gh + j, n)));
+        __m256 z = sigmoid256(_mm256_add_ps(load_upto8(gi + H + j, n), load_upto8(gh + H + j, n)));
+        __m256 c = tanh256(_mm256_add_ps(load_upto8(gi + 2 * H + j, n), _mm256_mul_ps(r, load_upto8(gh + 2 * H + j, n))));
+        store_upto8(h + j, _mm256_add_ps(c, _mm256_mul_ps(z, _mm256_sub_ps(load_upto8(h + j, n), c))), n);
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static void lstm_row_avx2(long H, const float *gi, const float *gh, float *h, float *c) {
+    for (long j = 0; j < H; j += 8) {
+        const long n = H - j;
+        __m256 i = sigmoid256(_mm256_add_ps(load_upto8(gi + j, n), load_upto8(gh + j, n)));
+        __m256 f = sigmoid256(_mm256_add_ps(load_upto8(gi + H + j, n), load_upto8(gh + H + j, n)));
+        __m256 g = tanh256(_mm256_add_ps(load_upto8(gi + 2 * H + j, n), load_upto8(gh + 2 * H + j, n)));
+        __m256 o = sigmoid256(_mm256_add_ps(load_upto8(gi + 3 * H + j, n), load_upto8(gh + 3 * H + j, n)));
+        __m256 cell = _mm256_add_ps(_mm256_mul_ps(f, load_upto8(c + j, n)), _mm256_mul_ps(i, g));
+        store_upto8(c + j, cell, n);
+        store_upto8(h + j, _mm256_mul_ps(tanh256(cell), o), n);
+    }
+}
+#endif
+
+void rrl_gru_row(long H, const float *gi, const float *gh, float *h) {
+#if RRL_X86
+    if (use_avx2()) { gru_row_avx2(H, gi, gh, h); return; }
+#endif
+    gru_row_portable(H, gi, gh, h);
+}
+
+void rrl_lstm_row(long H, const float *gi, const float *gh, float *h, float *c) {
+#if RRL_X86
+    if (use_avx2()) { lstm_row_avx2(H, gi, gh, h, c); return; }
+#endif
+    lstm_row_portable(H, gi, gh, h, c);
+}
+
 // MARK: - Clocks
 
 double rrl_now_seconds(void) {

@@ -385,27 +385,14 @@ public final class Policy {
                 let h = state + column
                 rrl_affine_rows(1, layer.input, 3 * H, layer.weightT, layer.bias, input, gi)
                 rrl_affine_rows(1, H, 3 * H, layer.hiddenT, layer.hiddenBias, h, gh)
-                for j in 0..<(2 * H) { gi[j] += gh[j] }
-                VectorMath.sigmoid(gi, gi, count: 2 * H)
-                for j in 0..<H { gi[2 * H + j] += gi[j] * gh[2 * H + j] }
-                VectorMath.tanh(gi + 2 * H, gi + 2 * H, count: H)
-                for j in 0..<H {
-                    let n = gi[2 * H + j]
-                    h[j] = n + gi[H + j] * (h[j] - n)
-                }
+                rrl_gru_row(H, gi, gh, h)
                 y.update(from: h, count: H)
                 column += H
             case .lstm:
                 let h = state + column, c = state + column + H
                 rrl_affine_rows(1, layer.input, 4 * H, layer.weightT, layer.bias, input, gi)
                 rrl_affine_rows(1, H, 4 * H, layer.hiddenT, layer.hiddenBias, h, gh)
-                for j in 0..<(4 * H) { gi[j] += gh[j] }
-                VectorMath.sigmoid(gi, gi, count: 2 * H)
-                VectorMath.tanh(gi + 2 * H, gi + 2 * H, count: H)
-                VectorMath.sigmoid(gi + 3 * H, gi + 3 * H, count: H)
-                for j in 0..<H { c[j] = gi[H + j] * c[j] + gi[j] * gi[2 * H + j] }
-                VectorMath.tanh(c, h, count: H)
-                for j in 0..<H { h[j] *= gi[3 * H + j] }
+                rrl_lstm_row(H, gi, gh, h, c)
                 y.update(from: h, count: H)
                 column += 2 * H
             case nil:

@@ -96,6 +96,37 @@ final class VectorMathTests: XCTestCase {
         rrl_set_force_portable(0)
     }
 
+    /// One row's GRU and LSTM cell updates on both paths against PyTorch's formulas in double
+    /// precision, for widths with and without a tail of fewer than 8.
+    func testOneRowCellsOnBothPaths() {
+        var rng = RandomGenerator(seed: 11)
+        func sigmoid(_ v: Double) -> Double { 1 / (1 + Foundation.exp(-v)) }
+        defer { rrl_set_force_portable(0) }
+        for portable in [0, 1] {
+            rrl_set_force_portable(Int32(portable))
+            for H in [1, 5, 8, 13, 64] {
+                let gi = (0..<(4 * H)).map { _ in 2 * rng.normal() }, gh = (0..<(4 * H)).map { _ in 2 * rng.normal() }
+                let h0 = (0..<H).map { _ in rng.normal() }, c0 = (0..<H).map { _ in rng.normal() }
+                var h = h0
+                rrl_gru_row(H, gi, gh, &h)
+                for j in 0..<H {
+                    let r = sigmoid(Double(gi[j] + gh[j])), z = sigmoid(Double(gi[H + j] + gh[H + j]))
+                    let n = Foundation.tanh(Double(gi[2 * H + j]) + r * Double(gh[2 * H + j]))
+                    XCTAssertEqual(Double(h[j]), n + z * (Double(h0[j]) - n), accuracy: 1e-5, "GRU, portable=\(portable), H \(H), unit \(j)")
+                }
+                var hl = h0, c = c0
+                rrl_lstm_row(H, gi, gh, &hl, &c)
+                for j in 0..<H {
+                    let i = sigmoid(Double(gi[j] + gh[j])), f = sigmoid(Double(gi[H + j] + gh[H + j]))
+                    let g = Foundation.tanh(Double(gi[2 * H + j] + gh[2 * H + j])), o = sigmoid(Double(gi[3 * H + j] + gh[3 * H + j]))
+                    let cell = f * Double(c0[j]) + i * g
+                    XCTAssertEqual(Double(c[j]), cell, accuracy: 1e-5, "LSTM cell, portable=\(portable), H \(H), unit \(j)")
+                    XCTAssertEqual(Double(hl[j]), o * Foundation.tanh(cell), accuracy: 1e-5, "LSTM h, portable=\(portable), H \(H), unit \(j)")
+                }
+            }
+        }
+    }
+
     /// With AVX-512 the one-row products add each output's terms in the same order as with AVX2:
     /// the same bits, for widths that take the paired and single blocks of 64, the blocks of 8 and the rest.
     func testOneRowProductsAreTheSameWithAVX512() throws {

@@ -81,6 +81,14 @@ void rrl_adam_update(long n, float *theta, const float *g, float *m, float *v, f
 /// Forces the portable versions (for tests): 1 = portable, 0 = automatic.
 void rrl_set_force_portable(int force);
 
+/// One GRU step of one row after its products: gi = W_ih x + b_ih, gh = W_hh h + b_hh (3H floats
+/// each, PyTorch's r, z, n); updates h (H floats) in place: r = σ(gi_r + gh_r), z = σ(gi_z + gh_z),
+/// n = tanh(gi_n + r gh_n), h = n + z (h - n).
+void rrl_gru_row(long H, const float *gi, const float *gh, float *h);
+/// One LSTM step of one row after its products (4H floats each, PyTorch's i, f, g, o); updates c
+/// and h in place: c = f c + i g, h = o tanh(c).
+void rrl_lstm_row(long H, const float *gi, const float *gh, float *h, float *c);
+
 /// Whether the vector kernels (exp/tanh/sigmoid, the one-row products) take their AVX2 path now.
 int rrl_vector_kernels_use_avx2(void);
 
