@@ -172,7 +172,7 @@ public final class PPOAgent {
                                      activation: c.activation, using: &rng)
         }
         let all = actor.parameters + (logStd.map { [$0] } ?? []) + critic.parameters
-        if let encoderRate = c.encoderLearningRate {
+        if let encoderRate = c.encoderGroupLearningRate {
             // The encoders in a group of their own (after the rest, so that the snapshot's order is the optimiser's).
             let encoders = actor.encoderParameters + critic.encoderParameters
             let inEncoders = Set(encoders.map(ObjectIdentifier.init))
@@ -746,7 +746,7 @@ public final class PPOAgent {
         let lr = c.learningRate * annealing
         let clip = c.clipRange * (c.annealClipRange ? max(progressRemaining, 0) : 1)
         optimizer.setLearningRate(lr, group: 0)
-        if let encoderRate = c.encoderLearningRate { optimizer.setLearningRate(encoderRate * annealing, group: 1) }
+        if let encoderRate = c.encoderGroupLearningRate { optimizer.setLearningRate(encoderRate * annealing, group: 1) }
         stats.learningRate = lr
         stats.clipRange = clip
         let W = buffer.envs * chunkCount(steps: buffer.steps)

@@ -31,6 +31,9 @@ public struct PPOConfiguration: Codable, Equatable, Sendable {
     public var learningRate: Float = 1e-3
     /// The recurrent encoders' learning rate (their own Adam group, annealed with the rest); nil: `learningRate`.
     public var encoderLearningRate: Float? = nil
+    /// The rate of the encoders' own optimiser group: `encoderLearningRate` for a recurrent network
+    /// (an MLP has no encoder: nil).
+    public var encoderGroupLearningRate: Float? { network == .mlp ? nil : encoderLearningRate }
     /// Anneal the learning rate linearly to 0 over the run.
     public var annealLearningRate = true
     public var clipRange: Float = 0.2
@@ -83,6 +86,13 @@ public struct PPOConfiguration: Codable, Equatable, Sendable {
     public var adamEpsilon: Float = 1e-5
 
     public init() {}
+
+    /// rl-zoo's RecurrentPPO settings for CartPoleNoVel (this type's own defaults): no value
+    /// clipping, the encoders at the heads' learning rate.
+    public mutating func applyRLZoo() {
+        valueClipRange = 0
+        encoderLearningRate = nil
+    }
 
     /// Options left out (configurations written before they existed) take their defaults.
     public init(from decoder: Decoder) throws {

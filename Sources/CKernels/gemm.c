@@ -56,30 +56,25 @@ static int detect_avx512f(void) {
 #endif
 }
 
-static int cpu_state = -1, avx512_state = -1, avx512_allowed = 1;
-
-int rrl_cpu_has_avx512f(void) {
-    int s = __atomic_load_n(&avx512_state, __ATOMIC_RELAXED);
+// A detection's result, computed once: -1 until then.
+static int cached(int *state, int (*detect)(void)) {
+    int s = __atomic_load_n(state, __ATOMIC_RELAXED);
     if (s < 0) {
-        s = detect_avx512f();
-        __atomic_store_n(&avx512_state, s, __ATOMIC_RELAXED);
+        s = detect();
+        __atomic_store_n(state, s, __ATOMIC_RELAXED);
     }
     return s;
 }
+
+static int cpu_state = -1, avx512_state = -1, avx512_allowed = 1;
+
+int rrl_cpu_has_avx2_fma(void) { return cached(&cpu_state, detect_avx2_fma); }
+
+int rrl_cpu_has_avx512f(void) { return cached(&avx512_state, detect_avx512f); }
 
 void rrl_set_allow_avx512(int allow) { __atomic_store_n(&avx512_allowed, allow, __ATOMIC_RELAXED); }
 
 static int use_avx512(void) { return __atomic_load_n(&avx512_allowed, __ATOMIC_RELAXED) && rrl_cpu_has_avx512f(); }
-
-
-int rrl_cpu_has_avx2_fma(void) {
-    int s = __atomic_load_n(&cpu_state, __ATOMIC_RELAXED);
-    if (s < 0) {
-        s = detect_avx2_fma();
-        __atomic_store_n(&cpu_state, s, __ATOMIC_RELAXED);
-    }
-    return s;
-}
 
 int rrl_has_openblas(void) {
 #ifdef RRL_USE_OPENBLAS

@@ -4,10 +4,12 @@ import RecurrentRL
 
 extension OffPolicyAlgorithm: ExpressibleByArgument {}
 
-/// Recipes `rrl train sac --preset NAME` starts from (options given with it override it).
+/// Recipes `rrl train --preset NAME` starts from (options given with it override it).
 enum TrainPreset: String, CaseIterable, ExpressibleByArgument {
-    /// RESeL (Luo et al. 2024): `OffPolicyConfiguration.applyRESeL`.
+    /// RESeL (Luo et al. 2024): `OffPolicyConfiguration.applyRESeL` (sac).
     case resel
+    /// rl-zoo's RecurrentPPO settings for CartPoleNoVel exactly: `PPOConfiguration.applyRLZoo` (ppo).
+    case rlZoo = "rl-zoo"
 }
 
 /// The algorithms `rrl train` runs.
@@ -48,7 +50,7 @@ struct Train: ParsableCommand {
     @Argument(help: "Algorithm: sac (continuous or discrete actions; the default), td3, masac (multi-agent SAC; default environment team-recall), vdn or qmix (value decomposition with recurrent agent Q-networks; discrete actions), ppo (recurrent PPO), ippo or mappo (multi-agent recurrent PPO with networks shared by the agents; mappo's critic reads the global state).") var algorithm: TrainAlgorithm?
 
     @Option(help: "A JSON configuration file (a run's config.json, or any subset of it); command-line options override it.") var config: String?
-    @Option(help: "Start from a published recipe, then apply the options given: resel (RESeL's SAC: context encoder, 8 Q-heads, encoder lr 1e-5, whole packed episodes; sac only).") var preset: TrainPreset?
+    @Option(help: "Start from a published recipe, then apply the options given: resel (RESeL's SAC: context encoder, 8 Q-heads, encoder lr 1e-5, whole packed episodes; sac only); rl-zoo (rl-zoo's RecurrentPPO settings exactly: no value clipping, encoders at the heads' rate; ppo only).") var preset: TrainPreset?
     @Option(help: "Continue the run in this folder from its last checkpoint (only --steps, --checkpoint-interval and --quiet may be given too).") var resume: String?
     @Option(parsing: .unconditional, help: "Write a checkpoint every this many steps (default 25000; 0: only at the end and on Ctrl-C/SIGTERM).") var checkpointInterval: Int?
     @Option(help: "Environment (see `rrl list`; default memory, cartpole-position for ppo). Python environments: gym:ID (see `rrl list --python`); PettingZoo parallel ones (masac): pz:MODULE, e.g. pz:mpe2.simple_spread_v3.") var env: String?
@@ -159,7 +161,7 @@ struct Train: ParsableCommand {
             ("--refresh-stored", refreshStored != nil), ("--actor-per-agent", actorPerAgent),
             ("--epsilon-start", epsilonStart != nil), ("--epsilon-finish", epsilonFinish != nil), ("--epsilon-steps", epsilonSteps != nil),
             ("--lambda", lambda != nil), ("--n-step", nStep != nil), ("--double-q", doubleQ != nil), ("--mixing-embed", mixingEmbed != nil),
-            ("--hypernet-embed", hypernetEmbed != nil), ("--preset", preset != nil),
+            ("--hypernet-embed", hypernetEmbed != nil), ("--preset", preset != nil && preset != .rlZoo),
         ]
         return given.filter(\.1).map(\.0)
     }
@@ -218,6 +220,9 @@ struct Train: ParsableCommand {
         if !envOption.isEmpty { c.environmentOptions = try parsedEnvironmentOptions() }
         try c.environmentSpec.validate()
         if let preset {
+            guard preset == .resel else {
+                throw ConfigurationError("--preset \(preset.rawValue) is a PPO recipe: use `rrl train ppo --preset \(preset.rawValue)`")
+            }
             guard offPolicyAlgorithm == .sac, c.agent.algorithm == .sac else {
                 throw ConfigurationError("--preset \(preset.rawValue) is a SAC recipe: use `rrl train sac --preset \(preset.rawValue)`")
             }

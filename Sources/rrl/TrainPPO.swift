@@ -89,11 +89,22 @@ extension Train {
         if !envModule.isEmpty { c.environmentModules = envModule }
         if !envOption.isEmpty { c.environmentOptions = try parsedEnvironmentOptions() }
         try c.environmentSpec.validate()
+        if let preset {
+            guard preset == .rlZoo, c.algorithm == "ppo" else {
+                throw ConfigurationError(preset == .rlZoo ? "--preset rl-zoo is a single-agent PPO recipe: use `rrl train ppo --preset rl-zoo`"
+                                         : "--preset \(preset.rawValue) is a SAC recipe: use `rrl train sac --preset \(preset.rawValue)`")
+            }
+            c.ppo.applyRLZoo()
+        }
         if let seed { c.seed = seed }
         if let checkpointInterval { c.checkpointInterval = checkpointInterval }
         if c.checkpointInterval == nil { c.checkpointInterval = 25_000 }
         if let steps { c.steps = steps }
-        if let network { c.ppo.network = network }
+        if let network {
+            c.ppo.network = network
+            // An MLP has no encoder to give a rate of its own.
+            if network == .mlp && encoderLr == nil { c.ppo.encoderLearningRate = nil }
+        }
         if let layers { c.ppo.recurrentLayers = layers }
         if let hidden { c.ppo.hiddenSize = hidden }
         if let headHidden { c.ppo.headHiddenSizes = try parseHeadHidden(headHidden) }
