@@ -143,40 +143,33 @@ public final class Policy {
         }
         // Every layer's packed weights and biases in one block, in the order a step reads them, each
         // piece starting on a cache line: a step streams through one run of memory.
-        var pieces: [[Float]] = []
+        typealias Spec = (cell: CellKind?, activation: Activation, input: Int, output: Int, pieces: [[Float]])
+        var specs: [Spec] = [], ranges: [Range<Int>] = []
         for network in networks {
+            let first = specs.count
             for layer in (network.encoder as? RecurrentStack)?.layers ?? [] {
                 let w: GateWeights = (layer as? GRU)?.weights ?? (layer as! LSTM).weights
-                pieces += [Policy.packed(w.weightIH.value), w.biasIH.value.array, Policy.packed(w.weightHH.value), w.biasHH.value.array]
+                specs.append((layer is GRU ? .gru : .lstm, .identity, layer.inputSize, layer.hiddenSize,
+                              [Policy.packed(w.weightIH.value), w.biasIH.value.array, Policy.packed(w.weightHH.value), w.biasHH.value.array]))
             }
             for layer in network.head.layers {
                 let d = layer as! Dense
-                pieces += [Policy.packed(d.weight.value), d.bias.value.array]
+                specs.append((nil, d.activation, d.inputSize, d.outputSize, [Policy.packed(d.weight.value), d.bias.value.array]))
             }
+            ranges.append(first..<specs.count)
         }
         let lines = { (count: Int) in (count + 15) / 16 * 16 }
-        rowWeights = Policy.cacheLineAligned(pieces.reduce(0) { $0 + lines($1.count) })
-        var next = rowWeights, piece = 0
-        func take() -> UnsafeMutablePointer<Float> {
-            let p = next, values = pieces[piece]
-            p.update(from: values, count: values.count)
-            next += lines(values.count)
-            piece += 1
-            return p
-        }
-        var rows: [RowLayer] = [], ranges: [Range<Int>] = []
-        for network in networks {
-            let first = rows.count
-            for layer in (network.encoder as? RecurrentStack)?.layers ?? [] {
-                rows.append(RowLayer(cell: layer is GRU ? .gru : .lstm, activation: .identity, input: layer.inputSize, output: layer.hiddenSize,
-                                     weightT: take(), bias: take(), hiddenT: take(), hiddenBias: take()))
+        rowWeights = Policy.cacheLineAligned(specs.reduce(0) { $0 + $1.pieces.reduce(0) { $0 + lines($1.count) } })
+        var next = rowWeights
+        let rows = specs.map { spec -> RowLayer in
+            let pointers = spec.pieces.map { values -> UnsafeMutablePointer<Float> in
+                let p = next
+                p.update(from: values, count: values.count)
+                next += lines(values.count)
+                return p
             }
-            for layer in network.head.layers {
-                let d = layer as! Dense
-                rows.append(RowLayer(cell: nil, activation: d.activation, input: d.inputSize, output: d.outputSize,
-                                     weightT: take(), bias: take(), hiddenT: nil, hiddenBias: nil))
-            }
-            ranges.append(first..<rows.count)
+            return RowLayer(cell: spec.cell, activation: spec.activation, input: spec.input, output: spec.output, weightT: pointers[0], bias: pointers[1],
+                            hiddenT: pointers.count > 2 ? pointers[2] : nil, hiddenBias: pointers.count > 2 ? pointers[3] : nil)
         }
         rowLayers = rows
         rowRanges = ranges
