@@ -32,8 +32,11 @@ public struct PPOConfiguration: Codable, Equatable, Sendable {
     /// The recurrent encoders' learning rate (their own Adam group, annealed with the rest); nil: `learningRate`.
     public var encoderLearningRate: Float? = nil
     /// The rate of the encoders' own optimiser group: `encoderLearningRate` for a recurrent network
-    /// (an MLP has no encoder: nil).
-    public var encoderGroupLearningRate: Float? { network == .mlp ? nil : encoderLearningRate }
+    /// when it differs from `learningRate` (else nil: one group; an MLP has no encoder).
+    public var encoderGroupLearningRate: Float? {
+        guard network != .mlp, let rate = encoderLearningRate, rate != learningRate else { return nil }
+        return rate
+    }
     /// Anneal the learning rate linearly to 0 over the run.
     public var annealLearningRate = true
     public var clipRange: Float = 0.2
@@ -88,10 +91,11 @@ public struct PPOConfiguration: Codable, Equatable, Sendable {
     public init() {}
 
     /// rl-zoo's RecurrentPPO settings for CartPoleNoVel (this type's own defaults): no value
-    /// clipping, the encoders at the heads' learning rate.
+    /// clipping, the encoders at the heads' learning rate (named, so that a configuration file
+    /// written from it says so).
     public mutating func applyRLZoo() {
         valueClipRange = 0
-        encoderLearningRate = nil
+        encoderLearningRate = learningRate
     }
 
     /// Options left out (configurations written before they existed) take their defaults.

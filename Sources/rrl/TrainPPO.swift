@@ -100,11 +100,7 @@ extension Train {
         if let checkpointInterval { c.checkpointInterval = checkpointInterval }
         if c.checkpointInterval == nil { c.checkpointInterval = 25_000 }
         if let steps { c.steps = steps }
-        if let network {
-            c.ppo.network = network
-            // An MLP has no encoder to give a rate of its own.
-            if network == .mlp && encoderLr == nil { c.ppo.encoderLearningRate = nil }
-        }
+        if let network { c.ppo.network = network }
         if let layers { c.ppo.recurrentLayers = layers }
         if let hidden { c.ppo.hiddenSize = hidden }
         if let headHidden { c.ppo.headHiddenSizes = try parseHeadHidden(headHidden) }
@@ -118,6 +114,8 @@ extension Train {
         if let evalInterval { c.evaluationInterval = evalInterval }
         if let evalEpisodes { c.evaluationEpisodes = evalEpisodes }
         ppoOptions.apply(to: &c.ppo)
+        // rl-zoo's encoders learn at the heads' rate, whatever --lr says.
+        if preset == .rlZoo && encoderLr == nil { c.ppo.encoderLearningRate = c.ppo.learningRate }
         try c.validate()
         return c
     }
