@@ -16,9 +16,8 @@ out=${OUT_DIR:-runs/ppo-steadiness}
 env=${ENV:-cartpole-position}
 jobs=${JOBS:-1}
 default_recipes='rl-zoo|--preset rl-zoo
-rl-zoo-value-clip|--preset rl-zoo --value-clip 0.2
-rl-zoo-encoder-lr|--preset rl-zoo --encoder-lr 3e-4
-default|'
+default|
+slower-encoders|--encoder-lr 3e-4'
 if [ -n "$recipes" ]; then list=$(grep -v '^#' "$recipes" | grep -v '^$'); else list=$default_recipes; fi
 swift build -c release --product rrl > /dev/null
 rrl=.build/release/rrl

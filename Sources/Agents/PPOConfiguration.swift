@@ -91,11 +91,9 @@ public struct PPOConfiguration: Codable, Equatable, Sendable {
     public init() {}
 
     /// rl-zoo's RecurrentPPO settings for CartPoleNoVel (this type's own defaults): no value
-    /// clipping, the encoders at the heads' learning rate (named, so that a configuration file
-    /// written from it says so).
+    /// clipping.
     public mutating func applyRLZoo() {
-        valueClipRange = 0
-        encoderLearningRate = learningRate
+        valueClipRange = PPOConfiguration().valueClipRange
     }
 
     /// Options left out (configurations written before they existed) take their defaults.

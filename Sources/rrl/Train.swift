@@ -50,7 +50,7 @@ struct Train: ParsableCommand {
     @Argument(help: "Algorithm: sac (continuous or discrete actions; the default), td3, masac (multi-agent SAC; default environment team-recall), vdn or qmix (value decomposition with recurrent agent Q-networks; discrete actions), ppo (recurrent PPO), ippo or mappo (multi-agent recurrent PPO with networks shared by the agents; mappo's critic reads the global state).") var algorithm: TrainAlgorithm?
 
     @Option(help: "A JSON configuration file (a run's config.json, or any subset of it); command-line options override it.") var config: String?
-    @Option(help: "Start from a published recipe, then apply the options given: resel (RESeL's SAC: context encoder, 8 Q-heads, encoder lr 1e-5, whole packed episodes; sac only); rl-zoo (rl-zoo's RecurrentPPO settings exactly: no value clipping, encoders at the heads' rate; ppo only).") var preset: TrainPreset?
+    @Option(help: "Start from a published recipe, then apply the options given: resel (RESeL's SAC: context encoder, 8 Q-heads, encoder lr 1e-5, whole packed episodes; sac only); rl-zoo (rl-zoo's RecurrentPPO settings exactly: no value clipping; ppo only).") var preset: TrainPreset?
     @Option(help: "Continue the run in this folder from its last checkpoint (only --steps, --checkpoint-interval and --quiet may be given too).") var resume: String?
     @Option(parsing: .unconditional, help: "Write a checkpoint every this many steps (default 25000; 0: only at the end and on Ctrl-C/SIGTERM).") var checkpointInterval: Int?
     @Option(help: "Environment (see `rrl list`; default memory, cartpole-position for ppo). Python environments: gym:ID (see `rrl list --python`); PettingZoo parallel ones (masac): pz:MODULE, e.g. pz:mpe2.simple_spread_v3.") var env: String?

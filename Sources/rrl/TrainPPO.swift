@@ -114,8 +114,6 @@ extension Train {
         if let evalInterval { c.evaluationInterval = evalInterval }
         if let evalEpisodes { c.evaluationEpisodes = evalEpisodes }
         ppoOptions.apply(to: &c.ppo)
-        // rl-zoo's encoders learn at the heads' rate, whatever --lr says.
-        if preset == .rlZoo && encoderLr == nil { c.ppo.encoderLearningRate = c.ppo.learningRate }
         try c.validate()
         return c
     }
