@@ -408,9 +408,10 @@ public final class PPOAgent {
     /// Runs the actor (and, with `critic`, the critic) over the whole rollout with the current
     /// weights in one sequence pass each, from the states stored at its first step, restarting at
     /// episode starts. Writes the actor states entering every step into `actorStates`; with `critic`,
-    /// also the buffer's critic states, with `values` the buffer's values, and the critic's (shared:
-    /// actor's) state after every step into `truncatedStates` (read at truncated steps). Leaves the
-    /// states entering the step after the rollout in `refreshActorState` and `refreshCriticState`.
+    /// also the buffer's critic states and, with `values`, the buffer's values and the critic's
+    /// (shared: actor's) state after every step into `truncatedStates` (read for the bootstrap values
+    /// of truncated steps). Leaves the states entering the step after the rollout in
+    /// `refreshActorState` and `refreshCriticState`.
     func stepThroughRollout(_ buffer: RolloutBuffer, actorStates: Tensor, critic withCritic: Bool, values withValues: Bool = true) {
         let T = buffer.steps, N = buffer.envs, Sa = actorStateWidth, Sc = criticStateWidth
         let aState = refreshActorState, cState = refreshCriticState
@@ -418,7 +419,8 @@ public final class PPOAgent {
         aState.resize(Shape(d0: N, d1: max(Sa, 1)))
         cState.resize(Shape(d0: N, d1: max(Sc, 1)))
         let S = isShared ? Sa : Sc
-        if withCritic { truncatedStates.resize(Shape(d0: T, d1: N, d2: max(S, 1))) }
+        let after = withCritic && withValues
+        if after { truncatedStates.resize(Shape(d0: T, d1: N, d2: max(S, 1))) }
         // One pass of a network over the rollout: the states entering each step into `states`, the
         // states after each step into `truncatedStates` (when `after`), the final state into `final`.
         func pass(_ network: SequenceNetwork, input: Tensor, start: Tensor, states: Tensor, width: Int, after: Bool, final: Tensor) -> Tensor {
@@ -433,11 +435,11 @@ public final class PPOAgent {
         }
         cState.data.update(from: buffer.collectedCriticStates.data, count: N * Sc)
         let actorFeatures = pass(actor, input: buffer.contexts, start: buffer.collectedActorStates, states: actorStates, width: Sa,
-                                 after: withCritic && isShared, final: aState)
+                                 after: after && isShared, final: aState)
         if withCritic {
             let features = isShared ? actorFeatures
                 : pass(critic, input: hasCentralCritic ? buffer.criticContexts : buffer.contexts, start: buffer.collectedCriticStates,
-                       states: buffer.criticStates, width: Sc, after: true, final: cState)
+                       states: buffer.criticStates, width: Sc, after: after, final: cState)
             if withValues {
                 let v = critic.head(features: features, firstRow: 0, rows: T * N, extra: nil)
                 buffer.values.data.update(from: v.data, count: T * N)

@@ -126,16 +126,28 @@ static inline __m256 elu256(__m256 x) {
     return _mm256_blendv_ps(negative, x, _mm256_cmp_ps(x, zero, _CMP_GT_OQ));
 }
 
+// 8 floats from p, or its first n (the rest 0) when n < 8; and the converse store.
+__attribute__((target("avx2,fma")))
+static inline __m256 load_upto8(const float *p, long n) {
+    if (n >= 8) return _mm256_loadu_ps(p);
+    float buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (long k = 0; k < n; k++) buf[k] = p[k];
+    return _mm256_loadu_ps(buf);
+}
+
+__attribute__((target("avx2,fma")))
+static inline void store_upto8(float *p, __m256 v, long n) {
+    if (n >= 8) { _mm256_storeu_ps(p, v); return; }
+    float buf[8];
+    _mm256_storeu_ps(buf, v);
+    for (long k = 0; k < n; k++) p[k] = buf[k];
+}
+
 #define RRL_DEFINE_ARRAY_AVX2(NAME, VFUNC)                                         \
     __attribute__((target("avx2,fma"))) static void NAME(long n, const float *x, float *y) { \
         long i = 0;                                                                \
         for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, VFUNC(_mm256_loadu_ps(x + i))); \
-        if (i < n) {                                                               \
-            float buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};                               \
-            for (long j = i; j < n; j++) buf[j - i] = x[j];                        \
-            _mm256_storeu_ps(buf, VFUNC(_mm256_loadu_ps(buf)));                    \
-            for (long j = i; j < n; j++) y[j] = buf[j - i];                        \
-        }                                                                          \
+        if (i < n) store_upto8(y + i, VFUNC(load_upto8(x + i, n - i)), n - i);    \
     }
 RRL_DEFINE_ARRAY_AVX2(vexp_avx2, exp256)
 RRL_DEFINE_ARRAY_AVX2(vtanh_avx2, tanh256)
@@ -201,23 +213,6 @@ static void lstm_row_portable(long H, const float *gi, const float *gh, float *h
 }
 
 #if RRL_X86
-// 8 floats from p, or its first n (the rest 0) when n < 8; and the converse store.
-__attribute__((target("avx2,fma")))
-static inline __m256 load_upto8(const float *p, long n) {
-    if (n >= 8) return _mm256_loadu_ps(p);
-    float buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (long k = 0; k < n; k++) buf[k] = p[k];
-    return _mm256_loadu_ps(buf);
-}
-
-__attribute__((target("avx2,fma")))
-static inline void store_upto8(float *p, __m256 v, long n) {
-    if (n >= 8) { _mm256_storeu_ps(p, v); return; }
-    float buf[8];
-    _mm256_storeu_ps(buf, v);
-    for (long k = 0; k < n; k++) p[k] = buf[k];
-}
-
 __attribute__((target("avx2,fma")))
 static void gru_row_avx2(long H, const float *gi, const float *gh, float *h) {
     for (long j = 0; j < H; j += 8) {

@@ -10,6 +10,14 @@ enum TrainPreset: String, CaseIterable, ExpressibleByArgument {
     case resel
     /// rl-zoo's RecurrentPPO settings for CartPoleNoVel exactly: `PPOConfiguration.applyRLZoo` (ppo).
     case rlZoo = "rl-zoo"
+
+    /// The one algorithm whose recipe it is.
+    var algorithm: String {
+        switch self {
+        case .resel: return "sac"
+        case .rlZoo: return "ppo"
+        }
+    }
 }
 
 /// The algorithms `rrl train` runs.
@@ -161,7 +169,7 @@ struct Train: ParsableCommand {
             ("--refresh-stored", refreshStored != nil), ("--actor-per-agent", actorPerAgent),
             ("--epsilon-start", epsilonStart != nil), ("--epsilon-finish", epsilonFinish != nil), ("--epsilon-steps", epsilonSteps != nil),
             ("--lambda", lambda != nil), ("--n-step", nStep != nil), ("--double-q", doubleQ != nil), ("--mixing-embed", mixingEmbed != nil),
-            ("--hypernet-embed", hypernetEmbed != nil), ("--preset", preset != nil && preset != .rlZoo),
+            ("--hypernet-embed", hypernetEmbed != nil), ("--preset", preset.map { $0.algorithm != "ppo" } ?? false),
         ]
         return given.filter(\.1).map(\.0)
     }
@@ -220,7 +228,7 @@ struct Train: ParsableCommand {
         if !envOption.isEmpty { c.environmentOptions = try parsedEnvironmentOptions() }
         try c.environmentSpec.validate()
         if let preset {
-            guard preset == .resel else {
+            guard preset.algorithm == "sac" else {
                 throw ConfigurationError("--preset \(preset.rawValue) is a PPO recipe: use `rrl train ppo --preset \(preset.rawValue)`")
             }
             guard offPolicyAlgorithm == .sac, c.agent.algorithm == .sac else {

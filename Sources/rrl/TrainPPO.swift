@@ -90,9 +90,8 @@ extension Train {
         if !envOption.isEmpty { c.environmentOptions = try parsedEnvironmentOptions() }
         try c.environmentSpec.validate()
         if let preset {
-            guard preset == .rlZoo, c.algorithm == "ppo" else {
-                throw ConfigurationError(preset == .rlZoo ? "--preset rl-zoo is a single-agent PPO recipe: use `rrl train ppo --preset rl-zoo`"
-                                         : "--preset \(preset.rawValue) is a SAC recipe: use `rrl train sac --preset \(preset.rawValue)`")
+            guard preset.algorithm == c.algorithm else {
+                throw ConfigurationError("--preset \(preset.rawValue) is a single-agent PPO recipe: use `rrl train ppo --preset \(preset.rawValue)`")
             }
             c.ppo.applyRLZoo()
         }
