@@ -86,10 +86,13 @@ int rrl_has_openblas(void) {
 
 // MARK: - Scratch memory (grows, never shrinks; one per thread)
 
-static _Thread_local float *scratch_b = NULL;
-static _Thread_local size_t scratch_b_cap = 0;
-static _Thread_local float *scratch_a = NULL;
-static _Thread_local size_t scratch_a_cap = 0;
+// Initial-exec: the kernels live in the executable or a library loaded at start, so a thread's
+// scratch is one offset from the thread pointer, not a __tls_get_addr call per product.
+#define RRL_TLS static _Thread_local __attribute__((tls_model("initial-exec")))
+RRL_TLS float *scratch_b = NULL;
+RRL_TLS size_t scratch_b_cap = 0;
+RRL_TLS float *scratch_a = NULL;
+RRL_TLS size_t scratch_a_cap = 0;
 
 static float *grow(float **buf, size_t *cap, size_t need) {
     if (need > *cap) {

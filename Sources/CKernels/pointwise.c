@@ -20,13 +20,55 @@ static int pointwise_use_avx2(void) { return rrl_cpu_has_avx2_fma(); }
 #define DEFINE_BOTH(NAME, PARAMS, ARGS, BODY) void NAME PARAMS BODY
 #endif
 
-DEFINE_BOTH(rrl_relu, (long n, const float *x, float *y), (n, x, y), {
-    for (long i = 0; i < n; i++) { float v = x[i]; y[i] = v > 0.0f ? v : 0.0f; }
-})
+// ReLU and its backward are spelt out in vectors: the compiler's vectorised loop guards against
+// overlap and runs the scalar loop when x and y are the same array, which is how layers call it.
+// max(v, 0) with v first is v > 0 ? v : 0 for every input (NaN and -0 give +0), as the scalar loop.
+#define RELU_SCALAR(i) do { float v = x[i]; y[i] = v > 0.0f ? v : 0.0f; } while (0)
+#define RELU_BACKWARD_SCALAR(i) do { float m = y[i] > 0.0f ? 1.0f : 0.0f; dx[i] = dy[i] * m; } while (0)
 
-DEFINE_BOTH(rrl_relu_backward, (long n, const float *y, const float *dy, float *dx), (n, y, dy, dx), {
-    for (long i = 0; i < n; i++) { float m = y[i] > 0.0f ? 1.0f : 0.0f; dx[i] = dy[i] * m; }
-})
+static void rrl_relu_portable(long n, const float *x, float *y) {
+    for (long i = 0; i < n; i++) RELU_SCALAR(i);
+}
+
+static void rrl_relu_backward_portable(long n, const float *y, const float *dy, float *dx) {
+    for (long i = 0; i < n; i++) RELU_BACKWARD_SCALAR(i);
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+__attribute__((target("avx2,fma")))
+static void rrl_relu_avx2(long n, const float *x, float *y) {
+    const __m256 zero = _mm256_setzero_ps();
+    long i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_max_ps(_mm256_loadu_ps(x + i), zero));
+    for (; i < n; i++) RELU_SCALAR(i);
+}
+
+__attribute__((target("avx2,fma")))
+static void rrl_relu_backward_avx2(long n, const float *y, const float *dy, float *dx) {
+    const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+    long i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 m = _mm256_and_ps(_mm256_cmp_ps(_mm256_loadu_ps(y + i), zero, _CMP_GT_OQ), one);
+        _mm256_storeu_ps(dx + i, _mm256_mul_ps(_mm256_loadu_ps(dy + i), m));
+    }
+    for (; i < n; i++) RELU_BACKWARD_SCALAR(i);
+}
+#endif
+
+void rrl_relu(long n, const float *x, float *y) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (pointwise_use_avx2()) { rrl_relu_avx2(n, x, y); return; }
+#endif
+    rrl_relu_portable(n, x, y);
+}
+
+void rrl_relu_backward(long n, const float *y, const float *dy, float *dx) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (pointwise_use_avx2()) { rrl_relu_backward_avx2(n, y, dy, dx); return; }
+#endif
+    rrl_relu_backward_portable(n, y, dy, dx);
+}
 
 DEFINE_BOTH(rrl_tanh_backward, (long n, const float *y, const float *dy, float *dx), (n, y, dy, dx), {
     for (long i = 0; i < n; i++) { float v = y[i]; dx[i] = dy[i] * (1.0f - v * v); }
