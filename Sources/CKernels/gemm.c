@@ -1,7 +1,8 @@
-// Matrix multiply: B is packed into 16-column panels (k-blocked), A is read in place
-// through its row and column strides (packing A would cost as much as the product for
-// the thin matrices of recurrent networks), and a 6x16 micro-kernel accumulates in
-// registers. Tiny products (at most 8 rows) skip packing altogether.
+// Matrix multiply: a 6x16 micro-kernel accumulates in registers while A is read in place through
+// its row and column strides (packing A would cost as much as the product for the thin matrices of
+// recurrent networks). The portable path packs B into 16-column panels; the AVX2 path reads B in
+// place when it fits in L1 and packs it otherwise (see "Blocked product, AVX2"). Tiny products (at
+// most 8 rows) skip packing altogether.
 #include "CKernels.h"
 
 #include <stdint.h>
@@ -130,52 +131,6 @@ static void kernel_portable(long kc, const float *a, long rsa, long csa, const f
     }
 }
 
-#if RRL_X86
-__attribute__((target("avx2,fma")))
-static void kernel_avx2(long kc, const float *a, long rsa, long csa, const float *b, long bsb,
-                        float alpha, float beta, float *c, long ldc) {
-    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
-    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
-    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
-    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
-    __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
-    __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
-    const float *a0 = a, *a1 = a + rsa, *a2 = a + 2 * rsa, *a3 = a + 3 * rsa, *a4 = a + 4 * rsa,
-                *a5 = a + 5 * rsa;
-    for (long p = 0; p < kc; p++) {
-        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
-        b += bsb;
-        __m256 av;
-        av = _mm256_broadcast_ss(a0); c00 = _mm256_fmadd_ps(av, b0, c00); c01 = _mm256_fmadd_ps(av, b1, c01);
-        av = _mm256_broadcast_ss(a1); c10 = _mm256_fmadd_ps(av, b0, c10); c11 = _mm256_fmadd_ps(av, b1, c11);
-        av = _mm256_broadcast_ss(a2); c20 = _mm256_fmadd_ps(av, b0, c20); c21 = _mm256_fmadd_ps(av, b1, c21);
-        av = _mm256_broadcast_ss(a3); c30 = _mm256_fmadd_ps(av, b0, c30); c31 = _mm256_fmadd_ps(av, b1, c31);
-        av = _mm256_broadcast_ss(a4); c40 = _mm256_fmadd_ps(av, b0, c40); c41 = _mm256_fmadd_ps(av, b1, c41);
-        av = _mm256_broadcast_ss(a5); c50 = _mm256_fmadd_ps(av, b0, c50); c51 = _mm256_fmadd_ps(av, b1, c51);
-        a0 += csa; a1 += csa; a2 += csa; a3 += csa; a4 += csa; a5 += csa;
-    }
-    const __m256 va = _mm256_set1_ps(alpha);
-#define RRL_STORE_ROW(r, x0, x1)                                                              \
-    do {                                                                                      \
-        float *cr = c + (r) * ldc;                                                            \
-        if (beta == 0.0f) {                                                                   \
-            _mm256_storeu_ps(cr, _mm256_mul_ps(va, x0));                                      \
-            _mm256_storeu_ps(cr + 8, _mm256_mul_ps(va, x1));                                  \
-        } else {                                                                              \
-            const __m256 vb = _mm256_set1_ps(beta);                                           \
-            _mm256_storeu_ps(cr, _mm256_fmadd_ps(va, x0, _mm256_mul_ps(vb, _mm256_loadu_ps(cr)))); \
-            _mm256_storeu_ps(cr + 8, _mm256_fmadd_ps(va, x1, _mm256_mul_ps(vb, _mm256_loadu_ps(cr + 8)))); \
-        }                                                                                     \
-    } while (0)
-    RRL_STORE_ROW(0, c00, c01);
-    RRL_STORE_ROW(1, c10, c11);
-    RRL_STORE_ROW(2, c20, c21);
-    RRL_STORE_ROW(3, c30, c31);
-    RRL_STORE_ROW(4, c40, c41);
-    RRL_STORE_ROW(5, c50, c51);
-#undef RRL_STORE_ROW
-}
-#endif
 
 typedef void (*micro_kernel)(long, const float *, long, long, const float *, long, float, float, float *, long);
 
@@ -275,6 +230,241 @@ static void gemm_packed(micro_kernel kernel, int trans_a, int trans_b, long m, l
         }
     }
 }
+
+// MARK: - Blocked product, AVX2
+
+// The AVX2 product keeps the portable path's order of operations exactly: every element of C is one
+// chain of FMAs over a k block (at most KC deep) started from zero, then finished as
+// alpha * sum (beta == 0) or alpha * sum + beta * C. What differs is how tiles reach memory:
+//  - B is read where it lies when it is not transposed and a k block of it fits in L1 (no packing);
+//    a transposed B is packed with 8x8 register transposes;
+//  - the last rows (m not a multiple of 6) run a kernel of that many rows, straight into C;
+//  - the last columns run an 8-wide kernel of up to 12 rows (n = 1 or 4 is common: a critic's
+//    output, the gradient of a small input), storing only the valid lanes.
+// A layer's forward pass can finish in the same store: add the bias (in the first k block, which
+// equals filling C with the bias and accumulating with beta = 1) and apply ReLU (after the last).
+
+typedef struct {
+    float alpha, beta;  // beta for this k block: the caller's for the first, 1 after
+    const float *bias;  // added in the first k block (then alpha must be 1 and beta 0), or NULL
+    int relu;           // max(x, 0) after the last k block
+} rrl_epilogue;
+
+#if RRL_X86
+__attribute__((target("avx2,fma"), always_inline))
+static inline __m256i lane_mask(long valid) {
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)valid), lanes);
+}
+
+/// Finishes 8 columns of one row from their block sum and stores the first `valid` of them (8 = all).
+__attribute__((target("avx2,fma"), always_inline))
+static inline void finish8(__m256 sum, float *c, long j, long valid, const rrl_epilogue *e) {
+    __m256i mask = valid >= 8 ? _mm256_set1_epi32(-1) : lane_mask(valid);
+    __m256 x;
+    if (e->bias) {
+        x = _mm256_add_ps(sum, valid >= 8 ? _mm256_loadu_ps(e->bias + j) : _mm256_maskload_ps(e->bias + j, mask));
+    } else if (e->beta == 0.0f) {
+        x = _mm256_mul_ps(_mm256_set1_ps(e->alpha), sum);
+    } else {
+        __m256 old = valid >= 8 ? _mm256_loadu_ps(c + j) : _mm256_maskload_ps(c + j, mask);
+        x = _mm256_fmadd_ps(_mm256_set1_ps(e->alpha), sum, _mm256_mul_ps(_mm256_set1_ps(e->beta), old));
+    }
+    if (e->relu) x = _mm256_max_ps(x, _mm256_setzero_ps());
+    if (valid >= 8) _mm256_storeu_ps(c + j, x);
+    else _mm256_maskstore_ps(c + j, mask, x);
+}
+
+/// ROWS (1-6) rows x 16 columns (the last `nr - 8` of the second eight valid): A[r][p] = a[r*rsa + p*csa],
+/// B[p][0..16] = b[p*bsb ..]. Twelve accumulators, one FMA chain per element.
+__attribute__((target("avx2,fma"), always_inline))
+static inline void wide_tile(const int ROWS, long kc, const float *a, long rsa, long csa, const float *b, long bsb,
+                             float *c, long ldc, long nr, const rrl_epilogue *e) {
+    const rrl_epilogue ev = *e;  // a local copy: its fields stay in registers across the stores to C
+    __m256 s0[6], s1[6];
+#pragma clang loop unroll(full)
+    for (int r = 0; r < ROWS; r++) { s0[r] = _mm256_setzero_ps(); s1[r] = _mm256_setzero_ps(); }
+    for (long p = 0; p < kc; p++) {
+        const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+        b += bsb;
+#pragma clang loop unroll(full)
+        for (int r = 0; r < ROWS; r++) {
+            const __m256 av = _mm256_broadcast_ss(a + r * rsa + p * csa);
+            s0[r] = _mm256_fmadd_ps(av, b0, s0[r]);
+            s1[r] = _mm256_fmadd_ps(av, b1, s1[r]);
+        }
+    }
+#pragma clang loop unroll(full)
+    for (int r = 0; r < ROWS; r++) {
+        finish8(s0[r], c + r * ldc, 0, 8, &ev);
+        finish8(s1[r], c + r * ldc, 8, nr - 8, &ev);
+    }
+}
+
+/// ROWS (1-12) rows x the first `nr` (1-8) of 8 columns: B[p][0..8] = b[p*8 ..], zero-padded.
+__attribute__((target("avx2,fma"), always_inline))
+static inline void narrow_tile(const int ROWS, long kc, const float *a, long rsa, long csa, const float *b,
+                               float *c, long ldc, long nr, const rrl_epilogue *e) {
+    const rrl_epilogue ev = *e;
+    __m256 s[12];
+#pragma clang loop unroll(full)
+    for (int r = 0; r < ROWS; r++) s[r] = _mm256_setzero_ps();
+    for (long p = 0; p < kc; p++) {
+        const __m256 bv = _mm256_loadu_ps(b + p * 8);
+#pragma clang loop unroll(full)
+        for (int r = 0; r < ROWS; r++) s[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r * rsa + p * csa), bv, s[r]);
+    }
+#pragma clang loop unroll(full)
+    for (int r = 0; r < ROWS; r++) finish8(s[r], c + r * ldc, 0, nr, &ev);
+}
+
+/// Every row of one 16-column panel: tiles of 6 rows, then one of the m % 6 rows left.
+/// (NR_ is 16 for a full panel, a constant the stores then need not test.)
+#define RRL_WIDE(R) wide_tile(R, kc, a + ic * rsa, rsa, csa, b, bsb, c + ic * ldc, ldc, NR_, e)
+__attribute__((target("avx2,fma"), always_inline))
+static inline void wide_panel_of(long NR_, long m, long kc, const float *a, long rsa, long csa, const float *b, long bsb,
+                                 float *c, long ldc, const rrl_epilogue *e) {
+    long ic = 0;
+    for (; ic + 6 <= m; ic += 6) RRL_WIDE(6);
+    switch (m - ic) {
+    case 5: RRL_WIDE(5); break;
+    case 4: RRL_WIDE(4); break;
+    case 3: RRL_WIDE(3); break;
+    case 2: RRL_WIDE(2); break;
+    case 1: RRL_WIDE(1); break;
+    default: break;
+    }
+}
+#undef RRL_WIDE
+
+__attribute__((target("avx2,fma")))
+static void wide_panel(long m, long kc, const float *a, long rsa, long csa, const float *b, long bsb, float *c, long ldc,
+                       long nr, const rrl_epilogue *e) {
+    if (nr == NR) wide_panel_of(NR, m, kc, a, rsa, csa, b, bsb, c, ldc, e);
+    else wide_panel_of(nr, m, kc, a, rsa, csa, b, bsb, c, ldc, e);
+}
+
+/// Every row of the last (at most 8) columns: tiles of 12 rows, then one of the m % 12 rows left.
+#define RRL_NARROW(R) narrow_tile(R, kc, a + ic * rsa, rsa, csa, b, c + ic * ldc, ldc, nr, e)
+__attribute__((target("avx2,fma")))
+static void narrow_panel(long m, long kc, const float *a, long rsa, long csa, const float *b, float *c, long ldc,
+                         long nr, const rrl_epilogue *e) {
+    long ic = 0;
+    for (; ic + 12 <= m; ic += 12) RRL_NARROW(12);
+    switch (m - ic) {
+    case 11: RRL_NARROW(11); break;
+    case 10: RRL_NARROW(10); break;
+    case 9: RRL_NARROW(9); break;
+    case 8: RRL_NARROW(8); break;
+    case 7: RRL_NARROW(7); break;
+    case 6: RRL_NARROW(6); break;
+    case 5: RRL_NARROW(5); break;
+    case 4: RRL_NARROW(4); break;
+    case 3: RRL_NARROW(3); break;
+    case 2: RRL_NARROW(2); break;
+    case 1: RRL_NARROW(1); break;
+    default: break;
+    }
+}
+#undef RRL_NARROW
+
+/// out[p*8 + q] = src[q*lds + p] for an 8x8 block (src: 8 rows of 8 floats).
+__attribute__((target("avx2,fma"), always_inline))
+static inline void transpose8(const float *src, long lds, float *out, long ldo) {
+    __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + lds), r2 = _mm256_loadu_ps(src + 2 * lds),
+           r3 = _mm256_loadu_ps(src + 3 * lds), r4 = _mm256_loadu_ps(src + 4 * lds), r5 = _mm256_loadu_ps(src + 5 * lds),
+           r6 = _mm256_loadu_ps(src + 6 * lds), r7 = _mm256_loadu_ps(src + 7 * lds);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+           t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+           t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+           u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
+           u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+           u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_storeu_ps(out, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(out + ldo, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(out + 2 * ldo, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(out + 3 * ldo, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(out + 4 * ldo, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(out + 5 * ldo, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(out + 6 * ldo, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(out + 7 * ldo, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
+/// Packs B[p0..p0+kc][j0..j0+w] (w <= width) into a kc x width panel, zero-padded on the right.
+__attribute__((target("avx2,fma")))
+static void pack_panel(int trans_b, const float *b, long ldb, long p0, long kc, long j0, long w, long width, float *out) {
+    if (!trans_b) {
+        for (long p = 0; p < kc; p++) {
+            const float *src = b + (p0 + p) * ldb + j0;
+            float *dst = out + p * width;
+            long j = 0;
+            for (; j < w; j++) dst[j] = src[j];
+            for (; j < width; j++) dst[j] = 0.0f;
+        }
+        return;
+    }
+    // B[p][j] = b[j*ldb + p]: 8x8 blocks through registers, the edges one by one.
+    long j = 0;
+    for (; j + 8 <= w; j += 8) {
+        const float *src = b + (j0 + j) * ldb + p0;
+        long p = 0;
+        for (; p + 8 <= kc; p += 8) transpose8(src + p, ldb, out + p * width + j, width);
+        for (; p < kc; p++)
+            for (long q = 0; q < 8; q++) out[p * width + j + q] = src[q * ldb + p];
+    }
+    for (; j < w; j++) {
+        const float *src = b + (j0 + j) * ldb + p0;
+        for (long p = 0; p < kc; p++) out[p * width + j] = src[p];
+    }
+    for (; j < width; j++)
+        for (long p = 0; p < kc; p++) out[p * width + j] = 0.0f;
+}
+
+/// B blocks not larger than this many floats (a k block of every row) are read in place when B is
+/// not transposed: packing would only copy what already sits in L1.
+enum { IN_PLACE_FLOATS = 8192 };
+
+__attribute__((target("avx2,fma")))
+static void gemm_avx2(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,
+                      const float *b, long ldb, float beta, float *c, long ldc, const float *bias, int relu) {
+    const long rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
+    float *bp = grow(&scratch_b, &scratch_b_cap, (size_t)KC * (NC + NR));
+    for (long jc = 0; jc < n; jc += NC) {
+        const long nc = n - jc < NC ? n - jc : NC;
+        for (long pc = 0; pc < k; pc += KC) {
+            const long kc = k - pc < KC ? k - pc : KC;
+            rrl_epilogue e = {alpha, pc == 0 ? beta : 1.0f, pc == 0 ? (bias ? bias + jc : NULL) : NULL,
+                              relu && pc + kc >= k};
+            const int in_place = !trans_b && kc * ldb <= IN_PLACE_FLOATS;
+            const long wide = nc / NR * NR;     // columns in full 16-wide panels
+            const long rest = nc - wide;        // 0-15 last columns
+            if (!in_place)
+                for (long jr = 0; jr < wide; jr += NR) pack_panel(trans_b, b, ldb, pc, kc, jc + jr, NR, NR, bp + (jr / NR) * kc * NR);
+            for (long jr = 0; jr < wide; jr += NR) {
+                const float *bpanel = in_place ? b + pc * ldb + jc + jr : bp + (jr / NR) * kc * NR;
+                const long bsb = in_place ? ldb : NR;
+                rrl_epilogue ej = e;
+                if (ej.bias) ej.bias += jr;
+                wide_panel(m, kc, a + pc * csa, rsa, csa, bpanel, bsb, c + jc + jr, ldc, NR, &ej);
+            }
+            if (rest > 8) {
+                float *panel = bp + (wide / NR) * kc * NR;
+                pack_panel(trans_b, b, ldb, pc, kc, jc + wide, rest, NR, panel);
+                rrl_epilogue ej = e;
+                if (ej.bias) ej.bias += wide;
+                wide_panel(m, kc, a + pc * csa, rsa, csa, panel, NR, c + jc + wide, ldc, rest, &ej);
+            } else if (rest > 0) {
+                float *panel = bp + (wide / NR) * kc * NR;
+                pack_panel(trans_b, b, ldb, pc, kc, jc + wide, rest, 8, panel);
+                rrl_epilogue ej = e;
+                if (ej.bias) ej.bias += wide;
+                narrow_panel(m, kc, a + pc * csa, rsa, csa, panel, c + jc + wide, ldc, rest, &ej);
+            }
+        }
+    }
+}
+#endif
 
 // MARK: - Tiny products (m <= 8)
 
@@ -619,7 +809,7 @@ void rrl_sgemm_path(rrl_gemm_path path, int trans_a, int trans_b, long m, long n
     case RRL_GEMM_PACKED_AVX2:
 #if RRL_X86
         if (avx2) {
-            gemm_packed(kernel_avx2, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+            gemm_avx2(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, NULL, 0);
             return;
         }
 #endif
@@ -662,4 +852,21 @@ void rrl_sgemm_path(rrl_gemm_path path, int trans_a, int trans_b, long m, long n
 void rrl_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,
                const float *b, long ldb, float beta, float *c, long ldc) {
     rrl_sgemm_path(RRL_GEMM_AUTO, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void rrl_dense_forward(long m, long n, long k, const float *x, long ldx, const float *w, long ldw, const float *bias,
+                       int relu, float *y, long ldy) {
+    if (m <= 0 || n <= 0) return;
+#if RRL_X86
+    // The path rrl_sgemm would take for these sizes, with the bias and ReLU in its last store.
+    if (k > 0 && m > 8 && rrl_cpu_has_avx2_fma()) {
+        gemm_flops += 2ULL * (unsigned long long)m * (unsigned long long)n * (unsigned long long)k;
+        gemm_avx2(0, 1, m, n, k, 1.0f, x, ldx, w, ldw, 0.0f, y, ldy, bias, relu);
+        return;
+    }
+#endif
+    for (long i = 0; i < m; i++) memcpy(y + i * ldy, bias, (size_t)n * sizeof(float));
+    rrl_sgemm(0, 1, m, n, k, 1.0f, x, ldx, w, ldw, 1.0f, y, ldy);
+    if (relu)
+        for (long i = 0; i < m; i++) rrl_relu(n, y + i * ldy, y + i * ldy);
 }

@@ -65,9 +65,8 @@ public final class Dense: Layer {
         precondition(input.shape.last == inputSize, "Dense expects last dimension \(inputSize), got input \(input.shape)")
         self.input = input
         output.resize(input.shape.replacingLast(with: outputSize))
-        broadcastRows(bias.value.data, rows: input.shape.leadingCount, width: outputSize, into: output.data)
-        gemm(input.matrix, weight.value.matrix.transposed, into: output.matrix, beta: 1)
-        activation.apply(output.data, output.data, count: output.count)
+        affine(input.matrix, weight: weight.value.matrix, bias: bias.value.data, relu: activation == .relu, into: output.matrix)
+        if activation != .relu { activation.apply(output.data, output.data, count: output.count) }
         return output
     }
 

@@ -164,9 +164,7 @@ public struct GateWeights {
 
     /// gates = x W_ih^T + b_ih for every row of the sequence at once (`[time * batch, G]`).
     func inputProducts(_ input: Tensor, into gates: Tensor) {
-        let g = weightIH.shape[0], rows = input.shape.leadingCount
-        broadcastRows(biasIH.value.data, rows: rows, width: g, into: gates.data)
-        gemm(input.matrix, weightIH.value.matrix.transposed, into: gates.matrix, beta: 1)
+        affine(input.matrix, weight: weightIH.value.matrix, bias: biasIH.value.data, into: gates.matrix)
     }
 
     /// Passes of more than one step multiply by a copy of W_hh^T; for one step (acting) the copy

@@ -88,3 +88,16 @@ public func gemm(_ a: Matrix, _ b: Matrix, into c: Matrix, alpha: Float = 1, bet
 
 /// True when the AVX2/FMA kernels are in use on this CPU.
 public var cpuHasAVX2FMA: Bool { rrl_cpu_has_avx2_fma() != 0 }
+
+/// y = x w^T + bias for every row of x, then ReLU when `relu`: a dense layer's forward pass as one
+/// product whose last store adds the bias and applies ReLU. x is m x k, w is n x k (PyTorch's
+/// weight layout), y is m x n, none of them transposed; `bias` holds n floats. The result has the
+/// same bits as filling y's rows with the bias, `gemm(x, w.transposed, into: y, beta: 1)` and a
+/// ReLU pass.
+@inlinable
+public func affine(_ x: Matrix, weight w: Matrix, bias: UnsafePointer<Float>, relu: Bool = false, into y: Matrix) {
+    precondition(!x.isTransposed && !w.isTransposed && !y.isTransposed, "affine takes views that are not transposed")
+    precondition(x.columns == w.columns && x.rows == y.rows && w.rows == y.columns,
+                 "affine shapes do not agree: [\(x.rows)x\(x.columns)] * [\(w.rows)x\(w.columns)]^T -> [\(y.rows)x\(y.columns)]")
+    rrl_dense_forward(y.rows, y.columns, x.columns, x.base, x.stride, w.base, w.stride, bias, relu ? 1 : 0, y.base, y.stride)
+}

@@ -103,3 +103,31 @@ final class GEMMTests: XCTestCase {
         check(m: 5, n: 7, k: 9, transA: true, transB: false, alpha: 2, beta: 0.5, path: .naive, rng: &rng)
     }
 }
+
+final class AffineTests: XCTestCase {
+    /// The fused dense forward pass gives the bits of the three passes it replaces: rows filled with
+    /// the bias, a product accumulated onto them (beta 1), ReLU. Shapes cover the few-row path, every
+    /// tail of the 16- and 8-wide panels, k blocks beyond 256 and the 512-wide column blocks.
+    func testAffineEqualsBiasProductAndReLUBitForBit() {
+        var rng = RandomGenerator(seed: 29)
+        for (m, n, k) in [(1, 5, 3), (8, 64, 64), (9, 1, 64), (100, 64, 64), (100, 1, 64), (100, 4, 3), (37, 17, 300),
+                          (13, 530, 20), (25, 24, 257), (100, 9, 512), (7, 100, 1)] {
+            let x = Tensor.uniform([m, k + 2], low: -1, high: 1, using: &rng)
+            let w = Tensor.uniform([n, k + 1], low: -1, high: 1, using: &rng)
+            let bias = Tensor.uniform([n], low: -1, high: 1, using: &rng)
+            let xm = Matrix(x.data, rows: m, columns: k, stride: k + 2), wm = Matrix(w.data, rows: n, columns: k, stride: k + 1)
+            for relu in [false, true] {
+                let fused = Tensor.uniform([m, n + 3], low: -1, high: 1, using: &rng), steps = Tensor([m, n + 3])
+                for i in 0..<m { for j in 0..<(n + 3) { steps.data[i * (n + 3) + j] = fused.data[i * (n + 3) + j] } }
+                affine(xm, weight: wm, bias: bias.data, relu: relu, into: Matrix(fused.data, rows: m, columns: n, stride: n + 3))
+                for i in 0..<m { for j in 0..<n { steps.data[i * (n + 3) + j] = bias.data[j] } }
+                gemm(xm, wm.transposed, into: Matrix(steps.data, rows: m, columns: n, stride: n + 3), beta: 1)
+                if relu { for i in 0..<m { for j in 0..<n { steps.data[i * (n + 3) + j] = max(steps.data[i * (n + 3) + j], 0) } } }
+                for i in 0..<(m * (n + 3)) where fused.data[i].bitPattern != steps.data[i].bitPattern {
+                    XCTFail("m=\(m) n=\(n) k=\(k) relu=\(relu): element \(i) is \(fused.data[i]), the three passes give \(steps.data[i])")
+                    break
+                }
+            }
+        }
+    }
+}

@@ -48,6 +48,12 @@ void rrl_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha,
                const float *a, long lda, const float *b, long ldb,
                float beta, float *c, long ldc);
 
+/// A dense layer's forward pass: y = x w^T + bias, then ReLU when relu != 0. x is m x k (row stride
+/// ldx), w is n x k (ldw), bias has n floats, y is m x n (ldy). The same bits as filling y's rows
+/// with the bias, rrl_sgemm(0, 1, m, n, k, 1, x, ldx, w, ldw, 1, y, ldy) and rrl_relu, in one pass.
+void rrl_dense_forward(long m, long n, long k, const float *x, long ldx, const float *w, long ldw, const float *bias,
+                       int relu, float *y, long ldy);
+
 /// Multiply-add flops (2 m n k per product) of the matrix products computed so far in this process.
 unsigned long long rrl_gemm_flops(void);
 
