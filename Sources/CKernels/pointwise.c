@@ -131,3 +131,37 @@ void rrl_adam_update(long n, float *theta, const float *g, float *m, float *v, f
 #endif
     rrl_adam_update_portable(n, theta, g, m, v, beta1, beta2, step_size, inv_sqrt_correction2, epsilon, coupled_decay, shrink);
 }
+
+// 1 when none of the n floats is NaN or infinite (exponent bits all ones), 0 otherwise.
+#define ALL_FINITE_SCALAR(i) do { if (!isfinite(x[i])) return 0; } while (0)
+
+static int rrl_all_finite_portable(long n, const float *x) {
+    for (long i = 0; i < n; i++) ALL_FINITE_SCALAR(i);
+    return 1;
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx2,fma")))
+static int rrl_all_finite_avx2(long n, const float *x) {
+    const __m256i exponent = _mm256_set1_epi32(0x7f800000);
+    long i = 0;
+    for (; i + 32 <= n; i += 32) {  // four vectors per test: the loop is bound by loads, not branches
+        __m256i e0 = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i)), exponent);
+        __m256i e1 = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i + 8)), exponent);
+        __m256i e2 = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i + 16)), exponent);
+        __m256i e3 = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i + 24)), exponent);
+        __m256i bad = _mm256_or_si256(_mm256_or_si256(_mm256_cmpeq_epi32(e0, exponent), _mm256_cmpeq_epi32(e1, exponent)),
+                                      _mm256_or_si256(_mm256_cmpeq_epi32(e2, exponent), _mm256_cmpeq_epi32(e3, exponent)));
+        if (!_mm256_testz_si256(bad, bad)) return 0;
+    }
+    for (; i < n; i++) ALL_FINITE_SCALAR(i);
+    return 1;
+}
+#endif
+
+int rrl_all_finite(long n, const float *x) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (rrl_vector_kernels_use_avx2()) return rrl_all_finite_avx2(n, x);  // (a test forces the portable path)
+#endif
+    return rrl_all_finite_portable(n, x);
+}

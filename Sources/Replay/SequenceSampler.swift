@@ -223,7 +223,7 @@ public final class SequenceSampler {
         let am = layout.actionMaskFloats, f = layout.activityFloats
         precondition(layout == batch.layout, "the sampler was made for replay layout \(batch.layout), not \(layout)")
         for t in batch.clearedBySampling { t.zero() }
-        for i in batch.stepIndices.indices { batch.stepIndices[i] = -1 }
+        batch.stepIndices.withUnsafeMutableBufferPointer { $0.update(repeating: -1) }  // one access, not one per element
         let stored = c.initialState.usesStoredStates, timeLimitsTerminal = c.timeLimitsTerminal == true
 
         let packing = c.packEpisodes == true
@@ -264,20 +264,20 @@ public final class SequenceSampler {
                 var m = 0
                 while true {
                     let s = slot + m, k = s * B + row
-                    (batch.observations.data + k * o).update(from: replay.observation(i), count: o)
-                    (batch.actions.data + k * a).update(from: replay.action(i), count: a)
+                    copyFloats(batch.observations.data + k * o, from: replay.observation(i), count: o)
+                    copyFloats(batch.actions.data + k * a, from: replay.action(i), count: a)
                     if let p = replay.predecessor(i) {
-                        (batch.previousObservations.data + k * o).update(from: replay.observation(p), count: o)
-                        (batch.previousActions.data + k * a).update(from: replay.action(p), count: a)
+                        copyFloats(batch.previousObservations.data + k * o, from: replay.observation(p), count: o)
+                        copyFloats(batch.previousActions.data + k * a, from: replay.action(p), count: a)
                         batch.hasPreviousAction.data[k] = 1
-                        (batch.previousRewards.data + k * n).update(from: replay.rewards(p), count: n)
+                        copyFloats(batch.previousRewards.data + k * n, from: replay.rewards(p), count: n)
                     }
-                    (batch.rewards.data + k * n).update(from: replay.rewards(i), count: n)
-                    if g > 0 { (batch.globalStates.data + k * g).update(from: replay.globalState(i), count: g) }
-                    if am > 0 { (batch.actionMasks.data + k * am).update(from: replay.actionMask(i), count: am) }
+                    copyFloats(batch.rewards.data + k * n, from: replay.rewards(i), count: n)
+                    if g > 0 { copyFloats(batch.globalStates.data + k * g, from: replay.globalState(i), count: g) }
+                    if am > 0 { copyFloats(batch.actionMasks.data + k * am, from: replay.actionMask(i), count: am) }
                     if f > 0 {
-                        (batch.agentActive.data + k * f).update(from: replay.activity(i), count: f)
-                        (batch.agentFinished.data + k * f).update(from: replay.agentFinished(i), count: f)
+                        copyFloats(batch.agentActive.data + k * f, from: replay.activity(i), count: f)
+                        copyFloats(batch.agentFinished.data + k * f, from: replay.agentFinished(i), count: f)
                     }
                     batch.terminated.data[k] = replay.terminated(i) || (timeLimitsTerminal && replay.truncated(i)) ? 1 : 0
                     batch.validMask.data[k] = s >= c.burnIn ? 1 : 0
@@ -294,13 +294,13 @@ public final class SequenceSampler {
                 batch.finalStepMask.data[last] = batch.validMask.data[last]
                 // The bootstrap slot: the last step's next observation, with that step as its context.
                 let k = (slot + m) * B + row
-                (batch.observations.data + k * o).update(from: replay.nextObservation(i), count: o)
-                (batch.previousObservations.data + k * o).update(from: replay.observation(i), count: o)
-                (batch.previousActions.data + k * a).update(from: replay.action(i), count: a)
+                copyFloats(batch.observations.data + k * o, from: replay.nextObservation(i), count: o)
+                copyFloats(batch.previousObservations.data + k * o, from: replay.observation(i), count: o)
+                copyFloats(batch.previousActions.data + k * a, from: replay.action(i), count: a)
                 batch.hasPreviousAction.data[k] = 1
-                (batch.previousRewards.data + k * n).update(from: replay.rewards(i), count: n)
-                if g > 0 { (batch.globalStates.data + k * g).update(from: replay.nextGlobalState(i), count: g) }
-                if am > 0 { (batch.actionMasks.data + k * am).update(from: replay.nextActionMask(i), count: am) }
+                copyFloats(batch.previousRewards.data + k * n, from: replay.rewards(i), count: n)
+                if g > 0 { copyFloats(batch.globalStates.data + k * g, from: replay.nextGlobalState(i), count: g) }
+                if am > 0 { copyFloats(batch.actionMasks.data + k * am, from: replay.nextActionMask(i), count: am) }
                 if f > 0 {
                     // Still in the episode after the last step: active then and not finished there.
                     let active = replay.activity(i), finished = replay.agentFinished(i)

@@ -111,10 +111,7 @@ public final class Tensor {
     }
 
     /// True when no element is NaN or infinite.
-    public var isFinite: Bool {
-        for i in 0..<count where !data[i].isFinite { return false }
-        return true
-    }
+    public var isFinite: Bool { rrl_all_finite(count, data) != 0 }
 }
 
 extension Tensor: CustomStringConvertible {
@@ -131,4 +128,11 @@ extension Tensor {
         let rows = shape[0], columns = count / max(rows, 1), v = array
         return (0..<columns).flatMap { c in (0..<rows).map { v[$0 * columns + c] } }
     }
+}
+
+/// Copies `count` floats from `source` to `destination` (which must not overlap); a few floats
+/// are moved inline rather than through a call to memmove.
+@inlinable @inline(__always)
+public func copyFloats(_ destination: UnsafeMutablePointer<Float>, from source: UnsafePointer<Float>, count: Int) {
+    rrl_copy_floats(destination, source, count)
 }

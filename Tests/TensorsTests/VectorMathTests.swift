@@ -147,3 +147,28 @@ final class VectorMathTests: XCTestCase {
     }
 }
 
+
+final class FiniteCheckTests: XCTestCase {
+    /// Tensor.isFinite (the guard run over every parameter after every update) finds one NaN or
+    /// infinity at any position: inside the four-vector blocks, in the scalar tail, first and last;
+    /// the largest finite values and subnormals pass. Both kernel paths.
+    func testEveryPositionAndKind() {
+        defer { rrl_set_force_portable(0) }
+        for portable in [Int32(0), 1] {
+            rrl_set_force_portable(portable)
+            for n in [1, 7, 32, 33, 70, 100] {
+                let t = Tensor([n])
+                for i in 0..<n { t.data[i] = i % 2 == 0 ? .greatestFiniteMagnitude : -.leastNonzeroMagnitude }
+                XCTAssertTrue(t.isFinite, "n=\(n) portable=\(portable)")
+                for i in 0..<n {
+                    for bad in [Float.nan, .infinity, -.infinity, -Float.nan] {
+                        let kept = t.data[i]
+                        t.data[i] = bad
+                        XCTAssertFalse(t.isFinite, "n=\(n) position \(i) value \(bad) portable=\(portable)")
+                        t.data[i] = kept
+                    }
+                }
+            }
+        }
+    }
+}

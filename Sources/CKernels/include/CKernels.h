@@ -13,6 +13,23 @@
 extern "C" {
 #endif
 
+/// Copies n floats (not overlapping). Up to 8 are moved inline: the replay sampler copies a few
+/// floats per field and step, where a call into libc's memmove costs more than the copy.
+static inline void rrl_copy_floats(float *dst, const float *src, long n) {
+    switch (n) {
+    case 8: dst[7] = src[7]; /* fall through */
+    case 7: dst[6] = src[6]; /* fall through */
+    case 6: dst[5] = src[5]; /* fall through */
+    case 5: dst[4] = src[4]; /* fall through */
+    case 4: dst[3] = src[3]; /* fall through */
+    case 3: dst[2] = src[2]; /* fall through */
+    case 2: dst[1] = src[1]; /* fall through */
+    case 1: dst[0] = src[0]; /* fall through */
+    case 0: return;
+    default: __builtin_memcpy(dst, src, (size_t)n * sizeof(float));
+    }
+}
+
 /// Which implementation a matrix product uses. `RRL_GEMM_AUTO` picks the fastest available.
 typedef enum {
     RRL_GEMM_AUTO = 0,
@@ -76,6 +93,8 @@ void rrl_vsigmoid(long n, const float *x, float *y);
 /// y = x for x > 0, expm1(x) otherwise (ELU with alpha 1); y may equal x. A few float ulps of libm.
 void rrl_velu(long n, const float *x, float *y);
 /// y = max(x, 0); dx = dy * f'(x) from the output y of ReLU, tanh, sigmoid. Outputs may alias inputs.
+/// 1 when none of the n floats is NaN or infinite.
+int rrl_all_finite(long n, const float *x);
 void rrl_relu(long n, const float *x, float *y);
 void rrl_relu_backward(long n, const float *y, const float *dy, float *dx);
 void rrl_tanh_backward(long n, const float *y, const float *dy, float *dx);
