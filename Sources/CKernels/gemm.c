@@ -325,6 +325,12 @@ __attribute__((target("avx2,fma"), always_inline))
 static inline void wide_panel_of(long NR_, long m, long kc, const float *a, long rsa, long csa, const float *b, long bsb,
                                  float *c, long ldc, const rrl_epilogue *e) {
     long ic = 0;
+    if (m == 7 || m == 8) {
+        // 4 + 3 and 4 + 4: 6 + 1 and 6 + 2 would leave the second tile with too few FMA chains to
+        // hide their latency (measured; from 9 rows on, 6 + the rest is as fast or faster).
+        RRL_WIDE(4);
+        ic = 4;
+    }
     for (; ic + 6 <= m; ic += 6) RRL_WIDE(6);
     switch (m - ic) {
     case 5: RRL_WIDE(5); break;
@@ -436,7 +442,8 @@ static void gemm_avx2(int trans_a, int trans_b, long m, long n, long k, float al
             const long kc = k - pc < KC ? k - pc : KC;
             rrl_epilogue e = {alpha, pc == 0 ? beta : 1.0f, pc == 0 ? (bias ? bias + jc : NULL) : NULL,
                               relu && pc + kc >= k};
-            const int in_place = !trans_b && kc * ldb <= IN_PLACE_FLOATS;
+            // (With few rows a packed panel would be read only once or twice: not worth the copy.)
+            const int in_place = !trans_b && (kc * ldb <= IN_PLACE_FLOATS || m <= 2 * MR);
             const long wide = nc / NR * NR;     // columns in full 16-wide panels
             const long rest = nc - wide;        // 0-15 last columns
             if (!in_place)
@@ -834,7 +841,9 @@ void rrl_sgemm_path(rrl_gemm_path path, int trans_a, int trans_b, long m, long n
     default:
         break;
     }
-    if (m <= 8) {
+    // 4-8 rows with B not transposed (a recurrent layer's step over a small batch) and one k block:
+    // the blocked kernels' tiles beat the small path's, with the same chain per element.
+    if (m <= 8 && (trans_b || k > KC || !avx2 || m < 4)) {
         rrl_sgemm_path(avx2 ? RRL_GEMM_SMALL_AVX2 : RRL_GEMM_SMALL_PORTABLE, trans_a, trans_b, m, n, k, alpha, a,
                        lda, b, ldb, beta, c, ldc);
         return;

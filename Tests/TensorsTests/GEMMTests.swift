@@ -89,6 +89,31 @@ final class GEMMTests: XCTestCase {
         }
     }
 
+    /// Products of 4-8 rows with B not transposed now run the blocked kernels; with alpha 1 and beta 0
+    /// or 1 (the library's only uses) every element is the same FMA chain as on the small path, so
+    /// the bits must not change.
+    func testFewRowProductsKeepTheSmallPathsBits() throws {
+        try XCTSkipUnless(cpuHasAVX2FMA, "the paths differ only with AVX2")
+        var rng = RandomGenerator(seed: 17)
+        for m in 4...8 {
+            for (n, k) in [(48, 16), (16, 48), (256, 64), (64, 256), (30, 10), (3, 64)] {
+                for transA in [false, true] {
+                    for beta: Float in [0, 1] {
+                        let a = Tensor.uniform(transA ? [k, m] : [m, k], low: -1, high: 1, using: &rng)
+                        let b = Tensor.uniform([k, n], low: -1, high: 1, using: &rng)
+                        let c0 = Tensor.uniform([m, n], low: -1, high: 1, using: &rng)
+                        let viaAuto = Tensor(copying: c0), viaSmall = Tensor(copying: c0)
+                        let am = transA ? a.matrix.transposed : a.matrix
+                        gemm(am, b.matrix, into: viaAuto.matrix, beta: beta)
+                        gemm(am, b.matrix, into: viaSmall.matrix, beta: beta, path: .smallAVX2)
+                        XCTAssertEqual(viaAuto.array.map(\.bitPattern), viaSmall.array.map(\.bitPattern),
+                                       "m=\(m) n=\(n) k=\(k) transA=\(transA) beta=\(beta)")
+                    }
+                }
+            }
+        }
+    }
+
     func testZeroDepthScalesC() {
         let c = Tensor([2, 2], values: [1, 2, 3, 4])
         let a = Tensor([2, 0]), b = Tensor([0, 2])
