@@ -165,3 +165,102 @@ int rrl_all_finite(long n, const float *x) {
 #endif
     return rrl_all_finite_portable(n, x);
 }
+
+// MARK: - Recurrent cells' backward step, one row
+// The same operations in the same order as the Swift loops they replace, with no multiply-add
+// fused (contraction off; the vector code uses separate multiplies and adds), so the bits match.
+
+#pragma clang fp contract(off)
+#define GRU_BACKWARD_SCALAR(j)                                                          \
+    do {                                                                                \
+        const float d = dh[j], r = g[j], z = g[H + j], n = g[2 * H + j];                \
+        const float dn = d * (1.0f - z), dz = d * (hprev[j] - n);                       \
+        dhp[j] = d * z;                                                                 \
+        const float dan = dn * (1.0f - n * n), daz = dz * z * (1.0f - z);               \
+        const float dar = dan * ghn[j] * r * (1.0f - r);                                \
+        dgi[j] = dar; dgi[H + j] = daz; dgi[2 * H + j] = dan;                           \
+        dgh[j] = dar; dgh[H + j] = daz; dgh[2 * H + j] = dan * r;                       \
+    } while (0)
+
+#define LSTM_BACKWARD_SCALAR(j)                                                                    \
+    do {                                                                                           \
+        const float i_ = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j], t = tc[j];       \
+        const float dO = dh[j] * t, dC = dc[j] + dh[j] * o * (1.0f - t * t);                       \
+        const float dI = dC * gg, dG = dC * i_, dF = dC * cprev[j];                                \
+        dcp[j] = dC * f;                                                                           \
+        da[j] = dI * i_ * (1.0f - i_);                                                             \
+        da[H + j] = dF * f * (1.0f - f);                                                           \
+        da[2 * H + j] = dG * (1.0f - gg * gg);                                                     \
+        da[3 * H + j] = dO * o * (1.0f - o);                                                       \
+    } while (0)
+
+static void rrl_gru_backward_row_portable(long H, const float *g, const float *ghn, const float *hprev, const float *dh,
+                                          float *dhp, float *dgi, float *dgh) {
+    for (long j = 0; j < H; j++) GRU_BACKWARD_SCALAR(j);
+}
+
+static void rrl_lstm_backward_row_portable(long H, const float *g, const float *tc, const float *cprev, const float *dh,
+                                           const float *dc, float *dcp, float *da) {
+    for (long j = 0; j < H; j++) LSTM_BACKWARD_SCALAR(j);
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+#define V_LOAD _mm256_loadu_ps
+#define V_MUL _mm256_mul_ps
+#define V_SUB _mm256_sub_ps
+#define V_ADD _mm256_add_ps
+
+__attribute__((target("avx2,fma")))
+static void rrl_gru_backward_row_avx2(long H, const float *g, const float *ghn, const float *hprev, const float *dh,
+                                      float *dhp, float *dgi, float *dgh) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    long j = 0;
+    for (; j + 8 <= H; j += 8) {
+        const __m256 d = V_LOAD(dh + j), r = V_LOAD(g + j), z = V_LOAD(g + H + j), n = V_LOAD(g + 2 * H + j);
+        const __m256 dn = V_MUL(d, V_SUB(one, z)), dz = V_MUL(d, V_SUB(V_LOAD(hprev + j), n));
+        _mm256_storeu_ps(dhp + j, V_MUL(d, z));
+        const __m256 dan = V_MUL(dn, V_SUB(one, V_MUL(n, n)));
+        const __m256 daz = V_MUL(V_MUL(dz, z), V_SUB(one, z));
+        const __m256 dar = V_MUL(V_MUL(V_MUL(dan, V_LOAD(ghn + j)), r), V_SUB(one, r));
+        _mm256_storeu_ps(dgi + j, dar); _mm256_storeu_ps(dgi + H + j, daz); _mm256_storeu_ps(dgi + 2 * H + j, dan);
+        _mm256_storeu_ps(dgh + j, dar); _mm256_storeu_ps(dgh + H + j, daz); _mm256_storeu_ps(dgh + 2 * H + j, V_MUL(dan, r));
+    }
+    for (; j < H; j++) GRU_BACKWARD_SCALAR(j);
+}
+
+__attribute__((target("avx2,fma")))
+static void rrl_lstm_backward_row_avx2(long H, const float *g, const float *tc, const float *cprev, const float *dh,
+                                       const float *dc, float *dcp, float *da) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    long j = 0;
+    for (; j + 8 <= H; j += 8) {
+        const __m256 i_ = V_LOAD(g + j), f = V_LOAD(g + H + j), gg = V_LOAD(g + 2 * H + j), o = V_LOAD(g + 3 * H + j);
+        const __m256 t = V_LOAD(tc + j), d = V_LOAD(dh + j);
+        const __m256 dO = V_MUL(d, t);
+        const __m256 dC = V_ADD(V_LOAD(dc + j), V_MUL(V_MUL(d, o), V_SUB(one, V_MUL(t, t))));
+        const __m256 dI = V_MUL(dC, gg), dG = V_MUL(dC, i_), dF = V_MUL(dC, V_LOAD(cprev + j));
+        _mm256_storeu_ps(dcp + j, V_MUL(dC, f));
+        _mm256_storeu_ps(da + j, V_MUL(V_MUL(dI, i_), V_SUB(one, i_)));
+        _mm256_storeu_ps(da + H + j, V_MUL(V_MUL(dF, f), V_SUB(one, f)));
+        _mm256_storeu_ps(da + 2 * H + j, V_MUL(dG, V_SUB(one, V_MUL(gg, gg))));
+        _mm256_storeu_ps(da + 3 * H + j, V_MUL(V_MUL(dO, o), V_SUB(one, o)));
+    }
+    for (; j < H; j++) LSTM_BACKWARD_SCALAR(j);
+}
+#endif
+
+void rrl_gru_backward_row(long H, const float *g, const float *ghn, const float *hprev, const float *dh, float *dhp,
+                          float *dgi, float *dgh) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (rrl_vector_kernels_use_avx2()) { rrl_gru_backward_row_avx2(H, g, ghn, hprev, dh, dhp, dgi, dgh); return; }
+#endif
+    rrl_gru_backward_row_portable(H, g, ghn, hprev, dh, dhp, dgi, dgh);
+}
+
+void rrl_lstm_backward_row(long H, const float *g, const float *tc, const float *cprev, const float *dh, const float *dc,
+                           float *dcp, float *da) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (rrl_vector_kernels_use_avx2()) { rrl_lstm_backward_row_avx2(H, g, tc, cprev, dh, dc, dcp, da); return; }
+#endif
+    rrl_lstm_backward_row_portable(H, g, tc, cprev, dh, dc, dcp, da);
+}

@@ -1,3 +1,4 @@
+import CKernels
 import Tensors
 
 /// A recurrent layer run over a whole time-major sequence.
@@ -337,22 +338,12 @@ public final class GRU: RecurrentLayer {
                 for i in 0..<(B * H) { dh[i] += src[i] }
             }
             for b in 0..<B {
+                // dn = dh (1 - z), dz = dh (h_prev - n), dh_prev = dh z; through the activations:
+                // dan = dn (1 - n²), daz = dz z (1 - z), dar = dan (W_hn h + b_hn) r (1 - r);
+                // the hidden n gate's gradient is dan r.
                 let row = t * B + b
-                let g = gates.data + row * G, r = g, z = g + H, n = g + 2 * H
-                let ghn = hiddenCandidate.data + row * H, hprev = previousStates.data + row * H
-                let dgi = inputGateGradient.data + row * G, dgh = hiddenGateGradient.data + row * G
-                let dhb = dh + b * H, dhpb = dhp + b * H
-                for j in 0..<H {
-                    let d = dhb[j]
-                    let dn = d * (1 - z[j])
-                    let dz = d * (hprev[j] - n[j])
-                    dhpb[j] = d * z[j]
-                    let dan = dn * (1 - n[j] * n[j])
-                    let daz = dz * z[j] * (1 - z[j])
-                    let dar = dan * ghn[j] * r[j] * (1 - r[j])
-                    dgi[j] = dar; dgi[H + j] = daz; dgi[2 * H + j] = dan
-                    dgh[j] = dar; dgh[H + j] = daz; dgh[2 * H + j] = dan * r[j]
-                }
+                rrl_gru_backward_row(H, gates.data + row * G, hiddenCandidate.data + row * H, previousStates.data + row * H,
+                                     dh + b * H, dhp + b * H, inputGateGradient.data + row * G, hiddenGateGradient.data + row * G)
             }
             // dh_prev += dGh[t] W_hh: [B, 3H] x [3H, H].
             gemm(Matrix(hiddenGateGradient.data + t * B * G, rows: B, columns: G, stride: G), whh,
@@ -512,21 +503,11 @@ public final class LSTM: RecurrentLayer {
                 for k in 0..<(B * H) { dh[k] += src[k] }
             }
             for b in 0..<B {
+                // dO = dh tanh(c), dC = dc + dh o (1 - tanh²(c)), dc_prev = dC f; the gates' gradients
+                // through σ and tanh: dC g i (1 - i), dC c_prev f (1 - f), dC i (1 - g²), dO o (1 - o).
                 let row = t * B + b
-                let g = gates.data + row * G, i = g, f = g + H, gg = g + 2 * H, o = g + 3 * H
-                let tc = cellTanh.data + row * H, cprev = previousCells.data + row * H
-                let da = gateGradient.data + row * G
-                let dhb = dh + b * H, dcb = dc + b * H, dcpb = dcp + b * H
-                for j in 0..<H {
-                    let dO = dhb[j] * tc[j]
-                    let dC = dcb[j] + dhb[j] * o[j] * (1 - tc[j] * tc[j])
-                    let dI = dC * gg[j], dG = dC * i[j], dF = dC * cprev[j]
-                    dcpb[j] = dC * f[j]
-                    da[j] = dI * i[j] * (1 - i[j])
-                    da[H + j] = dF * f[j] * (1 - f[j])
-                    da[2 * H + j] = dG * (1 - gg[j] * gg[j])
-                    da[3 * H + j] = dO * o[j] * (1 - o[j])
-                }
+                rrl_lstm_backward_row(H, gates.data + row * G, cellTanh.data + row * H, previousCells.data + row * H,
+                                      dh + b * H, dc + b * H, dcp + b * H, gateGradient.data + row * G)
             }
             gemm(Matrix(gateGradient.data + t * B * G, rows: B, columns: G, stride: G), whh,
                  into: Matrix(dhp, rows: B, columns: H, stride: H))

@@ -172,3 +172,46 @@ final class FiniteCheckTests: XCTestCase {
         }
     }
 }
+
+final class CellBackwardKernelTests: XCTestCase {
+    /// The GRU and LSTM backward steps in C give, bit for bit, what the Swift formulas they replaced
+    /// give (written out here in the same order), on both paths and for widths with a scalar tail.
+    func testSameBitsAsTheSwiftFormulas() {
+        defer { rrl_set_force_portable(0) }
+        var rng = RandomGenerator(seed: 41)
+        func values(_ n: Int) -> [Float] { (0..<n).map { _ in rng.uniform(-1, 1) } }
+        for portable in [Int32(0), 1] {
+            rrl_set_force_portable(portable)
+            for H in [1, 3, 8, 13, 16, 21] {
+                // GRU: gates r, z, n (σ, σ, tanh outputs in (-1, 1) are enough for bit equality).
+                let g = values(3 * H), ghn = values(H), hprev = values(H), dh = values(H)
+                var dhp = [Float](repeating: 0, count: H), dgi = [Float](repeating: 0, count: 3 * H), dgh = dgi
+                rrl_gru_backward_row(H, g, ghn, hprev, dh, &dhp, &dgi, &dgh)
+                for j in 0..<H {
+                    let r = g[j], z = g[H + j], n = g[2 * H + j], d = dh[j]
+                    let dn = d * (1 - z), dz = d * (hprev[j] - n)
+                    let dan = dn * (1 - n * n), daz = dz * z * (1 - z), dar = dan * ghn[j] * r * (1 - r)
+                    let expected: [(Float, Float)] = [(dhp[j], d * z), (dgi[j], dar), (dgi[H + j], daz), (dgi[2 * H + j], dan),
+                                                      (dgh[j], dar), (dgh[H + j], daz), (dgh[2 * H + j], dan * r)]
+                    for (k, (got, want)) in expected.enumerated() {
+                        XCTAssertEqual(got.bitPattern, want.bitPattern, "GRU H=\(H) unit \(j) output \(k) portable=\(portable)")
+                    }
+                }
+                // LSTM: gates i, f, g, o, tanh(c), previous cell.
+                let lg = values(4 * H), tc = values(H), cprev = values(H), ldh = values(H), dc = values(H)
+                var dcp = [Float](repeating: 0, count: H), da = [Float](repeating: 0, count: 4 * H)
+                rrl_lstm_backward_row(H, lg, tc, cprev, ldh, dc, &dcp, &da)
+                for j in 0..<H {
+                    let i = lg[j], f = lg[H + j], gg = lg[2 * H + j], o = lg[3 * H + j]
+                    let dO = ldh[j] * tc[j], dC = dc[j] + ldh[j] * o * (1 - tc[j] * tc[j])
+                    let dI = dC * gg, dG = dC * i, dF = dC * cprev[j]
+                    let expected: [(Float, Float)] = [(dcp[j], dC * f), (da[j], dI * i * (1 - i)), (da[H + j], dF * f * (1 - f)),
+                                                      (da[2 * H + j], dG * (1 - gg * gg)), (da[3 * H + j], dO * o * (1 - o))]
+                    for (k, (got, want)) in expected.enumerated() {
+                        XCTAssertEqual(got.bitPattern, want.bitPattern, "LSTM H=\(H) unit \(j) output \(k) portable=\(portable)")
+                    }
+                }
+            }
+        }
+    }
+}

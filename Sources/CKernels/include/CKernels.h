@@ -114,6 +114,16 @@ void rrl_gru_row(long H, const float *gi, const float *gh, float *h);
 /// and h in place: c = f c + i g, h = o tanh(c).
 void rrl_lstm_row(long H, const float *gi, const float *gh, float *h, float *c);
 
+/// GRU backward through one step of one row, from the saved gates (r, z, n: 3H), the hidden
+/// candidate's product W_hn h + b_hn (H), the previous state and dL/dh (H each): writes dL/dh_prev
+/// (d z), and the input and hidden gate gradients (3H each). The Swift formulas' order exactly.
+void rrl_gru_backward_row(long H, const float *g, const float *ghn, const float *hprev, const float *dh, float *dhp,
+                          float *dgi, float *dgh);
+/// LSTM backward through one step of one row, from the saved gates (i, f, g, o: 4H), tanh(c), the
+/// previous cell, dL/dh and dL/dc (H each): writes dL/dc_prev (H) and the gate gradients (4H).
+void rrl_lstm_backward_row(long H, const float *g, const float *tc, const float *cprev, const float *dh, const float *dc,
+                           float *dcp, float *da);
+
 /// Whether the vector kernels (exp/tanh/sigmoid, the one-row products) take their AVX2 path now.
 int rrl_vector_kernels_use_avx2(void);
 
