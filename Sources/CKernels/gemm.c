@@ -879,3 +879,26 @@ void rrl_dense_forward(long m, long n, long k, const float *x, long ldx, const f
     if (relu)
         for (long i = 0; i < m; i++) rrl_relu(n, y + i * ldy, y + i * ldy);
 }
+
+#if RRL_X86
+__attribute__((target("avx2,fma")))
+static long transpose_avx2(long rows, long cols, const float *src, long lds, float *dst, long ldd) {
+    long i = 0;
+    for (; i + 8 <= rows; i += 8) {
+        long j = 0;
+        for (; j + 8 <= cols; j += 8) transpose8(src + i * lds + j, lds, dst + j * ldd + i, ldd);
+        for (; j < cols; j++)
+            for (long q = 0; q < 8; q++) dst[j * ldd + i + q] = src[(i + q) * lds + j];
+    }
+    return i;
+}
+#endif
+
+void rrl_transpose(long rows, long cols, const float *src, long lds, float *dst, long ldd) {
+    long i = 0;
+#if RRL_X86
+    if (rrl_cpu_has_avx2_fma()) i = transpose_avx2(rows, cols, src, lds, dst, ldd);
+#endif
+    for (; i < rows; i++)
+        for (long j = 0; j < cols; j++) dst[j * ldd + i] = src[i * lds + j];
+}

@@ -178,15 +178,7 @@ public struct GateWeights {
         guard GateWeights.usesCopy(steps: steps) else { return }
         let g = weightHH.shape[0], hidden = weightHH.shape[1]
         transposedHH.resize(Shape(d0: hidden, d1: g))
-        let w = weightHH.value.data, t = transposedHH.data
-        let block = 16
-        for i0 in stride(from: 0, to: g, by: block) {
-            for j0 in stride(from: 0, to: hidden, by: block) {
-                for i in i0..<min(i0 + block, g) {
-                    for j in j0..<min(j0 + block, hidden) { t[j * g + i] = w[i * hidden + j] }
-                }
-            }
-        }
+        rrl_transpose(g, hidden, weightHH.value.data, hidden, transposedHH.data, g)
     }
 
     /// out = h W_hh^T + b_hh for one step (`h` is `batch x H`, `out` is `[batch, G]`), from the

@@ -114,6 +114,22 @@ final class GEMMTests: XCTestCase {
         }
     }
 
+    /// The transposed copy of W_hh a recurrent pass multiplies by: 8x8 register blocks and edges.
+    func testTransposeOddShapes() {
+        var rng = RandomGenerator(seed: 5)
+        for (rows, cols) in [(1, 1), (8, 8), (9, 17), (64, 16), (192, 64), (13, 3)] {
+            let src = Tensor.uniform([rows, cols + 2], low: -1, high: 1, using: &rng)
+            let dst = Tensor([cols, rows + 1])
+            rrl_transpose(rows, cols, src.data, cols + 2, dst.data, rows + 1)
+            for i in 0..<rows {
+                for j in 0..<cols {
+                    XCTAssertEqual(dst.data[j * (rows + 1) + i], src.data[i * (cols + 2) + j], "\(rows)x\(cols) at \(i), \(j)")
+                }
+            }
+            for j in 0..<cols { XCTAssertEqual(dst.data[j * (rows + 1) + rows], 0, "wrote past a row") }
+        }
+    }
+
     func testZeroDepthScalesC() {
         let c = Tensor([2, 2], values: [1, 2, 3, 4])
         let a = Tensor([2, 0]), b = Tensor([0, 2])

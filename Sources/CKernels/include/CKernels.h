@@ -71,6 +71,9 @@ void rrl_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha,
 void rrl_dense_forward(long m, long n, long k, const float *x, long ldx, const float *w, long ldw, const float *bias,
                        int relu, float *y, long ldy);
 
+/// dst[j*ldd + i] = src[i*lds + j] for a rows x cols src (8x8 blocks through registers with AVX2).
+void rrl_transpose(long rows, long cols, const float *src, long lds, float *dst, long ldd);
+
 /// Multiply-add flops (2 m n k per product) of the matrix products computed so far in this process.
 unsigned long long rrl_gemm_flops(void);
 
