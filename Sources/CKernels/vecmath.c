@@ -253,6 +253,87 @@ void rrl_lstm_row(long H, const float *gi, const float *gh, float *h, float *c) 
     lstm_row_portable(H, gi, gh, h, c);
 }
 
+// MARK: - Recurrent cells in training, one row
+// As the inference rows above, but keeping what backward needs: the gates' activations replace the
+// input products in g, and the new state goes to its own row. Same operations as the Swift loops
+// and vector kernels they replace, one rounding each.
+
+static void gru_train_row_portable(long H, float *g, const float *gh, const float *hprev, float *h) {
+    for (long j = 0; j < 2 * H; j++) g[j] = sigmoid_scalar(g[j] + gh[j]);
+    for (long j = 0; j < H; j++) {
+        float rg = g[j] * gh[2 * H + j];
+        float n = tanhf(g[2 * H + j] + rg);
+        g[2 * H + j] = n;
+        float step = g[H + j] * (hprev[j] - n);
+        h[j] = n + step;
+    }
+}
+
+static void lstm_train_row_portable(long H, float *g, const float *gh, const float *cprev, float *c, float *tc, float *h) {
+    for (long j = 0; j < 4 * H; j++) g[j] += gh[j];
+    for (long j = 0; j < 2 * H; j++) g[j] = sigmoid_scalar(g[j]);
+    for (long j = 0; j < H; j++) g[2 * H + j] = tanhf(g[2 * H + j]);
+    for (long j = 0; j < H; j++) g[3 * H + j] = sigmoid_scalar(g[3 * H + j]);
+    for (long j = 0; j < H; j++) {
+        float kept = g[H + j] * cprev[j], added = g[j] * g[2 * H + j];
+        float cell = kept + added;
+        c[j] = cell;
+        float t = tanhf(cell);
+        tc[j] = t;
+        h[j] = g[3 * H + j] * t;
+    }
+}
+
+#if RRL_X86
+__attribute__((target("avx2,fma")))
+static void gru_train_row_avx2(long H, float *g, const float *gh, const float *hprev, float *h) {
+    for (long j = 0; j < H; j += 8) {
+        const long n = H - j;
+        __m256 r = sigmoid256(_mm256_add_ps(load_upto8(g + j, n), load_upto8(gh + j, n)));
+        __m256 z = sigmoid256(_mm256_add_ps(load_upto8(g + H + j, n), load_upto8(gh + H + j, n)));
+        __m256 c = tanh256(_mm256_add_ps(load_upto8(g + 2 * H + j, n), _mm256_mul_ps(r, load_upto8(gh + 2 * H + j, n))));
+        store_upto8(g + j, r, n);
+        store_upto8(g + H + j, z, n);
+        store_upto8(g + 2 * H + j, c, n);
+        store_upto8(h + j, _mm256_add_ps(c, _mm256_mul_ps(z, _mm256_sub_ps(load_upto8(hprev + j, n), c))), n);
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static void lstm_train_row_avx2(long H, float *g, const float *gh, const float *cprev, float *c, float *tc, float *h) {
+    for (long j = 0; j < H; j += 8) {
+        const long n = H - j;
+        __m256 i = sigmoid256(_mm256_add_ps(load_upto8(g + j, n), load_upto8(gh + j, n)));
+        __m256 f = sigmoid256(_mm256_add_ps(load_upto8(g + H + j, n), load_upto8(gh + H + j, n)));
+        __m256 gg = tanh256(_mm256_add_ps(load_upto8(g + 2 * H + j, n), load_upto8(gh + 2 * H + j, n)));
+        __m256 o = sigmoid256(_mm256_add_ps(load_upto8(g + 3 * H + j, n), load_upto8(gh + 3 * H + j, n)));
+        __m256 cell = _mm256_add_ps(_mm256_mul_ps(f, load_upto8(cprev + j, n)), _mm256_mul_ps(i, gg));
+        __m256 t = tanh256(cell);
+        store_upto8(g + j, i, n);
+        store_upto8(g + H + j, f, n);
+        store_upto8(g + 2 * H + j, gg, n);
+        store_upto8(g + 3 * H + j, o, n);
+        store_upto8(c + j, cell, n);
+        store_upto8(tc + j, t, n);
+        store_upto8(h + j, _mm256_mul_ps(o, t), n);
+    }
+}
+#endif
+
+void rrl_gru_train_row(long H, float *g, const float *gh, const float *hprev, float *h) {
+#if RRL_X86
+    if (use_avx2()) { gru_train_row_avx2(H, g, gh, hprev, h); return; }
+#endif
+    gru_train_row_portable(H, g, gh, hprev, h);
+}
+
+void rrl_lstm_train_row(long H, float *g, const float *gh, const float *cprev, float *c, float *tc, float *h) {
+#if RRL_X86
+    if (use_avx2()) { lstm_train_row_avx2(H, g, gh, cprev, c, tc, h); return; }
+#endif
+    lstm_train_row_portable(H, g, gh, cprev, c, tc, h);
+}
+
 // MARK: - Clocks
 
 double rrl_now_seconds(void) {

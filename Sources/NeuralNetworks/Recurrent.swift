@@ -283,15 +283,11 @@ public final class GRU: RecurrentLayer {
             weights.hiddenProducts(hp, steps: T, into: stepHidden)
             let gateBase = gates.data + t * B * G
             for b in 0..<B {
+                // r = σ(gi_r + gh_r), z = σ(gi_z + gh_z), n = tanh(gi_n + r gh_n), h = n + z (h_prev - n);
+                // the gates keep r, z, n for backward.
                 let g = gateBase + b * G, gh = stepHidden.data + b * G
-                for j in 0..<(2 * H) { g[j] += gh[j] }
-                VectorMath.sigmoid(g, g, count: 2 * H)
-                let n = g + 2 * H, r = g, ghn = gh + 2 * H
-                for j in 0..<H { n[j] += r[j] * ghn[j] }
-                VectorMath.tanh(n, n, count: H)
-                let z = g + H, h = output.data + (t * B + b) * H, hprev = hp + b * H
-                for j in 0..<H { h[j] = n[j] + z[j] * (hprev[j] - n[j]) }
-                if keepActivations { (hiddenCandidate.data + (t * B + b) * H).update(from: ghn, count: H) }
+                rrl_gru_train_row(H, g, gh, hp + b * H, output.data + (t * B + b) * H)
+                if keepActivations { (hiddenCandidate.data + (t * B + b) * H).update(from: gh + 2 * H, count: H) }
             }
         }
         if T > 0 {
@@ -440,17 +436,10 @@ public final class LSTM: RecurrentLayer {
             weights.hiddenProducts(hp, steps: T, into: stepHidden)
             let gateBase = gates.data + t * B * G
             for b in 0..<B {
-                let g = gateBase + b * G, gh = stepHidden.data + b * G
-                for j in 0..<G { g[j] += gh[j] }
-                VectorMath.sigmoid(g, g, count: 2 * H)
-                VectorMath.tanh(g + 2 * H, g + 2 * H, count: H)
-                VectorMath.sigmoid(g + 3 * H, g + 3 * H, count: H)
-                let i = g, f = g + H, gg = g + 2 * H
-                let c = cNew + b * H, cprev = cp + b * H, tc = tanhC + b * H
-                for j in 0..<H { c[j] = f[j] * cprev[j] + i[j] * gg[j] }
-                VectorMath.tanh(c, tc, count: H)
-                let o = g + 3 * H, h = output.data + (t * B + b) * H
-                for j in 0..<H { h[j] = o[j] * tc[j] }
+                // i, f, o = σ(gi + gh), g = tanh(gi + gh), c = f c_prev + i g, h = o tanh(c); the
+                // gates keep i, f, g, o for backward.
+                rrl_lstm_train_row(H, gateBase + b * G, stepHidden.data + b * G, cp + b * H, cNew + b * H, tanhC + b * H,
+                                   output.data + (t * B + b) * H)
             }
         }
         for b in 0..<B {

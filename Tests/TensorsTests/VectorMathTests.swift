@@ -215,3 +215,50 @@ final class CellBackwardKernelTests: XCTestCase {
         }
     }
 }
+
+extension CellBackwardKernelTests {
+    /// The training rows of GRU and LSTM give the bits of the Swift loops and vector kernels they
+    /// replaced (written out here as they were), on both paths and for widths with a partial vector.
+    func testTrainingRowsKeepTheStepwiseBits() {
+        defer { rrl_set_force_portable(0) }
+        var rng = RandomGenerator(seed: 43)
+        func values(_ n: Int) -> [Float] { (0..<n).map { _ in rng.uniform(-3, 3) } }
+        for portable in [Int32(0), 1] {
+            rrl_set_force_portable(portable)
+            for H in [1, 3, 10, 13, 16] {
+                let gi = values(3 * H), gh = values(3 * H), hprev = values(H)
+                var g = gi, h = [Float](repeating: 0, count: H)
+                rrl_gru_train_row(H, &g, gh, hprev, &h)
+                var e = gi, eh = [Float](repeating: 0, count: H)
+                for j in 0..<(2 * H) { e[j] += gh[j] }
+                e.withUnsafeMutableBufferPointer { p in
+                    VectorMath.sigmoid(p.baseAddress!, p.baseAddress!, count: 2 * H)
+                    for j in 0..<H { p[2 * H + j] += p[j] * gh[2 * H + j] }
+                    VectorMath.tanh(p.baseAddress! + 2 * H, p.baseAddress! + 2 * H, count: H)
+                }
+                for j in 0..<H { eh[j] = e[2 * H + j] + e[H + j] * (hprev[j] - e[2 * H + j]) }
+                XCTAssertEqual(g.map(\.bitPattern), e.map(\.bitPattern), "GRU gates H=\(H) portable=\(portable)")
+                XCTAssertEqual(h.map(\.bitPattern), eh.map(\.bitPattern), "GRU h H=\(H) portable=\(portable)")
+
+                let li = values(4 * H), lh = values(4 * H), cprev = values(H)
+                var lg = li, c = [Float](repeating: 0, count: H), tc = c, hl = c
+                rrl_lstm_train_row(H, &lg, lh, cprev, &c, &tc, &hl)
+                var le = li, ec = [Float](repeating: 0, count: H), etc = ec, ehl = ec
+                for j in 0..<(4 * H) { le[j] += lh[j] }
+                le.withUnsafeMutableBufferPointer { p in
+                    let b = p.baseAddress!
+                    VectorMath.sigmoid(b, b, count: 2 * H)
+                    VectorMath.tanh(b + 2 * H, b + 2 * H, count: H)
+                    VectorMath.sigmoid(b + 3 * H, b + 3 * H, count: H)
+                }
+                for j in 0..<H { ec[j] = le[H + j] * cprev[j] + le[j] * le[2 * H + j] }
+                ec.withUnsafeBufferPointer { src in etc.withUnsafeMutableBufferPointer { VectorMath.tanh(src.baseAddress!, $0.baseAddress!, count: H) } }
+                for j in 0..<H { ehl[j] = le[3 * H + j] * etc[j] }
+                XCTAssertEqual(lg.map(\.bitPattern), le.map(\.bitPattern), "LSTM gates H=\(H) portable=\(portable)")
+                XCTAssertEqual(c.map(\.bitPattern), ec.map(\.bitPattern), "LSTM c H=\(H) portable=\(portable)")
+                XCTAssertEqual(tc.map(\.bitPattern), etc.map(\.bitPattern), "LSTM tanh(c) H=\(H) portable=\(portable)")
+                XCTAssertEqual(hl.map(\.bitPattern), ehl.map(\.bitPattern), "LSTM h H=\(H) portable=\(portable)")
+            }
+        }
+    }
+}
