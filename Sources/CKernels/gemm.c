@@ -5,6 +5,7 @@
 // most 8 rows) skip packing altogether.
 #include "CKernels.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -427,6 +428,54 @@ static void pack_panel(int trans_b, const float *b, long ldb, long p0, long kc, 
         for (long p = 0; p < kc; p++) out[p * width + j] = 0.0f;
 }
 
+/// The last 1-4 columns of C = A B^T with A's rows contiguous (a layer's output of one to four
+/// units: a critic's value, a policy's mean and log-std): rows go into vector lanes instead of
+/// columns, so no lane is wasted. A group of up to 64 rows is transposed into `at` (kc x 8 floats per
+/// 8 rows; rows past m are zero), then each (row block, column) is one accumulator whose lanes run
+/// the usual chain over p. Finished element by element as finish8 does.
+__attribute__((target("avx2,fma")))
+static void narrow_rows_as_lanes(long m, long kc, const float *a, long lda, const float *w, long ldw, float *c, long ldc,
+                                 long nr, const rrl_epilogue *e, float *at) {
+    const rrl_epilogue ev = *e;
+    for (long i0 = 0; i0 < m; i0 += 64) {
+        const long rows = m - i0 < 64 ? m - i0 : 64, blocks = (rows + 7) / 8;
+        for (long rb = 0; rb < blocks; rb++) {
+            float *dst = at + rb * kc * 8;
+            const float *src = a + (i0 + rb * 8) * lda;
+            const long valid = rows - rb * 8 < 8 ? rows - rb * 8 : 8;
+            long p = 0;
+            if (valid == 8)
+                for (; p + 8 <= kc; p += 8) transpose8(src + p, lda, dst + p * 8, 8);
+            for (; p < kc; p++)
+                for (long q = 0; q < 8; q++) dst[p * 8 + q] = q < valid ? src[q * lda + p] : 0.0f;
+        }
+        for (long j = 0; j < nr; j++) {
+            __m256 acc[8];
+            for (long rb = 0; rb < 8; rb++) acc[rb] = _mm256_setzero_ps();
+            const float *wj = w + j * ldw;
+            for (long p = 0; p < kc; p++) {
+                const __m256 wv = _mm256_broadcast_ss(wj + p);
+#pragma clang loop unroll(full)
+                for (long rb = 0; rb < 8; rb++)
+                    if (rb < blocks) acc[rb] = _mm256_fmadd_ps(_mm256_loadu_ps(at + rb * kc * 8 + p * 8), wv, acc[rb]);
+            }
+            for (long rb = 0; rb < blocks; rb++) {
+                float sums[8];
+                _mm256_storeu_ps(sums, acc[rb]);
+                for (long q = 0; q < 8 && rb * 8 + q < rows; q++) {
+                    float *cij = c + (i0 + rb * 8 + q) * ldc + j;
+                    float x;
+                    if (ev.bias) x = sums[q] + ev.bias[j];
+                    else if (ev.beta == 0.0f) x = ev.alpha * sums[q];
+                    else x = fmaf(ev.alpha, sums[q], ev.beta * *cij);
+                    if (ev.relu) x = x > 0.0f ? x : 0.0f;
+                    *cij = x;
+                }
+            }
+        }
+    }
+}
+
 /// B blocks not larger than this many floats (a k block of every row) are read in place when B is
 /// not transposed: packing would only copy what already sits in L1.
 enum { IN_PLACE_FLOATS = 8192 };
@@ -435,7 +484,8 @@ __attribute__((target("avx2,fma")))
 static void gemm_avx2(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,
                       const float *b, long ldb, float beta, float *c, long ldc, const float *bias, int relu) {
     const long rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
-    float *bp = grow(&scratch_b, &scratch_b_cap, (size_t)KC * (NC + NR));
+    // Packed panels (at most NC + NR columns of a k block), then room for 64 rows of A transposed.
+    float *bp = grow(&scratch_b, &scratch_b_cap, (size_t)KC * (NC + NR + 64));
     for (long jc = 0; jc < n; jc += NC) {
         const long nc = n - jc < NC ? n - jc : NC;
         for (long pc = 0; pc < k; pc += KC) {
@@ -461,6 +511,11 @@ static void gemm_avx2(int trans_a, int trans_b, long m, long n, long k, float al
                 rrl_epilogue ej = e;
                 if (ej.bias) ej.bias += wide;
                 wide_panel(m, kc, a + pc * csa, rsa, csa, panel, NR, c + jc + wide, ldc, rest, &ej);
+            } else if (rest > 0 && rest <= 4 && trans_b && !trans_a && m >= 16) {
+                rrl_epilogue ej = e;
+                if (ej.bias) ej.bias += wide;
+                narrow_rows_as_lanes(m, kc, a + pc, lda, b + (jc + wide) * ldb + pc, ldb, c + jc + wide, ldc, rest, &ej,
+                                     bp + (size_t)KC * (NC + NR));
             } else if (rest > 0) {
                 float *panel = bp + (wide / NR) * kc * NR;
                 pack_panel(trans_b, b, ldb, pc, kc, jc + wide, rest, 8, panel);

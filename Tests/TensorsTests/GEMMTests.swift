@@ -130,6 +130,52 @@ final class GEMMTests: XCTestCase {
         }
     }
 
+    /// A column's bits do not depend on how many columns are computed beside it: the last 1-4
+    /// columns of A B^T (rows in vector lanes) and the 8-wide tail give what the 16-wide kernel gives.
+    func testNarrowColumnsKeepTheWideKernelsBits() throws {
+        try XCTSkipUnless(cpuHasAVX2FMA, "the kernels differ only with AVX2")
+        var rng = RandomGenerator(seed: 23)
+        for m in [9, 16, 100, 130] {
+            for k in [3, 64, 300] {
+                for transB in [true, false] {
+                    let a = Tensor.uniform([m, k], low: -1, high: 1, using: &rng)
+                    let w16 = Tensor.uniform([16, k], low: -1, high: 1, using: &rng)  // B^T: 16 rows of k
+                    let bias = Tensor.uniform([16], low: -1, high: 1, using: &rng)
+                    let b16 = Tensor([k, 16])
+                    for p in 0..<k { for j in 0..<16 { b16.data[p * 16 + j] = w16.data[j * k + p] } }
+                    for beta: Float in [0, 1] {
+                        let c0 = Tensor.uniform([m, 16], low: -1, high: 1, using: &rng)
+                        let wide = Tensor(copying: c0)
+                        gemm(a.matrix, transB ? w16.matrix.transposed : b16.matrix, into: wide.matrix, beta: beta)
+                        for n in [1, 2, 3, 4, 7] {
+                            let narrow = Tensor(copying: c0)
+                            let bn = transB ? Matrix(w16.data, rows: n, columns: k, stride: k).transposed
+                                            : Matrix(b16.data, rows: k, columns: n, stride: 16)
+                            gemm(a.matrix, bn, into: Matrix(narrow.data, rows: m, columns: n, stride: 16), beta: beta)
+                            for i in 0..<m {
+                                for j in 0..<n where narrow.data[i * 16 + j].bitPattern != wide.data[i * 16 + j].bitPattern {
+                                    XCTFail("m=\(m) n=\(n) k=\(k) transB=\(transB) beta=\(beta): C[\(i)][\(j)] \(narrow.data[i * 16 + j]) against \(wide.data[i * 16 + j])")
+                                }
+                            }
+                        }
+                    }
+                    // The fused layer: bias and ReLU on the narrow columns as on the wide ones.
+                    let wideOut = Tensor([m, 16])
+                    affine(a.matrix, weight: w16.matrix, bias: bias.data, relu: true, into: wideOut.matrix)
+                    for n in [1, 3, 4] {
+                        let out = Tensor([m, n])
+                        affine(a.matrix, weight: Matrix(w16.data, rows: n, columns: k, stride: k), bias: bias.data, relu: true, into: out.matrix)
+                        for i in 0..<m {
+                            for j in 0..<n where out.data[i * n + j].bitPattern != wideOut.data[i * 16 + j].bitPattern {
+                                XCTFail("affine m=\(m) n=\(n) k=\(k): y[\(i)][\(j)] \(out.data[i * n + j]) against \(wideOut.data[i * 16 + j])")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     func testZeroDepthScalesC() {
         let c = Tensor([2, 2], values: [1, 2, 3, 4])
         let a = Tensor([2, 0]), b = Tensor([0, 2])
