@@ -428,21 +428,46 @@ static void pack_panel(int trans_b, const float *b, long ldb, long p0, long kc, 
         for (long p = 0; p < kc; p++) out[p * width + j] = 0.0f;
 }
 
-/// The last 1-4 columns of C = A B^T with A's rows contiguous (a layer's output of one to four
-/// units: a critic's value, a policy's mean and log-std): rows go into vector lanes instead of
-/// columns, so no lane is wasted. A group of up to 64 rows is transposed into `at` (kc x 8 floats per
-/// 8 rows; rows past m are zero), then each (row block, column) is one accumulator whose lanes run
-/// the usual chain over p. Finished element by element as finish8 does.
+/// One column for BLOCKS blocks of 8 rows laid out as `at` (kc x 8 floats per block): acc[rb] lane q
+/// is the chain over p of A[8 rb + q][p] B[p] (B[p] = bj[p*bsp]).
+__attribute__((target("avx2,fma"), always_inline))
+static inline void lanes_column(const int BLOCKS, long kc, const float *at, const float *bj, long bsp, __m256 *acc) {
+    __m256 s[8];
+#pragma clang loop unroll(full)
+    for (int rb = 0; rb < BLOCKS; rb++) s[rb] = _mm256_setzero_ps();
+    for (long p = 0; p < kc; p++) {
+        const __m256 bv = _mm256_broadcast_ss(bj + p * bsp);
+#pragma clang loop unroll(full)
+        for (int rb = 0; rb < BLOCKS; rb++) s[rb] = _mm256_fmadd_ps(_mm256_loadu_ps(at + rb * kc * 8 + p * 8), bv, s[rb]);
+    }
+#pragma clang loop unroll(full)
+    for (int rb = 0; rb < BLOCKS; rb++) acc[rb] = s[rb];
+}
+
+/// The last 1-4 columns of C (a layer's output of one to four units: a critic's value, a policy's
+/// mean and log-std, or the gradients of such a layer): rows go into vector lanes instead of
+/// columns, so no lane is wasted. A group of up to 64 rows of A is laid out in `at` as kc x 8 floats
+/// per 8 rows (through register transposes when A's rows are contiguous; rows past m are zero),
+/// then each (row block, column) is one accumulator whose lanes run the usual chain over p.
+/// Finished element by element as finish8 does.
 __attribute__((target("avx2,fma")))
-static void narrow_rows_as_lanes(long m, long kc, const float *a, long lda, const float *w, long ldw, float *c, long ldc,
-                                 long nr, const rrl_epilogue *e, float *at) {
+static void narrow_rows_as_lanes(long m, long kc, int trans_a, const float *a, long lda, const float *b, long bsp, long bsj,
+                                 float *c, long ldc, long nr, const rrl_epilogue *e, float *at) {
     const rrl_epilogue ev = *e;
     for (long i0 = 0; i0 < m; i0 += 64) {
         const long rows = m - i0 < 64 ? m - i0 : 64, blocks = (rows + 7) / 8;
         for (long rb = 0; rb < blocks; rb++) {
             float *dst = at + rb * kc * 8;
-            const float *src = a + (i0 + rb * 8) * lda;
             const long valid = rows - rb * 8 < 8 ? rows - rb * 8 : 8;
+            if (trans_a) {  // A[i][p] = a[p*lda + i]: eight rows side by side already
+                const float *src = a + i0 + rb * 8;
+                for (long p = 0; p < kc; p++) {
+                    if (valid == 8) _mm256_storeu_ps(dst + p * 8, _mm256_loadu_ps(src + p * lda));
+                    else for (long q = 0; q < 8; q++) dst[p * 8 + q] = q < valid ? src[p * lda + q] : 0.0f;
+                }
+                continue;
+            }
+            const float *src = a + (i0 + rb * 8) * lda;
             long p = 0;
             if (valid == 8)
                 for (; p + 8 <= kc; p += 8) transpose8(src + p, lda, dst + p * 8, 8);
@@ -451,13 +476,15 @@ static void narrow_rows_as_lanes(long m, long kc, const float *a, long lda, cons
         }
         for (long j = 0; j < nr; j++) {
             __m256 acc[8];
-            for (long rb = 0; rb < 8; rb++) acc[rb] = _mm256_setzero_ps();
-            const float *wj = w + j * ldw;
-            for (long p = 0; p < kc; p++) {
-                const __m256 wv = _mm256_broadcast_ss(wj + p);
-#pragma clang loop unroll(full)
-                for (long rb = 0; rb < 8; rb++)
-                    if (rb < blocks) acc[rb] = _mm256_fmadd_ps(_mm256_loadu_ps(at + rb * kc * 8 + p * 8), wv, acc[rb]);
+            switch (blocks) {
+            case 8: lanes_column(8, kc, at, b + j * bsj, bsp, acc); break;
+            case 7: lanes_column(7, kc, at, b + j * bsj, bsp, acc); break;
+            case 6: lanes_column(6, kc, at, b + j * bsj, bsp, acc); break;
+            case 5: lanes_column(5, kc, at, b + j * bsj, bsp, acc); break;
+            case 4: lanes_column(4, kc, at, b + j * bsj, bsp, acc); break;
+            case 3: lanes_column(3, kc, at, b + j * bsj, bsp, acc); break;
+            case 2: lanes_column(2, kc, at, b + j * bsj, bsp, acc); break;
+            default: lanes_column(1, kc, at, b + j * bsj, bsp, acc); break;
             }
             for (long rb = 0; rb < blocks; rb++) {
                 float sums[8];
@@ -511,11 +538,13 @@ static void gemm_avx2(int trans_a, int trans_b, long m, long n, long k, float al
                 rrl_epilogue ej = e;
                 if (ej.bias) ej.bias += wide;
                 wide_panel(m, kc, a + pc * csa, rsa, csa, panel, NR, c + jc + wide, ldc, rest, &ej);
-            } else if (rest > 0 && rest <= 4 && trans_b && !trans_a && m >= 16) {
+            } else if (rest > 0 && rest <= 4 && m >= 16) {
                 rrl_epilogue ej = e;
                 if (ej.bias) ej.bias += wide;
-                narrow_rows_as_lanes(m, kc, a + pc, lda, b + (jc + wide) * ldb + pc, ldb, c + jc + wide, ldc, rest, &ej,
-                                     bp + (size_t)KC * (NC + NR));
+                // B[p][j] = b[p*bsp + j*bsj] from the first of these columns.
+                const long bsp = trans_b ? 1 : ldb, bsj = trans_b ? ldb : 1;
+                narrow_rows_as_lanes(m, kc, trans_a, a + pc * csa, lda, b + pc * bsp + (jc + wide) * bsj, bsp, bsj,
+                                     c + jc + wide, ldc, rest, &ej, bp + (size_t)KC * (NC + NR));
             } else if (rest > 0) {
                 float *panel = bp + (wide / NR) * kc * NR;
                 pack_panel(trans_b, b, ldb, pc, kc, jc + wide, rest, 8, panel);

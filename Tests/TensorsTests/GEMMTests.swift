@@ -137,8 +137,9 @@ final class GEMMTests: XCTestCase {
         var rng = RandomGenerator(seed: 23)
         for m in [9, 16, 100, 130] {
             for k in [3, 64, 300] {
-                for transB in [true, false] {
-                    let a = Tensor.uniform([m, k], low: -1, high: 1, using: &rng)
+                for (transA, transB) in [(false, true), (false, false), (true, false), (true, true)] {
+                    let aStore = Tensor.uniform(transA ? [k, m] : [m, k], low: -1, high: 1, using: &rng)
+                    let aView = transA ? aStore.matrix.transposed : aStore.matrix
                     let w16 = Tensor.uniform([16, k], low: -1, high: 1, using: &rng)  // B^T: 16 rows of k
                     let bias = Tensor.uniform([16], low: -1, high: 1, using: &rng)
                     let b16 = Tensor([k, 16])
@@ -146,20 +147,22 @@ final class GEMMTests: XCTestCase {
                     for beta: Float in [0, 1] {
                         let c0 = Tensor.uniform([m, 16], low: -1, high: 1, using: &rng)
                         let wide = Tensor(copying: c0)
-                        gemm(a.matrix, transB ? w16.matrix.transposed : b16.matrix, into: wide.matrix, beta: beta)
+                        gemm(aView, transB ? w16.matrix.transposed : b16.matrix, into: wide.matrix, beta: beta)
                         for n in [1, 2, 3, 4, 7] {
                             let narrow = Tensor(copying: c0)
                             let bn = transB ? Matrix(w16.data, rows: n, columns: k, stride: k).transposed
                                             : Matrix(b16.data, rows: k, columns: n, stride: 16)
-                            gemm(a.matrix, bn, into: Matrix(narrow.data, rows: m, columns: n, stride: 16), beta: beta)
+                            gemm(aView, bn, into: Matrix(narrow.data, rows: m, columns: n, stride: 16), beta: beta)
                             for i in 0..<m {
                                 for j in 0..<n where narrow.data[i * 16 + j].bitPattern != wide.data[i * 16 + j].bitPattern {
-                                    XCTFail("m=\(m) n=\(n) k=\(k) transB=\(transB) beta=\(beta): C[\(i)][\(j)] \(narrow.data[i * 16 + j]) against \(wide.data[i * 16 + j])")
+                                    XCTFail("m=\(m) n=\(n) k=\(k) transA=\(transA) transB=\(transB) beta=\(beta): C[\(i)][\(j)] \(narrow.data[i * 16 + j]) against \(wide.data[i * 16 + j])")
                                 }
                             }
                         }
                     }
                     // The fused layer: bias and ReLU on the narrow columns as on the wide ones.
+                    guard !transA else { continue }
+                    let a = aStore
                     let wideOut = Tensor([m, 16])
                     affine(a.matrix, weight: w16.matrix, bias: bias.data, relu: true, into: wideOut.matrix)
                     for n in [1, 3, 4] {
