@@ -1,3 +1,4 @@
+import CKernels
 import Tensors
 
 // Row-wise helpers shared by the layers (all on raw row-major memory).
@@ -18,11 +19,8 @@ func broadcastRows(_ bias: UnsafeMutablePointer<Float>, rows: Int, width: Int, i
     for r in 0..<rows { (out + r * width).update(from: bias, count: width) }
 }
 
-/// Adds the column sums of a `rows x width` block to `sum`.
+/// Adds the column sums of a `rows x width` block to `sum` (row by row, in order).
 @inline(__always)
 func accumulateColumnSums(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int, into sum: UnsafeMutablePointer<Float>) {
-    for r in 0..<rows {
-        let row = x + r * width
-        for j in 0..<width { sum[j] += row[j] }
-    }
+    rrl_add_column_sums(rows, width, x, sum)
 }

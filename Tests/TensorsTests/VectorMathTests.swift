@@ -262,3 +262,22 @@ extension CellBackwardKernelTests {
         }
     }
 }
+
+extension FiniteCheckTests {
+    /// Column sums (the bias gradients) add each row in order, as a row-by-row loop does: same bits.
+    func testColumnSumsAddRowsInOrder() {
+        defer { rrl_set_force_portable(0) }
+        var rng = RandomGenerator(seed: 47)
+        for portable in [Int32(0), 1] {
+            rrl_set_force_portable(portable)
+            for (rows, width) in [(1, 1), (100, 64), (37, 7), (5, 33), (256, 256), (3, 70)] {
+                let x = (0..<(rows * width)).map { _ in rng.uniform(-100, 100) }
+                let start = (0..<width).map { _ in rng.uniform(-1, 1) }
+                var sum = start, expected = start
+                rrl_add_column_sums(rows, width, x, &sum)
+                for r in 0..<rows { for j in 0..<width { expected[j] += x[r * width + j] } }
+                XCTAssertEqual(sum.map(\.bitPattern), expected.map(\.bitPattern), "\(rows)x\(width) portable=\(portable)")
+            }
+        }
+    }
+}

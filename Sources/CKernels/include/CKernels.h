@@ -98,6 +98,8 @@ void rrl_velu(long n, const float *x, float *y);
 /// y = max(x, 0); dx = dy * f'(x) from the output y of ReLU, tanh, sigmoid. Outputs may alias inputs.
 /// 1 when none of the n floats is NaN or infinite.
 int rrl_all_finite(long n, const float *x);
+/// sum[j] += x[r*width + j] for every row r in order (x is rows x width, contiguous).
+void rrl_add_column_sums(long rows, long width, const float *x, float *sum);
 void rrl_relu(long n, const float *x, float *y);
 void rrl_relu_backward(long n, const float *y, const float *dy, float *dx);
 void rrl_tanh_backward(long n, const float *y, const float *dy, float *dx);
