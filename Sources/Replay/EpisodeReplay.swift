@@ -130,7 +130,9 @@ public final class EpisodeReplay {
         /// The id of the ring's newest episode.
         var currentEpisode = 0
     }
-    var rings: [Ring]
+    /// One ring per copy. A buffer, not an array property: the sampler reads a ring for every step
+    /// it copies, and each read of a class's array property is a dynamic exclusivity check.
+    let rings: UnsafeMutableBufferPointer<Ring>
 
     /// Number of kept steps (all copies).
     public internal(set) var count = 0
@@ -148,7 +150,8 @@ public final class EpisodeReplay {
         self.layout = layout
         self.copies = copies
         ringCapacity = capacity / copies
-        rings = (0..<copies).map { Ring(base: $0 * (capacity / copies), start: $0 * (capacity / copies)) }
+        rings = .allocate(capacity: copies)
+        _ = rings.initialize(from: (0..<copies).map { Ring(base: $0 * (capacity / copies), start: $0 * (capacity / copies)) })
         // One entry per kept episode, at most one per step: reserved up to a bound so that adding
         // steps allocates nothing (beyond it, the list grows by doubling, rarely).
         for c in 0..<copies { rings[c].episodeStarts.reserveCapacity(min(capacity / copies, (1 << 16) / copies + 1)) }
@@ -184,6 +187,7 @@ public final class EpisodeReplay {
                   actionMasks, nextActionMasks, agentActivity, agentFinishedFlags] { free(p) }
         for p in [terminatedFlags, truncatedFlags, firstStepFlags] { free(p) }
         free(episodeIDs)
+        rings.deinitialize().deallocate()
     }
 
     /// The storage index of the step `offset` places after the oldest kept one, counting the rings'

@@ -201,13 +201,15 @@ public final class SequenceSampler {
     }
 
     /// The window length to use: L, or with random lengths uniform in [1, L-1] with probability 1 - p.
-    func drawLength() -> Int {
+    func drawLength() -> Int { drawLength(&rng) }
+
+    func drawLength(_ rng: inout RandomGenerator) -> Int {
         let L = configuration.sequenceLength
         guard configuration.randomSequenceLength, L > 1, rng.uniform() >= configuration.nominalLengthProbability else { return L }
         return 1 + rng.integer(below: L - 1)
     }
 
-    func drawStart(_ replay: EpisodeReplay) -> Int {
+    func drawStart(_ replay: EpisodeReplay, _ rng: inout RandomGenerator) -> Int {
         if configuration.alwaysStartAtEpisodeStart, replay.episodeCount > 0 {
             return replay.episodeStart(rng.integer(below: replay.episodeCount))
         }
@@ -226,6 +228,10 @@ public final class SequenceSampler {
         batch.stepIndices.withUnsafeMutableBufferPointer { $0.update(repeating: -1) }  // one access, not one per element
         let stored = c.initialState.usesStoredStates, timeLimitsTerminal = c.timeLimitsTerminal == true
 
+        // The generator as a local for the whole draw (a class property is checked for exclusive
+        // access at every use), stored back at the end.
+        var rng = self.rng
+        defer { self.rng = rng }
         let packing = c.packEpisodes == true
         var carried: Int? = nil  // packing: the episode that did not fit in the last row starts the next one
         for row in 0..<B {
@@ -243,10 +249,10 @@ public final class SequenceSampler {
                         break
                     }
                 } else {
-                    var length = drawLength()
+                    var length = drawLength(&rng)
                     if firstWindow && stored { length = max(length, min(L, c.burnIn + 1)) }
                     steps = min(length, L - slot)
-                    i = drawStart(replay)
+                    i = drawStart(replay, &rng)
                 }
                 let k0 = slot * B + row
                 batch.resetMask.data[k0] = 1
