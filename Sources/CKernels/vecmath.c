@@ -188,53 +188,133 @@ void rrl_velu(long n, const float *x, float *y) {
 
 // A cell's update after its two products, gi = W_ih x + b_ih and gh = W_hh h + b_hh (gates in
 // PyTorch's order), with the same operations, one rounding each, as the vector kernels above
-// applied one after another.
+// applied one after another. Acting keeps only the new state (in place); training also keeps the
+// gates' activations (in place of gi) and tanh(c), for backward. Both run the same unit (portable)
+// or chunk of 8 units (AVX2) below.
+
+typedef struct { float r, z, n, h; } gru_unit_t;
+typedef struct { float i, f, g, o, c, t, h; } lstm_unit_t;
+
+static inline gru_unit_t gru_unit(long H, long j, const float *gi, const float *gh, float hprev) {
+    gru_unit_t u;
+    // Products apart from sums (separate statements are never fused into one rounding).
+    u.r = sigmoid_scalar(gi[j] + gh[j]);
+    u.z = sigmoid_scalar(gi[H + j] + gh[H + j]);
+    float rg = u.r * gh[2 * H + j];
+    u.n = tanhf(gi[2 * H + j] + rg);
+    float step = u.z * (hprev - u.n);
+    u.h = u.n + step;
+    return u;
+}
+
+static inline lstm_unit_t lstm_unit(long H, long j, const float *gi, const float *gh, float cprev) {
+    lstm_unit_t u;
+    u.i = sigmoid_scalar(gi[j] + gh[j]);
+    u.f = sigmoid_scalar(gi[H + j] + gh[H + j]);
+    u.g = tanhf(gi[2 * H + j] + gh[2 * H + j]);
+    u.o = sigmoid_scalar(gi[3 * H + j] + gh[3 * H + j]);
+    float kept = u.f * cprev, added = u.i * u.g;
+    u.c = kept + added;
+    u.t = tanhf(u.c);
+    u.h = u.o * u.t;
+    return u;
+}
 
 static void gru_row_portable(long H, const float *gi, const float *gh, float *h) {
-    for (long j = 0; j < H; j++) {
-        // Products apart from sums (separate statements are never fused into one rounding).
-        float r = sigmoid_scalar(gi[j] + gh[j]), z = sigmoid_scalar(gi[H + j] + gh[H + j]);
-        float rg = r * gh[2 * H + j];
-        float n = tanhf(gi[2 * H + j] + rg);
-        float step = z * (h[j] - n);
-        h[j] = n + step;
-    }
+    for (long j = 0; j < H; j++) h[j] = gru_unit(H, j, gi, gh, h[j]).h;
 }
 
 static void lstm_row_portable(long H, const float *gi, const float *gh, float *h, float *c) {
     for (long j = 0; j < H; j++) {
-        float i = sigmoid_scalar(gi[j] + gh[j]), f = sigmoid_scalar(gi[H + j] + gh[H + j]);
-        float g = tanhf(gi[2 * H + j] + gh[2 * H + j]), o = sigmoid_scalar(gi[3 * H + j] + gh[3 * H + j]);
-        float kept = f * c[j], added = i * g;
-        float cell = kept + added;
-        c[j] = cell;
-        h[j] = tanhf(cell) * o;
+        lstm_unit_t u = lstm_unit(H, j, gi, gh, c[j]);
+        c[j] = u.c;
+        h[j] = u.h;
+    }
+}
+
+static void gru_train_row_portable(long H, float *g, const float *gh, const float *hprev, float *h) {
+    for (long j = 0; j < H; j++) {
+        gru_unit_t u = gru_unit(H, j, g, gh, hprev[j]);
+        g[j] = u.r; g[H + j] = u.z; g[2 * H + j] = u.n;
+        h[j] = u.h;
+    }
+}
+
+static void lstm_train_row_portable(long H, float *g, const float *gh, const float *cprev, float *c, float *tc, float *h) {
+    for (long j = 0; j < H; j++) {
+        lstm_unit_t u = lstm_unit(H, j, g, gh, cprev[j]);
+        g[j] = u.i; g[H + j] = u.f; g[2 * H + j] = u.g; g[3 * H + j] = u.o;
+        c[j] = u.c; tc[j] = u.t; h[j] = u.h;
     }
 }
 
 #if RRL_X86
+typedef struct { __m256 r, z, n, h; } gru_chunk_t;
+typedef struct { __m256 i, f, g, o, c, t, h; } lstm_chunk_t;
+
+/// Units j..j+8 (the first `n` of them valid) of a GRU step.
+__attribute__((target("avx2,fma"), always_inline))
+static inline gru_chunk_t gru_chunk(long H, long j, long n, const float *gi, const float *gh, const float *hprev) {
+    gru_chunk_t u;
+    u.r = sigmoid256(_mm256_add_ps(load_upto8(gi + j, n), load_upto8(gh + j, n)));
+    u.z = sigmoid256(_mm256_add_ps(load_upto8(gi + H + j, n), load_upto8(gh + H + j, n)));
+    u.n = tanh256(_mm256_add_ps(load_upto8(gi + 2 * H + j, n), _mm256_mul_ps(u.r, load_upto8(gh + 2 * H + j, n))));
+    u.h = _mm256_add_ps(u.n, _mm256_mul_ps(u.z, _mm256_sub_ps(load_upto8(hprev + j, n), u.n)));
+    return u;
+}
+
+/// Units j..j+8 (the first `n` of them valid) of an LSTM step.
+__attribute__((target("avx2,fma"), always_inline))
+static inline lstm_chunk_t lstm_chunk(long H, long j, long n, const float *gi, const float *gh, const float *cprev) {
+    lstm_chunk_t u;
+    u.i = sigmoid256(_mm256_add_ps(load_upto8(gi + j, n), load_upto8(gh + j, n)));
+    u.f = sigmoid256(_mm256_add_ps(load_upto8(gi + H + j, n), load_upto8(gh + H + j, n)));
+    u.g = tanh256(_mm256_add_ps(load_upto8(gi + 2 * H + j, n), load_upto8(gh + 2 * H + j, n)));
+    u.o = sigmoid256(_mm256_add_ps(load_upto8(gi + 3 * H + j, n), load_upto8(gh + 3 * H + j, n)));
+    u.c = _mm256_add_ps(_mm256_mul_ps(u.f, load_upto8(cprev + j, n)), _mm256_mul_ps(u.i, u.g));
+    u.t = tanh256(u.c);
+    u.h = _mm256_mul_ps(u.o, u.t);
+    return u;
+}
+
 __attribute__((target("avx2,fma")))
 static void gru_row_avx2(long H, const float *gi, const float *gh, float *h) {
-    for (long j = 0; j < H; j += 8) {
-        const long n = H - j;
-        __m256 r = sigmoid256(_mm256_add_ps(load_upto8(gi + j, n), load_upto8(gh + j, n)));
-        __m256 z = sigmoid256(_mm256_add_ps(load_upto8(gi + H + j, n), load_upto8(gh + H + j, n)));
-        __m256 c = tanh256(_mm256_add_ps(load_upto8(gi + 2 * H + j, n), _mm256_mul_ps(r, load_upto8(gh + 2 * H + j, n))));
-        store_upto8(h + j, _mm256_add_ps(c, _mm256_mul_ps(z, _mm256_sub_ps(load_upto8(h + j, n), c))), n);
-    }
+    for (long j = 0; j < H; j += 8) store_upto8(h + j, gru_chunk(H, j, H - j, gi, gh, h).h, H - j);
 }
 
 __attribute__((target("avx2,fma")))
 static void lstm_row_avx2(long H, const float *gi, const float *gh, float *h, float *c) {
     for (long j = 0; j < H; j += 8) {
+        lstm_chunk_t u = lstm_chunk(H, j, H - j, gi, gh, c);
+        store_upto8(c + j, u.c, H - j);
+        store_upto8(h + j, u.h, H - j);
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static void gru_train_row_avx2(long H, float *g, const float *gh, const float *hprev, float *h) {
+    for (long j = 0; j < H; j += 8) {
         const long n = H - j;
-        __m256 i = sigmoid256(_mm256_add_ps(load_upto8(gi + j, n), load_upto8(gh + j, n)));
-        __m256 f = sigmoid256(_mm256_add_ps(load_upto8(gi + H + j, n), load_upto8(gh + H + j, n)));
-        __m256 g = tanh256(_mm256_add_ps(load_upto8(gi + 2 * H + j, n), load_upto8(gh + 2 * H + j, n)));
-        __m256 o = sigmoid256(_mm256_add_ps(load_upto8(gi + 3 * H + j, n), load_upto8(gh + 3 * H + j, n)));
-        __m256 cell = _mm256_add_ps(_mm256_mul_ps(f, load_upto8(c + j, n)), _mm256_mul_ps(i, g));
-        store_upto8(c + j, cell, n);
-        store_upto8(h + j, _mm256_mul_ps(tanh256(cell), o), n);
+        gru_chunk_t u = gru_chunk(H, j, n, g, gh, hprev);
+        store_upto8(g + j, u.r, n);
+        store_upto8(g + H + j, u.z, n);
+        store_upto8(g + 2 * H + j, u.n, n);
+        store_upto8(h + j, u.h, n);
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static void lstm_train_row_avx2(long H, float *g, const float *gh, const float *cprev, float *c, float *tc, float *h) {
+    for (long j = 0; j < H; j += 8) {
+        const long n = H - j;
+        lstm_chunk_t u = lstm_chunk(H, j, n, g, gh, cprev);
+        store_upto8(g + j, u.i, n);
+        store_upto8(g + H + j, u.f, n);
+        store_upto8(g + 2 * H + j, u.g, n);
+        store_upto8(g + 3 * H + j, u.o, n);
+        store_upto8(c + j, u.c, n);
+        store_upto8(tc + j, u.t, n);
+        store_upto8(h + j, u.h, n);
     }
 }
 #endif
@@ -252,73 +332,6 @@ void rrl_lstm_row(long H, const float *gi, const float *gh, float *h, float *c) 
 #endif
     lstm_row_portable(H, gi, gh, h, c);
 }
-
-// MARK: - Recurrent cells in training, one row
-// As the inference rows above, but keeping what backward needs: the gates' activations replace the
-// input products in g, and the new state goes to its own row. Same operations as the Swift loops
-// and vector kernels they replace, one rounding each.
-
-static void gru_train_row_portable(long H, float *g, const float *gh, const float *hprev, float *h) {
-    for (long j = 0; j < 2 * H; j++) g[j] = sigmoid_scalar(g[j] + gh[j]);
-    for (long j = 0; j < H; j++) {
-        float rg = g[j] * gh[2 * H + j];
-        float n = tanhf(g[2 * H + j] + rg);
-        g[2 * H + j] = n;
-        float step = g[H + j] * (hprev[j] - n);
-        h[j] = n + step;
-    }
-}
-
-static void lstm_train_row_portable(long H, float *g, const float *gh, const float *cprev, float *c, float *tc, float *h) {
-    for (long j = 0; j < 4 * H; j++) g[j] += gh[j];
-    for (long j = 0; j < 2 * H; j++) g[j] = sigmoid_scalar(g[j]);
-    for (long j = 0; j < H; j++) g[2 * H + j] = tanhf(g[2 * H + j]);
-    for (long j = 0; j < H; j++) g[3 * H + j] = sigmoid_scalar(g[3 * H + j]);
-    for (long j = 0; j < H; j++) {
-        float kept = g[H + j] * cprev[j], added = g[j] * g[2 * H + j];
-        float cell = kept + added;
-        c[j] = cell;
-        float t = tanhf(cell);
-        tc[j] = t;
-        h[j] = g[3 * H + j] * t;
-    }
-}
-
-#if RRL_X86
-__attribute__((target("avx2,fma")))
-static void gru_train_row_avx2(long H, float *g, const float *gh, const float *hprev, float *h) {
-    for (long j = 0; j < H; j += 8) {
-        const long n = H - j;
-        __m256 r = sigmoid256(_mm256_add_ps(load_upto8(g + j, n), load_upto8(gh + j, n)));
-        __m256 z = sigmoid256(_mm256_add_ps(load_upto8(g + H + j, n), load_upto8(gh + H + j, n)));
-        __m256 c = tanh256(_mm256_add_ps(load_upto8(g + 2 * H + j, n), _mm256_mul_ps(r, load_upto8(gh + 2 * H + j, n))));
-        store_upto8(g + j, r, n);
-        store_upto8(g + H + j, z, n);
-        store_upto8(g + 2 * H + j, c, n);
-        store_upto8(h + j, _mm256_add_ps(c, _mm256_mul_ps(z, _mm256_sub_ps(load_upto8(hprev + j, n), c))), n);
-    }
-}
-
-__attribute__((target("avx2,fma")))
-static void lstm_train_row_avx2(long H, float *g, const float *gh, const float *cprev, float *c, float *tc, float *h) {
-    for (long j = 0; j < H; j += 8) {
-        const long n = H - j;
-        __m256 i = sigmoid256(_mm256_add_ps(load_upto8(g + j, n), load_upto8(gh + j, n)));
-        __m256 f = sigmoid256(_mm256_add_ps(load_upto8(g + H + j, n), load_upto8(gh + H + j, n)));
-        __m256 gg = tanh256(_mm256_add_ps(load_upto8(g + 2 * H + j, n), load_upto8(gh + 2 * H + j, n)));
-        __m256 o = sigmoid256(_mm256_add_ps(load_upto8(g + 3 * H + j, n), load_upto8(gh + 3 * H + j, n)));
-        __m256 cell = _mm256_add_ps(_mm256_mul_ps(f, load_upto8(cprev + j, n)), _mm256_mul_ps(i, gg));
-        __m256 t = tanh256(cell);
-        store_upto8(g + j, i, n);
-        store_upto8(g + H + j, f, n);
-        store_upto8(g + 2 * H + j, gg, n);
-        store_upto8(g + 3 * H + j, o, n);
-        store_upto8(c + j, cell, n);
-        store_upto8(tc + j, t, n);
-        store_upto8(h + j, _mm256_mul_ps(o, t), n);
-    }
-}
-#endif
 
 void rrl_gru_train_row(long H, float *g, const float *gh, const float *hprev, float *h) {
 #if RRL_X86
