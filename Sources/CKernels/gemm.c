@@ -234,14 +234,18 @@ static void gemm_packed(micro_kernel kernel, int trans_a, int trans_b, long m, l
 
 // MARK: - Blocked product, AVX2
 
-// The AVX2 product keeps the portable path's order of operations exactly: every element of C is one
-// chain of FMAs over a k block (at most KC deep) started from zero, then finished as
-// alpha * sum (beta == 0) or alpha * sum + beta * C. What differs is how tiles reach memory:
-//  - B is read where it lies when it is not transposed and a k block of it fits in L1 (no packing);
-//    a transposed B is packed with 8x8 register transposes;
+// Every element of C is one chain of FMAs over a k block (at most KC deep) started from zero, then
+// finished as alpha * sum (beta == 0) or alpha * sum + beta * C: the order of operations of the
+// packed 6x16 kernel this path replaced, and of the small path for the products of 4-8 rows it now
+// takes, so results keep their bits (with alpha 1 and beta 0 or 1, the library's only uses). What
+// differs is how tiles reach memory:
+//  - B is read where it lies when it is not transposed and a k block of it fits in L1, or when A
+//    has so few rows that a packed copy would be read only once or twice; a transposed B is packed
+//    with 8x8 register transposes;
 //  - the last rows (m not a multiple of 6) run a kernel of that many rows, straight into C;
-//  - the last columns run an 8-wide kernel of up to 12 rows (n = 1 or 4 is common: a critic's
-//    output, the gradient of a small input), storing only the valid lanes.
+//  - the last 1-4 columns put rows in vector lanes (a critic's value, a policy's mean and log-std,
+//    their gradients), other tails of up to 8 columns run an 8-wide kernel of up to 12 rows; only
+//    the valid lanes are stored.
 // A layer's forward pass can finish in the same store: add the bias (in the first k block, which
 // equals filling C with the bias and accumulating with beta = 1) and apply ReLU (after the last).
 

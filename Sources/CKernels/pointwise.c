@@ -6,7 +6,8 @@
 #include <math.h>
 
 #if defined(__x86_64__) || defined(__i386__)
-static int pointwise_use_avx2(void) { return rrl_cpu_has_avx2_fma(); }
+// The vector kernels' switch: AVX2 when the CPU has it, unless a test forces the portable path.
+static int pointwise_use_avx2(void) { return rrl_vector_kernels_use_avx2(); }
 #endif
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -161,7 +162,7 @@ static int rrl_all_finite_avx2(long n, const float *x) {
 
 int rrl_all_finite(long n, const float *x) {
 #if defined(__x86_64__) || defined(__i386__)
-    if (rrl_vector_kernels_use_avx2()) return rrl_all_finite_avx2(n, x);  // (a test forces the portable path)
+    if (pointwise_use_avx2()) return rrl_all_finite_avx2(n, x);
 #endif
     return rrl_all_finite_portable(n, x);
 }
@@ -252,7 +253,7 @@ static void rrl_lstm_backward_row_avx2(long H, const float *g, const float *tc, 
 void rrl_gru_backward_row(long H, const float *g, const float *ghn, const float *hprev, const float *dh, float *dhp,
                           float *dgi, float *dgh) {
 #if defined(__x86_64__) || defined(__i386__)
-    if (rrl_vector_kernels_use_avx2()) { rrl_gru_backward_row_avx2(H, g, ghn, hprev, dh, dhp, dgi, dgh); return; }
+    if (pointwise_use_avx2()) { rrl_gru_backward_row_avx2(H, g, ghn, hprev, dh, dhp, dgi, dgh); return; }
 #endif
     rrl_gru_backward_row_portable(H, g, ghn, hprev, dh, dhp, dgi, dgh);
 }
@@ -260,7 +261,7 @@ void rrl_gru_backward_row(long H, const float *g, const float *ghn, const float 
 void rrl_lstm_backward_row(long H, const float *g, const float *tc, const float *cprev, const float *dh, const float *dc,
                            float *dcp, float *da) {
 #if defined(__x86_64__) || defined(__i386__)
-    if (rrl_vector_kernels_use_avx2()) { rrl_lstm_backward_row_avx2(H, g, tc, cprev, dh, dc, dcp, da); return; }
+    if (pointwise_use_avx2()) { rrl_lstm_backward_row_avx2(H, g, tc, cprev, dh, dc, dcp, da); return; }
 #endif
     rrl_lstm_backward_row_portable(H, g, tc, cprev, dh, dc, dcp, da);
 }
@@ -306,7 +307,7 @@ static void rrl_add_column_sums_avx2(long rows, long width, const float *x, floa
 
 void rrl_add_column_sums(long rows, long width, const float *x, float *sum) {
 #if defined(__x86_64__) || defined(__i386__)
-    if (rrl_vector_kernels_use_avx2()) { rrl_add_column_sums_avx2(rows, width, x, sum); return; }
+    if (pointwise_use_avx2()) { rrl_add_column_sums_avx2(rows, width, x, sum); return; }
 #endif
     rrl_add_column_sums_portable(rows, width, x, sum);
 }
