@@ -4,8 +4,9 @@
 // place when it fits in L1 and packs it otherwise (see "Blocked product, AVX2"). Tiny products (at
 // most 8 rows) skip packing altogether.
 #include "CKernels.h"
-
 #include <math.h>
+#include "vector_edges.h"
+
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,31 +139,30 @@ typedef void (*micro_kernel)(long, const float *, long, long, const float *, lon
 // MARK: - Packing
 
 // Packs B[p0..p0+kc, j0..j0+nc] into ceil(nc/16) panels of kc x 16 floats, zero-padded.
-static void pack_b(int trans_b, const float *b, long ldb, long p0, long kc, long j0, long nc, float *out) {
-    for (long jp = 0; jp < nc; jp += NR) {
-        long nr = nc - jp < NR ? nc - jp : NR;
-        float *panel = out + (jp / NR) * kc * NR;
-        if (!trans_b) {
-            for (long p = 0; p < kc; p++) {
-                const float *src = b + (p0 + p) * ldb + j0 + jp;
-                float *dst = panel + p * NR;
-                if (nr == NR) {
-                    memcpy(dst, src, NR * sizeof(float));
-                } else {
-                    long j = 0;
-                    for (; j < nr; j++) dst[j] = src[j];
-                    for (; j < NR; j++) dst[j] = 0.0f;
-                }
-            }
-        } else {
-            // B[p][j] = b[j*ldb + p]: read each source row contiguously.
-            if (nr < NR) memset(panel, 0, (size_t)kc * NR * sizeof(float));
-            for (long j = 0; j < nr; j++) {
-                const float *src = b + (j0 + jp + j) * ldb + p0;
-                for (long p = 0; p < kc; p++) panel[p * NR + j] = src[p];
-            }
+// Packs B[p0..p0+kc][j0..j0+w] (w <= width) into a kc x width panel, zero-padded on the right.
+static void pack_panel_portable(int trans_b, const float *b, long ldb, long p0, long kc, long j0, long w, long width,
+                                float *out) {
+    if (!trans_b) {
+        for (long p = 0; p < kc; p++) {
+            const float *src = b + (p0 + p) * ldb + j0;
+            float *dst = out + p * width;
+            long j = 0;
+            for (; j < w; j++) dst[j] = src[j];
+            for (; j < width; j++) dst[j] = 0.0f;
         }
+        return;
     }
+    // B[p][j] = b[j*ldb + p]: read each source row contiguously.
+    for (long j = 0; j < width; j++) {
+        const float *src = b + (j0 + j) * ldb + p0;
+        for (long p = 0; p < kc; p++) out[p * width + j] = j < w ? src[p] : 0.0f;
+    }
+}
+
+// Packs B[p0..p0+kc, j0..j0+nc] into ceil(nc/16) panels of kc x 16 floats, zero-padded.
+static void pack_b(int trans_b, const float *b, long ldb, long p0, long kc, long j0, long nc, float *out) {
+    for (long jp = 0; jp < nc; jp += NR)
+        pack_panel_portable(trans_b, b, ldb, p0, kc, j0 + jp, nc - jp < NR ? nc - jp : NR, NR, out + (jp / NR) * kc * NR);
 }
 
 // Writes the valid mr x nr corner of a 6x16 tile into C.
@@ -245,7 +245,7 @@ static void gemm_packed(micro_kernel kernel, int trans_a, int trans_b, long m, l
 //  - the last rows (m not a multiple of 6) run a kernel of that many rows, straight into C;
 //  - the last 1-4 columns put rows in vector lanes (a critic's value, a policy's mean and log-std,
 //    their gradients), other tails of up to 8 columns run an 8-wide kernel of up to 12 rows; only
-//    the valid lanes are stored.
+//    the valid columns are stored.
 // A layer's forward pass can finish in the same store: add the bias (in the first k block, which
 // equals filling C with the bias and accumulating with beta = 1) and apply ReLU (after the last).
 
@@ -256,28 +256,19 @@ typedef struct {
 } rrl_epilogue;
 
 #if RRL_X86
-__attribute__((target("avx2,fma"), always_inline))
-static inline __m256i lane_mask(long valid) {
-    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)valid), lanes);
-}
-
 /// Finishes 8 columns of one row from their block sum and stores the first `valid` of them (8 = all).
 __attribute__((target("avx2,fma"), always_inline))
 static inline void finish8(__m256 sum, float *c, long j, long valid, const rrl_epilogue *e) {
-    __m256i mask = valid >= 8 ? _mm256_set1_epi32(-1) : lane_mask(valid);
     __m256 x;
     if (e->bias) {
-        x = _mm256_add_ps(sum, valid >= 8 ? _mm256_loadu_ps(e->bias + j) : _mm256_maskload_ps(e->bias + j, mask));
+        x = _mm256_add_ps(sum, load_upto8(e->bias + j, valid));
     } else if (e->beta == 0.0f) {
         x = _mm256_mul_ps(_mm256_set1_ps(e->alpha), sum);
     } else {
-        __m256 old = valid >= 8 ? _mm256_loadu_ps(c + j) : _mm256_maskload_ps(c + j, mask);
-        x = _mm256_fmadd_ps(_mm256_set1_ps(e->alpha), sum, _mm256_mul_ps(_mm256_set1_ps(e->beta), old));
+        x = _mm256_fmadd_ps(_mm256_set1_ps(e->alpha), sum, _mm256_mul_ps(_mm256_set1_ps(e->beta), load_upto8(c + j, valid)));
     }
     if (e->relu) x = _mm256_max_ps(x, _mm256_setzero_ps());
-    if (valid >= 8) _mm256_storeu_ps(c + j, x);
-    else _mm256_maskstore_ps(c + j, mask, x);
+    store_upto8(c + j, x, valid);
 }
 
 /// ROWS (1-6) rows x 16 columns (the last `nr - 8` of the second eight valid): A[r][p] = a[r*rsa + p*csa],
@@ -402,34 +393,36 @@ static inline void transpose8(const float *src, long lds, float *out, long ldo) 
     _mm256_storeu_ps(out + 7 * ldo, _mm256_permute2f128_ps(u3, u7, 0x31));
 }
 
-/// Packs B[p0..p0+kc][j0..j0+w] (w <= width) into a kc x width panel, zero-padded on the right.
+/// dst[j*ldd + i] = src[i*lds + j] for a rows x cols src: 8x8 blocks through registers, the edges one by one.
+__attribute__((target("avx2,fma")))
+static void transpose_avx2(long rows, long cols, const float *src, long lds, float *dst, long ldd) {
+    long i = 0;
+    for (; i + 8 <= rows; i += 8) {
+        long j = 0;
+        for (; j + 8 <= cols; j += 8) transpose8(src + i * lds + j, lds, dst + j * ldd + i, ldd);
+        for (; j < cols; j++)
+            for (long q = 0; q < 8; q++) dst[j * ldd + i + q] = src[(i + q) * lds + j];
+    }
+    for (; i < rows; i++)
+        for (long j = 0; j < cols; j++) dst[j * ldd + i] = src[i * lds + j];
+}
+
+/// Zeroes columns from..to of `rows` rows of `out` (row stride ld): a panel's padding.
+static inline void zero_columns(float *out, long ld, long rows, long from, long to) {
+    if (from >= to) return;
+    for (long p = 0; p < rows; p++)
+        for (long j = from; j < to; j++) out[p * ld + j] = 0.0f;
+}
+
+/// pack_panel_portable, with a transposed B through register transposes.
 __attribute__((target("avx2,fma")))
 static void pack_panel(int trans_b, const float *b, long ldb, long p0, long kc, long j0, long w, long width, float *out) {
     if (!trans_b) {
-        for (long p = 0; p < kc; p++) {
-            const float *src = b + (p0 + p) * ldb + j0;
-            float *dst = out + p * width;
-            long j = 0;
-            for (; j < w; j++) dst[j] = src[j];
-            for (; j < width; j++) dst[j] = 0.0f;
-        }
+        pack_panel_portable(trans_b, b, ldb, p0, kc, j0, w, width, out);
         return;
     }
-    // B[p][j] = b[j*ldb + p]: 8x8 blocks through registers, the edges one by one.
-    long j = 0;
-    for (; j + 8 <= w; j += 8) {
-        const float *src = b + (j0 + j) * ldb + p0;
-        long p = 0;
-        for (; p + 8 <= kc; p += 8) transpose8(src + p, ldb, out + p * width + j, width);
-        for (; p < kc; p++)
-            for (long q = 0; q < 8; q++) out[p * width + j + q] = src[q * ldb + p];
-    }
-    for (; j < w; j++) {
-        const float *src = b + (j0 + j) * ldb + p0;
-        for (long p = 0; p < kc; p++) out[p * width + j] = src[p];
-    }
-    for (; j < width; j++)
-        for (long p = 0; p < kc; p++) out[p * width + j] = 0.0f;
+    transpose_avx2(w, kc, b + j0 * ldb + p0, ldb, out, width);  // B[p][j] = b[j*ldb + p]
+    zero_columns(out, width, kc, w, width);
 }
 
 /// One column for BLOCKS blocks of 8 rows laid out as `at` (kc x 8 floats per block): acc[rb] lane q
@@ -453,7 +446,6 @@ static inline void lanes_column(const int BLOCKS, long kc, const float *at, cons
 /// columns, so no lane is wasted. A group of up to 64 rows of A is laid out in `at` as kc x 8 floats
 /// per 8 rows (through register transposes when A's rows are contiguous; rows past m are zero),
 /// then each (row block, column) is one accumulator whose lanes run the usual chain over p.
-/// Finished element by element as finish8 does.
 __attribute__((target("avx2,fma")))
 static void narrow_rows_as_lanes(long m, long kc, int trans_a, const float *a, long lda, const float *b, long bsp, long bsj,
                                  float *c, long ldc, long nr, const rrl_epilogue *e, float *at) {
@@ -465,12 +457,11 @@ static void narrow_rows_as_lanes(long m, long kc, int trans_a, const float *a, l
             const long valid = rows - rb * 8 < 8 ? rows - rb * 8 : 8;
             if (trans_a) {  // A[i][p] = a[p*lda + i]: eight rows side by side already
                 const float *src = a + i0 + rb * 8;
-                for (long p = 0; p < kc; p++) {
-                    if (valid == 8) _mm256_storeu_ps(dst + p * 8, _mm256_loadu_ps(src + p * lda));
-                    else for (long q = 0; q < 8; q++) dst[p * 8 + q] = q < valid ? src[p * lda + q] : 0.0f;
-                }
+                for (long p = 0; p < kc; p++) _mm256_storeu_ps(dst + p * 8, load_upto8(src + p * lda, valid));
                 continue;
             }
+            // (transpose8 inline rather than transpose_avx2: a call and its edge loops per 8 rows
+            // measured 20% slower on these small products.)
             const float *src = a + (i0 + rb * 8) * lda;
             long p = 0;
             if (valid == 8)
@@ -490,6 +481,8 @@ static void narrow_rows_as_lanes(long m, long kc, int trans_a, const float *a, l
             case 2: lanes_column(2, kc, at, b + j * bsj, bsp, acc); break;
             default: lanes_column(1, kc, at, b + j * bsj, bsp, acc); break;
             }
+            // finish8's operations, element by element (a row at a time through finish8 measured
+            // half as fast: these rows have 1-4 columns).
             for (long rb = 0; rb < blocks; rb++) {
                 float sums[8];
                 _mm256_storeu_ps(sums, acc[rb]);
@@ -881,6 +874,23 @@ static unsigned long long gemm_flops = 0;
 
 unsigned long long rrl_gemm_flops(void) { return gemm_flops; }
 
+static void count_flops(long m, long n, long k) {
+    gemm_flops += 2ULL * (unsigned long long)m * (unsigned long long)n * (unsigned long long)k;
+}
+
+/// The path RRL_GEMM_AUTO takes.
+static rrl_gemm_path automatic_path(int trans_b, long m, long n, long k, int avx2) {
+    // 4-8 rows with B not transposed (a recurrent layer's step over a small batch) and one k block:
+    // the blocked kernels' tiles beat the small path's, with the same chain per element.
+    if (m <= 8 && (trans_b || k > KC || !avx2 || m < 4)) return avx2 ? RRL_GEMM_SMALL_AVX2 : RRL_GEMM_SMALL_PORTABLE;
+#ifdef RRL_USE_OPENBLAS
+    if (!avx2 && m * n * k >= 32768) return RRL_GEMM_OPENBLAS;
+#else
+    (void)n;
+#endif
+    return avx2 ? RRL_GEMM_PACKED_AVX2 : RRL_GEMM_PACKED_PORTABLE;
+}
+
 void rrl_sgemm_path(rrl_gemm_path path, int trans_a, int trans_b, long m, long n, long k, float alpha,
                     const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc) {
     if (m <= 0 || n <= 0) return;
@@ -889,7 +899,7 @@ void rrl_sgemm_path(rrl_gemm_path path, int trans_a, int trans_b, long m, long n
         return;
     }
     // Counted once, where a path is chosen (automatic dispatch calls back with one).
-    if (path != RRL_GEMM_AUTO) gemm_flops += 2ULL * (unsigned long long)m * (unsigned long long)n * (unsigned long long)k;
+    if (path != RRL_GEMM_AUTO) count_flops(m, n, k);
     int avx2 = rrl_cpu_has_avx2_fma();
     switch (path) {
     case RRL_GEMM_NAIVE:
@@ -929,21 +939,8 @@ void rrl_sgemm_path(rrl_gemm_path path, int trans_a, int trans_b, long m, long n
     default:
         break;
     }
-    // 4-8 rows with B not transposed (a recurrent layer's step over a small batch) and one k block:
-    // the blocked kernels' tiles beat the small path's, with the same chain per element.
-    if (m <= 8 && (trans_b || k > KC || !avx2 || m < 4)) {
-        rrl_sgemm_path(avx2 ? RRL_GEMM_SMALL_AVX2 : RRL_GEMM_SMALL_PORTABLE, trans_a, trans_b, m, n, k, alpha, a,
-                       lda, b, ldb, beta, c, ldc);
-        return;
-    }
-#ifdef RRL_USE_OPENBLAS
-    if (!avx2 && m * n * k >= 32768) {
-        rrl_sgemm_path(RRL_GEMM_OPENBLAS, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-        return;
-    }
-#endif
-    rrl_sgemm_path(avx2 ? RRL_GEMM_PACKED_AVX2 : RRL_GEMM_PACKED_PORTABLE, trans_a, trans_b, m, n, k, alpha, a, lda,
-                   b, ldb, beta, c, ldc);
+    rrl_sgemm_path(automatic_path(trans_b, m, n, k, avx2), trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                   ldc);
 }
 
 void rrl_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,
@@ -955,9 +952,9 @@ void rrl_dense_forward(long m, long n, long k, const float *x, long ldx, const f
                        int relu, float *y, long ldy) {
     if (m <= 0 || n <= 0) return;
 #if RRL_X86
-    // The path rrl_sgemm would take for these sizes, with the bias and ReLU in its last store.
-    if (k > 0 && m > 8 && rrl_cpu_has_avx2_fma()) {
-        gemm_flops += 2ULL * (unsigned long long)m * (unsigned long long)n * (unsigned long long)k;
+    // The blocked AVX2 product, when rrl_sgemm would take it, with the bias and ReLU in its last store.
+    if (k > 0 && automatic_path(1, m, n, k, rrl_cpu_has_avx2_fma()) == RRL_GEMM_PACKED_AVX2) {
+        count_flops(m, n, k);
         gemm_avx2(0, 1, m, n, k, 1.0f, x, ldx, w, ldw, 0.0f, y, ldy, bias, relu);
         return;
     }
@@ -968,25 +965,13 @@ void rrl_dense_forward(long m, long n, long k, const float *x, long ldx, const f
         for (long i = 0; i < m; i++) rrl_relu(n, y + i * ldy, y + i * ldy);
 }
 
-#if RRL_X86
-__attribute__((target("avx2,fma")))
-static long transpose_avx2(long rows, long cols, const float *src, long lds, float *dst, long ldd) {
-    long i = 0;
-    for (; i + 8 <= rows; i += 8) {
-        long j = 0;
-        for (; j + 8 <= cols; j += 8) transpose8(src + i * lds + j, lds, dst + j * ldd + i, ldd);
-        for (; j < cols; j++)
-            for (long q = 0; q < 8; q++) dst[j * ldd + i + q] = src[(i + q) * lds + j];
-    }
-    return i;
-}
-#endif
-
 void rrl_transpose(long rows, long cols, const float *src, long lds, float *dst, long ldd) {
-    long i = 0;
 #if RRL_X86
-    if (rrl_cpu_has_avx2_fma()) i = transpose_avx2(rows, cols, src, lds, dst, ldd);
+    if (rrl_cpu_has_avx2_fma()) {
+        transpose_avx2(rows, cols, src, lds, dst, ldd);
+        return;
+    }
 #endif
-    for (; i < rows; i++)
+    for (long i = 0; i < rows; i++)
         for (long j = 0; j < cols; j++) dst[j * ldd + i] = src[i * lds + j];
 }

@@ -6,6 +6,7 @@
 // polynomial to x^13 avoids the cancellation in 1 - t.
 // sigmoid: 1 / (1 + exp(-x)).
 #include "CKernels.h"
+#include "vector_edges.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -124,23 +125,6 @@ static inline __m256 elu256(__m256 x) {
     __m256 s = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23));
     __m256 negative = _mm256_fmadd_ps(s, em, _mm256_sub_ps(s, one));
     return _mm256_blendv_ps(negative, x, _mm256_cmp_ps(x, zero, _CMP_GT_OQ));
-}
-
-// 8 floats from p, or its first n (the rest 0) when n < 8; and the converse store.
-__attribute__((target("avx2,fma")))
-static inline __m256 load_upto8(const float *p, long n) {
-    if (n >= 8) return _mm256_loadu_ps(p);
-    float buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (long k = 0; k < n; k++) buf[k] = p[k];
-    return _mm256_loadu_ps(buf);
-}
-
-__attribute__((target("avx2,fma")))
-static inline void store_upto8(float *p, __m256 v, long n) {
-    if (n >= 8) { _mm256_storeu_ps(p, v); return; }
-    float buf[8];
-    _mm256_storeu_ps(buf, v);
-    for (long k = 0; k < n; k++) p[k] = buf[k];
 }
 
 #define RRL_DEFINE_ARRAY_AVX2(NAME, VFUNC)                                         \

@@ -1,0 +1,27 @@
+// The partial last vector of a row, shared by the kernels: loads and stores of the first n < 8
+// floats through a small buffer (AVX2's masked loads and stores are slow on some CPUs).
+#ifndef RRL_VECTOR_EDGES_H
+#define RRL_VECTOR_EDGES_H
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+// 8 floats from p, or its first n (the rest 0) when n < 8; and the converse store.
+__attribute__((target("avx2,fma"), always_inline))
+static inline __m256 load_upto8(const float *p, long n) {
+    if (n >= 8) return _mm256_loadu_ps(p);
+    float buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (long k = 0; k < n; k++) buf[k] = p[k];
+    return _mm256_loadu_ps(buf);
+}
+
+__attribute__((target("avx2,fma"), always_inline))
+static inline void store_upto8(float *p, __m256 v, long n) {
+    if (n >= 8) { _mm256_storeu_ps(p, v); return; }
+    float buf[8];
+    _mm256_storeu_ps(buf, v);
+    for (long k = 0; k < n; k++) p[k] = buf[k];
+}
+
+#endif
+#endif
