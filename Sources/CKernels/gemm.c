@@ -53,7 +53,7 @@ static int detect_avx512f(void) {
     __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
     if ((eax & 0xE6) != 0xE6) return 0;  // the OS saves the opmask and all of ZMM state
     rrl_cpuid(7, 0, r);
-    return (r[1] >> 16) & 1;
+    return ((r[1] >> 16) & 1) && ((r[1] >> 17) & 1);  // AVX512F and AVX512DQ (the cells' float masks)
 #else
     return 0;
 #endif
@@ -77,7 +77,7 @@ int rrl_cpu_has_avx512f(void) { return cached(&avx512_state, detect_avx512f); }
 
 void rrl_set_allow_avx512(int allow) { __atomic_store_n(&avx512_allowed, allow, __ATOMIC_RELAXED); }
 
-static int use_avx512(void) { return __atomic_load_n(&avx512_allowed, __ATOMIC_RELAXED) && rrl_cpu_has_avx512f(); }
+int rrl_kernels_use_avx512(void) { return __atomic_load_n(&avx512_allowed, __ATOMIC_RELAXED) && rrl_cpu_has_avx512f(); }
 
 int rrl_has_openblas(void) {
 #ifdef RRL_USE_OPENBLAS
@@ -833,7 +833,7 @@ static void affine_rows_avx512(long in, long out, const float *packed, const flo
 void rrl_affine_rows(long rows, long in, long out, const float *packed, const float *b, const float *x, float *y) {
 #if RRL_X86
     if (rrl_vector_kernels_use_avx2()) {
-        if (use_avx512()) {
+        if (rrl_kernels_use_avx512()) {
             for (long r = 0; r < rows; r++) affine_rows_avx512(in, out, packed, b, x + r * in, y + r * out);
         } else {
             for (long r = 0; r < rows; r++) affine_rows_avx2(in, out, packed, b, x + r * in, y + r * out);

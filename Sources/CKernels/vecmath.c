@@ -1,10 +1,6 @@
-// Vectorised exp, tanh and sigmoid, the FMA peak probe, and clocks.
-//
-// exp: x = n ln2 + r with |r| <= ln2/2 (ln2 split in two parts for exact reduction), then a
-// degree-6 minimax polynomial for exp(r) and 2^n built in the exponent bits (Cephes' expf scheme).
-// tanh: (1 - t) / (1 + t) with t = exp(-2|x|), sign restored; for |x| < 0.3 an odd Taylor
-// polynomial to x^13 avoids the cancellation in 1 - t.
-// sigmoid: 1 / (1 + exp(-x)).
+// Vectorised exp, tanh and sigmoid, the recurrent cells' row steps, the FMA peak probe, and
+// clocks. The vector kernels are written once in vector_cells.h and built here for AVX2 and for
+// AVX-512; the portable ones use libm.
 #include "CKernels.h"
 #include "vector_edges.h"
 
@@ -51,57 +47,38 @@ static void velu_portable(long n, const float *x, float *y) {
     for (long i = 0; i < n; i++) { float v = x[i]; y[i] = v > 0.0f ? v : expm1f(v); }
 }
 
-// MARK: - AVX2
+// MARK: - AVX2 and AVX-512
 
 #if RRL_X86
-__attribute__((target("avx2,fma")))
-static inline __m256 exp256(__m256 x) {
-    const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-88.3762626647949f);
-    x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
-    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    __m256 r2 = _mm256_mul_ps(r, r);
-    p = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    // 2^n: n in [-127, 128]; split as 2^(n/2) * 2^(n - n/2) so that n = 128 and n = -127 stay finite/normal.
-    __m256i n = _mm256_cvtps_epi32(fx);
-    __m256i n1 = _mm256_srai_epi32(n, 1), n2 = _mm256_sub_epi32(n, n1);
-    __m256i bias = _mm256_set1_epi32(127);
-    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
-    __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
-    return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
-}
+#define RRL_CELL_BLOCK 64
 
-__attribute__((target("avx2,fma")))
-static inline __m256 sigmoid256(__m256 x) {
-    const __m256 one = _mm256_set1_ps(1.0f);
-    return _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), x))));
-}
+#define RRL_BITS 256
+#define RRL_TARGET __attribute__((target("avx2,fma")))
+#define RRL_ROUND_NEAREST(x) _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define RRL_SELECT(x, c, PREDICATE, yes, no) _mm256_blendv_ps(no, yes, _mm256_cmp_ps(x, c, PREDICATE))
+#define RRL_LOAD_UPTO(p, n) load_upto8(p, n)
+#define RRL_STORE_UPTO(p, v, n) store_upto8(p, v, n)
+#include "vector_cells.h"
+#undef RRL_BITS
+#undef RRL_TARGET
+#undef RRL_ROUND_NEAREST
+#undef RRL_SELECT
+#undef RRL_LOAD_UPTO
+#undef RRL_STORE_UPTO
 
-__attribute__((target("avx2,fma")))
-static inline __m256 tanh256(__m256 x) {
-    const __m256 sign_mask = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
-    __m256 ax = _mm256_andnot_ps(sign_mask, x);
-    __m256 t = exp256(_mm256_mul_ps(ax, _mm256_set1_ps(-2.0f)));
-    __m256 big = _mm256_div_ps(_mm256_sub_ps(one, t), _mm256_add_ps(one, t));
-    __m256 x2 = _mm256_mul_ps(ax, ax);
-    __m256 p = _mm256_set1_ps(T13);
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(T11));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(T9));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(T7));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(T5));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(T3));
-    __m256 small = _mm256_fmadd_ps(_mm256_mul_ps(p, x2), ax, ax);
-    __m256 y = _mm256_blendv_ps(big, small, _mm256_cmp_ps(ax, _mm256_set1_ps(0.3f), _CMP_LT_OQ));
-    return _mm256_or_ps(y, _mm256_and_ps(x, sign_mask));
-}
+#define RRL_BITS 512
+#define RRL_TARGET __attribute__((target("avx512f,avx512dq,avx2,fma")))
+#define RRL_ROUND_NEAREST(x) _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define RRL_SELECT(x, c, PREDICATE, yes, no) _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, c, PREDICATE), no, yes)
+#define RRL_LOAD_UPTO(p, n) load_upto16(p, n)
+#define RRL_STORE_UPTO(p, v, n) store_upto16(p, v, n)
+#include "vector_cells.h"
+#undef RRL_BITS
+#undef RRL_TARGET
+#undef RRL_ROUND_NEAREST
+#undef RRL_SELECT
+#undef RRL_LOAD_UPTO
+#undef RRL_STORE_UPTO
 
 // ELU: x for x > 0, else expm1(x) = 2^n (expm1(r) + 1) - 1 = 2^n expm1(r) + (2^n - 1) with
 // x = n ln 2 + r, |r| <= ln(2)/2, and expm1(r) by its Taylor series to r^8 (error below 3e-10):
@@ -232,101 +209,36 @@ static void lstm_train_row_portable(long H, float *g, const float *gh, const flo
     }
 }
 
-#if RRL_X86
-typedef struct { __m256 r, z, n, h; } gru_chunk_t;
-typedef struct { __m256 i, f, g, o, c, t, h; } lstm_chunk_t;
-
-/// Units j..j+8 (the first `n` of them valid) of a GRU step.
-__attribute__((target("avx2,fma"), always_inline))
-static inline gru_chunk_t gru_chunk(long H, long j, long n, const float *gi, const float *gh, const float *hprev) {
-    gru_chunk_t u;
-    u.r = sigmoid256(_mm256_add_ps(load_upto8(gi + j, n), load_upto8(gh + j, n)));
-    u.z = sigmoid256(_mm256_add_ps(load_upto8(gi + H + j, n), load_upto8(gh + H + j, n)));
-    u.n = tanh256(_mm256_add_ps(load_upto8(gi + 2 * H + j, n), _mm256_mul_ps(u.r, load_upto8(gh + 2 * H + j, n))));
-    u.h = _mm256_add_ps(u.n, _mm256_mul_ps(u.z, _mm256_sub_ps(load_upto8(hprev + j, n), u.n)));
-    return u;
-}
-
-/// Units j..j+8 (the first `n` of them valid) of an LSTM step.
-__attribute__((target("avx2,fma"), always_inline))
-static inline lstm_chunk_t lstm_chunk(long H, long j, long n, const float *gi, const float *gh, const float *cprev) {
-    lstm_chunk_t u;
-    u.i = sigmoid256(_mm256_add_ps(load_upto8(gi + j, n), load_upto8(gh + j, n)));
-    u.f = sigmoid256(_mm256_add_ps(load_upto8(gi + H + j, n), load_upto8(gh + H + j, n)));
-    u.g = tanh256(_mm256_add_ps(load_upto8(gi + 2 * H + j, n), load_upto8(gh + 2 * H + j, n)));
-    u.o = sigmoid256(_mm256_add_ps(load_upto8(gi + 3 * H + j, n), load_upto8(gh + 3 * H + j, n)));
-    u.c = _mm256_add_ps(_mm256_mul_ps(u.f, load_upto8(cprev + j, n)), _mm256_mul_ps(u.i, u.g));
-    u.t = tanh256(u.c);
-    u.h = _mm256_mul_ps(u.o, u.t);
-    return u;
-}
-
-__attribute__((target("avx2,fma")))
-static void gru_row_avx2(long H, const float *gi, const float *gh, float *h) {
-    for (long j = 0; j < H; j += 8) store_upto8(h + j, gru_chunk(H, j, H - j, gi, gh, h).h, H - j);
-}
-
-__attribute__((target("avx2,fma")))
-static void lstm_row_avx2(long H, const float *gi, const float *gh, float *h, float *c) {
-    for (long j = 0; j < H; j += 8) {
-        lstm_chunk_t u = lstm_chunk(H, j, H - j, gi, gh, c);
-        store_upto8(c + j, u.c, H - j);
-        store_upto8(h + j, u.h, H - j);
-    }
-}
-
-__attribute__((target("avx2,fma")))
-static void gru_train_row_avx2(long H, float *g, const float *gh, const float *hprev, float *h) {
-    for (long j = 0; j < H; j += 8) {
-        const long n = H - j;
-        gru_chunk_t u = gru_chunk(H, j, n, g, gh, hprev);
-        store_upto8(g + j, u.r, n);
-        store_upto8(g + H + j, u.z, n);
-        store_upto8(g + 2 * H + j, u.n, n);
-        store_upto8(h + j, u.h, n);
-    }
-}
-
-__attribute__((target("avx2,fma")))
-static void lstm_train_row_avx2(long H, float *g, const float *gh, const float *cprev, float *c, float *tc, float *h) {
-    for (long j = 0; j < H; j += 8) {
-        const long n = H - j;
-        lstm_chunk_t u = lstm_chunk(H, j, n, g, gh, cprev);
-        store_upto8(g + j, u.i, n);
-        store_upto8(g + H + j, u.f, n);
-        store_upto8(g + 2 * H + j, u.g, n);
-        store_upto8(g + 3 * H + j, u.o, n);
-        store_upto8(c + j, u.c, n);
-        store_upto8(tc + j, u.t, n);
-        store_upto8(h + j, u.h, n);
-    }
-}
-#endif
-
 void rrl_gru_row(long H, const float *gi, const float *gh, float *h) {
 #if RRL_X86
-    if (use_avx2()) { gru_row_avx2(H, gi, gh, h); return; }
+    if (use_avx2()) { if (rrl_kernels_use_avx512()) gru_row512(H, gi, gh, h); else gru_row256(H, gi, gh, h); return; }
 #endif
     gru_row_portable(H, gi, gh, h);
 }
 
 void rrl_lstm_row(long H, const float *gi, const float *gh, float *h, float *c) {
 #if RRL_X86
-    if (use_avx2()) { lstm_row_avx2(H, gi, gh, h, c); return; }
+    if (use_avx2()) { if (rrl_kernels_use_avx512()) lstm_row512(H, gi, gh, h, c); else lstm_row256(H, gi, gh, h, c); return; }
 #endif
     lstm_row_portable(H, gi, gh, h, c);
 }
 
 void rrl_gru_train_row(long H, float *g, const float *gh, const float *hprev, float *h) {
 #if RRL_X86
-    if (use_avx2()) { gru_train_row_avx2(H, g, gh, hprev, h); return; }
+    if (use_avx2()) {
+        if (rrl_kernels_use_avx512()) gru_train_row512(H, g, gh, hprev, h); else gru_train_row256(H, g, gh, hprev, h);
+        return;
+    }
 #endif
     gru_train_row_portable(H, g, gh, hprev, h);
 }
 
 void rrl_lstm_train_row(long H, float *g, const float *gh, const float *cprev, float *c, float *tc, float *h) {
 #if RRL_X86
-    if (use_avx2()) { lstm_train_row_avx2(H, g, gh, cprev, c, tc, h); return; }
+    if (use_avx2()) {
+        if (rrl_kernels_use_avx512()) lstm_train_row512(H, g, gh, cprev, c, tc, h); else lstm_train_row256(H, g, gh, cprev, c, tc, h);
+        return;
+    }
 #endif
     lstm_train_row_portable(H, g, gh, cprev, c, tc, h);
 }

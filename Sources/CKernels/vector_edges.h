@@ -1,5 +1,6 @@
 // The partial last vector of a row, shared by the kernels: loads and stores of the first n < 8
-// floats through a small buffer (AVX2's masked loads and stores are slow on some CPUs).
+// floats through a small buffer (AVX2's masked loads and stores are slow on some CPUs), and of
+// the first n < 16 with AVX-512's masks.
 #ifndef RRL_VECTOR_EDGES_H
 #define RRL_VECTOR_EDGES_H
 
@@ -22,6 +23,24 @@ static inline void store_upto8(float *p, __m256 v, long n) {
     _mm256_storeu_ps(buf, v);
     for (long k = 0; k < n; k++) p[k] = buf[k];
 }
+
+// The same for 16 floats, with AVX-512's masked loads and stores (which never touch the lanes
+// left out).
+__attribute__((target("avx512f,avx512dq,avx2,fma"), always_inline))
+static inline __m512 load_upto16(const float *p, long n) {
+    if (n >= 16) return _mm512_loadu_ps(p);
+    return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p);
+}
+
+__attribute__((target("avx512f,avx512dq,avx2,fma"), always_inline))
+static inline void store_upto16(float *p, __m512 v, long n) {
+    if (n >= 16) { _mm512_storeu_ps(p, v); return; }
+    _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), v);
+}
+
+// 1 when the one-row products and the cells' row steps use AVX-512 (the CPU has it and
+// rrl_set_allow_avx512 has not turned it off); defined in gemm.c.
+int rrl_kernels_use_avx512(void);
 
 #endif
 #endif

@@ -145,6 +145,34 @@ final class VectorMathTests: XCTestCase {
             XCTAssertEqual(wide, narrow, "\(input)x\(output)")
         }
     }
+
+    /// The cells' row steps, acting and training, give the same bits with AVX-512's 16 lanes as with
+    /// AVX2's 8: widths below one vector, with a partial last vector, and past a block of 64 units.
+    func testCellRowsAreTheSameWithAVX512() throws {
+        guard rrl_cpu_has_avx512f() != 0 else { throw XCTSkip("this CPU has no AVX-512") }
+        var rng = RandomGenerator(seed: 9)
+        defer { rrl_set_allow_avx512(1) }
+        func values(_ n: Int) -> [Float] { (0..<n).map { _ in 3 * rng.normal() } }
+        for H in [1, 5, 8, 13, 16, 37, 64, 70, 130] {
+            let gi = values(4 * H), gh = values(4 * H), h0 = values(H), c0 = values(H)
+            var results: [[[UInt32]]] = []
+            for allow in [Int32(1), 0] {
+                rrl_set_allow_avx512(allow)
+                var h = h0, hl = h0, c = c0
+                rrl_gru_row(H, gi, gh, &h)
+                rrl_lstm_row(H, gi, gh, &hl, &c)
+                var g = Array(gi[0..<(3 * H)]), th = [Float](repeating: 0, count: H)
+                rrl_gru_train_row(H, &g, gh, h0, &th)
+                var lg = gi, lc = [Float](repeating: 0, count: H), ltc = lc, lh = lc
+                rrl_lstm_train_row(H, &lg, gh, c0, &lc, &ltc, &lh)
+                results.append([h, hl, c, g, th, lg, lc, ltc, lh].map { $0.map(\.bitPattern) })
+            }
+            for (k, name) in ["GRU h", "LSTM h", "LSTM c", "GRU training gates", "GRU training h", "LSTM training gates",
+                              "LSTM training c", "LSTM training tanh(c)", "LSTM training h"].enumerated() {
+                XCTAssertEqual(results[0][k], results[1][k], "\(name), H \(H)")
+            }
+        }
+    }
 }
 
 

@@ -49,9 +49,11 @@ typedef enum {
 
 /// 1 when the CPU and the operating system support AVX2 and FMA.
 int rrl_cpu_has_avx2_fma(void);
-/// 1 when the CPU and the operating system support AVX-512F (the one-row products then use it).
+/// 1 when the CPU and the operating system support AVX-512F and DQ (the one-row products and the
+/// recurrent cells' row steps then use it).
 int rrl_cpu_has_avx512f(void);
-/// 0: the one-row products keep to AVX2 on a CPU with AVX-512 (they give the same bits either way); 1: the default.
+/// 0: the one-row products and the cells' row steps keep to AVX2 on a CPU with AVX-512 (they give
+/// the same bits either way); 1: the default.
 void rrl_set_allow_avx512(int allow);
 
 /// 1 when the package was built with the OpenBLAS trait.
