@@ -73,16 +73,31 @@ public final class Policy {
     let context = Tensor([0])
     let outputs = Tensor([0])
     let headInput = Tensor([0])
-    let observationScratch = Tensor([0])
     let policyActions = Tensor([0])
     let noise = Tensor([0])
     let scratch = Tensor([0])
     /// One agent's rows of a batch (one network per agent).
     let agentContext = Tensor([0])
+    /// The one-row path's buffers: a row's normalised observation, network input, network output and
+    /// the policy's own action.
+    struct RowIO {
+        let observation: UnsafeMutablePointer<Float>, context: UnsafeMutablePointer<Float>
+        let output: UnsafeMutablePointer<Float>, action: UnsafeMutablePointer<Float>
+    }
+    let rowIO: RowIO
+    /// The observation normaliser's mean and sqrt(variance + 1e-8) per feature (nil: none), and the
+    /// reward normaliser's scale, read from the manifest once.
+    let observationStatistics: (mean: UnsafeMutablePointer<Double>, scale: UnsafeMutablePointer<Double>)?
+    let rewardScale: Double?
+    /// The environment's action bounds (nil: discrete actions).
+    let actionBounds: (low: UnsafeMutablePointer<Float>, high: UnsafeMutablePointer<Float>)?
+    /// Every block `rowIO`, `observationStatistics` and `actionBounds` point into.
+    let rowConstants: UnsafeMutableRawPointer
 
     deinit {
         UnsafeMutableRawPointer(rowWeights).deallocate()
         UnsafeMutableRawPointer(rowScratch).deallocate()
+        rowConstants.deallocate()
     }
 
     /// A weight matrix `[out, in]` in the order the one-row kernel reads it (`rrl_affine_pack`).
@@ -177,6 +192,31 @@ public final class Policy {
         usesRowLayers = networks.allSatisfy { $0.encoder == nil || $0.encoder is RecurrentStack }
         rowWidth = rows.reduce(n.inputWidth) { max($0, 4 * $1.output) }
         rowScratch = Policy.cacheLineAligned(4 * rowWidth)
+        // The row buffers and the constants a step reads, in one block: doubles first, then floats.
+        let o = manifest.observationWidth, bounded = manifest.actions.low != nil && manifest.actions.high != nil
+        let statistics = manifest.observationNormalizer.flatMap { n in n.mean.map { (mean: $0, variance: n.variance) } }
+        let doubles = statistics != nil ? 2 * o : 0
+        let floats = o + n.inputWidth + n.outputWidth + manifest.actions.width + (bounded ? 2 * manifest.actions.width : 0)
+        rowConstants = UnsafeMutableRawPointer.allocate(byteCount: 8 * doubles + 4 * max(floats, 1), alignment: 64)
+        let d = rowConstants.bindMemory(to: Double.self, capacity: max(doubles, 1))
+        if let statistics {
+            for j in 0..<o { d[j] = statistics.mean[j]; d[o + j] = (statistics.variance[j] + 1e-8).squareRoot() }
+            observationStatistics = (d, d + o)
+        } else {
+            observationStatistics = nil
+        }
+        rewardScale = manifest.rewardNormalizer.map { ($0.variance[0] + 1e-8).squareRoot() }
+        let f = (rowConstants + 8 * doubles).bindMemory(to: Float.self, capacity: max(floats, 1))
+        f.initialize(repeating: 0, count: max(floats, 1))
+        rowIO = RowIO(observation: f, context: f + o, output: f + o + n.inputWidth, action: f + o + n.inputWidth + n.outputWidth)
+        if bounded, let low = manifest.actions.low, let high = manifest.actions.high {
+            let l = rowIO.action + manifest.actions.width, h = l + manifest.actions.width
+            l.update(from: low, count: low.count)
+            h.update(from: high, count: high.count)
+            actionBounds = (l, h)
+        } else {
+            actionBounds = nil
+        }
         recurrentStateWidth = networks[0].encoder?.stateWidth ?? 0
         previousActionWidth = manifest.previousActionWidth
         policyActionWidth = manifest.actions.count != nil ? 1 : manifest.actions.width
@@ -210,39 +250,56 @@ public final class Policy {
     public func act(observations: UnsafePointer<Float>, rewards: UnsafePointer<Float>?, episodeStarts: UnsafePointer<Bool>?,
                     actionMasks: UnsafePointer<Float>? = nil, state: UnsafeMutablePointer<Float>, batch B: Int,
                     deterministic: Bool = true, actions: UnsafeMutablePointer<Float>) {
-        let m = manifest, o = m.observationWidth, S = stateWidth, R = recurrentStateWidth, P = previousActionWidth
-        let C = m.network.inputWidth, A = policyActionWidth
-        if let episodeStarts { for b in 0..<B where episodeStarts[b] { (state + b * S).update(repeating: 0, count: S) } }
+        let S = stateWidth, C = manifest.network.inputWidth, A = policyActionWidth, W = manifest.network.outputWidth
+        let N = networks.count, maskWidth = manifest.actions.count ?? 1
+        if usesRowLayers {
+            // Row by row through the packed layers, in preallocated row buffers.
+            let io = rowIO
+            for b in 0..<B {
+                let row = state + b * S
+                beginRow(b, observations: observations, rewards: rewards, episodeStarts: episodeStarts, state: row, into: io.context)
+                forwardRow(io.context, state: row, output: io.output, network: N == 1 ? 0 : b % N)
+                choose(io.output, rows: 1, deterministic: deterministic, actionMasks: actionMasks.map { $0 + b * maskWidth }, policyActions: io.action)
+                endRow(b, policyAction: io.action, state: row, actions: actions)
+            }
+            return
+        }
         context.resize(Shape(d0: 1, d1: B, d2: C))
-        observationScratch.resize(Shape(d0: max(o, 1)))
         for b in 0..<B {
-            normalize(observation: observations + b * o, into: observationScratch.data)
-            let start = episodeStarts?[b] ?? false
-            let previousObservation = state + b * S + R + P
-            writeContext(observation: observationScratch.data, previousObservation: previousObservation,
-                         previousAction: P > 0 ? .values(state + b * S + R) : .none,
-                         reward: start ? 0 : normalize(reward: rewards?[b] ?? 0), agent: b % m.agents, into: context.data + b * C)
-            if previousObservationWidth > 0 { previousObservation.update(from: observationScratch.data, count: o) }
+            beginRow(b, observations: observations, rewards: rewards, episodeStarts: episodeStarts, state: state + b * S, into: context.data + b * C)
         }
         policyActions.resize(Shape(d0: B, d1: A))
-        let a = policyActions.data
-        outputs.resize(Shape(d0: B, d1: m.network.outputWidth))
-        let N = networks.count
-        if usesRowLayers {
-            for b in 0..<B {
-                forwardRow(context.data + b * C, state: state + b * S, output: outputs.data + b * m.network.outputWidth, network: N == 1 ? 0 : b % N)
-            }
+        outputs.resize(Shape(d0: B, d1: W))
+        forwardNetworks(context: context, state: state, stateStride: S)
+        choose(outputs.data, rows: B, deterministic: deterministic, actionMasks: actionMasks, policyActions: policyActions.data)
+        for b in 0..<B { endRow(b, policyAction: policyActions.data + b * A, state: state + b * S, actions: actions) }
+    }
+
+    /// Row b's start of a step: its state zeroed at an episode's start, its observation normalised
+    /// and its network input written (`context`), the previous observation kept in its state.
+    @inline(__always)
+    func beginRow(_ b: Int, observations: UnsafePointer<Float>, rewards: UnsafePointer<Float>?, episodeStarts: UnsafePointer<Bool>?,
+                  state row: UnsafeMutablePointer<Float>, into context: UnsafeMutablePointer<Float>) {
+        let o = manifest.observationWidth, R = recurrentStateWidth, P = previousActionWidth
+        let start = episodeStarts?[b] ?? false
+        if start { row.update(repeating: 0, count: stateWidth) }
+        let observation = rowIO.observation
+        normalize(observation: observations + b * o, into: observation)
+        let previousObservation = row + R + P
+        writeContext(observation: observation, previousObservation: previousObservation, previousAction: P > 0 ? .values(row + R) : .none,
+                     reward: start ? 0 : normalize(reward: rewards?[b] ?? 0), agent: b % manifest.agents, into: context)
+        if previousObservationWidth > 0 { previousObservation.update(from: observation, count: o) }
+    }
+
+    /// Row b's end of a step: the policy's own action kept in its state (when the context uses it)
+    /// and mapped onto the environment's action (`actions`, `actionWidth` floats per row).
+    @inline(__always)
+    func endRow(_ b: Int, policyAction a: UnsafePointer<Float>, state row: UnsafeMutablePointer<Float>, actions: UnsafeMutablePointer<Float>) {
+        if previousActionWidth > 0 { writePreviousAction(a, into: row + recurrentStateWidth) }
+        if let bounds = actionBounds {
+            PolicyManifest.Actions.mapToBounds(a, low: bounds.low, high: bounds.high, count: policyActionWidth, into: actions + b * policyActionWidth)
         } else {
-            forwardNetworks(context: context, state: state, stateStride: S)
-        }
-        choose(outputs.data, rows: B, deterministic: deterministic, actionMasks: actionMasks, policyActions: a)
-        for b in 0..<B {
-            if P > 0 { writePreviousAction(a + b * A, into: state + b * S + R) }
-            if let low = m.actions.low, let high = m.actions.high {
-                PolicyManifest.Actions.mapToBounds(a + b * A, low: low, high: high, into: actions + b * A)
-            } else {
-                actions[b] = a[b]
-            }
+            actions[b] = a[0]
         }
     }
 
@@ -252,8 +309,8 @@ public final class Policy {
     @inline(__always)
     public func normalize(observation x: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
         let o = manifest.observationWidth
-        if let n = manifest.observationNormalizer, let mean = n.mean {
-            for j in 0..<o { out[j] = PolicyManifest.Normalizer.normalize(x[j], mean: mean[j], variance: n.variance[j]) }
+        if let n = observationStatistics {
+            for j in 0..<o { out[j] = PolicyManifest.Normalizer.normalize(x[j], mean: n.mean[j], scale: n.scale[j]) }
         } else {
             out.update(from: x, count: o)
         }
@@ -262,8 +319,8 @@ public final class Policy {
     /// The reward as the network sees it (scaled when the manifest holds a reward normaliser).
     @inline(__always)
     public func normalize(reward r: Float) -> Float {
-        guard let n = manifest.rewardNormalizer else { return r }
-        return PolicyManifest.Normalizer.normalize(r, mean: 0, variance: n.variance[0])
+        guard let scale = rewardScale else { return r }
+        return PolicyManifest.Normalizer.normalize(r, mean: 0, scale: scale)
     }
 
     /// Writes one row's network input (`network.inputWidth` floats) from a normalised observation, the
@@ -370,32 +427,30 @@ public final class Policy {
         let range = rowRanges[network]
         for index in range {
             let layer = rowLayers[index]
-            // Alternate two buffers so that a layer never writes the input it reads.
-            let y = index % 2 == 0 ? buffers.0 : buffers.1
             let H = layer.output
+            // A recurrent layer's output is its new h, read where it lies in the state.
             switch layer.cell {
             case .gru:
                 let h = state + column
                 rrl_affine_rows(1, layer.input, 3 * H, layer.weightT, layer.bias, input, gi)
                 rrl_affine_rows(1, H, 3 * H, layer.hiddenT, layer.hiddenBias, h, gh)
                 rrl_gru_row(H, gi, gh, h)
-                y.update(from: h, count: H)
+                input = UnsafePointer(h)
                 column += H
             case .lstm:
                 let h = state + column, c = state + column + H
                 rrl_affine_rows(1, layer.input, 4 * H, layer.weightT, layer.bias, input, gi)
                 rrl_affine_rows(1, H, 4 * H, layer.hiddenT, layer.hiddenBias, h, gh)
                 rrl_lstm_row(H, gi, gh, h, c)
-                y.update(from: h, count: H)
+                input = UnsafePointer(h)
                 column += 2 * H
             case nil:
-                let target = index == range.upperBound - 1 ? output : y
+                // Alternate two buffers so that a layer never writes the input it reads.
+                let target = index == range.upperBound - 1 ? output : index % 2 == 0 ? buffers.0 : buffers.1
                 rrl_affine_rows(1, layer.input, layer.output, layer.weightT, layer.bias, input, target)
                 layer.activation.apply(target, target, count: layer.output)
                 input = UnsafePointer(target)
-                continue
             }
-            input = UnsafePointer(y)
         }
     }
 
@@ -431,6 +486,15 @@ extension PolicyManifest.Actions {
     /// low + (clip(a, -1, 1) + 1) / 2 · (high - low), clamped again (low + (high - low) may round past high).
     @inline(__always)
     public static func mapToBounds(_ a: UnsafePointer<Float>, low: [Float], high: [Float], into out: UnsafeMutablePointer<Float>) {
-        for j in 0..<low.count { out[j] = min(max(low[j] + (min(max(a[j], -1), 1) + 1) * 0.5 * (high[j] - low[j]), low[j]), high[j]) }
+        low.withUnsafeBufferPointer { l in
+            high.withUnsafeBufferPointer { h in mapToBounds(a, low: l.baseAddress!, high: h.baseAddress!, count: l.count, into: out) }
+        }
+    }
+
+    /// The same for `count` actions with bounds at `low` and `high`.
+    @inline(__always)
+    public static func mapToBounds(_ a: UnsafePointer<Float>, low: UnsafePointer<Float>, high: UnsafePointer<Float>, count: Int,
+                                   into out: UnsafeMutablePointer<Float>) {
+        for j in 0..<count { out[j] = min(max(low[j] + (min(max(a[j], -1), 1) + 1) * 0.5 * (high[j] - low[j]), low[j]), high[j]) }
     }
 }

@@ -115,7 +115,13 @@ public struct PolicyManifest: Codable, Equatable, Sendable {
         /// mean 0): clip((x - mean) / sqrt(variance + 1e-8), -10, 10), in double precision.
         @inline(__always)
         public static func normalize(_ x: Float, mean: Double, variance: Double) -> Float {
-            Float(min(max((Double(x) - mean) / (variance + 1e-8).squareRoot(), -10), 10))
+            normalize(x, mean: mean, scale: (variance + 1e-8).squareRoot())
+        }
+
+        /// The same with the scale sqrt(variance + 1e-8) computed once.
+        @inline(__always)
+        public static func normalize(_ x: Float, mean: Double, scale: Double) -> Float {
+            Float(min(max((Double(x) - mean) / scale, -10), 10))
         }
 
         public init(mean: [Double]?, variance: [Double]) {
