@@ -746,7 +746,7 @@ void rrl_affine_pack(long in, long out, const float *w, float *packed) {
         for (long j = 0; j < in; j++) *p++ = w[o * in + j];
 }
 
-static void affine_rows_portable(long in, long out, const float *packed, const float *b, const float *x, float *y) {
+static void affine_rows_portable(long in, long out, const float *packed, const float *b, const float *x, float *y, int relu) {
     const float *p = packed;
     long o = 0;
     for (long blk = 0; blk < pack_blocks64(out) + pack_blocks8(out); blk++) {
@@ -754,23 +754,25 @@ static void affine_rows_portable(long in, long out, const float *packed, const f
         for (long q = 0; q < width; q++) y[o + q] = b ? b[o + q] : 0.0f;
         for (long j = 0; j < in; j++, p += width)
             for (long q = 0; q < width; q++) y[o + q] += p[q] * x[j];
+        if (relu)
+            for (long q = 0; q < width; q++) y[o + q] = y[o + q] > 0.0f ? y[o + q] : 0.0f;
         o += width;
     }
     for (; o < out; o++, p += in) {
         float acc = b ? b[o] : 0.0f;
         for (long j = 0; j < in; j++) acc += x[j] * p[j];
-        y[o] = acc;
+        y[o] = relu ? (acc > 0.0f ? acc : 0.0f) : acc;
     }
 }
 
 #if RRL_X86
 // The blocks of 8 outputs and the last out % 8 outputs, from output `o` and packed weights `p` on.
 __attribute__((target("avx2,fma")))
-static void affine_rows_rest_avx2(long in, long out, long o, const float *p, const float *b, const float *x, float *y) {
+static void affine_rows_rest_avx2(long in, long out, long o, const float *p, const float *b, const float *x, float *y, int relu) {
     for (long blk = 0; blk < pack_blocks8(out); blk++, o += 8) {
         __m256 acc = b ? _mm256_loadu_ps(b + o) : _mm256_setzero_ps();
         for (long j = 0; j < in; j++, p += 8) acc = _mm256_fmadd_ps(_mm256_broadcast_ss(x + j), _mm256_loadu_ps(p), acc);
-        _mm256_storeu_ps(y + o, acc);
+        _mm256_storeu_ps(y + o, relu ? _mm256_max_ps(acc, _mm256_setzero_ps()) : acc);
     }
     for (; o < out; o++, p += in) {
         __m256 s0 = _mm256_setzero_ps();
@@ -778,12 +780,12 @@ static void affine_rows_rest_avx2(long in, long out, long o, const float *p, con
         for (; j + 8 <= in; j += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + j), _mm256_loadu_ps(p + j), s0);
         float acc = (b ? b[o] : 0.0f) + hsum256(s0);
         for (; j < in; j++) acc += x[j] * p[j];
-        y[o] = acc;
+        y[o] = relu ? (acc > 0.0f ? acc : 0.0f) : acc;
     }
 }
 
 __attribute__((target("avx2,fma")))
-static void affine_rows_avx2(long in, long out, const float *packed, const float *b, const float *x, float *y) {
+static void affine_rows_avx2(long in, long out, const float *packed, const float *b, const float *x, float *y, int relu) {
     const float *p = packed;
     long o = 0;
     for (long blk = 0; blk < pack_blocks64(out); blk++, o += 64) {
@@ -793,16 +795,18 @@ static void affine_rows_avx2(long in, long out, const float *packed, const float
             const __m256 v = _mm256_broadcast_ss(x + j);
             for (int q = 0; q < 8; q++) acc[q] = _mm256_fmadd_ps(v, _mm256_loadu_ps(p + 8 * q), acc[q]);
         }
+        if (relu)
+            for (int q = 0; q < 8; q++) acc[q] = _mm256_max_ps(acc[q], _mm256_setzero_ps());
         for (int q = 0; q < 8; q++) _mm256_storeu_ps(y + o + 8 * q, acc[q]);
     }
-    affine_rows_rest_avx2(in, out, o, p, b, x, y);
+    affine_rows_rest_avx2(in, out, o, p, b, x, y, relu);
 }
 
 // The same sums with 16-wide vectors: each output still adds its inputs one by one in order, so
 // the results equal the AVX2 kernel's bit for bit. Two blocks of 64 run side by side (eight
 // accumulators, enough to hide the FMA latency), each one a full cache line per load.
 __attribute__((target("avx512f,avx2,fma")))
-static void affine_rows_avx512(long in, long out, const float *packed, const float *b, const float *x, float *y) {
+static void affine_rows_avx512(long in, long out, const float *packed, const float *b, const float *x, float *y, int relu) {
     const float *p = packed;
     long o = 0, blocks = pack_blocks64(out), blk = 0;
     for (; blk + 2 <= blocks; blk += 2, o += 128) {
@@ -814,6 +818,8 @@ static void affine_rows_avx512(long in, long out, const float *packed, const flo
             for (int q = 0; q < 4; q++) acc[q] = _mm512_fmadd_ps(v, _mm512_loadu_ps(p0 + 16 * q), acc[q]);
             for (int q = 0; q < 4; q++) acc[4 + q] = _mm512_fmadd_ps(v, _mm512_loadu_ps(p1 + 16 * q), acc[4 + q]);
         }
+        if (relu)
+            for (int q = 0; q < 8; q++) acc[q] = _mm512_max_ps(acc[q], _mm512_setzero_ps());
         for (int q = 0; q < 8; q++) _mm512_storeu_ps(y + o + 16 * q, acc[q]);
         p += 2 * in * 64;
     }
@@ -824,24 +830,26 @@ static void affine_rows_avx512(long in, long out, const float *packed, const flo
             const __m512 v = _mm512_set1_ps(x[j]);
             for (int q = 0; q < 4; q++) acc[q] = _mm512_fmadd_ps(v, _mm512_loadu_ps(p + 16 * q), acc[q]);
         }
+        if (relu)
+            for (int q = 0; q < 4; q++) acc[q] = _mm512_max_ps(acc[q], _mm512_setzero_ps());
         for (int q = 0; q < 4; q++) _mm512_storeu_ps(y + o + 16 * q, acc[q]);
     }
-    affine_rows_rest_avx2(in, out, o, p, b, x, y);
+    affine_rows_rest_avx2(in, out, o, p, b, x, y, relu);
 }
 #endif
 
-void rrl_affine_rows(long rows, long in, long out, const float *packed, const float *b, const float *x, float *y) {
+void rrl_affine_rows(long rows, long in, long out, const float *packed, const float *b, const float *x, float *y, int relu) {
 #if RRL_X86
     if (rrl_vector_kernels_use_avx2()) {
         if (rrl_kernels_use_avx512()) {
-            for (long r = 0; r < rows; r++) affine_rows_avx512(in, out, packed, b, x + r * in, y + r * out);
+            for (long r = 0; r < rows; r++) affine_rows_avx512(in, out, packed, b, x + r * in, y + r * out, relu);
         } else {
-            for (long r = 0; r < rows; r++) affine_rows_avx2(in, out, packed, b, x + r * in, y + r * out);
+            for (long r = 0; r < rows; r++) affine_rows_avx2(in, out, packed, b, x + r * in, y + r * out, relu);
         }
         return;
     }
 #endif
-    for (long r = 0; r < rows; r++) affine_rows_portable(in, out, packed, b, x + r * in, y + r * out);
+    for (long r = 0; r < rows; r++) affine_rows_portable(in, out, packed, b, x + r * in, y + r * out, relu);
 }
 
 // MARK: - Reference

@@ -432,23 +432,25 @@ public final class Policy {
             switch layer.cell {
             case .gru:
                 let h = state + column
-                rrl_affine_rows(1, layer.input, 3 * H, layer.weightT, layer.bias, input, gi)
-                rrl_affine_rows(1, H, 3 * H, layer.hiddenT, layer.hiddenBias, h, gh)
+                rrl_affine_rows(1, layer.input, 3 * H, layer.weightT, layer.bias, input, gi, 0)
+                rrl_affine_rows(1, H, 3 * H, layer.hiddenT, layer.hiddenBias, h, gh, 0)
                 rrl_gru_row(H, gi, gh, h)
                 input = UnsafePointer(h)
                 column += H
             case .lstm:
                 let h = state + column, c = state + column + H
-                rrl_affine_rows(1, layer.input, 4 * H, layer.weightT, layer.bias, input, gi)
-                rrl_affine_rows(1, H, 4 * H, layer.hiddenT, layer.hiddenBias, h, gh)
+                rrl_affine_rows(1, layer.input, 4 * H, layer.weightT, layer.bias, input, gi, 0)
+                rrl_affine_rows(1, H, 4 * H, layer.hiddenT, layer.hiddenBias, h, gh, 0)
                 rrl_lstm_row(H, gi, gh, h, c)
                 input = UnsafePointer(h)
                 column += 2 * H
             case nil:
                 // Alternate two buffers so that a layer never writes the input it reads.
                 let target = index == range.upperBound - 1 ? output : index % 2 == 0 ? buffers.0 : buffers.1
-                rrl_affine_rows(1, layer.input, layer.output, layer.weightT, layer.bias, input, target)
-                layer.activation.apply(target, target, count: layer.output)
+                // ReLU in the product's last store; any other activation after it.
+                let relu = layer.activation == .relu
+                rrl_affine_rows(1, layer.input, layer.output, layer.weightT, layer.bias, input, target, relu ? 1 : 0)
+                if !relu { layer.activation.apply(target, target, count: layer.output) }
                 input = UnsafePointer(target)
             }
         }

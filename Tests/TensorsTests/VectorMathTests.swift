@@ -84,7 +84,7 @@ final class VectorMathTests: XCTestCase {
                 rrl_affine_pack(input, output, w, &packed)
                 XCTAssertEqual(packed.sorted(), w.sorted(), "packing keeps every weight once")
                 for withBias in [true, false] {
-                    if withBias { rrl_affine_rows(1, input, output, packed, bias, x, &y) } else { rrl_affine_rows(1, input, output, packed, nil, x, &y) }
+                    if withBias { rrl_affine_rows(1, input, output, packed, bias, x, &y, 0) } else { rrl_affine_rows(1, input, output, packed, nil, x, &y, 0) }
                     for o in 0..<output {
                         var reference = withBias ? Double(bias[o]) : 0
                         for j in 0..<input { reference += Double(w[o * input + j]) * Double(x[j]) }
@@ -94,6 +94,32 @@ final class VectorMathTests: XCTestCase {
             }
         }
         rrl_set_force_portable(0)
+    }
+
+    /// ReLU in the one-row product's last store gives the bits of the product followed by rrl_relu,
+    /// on the portable, AVX2 and AVX-512 paths and in every part of the kernels (blocks of 64 and 8,
+    /// the last outputs); zero crossings included (the values are centred on 0).
+    func testOneRowProductsWithReLU() {
+        var rng = RandomGenerator(seed: 12)
+        defer { rrl_set_force_portable(0); rrl_set_allow_avx512(1) }
+        for (portable, avx512) in [(Int32(1), Int32(0)), (0, 0), (0, 1)] {
+            rrl_set_force_portable(portable)
+            rrl_set_allow_avx512(avx512)
+            var negatives = 0, positives = 0
+            for (input, output) in [(3, 192), (64, 64), (64, 2), (5, 71), (9, 130), (130, 7)] {
+                let w = (0..<(input * output)).map { _ in rng.normal() }, bias = (0..<output).map { _ in rng.normal() }
+                let x = (0..<input).map { _ in rng.normal() }
+                var packed = [Float](repeating: 0, count: input * output), fused = [Float](repeating: 0, count: output), apart = fused
+                rrl_affine_pack(input, output, w, &packed)
+                rrl_affine_rows(1, input, output, packed, bias, x, &fused, 1)
+                rrl_affine_rows(1, input, output, packed, bias, x, &apart, 0)
+                negatives += apart.filter { $0 < 0 }.count
+                positives += apart.filter { $0 > 0 }.count
+                rrl_relu(output, apart, &apart)
+                XCTAssertEqual(fused.map(\.bitPattern), apart.map(\.bitPattern), "portable=\(portable) avx512=\(avx512) \(input)x\(output)")
+            }
+            XCTAssertTrue(negatives > 50 && positives > 50, "both signs are tested (\(negatives) negative, \(positives) positive)")
+        }
     }
 
     /// One row's GRU and LSTM cell updates on both paths against PyTorch's formulas in double
@@ -139,9 +165,9 @@ final class VectorMathTests: XCTestCase {
             var packed = [Float](repeating: 0, count: input * output), wide = [Float](repeating: 0, count: output), narrow = wide
             rrl_affine_pack(input, output, w, &packed)
             rrl_set_allow_avx512(1)
-            rrl_affine_rows(1, input, output, packed, bias, x, &wide)
+            rrl_affine_rows(1, input, output, packed, bias, x, &wide, 0)
             rrl_set_allow_avx512(0)
-            rrl_affine_rows(1, input, output, packed, bias, x, &narrow)
+            rrl_affine_rows(1, input, output, packed, bias, x, &narrow, 0)
             XCTAssertEqual(wide, narrow, "\(input)x\(output)")
         }
     }

@@ -89,9 +89,9 @@ void rrl_sgemm_path(rrl_gemm_path path, int trans_a, int trans_b, long m, long n
 void rrl_vexp(long n, const float *x, float *y);
 void rrl_vtanh(long n, const float *x, float *y);
 /// y = b + x W^T for each of `rows` rows of x (`[rows, in]`), W (`[out, in]`) packed by rrl_affine_pack
-/// (`in * out` floats) and b optional (NULL: none): the products of acting one row at a time,
-/// register-blocked and streaming through the weights.
-void rrl_affine_rows(long rows, long in, long out, const float *packed, const float *b, const float *x, float *y);
+/// (`in * out` floats) and b optional (NULL: none), then ReLU (max(y, 0); NaN and -0 give +0) when
+/// relu != 0: the products of acting one row at a time, register-blocked and streaming through the weights.
+void rrl_affine_rows(long rows, long in, long out, const float *packed, const float *b, const float *x, float *y, int relu);
 /// Packs W (`[out, in]`, row-major) into `packed` (`in * out` floats) for rrl_affine_rows.
 void rrl_affine_pack(long in, long out, const float *w, float *packed);
 void rrl_vsigmoid(long n, const float *x, float *y);
