@@ -34,7 +34,7 @@ public enum CExport {
             return "rrl_policy_\(name)"
         }
         var body: [String] = []
-        body.append("    float x[\(max(C, 1))];")
+        body.append("    RRL_POLICY_ALIGNED float x[\(max(C, 1))];")
         body.append("    int k = 0;")
         body.append("    if (episode_start) memset(state, 0, sizeof(float) * \(max(S, 1)));")
         if m.context.observation {
@@ -67,7 +67,7 @@ public enum CExport {
             func dense(_ layer: Dense, _ name: String, from: String, inputs: Int) -> String {
                 let W = array("n\(k)_\(name)_weight_t", layer.weight.value.transposedValues), b = array("n\(k)_\(name)_bias", layer.bias.value.array)
                 let out = layer.outputSize
-                net.append("    float \(name)[\(out)];")
+                net.append("    RRL_POLICY_ALIGNED float \(name)[\(out)];")
                 net.append("    memcpy(\(name), \(b), sizeof \(name));")
                 net.append("    for (int j = 0; j < \(inputs); j++) { const float u = \(from)[j]; const float *w = \(W) + j * \(out); for (int i = 0; i < \(out); i++) \(name)[i] += w[i] * u; }")
                 activate(layer.activation, name, count: out)
@@ -91,7 +91,7 @@ public enum CExport {
             if let contextEncoder {
                 // RESeL's context encoder: each input group embedded, side by side, the dense layers, then the recurrence.
                 let E = contextEncoder.layout.inputEmbedding, G = contextEncoder.groups.count
-                net.append("    float embedded[\(E * G)];")
+                net.append("    RRL_POLICY_ALIGNED float embedded[\(E * G)];")
                 var column = 0
                 for (g, w) in contextEncoder.groups.enumerated() {
                     let e = dense(contextEncoder.embeddings[g], "embedding\(g)", from: "(\(input) + \(column))", inputs: w)
@@ -117,7 +117,7 @@ public enum CExport {
                     let wih = array("n\(k)_l\(l)_weight_ih_t", w.weightIH.value.transposedValues), whh = array("n\(k)_l\(l)_weight_hh_t", w.weightHH.value.transposedValues)
                     let bih = array("n\(k)_l\(l)_bias_ih", w.biasIH.value.array), bhh = array("n\(k)_l\(l)_bias_hh", w.biasHH.value.array)
                     net.append("    /* layer \(l): \(lstm ? "LSTM" : "GRU") \(I) -> \(H) (PyTorch's gates and formulas) */")
-                    net.append("    float gi\(l)[\(G)], gh\(l)[\(G)], y\(l)[\(H)];")
+                    net.append("    RRL_POLICY_ALIGNED float gi\(l)[\(G)], gh\(l)[\(G)], y\(l)[\(H)];")
                     net.append("    float *h\(l) = state + \(column);")
                     net.append("    memcpy(gi\(l), \(bih), sizeof gi\(l));")
                     net.append("    memcpy(gh\(l), \(bhh), sizeof gh\(l));")
@@ -148,11 +148,11 @@ public enum CExport {
             if let contextEncoder {
                 // Its activation, the layer after it, and the projection of the observation beside.
                 let A = contextEncoder.layout.after, P = contextEncoder.projection == nil ? 0 : contextEncoder.layout.projection
-                net.append("    float activated[\(width)];")
+                net.append("    RRL_POLICY_ALIGNED float activated[\(width)];")
                 net.append("    memcpy(activated, \(input), sizeof activated);")
                 activate(contextEncoder.activation, "activated", count: width)
                 let after = dense(contextEncoder.afterLayer, "after", from: "activated", inputs: width)
-                net.append("    float features[\(A + P)];")
+                net.append("    RRL_POLICY_ALIGNED float features[\(A + P)];")
                 net.append("    memcpy(features, \(after), sizeof(float) * \(A));")
                 if let projection = contextEncoder.projection {
                     let q = dense(projection, "projection", from: "x", inputs: contextEncoder.groups[0])
@@ -227,11 +227,36 @@ public enum CExport {
 
         \(arrays.joined(separator: "\n"))
 
+        /* The step's arrays start on cache lines (64 bytes) where the compiler can say so: vector loads
+         * and stores then never straddle two lines, whatever the stack's address. */
+        #if defined(__GNUC__)
+        #define RRL_POLICY_ALIGNED __attribute__((aligned(64)))
+        #else
+        #define RRL_POLICY_ALIGNED
+        #endif
+
+        /* c ? a : b. GCC does not vectorise loops with float conditionals while it assumes floating-point
+         * operations may trap (its default), unless the target has AVX-512's masks: elsewhere the choice is
+         * made with bit masks. */
+        static inline float rrl_policy_select(int c, float a, float b) {
+        #if defined(__AVX512F__)
+            return c ? a : b;
+        #else
+            unsigned ua, ub, mask = 0u - (unsigned)(c != 0);
+            float r;
+            memcpy(&ua, &a, sizeof ua);
+            memcpy(&ub, &b, sizeof ub);
+            ua = (ua & mask) | (ub & ~mask);
+            memcpy(&r, &ua, sizeof r);
+            return r;
+        #endif
+        }
+
         /* exp, sigmoid and tanh as RecurrentRL's own kernels compute them (Cephes' expf scheme: x = n ln2 + r,
          * a degree-6 polynomial for exp(r), 2^n built in the exponent bits; tanh from exp(-2|x|), an odd
          * polynomial below 0.3), branch-free so that compilers vectorise the loops that call them. */
         static inline float rrl_policy_exp(float x) {
-            x = x < -88.3762626647949f ? -88.3762626647949f : x > 88.3762626647949f ? 88.3762626647949f : x;
+            x = rrl_policy_select(x < -88.3762626647949f, -88.3762626647949f, rrl_policy_select(x > 88.3762626647949f, 88.3762626647949f, x));
             float fx = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
             float r = x - fx * 0.693359375f;
             r = r - fx * -2.12194440e-4f;
@@ -251,15 +276,15 @@ public enum CExport {
         }
         static inline float rrl_policy_sigmoid(float v) { return 1.0f / (1.0f + rrl_policy_exp(-v)); }
         static inline float rrl_policy_tanh(float v) {
-            float a = v < 0 ? -v : v, t = rrl_policy_exp(-2.0f * a), big = (1.0f - t) / (1.0f + t), a2 = a * a;
+            float a = rrl_policy_select(v < 0, -v, v), t = rrl_policy_exp(-2.0f * a), big = (1.0f - t) / (1.0f + t), a2 = a * a;
             float p = 3.59212803657248102e-3f;
             p = p * a2 - 8.86323552990219657e-3f;
             p = p * a2 + 2.18694885361552028e-2f;
             p = p * a2 - 5.39682539682539683e-2f;
             p = p * a2 + 1.33333333333333333e-1f;
             p = p * a2 - 3.33333333333333333e-1f;
-            float small = p * a2 * a + a, y = a < 0.3f ? small : big;
-            return v < 0 ? -y : y;
+            float small = p * a2 * a + a, y = rrl_policy_select(a < 0.3f, small, big);
+            return rrl_policy_select(v < 0, -y, y);
         }
 
         \(functions.joined(separator: "\n\n"))
