@@ -59,12 +59,6 @@ static void velu_portable(long n, const float *x, float *y) {
 #define RRL_LOAD_UPTO(p, n) load_upto8(p, n)
 #define RRL_STORE_UPTO(p, v, n) store_upto8(p, v, n)
 #include "vector_cells.h"
-#undef RRL_BITS
-#undef RRL_TARGET
-#undef RRL_ROUND_NEAREST
-#undef RRL_SELECT
-#undef RRL_LOAD_UPTO
-#undef RRL_STORE_UPTO
 
 #define RRL_BITS 512
 #define RRL_TARGET __attribute__((target("avx512f,avx512dq,avx2,fma")))
@@ -73,12 +67,6 @@ static void velu_portable(long n, const float *x, float *y) {
 #define RRL_LOAD_UPTO(p, n) load_upto16(p, n)
 #define RRL_STORE_UPTO(p, v, n) store_upto16(p, v, n)
 #include "vector_cells.h"
-#undef RRL_BITS
-#undef RRL_TARGET
-#undef RRL_ROUND_NEAREST
-#undef RRL_SELECT
-#undef RRL_LOAD_UPTO
-#undef RRL_STORE_UPTO
 
 // ELU: x for x > 0, else expm1(x) = 2^n (expm1(r) + 1) - 1 = 2^n expm1(r) + (2^n - 1) with
 // x = n ln 2 + r, |r| <= ln(2)/2, and expm1(r) by its Taylor series to r^8 (error below 3e-10):

@@ -3,9 +3,9 @@
 //   RRL_TARGET             the target attribute of every function here;
 //   RRL_ROUND_NEAREST(x)   round to the nearest integer (as a float vector);
 //   RRL_SELECT(x, c, PREDICATE, yes, no)   per lane: yes where x PREDICATE c, else no;
-//   RRL_LOAD_UPTO(p, n), RRL_STORE_UPTO(p, v, n)   the first min(n, lanes) floats (the rest 0).
-// The names it defines end in the width (exp256, gru_row512, ...). Every lane of either width
-// gets the same operations in the same order, so the two widths give the same bits.
+//   RRL_LOAD_UPTO(p, n), RRL_STORE_UPTO(p, v, n)   the first min(n, lanes) floats (the rest 0);
+// it undefines them at its end. The names it defines end in the width (exp256, gru_row512, ...).
+// Every lane of either width gets the same operations in the same order, so the same bits.
 //
 // exp: x = n ln2 + r with |r| <= ln2/2 (ln2 split in two parts for exact reduction), then a
 // degree-6 minimax polynomial for exp(r) and 2^n built in the exponent bits (Cephes' expf scheme).
@@ -247,3 +247,10 @@ static void FN(lstm_train_row)(long H, float *g, const float *gh, const float *c
 #undef OP
 #undef FN
 #undef LANES
+// The parameters, so that the next inclusion defines them afresh.
+#undef RRL_BITS
+#undef RRL_TARGET
+#undef RRL_ROUND_NEAREST
+#undef RRL_SELECT
+#undef RRL_LOAD_UPTO
+#undef RRL_STORE_UPTO
