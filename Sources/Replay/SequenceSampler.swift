@@ -226,6 +226,14 @@ public final class SequenceSampler {
         precondition(layout == batch.layout, "the sampler was made for replay layout \(batch.layout), not \(layout)")
         for t in batch.clearedBySampling { t.zero() }
         batch.stepIndices.withUnsafeMutableBufferPointer { $0.update(repeating: -1) }  // one access, not one per element
+        // The batch's storage as plain pointers for the whole draw: each read of a tensor's `data` (a
+        // class property) is a dynamic exclusivity check.
+        let observations = batch.observations.data, previousObservations = batch.previousObservations.data, actions = batch.actions.data
+        let previousActions = batch.previousActions.data, hasPreviousAction = batch.hasPreviousAction.data, previousRewards = batch.previousRewards.data
+        let rewards = batch.rewards.data, globalStates = batch.globalStates.data, actionMasks = batch.actionMasks.data
+        let agentActive = batch.agentActive.data, agentFinished = batch.agentFinished.data, terminated = batch.terminated.data
+        let resetMask = batch.resetMask.data, validMask = batch.validMask.data, finalStepMask = batch.finalStepMask.data
+        let initialActorState = batch.initialActorState.data, initialCriticState = batch.initialCriticState.data, targetInitialCriticState = batch.targetInitialCriticState.data
         let stored = c.initialState.usesStoredStates, timeLimitsTerminal = c.timeLimitsTerminal == true
 
         // The generator as a local for the whole draw (a class property is checked for exclusive
@@ -234,88 +242,90 @@ public final class SequenceSampler {
         defer { self.rng = rng }
         let packing = c.packEpisodes == true
         var carried: Int? = nil  // packing: the episode that did not fit in the last row starts the next one
-        for row in 0..<B {
-            var slot = 0
-            var firstWindow = true
-            while slot < L && (firstWindow || !stored) {
-                var i: Int
-                let steps: Int
-                if packing {
-                    i = carried ?? replay.episodeStart(rng.integer(below: replay.episodeCount))
-                    carried = nil
-                    steps = min(episodeLength(replay, from: i), L)
-                    if slot + steps > L {
-                        carried = i
-                        break
+        batch.stepIndices.withUnsafeMutableBufferPointer { stepIndices in  // one access for the whole draw
+            for row in 0..<B {
+                var slot = 0
+                var firstWindow = true
+                while slot < L && (firstWindow || !stored) {
+                    var i: Int
+                    let steps: Int
+                    if packing {
+                        i = carried ?? replay.episodeStart(rng.integer(below: replay.episodeCount))
+                        carried = nil
+                        steps = min(episodeLength(replay, from: i), L)
+                        if slot + steps > L {
+                            carried = i
+                            break
+                        }
+                    } else {
+                        var length = drawLength(&rng)
+                        if firstWindow && stored { length = max(length, min(L, c.burnIn + 1)) }
+                        steps = min(length, L - slot)
+                        i = drawStart(replay, &rng)
                     }
-                } else {
-                    var length = drawLength(&rng)
-                    if firstWindow && stored { length = max(length, min(L, c.burnIn + 1)) }
-                    steps = min(length, L - slot)
-                    i = drawStart(replay, &rng)
-                }
-                let k0 = slot * B + row
-                batch.resetMask.data[k0] = 1
-                if firstWindow {
-                    if layout.actorStateWidth > 0 {
-                        let w = layout.actorStateFloats
-                        (batch.initialActorState.data + row * w).update(from: replay.actorState(i), count: w)
+                    let k0 = slot * B + row
+                    resetMask[k0] = 1
+                    if firstWindow {
+                        if layout.actorStateWidth > 0 {
+                            let w = layout.actorStateFloats
+                            (initialActorState + row * w).update(from: replay.actorState(i), count: w)
+                        }
+                        if layout.criticStateWidth > 0 {
+                            let w = layout.criticStateWidth
+                            (initialCriticState + row * w).update(from: replay.criticState(i), count: w)
+                            (targetInitialCriticState + row * w).update(from: replay.criticState(i), count: w)
+                        }
                     }
-                    if layout.criticStateWidth > 0 {
-                        let w = layout.criticStateWidth
-                        (batch.initialCriticState.data + row * w).update(from: replay.criticState(i), count: w)
-                        (batch.targetInitialCriticState.data + row * w).update(from: replay.criticState(i), count: w)
+                    var m = 0
+                    while true {
+                        let s = slot + m, k = s * B + row
+                        copyFloats(observations + k * o, from: replay.observation(i), count: o)
+                        copyFloats(actions + k * a, from: replay.action(i), count: a)
+                        if let p = replay.predecessor(i) {
+                            copyFloats(previousObservations + k * o, from: replay.observation(p), count: o)
+                            copyFloats(previousActions + k * a, from: replay.action(p), count: a)
+                            hasPreviousAction[k] = 1
+                            copyFloats(previousRewards + k * n, from: replay.rewards(p), count: n)
+                        }
+                        copyFloats(rewards + k * n, from: replay.rewards(i), count: n)
+                        if g > 0 { copyFloats(globalStates + k * g, from: replay.globalState(i), count: g) }
+                        if am > 0 { copyFloats(actionMasks + k * am, from: replay.actionMask(i), count: am) }
+                        if f > 0 {
+                            copyFloats(agentActive + k * f, from: replay.activity(i), count: f)
+                            copyFloats(agentFinished + k * f, from: replay.agentFinished(i), count: f)
+                        }
+                        terminated[k] = replay.terminated(i) || (timeLimitsTerminal && replay.truncated(i)) ? 1 : 0
+                        validMask[k] = s >= c.burnIn ? 1 : 0
+                        stepIndices[k] = i
+                        if firstWindow && m == 1 && layout.criticStateWidth > 0 {
+                            let w = layout.criticStateWidth
+                            (targetInitialCriticState + row * w).update(from: replay.criticState(i), count: w)
+                        }
+                        m += 1
+                        guard m < steps, !replay.endsEpisode(i), let next = replay.successor(i) else { break }
+                        i = next
                     }
-                }
-                var m = 0
-                while true {
-                    let s = slot + m, k = s * B + row
-                    copyFloats(batch.observations.data + k * o, from: replay.observation(i), count: o)
-                    copyFloats(batch.actions.data + k * a, from: replay.action(i), count: a)
-                    if let p = replay.predecessor(i) {
-                        copyFloats(batch.previousObservations.data + k * o, from: replay.observation(p), count: o)
-                        copyFloats(batch.previousActions.data + k * a, from: replay.action(p), count: a)
-                        batch.hasPreviousAction.data[k] = 1
-                        copyFloats(batch.previousRewards.data + k * n, from: replay.rewards(p), count: n)
-                    }
-                    copyFloats(batch.rewards.data + k * n, from: replay.rewards(i), count: n)
-                    if g > 0 { copyFloats(batch.globalStates.data + k * g, from: replay.globalState(i), count: g) }
-                    if am > 0 { copyFloats(batch.actionMasks.data + k * am, from: replay.actionMask(i), count: am) }
+                    let last = (slot + m - 1) * B + row
+                    finalStepMask[last] = validMask[last]
+                    // The bootstrap slot: the last step's next observation, with that step as its context.
+                    let k = (slot + m) * B + row
+                    copyFloats(observations + k * o, from: replay.nextObservation(i), count: o)
+                    copyFloats(previousObservations + k * o, from: replay.observation(i), count: o)
+                    copyFloats(previousActions + k * a, from: replay.action(i), count: a)
+                    hasPreviousAction[k] = 1
+                    copyFloats(previousRewards + k * n, from: replay.rewards(i), count: n)
+                    if g > 0 { copyFloats(globalStates + k * g, from: replay.nextGlobalState(i), count: g) }
+                    if am > 0 { copyFloats(actionMasks + k * am, from: replay.nextActionMask(i), count: am) }
                     if f > 0 {
-                        copyFloats(batch.agentActive.data + k * f, from: replay.activity(i), count: f)
-                        copyFloats(batch.agentFinished.data + k * f, from: replay.agentFinished(i), count: f)
+                        // Still in the episode after the last step: active then and not finished there.
+                        let active = replay.activity(i), finished = replay.agentFinished(i)
+                        for j in 0..<f { agentActive[k * f + j] = active[j] * (1 - finished[j]) }
                     }
-                    batch.terminated.data[k] = replay.terminated(i) || (timeLimitsTerminal && replay.truncated(i)) ? 1 : 0
-                    batch.validMask.data[k] = s >= c.burnIn ? 1 : 0
-                    batch.stepIndices[k] = i
-                    if firstWindow && m == 1 && layout.criticStateWidth > 0 {
-                        let w = layout.criticStateWidth
-                        (batch.targetInitialCriticState.data + row * w).update(from: replay.criticState(i), count: w)
-                    }
-                    m += 1
-                    guard m < steps, !replay.endsEpisode(i), let next = replay.successor(i) else { break }
-                    i = next
+                    slot += m + 1
+                    firstWindow = false
                 }
-                let last = (slot + m - 1) * B + row
-                batch.finalStepMask.data[last] = batch.validMask.data[last]
-                // The bootstrap slot: the last step's next observation, with that step as its context.
-                let k = (slot + m) * B + row
-                copyFloats(batch.observations.data + k * o, from: replay.nextObservation(i), count: o)
-                copyFloats(batch.previousObservations.data + k * o, from: replay.observation(i), count: o)
-                copyFloats(batch.previousActions.data + k * a, from: replay.action(i), count: a)
-                batch.hasPreviousAction.data[k] = 1
-                copyFloats(batch.previousRewards.data + k * n, from: replay.rewards(i), count: n)
-                if g > 0 { copyFloats(batch.globalStates.data + k * g, from: replay.nextGlobalState(i), count: g) }
-                if am > 0 { copyFloats(batch.actionMasks.data + k * am, from: replay.nextActionMask(i), count: am) }
-                if f > 0 {
-                    // Still in the episode after the last step: active then and not finished there.
-                    let active = replay.activity(i), finished = replay.agentFinished(i)
-                    for j in 0..<f { batch.agentActive.data[k * f + j] = active[j] * (1 - finished[j]) }
-                }
-                slot += m + 1
-                firstWindow = false
+                if slot < L + 1 { resetMask[slot * B + row] = 1 }  // padding starts clean
             }
-            if slot < L + 1 { batch.resetMask.data[slot * B + row] = 1 }  // padding starts clean
         }
         return batch
     }
