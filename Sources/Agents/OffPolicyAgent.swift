@@ -601,18 +601,22 @@ public final class OffPolicyAgent {
         }
         // y = r + γ (1 - terminated) V(next), each agent with its own reward and temperature (V clamped with `clampTargets`).
         targets.resize(Shape(d0: rows, d1: 1))
+        // Storage as plain pointers in the row loops (each read of a class property is a dynamic exclusivity check).
+        let y = targets.data, minimumQ = targetMin.data
         for r in 0..<rows {
-            targets.data[r] = objective.nextValue(row: r, minimumQ: targetMin.data + r * width, temperature: temperatures.values[temperatures.agent(ofRow: r)])
+            y[r] = objective.nextValue(row: r, minimumQ: minimumQ + r * width, temperature: temperatures.values[temperatures.agent(ofRow: r)])
         }
         let clamps = c.clampTargets == true
         if clamps && targetRange == nil { targetRange = trainedRange(of: targets) }  // the first batch's bootstrap values
+        let range = clamps ? targetRange : nil
+        let agentFinished = batch.agentFinished.data, rewards = batch.rewards.data, terminated = batch.terminated.data
         for r in 0..<rows {
-            var v = targets.data[r]
-            if clamps, let range = targetRange { v = min(max(v, range.lowerBound), range.upperBound) }
+            var v = y[r]
+            if let range { v = min(max(v, range.lowerBound), range.upperBound) }
             let k = Bn * RB + r
             // An agent that finished at this step while the episode went on has no future either.
-            let finished = N > 1 ? batch.agentFinished.data[k] : 0
-            targets.data[r] = batch.rewards.data[k] + c.gamma * (1 - batch.terminated.data[k / N]) * (1 - finished) * v
+            let finished = N > 1 ? agentFinished[k] : 0
+            y[r] = rewards[k] + c.gamma * (1 - terminated[k / N]) * (1 - finished) * v
         }
         if clamps { widenTargetRange() }
 
@@ -630,12 +634,13 @@ public final class OffPolicyAgent {
                 let q = critic.head(features: features, firstRow: 0, rows: rows, extra: recordedInput, index: j)
                 qGradient.resize(Shape(d0: rows, d1: width))
                 qGradient.zero()
-                for r in 0..<rows where weights.data[r] != 0 {
-                    let k = discreteActions == nil ? r : r * width + Int(recorded[r])
-                    let d = q.data[k] - targets.data[r]
-                    loss += Double(weights.data[r] * d * d)
-                    meanQ += Double(weights.data[r] * q.data[k]) * share
-                    qGradient.data[k] = 2 * weights.data[r] * d
+                let w = weights.data, qs = q.data, dq = qGradient.data, discrete = discreteActions != nil
+                for r in 0..<rows where w[r] != 0 {
+                    let k = discrete ? r * width + Int(recorded[r]) : r
+                    let d = qs[k] - y[r]
+                    loss += Double(w[r] * d * d)
+                    meanQ += Double(w[r] * qs[k]) * share
+                    dq[k] = 2 * w[r] * d
                 }
                 critic.headBackward(qGradient, needsFeatureGradient: critic.isRecurrent, needsExtraGradient: false, index: j, accumulating: j > 0)
             }

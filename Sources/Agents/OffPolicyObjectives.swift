@@ -208,12 +208,14 @@ public final class DiscreteSoftActorCriticObjective: OffPolicyObjective {
             if i == 0 {
                 minimumQ.copy(from: q)
             } else if actorQ == .minimum {
-                for j in 0..<(rows * n) { minimumQ.data[j] = min(minimumQ.data[j], q.data[j]) }
+                let m = minimumQ.data, qs = q.data
+                for j in 0..<(rows * n) { m[j] = min(m[j], qs[j]) }
             } else {
-                for j in 0..<(rows * n) { minimumQ.data[j] += q.data[j] }
+                let m = minimumQ.data, qs = q.data
+                for j in 0..<(rows * n) { m[j] += qs[j] }
             }
         }
-        if actorQ == .mean && count > 1 { for j in 0..<(rows * n) { minimumQ.data[j] /= Float(count) } }
+        if actorQ == .mean && count > 1 { let m = minimumQ.data; for j in 0..<(rows * n) { m[j] /= Float(count) } }
         // ℓ = Σ_a π_a f_a with f_a = α log π_a - Q_a;  dℓ/dlogit_k = π_k (f_k - Σ_a π_a f_a).
         var loss: Double = 0, entropy: Double = 0
         for k in 0..<agents.count { agents.entropies[k] = 0 }
@@ -262,9 +264,10 @@ public final class TD3Objective: OffPolicyObjective {
 
     public func drawNextActions(policyOutput out: Tensor, rows: Int, rng: inout RandomGenerator) -> UnsafePointer<Float>? {
         nextActions.resize(Shape(d0: rows, d1: actionWidth))
+        let next = nextActions.data, o = out.data
         for i in 0..<(rows * actionWidth) {
             let e = min(max(policyNoise * rng.normal(), -noiseClip), noiseClip)
-            nextActions.data[i] = min(max(out.data[i] + e, -1), 1)
+            next[i] = min(max(o[i] + e, -1), 1)
         }
         return UnsafePointer(nextActions.data)
     }
@@ -275,7 +278,8 @@ public final class TD3Objective: OffPolicyObjective {
                           critics: Critics, gradient: Tensor, rng: inout RandomGenerator) -> (loss: Double, entropy: Double) {
         minimum.evaluate(critics, count: 1, reduction: .minimum, actions: out.data, rows: rows, actionWidth: actionWidth, weights: weights)
         var loss: Double = 0
-        for r in 0..<rows { loss += Double(weights[r]) * Double(-minimum.values.data[r]) }
+        let q = minimum.values.data
+        for r in 0..<rows { loss += Double(weights[r]) * Double(-q[r]) }
         gradient.copy(from: minimum.actionGradient)
         return (loss, 0)
     }
