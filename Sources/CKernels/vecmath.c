@@ -51,6 +51,8 @@ static void velu_portable(long n, const float *x, float *y) {
 
 #if RRL_X86
 #define RRL_CELL_BLOCK 64
+// Floats of gates per block of training rows (8 KB).
+#define RRL_CELL_ROWS_FLOATS 2048
 
 #define RRL_BITS 256
 #define RRL_TARGET __attribute__((target("avx2,fma")))
@@ -211,24 +213,26 @@ void rrl_lstm_row(long H, const float *gi, const float *gh, float *h, float *c) 
     lstm_row_portable(H, gi, gh, h, c);
 }
 
-void rrl_gru_train_row(long H, float *g, const float *gh, const float *hprev, float *h) {
+void rrl_gru_train_rows(long rows, long H, float *g, const float *gh, const float *hprev, float *h) {
 #if RRL_X86
     if (use_avx2()) {
-        if (rrl_kernels_use_avx512()) gru_train_row512(H, g, gh, hprev, h); else gru_train_row256(H, g, gh, hprev, h);
+        if (rrl_kernels_use_avx512()) gru_train_rows512(rows, H, g, gh, hprev, h); else gru_train_rows256(rows, H, g, gh, hprev, h);
         return;
     }
 #endif
-    gru_train_row_portable(H, g, gh, hprev, h);
+    for (long b = 0; b < rows; b++) gru_train_row_portable(H, g + b * 3 * H, gh + b * 3 * H, hprev + b * H, h + b * H);
 }
 
-void rrl_lstm_train_row(long H, float *g, const float *gh, const float *cprev, float *c, float *tc, float *h) {
+void rrl_lstm_train_rows(long rows, long H, float *g, const float *gh, const float *cprev, float *c, float *tc, float *h) {
 #if RRL_X86
     if (use_avx2()) {
-        if (rrl_kernels_use_avx512()) lstm_train_row512(H, g, gh, cprev, c, tc, h); else lstm_train_row256(H, g, gh, cprev, c, tc, h);
+        if (rrl_kernels_use_avx512()) lstm_train_rows512(rows, H, g, gh, cprev, c, tc, h);
+        else lstm_train_rows256(rows, H, g, gh, cprev, c, tc, h);
         return;
     }
 #endif
-    lstm_train_row_portable(H, g, gh, cprev, c, tc, h);
+    for (long b = 0; b < rows; b++)
+        lstm_train_row_portable(H, g + b * 4 * H, gh + b * 4 * H, cprev + b * H, c + b * H, tc + b * H, h + b * H);
 }
 
 // MARK: - Clocks

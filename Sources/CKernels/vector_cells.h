@@ -200,15 +200,26 @@ static inline void FN(gru_train_second)(long H, long j, long n, float *g, const 
     RRL_STORE_UPTO(h + j, u.h, n);
 }
 
+// Several rows of one time step (rows `rows` apart in every array: 3H floats in g and gh, H in
+// hprev and h), in blocks of rows whose gates fit in L1: the first pass over a block's rows, then
+// the second, so that independent rows overlap too (a GRU-16 row is a single chunk).
 RRL_TARGET
-static void FN(gru_train_row)(long H, float *g, const float *gh, const float *hprev, float *h) {
-    for (long j = 0; j < H; j += LANES) {
-        if (H - j >= LANES) FN(gru_train_first)(H, j, LANES, g, gh);
-        else FN(gru_train_first)(H, j, H - j, g, gh);
-    }
-    for (long j = 0; j < H; j += LANES) {
-        if (H - j >= LANES) FN(gru_train_second)(H, j, LANES, g, hprev, h);
-        else FN(gru_train_second)(H, j, H - j, g, hprev, h);
+static void FN(gru_train_rows)(long rows, long H, float *g, const float *gh, const float *hprev, float *h) {
+    const long G = 3 * H, block = G >= RRL_CELL_ROWS_FLOATS ? 1 : RRL_CELL_ROWS_FLOATS / G;
+    for (long b0 = 0; b0 < rows; b0 += block) {
+        const long b1 = rows - b0 < block ? rows : b0 + block;
+        for (long b = b0; b < b1; b++) {
+            for (long j = 0; j < H; j += LANES) {
+                if (H - j >= LANES) FN(gru_train_first)(H, j, LANES, g + b * G, gh + b * G);
+                else FN(gru_train_first)(H, j, H - j, g + b * G, gh + b * G);
+            }
+        }
+        for (long b = b0; b < b1; b++) {
+            for (long j = 0; j < H; j += LANES) {
+                if (H - j >= LANES) FN(gru_train_second)(H, j, LANES, g + b * G, hprev + b * H, h + b * H);
+                else FN(gru_train_second)(H, j, H - j, g + b * G, hprev + b * H, h + b * H);
+            }
+        }
     }
 }
 
@@ -230,15 +241,24 @@ static inline void FN(lstm_train_second)(long H, long j, long n, const float *g,
     RRL_STORE_UPTO(h + j, u.h, n);
 }
 
+// Several rows of one time step (4H floats apart in g and gh, H in cprev, c, tc and h), as above.
 RRL_TARGET
-static void FN(lstm_train_row)(long H, float *g, const float *gh, const float *cprev, float *c, float *tc, float *h) {
-    for (long j = 0; j < H; j += LANES) {
-        if (H - j >= LANES) FN(lstm_train_first)(H, j, LANES, g, gh, cprev, c);
-        else FN(lstm_train_first)(H, j, H - j, g, gh, cprev, c);
-    }
-    for (long j = 0; j < H; j += LANES) {
-        if (H - j >= LANES) FN(lstm_train_second)(H, j, LANES, g, c, tc, h);
-        else FN(lstm_train_second)(H, j, H - j, g, c, tc, h);
+static void FN(lstm_train_rows)(long rows, long H, float *g, const float *gh, const float *cprev, float *c, float *tc, float *h) {
+    const long G = 4 * H, block = G >= RRL_CELL_ROWS_FLOATS ? 1 : RRL_CELL_ROWS_FLOATS / G;
+    for (long b0 = 0; b0 < rows; b0 += block) {
+        const long b1 = rows - b0 < block ? rows : b0 + block;
+        for (long b = b0; b < b1; b++) {
+            for (long j = 0; j < H; j += LANES) {
+                if (H - j >= LANES) FN(lstm_train_first)(H, j, LANES, g + b * G, gh + b * G, cprev + b * H, c + b * H);
+                else FN(lstm_train_first)(H, j, H - j, g + b * G, gh + b * G, cprev + b * H, c + b * H);
+            }
+        }
+        for (long b = b0; b < b1; b++) {
+            for (long j = 0; j < H; j += LANES) {
+                if (H - j >= LANES) FN(lstm_train_second)(H, j, LANES, g + b * G, c + b * H, tc + b * H, h + b * H);
+                else FN(lstm_train_second)(H, j, H - j, g + b * G, c + b * H, tc + b * H, h + b * H);
+            }
+        }
     }
 }
 

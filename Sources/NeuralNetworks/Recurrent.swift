@@ -281,13 +281,11 @@ public final class GRU: RecurrentLayer {
             if t > 0 { hp.update(from: output.data + (t - 1) * B * H, count: B * H) }
             geometry.restartRows(at: t, from: initialState, column: 0, width: H, into: hp)
             weights.hiddenProducts(hp, steps: T, into: stepHidden)
-            let gateBase = gates.data + t * B * G
-            for b in 0..<B {
-                // r = σ(gi_r + gh_r), z = σ(gi_z + gh_z), n = tanh(gi_n + r gh_n), h = n + z (h_prev - n);
-                // the gates keep r, z, n for backward.
-                let g = gateBase + b * G, gh = stepHidden.data + b * G
-                rrl_gru_train_row(H, g, gh, hp + b * H, output.data + (t * B + b) * H)
-                if keepActivations { (hiddenCandidate.data + (t * B + b) * H).update(from: gh + 2 * H, count: H) }
+            // r = σ(gi_r + gh_r), z = σ(gi_z + gh_z), n = tanh(gi_n + r gh_n), h = n + z (h_prev - n);
+            // the gates keep r, z, n for backward.
+            rrl_gru_train_rows(B, H, gates.data + t * B * G, stepHidden.data, hp, output.data + t * B * H)
+            if keepActivations {
+                for b in 0..<B { (hiddenCandidate.data + (t * B + b) * H).update(from: stepHidden.data + b * G + 2 * H, count: H) }
             }
         }
         if T > 0 {
@@ -434,13 +432,9 @@ public final class LSTM: RecurrentLayer {
             geometry.restartRows(at: t, from: initialState, column: 0, width: H, into: hp)
             geometry.restartRows(at: t, from: initialState, column: H, width: H, into: cp)
             weights.hiddenProducts(hp, steps: T, into: stepHidden)
-            let gateBase = gates.data + t * B * G
-            for b in 0..<B {
-                // i, f, o = σ(gi + gh), g = tanh(gi + gh), c = f c_prev + i g, h = o tanh(c); the
-                // gates keep i, f, g, o for backward.
-                rrl_lstm_train_row(H, gateBase + b * G, stepHidden.data + b * G, cp + b * H, cNew + b * H, tanhC + b * H,
-                                   output.data + (t * B + b) * H)
-            }
+            // i, f, o = σ(gi + gh), g = tanh(gi + gh), c = f c_prev + i g, h = o tanh(c); the gates keep
+            // i, f, g, o for backward.
+            rrl_lstm_train_rows(B, H, gates.data + t * B * G, stepHidden.data, cp, cNew, tanhC, output.data + t * B * H)
         }
         for b in 0..<B {
             let row = finalState.data + b * 2 * H

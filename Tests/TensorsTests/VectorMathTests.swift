@@ -188,9 +188,9 @@ final class VectorMathTests: XCTestCase {
                 rrl_gru_row(H, gi, gh, &h)
                 rrl_lstm_row(H, gi, gh, &hl, &c)
                 var g = Array(gi[0..<(3 * H)]), th = [Float](repeating: 0, count: H)
-                rrl_gru_train_row(H, &g, gh, h0, &th)
+                rrl_gru_train_rows(1, H, &g, gh, h0, &th)
                 var lg = gi, lc = [Float](repeating: 0, count: H), ltc = lc, lh = lc
-                rrl_lstm_train_row(H, &lg, gh, c0, &lc, &ltc, &lh)
+                rrl_lstm_train_rows(1, H, &lg, gh, c0, &lc, &ltc, &lh)
                 results.append([h, hl, c, g, th, lg, lc, ltc, lh].map { $0.map(\.bitPattern) })
             }
             for (k, name) in ["GRU h", "LSTM h", "LSTM c", "GRU training gates", "GRU training h", "LSTM training gates",
@@ -271,6 +271,54 @@ final class CellBackwardKernelTests: XCTestCase {
 }
 
 extension CellBackwardKernelTests {
+    /// A time step's rows in one call give, bit for bit, what one call per row gives: every path,
+    /// widths with a partial vector, and row counts past a block of rows (8 KB of gates); the LSTM
+    /// also with its cell updated in place (c the same array as c_prev).
+    func testTrainingRowsInOneCallAreRowByRow() {
+        defer { rrl_set_force_portable(0); rrl_set_allow_avx512(1) }
+        var rng = RandomGenerator(seed: 44)
+        func values(_ n: Int) -> [Float] { (0..<n).map { _ in rng.uniform(-3, 3) } }
+        for (portable, avx512) in [(Int32(1), Int32(0)), (0, 0), (0, 1)] {
+            rrl_set_force_portable(portable)
+            rrl_set_allow_avx512(avx512)
+            for (H, rows) in [(1, 3), (5, 7), (16, 50), (37, 4), (130, 9)] {
+                let label = "H=\(H) rows=\(rows) portable=\(portable) avx512=\(avx512)"
+                let gi = values(3 * H * rows), gh = values(3 * H * rows), hprev = values(H * rows)
+                var g = gi, h = [Float](repeating: 0, count: H * rows)
+                rrl_gru_train_rows(rows, H, &g, gh, hprev, &h)
+                var eg = gi, eh = h
+                for b in 0..<rows {
+                    eg.withUnsafeMutableBufferPointer { pg in
+                        eh.withUnsafeMutableBufferPointer { ph in
+                            rrl_gru_train_rows(1, H, pg.baseAddress! + b * 3 * H, Array(gh[(b * 3 * H)...]), Array(hprev[(b * H)...]), ph.baseAddress! + b * H)
+                        }
+                    }
+                }
+                XCTAssertEqual(g.map(\.bitPattern), eg.map(\.bitPattern), "GRU gates " + label)
+                XCTAssertEqual(h.map(\.bitPattern), eh.map(\.bitPattern), "GRU h " + label)
+
+                let li = values(4 * H * rows), lh = values(4 * H * rows), c0 = values(H * rows)
+                var lg = li, c = c0, tc = [Float](repeating: 0, count: H * rows), hl = tc
+                c.withUnsafeMutableBufferPointer { cell in  // in place, as the layer's stepping does
+                    rrl_lstm_train_rows(rows, H, &lg, lh, cell.baseAddress!, cell.baseAddress!, &tc, &hl)
+                }
+                var elg = li, ec = c0, etc = tc, ehl = tc
+                for b in 0..<rows {
+                    var one = Array(elg[(b * 4 * H)..<((b + 1) * 4 * H)]), cell = [Float](repeating: 0, count: H), t = cell, hh = cell
+                    rrl_lstm_train_rows(1, H, &one, Array(lh[(b * 4 * H)...]), Array(c0[(b * H)...]), &cell, &t, &hh)
+                    elg.replaceSubrange((b * 4 * H)..<((b + 1) * 4 * H), with: one)
+                    ec.replaceSubrange((b * H)..<((b + 1) * H), with: cell)
+                    etc.replaceSubrange((b * H)..<((b + 1) * H), with: t)
+                    ehl.replaceSubrange((b * H)..<((b + 1) * H), with: hh)
+                }
+                XCTAssertEqual(lg.map(\.bitPattern), elg.map(\.bitPattern), "LSTM gates " + label)
+                XCTAssertEqual(c.map(\.bitPattern), ec.map(\.bitPattern), "LSTM c " + label)
+                XCTAssertEqual(tc.map(\.bitPattern), etc.map(\.bitPattern), "LSTM tanh(c) " + label)
+                XCTAssertEqual(hl.map(\.bitPattern), ehl.map(\.bitPattern), "LSTM h " + label)
+            }
+        }
+    }
+
     /// The training rows of GRU and LSTM give the bits of the Swift loops and vector kernels they
     /// replaced (written out here as they were), on both paths and for widths with a partial vector.
     func testTrainingRowsKeepTheStepwiseBits() {
@@ -282,7 +330,7 @@ extension CellBackwardKernelTests {
             for H in [1, 3, 10, 13, 16] {
                 let gi = values(3 * H), gh = values(3 * H), hprev = values(H)
                 var g = gi, h = [Float](repeating: 0, count: H)
-                rrl_gru_train_row(H, &g, gh, hprev, &h)
+                rrl_gru_train_rows(1, H, &g, gh, hprev, &h)
                 var e = gi, eh = [Float](repeating: 0, count: H)
                 for j in 0..<(2 * H) { e[j] += gh[j] }
                 e.withUnsafeMutableBufferPointer { p in
@@ -296,7 +344,7 @@ extension CellBackwardKernelTests {
 
                 let li = values(4 * H), lh = values(4 * H), cprev = values(H)
                 var lg = li, c = [Float](repeating: 0, count: H), tc = c, hl = c
-                rrl_lstm_train_row(H, &lg, lh, cprev, &c, &tc, &hl)
+                rrl_lstm_train_rows(1, H, &lg, lh, cprev, &c, &tc, &hl)
                 var le = li, ec = [Float](repeating: 0, count: H), etc = ec, ehl = ec
                 for j in 0..<(4 * H) { le[j] += lh[j] }
                 le.withUnsafeMutableBufferPointer { p in
