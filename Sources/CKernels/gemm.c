@@ -492,7 +492,7 @@ static void narrow_rows_as_lanes(long m, long kc, int trans_a, const float *a, l
                     if (ev.bias) x = sums[q] + ev.bias[j];
                     else if (ev.beta == 0.0f) x = ev.alpha * sums[q];
                     else x = fmaf(ev.alpha, sums[q], ev.beta * *cij);
-                    if (ev.relu) x = x > 0.0f ? x : 0.0f;
+                    if (ev.relu) x = relu_scalar(x);
                     *cij = x;
                 }
             }
@@ -755,13 +755,13 @@ static void affine_rows_portable(long in, long out, const float *packed, const f
         for (long j = 0; j < in; j++, p += width)
             for (long q = 0; q < width; q++) y[o + q] += p[q] * x[j];
         if (relu)
-            for (long q = 0; q < width; q++) y[o + q] = y[o + q] > 0.0f ? y[o + q] : 0.0f;
+            for (long q = 0; q < width; q++) y[o + q] = relu_scalar(y[o + q]);
         o += width;
     }
     for (; o < out; o++, p += in) {
         float acc = b ? b[o] : 0.0f;
         for (long j = 0; j < in; j++) acc += x[j] * p[j];
-        y[o] = relu ? (acc > 0.0f ? acc : 0.0f) : acc;
+        y[o] = relu ? relu_scalar(acc) : acc;
     }
 }
 
@@ -780,7 +780,7 @@ static void affine_rows_rest_avx2(long in, long out, long o, const float *p, con
         for (; j + 8 <= in; j += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + j), _mm256_loadu_ps(p + j), s0);
         float acc = (b ? b[o] : 0.0f) + hsum256(s0);
         for (; j < in; j++) acc += x[j] * p[j];
-        y[o] = relu ? (acc > 0.0f ? acc : 0.0f) : acc;
+        y[o] = relu ? relu_scalar(acc) : acc;
     }
 }
 

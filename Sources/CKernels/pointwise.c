@@ -3,6 +3,7 @@
 // once compiled for AVX2/FMA (per-function target attribute, no global flags) and once for the
 // baseline, chosen at run time like the other kernels.
 #include "CKernels.h"
+#include "vector_edges.h"
 #include <math.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -24,7 +25,7 @@ static int pointwise_use_avx2(void) { return rrl_vector_kernels_use_avx2(); }
 // ReLU and its backward are spelt out in vectors: the compiler's vectorised loop guards against
 // overlap and runs the scalar loop when x and y are the same array, which is how layers call it.
 // max(v, 0) with v first is v > 0 ? v : 0 for every input (NaN and -0 give +0), as the scalar loop.
-#define RELU_SCALAR(i) do { float v = x[i]; y[i] = v > 0.0f ? v : 0.0f; } while (0)
+#define RELU_SCALAR(i) do { y[i] = relu_scalar(x[i]); } while (0)
 #define RELU_BACKWARD_SCALAR(i) do { float m = y[i] > 0.0f ? 1.0f : 0.0f; dx[i] = dy[i] * m; } while (0)
 
 static void rrl_relu_portable(long n, const float *x, float *y) {

@@ -140,8 +140,8 @@ void rrl_velu(long n, const float *x, float *y) {
 // A cell's update after its two products, gi = W_ih x + b_ih and gh = W_hh h + b_hh (gates in
 // PyTorch's order), with the same operations, one rounding each, as the vector kernels above
 // applied one after another. Acting keeps only the new state (in place); training also keeps the
-// gates' activations (in place of gi) and tanh(c), for backward. Both run the same unit (portable)
-// or chunk of 8 units (AVX2) below.
+// gates' activations (in place of gi) and tanh(c), for backward. Both run the same unit (portable,
+// below) or chunk of 8 or 16 units (vector_cells.h).
 
 typedef struct { float r, z, n, h; } gru_unit_t;
 typedef struct { float i, f, g, o, c, t, h; } lstm_unit_t;

@@ -127,7 +127,9 @@ static inline FN(lstm_state_t) FN(lstm_state)(V c, V o) {
 
 // One chunk of each pass. `n` is the chunk's count of valid units; the loops below call these
 // with a constant LANES for the full chunks, so that only the last chunk pays for partial vectors.
-// Acting keeps only the new state (in place).
+// Acting keeps only the new state (in place), with its passes' values in small buffers: running it
+// through the training rows below (gi as scratch, h as its own previous state) gives the same bits
+// but measured 84 -> 112 ns per GRU-64 row with AVX-512 and 143 -> 200 ns with AVX2.
 RRL_TARGET __attribute__((always_inline))
 static inline void FN(gru_row_first)(long H, long j, long n, const float *gi, const float *gh, float *z, float *a) {
     FN(gru_gates_t) u = FN(gru_gates)(H, j, n, gi, gh);

@@ -1,8 +1,12 @@
-// The partial last vector of a row, shared by the kernels: loads and stores of the first n < 8
-// floats through a small buffer (AVX2's masked loads and stores are slow on some CPUs), and of
-// the first n < 16 with AVX-512's masks.
+// Private helpers shared by the kernels: scalar ReLU; the partial last vector of a row (loads and
+// stores of the first n < 8 floats through a small buffer, as AVX2's masked loads and stores are
+// slow on some CPUs, and of the first n < 16 with AVX-512's masks); the AVX-512 switch.
 #ifndef RRL_VECTOR_EDGES_H
 #define RRL_VECTOR_EDGES_H
+
+// ReLU of one float, the kernels' one definition: v > 0 ? v : 0 (NaN and -0 give +0, as
+// _mm256_max_ps(v, 0) does with v first).
+static inline float relu_scalar(float v) { return v > 0.0f ? v : 0.0f; }
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
