@@ -76,8 +76,8 @@ public enum GEMMPath: Int, CaseIterable, Sendable {
 /// A is m x k and B is k x n (either may be a transposed view); C is m x n and must not be
 /// transposed. With `beta == 0`, C is only written. Products run a blocked kernel with AVX2/FMA
 /// micro-kernels chosen at run time (about 90-95% of the machine's FMA peak at 100x64x64), with B
-/// packed only when that pays; products of at most 8 rows with B transposed, or at most 3, take
-/// an unpacked path of their own.
+/// packed only when that pays; products of at most 8 rows take an unpacked path of their own,
+/// except, with AVX2, those of 4-8 rows with B not transposed and k within one block (the blocked kernel).
 @inlinable
 public func gemm(_ a: Matrix, _ b: Matrix, into c: Matrix, alpha: Float = 1, beta: Float = 0, path: GEMMPath = .automatic) {
     precondition(a.columns == b.rows && a.rows == c.rows && b.columns == c.columns,
