@@ -183,11 +183,12 @@ static void lstm_row_portable(long H, const float *gi, const float *gh, float *h
     }
 }
 
-static void gru_train_row_portable(long H, float *g, const float *gh, const float *hprev, float *h) {
+static void gru_train_row_portable(long H, float *g, const float *gh, const float *hprev, float *h, float *hn) {
     for (long j = 0; j < H; j++) {
         gru_unit_t u = gru_unit(H, j, g, gh, hprev[j]);
         g[j] = u.r; g[H + j] = u.z; g[2 * H + j] = u.n;
         h[j] = u.h;
+        if (hn) hn[j] = gh[2 * H + j];
     }
 }
 
@@ -213,14 +214,16 @@ void rrl_lstm_row(long H, const float *gi, const float *gh, float *h, float *c) 
     lstm_row_portable(H, gi, gh, h, c);
 }
 
-void rrl_gru_train_rows(long rows, long H, float *g, const float *gh, const float *hprev, float *h) {
+void rrl_gru_train_rows(long rows, long H, float *g, const float *gh, const float *hprev, float *h, float *hn) {
 #if RRL_X86
     if (use_avx2()) {
-        if (rrl_kernels_use_avx512()) gru_train_rows512(rows, H, g, gh, hprev, h); else gru_train_rows256(rows, H, g, gh, hprev, h);
+        if (rrl_kernels_use_avx512()) gru_train_rows512(rows, H, g, gh, hprev, h, hn);
+        else gru_train_rows256(rows, H, g, gh, hprev, h, hn);
         return;
     }
 #endif
-    for (long b = 0; b < rows; b++) gru_train_row_portable(H, g + b * 3 * H, gh + b * 3 * H, hprev + b * H, h + b * H);
+    for (long b = 0; b < rows; b++)
+        gru_train_row_portable(H, g + b * 3 * H, gh + b * 3 * H, hprev + b * H, h + b * H, hn ? hn + b * H : NULL);
 }
 
 void rrl_lstm_train_rows(long rows, long H, float *g, const float *gh, const float *cprev, float *c, float *tc, float *h) {

@@ -186,13 +186,15 @@ static void FN(lstm_row)(long H, const float *gi, const float *gh, float *h, flo
     }
 }
 
-// Training keeps r, z, n (in place of gi) for backward; the first pass parks a in n's place.
+// Training keeps r, z, n (in place of gi) and W_hn h + b_hn (in hn, unless NULL) for backward; the
+// first pass parks a in n's place.
 RRL_TARGET __attribute__((always_inline))
-static inline void FN(gru_train_first)(long H, long j, long n, float *g, const float *gh) {
+static inline void FN(gru_train_first)(long H, long j, long n, float *g, const float *gh, float *hn) {
     FN(gru_gates_t) u = FN(gru_gates)(H, j, n, g, gh);
     RRL_STORE_UPTO(g + j, u.r, n);
     RRL_STORE_UPTO(g + H + j, u.z, n);
     RRL_STORE_UPTO(g + 2 * H + j, u.a, n);
+    if (hn) RRL_STORE_UPTO(hn + j, RRL_LOAD_UPTO(gh + 2 * H + j, n), n);
 }
 
 RRL_TARGET __attribute__((always_inline))
@@ -206,14 +208,15 @@ static inline void FN(gru_train_second)(long H, long j, long n, float *g, const 
 // hprev and h), in blocks of rows whose gates fit in L1: the first pass over a block's rows, then
 // the second, so that independent rows overlap too (a GRU-16 row is a single chunk).
 RRL_TARGET
-static void FN(gru_train_rows)(long rows, long H, float *g, const float *gh, const float *hprev, float *h) {
+static void FN(gru_train_rows)(long rows, long H, float *g, const float *gh, const float *hprev, float *h, float *hn) {
     const long G = 3 * H, block = G >= RRL_CELL_ROWS_FLOATS ? 1 : RRL_CELL_ROWS_FLOATS / G;
     for (long b0 = 0; b0 < rows; b0 += block) {
         const long b1 = rows - b0 < block ? rows : b0 + block;
         for (long b = b0; b < b1; b++) {
             for (long j = 0; j < H; j += LANES) {
-                if (H - j >= LANES) FN(gru_train_first)(H, j, LANES, g + b * G, gh + b * G);
-                else FN(gru_train_first)(H, j, H - j, g + b * G, gh + b * G);
+                float *hnb = hn ? hn + b * H : NULL;
+                if (H - j >= LANES) FN(gru_train_first)(H, j, LANES, g + b * G, gh + b * G, hnb);
+                else FN(gru_train_first)(H, j, H - j, g + b * G, gh + b * G, hnb);
             }
         }
         for (long b = b0; b < b1; b++) {

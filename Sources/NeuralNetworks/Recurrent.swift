@@ -282,11 +282,9 @@ public final class GRU: RecurrentLayer {
             geometry.restartRows(at: t, from: initialState, column: 0, width: H, into: hp)
             weights.hiddenProducts(hp, steps: T, into: stepHidden)
             // r = σ(gi_r + gh_r), z = σ(gi_z + gh_z), n = tanh(gi_n + r gh_n), h = n + z (h_prev - n);
-            // the gates keep r, z, n for backward.
-            rrl_gru_train_rows(B, H, gates.data + t * B * G, stepHidden.data, hp, output.data + t * B * H)
-            if keepActivations {
-                for b in 0..<B { (hiddenCandidate.data + (t * B + b) * H).update(from: stepHidden.data + b * G + 2 * H, count: H) }
-            }
+            // the gates keep r, z, n, and the hidden candidate W_hn h + b_hn, for backward.
+            rrl_gru_train_rows(B, H, gates.data + t * B * G, stepHidden.data, hp, output.data + t * B * H,
+                               keepActivations ? hiddenCandidate.data + t * B * H : nil)
         }
         if T > 0 {
             finalState.data.update(from: output.data + (T - 1) * B * H, count: B * H)

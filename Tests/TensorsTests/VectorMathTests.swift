@@ -188,7 +188,7 @@ final class VectorMathTests: XCTestCase {
                 rrl_gru_row(H, gi, gh, &h)
                 rrl_lstm_row(H, gi, gh, &hl, &c)
                 var g = Array(gi[0..<(3 * H)]), th = [Float](repeating: 0, count: H)
-                rrl_gru_train_rows(1, H, &g, gh, h0, &th)
+                rrl_gru_train_rows(1, H, &g, gh, h0, &th, nil)
                 var lg = gi, lc = [Float](repeating: 0, count: H), ltc = lc, lh = lc
                 rrl_lstm_train_rows(1, H, &lg, gh, c0, &lc, &ltc, &lh)
                 results.append([h, hl, c, g, th, lg, lc, ltc, lh].map { $0.map(\.bitPattern) })
@@ -284,18 +284,25 @@ extension CellBackwardKernelTests {
             for (H, rows) in [(1, 3), (5, 7), (16, 50), (37, 4), (130, 9)] {
                 let label = "H=\(H) rows=\(rows) portable=\(portable) avx512=\(avx512)"
                 let gi = values(3 * H * rows), gh = values(3 * H * rows), hprev = values(H * rows)
-                var g = gi, h = [Float](repeating: 0, count: H * rows)
-                rrl_gru_train_rows(rows, H, &g, gh, hprev, &h)
-                var eg = gi, eh = h
+                var g = gi, h = [Float](repeating: 0, count: H * rows), hn = h
+                rrl_gru_train_rows(rows, H, &g, gh, hprev, &h, &hn)
+                var eg = gi, eh = [Float](repeating: 0, count: H * rows)
                 for b in 0..<rows {
                     eg.withUnsafeMutableBufferPointer { pg in
                         eh.withUnsafeMutableBufferPointer { ph in
-                            rrl_gru_train_rows(1, H, pg.baseAddress! + b * 3 * H, Array(gh[(b * 3 * H)...]), Array(hprev[(b * H)...]), ph.baseAddress! + b * H)
+                            rrl_gru_train_rows(1, H, pg.baseAddress! + b * 3 * H, Array(gh[(b * 3 * H)...]), Array(hprev[(b * H)...]), ph.baseAddress! + b * H, nil)
                         }
                     }
                 }
                 XCTAssertEqual(g.map(\.bitPattern), eg.map(\.bitPattern), "GRU gates " + label)
                 XCTAssertEqual(h.map(\.bitPattern), eh.map(\.bitPattern), "GRU h " + label)
+                // The n gate's hidden product, kept for backward: row b's gh[2H ..< 3H].
+                var en: [Float] = []
+                for b in 0..<rows {
+                    let first: Int = b * 3 * H + 2 * H
+                    en += gh[first..<(first + H)]
+                }
+                XCTAssertEqual(hn.map(\.bitPattern), en.map(\.bitPattern), "GRU hidden n product " + label)
 
                 let li = values(4 * H * rows), lh = values(4 * H * rows), c0 = values(H * rows)
                 var lg = li, c = c0, tc = [Float](repeating: 0, count: H * rows), hl = tc
@@ -330,7 +337,7 @@ extension CellBackwardKernelTests {
             for H in [1, 3, 10, 13, 16] {
                 let gi = values(3 * H), gh = values(3 * H), hprev = values(H)
                 var g = gi, h = [Float](repeating: 0, count: H)
-                rrl_gru_train_rows(1, H, &g, gh, hprev, &h)
+                rrl_gru_train_rows(1, H, &g, gh, hprev, &h, nil)
                 var e = gi, eh = [Float](repeating: 0, count: H)
                 for j in 0..<(2 * H) { e[j] += gh[j] }
                 e.withUnsafeMutableBufferPointer { p in

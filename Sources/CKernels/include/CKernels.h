@@ -123,8 +123,9 @@ void rrl_lstm_row(long H, const float *gi, const float *gh, float *h, float *c);
 
 /// One GRU step of `rows` rows in training (rows side by side in each array): g holds gi = W_ih x + b_ih
 /// (3H per row) and receives the gates' activations r, z, n; gh = W_hh h + b_hh (3H per row);
-/// h = n + z (h_prev - n) (H per row) goes to its own rows.
-void rrl_gru_train_rows(long rows, long H, float *g, const float *gh, const float *hprev, float *h);
+/// h = n + z (h_prev - n) (H per row) goes to its own rows; hn, unless NULL, receives the hidden
+/// product of the n gate, W_hn h + b_hn (H per row), which backward needs.
+void rrl_gru_train_rows(long rows, long H, float *g, const float *gh, const float *hprev, float *h, float *hn);
 /// One LSTM step of `rows` rows in training: g holds gi (4H per row) and receives i, f, g, o; writes
 /// the cell c = f c_prev + i g (c may be c_prev), tanh(c) and h = o tanh(c) (H per row each).
 void rrl_lstm_train_rows(long rows, long H, float *g, const float *gh, const float *cprev, float *c, float *tc, float *h);
