@@ -224,6 +224,7 @@ public final class SequenceSampler {
         let layout = replay.layout, o = layout.observationFloats, a = layout.actionFloats, n = layout.agents, g = layout.globalStateWidth
         let am = layout.actionMaskFloats, f = layout.activityFloats
         precondition(layout == batch.layout, "the sampler was made for replay layout \(batch.layout), not \(layout)")
+        if c.packEpisodes != true { prefetchFirstSteps(replay, rows: B, rng: rng) }
         for t in batch.clearedBySampling { t.zero() }
         batch.stepIndices.withUnsafeMutableBufferPointer { $0.update(repeating: -1) }  // one access, not one per element
         // The batch's storage as plain pointers for the whole draw: each read of a tensor's `data` (a
@@ -328,6 +329,26 @@ public final class SequenceSampler {
             }
         }
         return batch
+    }
+
+    /// Draws each row's first window as `sample` will, on a copy of the generator, and asks for the
+    /// replay's cache lines of its first step: the reads of randomly drawn steps miss the caches, and
+    /// in the copy loop each miss waits alone (measured: one load, the first of each row, took half
+    /// of the sampler's time in `rrl bench sac`). Only a hint: a row with several windows makes the
+    /// later guesses wrong, never the batch.
+    func prefetchFirstSteps(_ replay: EpisodeReplay, rows: Int, rng: RandomGenerator) {
+        var probe = rng
+        let stored = configuration.initialState.usesStoredStates
+        for _ in 0..<rows {
+            _ = drawLength(&probe)
+            let i = drawStart(replay, &probe)
+            prefetch(replay.observation(i))
+            prefetch(replay.nextObservation(i))
+            prefetch(replay.action(i))
+            prefetch(replay.rewards(i))
+            if let p = replay.predecessor(i) { prefetch(replay.observation(p)) }
+            if stored, replay.layout.actorStateWidth > 0 { prefetch(replay.actorState(i)) }
+        }
     }
 
     /// Steps from `i` to the end of its episode (or to the replay's newest step for an episode still open).

@@ -136,3 +136,9 @@ extension Tensor {
 public func copyFloats(_ destination: UnsafeMutablePointer<Float>, from source: UnsafePointer<Float>, count: Int) {
     rrl_copy_floats(destination, source, count)
 }
+
+/// Asks for the cache line holding `address` ahead of its reads (a hint: no effect on results).
+@inlinable @inline(__always)
+public func prefetch(_ address: UnsafeRawPointer) {
+    rrl_prefetch(address)
+}

@@ -30,6 +30,9 @@ static inline void rrl_copy_floats(float *dst, const float *src, long n) {
     }
 }
 
+/// Asks for the cache line holding `p` ahead of its reads (a hint: no effect on results).
+static inline void rrl_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
+
 /// Which implementation a matrix product uses. `RRL_GEMM_AUTO` picks the fastest available.
 typedef enum {
     RRL_GEMM_AUTO = 0,
