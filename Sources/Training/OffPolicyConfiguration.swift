@@ -162,8 +162,11 @@ public struct OffPolicyConfiguration: Codable, Equatable, Sendable {
                 // bonus of α log 6 per step at α = 1 is worth more than finishing, so the agents learn
                 // to avoid the food. A small α keeps the bonus below the reward (measured: 5x5, one
                 // food, α from 1: return falls from 0.6 to 0; from 0.01: 1.0 within 10k steps).
+                // A low target entropy makes the learned policy nearly deterministic, so that its
+                // greedy actions do what its samples do (8x8-2p-2f, 3 seeds, 100 episodes each:
+                // target 0.6, greedy 0.81 against 0.96 sampled; target 0.15, greedy 0.96 at 400k steps).
                 c.agent.initialTemperature = 0.01
-                c.agent.targetEntropy = 0.6
+                c.agent.targetEntropy = 0.15
             }
         }
         if algorithm.isValueDecomposition {
