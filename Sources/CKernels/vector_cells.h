@@ -213,8 +213,8 @@ static void FN(gru_train_rows)(long rows, long H, float *g, const float *gh, con
     for (long b0 = 0; b0 < rows; b0 += block) {
         const long b1 = rows - b0 < block ? rows : b0 + block;
         for (long b = b0; b < b1; b++) {
+            float *hnb = hn ? hn + b * H : NULL;
             for (long j = 0; j < H; j += LANES) {
-                float *hnb = hn ? hn + b * H : NULL;
                 if (H - j >= LANES) FN(gru_train_first)(H, j, LANES, g + b * G, gh + b * G, hnb);
                 else FN(gru_train_first)(H, j, H - j, g + b * G, gh + b * G, hnb);
             }
