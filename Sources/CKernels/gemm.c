@@ -253,7 +253,14 @@ typedef struct {
     float alpha, beta;  // beta for this k block: the caller's for the first, 1 after
     const float *bias;  // added in the first k block (then alpha must be 1 and beta 0), or NULL
     int relu;           // max(x, 0) after the last k block
+    int mask;           // after the last k block, x * (M > 0 ? 1 : 0), M the mask's element at C's place
+    intptr_t mask_offset;  // the mask's address minus C's, in bytes (the mask has C's row stride)
 } rrl_epilogue;
+
+/// The mask's element at C element `c` (only when the epilogue has one).
+static inline const float *mask_at(const float *c, const rrl_epilogue *e) {
+    return (const float *)((intptr_t)c + e->mask_offset);
+}
 
 #if RRL_X86
 /// Finishes 8 columns of one row from their block sum and stores the first `valid` of them (8 = all).
@@ -268,6 +275,10 @@ static inline void finish8(__m256 sum, float *c, long j, long valid, const rrl_e
         x = _mm256_fmadd_ps(_mm256_set1_ps(e->alpha), sum, _mm256_mul_ps(_mm256_set1_ps(e->beta), load_upto8(c + j, valid)));
     }
     if (e->relu) x = _mm256_max_ps(x, _mm256_setzero_ps());
+    if (e->mask) {  // rrl_relu_backward's operations: x * ((M > 0) & 1)
+        const __m256 m = _mm256_cmp_ps(load_upto8(mask_at(c + j, e), valid), _mm256_setzero_ps(), _CMP_GT_OQ);
+        x = _mm256_mul_ps(x, _mm256_and_ps(m, _mm256_set1_ps(1.0f)));
+    }
     store_upto8(c + j, x, valid);
 }
 
@@ -493,6 +504,7 @@ static void narrow_rows_as_lanes(long m, long kc, int trans_a, const float *a, l
                     else if (ev.beta == 0.0f) x = ev.alpha * sums[q];
                     else x = fmaf(ev.alpha, sums[q], ev.beta * *cij);
                     if (ev.relu) x = relu_scalar(x);
+                    if (ev.mask) x = x * (*mask_at(cij, &ev) > 0.0f ? 1.0f : 0.0f);
                     *cij = x;
                 }
             }
@@ -506,7 +518,8 @@ enum { IN_PLACE_FLOATS = 8192 };
 
 __attribute__((target("avx2,fma")))
 static void gemm_avx2(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,
-                      const float *b, long ldb, float beta, float *c, long ldc, const float *bias, int relu) {
+                      const float *b, long ldb, float beta, float *c, long ldc, const float *bias, int relu,
+                      const float *mask) {
     const long rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
     // Packed panels (at most NC + NR columns of a k block), then room for 64 rows of A transposed.
     float *bp = grow(&scratch_b, &scratch_b_cap, (size_t)KC * (NC + NR + 64));
@@ -515,7 +528,7 @@ static void gemm_avx2(int trans_a, int trans_b, long m, long n, long k, float al
         for (long pc = 0; pc < k; pc += KC) {
             const long kc = k - pc < KC ? k - pc : KC;
             rrl_epilogue e = {alpha, pc == 0 ? beta : 1.0f, pc == 0 ? (bias ? bias + jc : NULL) : NULL,
-                              relu && pc + kc >= k};
+                              relu && pc + kc >= k, mask && pc + kc >= k, (intptr_t)mask - (intptr_t)c};
             // (With few rows a packed panel would be read only once or twice: not worth the copy.)
             const int in_place = !trans_b && (kc * ldb <= IN_PLACE_FLOATS || m <= 2 * MR);
             const long wide = nc / NR * NR;     // columns in full 16-wide panels
@@ -922,7 +935,7 @@ void rrl_sgemm_path(rrl_gemm_path path, int trans_a, int trans_b, long m, long n
     case RRL_GEMM_PACKED_AVX2:
 #if RRL_X86
         if (avx2) {
-            gemm_avx2(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, NULL, 0);
+            gemm_avx2(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, NULL, 0, NULL);
             return;
         }
 #endif
@@ -963,7 +976,7 @@ void rrl_dense_forward(long m, long n, long k, const float *x, long ldx, const f
     // The blocked AVX2 product, when rrl_sgemm would take it, with the bias and ReLU in its last store.
     if (k > 0 && automatic_path(1, m, n, k, rrl_cpu_has_avx2_fma()) == RRL_GEMM_PACKED_AVX2) {
         count_flops(m, n, k);
-        gemm_avx2(0, 1, m, n, k, 1.0f, x, ldx, w, ldw, 0.0f, y, ldy, bias, relu);
+        gemm_avx2(0, 1, m, n, k, 1.0f, x, ldx, w, ldw, 0.0f, y, ldy, bias, relu, NULL);
         return;
     }
 #endif
@@ -971,6 +984,21 @@ void rrl_dense_forward(long m, long n, long k, const float *x, long ldx, const f
     rrl_sgemm(0, 1, m, n, k, 1.0f, x, ldx, w, ldw, 1.0f, y, ldy);
     if (relu)
         for (long i = 0; i < m; i++) rrl_relu(n, y + i * ldy, y + i * ldy);
+}
+
+void rrl_sgemm_relu_masked(int trans_a, int trans_b, long m, long n, long k, const float *a, long lda, const float *b,
+                           long ldb, const float *mask, float *c, long ldc) {
+    if (m <= 0 || n <= 0) return;
+#if RRL_X86
+    // The blocked AVX2 product, when rrl_sgemm would take it, with the mask in its last store.
+    if (k > 0 && automatic_path(trans_b, m, n, k, rrl_cpu_has_avx2_fma()) == RRL_GEMM_PACKED_AVX2) {
+        count_flops(m, n, k);
+        gemm_avx2(trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc, NULL, 0, mask);
+        return;
+    }
+#endif
+    rrl_sgemm(trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
+    for (long i = 0; i < m; i++) rrl_relu_backward(n, mask + i * ldc, c + i * ldc, c + i * ldc);
 }
 
 void rrl_transpose(long rows, long cols, const float *src, long lds, float *dst, long ldd) {

@@ -71,10 +71,20 @@ public final class Dense: Layer {
     }
 
     public func backward(_ outputGradient: Tensor, needsInputGradient: Bool, needsParameterGradients: Bool = true) -> Tensor {
+        backward(outputGradient, needsInputGradient: needsInputGradient, needsParameterGradients: needsParameterGradients,
+                 gradientIsPreActivation: false, inputFromReLU: false)
+    }
+
+    /// `backward`, for a chain of layers (`Sequential`): `gradientIsPreActivation` says the gradient
+    /// already went through this layer's activation (the layer above applied it), and `inputFromReLU`
+    /// that this layer's input is the output of a ReLU, whose backward pass then enters the product
+    /// of the input gradient (one pass less over it; the same bits).
+    public func backward(_ outputGradient: Tensor, needsInputGradient: Bool, needsParameterGradients: Bool,
+                         gradientIsPreActivation: Bool, inputFromReLU: Bool) -> Tensor {
         guard let input else { preconditionFailure("Dense.backward called before forward") }
         precondition(outputGradient.shape == output.shape, "Dense.backward expects gradient of shape \(output.shape), got \(outputGradient.shape)")
         var dz = outputGradient
-        if activation != .identity {
+        if activation != .identity && !gradientIsPreActivation {
             preActivationGradient.resize(output.shape)
             activation.backward(output: output.data, outputGradient: outputGradient.data,
                                 inputGradient: preActivationGradient.data, count: output.count)
@@ -86,7 +96,11 @@ public final class Dense: Layer {
         }
         inputGradient.resize(input.shape)
         if needsInputGradient {
-            gemm(dz.matrix, weight.value.matrix, into: inputGradient.matrix)
+            if inputFromReLU {
+                gemmMaskedByReLU(dz.matrix, weight.value.matrix, mask: input.data, into: inputGradient.matrix)
+            } else {
+                gemm(dz.matrix, weight.value.matrix, into: inputGradient.matrix)
+            }
         }
         return inputGradient
     }
@@ -204,6 +218,11 @@ public final class ActivationLayer: Layer {
 /// `0.weight`, `0.bias`, `1.weight`, ...
 public final class Sequential: Layer {
     public let layers: [any Layer]
+    /// The Dense layers (nil for others), and whether layer i is a Dense layer fed by a Dense layer
+    /// with ReLU: then its backward pass applies the ReLU's backward to the input gradient it
+    /// computes, and the layer below skips it.
+    private let dense: [Dense?]
+    private let overReLU: [Bool]
 
     public init(_ layers: [any Layer]) {
         precondition(!layers.isEmpty, "Sequential needs at least one layer")
@@ -211,6 +230,9 @@ public final class Sequential: Layer {
             precondition(a.outputSize == b.inputSize, "Sequential: a layer of output \(a.outputSize) feeds one of input \(b.inputSize)")
         }
         self.layers = layers
+        let dense = layers.map { $0 as? Dense }
+        self.dense = dense
+        overReLU = dense.indices.map { i in i > 0 && dense[i] != nil && dense[i - 1]?.activation == .relu }
     }
 
     /// A multilayer perceptron: Dense layers with `activation` between them (optionally each
@@ -250,8 +272,17 @@ public final class Sequential: Layer {
     public func backward(_ outputGradient: Tensor, needsInputGradient: Bool, needsParameterGradients: Bool = true) -> Tensor {
         var g = outputGradient
         var i = layers.count - 1
+        var preActivation = false  // g already went through layer i's activation
         while i >= 0 {
-            g = layers[i].backward(g, needsInputGradient: i > 0 || needsInputGradient, needsParameterGradients: needsParameterGradients)
+            let needsInput = i > 0 || needsInputGradient
+            if let layer = dense[i] {
+                g = layer.backward(g, needsInputGradient: needsInput, needsParameterGradients: needsParameterGradients,
+                                   gradientIsPreActivation: preActivation, inputFromReLU: overReLU[i])
+                preActivation = overReLU[i]
+            } else {
+                g = layers[i].backward(g, needsInputGradient: needsInput, needsParameterGradients: needsParameterGradients)
+                preActivation = false
+            }
             i -= 1
         }
         return g

@@ -102,4 +102,27 @@ final class LayerGradientTests: XCTestCase {
             checker.check("MLP \(name)", values: p.value.data, analytic: p.gradient.array, rng: &rng, loss: loss)
         }
     }
+    /// A chain of ReLU layers: Sequential applies each ReLU's backward inside the product of the layer
+    /// above (one pass less); its gradients have the bits of the layers' own backward passes, one by
+    /// one (whose gradients `testDenseEveryActivation` checks by finite differences; across a chain
+    /// of ReLUs over many rows, differences of float32 losses cross kinks too often to be a check).
+    func testReLUChainBackwardFusedKeepsBitsAndGradients() {
+        var rng = RandomGenerator(seed: 13)
+        for (hidden, rows) in [([16, 16, 16], 100), ([9, 5], 7), ([64], 3)] {
+            let mlp = Sequential.mlp(inputSize: 5, hiddenSizes: hidden, outputSize: 3, activation: .relu, using: &rng)
+            let x = Tensor.normal([rows, 5], using: &rng), w = Tensor.normal([rows, 3], using: &rng)
+            mlp.forward(x)
+            mlp.zeroGradients()
+            let dx = mlp.backward(w).array
+            let fused = mlp.namedParameters(prefix: "").map { $0.parameter.gradient.array }
+            // The same chain, each layer's own backward (its ReLU as a separate pass).
+            mlp.zeroGradients()
+            var g = w
+            for layer in mlp.layers.reversed() { g = Tensor(copying: layer.backward(g)) }
+            XCTAssertEqual(dx.map(\.bitPattern), g.array.map(\.bitPattern), "input gradient, hidden \(hidden)")
+            for ((name, p), f) in zip(mlp.namedParameters(prefix: ""), fused) {
+                XCTAssertEqual(f.map(\.bitPattern), p.gradient.array.map(\.bitPattern), "\(name), hidden \(hidden)")
+            }
+        }
+    }
 }

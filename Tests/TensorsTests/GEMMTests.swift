@@ -220,4 +220,41 @@ final class AffineTests: XCTestCase {
             }
         }
     }
+    /// The product masked by a ReLU's output (a gradient through that ReLU) has the bits of the product
+    /// followed by ReLU's backward pass, on every path: few rows, 1-4 and 5-8 last columns, wide panels,
+    /// several k blocks, transposed operands, and the portable kernels; a mask of ReLU outputs (zeros
+    /// included), NaN and infinities in the product's inputs.
+    func testReLUMaskedProductEqualsProductThenReLUBackwardBitForBit() {
+        var rng = RandomGenerator(seed: 31)
+        defer { rrl_set_force_portable(0) }
+        for portable in [Int32(0), 1] {
+            rrl_set_force_portable(portable)
+            for (m, n, k) in [(1, 5, 3), (6, 64, 64), (8, 64, 64), (9, 1, 64), (100, 64, 64), (100, 3, 64), (100, 4, 3),
+                              (37, 17, 300), (13, 530, 20), (25, 24, 257), (100, 9, 512), (7, 100, 1), (64, 256, 256)] {
+                for (transA, transB) in [(false, false), (true, false), (false, true)] {
+                    let label = "m=\(m) n=\(n) k=\(k) tA=\(transA) tB=\(transB) portable=\(portable)"
+                    let aRows = transA ? k : m, aCols = transA ? m : k, bRows = transB ? n : k, bCols = transB ? k : n
+                    let aStore = Tensor.uniform([aRows, aCols + 2], low: -1, high: 1, using: &rng)
+                    let bStore = Tensor.uniform([bRows, bCols + 1], low: -1, high: 1, using: &rng)
+                    if m * n > 40 { aStore.data[3] = .nan; bStore.data[5] = .infinity }
+                    var a = Matrix(aStore.data, rows: aRows, columns: aCols, stride: aCols + 2)
+                    if transA { a = a.transposed }
+                    var b = Matrix(bStore.data, rows: bRows, columns: bCols, stride: bCols + 1)
+                    if transB { b = b.transposed }
+                    let ld = n + 3
+                    let mask = Tensor.uniform([m, ld], low: -1, high: 1, using: &rng)
+                    for i in 0..<(m * ld) { mask.data[i] = max(mask.data[i], 0) }  // a ReLU's output
+                    let fused = Tensor([m, ld]), steps = Tensor([m, ld])
+                    for i in 0..<(m * ld) { fused.data[i] = 7; steps.data[i] = 7 }  // padding stays
+                    gemmMaskedByReLU(a, b, mask: mask.data, into: Matrix(fused.data, rows: m, columns: n, stride: ld))
+                    gemm(a, b, into: Matrix(steps.data, rows: m, columns: n, stride: ld))
+                    for i in 0..<m { rrl_relu_backward(n, mask.data + i * ld, steps.data + i * ld, steps.data + i * ld) }
+                    for i in 0..<(m * ld) where fused.data[i].bitPattern != steps.data[i].bitPattern {
+                        XCTFail("\(label): element \(i) is \(fused.data[i]), the product then ReLU's backward give \(steps.data[i])")
+                        break
+                    }
+                }
+            }
+        }
+    }
 }
