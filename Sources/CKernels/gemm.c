@@ -969,36 +969,36 @@ void rrl_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha, co
     rrl_sgemm_path(RRL_GEMM_AUTO, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-void rrl_dense_forward(long m, long n, long k, const float *x, long ldx, const float *w, long ldw, const float *bias,
-                       int relu, float *y, long ldy) {
+/// op(A) op(B) + bias (alpha 1; each row gets the bias, or beta 0 without one), then ReLU when relu,
+/// then masked by a ReLU's output when mask (rrl_relu_backward's operations): in the blocked AVX2
+/// product's last store when rrl_sgemm would take that product, else as passes after it.
+static void fused_product(int trans_a, int trans_b, long m, long n, long k, const float *a, long lda, const float *b,
+                          long ldb, const float *bias, int relu, const float *mask, float *c, long ldc) {
     if (m <= 0 || n <= 0) return;
 #if RRL_X86
-    // The blocked AVX2 product, when rrl_sgemm would take it, with the bias and ReLU in its last store.
-    if (k > 0 && automatic_path(1, m, n, k, rrl_cpu_has_avx2_fma()) == RRL_GEMM_PACKED_AVX2) {
+    if (k > 0 && automatic_path(trans_b, m, n, k, rrl_cpu_has_avx2_fma()) == RRL_GEMM_PACKED_AVX2) {
         count_flops(m, n, k);
-        gemm_avx2(0, 1, m, n, k, 1.0f, x, ldx, w, ldw, 0.0f, y, ldy, bias, relu, NULL);
+        gemm_avx2(trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc, bias, relu, mask);
         return;
     }
 #endif
-    for (long i = 0; i < m; i++) memcpy(y + i * ldy, bias, (size_t)n * sizeof(float));
-    rrl_sgemm(0, 1, m, n, k, 1.0f, x, ldx, w, ldw, 1.0f, y, ldy);
-    if (relu)
-        for (long i = 0; i < m; i++) rrl_relu(n, y + i * ldy, y + i * ldy);
+    if (bias)
+        for (long i = 0; i < m; i++) memcpy(c + i * ldc, bias, (size_t)n * sizeof(float));
+    rrl_sgemm(trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, bias ? 1.0f : 0.0f, c, ldc);
+    for (long i = 0; i < m; i++) {
+        if (relu) rrl_relu(n, c + i * ldc, c + i * ldc);
+        if (mask) rrl_relu_backward(n, mask + i * ldc, c + i * ldc, c + i * ldc);
+    }
+}
+
+void rrl_dense_forward(long m, long n, long k, const float *x, long ldx, const float *w, long ldw, const float *bias,
+                       int relu, float *y, long ldy) {
+    fused_product(0, 1, m, n, k, x, ldx, w, ldw, bias, relu, NULL, y, ldy);
 }
 
 void rrl_sgemm_relu_masked(int trans_a, int trans_b, long m, long n, long k, const float *a, long lda, const float *b,
                            long ldb, const float *mask, float *c, long ldc) {
-    if (m <= 0 || n <= 0) return;
-#if RRL_X86
-    // The blocked AVX2 product, when rrl_sgemm would take it, with the mask in its last store.
-    if (k > 0 && automatic_path(trans_b, m, n, k, rrl_cpu_has_avx2_fma()) == RRL_GEMM_PACKED_AVX2) {
-        count_flops(m, n, k);
-        gemm_avx2(trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc, NULL, 0, mask);
-        return;
-    }
-#endif
-    rrl_sgemm(trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
-    for (long i = 0; i < m; i++) rrl_relu_backward(n, mask + i * ldc, c + i * ldc, c + i * ldc);
+    fused_product(trans_a, trans_b, m, n, k, a, lda, b, ldb, NULL, 0, mask, c, ldc);
 }
 
 void rrl_transpose(long rows, long cols, const float *src, long lds, float *dst, long ldd) {

@@ -218,11 +218,9 @@ public final class ActivationLayer: Layer {
 /// `0.weight`, `0.bias`, `1.weight`, ...
 public final class Sequential: Layer {
     public let layers: [any Layer]
-    /// The Dense layers (nil for others), and whether layer i is a Dense layer fed by a Dense layer
-    /// with ReLU: then its backward pass applies the ReLU's backward to the input gradient it
-    /// computes, and the layer below skips it.
+    /// The Dense layers (nil for others), for `backward`: a Dense layer fed by a Dense layer with ReLU
+    /// applies that ReLU's backward to the input gradient it computes, and the layer below skips it.
     private let dense: [Dense?]
-    private let overReLU: [Bool]
 
     public init(_ layers: [any Layer]) {
         precondition(!layers.isEmpty, "Sequential needs at least one layer")
@@ -230,9 +228,7 @@ public final class Sequential: Layer {
             precondition(a.outputSize == b.inputSize, "Sequential: a layer of output \(a.outputSize) feeds one of input \(b.inputSize)")
         }
         self.layers = layers
-        let dense = layers.map { $0 as? Dense }
-        self.dense = dense
-        overReLU = dense.indices.map { i in i > 0 && dense[i] != nil && dense[i - 1]?.activation == .relu }
+        dense = layers.map { $0 as? Dense }
     }
 
     /// A multilayer perceptron: Dense layers with `activation` between them (optionally each
@@ -276,9 +272,10 @@ public final class Sequential: Layer {
         while i >= 0 {
             let needsInput = i > 0 || needsInputGradient
             if let layer = dense[i] {
+                let inputFromReLU = i > 0 && dense[i - 1]?.activation == .relu
                 g = layer.backward(g, needsInputGradient: needsInput, needsParameterGradients: needsParameterGradients,
-                                   gradientIsPreActivation: preActivation, inputFromReLU: overReLU[i])
-                preActivation = overReLU[i]
+                                   gradientIsPreActivation: preActivation, inputFromReLU: inputFromReLU)
+                preActivation = inputFromReLU
             } else {
                 g = layers[i].backward(g, needsInputGradient: needsInput, needsParameterGradients: needsParameterGradients)
                 preActivation = false

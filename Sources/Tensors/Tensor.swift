@@ -13,9 +13,10 @@ import CKernels
 /// ```
 public final class Tensor {
     // The three stored properties change only in `resize` (never under an access held across a
-    // call), so reads skip Swift's dynamic exclusivity checks. Those checks, on every `data`, `shape`
-    // and `matrix` read in the layers, the sampler and Adam, took 3.3% of a pendulum SAC run in
-    // `perf record` (`swift_beginAccess`, `AccessSet::insert`); 1.8% remain, other classes' properties.
+    // call), so they are declared without Swift's dynamic exclusivity checks. Measured on a pendulum
+    // SAC run (`perf record`: `swift_beginAccess`, `AccessSet::insert`): 3.3% of the time before,
+    // 1.8% after. Reads from other modules still show checks (the sampler's copy loop ran twice as
+    // long without its local pointers), so hot loops there keep taking `data` once.
 
     /// The current shape.
     @exclusivity(unchecked) public private(set) var shape: Shape
