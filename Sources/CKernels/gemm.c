@@ -263,10 +263,35 @@ static inline const float *mask_at(const float *c, const rrl_epilogue *e) {
 }
 
 #if RRL_X86
+/// What a tile's stores do, fixed for a whole product so that the tiles' stores carry no tests:
+/// the kinds the library uses, each with finish8's operations for its case, and the general case.
+enum { EPI_GENERAL, EPI_BIAS, EPI_BIAS_RELU, EPI_SCALE, EPI_SCALE_MASK };
+
+static int epilogue_kind(const rrl_epilogue *e) {
+    if (e->mask) return !e->bias && !e->relu && e->beta == 0.0f ? EPI_SCALE_MASK : EPI_GENERAL;
+    if (e->bias) return e->relu ? EPI_BIAS_RELU : EPI_BIAS;
+    return !e->relu && e->beta == 0.0f ? EPI_SCALE : EPI_GENERAL;
+}
+
 /// Finishes 8 columns of one row from their block sum and stores the first `valid` of them (8 = all).
 __attribute__((target("avx2,fma"), always_inline))
-static inline void finish8(__m256 sum, float *c, long j, long valid, const rrl_epilogue *e) {
+static inline void finish8(const int KIND, __m256 sum, float *c, long j, long valid, const rrl_epilogue *e) {
     __m256 x;
+    if (KIND == EPI_BIAS || KIND == EPI_BIAS_RELU) {
+        x = _mm256_add_ps(sum, load_upto8(e->bias + j, valid));
+        if (KIND == EPI_BIAS_RELU) x = _mm256_max_ps(x, _mm256_setzero_ps());
+        store_upto8(c + j, x, valid);
+        return;
+    }
+    if (KIND == EPI_SCALE || KIND == EPI_SCALE_MASK) {
+        x = _mm256_mul_ps(_mm256_set1_ps(e->alpha), sum);
+        if (KIND == EPI_SCALE_MASK) {
+            const __m256 m = _mm256_cmp_ps(load_upto8(mask_at(c + j, e), valid), _mm256_setzero_ps(), _CMP_GT_OQ);
+            x = _mm256_mul_ps(x, _mm256_and_ps(m, _mm256_set1_ps(1.0f)));
+        }
+        store_upto8(c + j, x, valid);
+        return;
+    }
     if (e->bias) {
         x = _mm256_add_ps(sum, load_upto8(e->bias + j, valid));
     } else if (e->beta == 0.0f) {
@@ -285,7 +310,7 @@ static inline void finish8(__m256 sum, float *c, long j, long valid, const rrl_e
 /// ROWS (1-6) rows x 16 columns (the last `nr - 8` of the second eight valid): A[r][p] = a[r*rsa + p*csa],
 /// B[p][0..16] = b[p*bsb ..]. Twelve accumulators, one FMA chain per element.
 __attribute__((target("avx2,fma"), always_inline))
-static inline void wide_tile(const int ROWS, long kc, const float *a, long rsa, long csa, const float *b, long bsb,
+static inline void wide_tile(const int KIND, const int ROWS, long kc, const float *a, long rsa, long csa, const float *b, long bsb,
                              float *c, long ldc, long nr, const rrl_epilogue *e) {
     const rrl_epilogue ev = *e;  // a local copy: its fields stay in registers across the stores to C
     __m256 s0[6], s1[6];
@@ -303,8 +328,8 @@ static inline void wide_tile(const int ROWS, long kc, const float *a, long rsa, 
     }
 #pragma clang loop unroll(full)
     for (int r = 0; r < ROWS; r++) {
-        finish8(s0[r], c + r * ldc, 0, 8, &ev);
-        finish8(s1[r], c + r * ldc, 8, nr - 8, &ev);
+        finish8(KIND, s0[r], c + r * ldc, 0, 8, &ev);
+        finish8(KIND, s1[r], c + r * ldc, 8, nr - 8, &ev);
     }
 }
 
@@ -322,14 +347,14 @@ static inline void narrow_tile(const int ROWS, long kc, const float *a, long rsa
         for (int r = 0; r < ROWS; r++) s[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r * rsa + p * csa), bv, s[r]);
     }
 #pragma clang loop unroll(full)
-    for (int r = 0; r < ROWS; r++) finish8(s[r], c + r * ldc, 0, nr, &ev);
+    for (int r = 0; r < ROWS; r++) finish8(EPI_GENERAL, s[r], c + r * ldc, 0, nr, &ev);
 }
 
 /// Every row of one 16-column panel: tiles of 6 rows, then one of the m % 6 rows left.
 /// (NR_ is 16 for a full panel, a constant the stores then need not test.)
-#define RRL_WIDE(R) wide_tile(R, kc, a + ic * rsa, rsa, csa, b, bsb, c + ic * ldc, ldc, NR_, e)
+#define RRL_WIDE(R) wide_tile(KIND, R, kc, a + ic * rsa, rsa, csa, b, bsb, c + ic * ldc, ldc, NR_, e)
 __attribute__((target("avx2,fma"), always_inline))
-static inline void wide_panel_of(long NR_, long m, long kc, const float *a, long rsa, long csa, const float *b, long bsb,
+static inline void wide_panel_of(const int KIND, long NR_, long m, long kc, const float *a, long rsa, long csa, const float *b, long bsb,
                                  float *c, long ldc, const rrl_epilogue *e) {
     long ic = 0;
     if (m == 7 || m == 8) {
@@ -353,8 +378,17 @@ static inline void wide_panel_of(long NR_, long m, long kc, const float *a, long
 __attribute__((target("avx2,fma")))
 static void wide_panel(long m, long kc, const float *a, long rsa, long csa, const float *b, long bsb, float *c, long ldc,
                        long nr, const rrl_epilogue *e) {
-    if (nr == NR) wide_panel_of(NR, m, kc, a, rsa, csa, b, bsb, c, ldc, e);
-    else wide_panel_of(nr, m, kc, a, rsa, csa, b, bsb, c, ldc, e);
+    if (nr != NR) {
+        wide_panel_of(EPI_GENERAL, nr, m, kc, a, rsa, csa, b, bsb, c, ldc, e);
+        return;
+    }
+    switch (epilogue_kind(e)) {
+    case EPI_BIAS: wide_panel_of(EPI_BIAS, NR, m, kc, a, rsa, csa, b, bsb, c, ldc, e); break;
+    case EPI_BIAS_RELU: wide_panel_of(EPI_BIAS_RELU, NR, m, kc, a, rsa, csa, b, bsb, c, ldc, e); break;
+    case EPI_SCALE: wide_panel_of(EPI_SCALE, NR, m, kc, a, rsa, csa, b, bsb, c, ldc, e); break;
+    case EPI_SCALE_MASK: wide_panel_of(EPI_SCALE_MASK, NR, m, kc, a, rsa, csa, b, bsb, c, ldc, e); break;
+    default: wide_panel_of(EPI_GENERAL, NR, m, kc, a, rsa, csa, b, bsb, c, ldc, e); break;
+    }
 }
 
 /// Every row of the last (at most 8) columns: tiles of 12 rows, then one of the m % 12 rows left.
@@ -436,37 +470,92 @@ static void pack_panel(int trans_b, const float *b, long ldb, long p0, long kc, 
     zero_columns(out, width, kc, w, width);
 }
 
-/// One column for BLOCKS blocks of 8 rows laid out as `at` (kc x 8 floats per block): acc[rb] lane q
-/// is the chain over p of A[8 rb + q][p] B[p] (B[p] = bj[p*bsp]).
+/// One column for BLOCKS blocks of 8 rows, A[8 rb + q][p] = at[rb*bstride + p*pstride + q]: acc[rb]
+/// lane q is the chain over p of A[8 rb + q][p] B[p] (B[p] = bj[p*bsp]).
 __attribute__((target("avx2,fma"), always_inline))
-static inline void lanes_column(const int BLOCKS, long kc, const float *at, const float *bj, long bsp, __m256 *acc) {
+static inline void lanes_column(const int BLOCKS, long kc, const float *at, long bstride, long pstride, const float *bj,
+                                long bsp, __m256 *acc) {
     __m256 s[8];
 #pragma clang loop unroll(full)
     for (int rb = 0; rb < BLOCKS; rb++) s[rb] = _mm256_setzero_ps();
     for (long p = 0; p < kc; p++) {
         const __m256 bv = _mm256_broadcast_ss(bj + p * bsp);
 #pragma clang loop unroll(full)
-        for (int rb = 0; rb < BLOCKS; rb++) s[rb] = _mm256_fmadd_ps(_mm256_loadu_ps(at + rb * kc * 8 + p * 8), bv, s[rb]);
+        for (int rb = 0; rb < BLOCKS; rb++)
+            s[rb] = _mm256_fmadd_ps(_mm256_loadu_ps(at + rb * bstride + p * pstride), bv, s[rb]);
     }
 #pragma clang loop unroll(full)
     for (int rb = 0; rb < BLOCKS; rb++) acc[rb] = s[rb];
 }
 
+/// lanes_column for a run-time number of blocks (at most 8).
+__attribute__((target("avx2,fma"), always_inline))
+static inline void lanes_columns(long blocks, long kc, const float *at, long bstride, long pstride, const float *bj,
+                                 long bsp, __m256 *acc) {
+    switch (blocks) {
+    case 8: lanes_column(8, kc, at, bstride, pstride, bj, bsp, acc); break;
+    case 7: lanes_column(7, kc, at, bstride, pstride, bj, bsp, acc); break;
+    case 6: lanes_column(6, kc, at, bstride, pstride, bj, bsp, acc); break;
+    case 5: lanes_column(5, kc, at, bstride, pstride, bj, bsp, acc); break;
+    case 4: lanes_column(4, kc, at, bstride, pstride, bj, bsp, acc); break;
+    case 3: lanes_column(3, kc, at, bstride, pstride, bj, bsp, acc); break;
+    case 2: lanes_column(2, kc, at, bstride, pstride, bj, bsp, acc); break;
+    case 1: lanes_column(1, kc, at, bstride, pstride, bj, bsp, acc); break;
+    default: break;
+    }
+}
+
+/// Finishes column j of `valid` (1-8) rows from their sums in lanes: finish8's operations, with
+/// the column's bias broadcast; the rows' elements are C's column (one store when it is contiguous).
+__attribute__((target("avx2,fma"), always_inline))
+static inline void finish_lanes(const int KIND, __m256 sum, float *c, long ldc, long j, long valid, const rrl_epilogue *e) {
+    if (KIND == EPI_BIAS || KIND == EPI_BIAS_RELU || KIND == EPI_SCALE) {
+        __m256 x = KIND == EPI_SCALE ? _mm256_mul_ps(_mm256_set1_ps(e->alpha), sum)
+                                     : _mm256_add_ps(sum, _mm256_set1_ps(e->bias[j]));
+        if (KIND == EPI_BIAS_RELU) x = _mm256_max_ps(x, _mm256_setzero_ps());
+        if (ldc == 1) {
+            store_upto8(c + j, x, valid);
+            return;
+        }
+        float v[8];
+        _mm256_storeu_ps(v, x);
+        for (long q = 0; q < valid; q++) c[q * ldc + j] = v[q];
+        return;
+    }
+    float sums[8];
+    _mm256_storeu_ps(sums, sum);
+    for (long q = 0; q < valid; q++) {
+        float *cij = c + q * ldc + j;
+        float x;
+        if (e->bias) x = sums[q] + e->bias[j];
+        else if (e->beta == 0.0f) x = e->alpha * sums[q];
+        else x = fmaf(e->alpha, sums[q], e->beta * *cij);
+        if (e->relu) x = relu_scalar(x);
+        if (e->mask) x = x * (*mask_at(cij, e) > 0.0f ? 1.0f : 0.0f);
+        *cij = x;
+    }
+}
+
 /// The last 1-4 columns of C (a layer's output of one to four units: a critic's value, a policy's
 /// mean and log-std, or the gradients of such a layer): rows go into vector lanes instead of
-/// columns, so no lane is wasted. A group of up to 64 rows of A is laid out in `at` as kc x 8 floats
-/// per 8 rows (through register transposes when A's rows are contiguous; rows past m are zero),
-/// then each (row block, column) is one accumulator whose lanes run the usual chain over p.
-__attribute__((target("avx2,fma")))
-static void narrow_rows_as_lanes(long m, long kc, int trans_a, const float *a, long lda, const float *b, long bsp, long bsj,
-                                 float *c, long ldc, long nr, const rrl_epilogue *e, float *at) {
+/// columns, so no lane is wasted. Groups of up to 64 rows: when A is transposed its rows already lie
+/// side by side and full blocks of 8 are read in place; otherwise (and for a last partial block) a
+/// group is laid out in `at` as kc x 8 floats per 8 rows (through register transposes when A's rows
+/// are contiguous; rows past m are zero). Each (row block, column) is one accumulator whose lanes
+/// run the usual chain over p.
+__attribute__((target("avx2,fma"), always_inline))
+static inline void narrow_rows_as_lanes_of(const int KIND, long m, long kc, int trans_a, const float *a, long lda,
+                                           const float *b, long bsp, long bsj, float *c, long ldc, long nr,
+                                           const rrl_epilogue *e, float *at) {
     const rrl_epilogue ev = *e;
     for (long i0 = 0; i0 < m; i0 += 64) {
         const long rows = m - i0 < 64 ? m - i0 : 64, blocks = (rows + 7) / 8;
-        for (long rb = 0; rb < blocks; rb++) {
-            float *dst = at + rb * kc * 8;
+        // Blocks read in place (A transposed, full blocks), then the blocks laid out in `at`.
+        const long direct = trans_a ? rows / 8 : 0;
+        for (long rb = direct; rb < blocks; rb++) {
+            float *dst = at + (rb - direct) * kc * 8;
             const long valid = rows - rb * 8 < 8 ? rows - rb * 8 : 8;
-            if (trans_a) {  // A[i][p] = a[p*lda + i]: eight rows side by side already
+            if (trans_a) {  // A[i][p] = a[p*lda + i]
                 const float *src = a + i0 + rb * 8;
                 for (long p = 0; p < kc; p++) _mm256_storeu_ps(dst + p * 8, load_upto8(src + p * lda, valid));
                 continue;
@@ -482,33 +571,24 @@ static void narrow_rows_as_lanes(long m, long kc, int trans_a, const float *a, l
         }
         for (long j = 0; j < nr; j++) {
             __m256 acc[8];
-            switch (blocks) {
-            case 8: lanes_column(8, kc, at, b + j * bsj, bsp, acc); break;
-            case 7: lanes_column(7, kc, at, b + j * bsj, bsp, acc); break;
-            case 6: lanes_column(6, kc, at, b + j * bsj, bsp, acc); break;
-            case 5: lanes_column(5, kc, at, b + j * bsj, bsp, acc); break;
-            case 4: lanes_column(4, kc, at, b + j * bsj, bsp, acc); break;
-            case 3: lanes_column(3, kc, at, b + j * bsj, bsp, acc); break;
-            case 2: lanes_column(2, kc, at, b + j * bsj, bsp, acc); break;
-            default: lanes_column(1, kc, at, b + j * bsj, bsp, acc); break;
-            }
-            // finish8's operations, element by element (a row at a time through finish8 measured
-            // half as fast: these rows have 1-4 columns).
+            lanes_columns(direct, kc, a + i0, 8, lda, b + j * bsj, bsp, acc);
+            lanes_columns(blocks - direct, kc, at, kc * 8, 8, b + j * bsj, bsp, acc + direct);
             for (long rb = 0; rb < blocks; rb++) {
-                float sums[8];
-                _mm256_storeu_ps(sums, acc[rb]);
-                for (long q = 0; q < 8 && rb * 8 + q < rows; q++) {
-                    float *cij = c + (i0 + rb * 8 + q) * ldc + j;
-                    float x;
-                    if (ev.bias) x = sums[q] + ev.bias[j];
-                    else if (ev.beta == 0.0f) x = ev.alpha * sums[q];
-                    else x = fmaf(ev.alpha, sums[q], ev.beta * *cij);
-                    if (ev.relu) x = relu_scalar(x);
-                    if (ev.mask) x = x * (*mask_at(cij, &ev) > 0.0f ? 1.0f : 0.0f);
-                    *cij = x;
-                }
+                const long valid = rows - rb * 8 < 8 ? rows - rb * 8 : 8;
+                finish_lanes(KIND, acc[rb], c + (i0 + rb * 8) * ldc, ldc, j, valid, &ev);
             }
         }
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static void narrow_rows_as_lanes(long m, long kc, int trans_a, const float *a, long lda, const float *b, long bsp, long bsj,
+                                 float *c, long ldc, long nr, const rrl_epilogue *e, float *at) {
+    switch (epilogue_kind(e)) {
+    case EPI_BIAS: narrow_rows_as_lanes_of(EPI_BIAS, m, kc, trans_a, a, lda, b, bsp, bsj, c, ldc, nr, e, at); break;
+    case EPI_BIAS_RELU: narrow_rows_as_lanes_of(EPI_BIAS_RELU, m, kc, trans_a, a, lda, b, bsp, bsj, c, ldc, nr, e, at); break;
+    case EPI_SCALE: narrow_rows_as_lanes_of(EPI_SCALE, m, kc, trans_a, a, lda, b, bsp, bsj, c, ldc, nr, e, at); break;
+    default: narrow_rows_as_lanes_of(EPI_GENERAL, m, kc, trans_a, a, lda, b, bsp, bsj, c, ldc, nr, e, at); break;
     }
 }
 
