@@ -350,12 +350,43 @@ static inline void narrow_tile(const int ROWS, long kc, const float *a, long rsa
     for (int r = 0; r < ROWS; r++) finish8(EPI_GENERAL, s[r], c + r * ldc, 0, nr, &ev);
 }
 
+/// Every row of one full 16-column panel when the k block is 1-4 deep (K): B's K x 16 values stay
+/// in registers and each row is one pair of short chains, instead of 6-row tiles whose loop, set-up
+/// and stores outweigh their few FMAs. The same chain per element as wide_tile.
+__attribute__((target("avx2,fma"), always_inline))
+static inline void shallow_rows(const int KIND, const int K, long m, const float *a, long rsa, long csa, const float *b,
+                                long bsb, float *c, long ldc, const rrl_epilogue *e) {
+    const rrl_epilogue ev = *e;
+    __m256 b0[4], b1[4];
+#pragma clang loop unroll(full)
+    for (int p = 0; p < K; p++) { b0[p] = _mm256_loadu_ps(b + p * bsb); b1[p] = _mm256_loadu_ps(b + p * bsb + 8); }
+    for (long i = 0; i < m; i++) {
+        __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+#pragma clang loop unroll(full)
+        for (int p = 0; p < K; p++) {
+            const __m256 av = _mm256_broadcast_ss(a + i * rsa + p * csa);
+            s0 = _mm256_fmadd_ps(av, b0[p], s0);
+            s1 = _mm256_fmadd_ps(av, b1[p], s1);
+        }
+        finish8(KIND, s0, c + i * ldc, 0, 8, &ev);
+        finish8(KIND, s1, c + i * ldc, 8, 8, &ev);
+    }
+}
+
 /// Every row of one 16-column panel: tiles of 6 rows, then one of the m % 6 rows left.
 /// (NR_ is 16 for a full panel, a constant the stores then need not test.)
 #define RRL_WIDE(R) wide_tile(KIND, R, kc, a + ic * rsa, rsa, csa, b, bsb, c + ic * ldc, ldc, NR_, e)
 __attribute__((target("avx2,fma"), always_inline))
 static inline void wide_panel_of(const int KIND, long NR_, long m, long kc, const float *a, long rsa, long csa, const float *b, long bsb,
                                  float *c, long ldc, const rrl_epilogue *e) {
+    if (NR_ == NR && kc <= 4) {
+        switch (kc) {
+        case 1: shallow_rows(KIND, 1, m, a, rsa, csa, b, bsb, c, ldc, e); return;
+        case 2: shallow_rows(KIND, 2, m, a, rsa, csa, b, bsb, c, ldc, e); return;
+        case 3: shallow_rows(KIND, 3, m, a, rsa, csa, b, bsb, c, ldc, e); return;
+        default: shallow_rows(KIND, 4, m, a, rsa, csa, b, bsb, c, ldc, e); return;
+        }
+    }
     long ic = 0;
     if (m == 7 || m == 8) {
         // 4 + 3 and 4 + 4: 6 + 1 and 6 + 2 would leave the second tile with too few FMA chains to
