@@ -44,7 +44,8 @@ public final class Dense: Layer {
     public let output = Tensor([0])
     public let inputGradient = Tensor([0])
     private let preActivationGradient = Tensor([0])
-    private var input: Tensor?
+    /// The last forward pass's input, for backward (no dynamic exclusivity check: used on every pass).
+    @exclusivity(unchecked) private var input: Tensor?
 
     /// Weights and biases uniform in ±1/sqrt(inputSize), as PyTorch's `nn.Linear`.
     public init(inputSize: Int, outputSize: Int, activation: Activation = .identity, using rng: inout RandomGenerator) {

@@ -134,12 +134,14 @@ public final class EpisodeReplay {
     /// it copies, and each read of a class's array property is a dynamic exclusivity check.
     let rings: UnsafeMutableBufferPointer<Ring>
 
+    // (The counters are read for every sampled row: without dynamic exclusivity checks. The replay
+    // is used from one thread at a time.)
     /// Number of kept steps (all copies).
-    public internal(set) var count = 0
+    @exclusivity(unchecked) public internal(set) var count = 0
     /// Steps ever added.
-    public internal(set) var totalSteps = 0
+    @exclusivity(unchecked) public internal(set) var totalSteps = 0
     /// Kept episodes (all copies; the ones in progress included).
-    public internal(set) var episodeCount = 0
+    @exclusivity(unchecked) public internal(set) var episodeCount = 0
     var episodeID = 0
 
     /// `copies` rings of `capacity / copies` steps each.
