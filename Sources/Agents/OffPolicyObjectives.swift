@@ -242,7 +242,7 @@ public final class DiscreteSoftActorCriticObjective: OffPolicyObjective {
 public final class TD3Objective: OffPolicyObjective {
     public let actionWidth: Int
     public let explorationNoise: Float, policyNoise: Float, noiseClip: Float
-    let nextActions = Tensor([0])
+    let nextActions = Tensor([0]), noise = Tensor([0])
     let minimum = ContinuousCriticReduction()
 
     public init(actionWidth: Int, explorationNoise: Float, policyNoise: Float, noiseClip: Float) {
@@ -264,9 +264,11 @@ public final class TD3Objective: OffPolicyObjective {
 
     public func drawNextActions(policyOutput out: Tensor, rows: Int, rng: inout RandomGenerator) -> UnsafePointer<Float>? {
         nextActions.resize(Shape(d0: rows, d1: actionWidth))
-        let next = nextActions.data, o = out.data
+        noise.resize(Shape(d0: rows, d1: actionWidth))
+        rng.fillNormal(noise.data, count: rows * actionWidth)
+        let next = nextActions.data, o = out.data, z = noise.data
         for i in 0..<(rows * actionWidth) {
-            let e = min(max(policyNoise * rng.normal(), -noiseClip), noiseClip)
+            let e = min(max(policyNoise * z[i], -noiseClip), noiseClip)
             next[i] = min(max(o[i] + e, -1), 1)
         }
         return UnsafePointer(nextActions.data)

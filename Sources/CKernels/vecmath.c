@@ -135,6 +135,241 @@ void rrl_velu(long n, const float *x, float *y) {
     velu_portable(n, x, y);
 }
 
+// MARK: - The tanh-squashed Gaussian of SAC
+
+// Per element (row r, action j): log std clamped to [-20, 2], u = mean + exp(log std) e, a = tanh(u),
+// and the element's term of log pi(a):
+//   -e^2/2 - log std - log(2 pi)/2 - 2 (log 2 - u - softplus(-2u)),
+// softplus(-2u) = max(-2u, 0) + log1p(exp(-2|u|)) (no overflow, no cancellation at any u). A row's
+// log-probability adds its terms in action order from 0. The vector path runs 8 elements at a time
+// with exp256 and tanh256 and a log1p of its own on [0, 1]; the portable one uses libm.
+#define TG_LOG_STD_MIN (-20.0f)
+#define TG_LOG_STD_MAX 2.0f
+#define TG_HALF_LOG_TWO_PI 0.918938533204672742f
+#define TG_LOG_TWO 0.693147180559945309f
+
+static inline float tg_term(float e, float log_std, float u, float softplus_m2u) {
+#pragma clang fp contract(off)
+    float sq = -0.5f * e * e;
+    float inner = TG_LOG_TWO - u - softplus_m2u;
+    return sq - log_std - TG_HALF_LOG_TWO_PI - 2.0f * inner;
+}
+
+static void tanh_gaussian_portable(long rows, long A, const float *params, const float *noise, float *actions,
+                                   float *logp) {
+#pragma clang fp contract(off)
+    for (long r = 0; r < rows; r++) {
+        float sum = 0.0f;
+        for (long j = 0; j < A; j++) {
+            const float raw = params[r * 2 * A + A + j], e = noise[r * A + j];
+            const float log_std = fminf(fmaxf(raw, TG_LOG_STD_MIN), TG_LOG_STD_MAX);
+            const float std = expf(log_std);
+            const float scaled = std * e;
+            const float u = params[r * 2 * A + j] + scaled;
+            actions[r * A + j] = tanhf(u);
+            const float softplus = fmaxf(-2.0f * u, 0.0f) + log1pf(expf(-2.0f * fabsf(u)));
+            sum += tg_term(e, log_std, u, softplus);
+        }
+        logp[r] = sum;
+    }
+}
+
+static void tanh_gaussian_backward_portable(long rows, long A, const float *params, const float *noise,
+                                            const float *actions, const float *action_gradient,
+                                            const float *logp_gradient, float *gradient) {
+#pragma clang fp contract(off)
+    for (long r = 0; r < rows; r++) {
+        const float dlogp = logp_gradient[r];
+        for (long j = 0; j < A; j++) {
+            const float raw = params[r * 2 * A + A + j], e = noise[r * A + j], a = actions[r * A + j];
+            const float log_std = fminf(fmaxf(raw, TG_LOG_STD_MIN), TG_LOG_STD_MAX);
+            const float da = action_gradient ? action_gradient[r * A + j] : 0.0f;
+            // d(loss)/du: through a = tanh(u), and through -log(1 - tanh^2 u), whose derivative is 2a.
+            const float through_a = da * (1.0f - a * a), through_logp = dlogp * 2.0f * a;
+            const float du = through_a + through_logp;
+            gradient[r * 2 * A + j] = du;
+            const int inside = raw >= TG_LOG_STD_MIN && raw <= TG_LOG_STD_MAX;
+            const float std = expf(log_std);
+            gradient[r * 2 * A + A + j] = inside ? du * std * e - dlogp : 0.0f;
+        }
+    }
+}
+
+#if RRL_X86
+// log(x) for positive normal floats: x = 2^e m with m in [sqrt(1/2), sqrt(2)), log(m) by Cephes'
+// logf polynomial in f = m - 1, plus e ln 2 (ln 2 in two parts). Within 2 ulp.
+__attribute__((target("avx2,fma"), always_inline))
+static inline __m256 log256(__m256 x) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256i bits = _mm256_castps_si256(x);
+    __m256 e = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(127)));
+    __m256 m = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi32(0x007fffff)),
+                                                   _mm256_set1_epi32(0x3f800000)));  // [1, 2)
+    const __m256 above = _mm256_cmp_ps(m, _mm256_set1_ps(1.41421356237309505f), _CMP_GE_OQ);
+    e = _mm256_add_ps(e, _mm256_and_ps(above, one));
+    m = _mm256_blendv_ps(m, _mm256_mul_ps(m, _mm256_set1_ps(0.5f)), above);
+    const __m256 f = _mm256_sub_ps(m, one);
+    const __m256 f2 = _mm256_mul_ps(f, f);
+    __m256 p = _mm256_set1_ps(7.0376836292e-2f);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(-1.1514610310e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.1676998740e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(-1.2420140846e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.4249322787e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(-1.6668057665e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.0000714765e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(-2.4999993993e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(3.3333331174e-1f));
+    __m256 y = _mm256_mul_ps(_mm256_mul_ps(p, f), f2);
+    y = _mm256_fmadd_ps(e, _mm256_set1_ps(-2.12194440e-4f), y);
+    y = _mm256_fnmadd_ps(_mm256_set1_ps(0.5f), f2, y);
+    return _mm256_fmadd_ps(e, _mm256_set1_ps(0.693359375f), _mm256_add_ps(f, y));
+}
+
+// log1p(t) for t in [0, 1]: log(1 + t) plus (t - ((1 + t) - 1)) / (1 + t) for the rounding of 1 + t.
+__attribute__((target("avx2,fma"), always_inline))
+static inline __m256 log1p_unit256(__m256 t) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256 z = _mm256_add_ps(one, t);
+    const __m256 correction = _mm256_div_ps(_mm256_sub_ps(t, _mm256_sub_ps(z, one)), z);
+    return _mm256_add_ps(log256(z), correction);
+}
+
+// cos(2 pi u) for u in [0, 1): w = |u - round(u)| in [0, 1/2]; cos(2 pi w) = -cos(2 pi (1/2 - w)) folds
+// w into [0, 1/4], then cos(x) or sin(pi/2 - x) on [0, pi/4] by Cephes' cosf and sinf polynomials.
+__attribute__((target("avx2,fma"), always_inline))
+static inline __m256 cos_turns256(__m256 u) {
+    const __m256 sign_mask = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f), quarter = _mm256_set1_ps(0.25f);
+    const __m256 w = _mm256_andnot_ps(sign_mask, _mm256_sub_ps(u, _mm256_round_ps(u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+    const __m256 far = _mm256_cmp_ps(w, quarter, _CMP_GT_OQ);
+    const __m256 v = _mm256_blendv_ps(w, _mm256_sub_ps(half, w), far);  // [0, 1/4]
+    const __m256 as_sin = _mm256_cmp_ps(v, _mm256_set1_ps(0.125f), _CMP_GT_OQ);
+    const __m256 x = _mm256_mul_ps(_mm256_blendv_ps(v, _mm256_sub_ps(quarter, v), as_sin), _mm256_set1_ps(6.28318530717958648f));
+    const __m256 x2 = _mm256_mul_ps(x, x);
+    __m256 c = _mm256_set1_ps(2.443315711809948e-5f);
+    c = _mm256_fmadd_ps(c, x2, _mm256_set1_ps(-1.388731625493765e-3f));
+    c = _mm256_fmadd_ps(c, x2, _mm256_set1_ps(4.166664568298827e-2f));
+    c = _mm256_fmadd_ps(_mm256_mul_ps(c, x2), x2, _mm256_fnmadd_ps(half, x2, _mm256_set1_ps(1.0f)));
+    __m256 s = _mm256_set1_ps(-1.9515295891e-4f);
+    s = _mm256_fmadd_ps(s, x2, _mm256_set1_ps(8.3321608736e-3f));
+    s = _mm256_fmadd_ps(s, x2, _mm256_set1_ps(-1.6666654611e-1f));
+    s = _mm256_fmadd_ps(_mm256_mul_ps(s, x2), x, x);
+    const __m256 y = _mm256_blendv_ps(c, s, as_sin);
+    return _mm256_xor_ps(y, _mm256_and_ps(far, sign_mask));
+}
+
+/// Elements i..i+n (n <= 8) of the flattened rows x A: their means, raw log stds and noise, and
+/// their rows (element i + q is action j of row r: i + q = r A + j).
+static inline void tg_gather(long i, long n, long A, const float *params, const float *noise, float *mean, float *raw,
+                             float *e, long *row) {
+    long r = i / A, j = i % A;
+    for (long q = 0; q < n; q++) {
+        mean[q] = params[r * 2 * A + j];
+        raw[q] = params[r * 2 * A + A + j];
+        e[q] = noise[i + q];
+        row[q] = r;
+        if (++j == A) { j = 0; r++; }
+    }
+    for (long q = n; q < 8; q++) { mean[q] = 0.0f; raw[q] = 0.0f; e[q] = 0.0f; row[q] = r; }
+}
+
+__attribute__((target("avx2,fma")))
+static void tanh_gaussian_avx2(long rows, long A, const float *params, const float *noise, float *actions, float *logp) {
+    const long total = rows * A;
+    for (long r = 0; r < rows; r++) logp[r] = 0.0f;
+    for (long i = 0; i < total; i += 8) {
+        const long n = total - i < 8 ? total - i : 8;
+        float mean[8], raw[8], noise8[8], terms[8];
+        long row[8];
+        tg_gather(i, n, A, params, noise, mean, raw, noise8, row);
+        const __m256 e = _mm256_loadu_ps(noise8);
+        const __m256 log_std = _mm256_min_ps(_mm256_max_ps(_mm256_loadu_ps(raw), _mm256_set1_ps(TG_LOG_STD_MIN)),
+                                             _mm256_set1_ps(TG_LOG_STD_MAX));
+        const __m256 u = _mm256_add_ps(_mm256_loadu_ps(mean), _mm256_mul_ps(exp256(log_std), e));
+        store_upto8(actions + i, tanh256(u), n);
+        const __m256 m2u = _mm256_mul_ps(_mm256_set1_ps(-2.0f), u);
+        const __m256 abs_u = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), u);
+        const __m256 softplus = _mm256_add_ps(_mm256_max_ps(m2u, _mm256_setzero_ps()),
+                                              log1p_unit256(exp256(_mm256_mul_ps(_mm256_set1_ps(-2.0f), abs_u))));
+        // tg_term's operations, in its order.
+        const __m256 sq = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(-0.5f), e), e);
+        const __m256 inner = _mm256_sub_ps(_mm256_sub_ps(_mm256_set1_ps(TG_LOG_TWO), u), softplus);
+        const __m256 term = _mm256_sub_ps(_mm256_sub_ps(_mm256_sub_ps(sq, log_std), _mm256_set1_ps(TG_HALF_LOG_TWO_PI)),
+                                          _mm256_mul_ps(_mm256_set1_ps(2.0f), inner));
+        _mm256_storeu_ps(terms, term);
+        for (long q = 0; q < n; q++) logp[row[q]] += terms[q];
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static void tanh_gaussian_backward_avx2(long rows, long A, const float *params, const float *noise, const float *actions,
+                                        const float *action_gradient, const float *logp_gradient, float *gradient) {
+#pragma clang fp contract(off)
+    const long total = rows * A;
+    for (long i = 0; i < total; i += 8) {
+        const long n = total - i < 8 ? total - i : 8;
+        float mean[8], raw[8], noise8[8], std[8];
+        long row[8];
+        tg_gather(i, n, A, params, noise, mean, raw, noise8, row);
+        const __m256 log_std = _mm256_min_ps(_mm256_max_ps(_mm256_loadu_ps(raw), _mm256_set1_ps(TG_LOG_STD_MIN)),
+                                             _mm256_set1_ps(TG_LOG_STD_MAX));
+        _mm256_storeu_ps(std, exp256(log_std));
+        for (long q = 0; q < n; q++) {
+            const long x = i + q, r = row[q], j = x - r * A;
+            const float a = actions[x], dlogp = logp_gradient[r];
+            const float da = action_gradient ? action_gradient[x] : 0.0f;
+            const float through_a = da * (1.0f - a * a), through_logp = dlogp * 2.0f * a;
+            const float du = through_a + through_logp;
+            gradient[r * 2 * A + j] = du;
+            const int inside = raw[q] >= TG_LOG_STD_MIN && raw[q] <= TG_LOG_STD_MAX;
+            gradient[r * 2 * A + A + j] = inside ? du * std[q] * noise8[q] - dlogp : 0.0f;
+        }
+    }
+}
+#endif
+
+// MARK: - Normal draws
+
+// Box-Muller from pairs of uniforms: z = sqrt(-2 log u1) cos(2 pi u2), u1 in (0, 1], u2 in [0, 1).
+static void box_muller_portable(long n, const float *u1, const float *u2, float *z) {
+    for (long i = 0; i < n; i++) z[i] = sqrtf(-2.0f * logf(u1[i])) * cosf(6.28318530717958648f * u2[i]);
+}
+
+#if RRL_X86
+__attribute__((target("avx2,fma")))
+static void box_muller_avx2(long n, const float *u1, const float *u2, float *z) {
+    for (long i = 0; i < n; i += 8) {
+        const long k = n - i < 8 ? n - i : 8;
+        const __m256 radius = _mm256_sqrt_ps(_mm256_mul_ps(_mm256_set1_ps(-2.0f), log256(load_upto8(u1 + i, k))));
+        store_upto8(z + i, _mm256_mul_ps(radius, cos_turns256(load_upto8(u2 + i, k))), k);
+    }
+}
+#endif
+
+void rrl_box_muller(long n, const float *u1, const float *u2, float *z) {
+#if RRL_X86
+    if (use_avx2()) { box_muller_avx2(n, u1, u2, z); return; }
+#endif
+    box_muller_portable(n, u1, u2, z);
+}
+
+void rrl_tanh_gaussian(long rows, long A, const float *params, const float *noise, float *actions, float *logp) {
+#if RRL_X86
+    if (use_avx2()) { tanh_gaussian_avx2(rows, A, params, noise, actions, logp); return; }
+#endif
+    tanh_gaussian_portable(rows, A, params, noise, actions, logp);
+}
+
+void rrl_tanh_gaussian_backward(long rows, long A, const float *params, const float *noise, const float *actions,
+                                const float *action_gradient, const float *logp_gradient, float *gradient) {
+#if RRL_X86
+    if (use_avx2()) {
+        tanh_gaussian_backward_avx2(rows, A, params, noise, actions, action_gradient, logp_gradient, gradient);
+        return;
+    }
+#endif
+    tanh_gaussian_backward_portable(rows, A, params, noise, actions, action_gradient, logp_gradient, gradient);
+}
+
 // MARK: - Recurrent cells, one row
 
 // A cell's update after its two products, gi = W_ih x + b_ih and gh = W_hh h + b_hh (gates in

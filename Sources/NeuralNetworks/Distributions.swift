@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Tensors
 
@@ -11,15 +12,15 @@ let halfLogTwoPi = Float(0.5 * log(2 * Double.pi))
 /// log π(a) = Σ_j [-ε_j²/2 - log std_j - log(2π)/2 - log(1 - tanh²(u_j))],
 /// with log(1 - tanh²(u)) = 2 (log 2 - u - softplus(-2u)) for numerical stability.
 /// The log std is clamped to [-20, 2] (as Stable-Baselines3); outside that range its gradient is zero.
+/// The arithmetic runs in CKernels (`rrl_tanh_gaussian`), vectorised.
 public enum TanhGaussian {
     public static let logStdMin: Float = -20, logStdMax: Float = 2
-    static let logTwo = Float(log(2.0))
 
     /// Draws noise (`rows x A`), then writes actions and log-probabilities.
     public static func sample(parameters: UnsafePointer<Float>, rows: Int, actionWidth A: Int,
                               noise: UnsafeMutablePointer<Float>, actions: UnsafeMutablePointer<Float>,
                               logProbabilities: UnsafeMutablePointer<Float>, rng: inout RandomGenerator) {
-        for i in 0..<(rows * A) { noise[i] = rng.normal() }
+        rng.fillNormal(noise, count: rows * A)
         evaluate(parameters: parameters, rows: rows, actionWidth: A, noise: noise, actions: actions, logProbabilities: logProbabilities)
     }
 
@@ -27,17 +28,7 @@ public enum TanhGaussian {
     public static func evaluate(parameters: UnsafePointer<Float>, rows: Int, actionWidth A: Int,
                                 noise: UnsafePointer<Float>, actions: UnsafeMutablePointer<Float>,
                                 logProbabilities: UnsafeMutablePointer<Float>) {
-        for r in 0..<rows {
-            let p = parameters + r * 2 * A, e = noise + r * A, a = actions + r * A
-            var logp: Float = 0
-            for j in 0..<A {
-                let logStd = min(max(p[A + j], logStdMin), logStdMax)
-                let u = p[j] + Foundation.exp(logStd) * e[j]
-                a[j] = Foundation.tanh(u)
-                logp += -0.5 * e[j] * e[j] - logStd - halfLogTwoPi - 2 * (logTwo - u - softplus(-2 * u))
-            }
-            logProbabilities[r] = logp
-        }
+        rrl_tanh_gaussian(rows, A, parameters, noise, actions, logProbabilities)
     }
 
     /// The deterministic action tanh(mean).
@@ -53,24 +44,7 @@ public enum TanhGaussian {
                                 noise: UnsafePointer<Float>, actions: UnsafePointer<Float>,
                                 actionGradient: UnsafePointer<Float>?, logProbabilityGradient: UnsafePointer<Float>,
                                 into gradient: UnsafeMutablePointer<Float>) {
-        for r in 0..<rows {
-            let p = parameters + r * 2 * A, e = noise + r * A, a = actions + r * A, g = gradient + r * 2 * A
-            let dlogp = logProbabilityGradient[r]
-            for j in 0..<A {
-                let raw = p[A + j]
-                let logStd = min(max(raw, logStdMin), logStdMax)
-                let da = actionGradient.map { $0[r * A + j] } ?? 0
-                // d(loss)/du: through a = tanh(u), and through -log(1 - tanh²u) whose derivative is 2a.
-                let du = da * (1 - a[j] * a[j]) + dlogp * 2 * a[j]
-                g[j] = du
-                let inside = raw >= logStdMin && raw <= logStdMax
-                g[A + j] = inside ? du * Foundation.exp(logStd) * e[j] - dlogp : 0
-            }
-        }
-    }
-
-    @inline(__always) static func softplus(_ x: Float) -> Float {
-        x > 20 ? x : Foundation.log1p(Foundation.exp(x))
+        rrl_tanh_gaussian_backward(rows, A, parameters, noise, actions, actionGradient, logProbabilityGradient, gradient)
     }
 }
 

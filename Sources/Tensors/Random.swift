@@ -1,3 +1,5 @@
+import CKernels
+
 /// A small, fast, seedable random generator (xoshiro256**, seeded through SplitMix64).
 ///
 /// One seed fixes a whole run: every component takes its generator by `inout`, and the four
@@ -59,6 +61,26 @@ public struct RandomGenerator: RandomNumberGenerator, Codable, Equatable, Sendab
         let u1 = 1.0 - uniformDouble()  // (0, 1]
         let u2 = uniformDouble()
         return Float((-2.0 * _log(u1)).squareRoot() * _cos(2.0 * Double.pi * u2))
+    }
+
+    /// `count` standard normal floats by Box-Muller, vectorised (`rrl_box_muller`): the same two
+    /// uniform draws per value as `normal()`, so the generator ends where as many `normal()` calls
+    /// leave it, but not the same values (the arithmetic is in Float, with CKernels' log and cos).
+    public mutating func fillNormal(_ out: UnsafeMutablePointer<Float>, count: Int) {
+        let chunk = 64
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * chunk) { buffer in
+            let u1 = buffer.baseAddress!, u2 = u1 + chunk
+            var i = 0
+            while i < count {
+                let k = min(chunk, count - i)
+                for q in 0..<k {
+                    u1[q] = Float(1.0 - uniformDouble())  // (0, 1]
+                    u2[q] = Float(uniformDouble())
+                }
+                rrl_box_muller(k, u1, u2, out + i)
+                i += k
+            }
+        }
     }
 
     /// Normal with the given mean and standard deviation.

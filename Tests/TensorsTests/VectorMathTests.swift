@@ -58,6 +58,38 @@ final class VectorMathTests: XCTestCase {
         XCTAssertEqual(Double(u.reduce(0, +)) / 20000, 0.5, accuracy: 0.01)
     }
 
+    /// Batched normal draws: each value is Box-Muller's formula on the uniforms `normal()` would draw,
+    /// within float rounding (against the formula in double), on both paths; the generator ends
+    /// where `normal()` calls would leave it; the draws have a standard normal's moments and tails.
+    func testFillNormalFollowsBoxMullerOnBothPaths() {
+        for portable in [Int32(0), 1] {
+            rrl_set_force_portable(portable)
+            let n = 100_003
+            var rng = RandomGenerator(seed: 17), replay = rng
+            var z = [Float](repeating: 0, count: n)
+            z.withUnsafeMutableBufferPointer { rng.fillNormal($0.baseAddress!, count: n) }
+            var worst = 0.0
+            for i in 0..<n {
+                let u1 = Double(Float(1.0 - replay.uniformDouble())), u2 = Double(Float(replay.uniformDouble()))
+                let reference = (-2 * Foundation.log(u1)).squareRoot() * Foundation.cos(2 * Double.pi * u2)
+                worst = max(worst, abs(Double(z[i]) - reference) / (1 + abs(reference)))
+            }
+            // (libm's cosf takes 2 pi u2 rounded to float; the vector path reduces u2 in turns first.)
+            XCTAssertLessThan(worst, portable == 1 ? 2e-6 : 2.5e-7, "portable=\(portable)")
+            XCTAssertEqual(rng, replay, "the generator ends where the uniform draws leave it")
+            let values = z.map(Double.init)
+            let mean = values.reduce(0, +) / Double(n)
+            let variance = values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(n)
+            let kurtosis = values.map { pow($0 - mean, 4) }.reduce(0, +) / Double(n) / (variance * variance)
+            XCTAssertEqual(mean, 0, accuracy: 0.01, "portable=\(portable)")
+            XCTAssertEqual(variance, 1, accuracy: 0.015, "portable=\(portable)")
+            XCTAssertEqual(kurtosis, 3, accuracy: 0.1, "portable=\(portable)")
+            // Beyond 2 and 3 standard deviations: 4.55% and 0.27% of draws.
+            XCTAssertEqual(Double(z.filter { abs($0) > 2 }.count) / Double(n), 0.0455, accuracy: 0.004, "portable=\(portable)")
+            XCTAssertEqual(Double(z.filter { abs($0) > 3 }.count) / Double(n), 0.0027, accuracy: 0.0008, "portable=\(portable)")
+        }
+    }
+
     func testTensorResizeKeepsStorageWhenItFits() {
         let t = Tensor([4, 8])
         let before = t.data

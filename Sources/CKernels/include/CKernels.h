@@ -107,6 +107,20 @@ void rrl_affine_pack(long in, long out, const float *w, float *packed);
 void rrl_vsigmoid(long n, const float *x, float *y);
 /// y = x for x > 0, expm1(x) otherwise (ELU with alpha 1); y may equal x. A few float ulps of libm.
 void rrl_velu(long n, const float *x, float *y);
+
+/// Standard normal draws by Box-Muller, z = sqrt(-2 log u1) cos(2 pi u2), from uniforms u1 in (0, 1]
+/// and u2 in [0, 1) (n of each).
+void rrl_box_muller(long n, const float *u1, const float *u2, float *z);
+
+/// The tanh-squashed Gaussian of SAC over `rows` rows of A actions, from the head's outputs
+/// (`params`: per row A means, then A raw log stds, clamped to [-20, 2]) and standard normal noise
+/// (rows x A): actions tanh(mean + std e) and each row's log-probability (see vecmath.c).
+void rrl_tanh_gaussian(long rows, long A, const float *params, const float *noise, float *actions, float *logp);
+
+/// Its backward pass with the noise held fixed: d(loss)/d(params) (rows x 2A) from d(loss)/d(actions)
+/// (rows x A, or NULL for none) and d(loss)/d(log-probability) (rows).
+void rrl_tanh_gaussian_backward(long rows, long A, const float *params, const float *noise, const float *actions,
+                                const float *action_gradient, const float *logp_gradient, float *gradient);
 /// y = max(x, 0); dx = dy * f'(x) from the output y of ReLU, tanh, sigmoid. Outputs may alias inputs.
 /// 1 when none of the n floats is NaN or infinite.
 int rrl_all_finite(long n, const float *x);
