@@ -99,7 +99,7 @@ extension OffPolicyAgent {
             out.resize(Shape(d0: rows, d1: w))
             for r in 0..<rows {
                 let k = r % N, group = r - k, dst = out.data + r * w
-                dst.update(from: (own ?? actions) + r * a, count: a)
+                copyFloats(dst, from: (own ?? actions) + r * a, count: a)
                 var slot = 1
                 for j in 0..<N where j != k {
                     if active[group + j] != 0 {

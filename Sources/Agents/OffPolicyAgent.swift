@@ -770,7 +770,7 @@ struct CriticsAtTrainedSlots: CriticView {
         // Only the row's own action (the first columns) belongs to the actor being trained.
         let A = agent.actionWidth, w = critic.extraWidth, g = agent.ownActionGradient
         g.resize(Shape(d0: rows, d1: A))
-        for r in 0..<rows { (g.data + r * A).update(from: critic.extraGradient.data + r * w, count: A) }
+        for r in 0..<rows { copyFloats(g.data + r * A, from: critic.extraGradient.data + r * w, count: A) }
         return g
     }
 }

@@ -270,8 +270,8 @@ public final class SequenceNetwork: ParameterContainer {
         let src = features.data + firstRow * f
         for r in 0..<rows {
             let dst = headInput.data + r * w
-            dst.update(from: src + r * f, count: f)
-            if e > 0, let extra { (dst + f).update(from: extra + r * e, count: e) }
+            copyFloats(dst, from: src + r * f, count: f)
+            if e > 0, let extra { copyFloats(dst + f, from: extra + r * e, count: e) }
         }
         return heads[index].forward(headInput)
     }
@@ -294,16 +294,16 @@ public final class SequenceNetwork: ParameterContainer {
             for r in 0..<rows { for j in 0..<f { fg[r * f + j] += g.data[r * w + j] } }
         } else if needsFeatureGradient {
             featureGradient.resize(Shape(d0: rows, d1: f))
-            for r in 0..<rows { (featureGradient.data + r * f).update(from: g.data + r * w, count: f) }
+            for r in 0..<rows { copyFloats(featureGradient.data + r * f, from: g.data + r * w, count: f) }
         }
         if let extraProjection, projects {
             projectedGradient.resize(Shape(d0: rows, d1: e))
-            for r in 0..<rows { (projectedGradient.data + r * e).update(from: g.data + r * w + f, count: e) }
+            for r in 0..<rows { copyFloats(projectedGradient.data + r * e, from: g.data + r * w + f, count: e) }
             let dx = extraProjection.backward(projectedGradient, needsInputGradient: needsExtraGradient, needsParameterGradients: needsParameterGradients)
             if needsExtraGradient { extraGradient.resize(Shape(d0: rows, d1: extraWidth)); extraGradient.copy(from: dx) }
         } else if needsExtraGradient && extraWidth > 0 {
             extraGradient.resize(Shape(d0: rows, d1: extraWidth))
-            for r in 0..<rows { (extraGradient.data + r * extraWidth).update(from: g.data + r * w + f, count: extraWidth) }
+            for r in 0..<rows { copyFloats(extraGradient.data + r * extraWidth, from: g.data + r * w + f, count: extraWidth) }
         }
     }
 }

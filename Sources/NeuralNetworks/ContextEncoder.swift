@@ -144,9 +144,9 @@ public final class ContextEncoder: RecurrentLayer {
         for (g, w) in groups.enumerated() {
             let x = groupInputs[g]
             x.resize(Shape(d0: rows, d1: w))
-            for r in 0..<rows { (x.data + r * w).update(from: input.data + r * I + column, count: w) }
+            for r in 0..<rows { copyFloats(x.data + r * w, from: input.data + r * I + column, count: w) }
             let e = embeddings[g].forward(x)
-            for r in 0..<rows { (embedded.data + r * E * G + g * E).update(from: e.data + r * E, count: E) }
+            for r in 0..<rows { copyFloats(embedded.data + r * E * G + g * E, from: e.data + r * E, count: E) }
             column += w
         }
         var x = embedded
@@ -157,10 +157,10 @@ public final class ContextEncoder: RecurrentLayer {
         let a = afterLayer.forward(activated)
         let A = layout.after, W = hiddenSize
         output.resize(Shape(d0: T, d1: B, d2: W))
-        for r in 0..<rows { (output.data + r * W).update(from: a.data + r * A, count: A) }
+        for r in 0..<rows { copyFloats(output.data + r * W, from: a.data + r * A, count: A) }
         if let projection {
             let p = projection.forward(groupInputs[0]), P = layout.projection
-            for r in 0..<rows { (output.data + r * W + A).update(from: p.data + r * P, count: P) }
+            for r in 0..<rows { copyFloats(output.data + r * W + A, from: p.data + r * P, count: P) }
         }
         return output
     }
@@ -170,7 +170,7 @@ public final class ContextEncoder: RecurrentLayer {
         // The layer after the recurrence and the activation (a missing output gradient is zero).
         afterGradient.resize(Shape(d0: T, d1: B, d2: A))
         afterGradient.zero()
-        if let outputGradient { for r in 0..<rows { (afterGradient.data + r * A).update(from: outputGradient.data + r * W, count: A) } }
+        if let outputGradient { for r in 0..<rows { copyFloats(afterGradient.data + r * A, from: outputGradient.data + r * W, count: A) } }
         let dActivated = afterLayer.backward(afterGradient, needsInputGradient: true)
         recurrentGradient.resize(dActivated.shape)
         activation.backward(output: activated.data, outputGradient: dActivated.data, inputGradient: recurrentGradient.data, count: dActivated.count)
@@ -183,16 +183,16 @@ public final class ContextEncoder: RecurrentLayer {
         var column = 0
         for (k, w) in groups.enumerated() {
             groupGradient.resize(Shape(d0: rows, d1: E))
-            for r in 0..<rows { (groupGradient.data + r * E).update(from: embeddedGradient.data + r * E * G + k * E, count: E) }
+            for r in 0..<rows { copyFloats(groupGradient.data + r * E, from: embeddedGradient.data + r * E * G + k * E, count: E) }
             let dx = embeddings[k].backward(groupGradient, needsInputGradient: needsInputGradient)
-            if needsInputGradient { for r in 0..<rows { (inputGradient.data + r * I + column).update(from: dx.data + r * w, count: w) } }
+            if needsInputGradient { for r in 0..<rows { copyFloats(inputGradient.data + r * I + column, from: dx.data + r * w, count: w) } }
             column += w
         }
         if let projection {
             let P = layout.projection
             projectionGradient.resize(Shape(d0: rows, d1: P))
             projectionGradient.zero()
-            if let outputGradient { for r in 0..<rows { (projectionGradient.data + r * P).update(from: outputGradient.data + r * W + A, count: P) } }
+            if let outputGradient { for r in 0..<rows { copyFloats(projectionGradient.data + r * P, from: outputGradient.data + r * W + A, count: P) } }
             let dx = projection.backward(projectionGradient, needsInputGradient: needsInputGradient)
             if needsInputGradient { for r in 0..<rows { for j in 0..<groups[0] { inputGradient.data[r * I + j] += dx.data[r * groups[0] + j] } } }
         }

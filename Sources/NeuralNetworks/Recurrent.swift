@@ -48,7 +48,7 @@ public protocol RecurrentLayer: ParameterContainer {
 /// Copies `rows` rows of `width` floats from `source` (packed) to rows `rowStride` apart at `destination + column`.
 @inline(__always) func copyRows(_ source: UnsafePointer<Float>, rows: Int, width: Int, into destination: UnsafeMutablePointer<Float>,
                                 rowStride: Int, column: Int) {
-    for r in 0..<rows { (destination + r * rowStride + column).update(from: source + r * width, count: width) }
+    for r in 0..<rows { copyFloats(destination + r * rowStride + column, from: source + r * width, count: width) }
 }
 
 /// What a reset after the first step restarts from.
