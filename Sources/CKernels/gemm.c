@@ -265,12 +265,15 @@ static inline const float *mask_at(const float *c, const rrl_epilogue *e) {
 #if RRL_X86
 /// What a tile's stores do, fixed for a whole product so that the tiles' stores carry no tests:
 /// the kinds the library uses, each with finish8's operations for its case, and the general case.
-enum { EPI_GENERAL, EPI_BIAS, EPI_BIAS_RELU, EPI_SCALE, EPI_SCALE_MASK };
+/// (EPI_ADD: alpha and beta 1, a gradient accumulated; alpha * sum + beta * C is then sum + C exactly.)
+enum { EPI_GENERAL, EPI_BIAS, EPI_BIAS_RELU, EPI_SCALE, EPI_SCALE_MASK, EPI_ADD };
 
 static int epilogue_kind(const rrl_epilogue *e) {
     if (e->mask) return !e->bias && !e->relu && e->beta == 0.0f ? EPI_SCALE_MASK : EPI_GENERAL;
     if (e->bias) return e->relu ? EPI_BIAS_RELU : EPI_BIAS;
-    return !e->relu && e->beta == 0.0f ? EPI_SCALE : EPI_GENERAL;
+    if (e->relu) return EPI_GENERAL;
+    if (e->beta == 0.0f) return EPI_SCALE;
+    return e->alpha == 1.0f && e->beta == 1.0f ? EPI_ADD : EPI_GENERAL;
 }
 
 /// Finishes 8 columns of one row from their block sum and stores the first `valid` of them (8 = all).
@@ -281,6 +284,10 @@ static inline void finish8(const int KIND, __m256 sum, float *c, long j, long va
         x = _mm256_add_ps(sum, load_upto8(e->bias + j, valid));
         if (KIND == EPI_BIAS_RELU) x = _mm256_max_ps(x, _mm256_setzero_ps());
         store_upto8(c + j, x, valid);
+        return;
+    }
+    if (KIND == EPI_ADD) {
+        store_upto8(c + j, _mm256_add_ps(sum, load_upto8(c + j, valid)), valid);
         return;
     }
     if (KIND == EPI_SCALE || KIND == EPI_SCALE_MASK) {
@@ -418,6 +425,7 @@ static void wide_panel(long m, long kc, const float *a, long rsa, long csa, cons
     case EPI_BIAS_RELU: wide_panel_of(EPI_BIAS_RELU, NR, m, kc, a, rsa, csa, b, bsb, c, ldc, e); break;
     case EPI_SCALE: wide_panel_of(EPI_SCALE, NR, m, kc, a, rsa, csa, b, bsb, c, ldc, e); break;
     case EPI_SCALE_MASK: wide_panel_of(EPI_SCALE_MASK, NR, m, kc, a, rsa, csa, b, bsb, c, ldc, e); break;
+    case EPI_ADD: wide_panel_of(EPI_ADD, NR, m, kc, a, rsa, csa, b, bsb, c, ldc, e); break;
     default: wide_panel_of(EPI_GENERAL, NR, m, kc, a, rsa, csa, b, bsb, c, ldc, e); break;
     }
 }
@@ -553,6 +561,16 @@ static inline void finish_lanes(const int KIND, __m256 sum, float *c, long ldc, 
         for (long q = 0; q < valid; q++) c[q * ldc + j] = v[q];
         return;
     }
+    if (KIND == EPI_ADD) {
+        if (ldc == 1) {
+            store_upto8(c + j, _mm256_add_ps(sum, load_upto8(c + j, valid)), valid);
+            return;
+        }
+        float v[8];
+        _mm256_storeu_ps(v, sum);
+        for (long q = 0; q < valid; q++) c[q * ldc + j] = v[q] + c[q * ldc + j];
+        return;
+    }
     float sums[8];
     _mm256_storeu_ps(sums, sum);
     for (long q = 0; q < valid; q++) {
@@ -619,6 +637,7 @@ static void narrow_rows_as_lanes(long m, long kc, int trans_a, const float *a, l
     case EPI_BIAS: narrow_rows_as_lanes_of(EPI_BIAS, m, kc, trans_a, a, lda, b, bsp, bsj, c, ldc, nr, e, at); break;
     case EPI_BIAS_RELU: narrow_rows_as_lanes_of(EPI_BIAS_RELU, m, kc, trans_a, a, lda, b, bsp, bsj, c, ldc, nr, e, at); break;
     case EPI_SCALE: narrow_rows_as_lanes_of(EPI_SCALE, m, kc, trans_a, a, lda, b, bsp, bsj, c, ldc, nr, e, at); break;
+    case EPI_ADD: narrow_rows_as_lanes_of(EPI_ADD, m, kc, trans_a, a, lda, b, bsp, bsj, c, ldc, nr, e, at); break;
     default: narrow_rows_as_lanes_of(EPI_GENERAL, m, kc, trans_a, a, lda, b, bsp, bsj, c, ldc, nr, e, at); break;
     }
 }
