@@ -1126,6 +1126,11 @@ void rrl_dense_forward(long m, long n, long k, const float *x, long ldx, const f
     fused_product(0, 1, m, n, k, x, ldx, w, ldw, bias, relu, NULL, y, ldy);
 }
 
+void rrl_sgemm_bias(int trans_a, int trans_b, long m, long n, long k, const float *a, long lda, const float *b, long ldb,
+                    const float *bias, float *c, long ldc) {
+    fused_product(trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, 0, NULL, c, ldc);
+}
+
 void rrl_sgemm_relu_masked(int trans_a, int trans_b, long m, long n, long k, const float *a, long lda, const float *b,
                            long ldb, const float *mask, float *c, long ldc) {
     fused_product(trans_a, trans_b, m, n, k, a, lda, b, ldb, NULL, 0, mask, c, ldc);

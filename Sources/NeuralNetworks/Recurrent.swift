@@ -185,9 +185,8 @@ public struct GateWeights {
     /// copy made by `prepareHiddenProducts(steps:)` for a pass of `steps` steps when there is one.
     func hiddenProducts(_ h: UnsafeMutablePointer<Float>, steps: Int, into out: Tensor) {
         let g = weightHH.shape[0], hidden = weightHH.shape[1], batch = out.shape[0]
-        broadcastRows(biasHH.value.data, rows: batch, width: g, into: out.data)
         let right = GateWeights.usesCopy(steps: steps) ? transposedHH.matrix : weightHH.value.matrix.transposed
-        gemm(Matrix(h, rows: batch, columns: hidden, stride: hidden), right, into: out.matrix, beta: 1)
+        gemm(Matrix(h, rows: batch, columns: hidden, stride: hidden), right, bias: biasHH.value.data, into: out.matrix)
     }
 
     /// The time-independent part of backward, batched over all steps: weight and bias gradients

@@ -13,12 +13,6 @@ func copyStateRow(_ state: Matrix?, row b: Int, column: Int, width: Int, into de
     }
 }
 
-/// Writes the bias into every row, so that a following `gemm(..., beta: 1)` adds the product.
-@inline(__always)
-func broadcastRows(_ bias: UnsafeMutablePointer<Float>, rows: Int, width: Int, into out: UnsafeMutablePointer<Float>) {
-    for r in 0..<rows { copyFloats(out + r * width, from: bias, count: width) }
-}
-
 /// Adds the column sums of a `rows x width` block to `sum` (row by row, in order).
 @inline(__always)
 func accumulateColumnSums(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int, into sum: UnsafeMutablePointer<Float>) {

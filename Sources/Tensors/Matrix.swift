@@ -87,6 +87,18 @@ public func gemm(_ a: Matrix, _ b: Matrix, into c: Matrix, alpha: Float = 1, bet
                    c.rows, c.columns, a.columns, alpha, a.base, a.stride, b.base, b.stride, beta, c.base, c.stride)
 }
 
+/// C = A * B + bias, every row of C getting `bias` (C's column count of floats), in the product's
+/// last store where the blocked kernel runs: the same bits as filling C's rows with the bias and
+/// `gemm(a, b, into: c, beta: 1)`.
+@inlinable
+public func gemm(_ a: Matrix, _ b: Matrix, bias: UnsafePointer<Float>, into c: Matrix) {
+    precondition(a.columns == b.rows && a.rows == c.rows && b.columns == c.columns,
+                 "gemm shapes do not agree: [\(a.rows)x\(a.columns)] * [\(b.rows)x\(b.columns)] -> [\(c.rows)x\(c.columns)]")
+    precondition(!c.isTransposed, "gemm output must not be a transposed view")
+    rrl_sgemm_bias(a.isTransposed ? 1 : 0, b.isTransposed ? 1 : 0, c.rows, c.columns, a.columns, a.base, a.stride,
+                   b.base, b.stride, bias, c.base, c.stride)
+}
+
 /// C = A * B masked by a ReLU's output: C[i][j] = (A B)[i][j] * (mask[i][j] > 0 ? 1 : 0), the
 /// gradient through the ReLU whose output `mask` is (m x n, laid out as C: row stride `c.stride`).
 /// The same bits as `gemm(a, b, into: c)` followed by ReLU's backward pass, in one pass where the

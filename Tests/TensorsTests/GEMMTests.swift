@@ -179,6 +179,36 @@ final class GEMMTests: XCTestCase {
         }
     }
 
+    /// A product with the bias in its last store has the bits of the rows filled with the bias and a
+    /// product accumulated onto them (beta 1), on every path: 1-8 rows (a recurrent step over a small
+    /// batch, the small kernels), transposed operands, 1-4 and 5-8 last columns, k blocks beyond 256.
+    func testProductWithBiasEqualsBiasThenAccumulatedProductBitForBit() {
+        var rng = RandomGenerator(seed: 37)
+        for (m, n, k) in [(1, 48, 16), (4, 48, 16), (4, 192, 64), (8, 16, 48), (9, 3, 64), (100, 64, 64), (100, 1, 64),
+                          (37, 21, 300), (13, 530, 20)] {
+            for (transA, transB) in [(false, false), (false, true), (true, false), (true, true)] {
+                let aRows = transA ? k : m, aCols = transA ? m : k, bRows = transB ? n : k, bCols = transB ? k : n
+                let aStore = Tensor.uniform([aRows, aCols + 2], low: -1, high: 1, using: &rng)
+                let bStore = Tensor.uniform([bRows, bCols + 1], low: -1, high: 1, using: &rng)
+                var a = Matrix(aStore.data, rows: aRows, columns: aCols, stride: aCols + 2)
+                if transA { a = a.transposed }
+                var b = Matrix(bStore.data, rows: bRows, columns: bCols, stride: bCols + 1)
+                if transB { b = b.transposed }
+                let bias = Tensor.uniform([n], low: -1, high: 1, using: &rng)
+                let ld = n + 3
+                let fused = Tensor([m, ld]), steps = Tensor([m, ld])
+                for i in 0..<(m * ld) { fused.data[i] = 7; steps.data[i] = 7 }  // padding stays
+                gemm(a, b, bias: bias.data, into: Matrix(fused.data, rows: m, columns: n, stride: ld))
+                for i in 0..<m { for j in 0..<n { steps.data[i * ld + j] = bias.data[j] } }
+                gemm(a, b, into: Matrix(steps.data, rows: m, columns: n, stride: ld), beta: 1)
+                for i in 0..<(m * ld) where fused.data[i].bitPattern != steps.data[i].bitPattern {
+                    XCTFail("m=\(m) n=\(n) k=\(k) tA=\(transA) tB=\(transB): element \(i) is \(fused.data[i]), bias then product give \(steps.data[i])")
+                    break
+                }
+            }
+        }
+    }
+
     func testZeroDepthScalesC() {
         let c = Tensor([2, 2], values: [1, 2, 3, 4])
         let a = Tensor([2, 0]), b = Tensor([0, 2])

@@ -76,6 +76,12 @@ void rrl_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha,
 void rrl_dense_forward(long m, long n, long k, const float *x, long ldx, const float *w, long ldw, const float *bias,
                        int relu, float *y, long ldy);
 
+/// C = op(A) op(B) + bias (every row of C gets the n floats of bias): the same bits as filling C's rows
+/// with the bias and rrl_sgemm(trans_a, trans_b, m, n, k, 1, a, lda, b, ldb, 1, c, ldc), in one pass
+/// where the blocked AVX2 product runs (a recurrent step's hidden products).
+void rrl_sgemm_bias(int trans_a, int trans_b, long m, long n, long k, const float *a, long lda, const float *b, long ldb,
+                    const float *bias, float *c, long ldc);
+
 /// C = op(A) op(B) masked by a ReLU's output M (m x n, row stride ldc like C): C[i][j] = (A B)[i][j] *
 /// (M[i][j] > 0 ? 1 : 0), a gradient through the ReLU that produced M. The same bits as
 /// rrl_sgemm(trans_a, trans_b, m, n, k, 1, a, lda, b, ldb, 0, c, ldc) then rrl_relu_backward on each
