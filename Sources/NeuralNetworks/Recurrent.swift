@@ -229,9 +229,10 @@ public final class GRU: RecurrentLayer {
     public let inputGradient = Tensor([0, 0, 0])
     public let initialStateGradient = Tensor([0, 0])
 
-    private var geometry = SequenceGeometry()
-    private var input: Tensor?
-    private var hasActivations = false
+    // (Read at every time step: without dynamic exclusivity checks.)
+    @exclusivity(unchecked) private var geometry = SequenceGeometry()
+    @exclusivity(unchecked) private var input: Tensor?
+    @exclusivity(unchecked) private var hasActivations = false
     /// `[time * batch, 3H]`: input products, then the activated gates (r, z, n).
     private let gates = Tensor([0, 0])
     /// `[time * batch, H]`: W_hn h + b_hn at each step (needed for dr).
@@ -274,16 +275,19 @@ public final class GRU: RecurrentLayer {
         }
         weights.inputProducts(input, into: gates)  // all steps at once: [T*B, I] x [I, 3H]
         weights.prepareHiddenProducts(steps: T)
+        // Storage read once (each read of a tensor's storage from this module is checked for
+        // exclusive access, and the loop runs once per time step).
+        let out = output.data, gateData = gates.data, stepData = stepHidden.data
+        let previous = keepActivations ? previousStates.data : stepState.data, candidate = keepActivations ? hiddenCandidate.data : nil
         for t in 0..<T {
             // The state entering step t: the previous output, or the initial state where a row restarts.
-            let hp = keepActivations ? previousStates.data + t * B * H : stepState.data
-            if t > 0 { hp.update(from: output.data + (t - 1) * B * H, count: B * H) }
+            let hp = keepActivations ? previous + t * B * H : previous
+            if t > 0 { hp.update(from: out + (t - 1) * B * H, count: B * H) }
             geometry.restartRows(at: t, from: initialState, column: 0, width: H, into: hp)
             weights.hiddenProducts(hp, steps: T, into: stepHidden)
             // r = σ(gi_r + gh_r), z = σ(gi_z + gh_z), n = tanh(gi_n + r gh_n), h = n + z (h_prev - n);
             // the gates keep r, z, n, and the hidden candidate W_hn h + b_hn, for backward.
-            rrl_gru_train_rows(B, H, gates.data + t * B * G, stepHidden.data, hp, output.data + t * B * H,
-                               keepActivations ? hiddenCandidate.data + t * B * H : nil)
+            rrl_gru_train_rows(B, H, gateData + t * B * G, stepData, hp, out + t * B * H, candidate.map { $0 + t * B * H })
         }
         if T > 0 {
             finalState.data.update(from: output.data + (T - 1) * B * H, count: B * H)
@@ -314,10 +318,13 @@ public final class GRU: RecurrentLayer {
         var dh = stateGradient.data, dhp = previousStateGradient.data
         geometry.loadStateGradient(finalStateGradient, column: 0, width: H, into: dh)
         let whh = weights.weightHH.value.matrix
+        // Storage read once, as in forward.
+        let dYData = outputGradient?.data, gateData = gates.data, candidate = hiddenCandidate.data, previous = previousStates.data
+        let dGi = inputGateGradient.data, dGh = hiddenGateGradient.data
         var t = T - 1
         while t >= 0 {
-            if let dY = outputGradient {
-                let src = dY.data + t * B * H
+            if let dYData {
+                let src = dYData + t * B * H
                 for i in 0..<(B * H) { dh[i] += src[i] }
             }
             for b in 0..<B {
@@ -325,11 +332,11 @@ public final class GRU: RecurrentLayer {
                 // dan = dn (1 - n²), daz = dz z (1 - z), dar = dan (W_hn h + b_hn) r (1 - r);
                 // the hidden n gate's gradient is dan r.
                 let row = t * B + b
-                rrl_gru_backward_row(H, gates.data + row * G, hiddenCandidate.data + row * H, previousStates.data + row * H,
-                                     dh + b * H, dhp + b * H, inputGateGradient.data + row * G, hiddenGateGradient.data + row * G)
+                rrl_gru_backward_row(H, gateData + row * G, candidate + row * H, previous + row * H,
+                                     dh + b * H, dhp + b * H, dGi + row * G, dGh + row * G)
             }
             // dh_prev += dGh[t] W_hh: [B, 3H] x [3H, H].
-            gemm(Matrix(hiddenGateGradient.data + t * B * G, rows: B, columns: G, stride: G), whh,
+            gemm(Matrix(dGh + t * B * G, rows: B, columns: G, stride: G), whh,
                  into: Matrix(dhp, rows: B, columns: H, stride: H), beta: 1)
             geometry.routeStateGradient(at: t, truncation: truncation, gradient: dhp, width: H, into: initialStateGradient, column: 0)
             swap(&dh, &dhp)
@@ -360,9 +367,10 @@ public final class LSTM: RecurrentLayer {
     public let inputGradient = Tensor([0, 0, 0])
     public let initialStateGradient = Tensor([0, 0])
 
-    private var geometry = SequenceGeometry()
-    private var input: Tensor?
-    private var hasActivations = false
+    // (Read at every time step: without dynamic exclusivity checks.)
+    @exclusivity(unchecked) private var geometry = SequenceGeometry()
+    @exclusivity(unchecked) private var input: Tensor?
+    @exclusivity(unchecked) private var hasActivations = false
     /// `[time * batch, 4H]`: input products, then the activated gates (i, f, g, o).
     private let gates = Tensor([0, 0])
     private let cells = Tensor([0, 0])            // [time * batch, H]: c after each step
@@ -407,31 +415,25 @@ public final class LSTM: RecurrentLayer {
         }
         weights.inputProducts(input, into: gates)  // all steps at once: [T*B, I] x [I, 4H]
         weights.prepareHiddenProducts(steps: T)
+        // Storage read once, as in GRU.forward.
+        let out = output.data, gateData = gates.data, stepData = stepHidden.data
+        let hidden = (keepActivations ? previousHidden : stepH).data, cellsIn = (keepActivations ? previousCells : stepC).data
+        let cellsOut = (keepActivations ? cells : stepC).data, tanhs = (keepActivations ? cellTanh : stepTanh).data
         for t in 0..<T {
-            let hp: UnsafeMutablePointer<Float>, cp: UnsafeMutablePointer<Float>
-            let cNew: UnsafeMutablePointer<Float>, tanhC: UnsafeMutablePointer<Float>
-            if keepActivations {
-                hp = previousHidden.data + t * B * H
-                cp = previousCells.data + t * B * H
-                if t > 0 {
-                    hp.update(from: output.data + (t - 1) * B * H, count: B * H)
-                    cp.update(from: cells.data + (t - 1) * B * H, count: B * H)
-                }
-                cNew = cells.data + t * B * H
-                tanhC = cellTanh.data + t * B * H
-            } else {
-                hp = stepH.data
-                cp = stepC.data  // updated in place: c' overwrites c row by row after use
-                if t > 0 { hp.update(from: output.data + (t - 1) * B * H, count: B * H) }
-                cNew = stepC.data
-                tanhC = stepTanh.data
+            // Kept activations: step t's rows; otherwise one step's buffers, c' overwriting c row by
+            // row after use.
+            let at = keepActivations ? t * B * H : 0
+            let hp = hidden + at, cp = cellsIn + at, cNew = cellsOut + at, tanhC = tanhs + at
+            if t > 0 {
+                hp.update(from: out + (t - 1) * B * H, count: B * H)
+                if keepActivations { cp.update(from: cellsOut + (t - 1) * B * H, count: B * H) }
             }
             geometry.restartRows(at: t, from: initialState, column: 0, width: H, into: hp)
             geometry.restartRows(at: t, from: initialState, column: H, width: H, into: cp)
             weights.hiddenProducts(hp, steps: T, into: stepHidden)
             // i, f, o = σ(gi + gh), g = tanh(gi + gh), c = f c_prev + i g, h = o tanh(c); the gates keep
             // i, f, g, o for backward.
-            rrl_lstm_train_rows(B, H, gates.data + t * B * G, stepHidden.data, cp, cNew, tanhC, output.data + t * B * H)
+            rrl_lstm_train_rows(B, H, gateData + t * B * G, stepData, cp, cNew, tanhC, out + t * B * H)
         }
         for b in 0..<B {
             let row = finalState.data + b * 2 * H
@@ -468,20 +470,23 @@ public final class LSTM: RecurrentLayer {
         geometry.loadStateGradient(finalStateGradient, column: 0, width: H, into: dh)
         geometry.loadStateGradient(finalStateGradient, column: H, width: H, into: dc)
         let whh = weights.weightHH.value.matrix
+        // Storage read once, as in forward.
+        let dYData = outputGradient?.data, gateData = gates.data, tanhs = cellTanh.data, cellsIn = previousCells.data
+        let dG = gateGradient.data
         var t = T - 1
         while t >= 0 {
-            if let dY = outputGradient {
-                let src = dY.data + t * B * H
+            if let dYData {
+                let src = dYData + t * B * H
                 for k in 0..<(B * H) { dh[k] += src[k] }
             }
             for b in 0..<B {
                 // dO = dh tanh(c), dC = dc + dh o (1 - tanh²(c)), dc_prev = dC f; the gates' gradients
                 // through σ and tanh: dC g i (1 - i), dC c_prev f (1 - f), dC i (1 - g²), dO o (1 - o).
                 let row = t * B + b
-                rrl_lstm_backward_row(H, gates.data + row * G, cellTanh.data + row * H, previousCells.data + row * H,
-                                      dh + b * H, dc + b * H, dcp + b * H, gateGradient.data + row * G)
+                rrl_lstm_backward_row(H, gateData + row * G, tanhs + row * H, cellsIn + row * H,
+                                      dh + b * H, dc + b * H, dcp + b * H, dG + row * G)
             }
-            gemm(Matrix(gateGradient.data + t * B * G, rows: B, columns: G, stride: G), whh,
+            gemm(Matrix(dG + t * B * G, rows: B, columns: G, stride: G), whh,
                  into: Matrix(dhp, rows: B, columns: H, stride: H))
             geometry.routeStateGradient(at: t, truncation: truncation, gradient: dhp, width: H, into: initialStateGradient, column: 0)
             geometry.routeStateGradient(at: t, truncation: truncation, gradient: dcp, width: H, into: initialStateGradient, column: H)
