@@ -80,11 +80,17 @@ public enum GEMMPath: Int, CaseIterable, Sendable {
 /// except, with AVX2, those of 4-8 rows with B not transposed and k within one block (the blocked kernel).
 @inlinable
 public func gemm(_ a: Matrix, _ b: Matrix, into c: Matrix, alpha: Float = 1, beta: Float = 0, path: GEMMPath = .automatic) {
+    checkProductShapes(a, b, c)
+    rrl_sgemm_path(rrl_gemm_path(rawValue: UInt32(path.rawValue)), a.isTransposed ? 1 : 0, b.isTransposed ? 1 : 0,
+                   c.rows, c.columns, a.columns, alpha, a.base, a.stride, b.base, b.stride, beta, c.base, c.stride)
+}
+
+/// The shapes of C = A * B agree, and C is not a transposed view.
+@inlinable @inline(__always)
+func checkProductShapes(_ a: Matrix, _ b: Matrix, _ c: Matrix) {
     precondition(a.columns == b.rows && a.rows == c.rows && b.columns == c.columns,
                  "gemm shapes do not agree: [\(a.rows)x\(a.columns)] * [\(b.rows)x\(b.columns)] -> [\(c.rows)x\(c.columns)]")
     precondition(!c.isTransposed, "gemm output must not be a transposed view")
-    rrl_sgemm_path(rrl_gemm_path(rawValue: UInt32(path.rawValue)), a.isTransposed ? 1 : 0, b.isTransposed ? 1 : 0,
-                   c.rows, c.columns, a.columns, alpha, a.base, a.stride, b.base, b.stride, beta, c.base, c.stride)
 }
 
 /// C = A * B + bias, every row of C getting `bias` (C's column count of floats), in the product's
@@ -92,9 +98,7 @@ public func gemm(_ a: Matrix, _ b: Matrix, into c: Matrix, alpha: Float = 1, bet
 /// `gemm(a, b, into: c, beta: 1)`.
 @inlinable
 public func gemm(_ a: Matrix, _ b: Matrix, bias: UnsafePointer<Float>, into c: Matrix) {
-    precondition(a.columns == b.rows && a.rows == c.rows && b.columns == c.columns,
-                 "gemm shapes do not agree: [\(a.rows)x\(a.columns)] * [\(b.rows)x\(b.columns)] -> [\(c.rows)x\(c.columns)]")
-    precondition(!c.isTransposed, "gemm output must not be a transposed view")
+    checkProductShapes(a, b, c)
     rrl_sgemm_bias(a.isTransposed ? 1 : 0, b.isTransposed ? 1 : 0, c.rows, c.columns, a.columns, a.base, a.stride,
                    b.base, b.stride, bias, c.base, c.stride)
 }
@@ -105,9 +109,7 @@ public func gemm(_ a: Matrix, _ b: Matrix, bias: UnsafePointer<Float>, into c: M
 /// blocked kernel runs (the mask enters its last store).
 @inlinable
 public func gemmMaskedByReLU(_ a: Matrix, _ b: Matrix, mask: UnsafePointer<Float>, into c: Matrix) {
-    precondition(a.columns == b.rows && a.rows == c.rows && b.columns == c.columns,
-                 "gemm shapes do not agree: [\(a.rows)x\(a.columns)] * [\(b.rows)x\(b.columns)] -> [\(c.rows)x\(c.columns)]")
-    precondition(!c.isTransposed, "gemm output must not be a transposed view")
+    checkProductShapes(a, b, c)
     rrl_sgemm_relu_masked(a.isTransposed ? 1 : 0, b.isTransposed ? 1 : 0, c.rows, c.columns, a.columns, a.base, a.stride,
                           b.base, b.stride, mask, c.base, c.stride)
 }
