@@ -642,6 +642,114 @@ static void narrow_rows_as_lanes(long m, long kc, int trans_a, const float *a, l
     }
 }
 
+/// Products of at most 8 rows with B not transposed and one k block (a recurrent step over a small
+/// batch) on AVX-512: tiles of up to 4 rows by up to 4 vectors of 16 columns (64), so that a step's
+/// whole row of gates (3 or 4 hidden widths) runs as one tile with up to 16 independent FMA chains
+/// instead of 16-column panels one after another, each too short to hide the FMA latency. Each
+/// element is the same chain over p started from zero, finished by finish8's operations for its
+/// kind (the same bits as the AVX2 tiles). The last vector of a tile may be partial (masked).
+__attribute__((target("avx512f,avx512dq,avx2,fma"), always_inline))
+static inline void finish16(const int KIND, __m512 sum, float *c, long j, long valid, const rrl_epilogue *e) {
+    __m512 x;
+    if (KIND == EPI_BIAS || KIND == EPI_BIAS_RELU) {
+        x = _mm512_add_ps(sum, load_upto16(e->bias + j, valid));
+        if (KIND == EPI_BIAS_RELU) x = _mm512_max_ps(x, _mm512_setzero_ps());
+    } else if (KIND == EPI_ADD) {
+        x = _mm512_add_ps(sum, load_upto16(c + j, valid));
+    } else if (KIND == EPI_SCALE || KIND == EPI_SCALE_MASK) {
+        x = _mm512_mul_ps(_mm512_set1_ps(e->alpha), sum);
+        if (KIND == EPI_SCALE_MASK) {
+            const __mmask16 m = _mm512_cmp_ps_mask(load_upto16(mask_at(c + j, e), valid), _mm512_setzero_ps(), _CMP_GT_OQ);
+            x = _mm512_mul_ps(x, _mm512_maskz_mov_ps(m, _mm512_set1_ps(1.0f)));
+        }
+    } else {
+        if (e->bias) {
+            x = _mm512_add_ps(sum, load_upto16(e->bias + j, valid));
+        } else if (e->beta == 0.0f) {
+            x = _mm512_mul_ps(_mm512_set1_ps(e->alpha), sum);
+        } else {
+            x = _mm512_fmadd_ps(_mm512_set1_ps(e->alpha), sum,
+                                _mm512_mul_ps(_mm512_set1_ps(e->beta), load_upto16(c + j, valid)));
+        }
+        if (e->relu) x = _mm512_max_ps(x, _mm512_setzero_ps());
+        if (e->mask) {
+            const __mmask16 m = _mm512_cmp_ps_mask(load_upto16(mask_at(c + j, e), valid), _mm512_setzero_ps(), _CMP_GT_OQ);
+            x = _mm512_mul_ps(x, _mm512_maskz_mov_ps(m, _mm512_set1_ps(1.0f)));
+        }
+    }
+    store_upto16(c + j, x, valid);
+}
+
+/// ROWS (1-4) rows x VECS (1-4) vectors of 16 columns, the last `last` (1-16) of its columns valid.
+__attribute__((target("avx512f,avx512dq,avx2,fma"), always_inline))
+static inline void few_rows_tile512(const int KIND, const int ROWS, const int VECS, long kc, const float *a, long rsa,
+                                    long csa, const float *b, long ldb, float *c, long ldc, long last,
+                                    const rrl_epilogue *e) {
+    const rrl_epilogue ev = *e;
+    __m512 s[4][4];
+#pragma clang loop unroll(full)
+    for (int r = 0; r < ROWS; r++)
+#pragma clang loop unroll(full)
+        for (int v = 0; v < VECS; v++) s[r][v] = _mm512_setzero_ps();
+    for (long p = 0; p < kc; p++) {
+        __m512 bv[4];
+#pragma clang loop unroll(full)
+        for (int v = 0; v < VECS; v++) bv[v] = load_upto16(b + p * ldb + 16 * v, v == VECS - 1 ? last : 16);
+#pragma clang loop unroll(full)
+        for (int r = 0; r < ROWS; r++) {
+            const __m512 av = _mm512_set1_ps(a[r * rsa + p * csa]);
+#pragma clang loop unroll(full)
+            for (int v = 0; v < VECS; v++) s[r][v] = _mm512_fmadd_ps(av, bv[v], s[r][v]);
+        }
+    }
+#pragma clang loop unroll(full)
+    for (int r = 0; r < ROWS; r++)
+#pragma clang loop unroll(full)
+        for (int v = 0; v < VECS; v++) finish16(KIND, s[r][v], c + r * ldc, 16 * v, v == VECS - 1 ? last : 16, &ev);
+}
+
+#define RRL_FEW(R, V) few_rows_tile512(KIND, R, V, k, a + i * rsa, rsa, csa, b + j, ldb, c + i * ldc + j, ldc, last, &ej)
+#define RRL_FEW_ROWS(V)                                                                                        \
+    switch (rows) {                                                                                            \
+    case 4: RRL_FEW(4, V); break;                                                                              \
+    case 3: RRL_FEW(3, V); break;                                                                              \
+    case 2: RRL_FEW(2, V); break;                                                                              \
+    default: RRL_FEW(1, V); break;                                                                             \
+    }
+__attribute__((target("avx512f,avx512dq,avx2,fma"), always_inline))
+static inline void few_rows512_of(const int KIND, long m, long n, long k, const float *a, long rsa, long csa,
+                                  const float *b, long ldb, float *c, long ldc, const rrl_epilogue *e) {
+    for (long i = 0; i < m; i += 4) {
+        const long rows = m - i < 4 ? m - i : 4;
+        for (long j = 0; j < n; j += 64) {
+            const long cols = n - j < 64 ? n - j : 64, vecs = (cols + 15) / 16, last = cols - 16 * (vecs - 1);
+            rrl_epilogue ej = *e;  // the bias from this tile's first column (the mask follows C)
+            if (ej.bias) ej.bias += j;
+            switch (vecs) {
+            case 4: RRL_FEW_ROWS(4) break;
+            case 3: RRL_FEW_ROWS(3) break;
+            case 2: RRL_FEW_ROWS(2) break;
+            default: RRL_FEW_ROWS(1) break;
+            }
+        }
+    }
+}
+#undef RRL_FEW_ROWS
+#undef RRL_FEW
+
+__attribute__((target("avx512f,avx512dq,avx2,fma")))
+static void few_rows512(long m, long n, long k, const float *a, long rsa, long csa, const float *b, long ldb, float *c,
+                        long ldc, const rrl_epilogue *e) {
+    switch (epilogue_kind(e)) {
+    case EPI_BIAS: few_rows512_of(EPI_BIAS, m, n, k, a, rsa, csa, b, ldb, c, ldc, e); break;
+    case EPI_BIAS_RELU: few_rows512_of(EPI_BIAS_RELU, m, n, k, a, rsa, csa, b, ldb, c, ldc, e); break;
+    case EPI_SCALE: few_rows512_of(EPI_SCALE, m, n, k, a, rsa, csa, b, ldb, c, ldc, e); break;
+    case EPI_SCALE_MASK: few_rows512_of(EPI_SCALE_MASK, m, n, k, a, rsa, csa, b, ldb, c, ldc, e); break;
+    case EPI_ADD: few_rows512_of(EPI_ADD, m, n, k, a, rsa, csa, b, ldb, c, ldc, e); break;
+    default: few_rows512_of(EPI_GENERAL, m, n, k, a, rsa, csa, b, ldb, c, ldc, e); break;
+    }
+}
+
 /// B blocks not larger than this many floats (a k block of every row) are read in place when B is
 /// not transposed: packing would only copy what already sits in L1.
 enum { IN_PLACE_FLOATS = 8192 };
@@ -651,6 +759,11 @@ static void gemm_avx2(int trans_a, int trans_b, long m, long n, long k, float al
                       const float *b, long ldb, float beta, float *c, long ldc, const float *bias, int relu,
                       const float *mask) {
     const long rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
+    if (m <= 8 && !trans_b && k <= KC && rrl_kernels_use_avx512()) {
+        const rrl_epilogue e = {alpha, beta, bias, relu, mask != NULL, (intptr_t)mask - (intptr_t)c};
+        few_rows512(m, n, k, a, rsa, csa, b, ldb, c, ldc, &e);
+        return;
+    }
     // Packed panels (at most NC + NR columns of a k block), then room for 64 rows of A transposed.
     float *bp = grow(&scratch_b, &scratch_b_cap, (size_t)KC * (NC + NR + 64));
     for (long jc = 0; jc < n; jc += NC) {

@@ -209,6 +209,46 @@ final class GEMMTests: XCTestCase {
         }
     }
 
+    /// Products of 4-8 rows (a recurrent step over a small batch) give the same bits with AVX-512's
+    /// few-row tiles as with the AVX2 kernels: every store kind (plain, accumulated, bias, bias and
+    /// ReLU, ReLU mask), widths across 64-column tiles with partial vectors, transposed A.
+    func testFewRowProductsAreTheSameWithAVX512() throws {
+        guard rrl_cpu_has_avx512f() != 0 else { throw XCTSkip("this CPU has no AVX-512") }
+        defer { rrl_set_allow_avx512(1) }
+        var rng = RandomGenerator(seed: 43)
+        for (m, n, k) in [(4, 48, 16), (4, 16, 48), (5, 192, 64), (8, 150, 33), (6, 7, 1), (7, 200, 256)] {
+            for transA in [false, true] {
+                let aStore = Tensor.uniform(transA ? [k, m + 1] : [m, k + 1], low: -1, high: 1, using: &rng)
+                var a = transA ? Matrix(aStore.data, rows: k, columns: m, stride: m + 1) : Matrix(aStore.data, rows: m, columns: k, stride: k + 1)
+                if transA { a = a.transposed }
+                let bStore = Tensor.uniform([k, n + 2], low: -1, high: 1, using: &rng)
+                let b = Matrix(bStore.data, rows: k, columns: n, stride: n + 2)
+                let bias = Tensor.uniform([n], low: -1, high: 1, using: &rng)
+                let mask = Tensor.uniform([m, n + 3], low: -1, high: 1, using: &rng)
+                let start = Tensor.uniform([m, n + 3], low: -1, high: 1, using: &rng)
+                func product(_ kind: Int) -> [UInt32] {
+                    let c = Tensor(copying: start), cm = Matrix(c.data, rows: m, columns: n, stride: n + 3)
+                    switch kind {
+                    case 0: gemm(a, b, into: cm)
+                    case 1: gemm(a, b, into: cm, beta: 1)
+                    case 2: gemm(a, b, bias: bias.data, into: cm)
+                    case 3: gemmMaskedByReLU(a, b, mask: mask.data, into: cm)
+                    default: gemm(a, b, into: cm, alpha: 0.5, beta: 2)
+                    }
+                    return (0..<(m * (n + 3))).map { c.data[$0].bitPattern }
+                }
+                for kind in 0..<5 {
+                    rrl_set_allow_avx512(0)
+                    let avx2 = product(kind)
+                    rrl_set_allow_avx512(1)
+                    if let i = zip(product(kind), avx2).enumerated().first(where: { $0.element.0 != $0.element.1 })?.offset {
+                        XCTFail("m=\(m) n=\(n) k=\(k) transA=\(transA) kind=\(kind): element \(i) differs from the AVX2 kernels'")
+                    }
+                }
+            }
+        }
+    }
+
     func testZeroDepthScalesC() {
         let c = Tensor([2, 2], values: [1, 2, 3, 4])
         let a = Tensor([2, 0]), b = Tensor([0, 2])
