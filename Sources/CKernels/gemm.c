@@ -276,6 +276,17 @@ static int epilogue_kind(const rrl_epilogue *e) {
     return e->alpha == 1.0f && e->beta == 1.0f ? EPI_ADD : EPI_GENERAL;
 }
 
+/// Calls F(KIND, ...) with the kind of the epilogue `e` as a compile-time constant.
+#define RRL_BY_KIND(e, F, ...)                                                                                  \
+    switch (epilogue_kind(e)) {                                                                                 \
+    case EPI_BIAS: F(EPI_BIAS, __VA_ARGS__); break;                                                             \
+    case EPI_BIAS_RELU: F(EPI_BIAS_RELU, __VA_ARGS__); break;                                                   \
+    case EPI_SCALE: F(EPI_SCALE, __VA_ARGS__); break;                                                           \
+    case EPI_SCALE_MASK: F(EPI_SCALE_MASK, __VA_ARGS__); break;                                                 \
+    case EPI_ADD: F(EPI_ADD, __VA_ARGS__); break;                                                               \
+    default: F(EPI_GENERAL, __VA_ARGS__); break;                                                                \
+    }
+
 /// Finishes 8 columns of one row from their block sum and stores the first `valid` of them (8 = all).
 __attribute__((target("avx2,fma"), always_inline))
 static inline void finish8(const int KIND, __m256 sum, float *c, long j, long valid, const rrl_epilogue *e) {
@@ -420,14 +431,7 @@ static void wide_panel(long m, long kc, const float *a, long rsa, long csa, cons
         wide_panel_of(EPI_GENERAL, nr, m, kc, a, rsa, csa, b, bsb, c, ldc, e);
         return;
     }
-    switch (epilogue_kind(e)) {
-    case EPI_BIAS: wide_panel_of(EPI_BIAS, NR, m, kc, a, rsa, csa, b, bsb, c, ldc, e); break;
-    case EPI_BIAS_RELU: wide_panel_of(EPI_BIAS_RELU, NR, m, kc, a, rsa, csa, b, bsb, c, ldc, e); break;
-    case EPI_SCALE: wide_panel_of(EPI_SCALE, NR, m, kc, a, rsa, csa, b, bsb, c, ldc, e); break;
-    case EPI_SCALE_MASK: wide_panel_of(EPI_SCALE_MASK, NR, m, kc, a, rsa, csa, b, bsb, c, ldc, e); break;
-    case EPI_ADD: wide_panel_of(EPI_ADD, NR, m, kc, a, rsa, csa, b, bsb, c, ldc, e); break;
-    default: wide_panel_of(EPI_GENERAL, NR, m, kc, a, rsa, csa, b, bsb, c, ldc, e); break;
-    }
+    RRL_BY_KIND(e, wide_panel_of, NR, m, kc, a, rsa, csa, b, bsb, c, ldc, e)
 }
 
 /// Every row of the last (at most 8) columns: tiles of 12 rows, then one of the m % 12 rows left.
@@ -633,13 +637,7 @@ static inline void narrow_rows_as_lanes_of(const int KIND, long m, long kc, int 
 __attribute__((target("avx2,fma")))
 static void narrow_rows_as_lanes(long m, long kc, int trans_a, const float *a, long lda, const float *b, long bsp, long bsj,
                                  float *c, long ldc, long nr, const rrl_epilogue *e, float *at) {
-    switch (epilogue_kind(e)) {
-    case EPI_BIAS: narrow_rows_as_lanes_of(EPI_BIAS, m, kc, trans_a, a, lda, b, bsp, bsj, c, ldc, nr, e, at); break;
-    case EPI_BIAS_RELU: narrow_rows_as_lanes_of(EPI_BIAS_RELU, m, kc, trans_a, a, lda, b, bsp, bsj, c, ldc, nr, e, at); break;
-    case EPI_SCALE: narrow_rows_as_lanes_of(EPI_SCALE, m, kc, trans_a, a, lda, b, bsp, bsj, c, ldc, nr, e, at); break;
-    case EPI_ADD: narrow_rows_as_lanes_of(EPI_ADD, m, kc, trans_a, a, lda, b, bsp, bsj, c, ldc, nr, e, at); break;
-    default: narrow_rows_as_lanes_of(EPI_GENERAL, m, kc, trans_a, a, lda, b, bsp, bsj, c, ldc, nr, e, at); break;
-    }
+    RRL_BY_KIND(e, narrow_rows_as_lanes_of, m, kc, trans_a, a, lda, b, bsp, bsj, c, ldc, nr, e, at)
 }
 
 /// Products of at most 8 rows with B not transposed and one k block (a recurrent step over a small
@@ -740,14 +738,7 @@ static inline void few_rows512_of(const int KIND, long m, long n, long k, const 
 __attribute__((target("avx512f,avx512dq,avx2,fma")))
 static void few_rows512(long m, long n, long k, const float *a, long rsa, long csa, const float *b, long ldb, float *c,
                         long ldc, const rrl_epilogue *e) {
-    switch (epilogue_kind(e)) {
-    case EPI_BIAS: few_rows512_of(EPI_BIAS, m, n, k, a, rsa, csa, b, ldb, c, ldc, e); break;
-    case EPI_BIAS_RELU: few_rows512_of(EPI_BIAS_RELU, m, n, k, a, rsa, csa, b, ldb, c, ldc, e); break;
-    case EPI_SCALE: few_rows512_of(EPI_SCALE, m, n, k, a, rsa, csa, b, ldb, c, ldc, e); break;
-    case EPI_SCALE_MASK: few_rows512_of(EPI_SCALE_MASK, m, n, k, a, rsa, csa, b, ldb, c, ldc, e); break;
-    case EPI_ADD: few_rows512_of(EPI_ADD, m, n, k, a, rsa, csa, b, ldb, c, ldc, e); break;
-    default: few_rows512_of(EPI_GENERAL, m, n, k, a, rsa, csa, b, ldb, c, ldc, e); break;
-    }
+    RRL_BY_KIND(e, few_rows512_of, m, n, k, a, rsa, csa, b, ldb, c, ldc, e)
 }
 
 /// B blocks not larger than this many floats (a k block of every row) are read in place when B is
