@@ -14,6 +14,7 @@ let halfLogTwoPi = Float(0.5 * log(2 * Double.pi))
 /// The log std is clamped to [-20, 2] (as Stable-Baselines3); outside that range its gradient is zero.
 /// The arithmetic runs in CKernels (`rrl_tanh_gaussian`), vectorised.
 public enum TanhGaussian {
+    /// The log std's clamp (the kernels' TG_LOG_STD_MIN and TG_LOG_STD_MAX in vecmath.c).
     public static let logStdMin: Float = -20, logStdMax: Float = 2
 
     /// Draws noise (`rows x A`), then writes actions and log-probabilities.
