@@ -287,38 +287,28 @@ static int epilogue_kind(const rrl_epilogue *e) {
     default: F(EPI_GENERAL, __VA_ARGS__); break;                                                                \
     }
 
+/// What a store of kind KIND does: x is formed by one of bias (sum + bias), add (sum + C), scale
+/// (alpha sum) or, with none of them, alpha sum + beta C; then ReLU, then the mask. For a fixed kind
+/// these are constants the compiler folds; for EPI_GENERAL they are read from the epilogue.
+typedef struct { int bias, add, scale, relu, mask; } store_ops;
+
+static inline __attribute__((always_inline)) store_ops ops_of(const int KIND, const rrl_epilogue *e) {
+    if (KIND == EPI_GENERAL) return (store_ops){e->bias != NULL, 0, e->beta == 0.0f, e->relu, e->mask};
+    return (store_ops){KIND == EPI_BIAS || KIND == EPI_BIAS_RELU, KIND == EPI_ADD, KIND == EPI_SCALE || KIND == EPI_SCALE_MASK,
+                       KIND == EPI_BIAS_RELU, KIND == EPI_SCALE_MASK};
+}
+
 /// Finishes 8 columns of one row from their block sum and stores the first `valid` of them (8 = all).
 __attribute__((target("avx2,fma"), always_inline))
 static inline void finish8(const int KIND, __m256 sum, float *c, long j, long valid, const rrl_epilogue *e) {
+    const store_ops o = ops_of(KIND, e);
     __m256 x;
-    if (KIND == EPI_BIAS || KIND == EPI_BIAS_RELU) {
-        x = _mm256_add_ps(sum, load_upto8(e->bias + j, valid));
-        if (KIND == EPI_BIAS_RELU) x = _mm256_max_ps(x, _mm256_setzero_ps());
-        store_upto8(c + j, x, valid);
-        return;
-    }
-    if (KIND == EPI_ADD) {
-        store_upto8(c + j, _mm256_add_ps(sum, load_upto8(c + j, valid)), valid);
-        return;
-    }
-    if (KIND == EPI_SCALE || KIND == EPI_SCALE_MASK) {
-        x = _mm256_mul_ps(_mm256_set1_ps(e->alpha), sum);
-        if (KIND == EPI_SCALE_MASK) {
-            const __m256 m = _mm256_cmp_ps(load_upto8(mask_at(c + j, e), valid), _mm256_setzero_ps(), _CMP_GT_OQ);
-            x = _mm256_mul_ps(x, _mm256_and_ps(m, _mm256_set1_ps(1.0f)));
-        }
-        store_upto8(c + j, x, valid);
-        return;
-    }
-    if (e->bias) {
-        x = _mm256_add_ps(sum, load_upto8(e->bias + j, valid));
-    } else if (e->beta == 0.0f) {
-        x = _mm256_mul_ps(_mm256_set1_ps(e->alpha), sum);
-    } else {
-        x = _mm256_fmadd_ps(_mm256_set1_ps(e->alpha), sum, _mm256_mul_ps(_mm256_set1_ps(e->beta), load_upto8(c + j, valid)));
-    }
-    if (e->relu) x = _mm256_max_ps(x, _mm256_setzero_ps());
-    if (e->mask) {  // rrl_relu_backward's operations: x * ((M > 0) & 1)
+    if (o.bias) x = _mm256_add_ps(sum, load_upto8(e->bias + j, valid));
+    else if (o.add) x = _mm256_add_ps(sum, load_upto8(c + j, valid));
+    else if (o.scale) x = _mm256_mul_ps(_mm256_set1_ps(e->alpha), sum);
+    else x = _mm256_fmadd_ps(_mm256_set1_ps(e->alpha), sum, _mm256_mul_ps(_mm256_set1_ps(e->beta), load_upto8(c + j, valid)));
+    if (o.relu) x = _mm256_max_ps(x, _mm256_setzero_ps());
+    if (o.mask) {  // rrl_relu_backward's operations: x * ((M > 0) & 1)
         const __m256 m = _mm256_cmp_ps(load_upto8(mask_at(c + j, e), valid), _mm256_setzero_ps(), _CMP_GT_OQ);
         x = _mm256_mul_ps(x, _mm256_and_ps(m, _mm256_set1_ps(1.0f)));
     }
@@ -552,10 +542,12 @@ static inline void lanes_columns(long blocks, long kc, const float *at, long bst
 /// the column's bias broadcast; the rows' elements are C's column (one store when it is contiguous).
 __attribute__((target("avx2,fma"), always_inline))
 static inline void finish_lanes(const int KIND, __m256 sum, float *c, long ldc, long j, long valid, const rrl_epilogue *e) {
-    if (KIND == EPI_BIAS || KIND == EPI_BIAS_RELU || KIND == EPI_SCALE) {
-        __m256 x = KIND == EPI_SCALE ? _mm256_mul_ps(_mm256_set1_ps(e->alpha), sum)
-                                     : _mm256_add_ps(sum, _mm256_set1_ps(e->bias[j]));
-        if (KIND == EPI_BIAS_RELU) x = _mm256_max_ps(x, _mm256_setzero_ps());
+    const store_ops o = ops_of(KIND, e);
+    if (KIND != EPI_GENERAL && !o.mask && (!o.add || ldc == 1)) {  // the rows at once (C read only when contiguous)
+        __m256 x = o.bias  ? _mm256_add_ps(sum, _mm256_set1_ps(e->bias[j]))
+                   : o.add ? _mm256_add_ps(sum, load_upto8(c + j, valid))
+                           : _mm256_mul_ps(_mm256_set1_ps(e->alpha), sum);
+        if (o.relu) x = _mm256_max_ps(x, _mm256_setzero_ps());
         if (ldc == 1) {
             store_upto8(c + j, x, valid);
             return;
@@ -565,26 +557,17 @@ static inline void finish_lanes(const int KIND, __m256 sum, float *c, long ldc, 
         for (long q = 0; q < valid; q++) c[q * ldc + j] = v[q];
         return;
     }
-    if (KIND == EPI_ADD) {
-        if (ldc == 1) {
-            store_upto8(c + j, _mm256_add_ps(sum, load_upto8(c + j, valid)), valid);
-            return;
-        }
-        float v[8];
-        _mm256_storeu_ps(v, sum);
-        for (long q = 0; q < valid; q++) c[q * ldc + j] = v[q] + c[q * ldc + j];
-        return;
-    }
     float sums[8];
     _mm256_storeu_ps(sums, sum);
     for (long q = 0; q < valid; q++) {
         float *cij = c + q * ldc + j;
         float x;
-        if (e->bias) x = sums[q] + e->bias[j];
-        else if (e->beta == 0.0f) x = e->alpha * sums[q];
+        if (o.bias) x = sums[q] + e->bias[j];
+        else if (o.add) x = sums[q] + *cij;
+        else if (o.scale) x = e->alpha * sums[q];
         else x = fmaf(e->alpha, sums[q], e->beta * *cij);
-        if (e->relu) x = relu_scalar(x);
-        if (e->mask) x = x * (*mask_at(cij, e) > 0.0f ? 1.0f : 0.0f);
+        if (o.relu) x = relu_scalar(x);
+        if (o.mask) x = x * (*mask_at(cij, e) > 0.0f ? 1.0f : 0.0f);
         *cij = x;
     }
 }
@@ -648,32 +631,16 @@ static void narrow_rows_as_lanes(long m, long kc, int trans_a, const float *a, l
 /// kind (the same bits as the AVX2 tiles). The last vector of a tile may be partial (masked).
 __attribute__((target("avx512f,avx512dq,avx2,fma"), always_inline))
 static inline void finish16(const int KIND, __m512 sum, float *c, long j, long valid, const rrl_epilogue *e) {
+    const store_ops o = ops_of(KIND, e);
     __m512 x;
-    if (KIND == EPI_BIAS || KIND == EPI_BIAS_RELU) {
-        x = _mm512_add_ps(sum, load_upto16(e->bias + j, valid));
-        if (KIND == EPI_BIAS_RELU) x = _mm512_max_ps(x, _mm512_setzero_ps());
-    } else if (KIND == EPI_ADD) {
-        x = _mm512_add_ps(sum, load_upto16(c + j, valid));
-    } else if (KIND == EPI_SCALE || KIND == EPI_SCALE_MASK) {
-        x = _mm512_mul_ps(_mm512_set1_ps(e->alpha), sum);
-        if (KIND == EPI_SCALE_MASK) {
-            const __mmask16 m = _mm512_cmp_ps_mask(load_upto16(mask_at(c + j, e), valid), _mm512_setzero_ps(), _CMP_GT_OQ);
-            x = _mm512_mul_ps(x, _mm512_maskz_mov_ps(m, _mm512_set1_ps(1.0f)));
-        }
-    } else {
-        if (e->bias) {
-            x = _mm512_add_ps(sum, load_upto16(e->bias + j, valid));
-        } else if (e->beta == 0.0f) {
-            x = _mm512_mul_ps(_mm512_set1_ps(e->alpha), sum);
-        } else {
-            x = _mm512_fmadd_ps(_mm512_set1_ps(e->alpha), sum,
-                                _mm512_mul_ps(_mm512_set1_ps(e->beta), load_upto16(c + j, valid)));
-        }
-        if (e->relu) x = _mm512_max_ps(x, _mm512_setzero_ps());
-        if (e->mask) {
-            const __mmask16 m = _mm512_cmp_ps_mask(load_upto16(mask_at(c + j, e), valid), _mm512_setzero_ps(), _CMP_GT_OQ);
-            x = _mm512_mul_ps(x, _mm512_maskz_mov_ps(m, _mm512_set1_ps(1.0f)));
-        }
+    if (o.bias) x = _mm512_add_ps(sum, load_upto16(e->bias + j, valid));
+    else if (o.add) x = _mm512_add_ps(sum, load_upto16(c + j, valid));
+    else if (o.scale) x = _mm512_mul_ps(_mm512_set1_ps(e->alpha), sum);
+    else x = _mm512_fmadd_ps(_mm512_set1_ps(e->alpha), sum, _mm512_mul_ps(_mm512_set1_ps(e->beta), load_upto16(c + j, valid)));
+    if (o.relu) x = _mm512_max_ps(x, _mm512_setzero_ps());
+    if (o.mask) {
+        const __mmask16 m = _mm512_cmp_ps_mask(load_upto16(mask_at(c + j, e), valid), _mm512_setzero_ps(), _CMP_GT_OQ);
+        x = _mm512_mul_ps(x, _mm512_maskz_mov_ps(m, _mm512_set1_ps(1.0f)));
     }
     store_upto16(c + j, x, valid);
 }

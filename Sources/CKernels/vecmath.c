@@ -155,6 +155,19 @@ static inline float tg_term(float e, float log_std, float u, float softplus_m2u)
     return sq - log_std - TG_HALF_LOG_TWO_PI - 2.0f * inner;
 }
 
+/// One element's gradient with the noise held fixed: d(loss)/d(mean) = du, through a = tanh(u) and
+/// through -log(1 - tanh^2 u), whose derivative is 2a; d(loss)/d(raw log std) = du std e - dlogp
+/// inside the clamp, 0 outside.
+static inline void tg_element_gradient(float a, float da, float dlogp, float raw, float std, float e, float *d_mean,
+                                       float *d_raw) {
+#pragma clang fp contract(off)
+    const float through_a = da * (1.0f - a * a), through_logp = dlogp * 2.0f * a;
+    const float du = through_a + through_logp;
+    *d_mean = du;
+    const int inside = raw >= TG_LOG_STD_MIN && raw <= TG_LOG_STD_MAX;
+    *d_raw = inside ? du * std * e - dlogp : 0.0f;
+}
+
 static void tanh_gaussian_portable(long rows, long A, const float *params, const float *noise, float *actions,
                                    float *logp) {
 #pragma clang fp contract(off)
@@ -177,20 +190,12 @@ static void tanh_gaussian_portable(long rows, long A, const float *params, const
 static void tanh_gaussian_backward_portable(long rows, long A, const float *params, const float *noise,
                                             const float *actions, const float *action_gradient,
                                             const float *logp_gradient, float *gradient) {
-#pragma clang fp contract(off)
     for (long r = 0; r < rows; r++) {
-        const float dlogp = logp_gradient[r];
         for (long j = 0; j < A; j++) {
-            const float raw = params[r * 2 * A + A + j], e = noise[r * A + j], a = actions[r * A + j];
-            const float log_std = fminf(fmaxf(raw, TG_LOG_STD_MIN), TG_LOG_STD_MAX);
-            const float da = action_gradient ? action_gradient[r * A + j] : 0.0f;
-            // d(loss)/du: through a = tanh(u), and through -log(1 - tanh^2 u), whose derivative is 2a.
-            const float through_a = da * (1.0f - a * a), through_logp = dlogp * 2.0f * a;
-            const float du = through_a + through_logp;
-            gradient[r * 2 * A + j] = du;
-            const int inside = raw >= TG_LOG_STD_MIN && raw <= TG_LOG_STD_MAX;
-            const float std = expf(log_std);
-            gradient[r * 2 * A + A + j] = inside ? du * std * e - dlogp : 0.0f;
+            const float raw = params[r * 2 * A + A + j];
+            const float std = expf(fminf(fmaxf(raw, TG_LOG_STD_MIN), TG_LOG_STD_MAX));
+            tg_element_gradient(actions[r * A + j], action_gradient ? action_gradient[r * A + j] : 0.0f, logp_gradient[r],
+                                raw, std, noise[r * A + j], gradient + r * 2 * A + j, gradient + r * 2 * A + A + j);
         }
     }
 }
@@ -303,7 +308,6 @@ static void tanh_gaussian_avx2(long rows, long A, const float *params, const flo
 __attribute__((target("avx2,fma")))
 static void tanh_gaussian_backward_avx2(long rows, long A, const float *params, const float *noise, const float *actions,
                                         const float *action_gradient, const float *logp_gradient, float *gradient) {
-#pragma clang fp contract(off)
     const long total = rows * A;
     for (long i = 0; i < total; i += 8) {
         const long n = total - i < 8 ? total - i : 8;
@@ -315,13 +319,8 @@ static void tanh_gaussian_backward_avx2(long rows, long A, const float *params, 
         _mm256_storeu_ps(std, exp256(log_std));
         for (long q = 0; q < n; q++) {
             const long x = i + q, r = row[q], j = x - r * A;
-            const float a = actions[x], dlogp = logp_gradient[r];
-            const float da = action_gradient ? action_gradient[x] : 0.0f;
-            const float through_a = da * (1.0f - a * a), through_logp = dlogp * 2.0f * a;
-            const float du = through_a + through_logp;
-            gradient[r * 2 * A + j] = du;
-            const int inside = raw[q] >= TG_LOG_STD_MIN && raw[q] <= TG_LOG_STD_MAX;
-            gradient[r * 2 * A + A + j] = inside ? du * std[q] * noise8[q] - dlogp : 0.0f;
+            tg_element_gradient(actions[x], action_gradient ? action_gradient[x] : 0.0f, logp_gradient[r], raw[q], std[q],
+                                noise8[q], gradient + r * 2 * A + j, gradient + r * 2 * A + A + j);
         }
     }
 }

@@ -184,7 +184,7 @@ public struct GateWeights {
     /// out = h W_hh^T + b_hh for one step (`h` is `batch x H`, `out` is `[batch, G]`), from the
     /// copy made by `prepareHiddenProducts(steps:)` for a pass of `steps` steps when there is one.
     func hiddenProducts(_ h: UnsafeMutablePointer<Float>, steps: Int, into out: Tensor) {
-        let g = weightHH.shape[0], hidden = weightHH.shape[1], batch = out.shape[0]
+        let hidden = weightHH.shape[1], batch = out.shape[0]
         let right = GateWeights.usesCopy(steps: steps) ? transposedHH.matrix : weightHH.value.matrix.transposed
         gemm(Matrix(h, rows: batch, columns: hidden, stride: hidden), right, bias: biasHH.value.data, into: out.matrix)
     }
