@@ -76,8 +76,11 @@ extension PPOTrainingConfiguration {
 /// ```
 public enum ConfigurationFile {
     /// Reads and checks a configuration file. `algorithm` (from the command line) must agree with
-    /// the file's when both say one.
-    public static func load(path: String, algorithm: String? = nil) throws -> RunConfiguration {
+    /// the file's when both say one. `presetting` (a `--preset`) changes the defaults before the
+    /// file's keys apply, so that the file's own settings win over the recipe's; it receives the
+    /// defaults with the file's environment, options and modules.
+    public static func load(path: String, algorithm: String? = nil,
+                            presetting: ((inout RunConfiguration) throws -> Void)? = nil) throws -> RunConfiguration {
         guard !path.isEmpty else { throw ConfigurationError("--config needs a file's path (got an empty one)") }
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
@@ -96,10 +99,11 @@ public enum ConfigurationFile {
         do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
             throw ConfigurationError("cannot read config file \(path): \((error as NSError).localizedFailureReason ?? "unreadable"); check its permissions")
         }
-        return try parse(data, source: path, algorithm: algorithm)
+        return try parse(data, source: path, algorithm: algorithm, presetting: presetting)
     }
 
-    public static func parse(_ data: Data, source: String, algorithm: String? = nil) throws -> RunConfiguration {
+    public static func parse(_ data: Data, source: String, algorithm: String? = nil,
+                             presetting: ((inout RunConfiguration) throws -> Void)? = nil) throws -> RunConfiguration {
         func fail(_ message: String) -> ConfigurationError { ConfigurationError("config file \(source): \(message)") }
         let json: Any
         do { json = try JSONSerialization.jsonObject(with: data) } catch {
@@ -139,8 +143,16 @@ public enum ConfigurationFile {
         }
 
         if PPOTrainingConfiguration.algorithms.contains(chosen) {
-            let defaults = PPOTrainingConfiguration.defaults(environment: environment, algorithm: chosen)
-            let c: PPOTrainingConfiguration = try merge(object, over: defaults, schema: ppoSchema, other: (offPolicySchema, "sac/td3"), fail: fail)
+            var defaults = PPOTrainingConfiguration.defaults(environment: environment, algorithm: chosen)
+            let other = (offPolicySchema, "sac/td3")
+            if let presetting {
+                let file: PPOTrainingConfiguration = try merge(object, over: defaults, schema: ppoSchema, other: other, fail: fail)
+                var preset = RunConfiguration.ppo(defaults.withEnvironment(of: file))
+                try presetting(&preset)
+                guard case .ppo(let changed) = preset else { preconditionFailure("a preset keeps the algorithm family") }
+                defaults = changed
+            }
+            let c: PPOTrainingConfiguration = try merge(object, over: defaults, schema: ppoSchema, other: other, fail: fail)
             do {
                 try c.validate()
                 try OptionScope.check(.ppo(c), given: changedKeys(object, from: defaults).map { ($0, "'\($0)'") })
@@ -148,8 +160,16 @@ public enum ConfigurationFile {
             return .ppo(c)
         }
         object["algorithm"] = nil
-        let defaults = OffPolicyConfiguration.defaults(algorithm: OffPolicyAlgorithm(rawValue: chosen) ?? .sac, environment: environment)
-        let c: OffPolicyConfiguration = try merge(object, over: defaults, schema: offPolicySchema, other: (ppoSchema, "ppo"), fail: fail)
+        var defaults = OffPolicyConfiguration.defaults(algorithm: OffPolicyAlgorithm(rawValue: chosen) ?? .sac, environment: environment)
+        let other = (ppoSchema, "ppo")
+        if let presetting {
+            let file: OffPolicyConfiguration = try merge(object, over: defaults, schema: offPolicySchema, other: other, fail: fail)
+            var preset = RunConfiguration.offPolicy(defaults.withEnvironment(of: file))
+            try presetting(&preset)
+            guard case .offPolicy(let changed) = preset else { preconditionFailure("a preset keeps the algorithm family") }
+            defaults = changed
+        }
+        let c: OffPolicyConfiguration = try merge(object, over: defaults, schema: offPolicySchema, other: other, fail: fail)
         do {
             try c.validate()
             try OptionScope.check(.offPolicy(c), given: changedKeys(object, from: defaults).map { ($0, "'\($0)'") })

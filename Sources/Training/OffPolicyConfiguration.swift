@@ -5,15 +5,24 @@ import Replay
 
 /// A run configuration's environment: its name, options and Python modules, as one `EnvironmentSpec`.
 public protocol EnvironmentConfiguring {
-    var environment: String { get }
-    var environmentOptions: [String: String]? { get }
-    var environmentModules: [String]? { get }
+    var environment: String { get set }
+    var environmentOptions: [String: String]? { get set }
+    var environmentModules: [String]? { get set }
 }
 
 extension EnvironmentConfiguring {
     /// The environment with its options and modules.
     public var environmentSpec: EnvironmentSpec {
         EnvironmentSpec(environment, options: environmentOptions ?? [:], modules: environmentModules ?? [])
+    }
+
+    /// This configuration with `other`'s environment (name, options, modules).
+    func withEnvironment(of other: some EnvironmentConfiguring) -> Self {
+        var c = self
+        c.environment = other.environment
+        c.environmentOptions = other.environmentOptions
+        c.environmentModules = other.environmentModules
+        return c
     }
 }
 

@@ -174,11 +174,18 @@ struct Train: ParsableCommand {
         return given.filter(\.1).map(\.0)
     }
 
-    /// The whole configuration: the config file's (or the defaults of the algorithm and
-    /// environment), then the options given; an option given that does not apply to the run is an
-    /// error (`OptionScope` decides).
+    /// The whole configuration: the defaults of the algorithm and environment, the preset's recipe,
+    /// the config file's keys, then the options given; an option given that does not apply to the
+    /// run is an error (`OptionScope` decides).
     func resolvedRunConfiguration() throws -> RunConfiguration {
-        let base = try config.map { try ConfigurationFile.load(path: $0, algorithm: algorithm?.rawValue) }
+        let base = try config.map { path in
+            try ConfigurationFile.load(path: path, algorithm: algorithm?.rawValue, presetting: preset == nil ? nil : { run in
+                switch run {
+                case .offPolicy(var c): try applyPreset(to: &c); run = .offPolicy(c)
+                case .ppo(var c): try applyPreset(to: &c); run = .ppo(c)
+                }
+            })
+        }
         let resolved: RunConfiguration
         switch base {
         case .ppo(let c)?: resolved = .ppo(try resolvedPPOConfiguration(base: c))
@@ -215,6 +222,37 @@ struct Train: ParsableCommand {
         "--mixing-embed": ("agent.valueDecomposition.mixingEmbed", nil), "--hypernet-embed": ("agent.valueDecomposition.hypernetEmbed", nil), "--critic-input": ("agent.criticInput", nil), "--other-actions": ("agent.otherAgentsActions", nil), "--actor-per-agent": ("agent.actorPerAgent", nil), "--reset-mode": ("resetMode", nil),
     ]
 
+    /// The command line's environment, options and modules, checked.
+    func applyEnvironment(to c: inout some EnvironmentConfiguring) throws {
+        if let env { c.environment = env }
+        if !envModule.isEmpty { c.environmentModules = envModule }
+        if !envOption.isEmpty { c.environmentOptions = try parsedEnvironmentOptions() }
+        try c.environmentSpec.validate()
+    }
+
+    /// `--preset`'s recipe over `c` (the defaults, with the command line's environment, on which a
+    /// recipe can depend).
+    func applyPreset(to c: inout OffPolicyConfiguration) throws {
+        guard let preset else { return }
+        try applyEnvironment(to: &c)
+        guard preset.algorithm == "sac" else {
+            throw ConfigurationError("--preset \(preset.rawValue) is a PPO recipe: use `rrl train ppo --preset \(preset.rawValue)`")
+        }
+        guard (algorithm?.offPolicy ?? .sac) == .sac, c.agent.algorithm == .sac else {
+            throw ConfigurationError("--preset \(preset.rawValue) is a SAC recipe: use `rrl train sac --preset \(preset.rawValue)`")
+        }
+        c.applyRESeL(episodeLimit: try episodeLimit(of: c))
+    }
+
+    func applyPreset(to c: inout PPOTrainingConfiguration) throws {
+        guard let preset else { return }
+        try applyEnvironment(to: &c)
+        guard preset.algorithm == c.algorithm else {
+            throw ConfigurationError("--preset \(preset.rawValue) is a single-agent PPO recipe: use `rrl train ppo --preset \(preset.rawValue)`")
+        }
+        c.ppo.applyRLZoo()
+    }
+
     /// The off-policy configuration: `base` (or the defaults for the algorithm and environment), then the options given.
     func resolvedConfiguration(base: OffPolicyConfiguration?) throws -> OffPolicyConfiguration {
         let ppoGiven = ppoOptions.given.filter { $0 != "--envs" }
@@ -223,19 +261,9 @@ struct Train: ParsableCommand {
         }
         let offPolicyAlgorithm = algorithm?.offPolicy ?? .sac
         var c = base ?? OffPolicyConfiguration.defaults(algorithm: offPolicyAlgorithm, environment: env ?? (offPolicyAlgorithm.isMultiAgent ? "team-recall" : "memory"))
-        if let env { c.environment = env }
-        if !envModule.isEmpty { c.environmentModules = envModule }
-        if !envOption.isEmpty { c.environmentOptions = try parsedEnvironmentOptions() }
-        try c.environmentSpec.validate()
-        if let preset {
-            guard preset.algorithm == "sac" else {
-                throw ConfigurationError("--preset \(preset.rawValue) is a PPO recipe: use `rrl train ppo --preset \(preset.rawValue)`")
-            }
-            guard offPolicyAlgorithm == .sac, c.agent.algorithm == .sac else {
-                throw ConfigurationError("--preset \(preset.rawValue) is a SAC recipe: use `rrl train sac --preset \(preset.rawValue)`")
-            }
-            c.applyRESeL(episodeLimit: try episodeLimit(of: c))
-        }
+        try applyEnvironment(to: &c)
+        // With a config file the preset was applied under it (its settings win); else here.
+        if base == nil { try applyPreset(to: &c) }
         if let seed { c.seed = seed }
         if let checkpointInterval { c.checkpointInterval = checkpointInterval }
         if c.checkpointInterval == nil { c.checkpointInterval = 25_000 }

@@ -85,16 +85,9 @@ extension Train {
         }
         var c = base ?? PPOTrainingConfiguration.defaults(environment: env ?? (algorithm == .ppo || algorithm == nil ? "cartpole-position" : "team-recall"),
                                                          algorithm: algorithm?.rawValue ?? "ppo")
-        if let env { c.environment = env }
-        if !envModule.isEmpty { c.environmentModules = envModule }
-        if !envOption.isEmpty { c.environmentOptions = try parsedEnvironmentOptions() }
-        try c.environmentSpec.validate()
-        if let preset {
-            guard preset.algorithm == c.algorithm else {
-                throw ConfigurationError("--preset \(preset.rawValue) is a single-agent PPO recipe: use `rrl train ppo --preset \(preset.rawValue)`")
-            }
-            c.ppo.applyRLZoo()
-        }
+        try applyEnvironment(to: &c)
+        // With a config file the preset was applied under it (its settings win); else here.
+        if base == nil { try applyPreset(to: &c) }
         if let seed { c.seed = seed }
         if let checkpointInterval { c.checkpointInterval = checkpointInterval }
         if c.checkpointInterval == nil { c.checkpointInterval = 25_000 }

@@ -374,6 +374,47 @@ final class FaultInjectionTests: XCTestCase {
         XCTAssertEqual(snapshot(sandbox), before, "nothing changed")
     }
 
+    /// `--preset` is where a run starts: a config file's keys apply over the recipe, and the command
+    /// line over both (the recipe once replaced every setting the file made, silently).
+    func testAConfigFileAppliesOverAPreset() throws {
+        let sandbox = try makeSandbox("preset")
+        defer { try? FileManager.default.removeItem(at: sandbox) }
+        let file = sandbox.appendingPathComponent("small.json")
+        try Data((#"{"agent": {"hiddenSize": 8, "headHiddenSizes": [8], "batchSize": 2, "criticHeads": 3, "#
+                  + #""contextEncoder": {"after": 8, "before": [8], "inputEmbedding": 4, "projection": 4}}}"#).utf8).write(to: file)
+        func configuration(_ run: URL) throws -> [String: Any] {
+            let data = try Data(contentsOf: run.appendingPathComponent("config.json"))
+            return try XCTUnwrap(JSONSerialization.jsonObject(with: data) as? [String: Any])
+        }
+        let sac = sandbox.appendingPathComponent("sac")
+        let trained = try RRLProcess.run(["train", "sac", "--preset", "resel", "--config", file.path, "--env", "pendulum-velocity",
+                                          "--critic-heads", "4", "--warmup", "8", "--steps", "10", "--eval-episodes", "1", "--run-dir", sac.path, "--quiet"])
+        XCTAssertEqual(trained.status, 0, trained.summary)
+        let agent = try XCTUnwrap(try configuration(sac)["agent"] as? [String: Any])
+        XCTAssertEqual(agent["hiddenSize"] as? Int, 8, "the file's")
+        XCTAssertEqual(agent["headHiddenSizes"] as? [Int], [8], "the file's")
+        XCTAssertEqual(agent["batchSize"] as? Int, 2, "the file's")
+        XCTAssertEqual((agent["contextEncoder"] as? [String: Any])?["projection"] as? Int, 4, "the file's")
+        XCTAssertEqual(agent["criticHeads"] as? Int, 4, "the command line's over the file's")
+        XCTAssertEqual(agent["encoderLearningRate"] as? Double, 1e-5, "the recipe's")
+        XCTAssertEqual(agent["targetSubset"] as? Int, 2, "the recipe's")
+        XCTAssertEqual((agent["sampler"] as? [String: Any])?["sequenceLength"] as? Int, 200, "the recipe's, for the command line's environment")
+        XCTAssertEqual((agent["sampler"] as? [String: Any])?["packEpisodes"] as? Bool, true, "the recipe's")
+        count("other")
+
+        let ppoFile = sandbox.appendingPathComponent("ppo.json")
+        try Data(#"{"ppo": {"valueClipRange": 0.3, "hiddenSize": 8}}"#.utf8).write(to: ppoFile)
+        let ppo = sandbox.appendingPathComponent("ppo")
+        let ppoRun = try RRLProcess.run(["train", "ppo", "--preset", "rl-zoo", "--config", ppoFile.path, "--envs", "2", "--rollout-steps", "16",
+                                         "--minibatch-size", "32", "--chunk-length", "16", "--steps", "32", "--eval-episodes", "1",
+                                         "--run-dir", ppo.path, "--quiet"])
+        XCTAssertEqual(ppoRun.status, 0, ppoRun.summary)
+        let settings = try XCTUnwrap(try configuration(ppo)["ppo"] as? [String: Any])
+        XCTAssertEqual(settings["valueClipRange"] as? Double, 0.3, "the file's over the recipe's 0")
+        XCTAssertEqual(settings["hiddenSize"] as? Int, 8, "the file's")
+        count("other")
+    }
+
     /// A damaged weights file never crashes `rrl evaluate`: it is a clear error, or (a flip in unused
     /// header padding or in a weight's low bits) an evaluation with finite numbers.
     func testDamagedWeightsNeverCrashEvaluate() throws {
