@@ -115,7 +115,10 @@ public func meanAndStandardError(_ values: [Double]) -> (mean: Double, standardE
 /// configurations have different options), a group is labelled by its algorithm and the settings
 /// that differ between groups of that same algorithm; `differences` then holds the algorithm and
 /// the options every group sets that differ, and `specific` the options only some algorithms have.
-public func groupRuns(_ runs: [RunRecord]) -> (groups: [RunGroup], differences: [String], specific: [String]) {
+/// Settings that make a label longer than `longLabel` characters (recipes that differ in many
+/// options) give way to the groups' folder names when those tell the groups apart (`folderNames`);
+/// the report's table of differences still lists every setting.
+public func groupRuns(_ runs: [RunRecord], longLabel: Int = 60) -> (groups: [RunGroup], differences: [String], specific: [String]) {
     var keys: [[String: String]] = []
     var members: [[RunRecord]] = []
     for run in runs {
@@ -130,7 +133,7 @@ public func groupRuns(_ runs: [RunRecord]) -> (groups: [RunGroup], differences: 
     let differences = differing(keys)
     let algorithms = keys.map(RunRecord.algorithm)
     let mixed = Set(algorithms).count > 1
-    let groups = zip(keys, members).enumerated().map { i, pair -> RunGroup in
+    var groups = zip(keys, members).enumerated().map { i, pair -> RunGroup in
         let (key, runs) = pair
         let label: String
         if differences.isEmpty {
@@ -144,11 +147,41 @@ public func groupRuns(_ runs: [RunRecord]) -> (groups: [RunGroup], differences: 
         }
         return RunGroup(runs: runs, label: label)
     }
+    if groups.contains(where: { $0.label.count > longLabel }), let names = folderNames(members) {
+        for i in groups.indices { groups[i].label = names[i] }
+    }
     guard mixed else { return (groups, differences, []) }
     // With several algorithms: the options every group sets apart from those only some have.
     let shared = differences.filter { k in keys.allSatisfy { $0[k] != nil } }
     let specific = differences.filter { k in !shared.contains(k) && !RunRecord.algorithmKeys.contains(k) }
     return (groups, ["algorithm"] + shared.filter { !RunRecord.algorithmKeys.contains($0) }, specific)
+}
+
+/// A name for each group of runs from its folders: the folder its runs share, each run's without a
+/// seed suffix (`runs/mlp/seed0` is `runs/mlp`, `runs/sac-pendulum-seed0` is `runs/sac-pendulum`),
+/// less the part every group's has in common (`mlp`, `gru`; `sweeps/a/mlp`
+/// and `sweeps/b/mlp` are `a/mlp` and `b/mlp`). Nil when the names would not tell the groups apart.
+func folderNames(_ members: [[RunRecord]]) -> [String]? {
+    func commonPrefix(_ lists: [[String]]) -> [String] {
+        guard var prefix = lists.first else { return [] }
+        for list in lists.dropFirst() {
+            prefix = Array(zip(prefix, list).prefix(while: { $0.0 == $0.1 }).map(\.0))
+        }
+        return prefix
+    }
+    func withoutSeed(_ path: String) -> [String] {
+        var own = URL(fileURLWithPath: path).standardizedFileURL.pathComponents
+        if let last = own.last, let range = last.range(of: #"(^|[-_])seed[0-9]+$"#, options: .regularExpression) {
+            let stem = String(last[..<range.lowerBound])
+            if stem.isEmpty { own.removeLast() } else { own[own.count - 1] = stem }
+        }
+        return own
+    }
+    let folders = members.map { runs in commonPrefix(runs.map { withoutSeed($0.path) }) }
+    let shared = commonPrefix(folders).count
+    let names = folders.map { $0.dropFirst(shared).joined(separator: "/") }
+    guard !names.contains(""), Set(names).count == names.count else { return nil }
+    return names
 }
 
 /// A configuration's JSON object flattened to dotted keys (`ppo.learningRate`) and values as JSON

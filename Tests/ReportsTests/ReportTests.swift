@@ -34,6 +34,29 @@ final class ReportTests: XCTestCase {
         XCTAssertEqual(se, (13.0 / 3).squareRoot(), accuracy: 1e-12)  // sample variance 13, n = 3
     }
 
+    /// Recipes that differ in many options are labelled by their folders (seed folders and suffixes
+    /// aside, less what every group's path shares); the settings stay in the table of differences.
+    func testGroupsThatDifferInManyOptionsAreNamedByTheirFolders() {
+        func recipe(_ path: String, seed: Int, width: Int) -> RunRecord {
+            var config = ["agent.algorithm": "\"sac\"", "environment": "\"pendulum\"", "seed": "\(seed)"]
+            for option in ["hiddenSize", "batchSize", "criticHeads", "actorLearningRate", "criticLearningRate"] { config["agent." + option] = "\(width)" }
+            return RunRecord(path: path, configuration: config, columns: ["step", "eval_return_mean"], rows: [["step": 1, "eval_return_mean": 0]])
+        }
+        let sweeps = [recipe("out/sweeps/mlp/seed0", seed: 0, width: 64), recipe("out/sweeps/mlp/seed1", seed: 1, width: 64),
+                      recipe("out/sweeps/resel/seed0", seed: 0, width: 256)]
+        let (groups, differences, _) = groupRuns(sweeps)
+        XCTAssertEqual(groups.map(\.label), ["mlp", "resel"])
+        XCTAssertEqual(differences.count, 5, "every differing setting is still listed")
+        let named = groupRuns([recipe("runs/sac-pendulum-seed0", seed: 0, width: 64), recipe("runs/sac-pendulum-seed1", seed: 1, width: 64),
+                               recipe("other/sac-pendulum-seed0", seed: 0, width: 32)]).groups
+        XCTAssertEqual(named.map(\.label), ["runs/sac-pendulum", "other/sac-pendulum"], "runs named by their folders without the seed")
+        // Folders that do not tell the groups apart leave the settings as the labels; so does a short label.
+        let clash = groupRuns([recipe("a/seed0", seed: 0, width: 64), recipe("a/seed1", seed: 0, width: 32)]).groups
+        XCTAssertTrue(clash[0].label.hasPrefix("agent.actorLearningRate=64"), clash[0].label)
+        let short = groupRuns([recipe("x/seed0", seed: 0, width: 64), recipe("y/seed0", seed: 0, width: 32)], longLabel: 1000).groups
+        XCTAssertTrue(short[0].label.hasPrefix("agent.actorLearningRate=64"), short[0].label)
+    }
+
     /// The SVG is well-formed XML with one line and one band per group of several runs; the report
     /// has the final-results table with mean ± s.e., the differing option, and a plot per metric.
     func testPlotAndReportContents() throws {
