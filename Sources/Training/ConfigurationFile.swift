@@ -142,39 +142,35 @@ public enum ConfigurationFile {
             }
         }
 
-        if PPOTrainingConfiguration.algorithms.contains(chosen) {
-            var defaults = PPOTrainingConfiguration.defaults(environment: environment, algorithm: chosen)
-            let other = (offPolicySchema, "sac/td3")
+        // The file's keys over the defaults (first changed by `presetting`, which sees the file's
+        // environment), then the whole configuration checked.
+        func resolved<C: Codable & EnvironmentConfiguring>(_ object: [String: Any], over defaults: C, schema: [String: Kind],
+                                                           other: ([String: Kind], String), as wrap: (C) -> RunConfiguration,
+                                                           validate: (C) throws -> Void) throws -> RunConfiguration {
+            var defaults = defaults
             if let presetting {
-                let file: PPOTrainingConfiguration = try merge(object, over: defaults, schema: ppoSchema, other: other, fail: fail)
-                var preset = RunConfiguration.ppo(defaults.withEnvironment(of: file))
+                let file: C = try merge(object, over: defaults, schema: schema, other: other, fail: fail)
+                var preset = wrap(defaults.withEnvironment(of: file))
                 try presetting(&preset)
-                guard case .ppo(let changed) = preset else { preconditionFailure("a preset keeps the algorithm family") }
-                defaults = changed
+                switch preset {
+                case .ppo(let changed as C), .offPolicy(let changed as C): defaults = changed
+                default: preconditionFailure("a preset keeps the kind of configuration")
+                }
             }
-            let c: PPOTrainingConfiguration = try merge(object, over: defaults, schema: ppoSchema, other: other, fail: fail)
+            let c: C = try merge(object, over: defaults, schema: schema, other: other, fail: fail)
             do {
-                try c.validate()
-                try OptionScope.check(.ppo(c), given: changedKeys(object, from: defaults).map { ($0, "'\($0)'") })
+                try validate(c)
+                try OptionScope.check(wrap(c), given: changedKeys(object, from: defaults).map { ($0, "'\($0)'") })
             } catch let error as ConfigurationError { throw fail(error.message) }
-            return .ppo(c)
+            return wrap(c)
+        }
+        if PPOTrainingConfiguration.algorithms.contains(chosen) {
+            return try resolved(object, over: PPOTrainingConfiguration.defaults(environment: environment, algorithm: chosen), schema: ppoSchema,
+                                other: (offPolicySchema, "sac/td3"), as: RunConfiguration.ppo, validate: { try $0.validate() })
         }
         object["algorithm"] = nil
-        var defaults = OffPolicyConfiguration.defaults(algorithm: OffPolicyAlgorithm(rawValue: chosen) ?? .sac, environment: environment)
-        let other = (ppoSchema, "ppo")
-        if let presetting {
-            let file: OffPolicyConfiguration = try merge(object, over: defaults, schema: offPolicySchema, other: other, fail: fail)
-            var preset = RunConfiguration.offPolicy(defaults.withEnvironment(of: file))
-            try presetting(&preset)
-            guard case .offPolicy(let changed) = preset else { preconditionFailure("a preset keeps the algorithm family") }
-            defaults = changed
-        }
-        let c: OffPolicyConfiguration = try merge(object, over: defaults, schema: offPolicySchema, other: other, fail: fail)
-        do {
-            try c.validate()
-            try OptionScope.check(.offPolicy(c), given: changedKeys(object, from: defaults).map { ($0, "'\($0)'") })
-        } catch let error as ConfigurationError { throw fail(error.message) }
-        return .offPolicy(c)
+        return try resolved(object, over: OffPolicyConfiguration.defaults(algorithm: OffPolicyAlgorithm(rawValue: chosen) ?? .sac, environment: environment),
+                            schema: offPolicySchema, other: (ppoSchema, "ppo"), as: RunConfiguration.offPolicy, validate: { try $0.validate() })
     }
 
     /// The keys of `object` (dotted, leaves only) whose values differ from those of `defaults`:
