@@ -1,5 +1,12 @@
 import Foundation
 
+/// What every report holds in its head: `rrl report` replaces a file only when it finds this in it
+/// (a report it wrote before), or when told to with `--overwrite`.
+public let reportMark = "<meta name=\"generator\" content=\"RecurrentRL rrl report\">"
+
+/// What the first line of every SVG file `rrl plot` writes holds, for the same purpose.
+public let plotMark = "<!-- RecurrentRL rrl plot -->"
+
 /// A self-contained HTML page (inline CSS and SVG, no scripts, nothing fetched) comparing runs:
 /// what differs between their configurations, a table of final results (mean ± standard error over
 /// seeds), and learning curves of the metrics the runs logged (one panel per environment when the
@@ -13,7 +20,7 @@ public func htmlReport(runs: [RunRecord], title: String = "RecurrentRL report", 
 
     var html = """
     <!DOCTYPE html>
-    <html lang="en"><head><meta charset="utf-8"><title>\(escape(title))</title>
+    <html lang="en"><head><meta charset="utf-8">\(reportMark)<title>\(escape(title))</title>
     <style>
     body { font-family: sans-serif; margin: 24px auto; max-width: 1340px; color: #222; padding: 0 16px; }
     h1 { font-size: 22px; } h2 { font-size: 17px; margin-top: 28px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }

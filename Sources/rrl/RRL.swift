@@ -85,6 +85,7 @@ struct Plot: ParsableCommand {
     @Option(help: "The metric (a metrics.csv column).") var metric: String = "eval_return_mean"
     @Option(help: "The SVG file to write.") var output: String
     @Option(help: "The column on the x axis.") var x: String = "step"
+    @Flag(help: "Replace the output file even if `rrl plot` did not write it.") var overwrite = false
 
     func run() throws {
         guard !runDirectories.isEmpty else { throw ValidationError("give at least one run folder") }
@@ -94,8 +95,10 @@ struct Plot: ParsableCommand {
             let near = known.min { editDistance($0, name) < editDistance($1, name) }
             throw ValidationError("no run has a metric '\(name)'\(near.map { "; did you mean '\($0)'?" } ?? ""); the metrics are: \(known.sorted().joined(separator: ", "))")
         }
-        let svg = svgPlot(groups: groupRuns(runs).groups, metric: metric, x: x)
-        try writeAtomically(Data(svg.utf8), to: URL(fileURLWithPath: output), role: "plot")
+        let url = URL(fileURLWithPath: output)
+        try checkReplaceable(url, mark: plotMark, command: "plot", overwrite: overwrite)
+        let svg = plotMark + "\n" + svgPlot(groups: groupRuns(runs).groups, metric: metric, x: x)
+        try writeAtomically(Data(svg.utf8), to: url, role: "plot")
         print("wrote \(output)")
     }
 }
@@ -107,13 +110,31 @@ struct Report: ParsableCommand {
     @Argument(help: "Run folders (made by `rrl train`).") var runDirectories: [String]
     @Option(help: "The HTML file to write.") var output: String = "report.html"
     @Option(help: "The page's title.") var title: String = "RecurrentRL report"
+    @Flag(help: "Replace the output file even if `rrl report` did not write it.") var overwrite = false
 
     func run() throws {
         guard !runDirectories.isEmpty else { throw ValidationError("give at least one run folder") }
         let runs = try runDirectories.map { try RunRecord(path: $0) }
-        try writeAtomically(Data(htmlReport(runs: runs, title: title).utf8), to: URL(fileURLWithPath: output), role: "report")
+        let url = URL(fileURLWithPath: output)
+        try checkReplaceable(url, mark: reportMark, command: "report", overwrite: overwrite)
+        try writeAtomically(Data(htmlReport(runs: runs, title: title).utf8), to: url, role: "report")
         print("wrote \(output) (\(runs.count) runs)")
     }
+}
+
+/// Refuses to replace a file at `url` that `rrl COMMAND` did not write (its first 4 KB hold no
+/// `mark`) unless `overwrite`: a report or plot written before is refreshed, a user's own file is
+/// never lost.
+func checkReplaceable(_ url: URL, mark: String, command: String, overwrite: Bool,
+                      remedy: String = "give --overwrite to replace it, or --output another file") throws {
+    var isDirectory: ObjCBool = false
+    guard !overwrite, FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), !isDirectory.boolValue else { return }
+    let head = FileHandle(forReadingAtPath: url.path).map { handle in
+        defer { try? handle.close() }
+        return (try? handle.read(upToCount: 4096)) ?? Data()
+    }
+    if let head, String(decoding: head, as: UTF8.self).contains(mark) { return }
+    throw ValidationError("\(url.path) exists and was not written by `rrl \(command)`; \(remedy)")
 }
 
 struct List: ParsableCommand {

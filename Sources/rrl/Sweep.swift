@@ -114,6 +114,8 @@ struct Sweep: ParsableCommand {
             }
             configurations.append(configuration)
         }
+        let report = URL(fileURLWithPath: output).appendingPathComponent("report.html")
+        try checkReplaceable(report, mark: reportMark, command: "sweep", overwrite: false, remedy: "move it, or give the sweep another --output")
         try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
         var pending: [(Job, [String])] = [], skipped = 0
@@ -173,7 +175,6 @@ struct Sweep: ParsableCommand {
                 let (mean, se) = meanAndStandardError(values)
                 print("  \(label.isEmpty ? "(one configuration)" : label): \(values.isEmpty ? "–" : "\(formatValue(mean)) ± \(formatValue(se))") [\(values.map(formatValue).joined(separator: ", "))]")
             }
-            let report = URL(fileURLWithPath: output).appendingPathComponent("report.html")
             try writeAtomically(Data(htmlReport(runs: runs, title: "rrl sweep: \(output)").utf8), to: report, role: "report")
             print("wrote \(report.path) (\(runs.count) runs)")
         }

@@ -374,6 +374,36 @@ final class FaultInjectionTests: XCTestCase {
         XCTAssertEqual(snapshot(sandbox), before, "nothing changed")
     }
 
+    /// `rrl report` and `rrl plot` refresh what they wrote before but never replace a file of the
+    /// user's without --overwrite; `rrl sweep` refuses, before training anything, a report.html of
+    /// the user's in its folder.
+    func testReportsAndPlotsNeverReplaceAUsersFile() throws {
+        let sandbox = try makeSandbox("report")
+        defer { try? FileManager.default.removeItem(at: sandbox) }
+        let base = try makeBaseRun(sandbox)
+        let notes = sandbox.appendingPathComponent("notes.html"), words = Data("my notes\n".utf8)
+        try words.write(to: notes)
+        for (command, output) in [("report", notes), ("plot", sandbox.appendingPathComponent("notes.svg"))] {
+            if command == "plot" { try words.write(to: output) }
+            assertFailsCleanly(try RRLProcess.run([command, base.path, "--output", output.path]), exit: 64,
+                               message: "exists and was not written by `rrl \(command)`; give --overwrite")
+            XCTAssertEqual(try Data(contentsOf: output), words, "the user's file is untouched")
+            let forced = try RRLProcess.run([command, base.path, "--output", output.path, "--overwrite"])
+            XCTAssertEqual(forced.status, 0, forced.summary)
+            let again = try RRLProcess.run([command, base.path, "--output", output.path])
+            XCTAssertEqual(again.status, 0, "\(command) refreshes its own file: \(again.summary)")
+            count("other")
+        }
+        let grid = sandbox.appendingPathComponent("grid")
+        try FileManager.default.createDirectory(at: grid, withIntermediateDirectories: true)
+        try words.write(to: grid.appendingPathComponent("report.html"))
+        let before = snapshot(sandbox)
+        let sweep = try RRLProcess.run(["sweep", "--seeds", "0", "--output", grid.path, "--", "sac", "--env", "pendulum", "--steps", "200", "--warmup", "100"])
+        assertFailsCleanly(sweep, exit: 64, message: "was not written by `rrl sweep`; move it, or give the sweep another --output")
+        XCTAssertEqual(snapshot(sandbox), before, "nothing trained, nothing changed")
+        count("other")
+    }
+
     /// `--preset` is where a run starts: a config file's keys apply over the recipe, and the command
     /// line over both (the recipe once replaced every setting the file made, silently).
     func testAConfigFileAppliesOverAPreset() throws {
