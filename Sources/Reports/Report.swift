@@ -4,6 +4,9 @@ import Foundation
 /// (a report it wrote before), or when told to with `--overwrite`.
 public let reportMark = "<meta name=\"generator\" content=\"RecurrentRL rrl report\">"
 
+/// What a report written before the mark existed holds near its top (its note on the curves).
+public let earlierReportMark = "curves show the mean over a configuration's runs"
+
 /// What the first line of every SVG file `rrl plot` writes holds, for the same purpose.
 public let plotMark = "<!-- RecurrentRL rrl plot -->"
 

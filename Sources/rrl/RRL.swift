@@ -96,7 +96,7 @@ struct Plot: ParsableCommand {
             throw ValidationError("no run has a metric '\(name)'\(near.map { "; did you mean '\($0)'?" } ?? ""); the metrics are: \(known.sorted().joined(separator: ", "))")
         }
         let url = URL(fileURLWithPath: output)
-        try checkReplaceable(url, mark: plotMark, command: "plot", overwrite: overwrite)
+        try checkReplaceable(url, marks: [plotMark], command: "plot", overwrite: overwrite)
         let svg = plotMark + "\n" + svgPlot(groups: groupRuns(runs).groups, metric: metric, x: x)
         try writeAtomically(Data(svg.utf8), to: url, role: "plot")
         print("wrote \(output)")
@@ -116,16 +116,16 @@ struct Report: ParsableCommand {
         guard !runDirectories.isEmpty else { throw ValidationError("give at least one run folder") }
         let runs = try runDirectories.map { try RunRecord(path: $0) }
         let url = URL(fileURLWithPath: output)
-        try checkReplaceable(url, mark: reportMark, command: "report", overwrite: overwrite)
+        try checkReplaceable(url, marks: [reportMark, earlierReportMark], command: "report", overwrite: overwrite)
         try writeAtomically(Data(htmlReport(runs: runs, title: title).utf8), to: url, role: "report")
         print("wrote \(output) (\(runs.count) runs)")
     }
 }
 
-/// Refuses to replace a file at `url` that `rrl COMMAND` did not write (its first 4 KB hold no
-/// `mark`) unless `overwrite`: a report or plot written before is refreshed, a user's own file is
+/// Refuses to replace a file at `url` that `rrl COMMAND` did not write (its first 4 KB hold none of
+/// `marks`) unless `overwrite`: a report or plot written before is refreshed, a user's own file is
 /// never lost.
-func checkReplaceable(_ url: URL, mark: String, command: String, overwrite: Bool,
+func checkReplaceable(_ url: URL, marks: [String], command: String, overwrite: Bool,
                       remedy: String = "give --overwrite to replace it, or --output another file") throws {
     var isDirectory: ObjCBool = false
     guard !overwrite, FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), !isDirectory.boolValue else { return }
@@ -133,7 +133,7 @@ func checkReplaceable(_ url: URL, mark: String, command: String, overwrite: Bool
         defer { try? handle.close() }
         return (try? handle.read(upToCount: 4096)) ?? Data()
     }
-    if let head, String(decoding: head, as: UTF8.self).contains(mark) { return }
+    if let head, case let text = String(decoding: head, as: UTF8.self), marks.contains(where: text.contains) { return }
     throw ValidationError("\(url.path) exists and was not written by `rrl \(command)`; \(remedy)")
 }
 

@@ -394,6 +394,11 @@ final class FaultInjectionTests: XCTestCase {
             XCTAssertEqual(again.status, 0, "\(command) refreshes its own file: \(again.summary)")
             count("other")
         }
+        // A report written before reports carried their mark is recognised by its note on the curves.
+        let earlier = sandbox.appendingPathComponent("earlier.html")
+        try Data("<html><head><title>t</title></head><body><p>1 run in 1 configuration; curves show the mean over a configuration's runs (seeds)</p>".utf8).write(to: earlier)
+        let refreshed = try RRLProcess.run(["report", base.path, "--output", earlier.path])
+        XCTAssertEqual(refreshed.status, 0, refreshed.summary)
         let grid = sandbox.appendingPathComponent("grid")
         try FileManager.default.createDirectory(at: grid, withIntermediateDirectories: true)
         try words.write(to: grid.appendingPathComponent("report.html"))
