@@ -278,16 +278,17 @@ public final class GRU: RecurrentLayer {
         // Storage read once (each read of a tensor's storage from this module is checked for
         // exclusive access, and the loop runs once per time step).
         let out = output.data, gateData = gates.data, stepData = stepHidden.data
-        let previous = keepActivations ? previousStates.data : stepState.data, candidate = keepActivations ? hiddenCandidate.data : nil
+        let previous = (keepActivations ? previousStates : stepState).data, candidate = keepActivations ? hiddenCandidate.data : nil
         for t in 0..<T {
-            // The state entering step t: the previous output, or the initial state where a row restarts.
-            let hp = keepActivations ? previous + t * B * H : previous
+            // The state entering step t (kept activations: step t's rows; otherwise one step's buffer):
+            // the previous output, or the initial state where a row restarts.
+            let at = keepActivations ? t * B * H : 0, hp = previous + at
             if t > 0 { hp.update(from: out + (t - 1) * B * H, count: B * H) }
             geometry.restartRows(at: t, from: initialState, column: 0, width: H, into: hp)
             weights.hiddenProducts(hp, steps: T, into: stepHidden)
             // r = σ(gi_r + gh_r), z = σ(gi_z + gh_z), n = tanh(gi_n + r gh_n), h = n + z (h_prev - n);
             // the gates keep r, z, n, and the hidden candidate W_hn h + b_hn, for backward.
-            rrl_gru_train_rows(B, H, gateData + t * B * G, stepData, hp, out + t * B * H, candidate.map { $0 + t * B * H })
+            rrl_gru_train_rows(B, H, gateData + t * B * G, stepData, hp, out + t * B * H, candidate.map { $0 + at })
         }
         if T > 0 {
             finalState.data.update(from: output.data + (T - 1) * B * H, count: B * H)

@@ -180,9 +180,10 @@ struct Train: ParsableCommand {
     func resolvedRunConfiguration() throws -> RunConfiguration {
         let base = try config.map { path in
             try ConfigurationFile.load(path: path, algorithm: algorithm?.rawValue, presetting: preset == nil ? nil : { run in
+                // The command line's environment first: a recipe can depend on it.
                 switch run {
-                case .offPolicy(var c): try applyPreset(to: &c); run = .offPolicy(c)
-                case .ppo(var c): try applyPreset(to: &c); run = .ppo(c)
+                case .offPolicy(var c): try applyEnvironment(to: &c); try applyPreset(to: &c); run = .offPolicy(c)
+                case .ppo(var c): try applyEnvironment(to: &c); try applyPreset(to: &c); run = .ppo(c)
                 }
             })
         }
@@ -230,11 +231,10 @@ struct Train: ParsableCommand {
         try c.environmentSpec.validate()
     }
 
-    /// `--preset`'s recipe over `c` (the defaults, with the command line's environment, on which a
-    /// recipe can depend).
+    /// `--preset`'s recipe over `c` (the defaults, with the command line's environment already
+    /// applied: a recipe can depend on it).
     func applyPreset(to c: inout OffPolicyConfiguration) throws {
         guard let preset else { return }
-        try applyEnvironment(to: &c)
         guard preset.algorithm == "sac" else {
             throw ConfigurationError("--preset \(preset.rawValue) is a PPO recipe: use `rrl train ppo --preset \(preset.rawValue)`")
         }
@@ -246,7 +246,6 @@ struct Train: ParsableCommand {
 
     func applyPreset(to c: inout PPOTrainingConfiguration) throws {
         guard let preset else { return }
-        try applyEnvironment(to: &c)
         guard preset.algorithm == c.algorithm else {
             throw ConfigurationError("--preset \(preset.rawValue) is a single-agent PPO recipe: use `rrl train ppo --preset \(preset.rawValue)`")
         }
