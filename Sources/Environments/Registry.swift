@@ -127,10 +127,12 @@ public enum EnvironmentRegistry {
         },
         Entry(name: "t-maze", summary: "passive T-maze: walk a corridor, then turn to the arm shown at the first step only (needs memory)",
               options: ["length": "the corridor's length (default 50)", "penalty": "cost of a step that does not walk on (default 1/length)",
-                        "steps": "the task's horizon, a terminal end (default length + 1)"]) { o in
+                        "steps": "the task's horizon, a terminal end (default length + 1)",
+                        "continuous": "1: four scores in [-1, 1], the highest one's move taken (default 0: 4 discrete actions)"]) { o in
             let length = try o.int("length", default: 50, in: 1...1_000_000)
             return TMaze(length: length, penalty: try o.float("penalty", default: 1 / Float(length), in: 0...100),
-                         maxEpisodeSteps: try o.int("steps", default: length + 1, in: 1...10_000_000))
+                         maxEpisodeSteps: try o.int("steps", default: length + 1, in: 1...10_000_000),
+                         continuousActions: try o.int("continuous", default: 0, in: 0...1) == 1)
         },
         Entry(name: "goal-cycle", summary: "gridworld, 5x5 egocentric view: visit 3 look-alike goals in a hidden cyclic order (200 steps)",
               options: ["size": "the grid's side (default 5)", "goals": "goals in the cycle (default 3)", "view": "the odd side of the egocentric view (default 5)",

@@ -259,6 +259,42 @@ final class HiddenInformationTests: XCTestCase {
         XCTAssertEqual(try EnvironmentRegistry.make("t-maze", options: ["length": "20"]).maxEpisodeSteps, 21)
     }
 
+    /// The continuous-action T-maze takes the move with the highest of four scores: the same
+    /// episode as the discrete one when each step's scores put its action first.
+    func testContinuousTMazeTakesTheHighestScoresMove() throws {
+        let L = 5
+        let continuous = try XCTUnwrap(try EnvironmentRegistry.make("t-maze", options: ["length": "\(L)", "continuous": "1"]) as? TMaze)
+        XCTAssertEqual(continuous.actionSpace, .box(low: [-1, -1, -1, -1], high: [1, 1, 1, 1]))
+        XCTAssertThrowsError(try EnvironmentRegistry.make("t-maze", options: ["continuous": "2"]))
+        let discrete = TMaze(length: L)
+        var generator = RandomGenerator(seed: 3)
+        for seed: UInt64 in 0..<6 {
+            var a: [Float] = [0, 0], b: [Float] = [0, 0]
+            discrete.reset(seed: seed, observation: &a)
+            continuous.reset(seed: seed, observation: &b)
+            XCTAssertEqual(a, b)
+            for t in 0...L {
+                // Mostly "right", sometimes another move; at the junction a turn.
+                var move = generator.uniform() < 0.8 ? 0 : Int(generator.uniform() * 4) % 4
+                if t == L { move = seed % 2 == 0 ? 2 : 3 }
+                var scores = (0..<4).map { _ in Float(generator.uniform()) * 1.8 - 1 }
+                scores[move] = 0.95
+                var action = Float(move)
+                let r = discrete.step(action: &action, observation: &a)
+                let s = scores.withUnsafeBufferPointer { continuous.step(action: $0.baseAddress!, observation: &b) }
+                XCTAssertEqual(r, s)
+                XCTAssertEqual(a, b)
+                XCTAssertEqual(discrete.position, continuous.position)
+                if r.terminated { break }
+            }
+        }
+        // A tie goes to the first move.
+        var o: [Float] = [0, 0], tie: [Float] = [0.5, 0.5, 0.5, 0.5]
+        continuous.reset(seed: 0, observation: &o)
+        _ = continuous.step(action: &tie, observation: &o)
+        XCTAssertEqual(continuous.position, 1)
+    }
+
     /// The hidden-dynamics pendulum draws a mass and gravity per episode from its ranges; with the
     /// ones Pendulum-v1 uses it moves exactly as Pendulum-v1 does; a heavier pendulum turns less
     /// for the same torque.
