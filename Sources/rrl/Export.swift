@@ -6,6 +6,17 @@ import RecurrentRL
 /// What `rrl export` writes.
 enum ExportFormat: String, ExpressibleByArgument, CaseIterable {
     case onnx, c, torch, weights
+
+    /// The file this format is named by (torch writes rrl_policy.py beside it).
+    var fileName: String {
+        switch self {
+        case .onnx: "policy.onnx"
+        case .c: "policy.h"
+        case .torch, .weights: "policy.safetensors"
+        }
+    }
+
+    var fileExtension: String { URL(fileURLWithPath: fileName).pathExtension }
 }
 
 struct Export: ParsableCommand {
@@ -16,17 +27,18 @@ struct Export: ParsableCommand {
         c: policy.h (weights and a plain C99 step function, no allocation).
         torch: policy.safetensors and rrl_policy.py (`rrl_policy.load("policy.safetensors")` gives a torch.nn.Module).
         weights: policy.safetensors, the actor's weights with the manifest that describes them (for the Swift Inference library, and runs written before manifests).
+        --output is a folder, or a file name with the format's extension (my-policy.onnx, my-policy.h, my-policy.safetensors; torch's rrl_policy.py goes beside it).
         Every format acts deterministically and matches rrl within 1e-5. Existing files are kept unless --overwrite is given.
         """)
     @Argument(help: "Run folder (made by `rrl train`).") var runDirectory: String
     @Option(help: "onnx, c, torch or weights.") var format: ExportFormat
-    @Option(help: "Folder to write into (default: the run folder).") var output: String?
+    @Option(help: "Folder to write into (default: the run folder), or the file, named with the format's extension.") var output: String?
     @Flag(help: "Replace files this command wrote before.") var overwrite = false
 
     func run() throws {
+        let (folder, fileName) = try destination()
         let saved = try SavedRun(path: runDirectory)
         let policy = saved.policy
-        let folder = URL(fileURLWithPath: output ?? runDirectory, isDirectory: true)
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         func target(_ name: String) throws -> URL {
             let url = folder.appendingPathComponent(name)
@@ -38,15 +50,15 @@ struct Export: ParsableCommand {
         var written: [URL] = []
         switch format {
         case .onnx:
-            let url = try target("policy.onnx")
+            let url = try target(fileName)
             try writeAtomically(Data(ONNXExport.model(of: policy)), to: url, role: "ONNX model")
             written.append(url)
         case .c:
-            let url = try target("policy.h")
+            let url = try target(fileName)
             try writeAtomically(Data(CExport.header(of: policy).utf8), to: url, role: "C header")
             written.append(url)
         case .weights, .torch:
-            let url = try target("policy.safetensors")
+            let url = try target(fileName)
             if format == .torch {
                 guard let python = PythonBridge.pythonFolder(containing: "rrl_policy.py") else {
                     throw TrainingError("cannot find rrl_policy.py (python/rrl_policy.py in the repository); run from the repository, or set RRL_BRIDGE_PATH to the folder that holds it")
@@ -59,5 +71,26 @@ struct Export: ParsableCommand {
             written.append(url)
         }
         print("wrote " + written.map(\.path).joined(separator: ", "))
+    }
+
+    /// The folder to write into and the main file's name: `--output` with the format's extension
+    /// names the file (unless a folder of that name exists, as earlier versions made); another
+    /// format's extension is a mistake worth stopping for (it would become a folder of that name);
+    /// anything else is a folder.
+    func destination() throws -> (folder: URL, fileName: String) {
+        guard let output else { return (URL(fileURLWithPath: runDirectory, isDirectory: true), format.fileName) }
+        let url = URL(fileURLWithPath: output), ext = url.pathExtension.lowercased()
+        var isFolder: ObjCBool = false
+        let exists = FileManager.default.fileExists(atPath: url.path, isDirectory: &isFolder)
+        if exists && isFolder.boolValue { return (url, format.fileName) }
+        if ext == format.fileExtension { return (url.deletingLastPathComponent(), url.lastPathComponent) }
+        let others = ExportFormat.allCases.filter { $0.fileExtension == ext || ($0 == .torch && ext == "py") }
+        if !others.isEmpty {
+            throw ValidationError("--output \(output): a .\(ext) file is what --format \(others.map(\.rawValue).joined(separator: " or ")) writes; for --format \(format.rawValue) give a folder or a name ending in .\(format.fileExtension)")
+        }
+        if exists {
+            throw ValidationError("--output \(output) is a file, not a folder; give a folder, or a name ending in .\(format.fileExtension)")
+        }
+        return (URL(fileURLWithPath: output, isDirectory: true), format.fileName)
     }
 }

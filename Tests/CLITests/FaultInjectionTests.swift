@@ -328,6 +328,19 @@ final class FaultInjectionTests: XCTestCase {
         XCTAssertEqual(try Data(contentsOf: model), before)
         let forced = try RRLProcess.run(["export", base.path, "--format", "onnx", "--output", sandbox.appendingPathComponent("out").path, "--overwrite"])
         XCTAssertEqual(forced.status, 0, forced.summary)
+        // --output with the format's extension names the file; another format's extension is refused
+        // and nothing is made.
+        let named = sandbox.appendingPathComponent("named/pendulum.onnx")
+        let byName = try RRLProcess.run(["export", base.path, "--format", "onnx", "--output", named.path])
+        XCTAssertEqual(byName.status, 0, byName.summary)
+        XCTAssertEqual(try Data(contentsOf: named), try Data(contentsOf: model))
+        let header = sandbox.appendingPathComponent("named/pendulum.h")
+        XCTAssertEqual(try RRLProcess.run(["export", base.path, "--format", "c", "--output", header.path]).status, 0)
+        XCTAssertTrue(try String(contentsOf: header, encoding: .utf8).contains("rrl_policy_step"))
+        let wrong = sandbox.appendingPathComponent("wrong.onnx")
+        assertFailsCleanly(try RRLProcess.run(["export", base.path, "--format", "c", "--output", wrong.path]), exit: 64,
+                           message: "a .onnx file is what --format onnx writes; for --format c give a folder or a name ending in .h")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: wrong.path))
         let perAgent = sandbox.appendingPathComponent("per-agent")
         let trained = try RRLProcess.run(["train", "masac", "--actor-per-agent", "--steps", "300", "--warmup", "100", "--eval-interval", "300",
                                           "--run-dir", perAgent.path, "--quiet"])
