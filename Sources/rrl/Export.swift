@@ -63,9 +63,15 @@ struct Export: ParsableCommand {
                 guard let python = PythonBridge.pythonFolder(containing: "rrl_policy.py") else {
                     throw TrainingError("cannot find rrl_policy.py (python/rrl_policy.py in the repository); run from the repository, or set RRL_BRIDGE_PATH to the folder that holds it")
                 }
-                let module = try target("rrl_policy.py")
-                try writeAtomically(try Data(contentsOf: URL(fileURLWithPath: python + "/rrl_policy.py")), to: module, role: "PyTorch module")
-                written.append(module)
+                // The module is the same for every policy: one already there with the same text
+                // serves (several policies exported into one folder), another one is kept.
+                let source = try Data(contentsOf: URL(fileURLWithPath: python + "/rrl_policy.py"))
+                let existing = folder.appendingPathComponent("rrl_policy.py")
+                if (try? Data(contentsOf: existing)) != source {
+                    let module = try target("rrl_policy.py")
+                    try writeAtomically(source, to: module, role: "PyTorch module")
+                    written.append(module)
+                }
             }
             try SafeTensors.write(policy.namedTensors, metadata: policy.manifest.metadata, to: url)
             written.append(url)

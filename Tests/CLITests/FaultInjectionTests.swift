@@ -341,6 +341,13 @@ final class FaultInjectionTests: XCTestCase {
         assertFailsCleanly(try RRLProcess.run(["export", base.path, "--format", "c", "--output", wrong.path]), exit: 64,
                            message: "a .onnx file is what --format onnx writes; for --format c give a folder or a name ending in .h")
         XCTAssertFalse(FileManager.default.fileExists(atPath: wrong.path))
+        // Two PyTorch policies into one folder share its rrl_policy.py.
+        for name in ["first", "second"] {
+            let torch = try RRLProcess.run(["export", base.path, "--format", "torch", "--output", sandbox.appendingPathComponent("models/\(name).safetensors").path])
+            XCTAssertEqual(torch.status, 0, torch.summary)
+        }
+        XCTAssertEqual(Set(try FileManager.default.contentsOfDirectory(atPath: sandbox.appendingPathComponent("models").path)),
+                       ["first.safetensors", "second.safetensors", "rrl_policy.py"])
         let perAgent = sandbox.appendingPathComponent("per-agent")
         let trained = try RRLProcess.run(["train", "masac", "--actor-per-agent", "--steps", "300", "--warmup", "100", "--eval-interval", "300",
                                           "--run-dir", perAgent.path, "--quiet"])
