@@ -36,6 +36,10 @@ struct RRL: ParsableCommand {
         do {
             command = try parseAsRoot()
         } catch {
+            if arguments.first == "train", let message = withOptionHint(fullMessage(for: error)) {
+                FileHandle.standardError.write(Data((message + "\n").utf8))
+                Foundation.exit(exitCode(for: error).rawValue)
+            }
             exit(withError: error)
         }
         do {
@@ -50,6 +54,30 @@ struct RRL: ParsableCommand {
             exit(withError: error)
         }
     }
+}
+
+/// Options of `rrl train` that other libraries' users type (Stable-Baselines3, CleanRL, rl-zoo) and
+/// what rrl calls them.
+let foreignOptions: [String: String] = [
+    "--output": "rrl train calls the run folder --run-dir",
+    "--total-timesteps": "rrl calls it --steps", "--n-timesteps": "rrl calls it --steps", "--timesteps": "rrl calls it --steps",
+    "--env-id": "rrl calls it --env", "--num-envs": "rrl calls it --envs", "--n-envs": "rrl calls it --envs",
+    "--learning-rate": "rrl calls it --lr for ppo, --actor-lr and --critic-lr for the off-policy algorithms",
+    "--algo": "the algorithm comes first, without a flag: rrl train sac", "--algorithm": "the algorithm comes first, without a flag: rrl train sac",
+]
+
+/// ArgumentParser's message for an unknown option of `rrl train` that another library's users
+/// would type ("Unknown option '--total-timesteps'"), with what rrl calls it in place of
+/// ArgumentParser's own guess on the first line; nil when there is no such hint.
+func withOptionHint(_ message: String) -> String? {
+    guard let start = message.range(of: "Unknown option '") else { return nil }
+    let name = String(message[start.upperBound...].prefix { $0 != "'" })
+    guard let hint = foreignOptions[name] else { return nil }
+    var lines = message.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+    let line = lines.firstIndex { $0.contains("Unknown option '") }!
+    if let guess = lines[line].range(of: ". Did you mean") { lines[line] = String(lines[line][..<guess.lowerBound]) }
+    lines[line] += "; " + hint
+    return lines.joined(separator: "\n")
 }
 
 struct Evaluate: ParsableCommand {

@@ -107,7 +107,8 @@ struct Sweep: ParsableCommand {
             do {
                 configuration = try Train.parse(Array(job.arguments.dropFirst())).resolvedRunConfiguration()
             } catch {
-                throw ValidationError("the run \(name) would not start: \(Train.message(for: error))")
+                let message = Train.message(for: error)
+                throw ValidationError("the run \(name) would not start: \(withOptionHint(message) ?? message)")
             }
             if let changed = Sweep.differences(job.folder, from: configuration), !changed.isEmpty {
                 throw ValidationError("\(job.folder) holds a run of another configuration (\(changed.prefix(5).joined(separator: ", "))\(changed.count > 5 ? ", ..." : "") differ); give the sweep another --output, or the arguments that made it")
