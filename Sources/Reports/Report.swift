@@ -7,6 +7,9 @@ public let reportMark = "<meta name=\"generator\" content=\"RecurrentRL rrl repo
 /// What a report written before the mark existed holds near its top (its note on the curves).
 public let earlierReportMark = "curves show the mean over a configuration's runs"
 
+/// What marks a report as rrl's own, today's or an earlier one's.
+public let reportMarks = [reportMark, earlierReportMark]
+
 /// What the first line of every SVG file `rrl plot` writes holds, for the same purpose.
 public let plotMark = "<!-- RecurrentRL rrl plot -->"
 

@@ -47,18 +47,14 @@ struct Export: ParsableCommand {
             }
             return url
         }
+        let url = try target(fileName)
         var written: [URL] = []
         switch format {
         case .onnx:
-            let url = try target(fileName)
             try writeAtomically(Data(ONNXExport.model(of: policy)), to: url, role: "ONNX model")
-            written.append(url)
         case .c:
-            let url = try target(fileName)
             try writeAtomically(Data(CExport.header(of: policy).utf8), to: url, role: "C header")
-            written.append(url)
         case .weights, .torch:
-            let url = try target(fileName)
             if format == .torch {
                 guard let python = PythonBridge.pythonFolder(containing: "rrl_policy.py") else {
                     throw TrainingError("cannot find rrl_policy.py (python/rrl_policy.py in the repository); run from the repository, or set RRL_BRIDGE_PATH to the folder that holds it")
@@ -74,8 +70,8 @@ struct Export: ParsableCommand {
                 }
             }
             try SafeTensors.write(policy.namedTensors, metadata: policy.manifest.metadata, to: url)
-            written.append(url)
         }
+        written.append(url)
         print("wrote " + written.map(\.path).joined(separator: ", "))
     }
 

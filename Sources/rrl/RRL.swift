@@ -70,14 +70,14 @@ let foreignOptions: [String: String] = [
 /// would type ("Unknown option '--total-timesteps'"), with what rrl calls it in place of
 /// ArgumentParser's own guess on the first line; nil when there is no such hint.
 func withOptionHint(_ message: String) -> String? {
-    guard let start = message.range(of: "Unknown option '") else { return nil }
-    let name = String(message[start.upperBound...].prefix { $0 != "'" })
-    guard let hint = foreignOptions[name] else { return nil }
     var lines = message.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-    let line = lines.firstIndex { $0.contains("Unknown option '") }!
-    if let guess = lines[line].range(of: ". Did you mean") { lines[line] = String(lines[line][..<guess.lowerBound]) }
-    lines[line] += "; " + hint
-    return lines.joined(separator: "\n")
+    for (i, line) in lines.enumerated() {
+        guard let start = line.range(of: "Unknown option '") else { continue }
+        guard let hint = foreignOptions[String(line[start.upperBound...].prefix { $0 != "'" })] else { return nil }
+        lines[i] = line[..<(line.range(of: ". Did you mean")?.lowerBound ?? line.endIndex)] + "; " + hint
+        return lines.joined(separator: "\n")
+    }
+    return nil
 }
 
 struct Evaluate: ParsableCommand {
@@ -144,7 +144,7 @@ struct Report: ParsableCommand {
         guard !runDirectories.isEmpty else { throw ValidationError("give at least one run folder") }
         let runs = try runDirectories.map { try RunRecord(path: $0) }
         let url = URL(fileURLWithPath: output)
-        try checkReplaceable(url, marks: [reportMark, earlierReportMark], command: "report", overwrite: overwrite)
+        try checkReplaceable(url, marks: reportMarks, command: "report", overwrite: overwrite)
         try writeAtomically(Data(htmlReport(runs: runs, title: title).utf8), to: url, role: "report")
         print("wrote \(output) (\(runs.count) runs)")
     }

@@ -116,7 +116,7 @@ struct Sweep: ParsableCommand {
             configurations.append(configuration)
         }
         let report = URL(fileURLWithPath: output).appendingPathComponent("report.html")
-        try checkReplaceable(report, marks: [reportMark, earlierReportMark], command: "sweep", overwrite: false, remedy: "move it, or give the sweep another --output")
+        try checkReplaceable(report, marks: reportMarks, command: "sweep", overwrite: false, remedy: "move it, or give the sweep another --output")
         try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
         var pending: [(Job, [String])] = [], skipped = 0
