@@ -277,6 +277,9 @@ public struct AgentConfiguration: Codable, Equatable, Sendable {
         }
         if maxGradientNorm < 0 { try fail("max gradient norm must be 0 (off) or positive (got \(maxGradientNorm))") }
         if truncation < 0 { try fail("truncation must be 0 (off) or positive (got \(truncation))") }
+        if sampler.sequenceLength == 1 && sampler.alwaysStartAtEpisodeStart {
+            try fail("windows of one step that all start at an episode's first step train on nothing else: let them start anywhere (--no-start-at-episode-start, or alwaysStartAtEpisodeStart false in the configuration file)")
+        }
         if network == .mlp {
             if sampler.sequenceLength != 1 || sampler.burnIn != 0 || sampler.initialState != .zero {
                 try fail("an MLP agent has no recurrent state: use sequence length 1, no burn-in and initial state 'zero' (or choose --network gru|lstm)")

@@ -314,6 +314,13 @@ struct Train: ParsableCommand {
             throw ConfigurationError("--sequence-length \(L) leaves no trained slot after the recurrent recipe's burn-in of \(B) slots: "
                 + "also pass --burn-in with fewer than \(L) slots (for example --burn-in \(L / 3)), or a longer --sequence-length")
         }
+        if startAtEpisodeStart == nil, c.agent.sampler.alwaysStartAtEpisodeStart, network == .mlp || Int(sequenceLength ?? "") != nil {
+            // Whole episodes (MASAC's, VDN's and QMIX's default) start where the episodes do; windows the
+            // options made shorter than an episode (an MLP's single transitions, --sequence-length N)
+            // start anywhere, or the episodes' later steps would never be trained.
+            let L = c.agent.sampler.sequenceLength
+            if L == 1 || L < ((try? episodeLimit(of: c)) ?? Int.max) { c.agent.sampler.alwaysStartAtEpisodeStart = false }
+        }
         if let initialState { c.agent.sampler.initialState = initialState }
         if let randomLength { c.agent.sampler.randomSequenceLength = randomLength }
         if let nominalLengthProbability { c.agent.sampler.nominalLengthProbability = nominalLengthProbability }

@@ -470,6 +470,34 @@ final class FaultInjectionTests: XCTestCase {
         count("other")
     }
 
+    /// MASAC's default windows are whole episodes from their first step; options that make windows
+    /// shorter than an episode (an MLP's single transitions, a number of steps) let them start anywhere,
+    /// unless --start-at-episode-start says otherwise (team-recall's episodes are 7 steps).
+    func testWindowsShorterThanEpisodesStartAnywhere() throws {
+        let sandbox = try makeSandbox("windows")
+        defer { try? FileManager.default.removeItem(at: sandbox) }
+        func sampler(_ options: [String]) throws -> (length: Int?, startsAtEpisodeStart: Bool?) {
+            let run = sandbox.appendingPathComponent("run\(options.joined())")
+            let trained = try RRLProcess.run(["train", "masac", "--env", "team-recall", "--warmup", "14", "--steps", "21", "--eval-episodes", "1",
+                                              "--run-dir", run.path, "--quiet"] + options)
+            XCTAssertEqual(trained.status, 0, trained.summary)
+            let data = try Data(contentsOf: run.appendingPathComponent("config.json"))
+            let json = try XCTUnwrap(JSONSerialization.jsonObject(with: data) as? [String: Any])
+            let s = try XCTUnwrap((json["agent"] as? [String: Any])?["sampler"] as? [String: Any])
+            return (s["sequenceLength"] as? Int, s["alwaysStartAtEpisodeStart"] as? Bool)
+        }
+        let whole = try sampler([])
+        XCTAssertEqual(whole.length, 7, "the default: whole episodes")
+        XCTAssertEqual(whole.startsAtEpisodeStart, true, "whole episodes start where the episodes do")
+        let mlp = try sampler(["--network", "mlp"])
+        XCTAssertEqual(mlp.length, 1)
+        XCTAssertEqual(mlp.startsAtEpisodeStart, false, "an MLP's transitions come from anywhere in an episode")
+        XCTAssertEqual(try sampler(["--sequence-length", "3"]).startsAtEpisodeStart, false, "windows shorter than an episode")
+        XCTAssertEqual(try sampler(["--sequence-length", "7"]).startsAtEpisodeStart, true, "windows as long as an episode")
+        XCTAssertEqual(try sampler(["--sequence-length", "3", "--start-at-episode-start"]).startsAtEpisodeStart, true, "the option given")
+        count("other", 5)
+    }
+
     /// A damaged weights file never crashes `rrl evaluate`: it is a clear error, or (a flip in unused
     /// header padding or in a weight's low bits) an evaluation with finite numbers.
     func testDamagedWeightsNeverCrashEvaluate() throws {
