@@ -10,7 +10,7 @@ Each agent steers towards a landmark with a proportional controller on its posit
               recomputed each step (what a coordinated team does)
 The return is the team's, as rrl reports it: the sum over agents of their rewards over the episode.
 
-Usage: python3 scripts/spread-heuristics.py [--agents N] [--episodes E] [--continuous] [--gain G]
+Usage: python3 scripts/spread-heuristics.py [--agents N] [--local R] [--episodes E] [--continuous] [--gain G]
 """
 import argparse
 import itertools
@@ -54,13 +54,14 @@ def act(env, mode, gain, continuous):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--agents", type=int, default=3)
+    parser.add_argument("--local", type=float, default=0.5, help="local ratio (rrl's --env-option local=R)")
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--continuous", action="store_true")
     parser.add_argument("--gain", type=float, default=3.0)
     args = parser.parse_args()
-    env = simple_spread_v3.parallel_env(N=args.agents, local_ratio=0.5, max_cycles=25,
+    env = simple_spread_v3.parallel_env(N=args.agents, local_ratio=args.local, max_cycles=25,
                                         continuous_actions=args.continuous)
-    print(f"simple_spread_v3, {args.agents} agents, {'continuous' if args.continuous else 'discrete'} actions, "
+    print(f"simple_spread_v3, {args.agents} agents, local ratio {args.local}, {'continuous' if args.continuous else 'discrete'} actions, "
           f"{args.episodes} episodes (seeds 0..{args.episodes - 1}): team return mean ± standard error")
     for mode in ["still", "random", "nearest", "assignment"]:
         returns = []
