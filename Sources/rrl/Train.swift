@@ -275,6 +275,7 @@ struct Train: ParsableCommand {
                 c.agent.sampler.burnIn = 0
                 c.agent.sampler.randomSequenceLength = false
                 c.agent.sampler.initialState = .zero
+                c.agent.sampler.alwaysStartAtEpisodeStart = false
             } else if c.agent.sampler.sequenceLength == 1 {
                 // Switching a classic-control default to a recurrent network (the recipe that
                 // solves pendulum-velocity): windows of 48 slots whose first 16 warm up the
@@ -300,6 +301,11 @@ struct Train: ParsableCommand {
                 c.agent.sampler.alwaysStartAtEpisodeStart = true
             } else if let L = Int(sequenceLength) {
                 c.agent.sampler.sequenceLength = L
+                // Whole episodes (MASAC's, VDN's and QMIX's default) start where the episodes do; shorter
+                // windows start anywhere, or the episodes' later steps would never be trained.
+                if c.agent.sampler.alwaysStartAtEpisodeStart, L < ((try? episodeLimit(of: c)) ?? Int.max) {
+                    c.agent.sampler.alwaysStartAtEpisodeStart = false
+                }
             } else {
                 throw ConfigurationError("--sequence-length expects a number of steps or 'full'; got '\(sequenceLength)'")
             }
@@ -313,13 +319,6 @@ struct Train: ParsableCommand {
             let L = c.agent.sampler.sequenceLength, B = c.agent.sampler.burnIn
             throw ConfigurationError("--sequence-length \(L) leaves no trained slot after the recurrent recipe's burn-in of \(B) slots: "
                 + "also pass --burn-in with fewer than \(L) slots (for example --burn-in \(L / 3)), or a longer --sequence-length")
-        }
-        if startAtEpisodeStart == nil, c.agent.sampler.alwaysStartAtEpisodeStart, network == .mlp || Int(sequenceLength ?? "") != nil {
-            // Whole episodes (MASAC's, VDN's and QMIX's default) start where the episodes do; windows the
-            // options made shorter than an episode (an MLP's single transitions, --sequence-length N)
-            // start anywhere, or the episodes' later steps would never be trained.
-            let L = c.agent.sampler.sequenceLength
-            if L == 1 || L < ((try? episodeLimit(of: c)) ?? Int.max) { c.agent.sampler.alwaysStartAtEpisodeStart = false }
         }
         if let initialState { c.agent.sampler.initialState = initialState }
         if let randomLength { c.agent.sampler.randomSequenceLength = randomLength }

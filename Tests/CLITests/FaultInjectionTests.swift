@@ -437,15 +437,11 @@ final class FaultInjectionTests: XCTestCase {
         let file = sandbox.appendingPathComponent("small.json")
         try Data((#"{"agent": {"hiddenSize": 8, "headHiddenSizes": [8], "batchSize": 2, "criticHeads": 3, "#
                   + #""contextEncoder": {"after": 8, "before": [8], "inputEmbedding": 4, "projection": 4}}}"#).utf8).write(to: file)
-        func configuration(_ run: URL) throws -> [String: Any] {
-            let data = try Data(contentsOf: run.appendingPathComponent("config.json"))
-            return try XCTUnwrap(JSONSerialization.jsonObject(with: data) as? [String: Any])
-        }
         let sac = sandbox.appendingPathComponent("sac")
         let trained = try RRLProcess.run(["train", "sac", "--preset", "resel", "--config", file.path, "--env", "pendulum-velocity",
                                           "--critic-heads", "4", "--warmup", "8", "--steps", "10", "--eval-episodes", "1", "--run-dir", sac.path, "--quiet"])
         XCTAssertEqual(trained.status, 0, trained.summary)
-        let agent = try XCTUnwrap(try configuration(sac)["agent"] as? [String: Any])
+        let agent = try XCTUnwrap(try runConfiguration(sac)["agent"] as? [String: Any])
         XCTAssertEqual(agent["hiddenSize"] as? Int, 8, "the file's")
         XCTAssertEqual(agent["headHiddenSizes"] as? [Int], [8], "the file's")
         XCTAssertEqual(agent["batchSize"] as? Int, 2, "the file's")
@@ -464,7 +460,7 @@ final class FaultInjectionTests: XCTestCase {
                                          "--minibatch-size", "32", "--chunk-length", "16", "--steps", "32", "--eval-episodes", "1",
                                          "--run-dir", ppo.path, "--quiet"])
         XCTAssertEqual(ppoRun.status, 0, ppoRun.summary)
-        let settings = try XCTUnwrap(try configuration(ppo)["ppo"] as? [String: Any])
+        let settings = try XCTUnwrap(try runConfiguration(ppo)["ppo"] as? [String: Any])
         XCTAssertEqual(settings["valueClipRange"] as? Double, 0.3, "the file's over the recipe's 0")
         XCTAssertEqual(settings["hiddenSize"] as? Int, 8, "the file's")
         count("other")
@@ -481,9 +477,7 @@ final class FaultInjectionTests: XCTestCase {
             let trained = try RRLProcess.run(["train", "masac", "--env", "team-recall", "--warmup", "14", "--steps", "21", "--eval-episodes", "1",
                                               "--run-dir", run.path, "--quiet"] + options)
             XCTAssertEqual(trained.status, 0, trained.summary)
-            let data = try Data(contentsOf: run.appendingPathComponent("config.json"))
-            let json = try XCTUnwrap(JSONSerialization.jsonObject(with: data) as? [String: Any])
-            let s = try XCTUnwrap((json["agent"] as? [String: Any])?["sampler"] as? [String: Any])
+            let s = try XCTUnwrap((try runConfiguration(run)["agent"] as? [String: Any])?["sampler"] as? [String: Any])
             return (s["sequenceLength"] as? Int, s["alwaysStartAtEpisodeStart"] as? Bool)
         }
         let whole = try sampler([])

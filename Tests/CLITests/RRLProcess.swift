@@ -111,3 +111,9 @@ func makeSandbox(_ name: String) throws -> URL {
     try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     return url
 }
+
+/// A run folder's config.json, as JSON objects.
+func runConfiguration(_ run: URL) throws -> [String: Any] {
+    let data = try Data(contentsOf: run.appendingPathComponent("config.json"))
+    return try XCTUnwrap(JSONSerialization.jsonObject(with: data) as? [String: Any])
+}
