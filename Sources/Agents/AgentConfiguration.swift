@@ -140,6 +140,9 @@ public enum NetworkKind: String, Codable, CaseIterable, Sendable {
 public struct AgentConfiguration: Codable, Equatable, Sendable {
     public var algorithm: OffPolicyAlgorithm = .sac
     public var network: NetworkKind = .gru
+    /// The critics' network when it differs from the actor's (nil: `network`): an MLP critic over a
+    /// Markov input (a global state that holds everything) beside recurrent actors.
+    public var criticNetwork: NetworkKind? = nil
     /// Recurrent layers per encoder.
     public var recurrentLayers = 1
     /// Width of the recurrent state (h) of each encoder layer.
@@ -211,6 +214,9 @@ public struct AgentConfiguration: Codable, Equatable, Sendable {
 
     public init() {}
 
+    /// The critics' network in force.
+    public var criticNetworkKind: NetworkKind { criticNetwork ?? network }
+
     /// Q-functions in all: critics × heads.
     public var qFunctionCount: Int { criticCount * (criticHeads ?? 1) }
 
@@ -279,6 +285,13 @@ public struct AgentConfiguration: Codable, Equatable, Sendable {
         if truncation < 0 { try fail("truncation must be 0 (off) or positive (got \(truncation))") }
         if sampler.sequenceLength == 1 && sampler.alwaysStartAtEpisodeStart {
             try fail("windows of one step that all start at an episode's first step train on nothing else: let them start anywhere (--no-start-at-episode-start, or alwaysStartAtEpisodeStart false in the configuration file)")
+        }
+        if let critic = criticNetwork, critic != network {
+            if algorithm.isValueDecomposition { try fail("\(algorithm.rawValue) has no critics: remove --critic-network") }
+            if network == .mlp {
+                try fail("a recurrent critic needs windows longer than the MLP actor's single transitions: use --network gru or lstm for the actor too, or --critic-network mlp")
+            }
+            if contextEncoder != nil { try fail("the context encoder is built into actor and critics alike: remove --critic-network, or the context encoder") }
         }
         if network == .mlp {
             if sampler.sequenceLength != 1 || sampler.burnIn != 0 || sampler.initialState != .zero {

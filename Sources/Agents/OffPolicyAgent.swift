@@ -262,7 +262,7 @@ public final class OffPolicyAgent {
         }
         func makeCritic(_ rng: inout RandomGenerator) -> SequenceNetwork {
             // Discrete: Q for every action from the features; continuous: Q(features, action).
-            SequenceNetwork(contextWidth: criticContextWidth, extraWidth: criticExtraWidth, cell: c.network.cell,
+            SequenceNetwork(contextWidth: criticContextWidth, extraWidth: criticExtraWidth, cell: c.criticNetworkKind.cell,
                             hiddenSize: c.hiddenSize, layers: c.recurrentLayers, headHiddenSizes: c.headHiddenSizes,
                             outputSize: discreteActions ?? 1, activation: c.activation, heads: c.criticHeads ?? 1,
                             contextEncoder: contextEncoder, extraProjection: c.contextEncoder?.projection ?? 0, using: &rng)

@@ -97,15 +97,15 @@ public struct MemoryEstimate: CustomStringConvertible {
         let criticContext = M == 1 ? context : M * observationWidth + globalStateWidth + id + M * A + 1
         let actor = network(input: context, cell: a.network.cell, hidden: a.hiddenSize, layers: a.recurrentLayers, heads: a.headHiddenSizes,
                             extra: 0, output: discrete ? A : 2 * A)
-        let critic = network(input: criticContext, cell: a.network.cell, hidden: a.hiddenSize, layers: a.recurrentLayers, heads: a.headHiddenSizes,
+        let critic = network(input: criticContext, cell: a.criticNetworkKind.cell, hidden: a.hiddenSize, layers: a.recurrentLayers, heads: a.headHiddenSizes,
                              extra: discrete ? (M - 1) * A : M * A, output: discrete ? A : 1)
         let critics = Double(a.criticCount)
         // Trained networks: value, gradient, two moments; targets: value only.
         let parameters = 4 * (actor.parameters + critics * critic.parameters) + actor.parameters + critics * critic.parameters
         let rows = Double(a.batchSize) * Double(a.sampler.sequenceLength + 1) * Double(M)
         let activations = rows * 2 * (actor.perRow + 2 * critics * critic.perRow)
-        let stateWidth = a.network == .mlp ? 0.0 : Double(a.hiddenSize * a.recurrentLayers * (a.network == .lstm ? 2 : 1))
-        let stored = a.sampler.initialState.usesStoredStates ? stateWidth * (1 + critics) : 0
+        func stateWidth(_ kind: NetworkKind) -> Double { kind == .mlp ? 0 : Double(a.hiddenSize * a.recurrentLayers * (kind == .lstm ? 2 : 1)) }
+        let stored = a.sampler.initialState.usesStoredStates ? stateWidth(a.network) + critics * stateWidth(a.criticNetworkKind) : 0
         // Several agents: each agent's activity and finished flags; with masks, each agent's mask and next mask.
         let activity = (M > 1 ? 2.0 : 0) + 2 * Double(actionMaskWidth)
         let perStep = Double(M) * (2 * Double(observationWidth) + Double(actionSpace.width) + 1 + stored + activity) + 2 * Double(globalStateWidth)

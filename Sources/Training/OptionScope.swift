@@ -59,7 +59,7 @@ public enum OptionScope {
         for key in ["agent.actorPerAgent", "resetMode"] {
             rules.append(rule(key, "masac, vdn and qmix") { offPolicy($0)?.agent.algorithm.isMultiAgent ?? false })
         }
-        for key in ["criticLearningRate", "criticCount", "actorUpdateInterval", "criticHeads", "targetSubset", "clampTargets"] {
+        for key in ["criticLearningRate", "criticCount", "criticNetwork", "actorUpdateInterval", "criticHeads", "targetSubset", "clampTargets"] {
             rules.append(rule("agent.\(key)", "sac, td3 and masac (vdn and qmix have no critics: their Q-networks learn at --actor-lr)") {
                 offPolicy($0).map { !$0.agent.algorithm.isValueDecomposition } ?? false
             })

@@ -71,6 +71,7 @@ struct Train: ParsableCommand {
     @Flag(help: "No progress line.") var quiet = false
 
     @Option(help: "Network: mlp, gru or lstm.") var network: NetworkKind?
+    @Option(help: "The critics' network when it differs from the actor's: mlp, gru or lstm (e.g. mlp critics over masac's global state beside recurrent actors; default: --network).") var criticNetwork: NetworkKind?
     @Option(parsing: .unconditional, help: "Recurrent layers per encoder.") var layers: Int?
     @Option(parsing: .unconditional, help: "Recurrent state width per layer.") var hidden: Int?
     @Option(parsing: .unconditional, help: "Hidden widths of the MLP heads, comma separated (e.g. 64,64; 'none' for a linear head).") var headHidden: String?
@@ -165,7 +166,7 @@ struct Train: ParsableCommand {
             ("--clamp-targets", clampTargets),
             ("--target-interval", targetInterval != nil), ("--policy-noise", policyNoise != nil), ("--noise-clip", noiseClip != nil),
             ("--exploration-noise", explorationNoise != nil), ("--warmup", warmup != nil), ("--probes", probes != nil),
-            ("--critic-input", criticInput != nil), ("--other-actions", otherActions != nil), ("--reset-mode", resetMode != nil),
+            ("--critic-network", criticNetwork != nil), ("--critic-input", criticInput != nil), ("--other-actions", otherActions != nil), ("--reset-mode", resetMode != nil),
             ("--refresh-stored", refreshStored != nil), ("--actor-per-agent", actorPerAgent),
             ("--epsilon-start", epsilonStart != nil), ("--epsilon-finish", epsilonFinish != nil), ("--epsilon-steps", epsilonSteps != nil),
             ("--lambda", lambda != nil), ("--n-step", nStep != nil), ("--double-q", doubleQ != nil), ("--mixing-embed", mixingEmbed != nil),
@@ -215,7 +216,7 @@ struct Train: ParsableCommand {
         "--shared-reward": (nil, "ppo.sharedReward"),
         "--refresh-interval": (nil, "ppo.refreshInterval"), "--refresh-advantages": (nil, "ppo.refreshAdvantages"), "--initial-log-std": (nil, "ppo.initialLogStd"),
         "--refresh-stored": ("agent.refreshStoredStatesInterval", nil), "--critic-lr": ("agent.criticLearningRate", nil),
-        "--critics": ("agent.criticCount", nil), "--critic-heads": ("agent.criticHeads", nil), "--target-subset": ("agent.targetSubset", nil),
+        "--critics": ("agent.criticCount", nil), "--critic-network": ("agent.criticNetwork", nil), "--critic-heads": ("agent.criticHeads", nil), "--target-subset": ("agent.targetSubset", nil),
         "--actor-q": ("agent.actorQ", nil), "--clamp-targets": ("agent.clampTargets", nil), "--actor-interval": ("agent.actorUpdateInterval", nil),
         "--epsilon-start": ("agent.valueDecomposition.epsilonStart", nil), "--epsilon-finish": ("agent.valueDecomposition.epsilonFinish", nil),
         "--epsilon-steps": ("agent.valueDecomposition.epsilonAnnealSteps", nil), "--lambda": ("agent.valueDecomposition.lambda", nil),
@@ -290,6 +291,7 @@ struct Train: ParsableCommand {
                 c.agent.context = ContextInputs(observation: true, lastAction: true, lastReward: true)
             }
         }
+        if let criticNetwork { c.agent.criticNetwork = criticNetwork }
         if let layers { c.agent.recurrentLayers = layers }
         if let hidden { c.agent.hiddenSize = hidden }
         if let headHidden { c.agent.headHiddenSizes = try parseHeadHidden(headHidden) }
@@ -424,7 +426,7 @@ struct Train: ParsableCommand {
         switch configuration {
         case .offPolicy(let c):
             let a = c.agent
-            print("training \(a.algorithm.rawValue) (\(a.network.rawValue)) on \(c.environment) for \(c.steps) steps, seed \(c.seed); run folder \(run.folder.url.path)")
+            print("training \(a.algorithm.rawValue) (\(a.network.rawValue)\(a.criticNetworkKind != a.network ? ", \(a.criticNetworkKind.rawValue) critics" : "")) on \(c.environment) for \(c.steps) steps, seed \(c.seed); run folder \(run.folder.url.path)")
         case .ppo(let c):
             let p = c.ppo
             print("training \(c.algorithm) (\(p.network.rawValue)\(p.sharedEncoder ? ", shared encoder" : "")\(p.refreshStates ? ", refreshing states" : "")) on \(c.environment) for \(c.steps) steps with \(p.environments) copies, seed \(c.seed); run folder \(run.folder.url.path)")

@@ -131,6 +131,19 @@ final class MultiAgentAgentTests: XCTestCase {
              earlyFinish: true) {
             $0.context = ContextInputs(observation: true, lastAction: true, agentID: true)
         },
+        // Recurrent actors beside MLP critics (the critics read each step's global state or joint
+        // observation alone; the stored states are the actor's only).
+        Case(label: "MASAC discrete GRU actors, MLP critics, global state, stored states", network: .gru, actions: .discrete(3), globalState: 5) {
+            $0.criticNetwork = .mlp
+            $0.sampler.initialState = .stored
+            $0.context = ContextInputs(observation: true, lastAction: true, agentID: true)
+        },
+        Case(label: "MASAC continuous LSTM actors, MLP critics, joint observation, targets from slot 1", network: .lstm,
+             actions: .box(low: [-1, -1], high: [1, 1])) {
+            $0.criticNetwork = .mlp
+            $0.sampler.includeFirstStepInTargets = false
+            $0.context = ContextInputs(observation: true, agentID: true)
+        },
     ]
 
     func makeAgent(_ c: Case, agents: Int = 3, seed: UInt64 = 1) throws -> (OffPolicyAgent, EpisodeReplay, SequenceSampler) {
@@ -298,6 +311,19 @@ final class MultiAgentAgentTests: XCTestCase {
             let moved = q()
             XCTAssertNotEqual(Array(after[0..<width]), Array(moved[0..<width]), "\(c.label): the global state enters the critic")
         }
+    }
+
+    /// `criticNetwork` builds the critics apart from the actor: MLP critics beside a recurrent actor
+    /// read each step's input directly and keep no state (the replay stores the actor's alone).
+    func testMLPCriticsBesideRecurrentActors() throws {
+        let c = MultiAgentAgentTests.cases.first { $0.label.hasPrefix("MASAC discrete GRU actors, MLP critics") }!
+        let (agent, _, _) = try makeAgent(c)
+        XCTAssertTrue(agent.actor.isRecurrent)
+        XCTAssertTrue(agent.critics.allSatisfy { !$0.isRecurrent } && agent.criticTargets.allSatisfy { !$0.isRecurrent })
+        XCTAssertEqual(agent.criticStateWidth, 0)
+        XCTAssertEqual(agent.replayLayout.criticStateWidth, 0)
+        XCTAssertGreaterThan(agent.replayLayout.actorStateFloats, 0)
+        XCTAssertEqual(agent.critics[0].featureWidth, agent.criticContextWidth)
     }
 
     /// Independent critics see only their own agent: its context and its action, nothing of the others.

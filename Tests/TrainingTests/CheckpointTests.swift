@@ -109,9 +109,15 @@ final class CheckpointTests: XCTestCase {
     }
 
     /// MASAC on team-recall with two copies, stored states and the global state, stopped and resumed:
-    /// the same metrics and weights as a run that never stopped.
+    /// the same metrics and weights as a run that never stopped; with GRU critics and with MLP critics
+    /// beside the GRU actor.
     func testMASACResumesExactly() throws {
+        for critic in [nil, NetworkKind.mlp] { try checkMASACResumesExactly(criticNetwork: critic) }
+    }
+
+    func checkMASACResumesExactly(criticNetwork: NetworkKind?) throws {
         var c = OffPolicyConfiguration.defaults(algorithm: .masac, environment: "team-recall")
+        c.agent.criticNetwork = criticNetwork
         c.environments = 2
         c.steps = 900
         c.warmupSteps = 100
