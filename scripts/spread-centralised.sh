@@ -4,7 +4,7 @@
 # Usage: scripts/spread-centralised.sh [STEPS] [SEEDS...]   (defaults: 20000 steps, seeds 0 1 2)
 # RRL=path uses that binary; OUT_DIR the runs' folder; OPTIONS more options for every run (for example
 # OPTIONS="--envs 8 --critic-interval 8": eight copies and one update per eight steps, the longer budget's setting;
-# options given there override the script's, e.g. --eval-interval);
+# options given there override the script's, e.g. --eval-interval; --critic-network mlp gives every arm MLP critics);
 # CRITICS the arms compared (default "globalState independent"; also agentSpecific, jointObservation), each a
 # critic input, optionally with :currentPolicy for the other agents' actions from their current policies in
 # the actor's update (e.g. CRITICS="globalState globalState:currentPolicy independent").
