@@ -3,6 +3,9 @@ import Replay
 
 /// The off-policy algorithms.
 public enum OffPolicyAlgorithm: String, Codable, CaseIterable, Sendable {
+    /// Every off-policy algorithm's name, in order (for messages that list them).
+    public static var names: [String] { allCases.map(\.rawValue) }
+
     /// Soft actor-critic: a tanh-Gaussian policy for continuous actions, a categorical policy for
     /// discrete ones; learned temperature.
     case sac
@@ -126,6 +129,15 @@ public enum OtherAgentsActions: String, Codable, CaseIterable, Sendable {
 public enum NetworkKind: String, Codable, CaseIterable, Sendable {
     case mlp, gru, lstm
 
+    /// Floats of one row's recurrent state: h per layer (LSTM: h and c); none for an MLP.
+    public func stateWidth(hiddenSize: Int, layers: Int) -> Int {
+        switch self {
+        case .mlp: return 0
+        case .gru: return hiddenSize * layers
+        case .lstm: return 2 * hiddenSize * layers
+        }
+    }
+
     public var cell: CellKind? {
         switch self {
         case .mlp: return nil
@@ -213,6 +225,17 @@ public struct AgentConfiguration: Codable, Equatable, Sendable {
     public var contextEncoder: ContextEncoderLayout? = nil
 
     public init() {}
+
+    /// An MLP agent: it learns from single transitions drawn anywhere in an episode (windows of one
+    /// step, no burn-in, zero states, fixed length).
+    public mutating func useMLP() {
+        network = .mlp
+        sampler.sequenceLength = 1
+        sampler.burnIn = 0
+        sampler.randomSequenceLength = false
+        sampler.initialState = .zero
+        sampler.alwaysStartAtEpisodeStart = false
+    }
 
     /// The critics' network in force.
     public var criticNetworkKind: NetworkKind { criticNetwork ?? network }

@@ -166,7 +166,7 @@ public enum ConfigurationFile {
         }
         if PPOTrainingConfiguration.algorithms.contains(chosen) {
             return try resolved(object, over: PPOTrainingConfiguration.defaults(environment: environment, algorithm: chosen), schema: ppoSchema,
-                                other: (offPolicySchema, "sac, td3, masac, vdn or qmix"), as: RunConfiguration.ppo, validate: { try $0.validate() })
+                                other: (offPolicySchema, OffPolicyAlgorithm.names.dropLast().joined(separator: ", ") + " or " + OffPolicyAlgorithm.names.last!), as: RunConfiguration.ppo, validate: { try $0.validate() })
         }
         object["algorithm"] = nil
         return try resolved(object, over: OffPolicyConfiguration.defaults(algorithm: OffPolicyAlgorithm(rawValue: chosen) ?? .sac, environment: environment),

@@ -104,7 +104,7 @@ public struct MemoryEstimate: CustomStringConvertible {
         let parameters = 4 * (actor.parameters + critics * critic.parameters) + actor.parameters + critics * critic.parameters
         let rows = Double(a.batchSize) * Double(a.sampler.sequenceLength + 1) * Double(M)
         let activations = rows * 2 * (actor.perRow + 2 * critics * critic.perRow)
-        func stateWidth(_ kind: NetworkKind) -> Double { kind == .mlp ? 0 : Double(a.hiddenSize * a.recurrentLayers * (kind == .lstm ? 2 : 1)) }
+        func stateWidth(_ kind: NetworkKind) -> Double { Double(kind.stateWidth(hiddenSize: a.hiddenSize, layers: a.recurrentLayers)) }
         let stored = a.sampler.initialState.usesStoredStates ? stateWidth(a.network) + critics * stateWidth(a.criticNetworkKind) : 0
         // Several agents: each agent's activity and finished flags; with masks, each agent's mask and next mask.
         let activity = (M > 1 ? 2.0 : 0) + 2 * Double(actionMaskWidth)
@@ -125,7 +125,7 @@ public struct MemoryEstimate: CustomStringConvertible {
         let net = network(input: context, cell: p.network.cell, hidden: p.hiddenSize, layers: p.recurrentLayers, heads: p.headHiddenSizes,
                           extra: 0, output: 2 * A)
         let parameters = 2 * 4 * net.parameters
-        let stateWidth = p.network == .mlp ? 0.0 : Double(p.hiddenSize * p.recurrentLayers * (p.network == .lstm ? 2 : 1))
+        let stateWidth = Double(p.network.stateWidth(hiddenSize: p.hiddenSize, layers: p.recurrentLayers))
         let rolloutRows = Double(p.environments) * Double(agents) * Double(p.rolloutSteps + 1)
         let rollout = rolloutRows * (Double(context + A) + 2 * stateWidth + 12)
         // A minibatch's chunks keep activations for backward; a refresh runs over the whole rollout.

@@ -138,8 +138,7 @@ public struct OffPolicyConfiguration: Codable, Equatable, Sendable {
         if environment != "memory" {
             // Classic control (Stable-Baselines3 zoo style): MLP heads of 64, batch 100, lr 1e-3.
             c.steps = 20_000
-            c.agent.network = .mlp
-            c.agent.sampler.sequenceLength = 1
+            c.agent.useMLP()
             c.agent.headHiddenSizes = [64, 64]
             c.agent.batchSize = 100
             c.agent.actorLearningRate = 1e-3

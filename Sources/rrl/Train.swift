@@ -271,12 +271,7 @@ struct Train: ParsableCommand {
         if let network {
             c.agent.network = network
             if network == .mlp {
-                // An MLP agent learns from single transitions.
-                c.agent.sampler.sequenceLength = 1
-                c.agent.sampler.burnIn = 0
-                c.agent.sampler.randomSequenceLength = false
-                c.agent.sampler.initialState = .zero
-                c.agent.sampler.alwaysStartAtEpisodeStart = false
+                c.agent.useMLP()
             } else if c.agent.sampler.sequenceLength == 1 {
                 // Switching a classic-control default to a recurrent network (the recipe that
                 // solves pendulum-velocity): windows of 48 slots whose first 16 warm up the

@@ -81,7 +81,7 @@ extension Train {
     func resolvedPPOConfiguration(base: PPOTrainingConfiguration?) throws -> PPOTrainingConfiguration {
         let offPolicy = offPolicyOnlyOptionsGiven
         if !offPolicy.isEmpty {
-            throw ConfigurationError("\(offPolicy.joined(separator: ", ")) \(offPolicy.count == 1 ? "does" : "do") not apply to \(algorithm?.rawValue ?? base?.algorithm ?? "ppo") (\(offPolicy.count == 1 ? "an off-policy option" : "off-policy options"): sac, td3, masac, vdn, qmix); remove \(offPolicy.count == 1 ? "it" : "them"), or see `rrl train --help` for the PPO options")
+            throw ConfigurationError("\(offPolicy.joined(separator: ", ")) \(offPolicy.count == 1 ? "does" : "do") not apply to \(algorithm?.rawValue ?? base?.algorithm ?? "ppo") (\(offPolicy.count == 1 ? "an off-policy option" : "off-policy options"): \(OffPolicyAlgorithm.names.joined(separator: ", "))); remove \(offPolicy.count == 1 ? "it" : "them"), or see `rrl train --help` for the PPO options")
         }
         var c = base ?? PPOTrainingConfiguration.defaults(environment: env ?? (algorithm == .ppo || algorithm == nil ? "cartpole-position" : "team-recall"),
                                                          algorithm: algorithm?.rawValue ?? "ppo")

@@ -291,10 +291,8 @@ final class MASACTests: XCTestCase {
             c.seed = 1
             c.evaluationInterval = c.steps
             c.evaluationEpisodes = 20
-            c.agent.network = actor
             c.agent.criticNetwork = .mlp
-            c.agent.sampler.sequenceLength = actor == .mlp ? 1 : 7
-            c.agent.sampler.alwaysStartAtEpisodeStart = actor != .mlp
+            if actor == .mlp { c.agent.useMLP() } else { c.agent.sampler.sequenceLength = 7 }
             return try XCTUnwrap(try OffPolicyTrainer(configuration: c).run().last?["eval_return_mean"])
         }
         XCTAssertGreaterThan(try train(.gru), 0.9, "GRU actors with MLP critics on team-recall")

@@ -81,11 +81,7 @@ final class ValueDecompositionTrainingTests: XCTestCase {
             c.evaluationInterval = c.steps
             c.evaluationEpisodes = 20
             c.agent.sampler.sequenceLength = 7
-            if network == .mlp {
-                c.agent.network = .mlp
-                c.agent.sampler.sequenceLength = 1
-                c.agent.sampler.alwaysStartAtEpisodeStart = false
-            }
+            if network == .mlp { c.agent.useMLP() }
             return try XCTUnwrap(try OffPolicyTrainer(configuration: c).run().last?["eval_return_mean"])
         }
         XCTAssertGreaterThan(try train(.vdn, .gru), 0.9, "recurrent VDN on team-recall")
